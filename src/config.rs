@@ -1,0 +1,294 @@
+//! Checked configuration: raw flags, environment and the repository's config file become a
+//! [`Config`] before any I/O, and bad input is refused here with a message saying what would be
+//! right.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Lease time-to-live when none is given: 10 s.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
+/// How long to wait for a held lock when none is given: 30 s.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+/// Longest a lease is renewed for one holder when none is given: 1 h.
+pub const DEFAULT_MAX_HOLD: Duration = Duration::from_secs(3600);
+/// Per-node deadline of one Redis operation when none is given: 250 ms.
+pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_millis(250);
+/// Deadline to open the connections when none is given: 1 s.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Time a command gets between SIGTERM and SIGKILL after its lease is lost: 5 s.
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// Parse a duration as the CLI writes it: `500ms`, `10s`, `2m`, `1h`; a bare `0` means zero.
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let t = text.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let bad = || {
+        Error::usage(format!(
+            "bad duration '{text}': expected a whole number with a unit, like 500ms, 10s, 2m or 1h"
+        ))
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let ms = match unit {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1_000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => return Err(bad()),
+    };
+    ms.map(Duration::from_millis).ok_or_else(bad)
+}
+
+/// One Redis endpoint. Displays without its password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NodeUrl {
+    url: String,
+    shown: String,
+}
+
+impl NodeUrl {
+    /// Check one `redis://` or `rediss://` URL.
+    pub fn parse(url: &str) -> Result<Self> {
+        let url = url.trim();
+        let rest = url
+            .strip_prefix("redis://")
+            .or_else(|| url.strip_prefix("rediss://"))
+            .ok_or_else(|| {
+                Error::usage(format!(
+                    "bad Redis URL '{}': it must start with redis:// or rediss://",
+                    redact(url)
+                ))
+            })?;
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(Error::usage(format!(
+                "bad Redis URL '{}': it names no host",
+                redact(url)
+            )));
+        }
+        redis::parse_redis_url(url).ok_or_else(|| {
+            Error::usage(format!("bad Redis URL '{}': it does not parse", redact(url)))
+        })?;
+        Ok(NodeUrl {
+            url: url.to_owned(),
+            shown: redact(url),
+        })
+    }
+
+    /// The full URL, password included: for connecting only, never for display.
+    pub(crate) fn secret_url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl fmt::Display for NodeUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl fmt::Debug for NodeUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeUrl({})", self.shown)
+    }
+}
+
+/// Replace the userinfo of a URL (`user:password@`) with `user:***@`, keeping the rest.
+pub fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let after = &url[scheme_end + 3..];
+    let authority_end = after.find('/').unwrap_or(after.len());
+    let Some(at) = after[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &after[..at];
+    let user = userinfo.split(':').next().unwrap_or("");
+    let shown_user = if userinfo.contains(':') {
+        format!("{user}:***")
+    } else {
+        "***".to_owned()
+    };
+    format!("{}{}@{}", &url[..scheme_end + 3], shown_user, &after[at + 1..])
+}
+
+/// Parse the Redis endpoints (flags or `TRACTATUS_REDIS`): none (local locks), one, or three
+/// and more (Redlock). Two are refused: a majority of two is both, so one failure stops all.
+pub fn parse_nodes<S: AsRef<str>>(urls: &[S]) -> Result<Vec<NodeUrl>> {
+    let nodes = urls
+        .iter()
+        .flat_map(|u| u.as_ref().split(','))
+        .filter(|u| !u.trim().is_empty())
+        .map(NodeUrl::parse)
+        .collect::<Result<Vec<_>>>()?;
+    if nodes.len() == 2 {
+        return Err(Error::usage(
+            "two Redis URLs given: use one Redis, or three or more independent masters \
+             (with two, a majority is both, so losing either one stops every lock)",
+        ));
+    }
+    for (i, a) in nodes.iter().enumerate() {
+        if nodes[..i].contains(a) {
+            return Err(Error::usage(format!(
+                "Redis URL {a} is given twice: Redlock needs independent masters"
+            )));
+        }
+    }
+    Ok(nodes)
+}
+
+/// Check a lock name: 1 to 200 characters of `A-Z a-z 0-9 . _ - /`, no `..` segment, no
+/// leading `/`. These rules keep every name inside its namespace's keys.
+pub fn check_lock_name(name: &str) -> Result<()> {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
+    if name.is_empty() || name.len() > 200 || !ok_chars {
+        return Err(Error::usage(format!(
+            "bad lock name '{}': use 1 to 200 characters from A-Z a-z 0-9 . _ - /",
+            name.escape_default()
+        )));
+    }
+    if name.starts_with('/') || name.split('/').any(|s| s == ".." || s.is_empty()) {
+        return Err(Error::usage(format!(
+            "bad lock name '{name}': no leading '/', no empty or '..' path segment"
+        )));
+    }
+    Ok(())
+}
+
+/// Check a namespace: 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
+pub fn check_namespace(ns: &str) -> Result<()> {
+    let ok = !ns.is_empty()
+        && ns.len() <= 64
+        && ns
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::usage(format!(
+            "bad namespace '{}': use 1 to 64 characters from A-Z a-z 0-9 . _ -",
+            ns.escape_default()
+        )))
+    }
+}
+
+/// Everything the coordinator needs, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Redis endpoints; empty means local OS file locks. Default: empty.
+    pub nodes: Vec<NodeUrl>,
+    /// Which repository the locks belong to. Default: `"default"`.
+    pub namespace: String,
+    /// Lease time-to-live. Default: [`DEFAULT_TTL`].
+    pub ttl: Duration,
+    /// Per-node deadline of one operation. Default: [`DEFAULT_NODE_TIMEOUT`], and never more
+    /// than a tenth of the TTL.
+    pub node_timeout: Duration,
+    /// Deadline to open connections. Default: [`DEFAULT_CONNECT_TIMEOUT`].
+    pub connect_timeout: Duration,
+    /// Longest one holder keeps a lease by renewing it. Default: [`DEFAULT_MAX_HOLD`].
+    pub max_hold: Duration,
+    /// Entries kept in each lock's audit log. Default: 1000.
+    pub log_cap: u32,
+}
+
+impl Config {
+    /// A config for the given nodes with every other field at its default.
+    pub fn new(nodes: Vec<NodeUrl>) -> Self {
+        Config {
+            nodes,
+            namespace: "default".to_owned(),
+            ttl: DEFAULT_TTL,
+            node_timeout: DEFAULT_NODE_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_hold: DEFAULT_MAX_HOLD,
+            log_cap: 1000,
+        }
+    }
+
+    /// Refuse combinations that cannot work: a TTL too short to renew, a node timeout that
+    /// does not fit in the TTL, a bad namespace.
+    pub fn check(&self) -> Result<()> {
+        check_namespace(&self.namespace)?;
+        if self.ttl < Duration::from_millis(300) {
+            return Err(Error::usage(format!(
+                "ttl {} ms is too short: use 300ms or more",
+                self.ttl.as_millis()
+            )));
+        }
+        if self.node_timeout.is_zero() || self.node_timeout.saturating_mul(3) > self.ttl {
+            return Err(Error::usage(format!(
+                "node timeout {} ms must be above 0 and at most a third of the ttl ({} ms)",
+                self.node_timeout.as_millis(),
+                self.ttl.as_millis()
+            )));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(Error::usage("connect timeout must be above 0"));
+        }
+        Ok(())
+    }
+
+    /// True when several independent masters form a Redlock quorum.
+    pub fn is_redlock(&self) -> bool {
+        self.nodes.len() >= 3
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_refuse_garbage() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        for bad in ["", "10", "s", "1.5s", "-1s", "10 parsecs", "99999999999999999999h"] {
+            let e = parse_duration(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 64, "{bad}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("redis://alice:s3cret@127.0.0.1:6379/0"),
+            "redis://alice:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(redact("rediss://:s3cret@h:1"), "rediss://:***@h:1");
+        assert_eq!(redact("redis://h:1"), "redis://h:1");
+        let e = NodeUrl::parse("http://u:s3cret@h").unwrap_err();
+        assert!(!e.to_string().contains("s3cret"));
+    }
+
+    #[test]
+    fn two_nodes_are_refused_one_and_three_accepted() {
+        assert_eq!(parse_nodes(&["redis://a:1"]).unwrap().len(), 1);
+        assert_eq!(
+            parse_nodes(&["redis://a:1,redis://b:1,redis://c:1"])
+                .unwrap()
+                .len(),
+            3
+        );
+        let e = parse_nodes(&["redis://a:1", "redis://b:1"]).unwrap_err();
+        assert_eq!(e.exit_code(), 64);
+        assert!(e.to_string().contains("majority"));
+    }
+
+    #[test]
+    fn lock_names_cannot_escape_their_namespace() {
+        check_lock_name(".claude/instruction-history.json").unwrap();
+        for bad in ["", "/etc/passwd", "a/../b", "a}b", "a*", "a b", "a//b"] {
+            assert!(check_lock_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Who holds a lock: the metadata a grant records, and the identity of this process.
+//! Also knows how to tell that a holder on this host is gone (its pid no longer runs, or now
+//! runs another program), so a waiter need not wait out the TTL of a crashed holder.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+/// The metadata recorded with a lease (`holder` hash in Redis, or the local lock file).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HolderInfo {
+    /// The holder's session id.
+    pub session: String,
+    /// The holder's host name.
+    pub host: String,
+    /// The holder's process id.
+    pub pid: u32,
+    /// The holder process' start time in clock ticks after boot (`/proc/<pid>/stat`), if known.
+    #[serde(skip)]
+    pub pid_start: Option<u64>,
+    /// The command the holder runs, for display.
+    pub command: String,
+    /// When the lease was granted, ms since the Unix epoch by the coordinator's clock.
+    pub acquired_ms: u64,
+    /// The lease's TTL in ms.
+    pub ttl_ms: u64,
+    /// The fencing token of the lease.
+    pub token: u64,
+    /// The lease's owner id.
+    #[serde(skip)]
+    pub owner: String,
+}
+
+impl HolderInfo {
+    /// Parse a flat `field, value, field, value` list as HGETALL returns it.
+    pub fn from_fields(fields: &[(String, String)]) -> Self {
+        let mut h = HolderInfo::default();
+        for (k, v) in fields {
+            match k.as_str() {
+                "session" => h.session = v.clone(),
+                "host" => h.host = v.clone(),
+                "pid" => h.pid = v.parse().unwrap_or(0),
+                "pid_start" => h.pid_start = v.parse().ok(),
+                "command" => h.command = v.clone(),
+                "acquired_ms" => h.acquired_ms = v.parse().unwrap_or(0),
+                "ttl_ms" => h.ttl_ms = v.parse().unwrap_or(0),
+                "token" => h.token = v.parse().unwrap_or(0),
+                "owner" => h.owner = v.clone(),
+                _ => {}
+            }
+        }
+        h
+    }
+
+    /// How long the lease has been held, by this host's wall clock (display only).
+    pub fn held_for(&self) -> Duration {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Duration::from_millis(now.saturating_sub(self.acquired_ms))
+    }
+
+    /// True when the holder ran on this host and its process is gone (or the pid was reused by
+    /// another program). A holder on another host is never judged stale here.
+    pub fn is_gone_from(&self, this_host: &str) -> bool {
+        if self.host != this_host || self.pid == 0 {
+            return false;
+        }
+        match process_start_ticks(self.pid) {
+            None => !process_exists(self.pid),
+            Some(now_start) => self.pid_start.is_some_and(|s| s != now_start),
+        }
+    }
+}
+
+impl fmt::Display for HolderInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "session {} on {} pid {}, for {:.1}s, token {}",
+            self.session,
+            self.host,
+            self.pid,
+            self.held_for().as_secs_f64(),
+            self.token
+        )
+    }
+}
+
+/// Who this process is, as recorded when it takes a lease.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Session id: `TRACTATUS_SESSION_ID` when set, else a fresh UUID v7.
+    pub session: String,
+    /// This host's name.
+    pub host: String,
+    /// This process' id.
+    pub pid: u32,
+    /// This process' start time in clock ticks after boot.
+    pub pid_start: Option<u64>,
+    /// What the process is running, for display.
+    pub command: String,
+}
+
+impl Identity {
+    /// The identity of the current process, with the given command description.
+    pub fn current(command: impl Into<String>) -> Self {
+        let pid = std::process::id();
+        Identity {
+            session: session_id_from_env(),
+            host: this_host(),
+            pid,
+            pid_start: process_start_ticks(pid),
+            command: command.into(),
+        }
+    }
+}
+
+/// A fresh session id: a UUID v7 (time-ordered, unique across machines).
+pub fn new_session_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+fn session_id_from_env() -> String {
+    match std::env::var("TRACTATUS_SESSION_ID") {
+        Ok(s) if !s.trim().is_empty() => s.trim().to_owned(),
+        _ => new_session_id(),
+    }
+}
+
+/// This host's name, or "unknown-host".
+pub fn this_host() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown-host".to_owned())
+}
+
+fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        Err(e) => e != nix::errno::Errno::ESRCH,
+    }
+}
+
+/// Start time of a process in clock ticks after boot (field 22 of `/proc/<pid>/stat`).
+pub fn process_start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from its end.
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split(' ').nth(19)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_not_gone_and_a_dead_pid_is() {
+        let me = Identity::current("test");
+        let alive = HolderInfo {
+            host: me.host.clone(),
+            pid: me.pid,
+            pid_start: me.pid_start,
+            ..Default::default()
+        };
+        assert!(!alive.is_gone_from(&me.host));
+        let reused = HolderInfo {
+            pid_start: me.pid_start.map(|s| s + 1),
+            ..alive.clone()
+        };
+        assert!(reused.is_gone_from(&me.host));
+        let elsewhere = HolderInfo {
+            host: "another-host".into(),
+            pid_start: Some(1),
+            ..alive
+        };
+        assert!(!elsewhere.is_gone_from(&me.host));
+    }
+}

@@ -1,0 +1,584 @@
+//! The coordinator and its leases: acquire (waiting on release events, not sleeps), renew in
+//! the background while the work runs, notice loss at once, release.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use backon::BackoffBuilder;
+use futures_util::stream::{FuturesUnordered, SelectAll};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, check_lock_name};
+use crate::error::{Error, Result};
+use crate::holder::{HolderInfo, Identity};
+use crate::keys::LockKeys;
+use crate::local::{LocalBackend, LocalGuard};
+use crate::node::{GrantRequest, Node};
+use crate::quorum::{Attempt, Quorum, Renewal};
+use crate::redis_node::RedisNode;
+
+/// A fencing token: strictly increasing for each new lease of one lock name.
+pub type FencingToken = u64;
+
+/// What a waiter learns while it waits: who holds the lock (updated on every refusal).
+pub type WaitProgress = watch::Sender<Option<HolderInfo>>;
+
+/// How to acquire.
+#[derive(Debug, Clone, Default)]
+pub struct AcquireOptions {
+    /// Longest total wait; zero means try once. Default: zero.
+    pub wait: Duration,
+    /// Receives the current holder while we wait, for feedback. Default: none.
+    pub progress: Option<WaitProgress>,
+}
+
+impl AcquireOptions {
+    /// Wait at most `wait`.
+    pub fn wait(wait: Duration) -> Self {
+        AcquireOptions {
+            wait,
+            progress: None,
+        }
+    }
+}
+
+pub(crate) enum Backend {
+    Redis(Quorum<RedisNode>),
+    Local(LocalBackend),
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: Config,
+    pub(crate) identity: Identity,
+    pub(crate) backend: Backend,
+}
+
+/// A connection to the coordinator (one Redis, several Redlock masters, or local file locks).
+/// Cheap to clone; every clone shares the connections.
+#[derive(Clone)]
+pub struct Coordinator {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Coordinator {
+    /// Connect to the Redis nodes of `config` within its connect timeout. Returns once a
+    /// majority is connected; the rest connect on first use.
+    pub async fn connect(config: Config, identity: Identity) -> Result<Self> {
+        config.check()?;
+        if config.nodes.is_empty() {
+            return Err(Error::usage(
+                "no Redis configured: use Coordinator::local for OS file locks",
+            ));
+        }
+        let nodes = config
+            .nodes
+            .iter()
+            .map(|u| {
+                RedisNode::new(u, config.connect_timeout, config.node_timeout)
+                    .map(Arc::new)
+                    .map_err(|e| Error::usage(format!("{u}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let quorum = Quorum::new(nodes);
+        let (n, need) = (quorum.nodes().len(), quorum.needed());
+        let mut pending: FuturesUnordered<_> = quorum
+            .nodes()
+            .iter()
+            .map(|node| async move { (node.label(), node.connect().await) })
+            .collect();
+        let (mut ok, mut causes) = (0, Vec::new());
+        while let Some((label, r)) = pending.next().await {
+            match r {
+                Ok(_) => ok += 1,
+                Err(e) => causes.push((label, e.cause)),
+            }
+            if ok >= need || causes.len() > n - need {
+                break;
+            }
+        }
+        drop(pending);
+        if ok < need {
+            return Err(Error::Unavailable {
+                reachable: ok,
+                total: n,
+                needed: need,
+                causes,
+            });
+        }
+        Ok(Coordinator {
+            inner: Arc::new(Inner {
+                config,
+                identity,
+                backend: Backend::Redis(quorum),
+            }),
+        })
+    }
+
+    /// A coordinator for one machine: OS file locks in `lock_dir` (created when missing).
+    pub fn local(config: Config, identity: Identity, lock_dir: PathBuf) -> Result<Self> {
+        Ok(Coordinator {
+            inner: Arc::new(Inner {
+                backend: Backend::Local(LocalBackend::new(lock_dir)?),
+                config,
+                identity,
+            }),
+        })
+    }
+
+    /// The checked configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Who this process is.
+    pub fn identity(&self) -> &Identity {
+        &self.inner.identity
+    }
+
+    /// True when the locks are local OS file locks (no Redis).
+    pub fn is_local(&self) -> bool {
+        matches!(self.inner.backend, Backend::Local(_))
+    }
+
+    /// Take lock `name` without waiting: fails with [`Error::Timeout`] when it is held.
+    pub async fn try_acquire(&self, name: &str) -> Result<Lease> {
+        self.acquire(name, &AcquireOptions::default()).await
+    }
+
+    /// Take lock `name`, waiting up to `opts.wait` for its holder to release it.
+    ///
+    /// Waiting is driven by release events (Redis pub/sub, or the kernel for local locks); the
+    /// only timer is the holder's remaining TTL, so a crashed holder is taken over as soon as
+    /// its lease expires, and at once when it ran on this host and its process is gone.
+    pub async fn acquire(&self, name: &str, opts: &AcquireOptions) -> Result<Lease> {
+        check_lock_name(name)?;
+        let started = Instant::now();
+        let deadline = started + opts.wait;
+        match &self.inner.backend {
+            Backend::Local(local) => {
+                let guard = local
+                    .acquire(name, &self.inner.identity, opts, deadline)
+                    .await?;
+                Ok(Lease::local(self.clone(), name, guard))
+            }
+            Backend::Redis(quorum) => self.acquire_redis(quorum, name, opts, deadline).await,
+        }
+    }
+
+    async fn acquire_redis(
+        &self,
+        quorum: &Quorum<RedisNode>,
+        name: &str,
+        opts: &AcquireOptions,
+        deadline: Instant,
+    ) -> Result<Lease> {
+        let cfg = &self.inner.config;
+        let started = Instant::now();
+        let keys = LockKeys::new(&cfg.namespace, name);
+        let waiter_id = uuid::Uuid::new_v4().simple().to_string();
+        let mut wake: Option<SelectAll<crate::node::WakeStream>> = None;
+        let mut last_holder: Option<HolderInfo> = None;
+        let mut jitter = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(2))
+            .with_max_delay(cfg.node_timeout.max(Duration::from_millis(20)))
+            .with_jitter()
+            .without_max_times()
+            .build();
+        loop {
+            let req = GrantRequest {
+                keys: keys.clone(),
+                owner: uuid::Uuid::new_v4().simple().to_string(),
+                ttl: cfg.ttl,
+                identity: self.inner.identity.clone(),
+                waiter: wake.as_ref().map(|_| waiter_id.clone()),
+                waiter_ttl: cfg.ttl.saturating_mul(2),
+                log_cap: cfg.log_cap,
+            };
+            let pause = match quorum.grant(&req).await {
+                Attempt::Granted { token, valid_until } => {
+                    let state = LeaseState::Valid { valid_until };
+                    return Ok(Lease::redis(self.clone(), name, keys, req.owner, token, state));
+                }
+                Attempt::Unavailable { reachable, causes } => {
+                    return Err(Error::Unavailable {
+                        reachable,
+                        total: quorum.nodes().len(),
+                        needed: quorum.needed(),
+                        causes,
+                    });
+                }
+                Attempt::Held { pttl, holder } => {
+                    if let Some(h) = &holder {
+                        if h.is_gone_from(&self.inner.identity.host)
+                            && self.evict(quorum, &keys, &h.owner, "takeover").await > 0
+                        {
+                            continue;
+                        }
+                    }
+                    last_holder = holder.or(last_holder);
+                    // Wake a little after the holder's lease runs out, in case it never releases.
+                    pttl + Duration::from_millis(1)
+                }
+                Attempt::Split { holder } => {
+                    last_holder = holder.or(last_holder);
+                    jitter.next().unwrap_or(Duration::from_millis(5))
+                }
+            };
+            if let Some(p) = &opts.progress {
+                p.send_replace(last_holder.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout {
+                    name: name.to_owned(),
+                    waited_ms: now.duration_since(started).as_millis(),
+                    holder: last_holder.map(Box::new),
+                });
+            }
+            if wake.is_none() {
+                // Subscribe before the next attempt, so a release between the two is not missed.
+                let (streams, _) = quorum.subscribe(&keys).await;
+                let mut all = SelectAll::new();
+                all.extend(streams);
+                wake = Some(all);
+                continue;
+            }
+            let until = deadline.min(now + pause);
+            if let Some(w) = wake.as_mut() {
+                tokio::select! {
+                    got = w.next(), if !w.is_empty() => {
+                        if got.is_none() { wake = Some(SelectAll::new()); }
+                    }
+                    _ = tokio::time::sleep_until(until.into()) => {}
+                }
+            }
+        }
+    }
+
+    /// Lift the fencing counter of `name` to at least `floor` on every node (after a counter
+    /// reset), so the next lease's token is above every committed one.
+    pub async fn raise_floor(&self, name: &str, floor: FencingToken) -> Result<()> {
+        match &self.inner.backend {
+            Backend::Local(local) => local.raise(name, floor),
+            Backend::Redis(q) => {
+                let keys = LockKeys::new(&self.inner.config.namespace, name);
+                let all: FuturesUnordered<_> =
+                    q.nodes().iter().map(|n| n.raise(&keys, floor)).collect();
+                let ok = all
+                    .filter(|r| std::future::ready(r.is_ok()))
+                    .count()
+                    .await;
+                if ok >= q.needed() {
+                    Ok(())
+                } else {
+                    Err(Error::Unavailable {
+                        reachable: ok,
+                        total: q.nodes().len(),
+                        needed: q.needed(),
+                        causes: Vec::new(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Remove a lease whatever its owner (`expected_owner` empty) or only if it is
+    /// `expected_owner`'s, on every node; recorded in the lock's audit log as `event`.
+    /// Returns how many nodes removed it.
+    pub(crate) async fn evict(
+        &self,
+        quorum: &Quorum<RedisNode>,
+        keys: &LockKeys,
+        expected_owner: &str,
+        event: &str,
+    ) -> usize {
+        let id = &self.inner.identity;
+        let cap = self.inner.config.log_cap;
+        let all: FuturesUnordered<_> = quorum
+            .nodes()
+            .iter()
+            .map(|node| {
+                node.call(move |mut c| async move {
+                    crate::redis_node::EVICT
+                        .key(&keys.lease)
+                        .key(&keys.holder)
+                        .key(&keys.log)
+                        .arg(expected_owner)
+                        .arg(&keys.channel)
+                        .arg(cap)
+                        .arg(event)
+                        .arg(&id.session)
+                        .arg(&id.host)
+                        .arg(id.pid)
+                        .invoke_async::<i64>(&mut c)
+                        .await
+                })
+            })
+            .collect();
+        all.filter(|r| std::future::ready(matches!(r, Ok(1))))
+            .count()
+            .await
+    }
+}
+
+/// Where a lease stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseState {
+    /// Ours until the monotonic deadline, unless renewed.
+    Valid {
+        /// Validity deadline on the monotonic clock.
+        valid_until: Instant,
+    },
+    /// Ours until released (local file locks: the kernel holds it for us).
+    Held,
+    /// Gone: expired, taken, broken or unrenewable, with the reason.
+    Lost(String),
+}
+
+enum Hold {
+    Redis { keys: LockKeys, owner: String },
+    Local(LocalGuard),
+}
+
+/// A held lock. Keep it alive with [`Lease::keep_alive`] while work runs; end it with
+/// [`Lease::release`]. Dropping it stops the renewal and releases it in the background.
+pub struct Lease {
+    coordinator: Coordinator,
+    name: String,
+    token: FencingToken,
+    hold: Option<Hold>,
+    state: watch::Sender<LeaseState>,
+    acquired: Instant,
+    keeper: Option<JoinHandle<()>>,
+}
+
+impl Lease {
+    fn redis(
+        coordinator: Coordinator,
+        name: &str,
+        keys: LockKeys,
+        owner: String,
+        token: FencingToken,
+        state: LeaseState,
+    ) -> Self {
+        Lease {
+            coordinator,
+            name: name.to_owned(),
+            token,
+            hold: Some(Hold::Redis { keys, owner }),
+            state: watch::channel(state).0,
+            acquired: Instant::now(),
+            keeper: None,
+        }
+    }
+
+    fn local(coordinator: Coordinator, name: &str, guard: LocalGuard) -> Self {
+        Lease {
+            coordinator,
+            name: name.to_owned(),
+            token: guard.token,
+            hold: Some(Hold::Local(guard)),
+            state: watch::channel(LeaseState::Held).0,
+            acquired: Instant::now(),
+            keeper: None,
+        }
+    }
+
+    /// The lock's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// This lease's fencing token.
+    pub fn token(&self) -> FencingToken {
+        self.token
+    }
+
+    /// Where the lease stands now (validity is judged on the monotonic clock).
+    pub fn state(&self) -> LeaseState {
+        let s = self.state.borrow().clone();
+        match s {
+            LeaseState::Valid { valid_until } if Instant::now() >= valid_until => {
+                LeaseState::Lost("its validity ran out without a successful renewal".into())
+            }
+            other => other,
+        }
+    }
+
+    /// `Ok` while the lease is valid, else [`Error::LeaseLost`] saying why.
+    pub fn check_valid(&self) -> Result<()> {
+        match self.state() {
+            LeaseState::Lost(reason) => Err(Error::LeaseLost {
+                name: self.name.clone(),
+                reason,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Resolves when the lease is lost, with the reason. Pending forever while it is not.
+    pub fn lost(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        let mut rx = self.state.subscribe();
+        async move {
+            loop {
+                let deadline = match &*rx.borrow_and_update() {
+                    LeaseState::Lost(r) => return r.clone(),
+                    LeaseState::Valid { valid_until } => Some(*valid_until),
+                    LeaseState::Held => None,
+                };
+                let expired = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    changed = rx.changed() => {
+                        if changed.is_err() {
+                            return "the lease was dropped".to_owned();
+                        }
+                    }
+                    _ = expired => {
+                        return "its validity ran out without a successful renewal".to_owned();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Extend the lease once. Errors with [`Error::LeaseLost`] when it is no longer ours.
+    pub async fn renew(&self) -> Result<()> {
+        let Some(Hold::Redis { keys, owner }) = &self.hold else {
+            return self.check_valid();
+        };
+        self.check_valid()?;
+        renew_once(&self.coordinator, keys, owner, &self.state).await;
+        self.check_valid()
+    }
+
+    /// Renew in the background at a third of the TTL until released, lost, or held for
+    /// `max_hold`. Loss is reported through [`Lease::lost`] and [`Lease::state`].
+    pub fn keep_alive(&mut self, max_hold: Duration) {
+        let Some(Hold::Redis { keys, owner }) = &self.hold else {
+            return;
+        };
+        let (coordinator, keys, owner) = (self.coordinator.clone(), keys.clone(), owner.clone());
+        let state = self.state.clone();
+        let stop_at = self.acquired + max_hold;
+        let ttl = coordinator.inner.config.ttl;
+        self.keeper = Some(tokio::spawn(async move {
+            let mut next = Instant::now() + ttl / 3;
+            loop {
+                tokio::time::sleep_until(next.into()).await;
+                let now = Instant::now();
+                let valid_until = match &*state.borrow() {
+                    LeaseState::Valid { valid_until } => *valid_until,
+                    _ => return,
+                };
+                if now >= valid_until {
+                    state.send_replace(LeaseState::Lost(
+                        "its validity ran out without a successful renewal".into(),
+                    ));
+                    return;
+                }
+                if now >= stop_at {
+                    state.send_replace(LeaseState::Lost(format!(
+                        "held for the maximum of {} s (--max-hold); renewal stopped",
+                        max_hold.as_secs()
+                    )));
+                    return;
+                }
+                next = if renew_once(&coordinator, &keys, &owner, &state).await {
+                    Instant::now() + ttl / 3
+                } else {
+                    // Retry soon, but never past the end of validity.
+                    (Instant::now() + ttl / 10).min(valid_until)
+                };
+            }
+        }));
+    }
+
+    /// End the lease (on every node) and wake the waiters. Errors with [`Error::LeaseLost`]
+    /// when it was no longer ours.
+    pub async fn release(mut self) -> Result<()> {
+        if let Some(k) = self.keeper.take() {
+            k.abort();
+        }
+        let lost = self.state();
+        match self.hold.take() {
+            Some(Hold::Redis { keys, owner }) => {
+                let Backend::Redis(q) = &self.coordinator.inner.backend else {
+                    return Err(Error::internal("redis lease on a local coordinator"));
+                };
+                let confirmed = q
+                    .release(&keys, &owner, self.coordinator.inner.config.log_cap)
+                    .await;
+                if confirmed < q.needed() {
+                    if let LeaseState::Lost(reason) = lost {
+                        return Err(Error::LeaseLost {
+                            name: self.name.clone(),
+                            reason,
+                        });
+                    }
+                }
+                Ok(())
+            }
+            Some(Hold::Local(guard)) => guard.release(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One renewal on the quorum, recorded in `state`. True when it succeeded.
+async fn renew_once(
+    coordinator: &Coordinator,
+    keys: &LockKeys,
+    owner: &str,
+    state: &watch::Sender<LeaseState>,
+) -> bool {
+    let Backend::Redis(q) = &coordinator.inner.backend else {
+        return true;
+    };
+    match q.renew(keys, owner, coordinator.inner.config.ttl).await {
+        Renewal::Renewed { valid_until } => {
+            state.send_if_modified(|s| match s {
+                LeaseState::Valid { .. } => {
+                    *s = LeaseState::Valid { valid_until };
+                    true
+                }
+                _ => false,
+            });
+            true
+        }
+        Renewal::Lost => {
+            state.send_replace(LeaseState::Lost(
+                "the coordinator says the lease is no longer ours (it expired or was taken)"
+                    .into(),
+            ));
+            false
+        }
+        Renewal::Undecided { .. } => false,
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(k) = self.keeper.take() {
+            k.abort();
+        }
+        if let Some(Hold::Redis { keys, owner }) = self.hold.take() {
+            let coordinator = self.coordinator.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    if let Backend::Redis(q) = &coordinator.inner.backend {
+                        q.release(&keys, &owner, coordinator.inner.config.log_cap)
+                            .await;
+                    }
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! The one-machine backend: a lock is an OS advisory lock (`flock`, through std's
+//! `File::lock`) on a file under `.claude/.tractatus/locks/`. The kernel releases it when its
+//! holder dies, so there is no TTL and no stale holder; the kernel also wakes the waiter.
+//! Fencing tokens come from a counter file beside each lock, incremented under the lock.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, Result};
+use crate::holder::{HolderInfo, Identity};
+use crate::lease::AcquireOptions;
+
+/// Local file locks in one directory.
+pub struct LocalBackend {
+    dir: PathBuf,
+}
+
+/// A held local lock: the locked file and the token minted under it.
+pub struct LocalGuard {
+    file: File,
+    /// The fencing token of this hold.
+    pub token: u64,
+}
+
+impl LocalGuard {
+    /// Unlock (closing the file does it too).
+    pub fn release(self) -> Result<()> {
+        let _ = self.file.set_len(0);
+        self.file
+            .unlock()
+            .map_err(|e| Error::internal(format!("cannot unlock: {e}")))
+    }
+}
+
+/// The file name a lock name maps to: `/` cannot appear in a file name, `%` cannot appear in a
+/// lock name, so the mapping is one to one.
+fn file_stem(name: &str) -> String {
+    name.replace('/', "%2F")
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::internal(format!("{what} {}: {e}", path.display()))
+}
+
+impl LocalBackend {
+    /// Locks kept in `dir` (created when missing).
+    pub fn new(dir: PathBuf) -> Result<Self> {
+        std::fs::create_dir_all(&dir).map_err(|e| io_err("cannot create", &dir, e))?;
+        Ok(LocalBackend { dir })
+    }
+
+    /// The directory holding the lock files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn lock_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{}.lock", file_stem(name)))
+    }
+
+    fn fence_path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{}.fence", file_stem(name)))
+    }
+
+    pub(crate) async fn acquire(
+        &self,
+        name: &str,
+        identity: &Identity,
+        opts: &AcquireOptions,
+        deadline: Instant,
+    ) -> Result<LocalGuard> {
+        let started = Instant::now();
+        let path = self.lock_path(name);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| io_err("cannot open", &path, e))?;
+        let file = match file.try_lock() {
+            Ok(()) => file,
+            Err(TryLockError::Error(e)) => return Err(io_err("cannot lock", &path, e)),
+            Err(TryLockError::WouldBlock) => {
+                let holder = read_holder(&path);
+                if let Some(p) = &opts.progress {
+                    p.send_replace(holder.clone());
+                }
+                let timeout = || Error::Timeout {
+                    name: name.to_owned(),
+                    waited_ms: started.elapsed().as_millis(),
+                    holder: holder.clone().map(Box::new),
+                };
+                if Instant::now() >= deadline {
+                    return Err(timeout());
+                }
+                // The kernel wakes the blocked thread on release. If we give up first, the
+                // thread's File is dropped on send failure, which unlocks it.
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                tokio::task::spawn_blocking(move || {
+                    let r = file.lock().map(|()| file);
+                    let _ = tx.send(r);
+                });
+                match tokio::time::timeout_at(deadline.into(), rx).await {
+                    Ok(Ok(Ok(file))) => file,
+                    Ok(Ok(Err(e))) => return Err(io_err("cannot lock", &path, e)),
+                    Ok(Err(_)) => return Err(Error::internal("lock thread vanished")),
+                    Err(_) => return Err(timeout()),
+                }
+            }
+        };
+        let token = self.mint(name)?;
+        let mut guard = LocalGuard { file, token };
+        write_holder(&mut guard.file, identity, token)
+            .map_err(|e| io_err("cannot write", &path, e))?;
+        Ok(guard)
+    }
+
+    /// Next token for `name`: counter file + 1, written back before use.
+    fn mint(&self, name: &str) -> Result<u64> {
+        let path = self.fence_path(name);
+        let last = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let token = last + 1;
+        std::fs::write(&path, token.to_string()).map_err(|e| io_err("cannot write", &path, e))?;
+        Ok(token)
+    }
+
+    /// Raise the counter of `name` to at least `floor` (after a reset, so new tokens pass the
+    /// state files' fencing check).
+    pub(crate) fn raise(&self, name: &str, floor: u64) -> Result<()> {
+        let path = self.fence_path(name);
+        let last = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if last < floor {
+            std::fs::write(&path, floor.to_string())
+                .map_err(|e| io_err("cannot write", &path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Every lock currently held, with its holder.
+    pub fn held(&self) -> Result<Vec<(String, HolderInfo)>> {
+        let mut out = Vec::new();
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| io_err("cannot list", &self.dir, e))?;
+        for entry in entries.flatten() {
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            let Some(stem) = file_name.strip_suffix(".lock") else {
+                continue;
+            };
+            let Ok(f) = File::open(entry.path()) else {
+                continue;
+            };
+            if let Err(TryLockError::WouldBlock) = f.try_lock_shared() {
+                let holder = read_holder(&entry.path()).unwrap_or_default();
+                out.push((stem.replace("%2F", "/"), holder));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+}
+
+fn write_holder(file: &mut File, id: &Identity, token: u64) -> std::io::Result<()> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let info = serde_json::json!({
+        "session": id.session, "host": id.host, "pid": id.pid, "command": id.command,
+        "acquired_ms": now, "token": token,
+    });
+    file.set_len(0)?;
+    file.rewind()?;
+    file.write_all(info.to_string().as_bytes())
+}
+
+fn read_holder(path: &Path) -> Option<HolderInfo> {
+    let mut text = String::new();
+    File::open(path).ok()?.read_to_string(&mut text).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
+    let n = |k: &str| v.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
+    Some(HolderInfo {
+        session: s("session"),
+        host: s("host"),
+        pid: n("pid") as u32,
+        command: s("command"),
+        acquired_ms: n("acquired_ms"),
+        token: n("token"),
+        ..Default::default()
+    })
+}
+
+/// Filesystem magic numbers (statfs `f_type`) of network and user-space filesystems, where an
+/// advisory lock taken here may not be seen by another machine.
+const NETWORK_FS: &[(i64, &str)] = &[
+    (0x6969, "nfs"),
+    (0x517B, "smb"),
+    (0xFF53_4D42, "cifs"),
+    (0xFE53_4D42, "smb2"),
+    (0x6573_5546, "fuse"),
+    (0x00C3_6400, "ceph"),
+    (0x5346_414F, "afs"),
+    (0x6B41_4653, "afs"),
+    (0x0102_1997, "9p"),
+    (0x4750_4653, "gpfs"),
+    (0x0BD0_0BD0, "lustre"),
+];
+
+/// The name of the network filesystem type with magic number `magic`, if it is one.
+pub fn network_fs_name(magic: i64) -> Option<&'static str> {
+    NETWORK_FS.iter().find(|(m, _)| *m == magic).map(|(_, n)| *n)
+}
+
+/// `Some(type)` when `path` sits on a network (or FUSE) filesystem.
+pub fn network_filesystem(path: &Path) -> Option<&'static str> {
+    let st = nix::sys::statfs::statfs(path).ok()?;
+    #[allow(clippy::unnecessary_cast)]
+    network_fs_name(st.filesystem_type().0 as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_filesystems_are_told_from_local_ones() {
+        assert_eq!(network_fs_name(0x6969), Some("nfs"));
+        assert_eq!(network_fs_name(0xFF53_4D42), Some("cifs"));
+        assert_eq!(network_fs_name(0x6573_5546), Some("fuse"));
+        assert_eq!(network_fs_name(0xEF53), None, "ext4");
+        assert_eq!(network_fs_name(0x0102_1994), None, "tmpfs");
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(network_filesystem(tmp.path()), None);
+        assert_eq!(network_filesystem(Path::new("/dev/shm")), None);
+    }
+}

@@ -1,0 +1,253 @@
+//! A coordinator node that is a real Redis: one multiplexed connection (shared by every
+//! operation of this process), the Lua scripts of `lua/`, and a deadline on every call.
+//!
+//! Why no pool (deadpool-redis): a multiplexed connection is already shared by all tasks, and a
+//! pool's recycle check (UNWATCH + PING) would add a round trip to every lock operation.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Script, Value};
+use tokio::sync::Mutex;
+
+use crate::config::NodeUrl;
+use crate::holder::HolderInfo;
+use crate::keys::LockKeys;
+use crate::node::{GrantReply, GrantRequest, Node, NodeError, WakeStream};
+
+static GRANT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/grant.lua")));
+static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/renew.lua")));
+static RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/release.lua")));
+static RAISE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/raise.lua")));
+pub(crate) static EVICT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/evict.lua")));
+pub(crate) static INSPECT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/inspect.lua")));
+
+/// One Redis master.
+pub struct RedisNode {
+    url: NodeUrl,
+    client: redis::Client,
+    conn: Mutex<Option<MultiplexedConnection>>,
+    connect_timeout: Duration,
+    op_timeout: Duration,
+}
+
+impl RedisNode {
+    /// A node for `url`; nothing is connected until the first operation or [`Self::connect`].
+    pub fn new(
+        url: &NodeUrl,
+        connect_timeout: Duration,
+        op_timeout: Duration,
+    ) -> Result<Self, NodeError> {
+        let client = redis::Client::open(url.secret_url())
+            .map_err(|e| NodeError::new(describe(&e, url)))?;
+        Ok(RedisNode {
+            url: url.clone(),
+            client,
+            conn: Mutex::new(None),
+            connect_timeout,
+            op_timeout,
+        })
+    }
+
+    /// Open the connection (once) within the connect timeout.
+    pub async fn connect(&self) -> Result<MultiplexedConnection, NodeError> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(None);
+        let conn = tokio::time::timeout(
+            self.connect_timeout,
+            self.client
+                .get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
+        .map_err(|_| NodeError::timeout(self.connect_timeout))?
+        .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Run one request against this node within the operation deadline; a broken connection
+    /// is dropped so the next call reconnects.
+    pub(crate) async fn call<T, F, Fut>(&self, f: F) -> Result<T, NodeError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let work = async {
+            let conn = self.connect().await?;
+            match f(conn).await {
+                Ok(v) => Ok(v),
+                Err(e) => {
+                    if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
+                        *self.conn.lock().await = None;
+                    }
+                    Err(NodeError::new(describe(&e, &self.url)))
+                }
+            }
+        };
+        tokio::time::timeout(self.op_timeout, work)
+            .await
+            .unwrap_or_else(|_| Err(NodeError::timeout(self.op_timeout)))
+    }
+
+    /// The node's URL, password hidden.
+    pub fn url(&self) -> &NodeUrl {
+        &self.url
+    }
+}
+
+/// A Redis error as one line, with no password in it.
+fn describe(e: &redis::RedisError, url: &NodeUrl) -> String {
+    let text = e.to_string();
+    let text = text.replace(url.secret_url(), &url.to_string());
+    if e.is_connection_refusal() {
+        format!("connection refused ({text})")
+    } else if matches!(e.kind(), redis::ErrorKind::AuthenticationFailed)
+        || text.contains("WRONGPASS")
+        || text.contains("NOAUTH")
+    {
+        format!("authentication refused ({text})")
+    } else {
+        text
+    }
+}
+
+impl Node for RedisNode {
+    fn label(&self) -> String {
+        self.url.to_string()
+    }
+
+    async fn grant(&self, req: &GrantRequest) -> Result<GrantReply, NodeError> {
+        let k = &req.keys;
+        let id = &req.identity;
+        let reply: Value = self
+            .call(|mut c| async move {
+                GRANT
+                    .key(&k.lease)
+                    .key(&k.fence)
+                    .key(&k.holder)
+                    .key(&k.waiters)
+                    .key(&k.log)
+                    .arg(&req.owner)
+                    .arg(req.ttl.as_millis() as u64)
+                    .arg(&id.session)
+                    .arg(&id.host)
+                    .arg(id.pid)
+                    .arg(id.pid_start.map(|s| s.to_string()).unwrap_or_default())
+                    .arg(&id.command)
+                    .arg(req.waiter.as_deref().unwrap_or(""))
+                    .arg(req.waiter_ttl.as_millis() as u64)
+                    .arg(req.log_cap)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        parse_grant(reply).ok_or_else(|| NodeError::new("unexpected reply to grant"))
+    }
+
+    async fn renew(&self, keys: &LockKeys, owner: &str, ttl: Duration) -> Result<bool, NodeError> {
+        self.call(|mut c| async move {
+            RENEW
+                .key(&keys.lease)
+                .arg(owner)
+                .arg(ttl.as_millis() as u64)
+                .invoke_async::<i64>(&mut c)
+                .await
+        })
+        .await
+        .map(|n| n == 1)
+    }
+
+    async fn release(&self, keys: &LockKeys, owner: &str, log_cap: u32) -> Result<bool, NodeError> {
+        self.call(|mut c| async move {
+            RELEASE
+                .key(&keys.lease)
+                .key(&keys.holder)
+                .key(&keys.log)
+                .arg(owner)
+                .arg(&keys.channel)
+                .arg(log_cap)
+                .invoke_async::<i64>(&mut c)
+                .await
+        })
+        .await
+        .map(|n| n == 1)
+    }
+
+    async fn raise(&self, keys: &LockKeys, token: u64) -> Result<u64, NodeError> {
+        self.call(|mut c| async move {
+            RAISE
+                .key(&keys.fence)
+                .arg(token)
+                .invoke_async::<u64>(&mut c)
+                .await
+        })
+        .await
+    }
+
+    async fn subscribe(&self, keys: &LockKeys) -> Result<WakeStream, NodeError> {
+        let work = async {
+            let mut pubsub = self
+                .client
+                .get_async_pubsub()
+                .await
+                .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
+            pubsub
+                .subscribe(&keys.channel)
+                .await
+                .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
+            let stream: WakeStream = Box::pin(pubsub.into_on_message().map(|_| ()));
+            Ok(stream)
+        };
+        tokio::time::timeout(self.connect_timeout, work)
+            .await
+            .unwrap_or_else(|_| Err(NodeError::timeout(self.connect_timeout)))
+    }
+}
+
+fn parse_grant(v: Value) -> Option<GrantReply> {
+    let Value::Array(items) = v else { return None };
+    let int = |v: &Value| match v {
+        Value::Int(n) => Some(*n),
+        _ => None,
+    };
+    match int(items.first()?)? {
+        1 => Some(GrantReply::Granted {
+            token: u64::try_from(int(items.get(1)?)?).ok()?,
+        }),
+        0 => {
+            let pttl = int(items.get(1)?)?;
+            Some(GrantReply::Refused {
+                pttl: Duration::from_millis(u64::try_from(pttl).unwrap_or(0)),
+                holder: HolderInfo::from_fields(&pairs(&items[2..])),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Turn a flat `field, value, ...` reply into pairs of strings.
+pub(crate) fn pairs(items: &[Value]) -> Vec<(String, String)> {
+    items
+        .chunks_exact(2)
+        .filter_map(|kv| Some((text(&kv[0])?, text(&kv[1])?)))
+        .collect()
+}
+
+pub(crate) fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(n) => Some(n.to_string()),
+        _ => None,
+    }
+}

@@ -71,7 +71,10 @@ impl NodeUrl {
             )));
         }
         redis::parse_redis_url(url).ok_or_else(|| {
-            Error::usage(format!("bad Redis URL '{}': it does not parse", redact(url)))
+            Error::usage(format!(
+                "bad Redis URL '{}': it does not parse",
+                redact(url)
+            ))
         })?;
         Ok(NodeUrl {
             url: url.to_owned(),
@@ -114,7 +117,12 @@ pub fn redact(url: &str) -> String {
     } else {
         "***".to_owned()
     };
-    format!("{}{}@{}", &url[..scheme_end + 3], shown_user, &after[at + 1..])
+    format!(
+        "{}{}@{}",
+        &url[..scheme_end + 3],
+        shown_user,
+        &after[at + 1..]
+    )
 }
 
 /// Parse the Redis endpoints (flags or `TRACTATUS_REDIS`): none (local locks), one, or three
@@ -252,7 +260,15 @@ mod tests {
         assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
-        for bad in ["", "10", "s", "1.5s", "-1s", "10 parsecs", "99999999999999999999h"] {
+        for bad in [
+            "",
+            "10",
+            "s",
+            "1.5s",
+            "-1s",
+            "10 parsecs",
+            "99999999999999999999h",
+        ] {
             let e = parse_duration(bad).unwrap_err();
             assert_eq!(e.exit_code(), 64, "{bad}");
         }

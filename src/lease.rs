@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use backon::BackoffBuilder;
+use futures_util::StreamExt;
 use futures_util::stream::{FuturesUnordered, SelectAll};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -200,7 +200,14 @@ impl Coordinator {
             let pause = match quorum.grant(&req).await {
                 Attempt::Granted { token, valid_until } => {
                     let state = LeaseState::Valid { valid_until };
-                    return Ok(Lease::redis(self.clone(), name, keys, req.owner, token, state));
+                    return Ok(Lease::redis(
+                        self.clone(),
+                        name,
+                        keys,
+                        req.owner,
+                        token,
+                        state,
+                    ));
                 }
                 Attempt::Unavailable { reachable, causes } => {
                     return Err(Error::Unavailable {
@@ -267,10 +274,7 @@ impl Coordinator {
                 let keys = LockKeys::new(&self.inner.config.namespace, name);
                 let all: FuturesUnordered<_> =
                     q.nodes().iter().map(|n| n.raise(&keys, floor)).collect();
-                let ok = all
-                    .filter(|r| std::future::ready(r.is_ok()))
-                    .count()
-                    .await;
+                let ok = all.filter(|r| std::future::ready(r.is_ok())).count().await;
                 if ok >= q.needed() {
                     Ok(())
                 } else {
@@ -555,8 +559,7 @@ async fn renew_once(
         }
         Renewal::Lost => {
             state.send_replace(LeaseState::Lost(
-                "the coordinator says the lease is no longer ours (it expired or was taken)"
-                    .into(),
+                "the coordinator says the lease is no longer ours (it expired or was taken)".into(),
             ));
             false
         }

@@ -148,7 +148,8 @@ impl LocalBackend {
     /// Every lock currently held, with its holder.
     pub fn held(&self) -> Result<Vec<(String, HolderInfo)>> {
         let mut out = Vec::new();
-        let entries = std::fs::read_dir(&self.dir).map_err(|e| io_err("cannot list", &self.dir, e))?;
+        let entries =
+            std::fs::read_dir(&self.dir).map_err(|e| io_err("cannot list", &self.dir, e))?;
         for entry in entries.flatten() {
             let file_name = entry.file_name().to_string_lossy().into_owned();
             let Some(stem) = file_name.strip_suffix(".lock") else {
@@ -216,7 +217,10 @@ const NETWORK_FS: &[(i64, &str)] = &[
 
 /// The name of the network filesystem type with magic number `magic`, if it is one.
 pub fn network_fs_name(magic: i64) -> Option<&'static str> {
-    NETWORK_FS.iter().find(|(m, _)| *m == magic).map(|(_, n)| *n)
+    NETWORK_FS
+        .iter()
+        .find(|(m, _)| *m == magic)
+        .map(|(_, n)| *n)
 }
 
 /// `Some(type)` when `path` sits on a network (or FUSE) filesystem.

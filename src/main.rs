@@ -279,7 +279,9 @@ async fn coordinator(ctx: &Context) -> Result<Coordinator> {
             });
         }
     }
-    eprintln!("tractatus: no Redis configured; using local file locks (protects this machine only)");
+    eprintln!(
+        "tractatus: no Redis configured; using local file locks (protects this machine only)"
+    );
     let dir = repo::work_dir(root)?.join("locks");
     Coordinator::local(config, identity, dir)
 }
@@ -465,7 +467,10 @@ async fn lock_status(ctx: &Context) -> Result<i32> {
         return Ok(0);
     }
     if locks.is_empty() {
-        println!("no locks held in namespace {}", coordinator.config().namespace);
+        println!(
+            "no locks held in namespace {}",
+            coordinator.config().namespace
+        );
         return Ok(0);
     }
     let rows: Vec<Vec<String>> = locks
@@ -477,18 +482,23 @@ async fn lock_status(ctx: &Context) -> Result<i32> {
                 l.host.clone(),
                 l.pid.to_string(),
                 human_duration(l.held_ms),
-                l.ttl_left_ms.map(human_duration).unwrap_or_else(|| "-".into()),
+                l.ttl_left_ms
+                    .map(human_duration)
+                    .unwrap_or_else(|| "-".into()),
                 l.token.to_string(),
                 l.waiters.to_string(),
-                if l.stale { "stale".into() } else { String::new() },
+                if l.stale {
+                    "stale".into()
+                } else {
+                    String::new()
+                },
                 l.command.clone(),
             ]
         })
         .collect();
     print_table(
         &[
-            "LOCK", "SESSION", "HOST", "PID", "HELD", "TTL", "TOKEN", "WAITERS", "STATE",
-            "COMMAND",
+            "LOCK", "SESSION", "HOST", "PID", "HELD", "TTL", "TOKEN", "WAITERS", "STATE", "COMMAND",
         ],
         &rows,
     );
@@ -538,7 +548,16 @@ async fn lock_log(ctx: &Context, limit: usize) -> Result<i32> {
         })
         .collect();
     print_table(
-        &["TIME (UTC)", "EVENT", "LOCK", "TOKEN", "SESSION", "HOST", "PID", "BY"],
+        &[
+            "TIME (UTC)",
+            "EVENT",
+            "LOCK",
+            "TOKEN",
+            "SESSION",
+            "HOST",
+            "PID",
+            "BY",
+        ],
         &rows,
     );
     Ok(0)

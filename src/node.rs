@@ -120,6 +120,8 @@ pub trait Node: Send + Sync + 'static {
     ) -> impl Future<Output = Result<u64, NodeError>> + Send;
 
     /// Listen for releases of one lock.
-    fn subscribe(&self, keys: &LockKeys)
-    -> impl Future<Output = Result<WakeStream, NodeError>> + Send;
+    fn subscribe(
+        &self,
+        keys: &LockKeys,
+    ) -> impl Future<Output = Result<WakeStream, NodeError>> + Send;
 }

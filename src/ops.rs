@@ -117,7 +117,12 @@ async fn inspect(node: &RedisNode, keys: &LockKeys) -> Option<(u64, u64, u64, Ho
     let Value::Array(items) = reply else {
         return None;
     };
-    let num = |i: usize| items.get(i).and_then(text).and_then(|t| t.parse::<i64>().ok());
+    let num = |i: usize| {
+        items
+            .get(i)
+            .and_then(text)
+            .and_then(|t| t.parse::<i64>().ok())
+    };
     let pttl = num(0)?;
     if pttl < 0 {
         return None;
@@ -150,8 +155,7 @@ impl Coordinator {
                 })
                 .collect()),
             Backend::Redis(q) => {
-                let mut found: BTreeMap<String, Vec<(u64, u64, u64, HolderInfo)>> =
-                    BTreeMap::new();
+                let mut found: BTreeMap<String, Vec<(u64, u64, u64, HolderInfo)>> = BTreeMap::new();
                 let mut failures = Vec::new();
                 for node in q.nodes() {
                     let keys = match scan(node, &lease_pattern(ns)).await {
@@ -322,9 +326,8 @@ fn event_from(name: &str, fields: &[(String, String)]) -> AuditEvent {
         host: get("host"),
         pid: get("pid").parse().unwrap_or(0),
         token: get("token").parse().unwrap_or(0),
-        by: (!by_session.is_empty()).then(|| {
-            format!("{by_session}@{} pid {}", get("by_host"), get("by_pid"))
-        }),
+        by: (!by_session.is_empty())
+            .then(|| format!("{by_session}@{} pid {}", get("by_host"), get("by_pid"))),
         owner: get("owner"),
     }
 }

@@ -43,8 +43,8 @@ impl RedisNode {
         connect_timeout: Duration,
         op_timeout: Duration,
     ) -> Result<Self, NodeError> {
-        let client = redis::Client::open(url.secret_url())
-            .map_err(|e| NodeError::new(describe(&e, url)))?;
+        let client =
+            redis::Client::open(url.secret_url()).map_err(|e| NodeError::new(describe(&e, url)))?;
         Ok(RedisNode {
             url: url.clone(),
             client,

@@ -60,12 +60,9 @@ pub fn resolve(root: &Path, cwd: &Path, path: &Path) -> Result<PathBuf> {
         .ok_or_else(|| Error::usage(format!("{} does not name a file", path.display())))?
         .to_owned();
     let dir = joined.parent().unwrap_or(Path::new("/"));
-    let dir = dir.canonicalize().map_err(|e| {
-        Error::usage(format!(
-            "directory of {} not found: {e}",
-            path.display()
-        ))
-    })?;
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| Error::usage(format!("directory of {} not found: {e}", path.display())))?;
     let abs = dir.join(file_name);
     if !abs.starts_with(root) || abs == root {
         return Err(Error::usage(format!(
@@ -110,7 +107,10 @@ pub fn read_settings(root: &Path) -> Result<FileSettings> {
 }
 
 fn one_line(e: &impl std::fmt::Display) -> String {
-    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The repository's namespace from its config file, creating the file with a fresh one on
@@ -138,15 +138,19 @@ pub fn ensure_namespace(root: &Path, settings: &FileSettings) -> Result<String> 
     );
     let tmp = tempfile::NamedTempFile::new_in(&dir)
         .and_then(|mut t| t.write_all(body.as_bytes()).map(|()| t))
+        .and_then(|t| {
+            use std::os::unix::fs::PermissionsExt;
+            t.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))
+                .map(|()| t)
+        })
         .map_err(|e| Error::internal(format!("cannot write in {}: {e}", dir.display())))?;
     // persist_noclobber: link(2) fails if another process created the file first.
     match tmp.persist_noclobber(&path) {
         Ok(_) => Ok(ns),
-        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
-            read_settings(root)?.namespace.ok_or_else(|| {
-                Error::usage(format!("{} has no namespace line", path.display()))
-            })
-        }
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => read_settings(root)?
+            .namespace
+            .ok_or_else(|| Error::usage(format!("{} has no namespace line", path.display()))),
         Err(e) => Err(Error::internal(format!(
             "cannot create {}: {}",
             path.display(),

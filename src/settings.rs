@@ -59,9 +59,7 @@ pub fn resolve(
     };
     let duration = |flag: &Option<String>, var: &str, from_file: &Option<String>, name: &str| {
         pick(flag, var, from_file)
-            .map(|t| {
-                parse_duration(&t).map_err(|e| Error::usage(format!("{name}: {e}")))
-            })
+            .map(|t| parse_duration(&t).map_err(|e| Error::usage(format!("{name}: {e}"))))
             .transpose()
     };
 
@@ -72,12 +70,17 @@ pub fn resolve(
     } else {
         file.redis.clone().unwrap_or_default()
     };
-    let password = match (env("TRACTATUS_REDIS_PASSWORD"), env("TRACTATUS_REDIS_PASSWORD_FILE")) {
+    let password = match (
+        env("TRACTATUS_REDIS_PASSWORD"),
+        env("TRACTATUS_REDIS_PASSWORD_FILE"),
+    ) {
         (Some(p), _) if !p.is_empty() => Some(p),
         (_, Some(path)) if !path.is_empty() => Some(
             std::fs::read_to_string(&path)
                 .map_err(|e| {
-                    Error::usage(format!("cannot read TRACTATUS_REDIS_PASSWORD_FILE {path}: {e}"))
+                    Error::usage(format!(
+                        "cannot read TRACTATUS_REDIS_PASSWORD_FILE {path}: {e}"
+                    ))
                 })?
                 .trim_end_matches(['\n', '\r'])
                 .to_owned(),
@@ -97,12 +100,20 @@ pub fn resolve(
     config.namespace = match (namespace, root) {
         (Some(ns), _) => ns,
         (None, Some(r)) if !config.nodes.is_empty() => ensure_namespace(r, &file)?,
-        (None, _) => file.namespace.clone().unwrap_or_else(|| "default".to_owned()),
+        (None, _) => file
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned()),
     };
     if let Some(d) = duration(&flags.ttl, "TRACTATUS_TTL", &file.ttl, "ttl")? {
         config.ttl = d;
     }
-    if let Some(d) = duration(&flags.max_hold, "TRACTATUS_MAX_HOLD", &file.max_hold, "max-hold")? {
+    if let Some(d) = duration(
+        &flags.max_hold,
+        "TRACTATUS_MAX_HOLD",
+        &file.max_hold,
+        "max-hold",
+    )? {
         config.max_hold = d;
     }
     let node_timeout = duration(
@@ -123,8 +134,13 @@ pub fn resolve(
     }
     config.check()?;
     let wait = duration(&flags.wait, "TRACTATUS_WAIT", &file.wait, "wait")?.unwrap_or(DEFAULT_WAIT);
-    let kill_grace = duration(&flags.kill_grace, "TRACTATUS_KILL_GRACE", &None, "kill-grace")?
-        .unwrap_or(DEFAULT_KILL_GRACE);
+    let kill_grace = duration(
+        &flags.kill_grace,
+        "TRACTATUS_KILL_GRACE",
+        &None,
+        "kill-grace",
+    )?
+    .unwrap_or(DEFAULT_KILL_GRACE);
     Ok(Resolved {
         config,
         wait,

@@ -40,7 +40,11 @@ pub struct Pointer {
 
 impl std::fmt::Display for Pointer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.text.is_empty() { "\"\" (the whole document)" } else { &self.text })
+        f.write_str(if self.text.is_empty() {
+            "\"\" (the whole document)"
+        } else {
+            &self.text
+        })
     }
 }
 
@@ -58,7 +62,8 @@ pub fn parse_pointer(text: &str) -> Result<Pointer> {
 }
 
 fn parse_json(text: &str, what: &str) -> Result<Value> {
-    serde_json::from_str(text).map_err(|e| Error::bad_data(format!("{what} is not valid JSON: {e}")))
+    serde_json::from_str(text)
+        .map_err(|e| Error::bad_data(format!("{what} is not valid JSON: {e}")))
 }
 
 /// One change to a document.
@@ -77,12 +82,18 @@ pub enum Edit {
 impl Edit {
     /// `set POINTER JSON`, checked (64 for the pointer, 65 for the JSON).
     pub fn set(pointer: &str, json: &str) -> Result<Self> {
-        Ok(Edit::Set(parse_pointer(pointer)?, parse_json(json, "the given value")?))
+        Ok(Edit::Set(
+            parse_pointer(pointer)?,
+            parse_json(json, "the given value")?,
+        ))
     }
 
     /// `append POINTER JSON`, checked.
     pub fn append(pointer: &str, json: &str) -> Result<Self> {
-        Ok(Edit::Append(parse_pointer(pointer)?, parse_json(json, "the given value")?))
+        Ok(Edit::Append(
+            parse_pointer(pointer)?,
+            parse_json(json, "the given value")?,
+        ))
     }
 
     /// `merge JSON`, checked.
@@ -166,9 +177,9 @@ impl StateFile {
             let doc = self.parse(&bytes)?;
             match pointer {
                 None => Ok(doc),
-                Some(p) => resolve_pointer(&doc, p).cloned().ok_or_else(|| {
-                    Error::bad_data(format!("{}: no value at {p}", self.name))
-                }),
+                Some(p) => resolve_pointer(&doc, p)
+                    .cloned()
+                    .ok_or_else(|| Error::bad_data(format!("{}: no value at {p}", self.name))),
             }
         });
         let released = lease.release().await;
@@ -221,8 +232,10 @@ impl StateFile {
                 })?;
                 self.parse(old)?;
                 match run_filter(lease, &argv, old).await? {
-                    Filtered::Output(out) => parse_json(&String::from_utf8_lossy(&out), "the command's output")
-                        .map_err(|e| Error::bad_data(format!("{e}; nothing written")))?,
+                    Filtered::Output(out) => {
+                        parse_json(&String::from_utf8_lossy(&out), "the command's output")
+                            .map_err(|e| Error::bad_data(format!("{e}; nothing written")))?
+                    }
                     Filtered::Failed(code) => return Ok(WriteOutcome::Aborted { code }),
                 }
             }
@@ -256,7 +269,10 @@ impl StateFile {
                 Ok((Some(b), mode))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((None, None)),
-            Err(e) => Err(Error::bad_data(format!("cannot read {}: {e}", self.path.display()))),
+            Err(e) => Err(Error::bad_data(format!(
+                "cannot read {}: {e}",
+                self.path.display()
+            ))),
         }
     }
 
@@ -278,7 +294,13 @@ impl StateFile {
         format!(".{file_name}.tractatus-")
     }
 
-    fn commit(&self, lease: &Lease, fence: &FenceRecord, bytes: &[u8], mode: Option<u32>) -> Result<()> {
+    fn commit(
+        &self,
+        lease: &Lease,
+        fence: &FenceRecord,
+        bytes: &[u8],
+        mode: Option<u32>,
+    ) -> Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("/"));
         let cannot = |e: std::io::Error| Error::CannotWrite {
             path: self.path.clone(),
@@ -288,7 +310,13 @@ impl StateFile {
         let start = process_start_ticks(pid).unwrap_or(0);
         let host: String = this_host()
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let mut tmp = tempfile::Builder::new()
             .prefix(&format!("{}{host}-{pid}-{start}-", self.temp_prefix()))
@@ -323,23 +351,39 @@ impl StateFile {
     /// Remove temp files of this state file whose writer is gone (crashed mid-commit). A temp
     /// file of a live writer, or of another host younger than the longest hold, is kept.
     fn remove_abandoned_temp_files(&self, lease: &Lease) {
-        let Some(dir) = self.path.parent() else { return };
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let Some(dir) = self.path.parent() else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
         let prefix = self.temp_prefix();
         let me = this_host();
         let old_enough = lease_max_age(lease);
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(rest) = name.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".tmp")) else {
+            let Some(rest) = name
+                .strip_prefix(&prefix)
+                .and_then(|r| r.strip_suffix(".tmp"))
+            else {
                 continue;
             };
             let mut parts = rest.rsplitn(4, '-');
-            let (_rand, start, pid, host) = (parts.next(), parts.next(), parts.next(), parts.next());
-            let (Some(start), Some(pid), Some(host)) = (start, pid, host) else { continue };
+            let (_rand, start, pid, host) =
+                (parts.next(), parts.next(), parts.next(), parts.next());
+            let (Some(start), Some(pid), Some(host)) = (start, pid, host) else {
+                continue;
+            };
             let same_host = host
                 == me
                     .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' })
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '.' {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
                     .collect::<String>();
             let gone = if same_host {
                 let pid: u32 = pid.parse().unwrap_or(0);
@@ -635,7 +679,8 @@ fn newline(out: &mut String, depth: usize) {
 /// JavaScript's property order: array-index keys ascending, then the rest in insertion order.
 fn js_order(m: &Map<String, Value>) -> Vec<(&String, &Value)> {
     let is_index = |k: &str| {
-        (k == "0" || (!k.starts_with('0') && !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit())))
+        (k == "0"
+            || (!k.starts_with('0') && !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit())))
             && k.parse::<u64>().is_ok_and(|n| n < u64::from(u32::MAX))
     };
     let mut indexed: Vec<(&String, &Value)> = m.iter().filter(|(k, _)| is_index(k)).collect();
@@ -652,7 +697,11 @@ fn write_number(out: &mut String, n: &serde_json::Number) {
     let text = n.as_str();
     let digits = text.strip_prefix('-').unwrap_or(text);
     if digits.bytes().all(|b| b.is_ascii_digit()) && digits.len() <= 15 {
-        out.push_str(if digits.bytes().all(|b| b == b'0') { "0" } else { text });
+        out.push_str(if digits.bytes().all(|b| b == b'0') {
+            "0"
+        } else {
+            text
+        });
         return;
     }
     if digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -706,7 +755,10 @@ mod tests {
     #[test]
     fn pointers_are_checked() {
         assert!(parse_pointer("").is_ok());
-        assert_eq!(parse_pointer("/a~1b/~0c").unwrap().tokens, vec!["a/b", "~c"]);
+        assert_eq!(
+            parse_pointer("/a~1b/~0c").unwrap().tokens,
+            vec!["a/b", "~c"]
+        );
         for bad in ["a", "/a~2", "/~"] {
             assert_eq!(parse_pointer(bad).unwrap_err().exit_code(), 64, "{bad}");
         }
@@ -718,8 +770,16 @@ mod tests {
         apply(&mut doc, Edit::append("/list", "2").unwrap(), "f").unwrap();
         apply(&mut doc, Edit::set("/list/-", "3").unwrap(), "f").unwrap();
         apply(&mut doc, Edit::set("/new", "true").unwrap(), "f").unwrap();
-        apply(&mut doc, Edit::merge(r#"{"n":null,"m":{"x":1}}"#).unwrap(), "f").unwrap();
-        assert_eq!(to_node_json(&doc).replace([' ', '\n'], ""), r#"{"list":[1,2,3],"new":true,"m":{"x":1}}"#);
+        apply(
+            &mut doc,
+            Edit::merge(r#"{"n":null,"m":{"x":1}}"#).unwrap(),
+            "f",
+        )
+        .unwrap();
+        assert_eq!(
+            to_node_json(&doc).replace([' ', '\n'], ""),
+            r#"{"list":[1,2,3],"new":true,"m":{"x":1}}"#
+        );
         for edit in [
             Edit::append("/new", "1").unwrap(),
             Edit::append("/missing", "1").unwrap(),

@@ -1,0 +1,467 @@
+//! `tractatus lock run` on one Redis: mutual exclusion across processes, fencing tokens,
+//! crashed and paused holders, exit codes.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::support::{Guard, RedisServer, Repo, alive, run, signal, tractatus, wait_until};
+
+/// The critical section run under the lock: a plain read-add-write of a counter file (no atomic
+/// tricks), an O_EXCL marker that detects overlap, and the fencing token appended to a list.
+const CRITICAL: &str = r#"
+d="$1"
+if ! (set -C; : > "$d/inside") 2>/dev/null; then echo overlap >> "$d/overlaps"; fi
+n=$(cat "$d/counter")
+echo $((n + 1)) > "$d/counter"
+echo "$TRACTATUS_FENCING_TOKEN" >> "$d/tokens"
+rm -f "$d/inside"
+"#;
+
+fn lock_run_counter(repo: &Path, url: &str, dir: &Path) -> Command {
+    let mut c = tractatus(repo);
+    c.args([
+        "--redis", url, "--wait", "60s", "lock", "run", "--name", "counter", "--",
+    ])
+    .args(["sh", "-c", CRITICAL, "sh"])
+    .arg(dir);
+    c
+}
+
+#[test]
+fn eight_processes_never_overlap_and_lose_no_update() {
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("counter"), "0").unwrap();
+    let (procs, iterations) = (8, 50);
+    let threads: Vec<_> = (0..procs)
+        .map(|_| {
+            let (repo, url, dir) = (repo.path(), redis.url(), work.path().to_path_buf());
+            std::thread::spawn(move || {
+                for _ in 0..iterations {
+                    let r = run(&mut lock_run_counter(&repo, &url, &dir));
+                    assert_eq!(r.code, 0, "lock run failed: {}", r.stderr);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let counter: u32 = std::fs::read_to_string(work.path().join("counter"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let overlaps = std::fs::read_to_string(work.path().join("overlaps"))
+        .map(|s| s.lines().count())
+        .unwrap_or(0);
+    println!(
+        "counter {counter} (expected {}), overlaps {overlaps}",
+        procs * iterations
+    );
+    assert_eq!(overlaps, 0, "two holders were inside at once");
+    assert_eq!(counter, procs * iterations, "updates were lost");
+
+    // Fencing tokens, in the order the holders ran: strictly increasing, never repeated.
+    let tokens: Vec<u64> = std::fs::read_to_string(work.path().join("tokens"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(tokens.len(), (procs * iterations) as usize);
+    assert!(
+        tokens.windows(2).all(|w| w[0] < w[1]),
+        "tokens not strictly increasing in grant order: {tokens:?}"
+    );
+}
+
+#[test]
+fn control_without_the_lock_loses_updates() {
+    // The same workload with no lock: shows the counter test above can fail.
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("counter"), "0").unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let dir = work.path().to_path_buf();
+            std::thread::spawn(move || {
+                for _ in 0..50 {
+                    let _ = Command::new("sh")
+                        .args(["-c", CRITICAL, "sh"])
+                        .arg(&dir)
+                        .status();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let counter: u32 = std::fs::read_to_string(work.path().join("counter"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    println!("unguarded counter {counter} of 400");
+    assert!(
+        counter < 400,
+        "the unguarded control lost nothing: the workload does not contend"
+    );
+}
+
+/// Start a holder `lock run` whose command writes its pid to `pidfile` and sleeps.
+fn start_holder(repo: &Path, url: &str, ttl: &str, host: &str, pidfile: &Path) -> Guard {
+    let mut c = tractatus(repo);
+    c.env("TRACTATUS_HOST", host)
+        .args([
+            "--redis",
+            url,
+            "--ttl",
+            ttl,
+            "--kill-grace",
+            "1s",
+            "lock",
+            "run",
+            "--name",
+            "L",
+            "--",
+        ])
+        .args(["sh", "-c", "echo $$ > \"$1\"; exec sleep 60", "sh"])
+        .arg(pidfile)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let guard = Guard(c.spawn().unwrap());
+    wait_until(Duration::from_secs(10), "the holder's command runs", || {
+        std::fs::read_to_string(pidfile).is_ok_and(|s| s.trim().parse::<u32>().is_ok())
+    });
+    guard
+}
+
+fn read_pid(p: &Path) -> u32 {
+    std::fs::read_to_string(p).unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn killed_holder_is_taken_over_once_its_ttl_runs_out() {
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    let pidfile = repo.file("holder.pid");
+    // The holder claims another host, so the waiter cannot see its process is gone and must
+    // rely on the TTL, the path a holder on another machine takes.
+    let mut holder = start_holder(&repo.path(), &redis.url(), "1s", "elsewhere", &pidfile);
+    let cmd_pid = read_pid(&pidfile);
+    signal(holder.0.id(), Signal::SIGKILL);
+    let _ = holder.0.wait();
+    signal(cmd_pid, Signal::SIGKILL);
+    let killed_at = Instant::now();
+
+    let r = run(tractatus(&repo.path()).args([
+        "--redis",
+        &redis.url(),
+        "--wait",
+        "10s",
+        "lock",
+        "run",
+        "--name",
+        "L",
+        "--",
+        "true",
+    ]));
+    let took = killed_at.elapsed();
+    println!("taken over {took:?} after the holder was killed (ttl 1s)");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        took < Duration::from_millis(1000 + 500),
+        "took {took:?}, TTL is 1s"
+    );
+    // Renewed every ttl/3, so between 2/3 and all of the TTL was left when it died.
+    assert!(
+        took >= Duration::from_millis(600),
+        "taken over before the TTL ran out: {took:?}"
+    );
+}
+
+#[test]
+fn paused_holder_learns_it_lost_its_lease_and_its_command_is_stopped() {
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    let pidfile = repo.file("holder.pid");
+    let mut holder = start_holder(&repo.path(), &redis.url(), "1s", "elsewhere", &pidfile);
+    let cmd_pid = read_pid(&pidfile);
+    signal(holder.0.id(), Signal::SIGSTOP);
+
+    // Another process takes the lock once the paused holder's TTL runs out.
+    let r = run(tractatus(&repo.path()).args([
+        "--redis",
+        &redis.url(),
+        "--wait",
+        "10s",
+        "lock",
+        "run",
+        "--name",
+        "L",
+        "--",
+        "sh",
+        "-c",
+        "echo $TRACTATUS_FENCING_TOKEN",
+    ]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout.trim(), "2", "the new holder's token");
+    assert!(
+        alive(cmd_pid),
+        "the paused holder's command still runs before SIGCONT"
+    );
+
+    signal(holder.0.id(), Signal::SIGCONT);
+    let status = wait_child(&mut holder, Duration::from_secs(10));
+    let mut stderr = String::new();
+    use std::io::Read;
+    holder
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    println!("paused holder: exit {status:?}, stderr: {stderr}");
+    assert_eq!(status, Some(76), "the paused holder must exit 76");
+    assert!(stderr.contains("lost"), "{stderr}");
+    wait_until(
+        Duration::from_secs(5),
+        "the paused holder's command is gone",
+        || !alive(cmd_pid),
+    );
+}
+
+fn wait_child(g: &mut Guard, limit: Duration) -> Option<i32> {
+    let mut status = None;
+    wait_until(limit, "the process exits", || {
+        status = g.0.try_wait().unwrap();
+        status.is_some()
+    });
+    status.and_then(|s| s.code())
+}
+
+#[test]
+fn wrong_token_release_and_renew_change_nothing() {
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    let pidfile = repo.file("holder.pid");
+    let _holder = start_holder(&repo.path(), &redis.url(), "10s", "h", &pidfile);
+    let ns = std::fs::read_to_string(repo.file(".claude/tractatus-lock.toml")).unwrap();
+    let ns = ns.split('"').nth(1).unwrap().to_owned();
+    let keys = tractatus_lock::keys::LockKeys::new(&ns, "L");
+    let before_owner = redis.cmd(&["GET", &keys.lease]);
+    let before_holder = redis.cmd(&["HGET", &keys.holder, "token"]);
+    assert_ne!(before_owner, "(nil)");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use tractatus_lock::node::Node;
+        let url = tractatus_lock::config::NodeUrl::parse(&redis.url()).unwrap();
+        let node = tractatus_lock::redis_node::RedisNode::new(
+            &url,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert!(!node.release(&keys, "not-the-owner", 100).await.unwrap());
+        assert!(
+            !node
+                .renew(&keys, "not-the-owner", Duration::from_secs(3600))
+                .await
+                .unwrap()
+        );
+    });
+    assert_eq!(
+        redis.cmd(&["GET", &keys.lease]),
+        before_owner,
+        "owner changed"
+    );
+    assert_eq!(redis.cmd(&["HGET", &keys.holder, "token"]), before_holder);
+    let pttl: i64 = redis.cmd(&["PTTL", &keys.lease]).parse().unwrap();
+    assert!(
+        pttl > 0 && pttl <= 10_000,
+        "TTL was extended by a wrong token: {pttl}"
+    );
+}
+
+#[test]
+fn held_lock_times_out_with_75_after_the_wait() {
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    let _holder = start_holder(&repo.path(), &redis.url(), "10s", "h", &repo.file("p"));
+    let r = run(tractatus(&repo.path()).args([
+        "--redis",
+        &redis.url(),
+        "--wait",
+        "200ms",
+        "lock",
+        "run",
+        "--name",
+        "L",
+        "--",
+        "true",
+    ]));
+    assert_eq!(r.code, 75, "{}", r.stderr);
+    assert!(r.elapsed >= Duration::from_millis(200), "{:?}", r.elapsed);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("'L'") && r.stderr.contains("held by session"),
+        "{}",
+        r.stderr
+    );
+    let r = run(tractatus(&repo.path()).args([
+        "--redis",
+        &redis.url(),
+        "--wait",
+        "0",
+        "lock",
+        "run",
+        "--name",
+        "L",
+        "--",
+        "true",
+    ]));
+    assert_eq!(r.code, 75, "{}", r.stderr);
+}
+
+#[test]
+fn unreachable_redis_exits_69_fast_without_leaking_the_password() {
+    let repo = Repo::new();
+    // A port nobody listens on: bind, read the port, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://user:hunter2secret@127.0.0.1:{port}");
+    let r = run(tractatus(&repo.path()).args([
+        "--redis",
+        &url,
+        "--connect-timeout",
+        "500ms",
+        "lock",
+        "run",
+        "--name",
+        "X",
+        "--",
+        "true",
+    ]));
+    assert_eq!(r.code, 69, "{}", r.stderr);
+    assert!(
+        r.elapsed < Duration::from_millis(500 + 400),
+        "{:?}",
+        r.elapsed
+    );
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.contains("hunter2") && !r.stdout.contains("hunter2"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn usage_errors_exit_64_never_2() {
+    let repo = Repo::new();
+    let cases: &[&[&str]] = &[
+        &[
+            "lock",
+            "run",
+            "--name",
+            "X",
+            "--wait",
+            "5 parsecs",
+            "--",
+            "true",
+        ],
+        &["lock", "run", "--name", "X"],
+        &["lock", "run", "--", "true"],
+        &["lock", "run", "--bogus", "--", "true"],
+        &[
+            "--redis",
+            "redis://127.0.0.1:1",
+            "--redis",
+            "redis://127.0.0.1:2",
+            "lock",
+            "status",
+        ],
+        &["--redis", "http://127.0.0.1:1", "lock", "status"],
+        &["lock", "run", "--name", "../escape", "--", "true"],
+        &["lock", "break", "X"],
+        &["nonsense"],
+    ];
+    for args in cases {
+        let r = run(tractatus(&repo.path()).args(*args));
+        assert_eq!(r.code, 64, "{args:?}: {}", r.stderr);
+        assert!(!r.stderr.trim().is_empty(), "{args:?} printed no reason");
+    }
+}
+
+#[test]
+fn command_gets_its_environment_stdio_and_exit_code() {
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    let mut c = tractatus(&repo.path());
+    c.env("TRACTATUS_SESSION_ID", "sess-123")
+        .args([
+            "--redis",
+            &redis.url(),
+            "lock",
+            "run",
+            "--name",
+            "b",
+            "--name",
+            "a",
+            "--",
+            "sh",
+            "-c",
+        ])
+        .arg("cat; echo \"$TRACTATUS_LOCK_NAME|$TRACTATUS_SESSION_ID\"; echo err >&2; exit 7")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"hook\":\"payload\"}\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout, "{\"hook\":\"payload\"}\na,b|sess-123\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+}
+
+#[test]
+fn status_lists_the_holder() {
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    let holder = start_holder(&repo.path(), &redis.url(), "10s", "host-a", &repo.file("p"));
+    let r =
+        run(tractatus(&repo.path()).args(["--redis", &redis.url(), "lock", "status", "--json"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let lock = &v["locks"][0];
+    assert_eq!(lock["name"], "L");
+    assert_eq!(lock["host"], "host-a");
+    assert_eq!(lock["pid"], holder.0.id());
+    assert_eq!(lock["token"], 1);
+    assert!(lock["ttl_left_ms"].as_u64().unwrap() <= 10_000);
+    assert!(lock["session"].as_str().unwrap().len() >= 32);
+    let r = run(tractatus(&repo.path()).args(["--redis", &redis.url(), "lock", "status"]));
+    assert!(r.stdout.starts_with("LOCK"), "{}", r.stdout);
+    assert!(r.stdout.contains("host-a"), "{}", r.stdout);
+}

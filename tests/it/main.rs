@@ -1,0 +1,6 @@
+//! One integration test binary (links once). Every test starts its own redis-server processes
+//! on free loopback ports (see `support`) and stops them, by pid, when it ends.
+
+mod support;
+
+mod lock_run;

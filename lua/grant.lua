@@ -13,10 +13,24 @@
 -- ARGV[8]  waiter id: added to KEYS[4] when refused, removed when granted ("" = do not register)
 -- ARGV[9]  how long a waiter registration lasts, ms
 -- ARGV[10] audit log length cap
+-- ARGV[11] quarantine in ms: a node seen without KEYS[6] refuses grants this long, so that a
+--          master that restarted empty cannot hand out a lease it forgot (0 = off)
 -- Reply: granted {1, token}
 --        refused {0, pttl_ms, holder field, value, field, value, ...}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local quarantine = tonumber(ARGV[11])
+if quarantine > 0 then
+  local ready = tonumber(redis.call('GET', KEYS[6]) or '')
+  if not ready then
+    ready = now + quarantine
+    redis.call('SET', KEYS[6], ready)
+  end
+  if now < ready then
+    return {0, ready - now, 'session', '(this Redis node started empty: it grants no lease until one TTL has passed)', 'host', '', 'pid', '0'}
+  end
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
 
 if redis.call('EXISTS', KEYS[1]) == 1 then

@@ -20,6 +20,8 @@ pub struct LockKeys {
     pub log: String,
     /// Pub/sub channel announcing a release.
     pub channel: String,
+    /// Node-wide: from when this node may grant (absent on a new or restarted-empty node).
+    pub epoch: String,
 }
 
 const PREFIX: &str = "tractatus:{";
@@ -35,6 +37,7 @@ impl LockKeys {
             waiters: format!("{base}:waiters"),
             log: format!("{base}:log"),
             channel: format!("{base}:released"),
+            epoch: "tractatus:epoch".to_owned(),
         }
     }
 }

@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use backon::BackoffBuilder;
 use futures_util::StreamExt;
@@ -196,6 +198,7 @@ impl Coordinator {
                 waiter: wake.as_ref().map(|_| waiter_id.clone()),
                 waiter_ttl: cfg.ttl.saturating_mul(2),
                 log_cap: cfg.log_cap,
+                quarantine: if cfg.is_redlock() { cfg.ttl } else { Duration::ZERO },
             };
             let pause = match quorum.grant(&req).await {
                 Attempt::Granted { token, valid_until } => {
@@ -259,7 +262,7 @@ impl Coordinator {
                     got = w.next(), if !w.is_empty() => {
                         if got.is_none() { wake = Some(SelectAll::new()); }
                     }
-                    _ = tokio::time::sleep_until(until.into()) => {}
+                    _ = tokio::time::sleep_until(until) => {}
                 }
             }
         }
@@ -435,7 +438,7 @@ impl Lease {
                 };
                 let expired = async {
                     match deadline {
-                        Some(d) => tokio::time::sleep_until(d.into()).await,
+                        Some(d) => tokio::time::sleep_until(d).await,
                         None => std::future::pending().await,
                     }
                 };
@@ -476,7 +479,7 @@ impl Lease {
         self.keeper = Some(tokio::spawn(async move {
             let mut next = Instant::now() + ttl / 3;
             loop {
-                tokio::time::sleep_until(next.into()).await;
+                tokio::time::sleep_until(next).await;
                 let now = Instant::now();
                 let valid_until = match &*state.borrow() {
                     LeaseState::Valid { valid_until } => *valid_until,

@@ -6,7 +6,9 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::holder::{HolderInfo, Identity};
@@ -103,7 +105,7 @@ impl LocalBackend {
                     let r = file.lock().map(|()| file);
                     let _ = tx.send(r);
                 });
-                match tokio::time::timeout_at(deadline.into(), rx).await {
+                match tokio::time::timeout_at(deadline, rx).await {
                     Ok(Ok(Ok(file))) => file,
                     Ok(Ok(Err(e))) => return Err(io_err("cannot lock", &path, e)),
                     Ok(Err(_)) => return Err(Error::internal("lock thread vanished")),

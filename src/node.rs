@@ -29,6 +29,9 @@ pub struct GrantRequest {
     pub waiter_ttl: Duration,
     /// Audit log length cap.
     pub log_cap: u32,
+    /// How long a node seen for the first time since it started (empty) refuses grants; zero
+    /// turns the check off (single Redis).
+    pub quarantine: Duration,
 }
 
 /// One node's answer to a grant.

@@ -27,7 +27,9 @@
 //! `appendfsync always`, or keep a crashed master down longer than the maximum TTL.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -264,5 +266,315 @@ impl<N: Node> Quorum<N> {
             }
         }
         (streams, errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Quorum arithmetic against fake nodes that grant, refuse, fail, time out or answer late.
+    //! Time is tokio's paused clock, so "late" and "timed out" cost no real time.
+
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::holder::Identity;
+
+    const NODE_TIMEOUT: Duration = Duration::from_millis(50);
+
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    enum Mode {
+        /// Behaves like a Redis running the scripts.
+        Honest,
+        /// Honest, but answers after this delay.
+        Late(Duration),
+        /// Never answers: the call ends at the node timeout.
+        Silent,
+        /// Refuses the connection at once.
+        Down,
+    }
+
+    struct Fake {
+        mode: Mutex<Mode>,
+        lease: Mutex<Option<String>>,
+        counter: Mutex<u64>,
+    }
+
+    impl Fake {
+        fn new() -> Arc<Self> {
+            Arc::new(Fake {
+                mode: Mutex::new(Mode::Honest),
+                lease: Mutex::new(None),
+                counter: Mutex::new(0),
+            })
+        }
+        fn set(&self, m: Mode) {
+            *self.mode.lock().unwrap() = m;
+        }
+        /// Restart without persistence: forget everything.
+        fn forget(&self) {
+            *self.lease.lock().unwrap() = None;
+            *self.counter.lock().unwrap() = 0;
+        }
+        fn counter(&self) -> u64 {
+            *self.counter.lock().unwrap()
+        }
+        async fn gate(&self) -> Result<(), NodeError> {
+            let mode = *self.mode.lock().unwrap();
+            match mode {
+                Mode::Honest => {
+                    // Like a network round trip: every request is sent before any answer.
+                    tokio::task::yield_now().await;
+                    Ok(())
+                }
+                Mode::Late(d) => {
+                    tokio::time::sleep(d).await;
+                    Ok(())
+                }
+                Mode::Silent => {
+                    tokio::time::sleep(NODE_TIMEOUT).await;
+                    Err(NodeError::timeout(NODE_TIMEOUT))
+                }
+                Mode::Down => Err(NodeError::new("connection refused")),
+            }
+        }
+    }
+
+    impl Node for Fake {
+        fn label(&self) -> String {
+            "fake".into()
+        }
+        async fn grant(&self, req: &GrantRequest) -> Result<GrantReply, NodeError> {
+            self.gate().await?;
+            let mut lease = self.lease.lock().unwrap();
+            if let Some(owner) = lease.as_ref() {
+                return Ok(GrantReply::Refused {
+                    pttl: Duration::from_millis(500),
+                    holder: HolderInfo {
+                        owner: owner.clone(),
+                        ..Default::default()
+                    },
+                });
+            }
+            *lease = Some(req.owner.clone());
+            let mut c = self.counter.lock().unwrap();
+            *c += 1;
+            Ok(GrantReply::Granted { token: *c })
+        }
+        async fn renew(&self, _: &LockKeys, owner: &str, _: Duration) -> Result<bool, NodeError> {
+            self.gate().await?;
+            Ok(self.lease.lock().unwrap().as_deref() == Some(owner))
+        }
+        async fn release(&self, _: &LockKeys, owner: &str, _: u32) -> Result<bool, NodeError> {
+            self.gate().await?;
+            let mut lease = self.lease.lock().unwrap();
+            if lease.as_deref() == Some(owner) {
+                *lease = None;
+                return Ok(true);
+            }
+            Ok(false)
+        }
+        async fn raise(&self, _: &LockKeys, token: u64) -> Result<u64, NodeError> {
+            self.gate().await?;
+            let mut c = self.counter.lock().unwrap();
+            *c = (*c).max(token);
+            Ok(*c)
+        }
+        async fn subscribe(&self, _: &LockKeys) -> Result<WakeStream, NodeError> {
+            Ok(Box::pin(futures_util::stream::pending()))
+        }
+    }
+
+    fn fakes(n: usize) -> (Quorum<Fake>, Vec<Arc<Fake>>) {
+        let nodes: Vec<Arc<Fake>> = (0..n).map(|_| Fake::new()).collect();
+        (Quorum::new(nodes.clone()), nodes)
+    }
+
+    fn request(owner: &str, ttl: Duration) -> GrantRequest {
+        GrantRequest {
+            keys: LockKeys::new("ns", "lock"),
+            owner: owner.into(),
+            ttl,
+            identity: Identity::current("test"),
+            waiter: None,
+            waiter_ttl: ttl,
+            log_cap: 10,
+            quarantine: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn majority_and_validity_never_underflow() {
+        assert_eq!(
+            [1, 2, 3, 4, 5, 7].map(majority),
+            [1, 2, 2, 3, 3, 4],
+            "majorities of 1, 2, 3, 4, 5, 7"
+        );
+        let ttl = Duration::from_secs(10);
+        assert_eq!(drift(ttl), Duration::from_millis(102));
+        assert_eq!(validity(ttl, Duration::ZERO), Some(Duration::from_millis(9898)));
+        for ttl_ms in [0u64, 1, 2, 3, 100, 10_000, u64::MAX / 4] {
+            for elapsed_ms in [0u64, 1, 2, 99, 100, 10_000, u64::MAX / 2] {
+                let (ttl, elapsed) = (Duration::from_millis(ttl_ms), Duration::from_millis(elapsed_ms));
+                if let Some(v) = validity(ttl, elapsed) {
+                    assert!(v + elapsed + drift(ttl) == ttl, "{ttl:?} {elapsed:?}");
+                }
+            }
+        }
+        assert_eq!(validity(ttl, ttl), None);
+        assert_eq!(validity(ttl, Duration::from_millis(9898)), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_minority_does_not_slow_the_grant() {
+        let (q, nodes) = fakes(5);
+        nodes[3].set(Mode::Silent);
+        nodes[4].set(Mode::Silent);
+        let start = Instant::now();
+        let got = q.grant(&request("a", Duration::from_secs(10))).await;
+        assert!(matches!(got, Attempt::Granted { token: 1, .. }), "{got:?}");
+        assert!(start.elapsed() < NODE_TIMEOUT, "waited for the silent nodes");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_majority_is_unavailable_with_each_cause() {
+        let (q, nodes) = fakes(5);
+        for n in &nodes[..2] {
+            n.set(Mode::Down);
+        }
+        nodes[2].set(Mode::Silent);
+        let got = q.grant(&request("a", Duration::from_secs(10))).await;
+        let Attempt::Unavailable { reachable, causes } = got else {
+            panic!("{got:?}")
+        };
+        assert_eq!(reachable, 2);
+        assert_eq!(causes.len(), 3);
+        assert!(causes.iter().any(|c| c.1.contains("no answer within 50 ms")));
+        assert!(causes.iter().any(|c| c.1.contains("refused")));
+        assert!(nodes.iter().all(|n| n.lease.lock().unwrap().is_none()), "votes left behind");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_split_vote_releases_its_minority_at_once() {
+        let (q, nodes) = fakes(3);
+        *nodes[1].lease.lock().unwrap() = Some("other".into());
+        nodes[2].set(Mode::Down);
+        let got = q.grant(&request("a", Duration::from_secs(10))).await;
+        assert!(matches!(got, Attempt::Split { .. }), "{got:?}");
+        assert_eq!(*nodes[0].lease.lock().unwrap(), None, "our one vote was not released");
+        assert_eq!(nodes[1].lease.lock().unwrap().as_deref(), Some("other"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_majority_refusing_means_held() {
+        let (q, nodes) = fakes(3);
+        for n in &nodes[..2] {
+            *n.lease.lock().unwrap() = Some("other".into());
+        }
+        let got = q.grant(&request("a", Duration::from_secs(10))).await;
+        let Attempt::Held { pttl, holder } = got else {
+            panic!("{got:?}")
+        };
+        assert_eq!(pttl, Duration::from_millis(500));
+        assert_eq!(holder.unwrap().owner, "other");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_that_arrive_after_the_validity_do_not_grant() {
+        let (q, nodes) = fakes(3);
+        for n in &nodes {
+            n.set(Mode::Late(Duration::from_millis(99)));
+        }
+        // TTL 100 ms: after 99 ms, 100 - 99 - drift (3 ms) is below zero.
+        let got = q.grant(&request("a", Duration::from_millis(100))).await;
+        assert!(matches!(got, Attempt::Split { .. }), "{got:?}");
+        assert!(nodes.iter().all(|n| n.lease.lock().unwrap().is_none()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_token_is_the_highest_counter_and_laggards_are_raised() {
+        let (q, nodes) = fakes(3);
+        // A majority (nodes 0 and 2) remembers 5 or more: the last token handed out was <= 5.
+        *nodes[0].counter.lock().unwrap() = 5;
+        *nodes[1].counter.lock().unwrap() = 3;
+        *nodes[2].counter.lock().unwrap() = 7;
+        let got = q.grant(&request("a", Duration::from_secs(10))).await;
+        let Attempt::Granted { token, .. } = got else {
+            panic!("{got:?}")
+        };
+        assert!(token > 5, "token {token}");
+        tokio::task::yield_now().await;
+        let at_least = nodes.iter().filter(|n| n.counter() >= token).count();
+        assert!(at_least >= 2, "a majority must hold the token after the grant");
+        assert!(nodes[1].counter() >= token, "the lagging node 1 was not raised");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renewal_needs_a_majority_and_tells_loss_from_silence() {
+        let (q, nodes) = fakes(3);
+        let req = request("a", Duration::from_secs(10));
+        assert!(matches!(q.grant(&req).await, Attempt::Granted { .. }));
+        nodes[0].set(Mode::Silent);
+        assert!(matches!(q.renew(&req.keys, "a", req.ttl).await, Renewal::Renewed { .. }));
+        nodes[1].set(Mode::Silent);
+        assert!(matches!(q.renew(&req.keys, "a", req.ttl).await, Renewal::Undecided { .. }));
+        nodes[0].set(Mode::Honest);
+        nodes[1].set(Mode::Honest);
+        nodes[0].forget();
+        nodes[1].forget();
+        assert_eq!(q.renew(&req.keys, "a", req.ttl).await, Renewal::Lost);
+    }
+
+    /// Tokens stay strictly increasing over many rounds in which, at any time, at most a
+    /// minority (2 of 5) of the nodes is faulty: down, silent, restarted empty, or still behind
+    /// (its counter below the last token, because it missed a raise while it was away).
+    #[tokio::test(start_paused = true)]
+    async fn tokens_increase_while_a_majority_survives() {
+        let (q, nodes) = fakes(5);
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = |m: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % m
+        };
+        let mut last = 0;
+        let (mut repeats, mut forgotten) = (0, 0);
+        for round in 0..2000 {
+            for n in &nodes {
+                n.set(Mode::Honest);
+            }
+            let mut faulty: Vec<usize> = (0..5).filter(|&i| nodes[i].counter() < last).collect();
+            for _ in 0..next(3) {
+                let i = next(5) as usize;
+                if faulty.len() >= 2 && !faulty.contains(&i) {
+                    break;
+                }
+                if !faulty.contains(&i) {
+                    faulty.push(i);
+                }
+                match next(3) {
+                    0 => {
+                        nodes[i].forget();
+                        forgotten += 1;
+                    }
+                    1 => nodes[i].set(Mode::Silent),
+                    _ => nodes[i].set(Mode::Down),
+                }
+            }
+            let owner = format!("owner-{round}");
+            let req = request(&owner, Duration::from_secs(10));
+            match q.grant(&req).await {
+                Attempt::Granted { token, .. } => {
+                    assert!(token > last, "round {round}: token {token} after {last}");
+                    repeats += usize::from(token == last);
+                    last = token;
+                    tokio::task::yield_now().await;
+                    q.release(&req.keys, &owner, 10).await;
+                }
+                other => panic!("round {round}: {other:?} with faulty nodes {faulty:?}"),
+            }
+        }
+        assert_eq!(repeats, 0);
+        assert!(forgotten > 100, "the run restarted too few nodes to mean much: {forgotten}");
     }
 }

@@ -137,6 +137,7 @@ impl Node for RedisNode {
                     .key(&k.holder)
                     .key(&k.waiters)
                     .key(&k.log)
+                    .key(&k.epoch)
                     .arg(&req.owner)
                     .arg(req.ttl.as_millis() as u64)
                     .arg(&id.session)
@@ -147,6 +148,7 @@ impl Node for RedisNode {
                     .arg(req.waiter.as_deref().unwrap_or(""))
                     .arg(req.waiter_ttl.as_millis() as u64)
                     .arg(req.log_cap)
+                    .arg(req.quarantine.as_millis() as u64)
                     .invoke_async(&mut c)
                     .await
             })

@@ -198,7 +198,11 @@ impl Coordinator {
                 waiter: wake.as_ref().map(|_| waiter_id.clone()),
                 waiter_ttl: cfg.ttl.saturating_mul(2),
                 log_cap: cfg.log_cap,
-                quarantine: if cfg.is_redlock() { cfg.ttl } else { Duration::ZERO },
+                quarantine: if cfg.is_redlock() {
+                    cfg.ttl
+                } else {
+                    Duration::ZERO
+                },
             };
             let pause = match quorum.grant(&req).await {
                 Attempt::Granted { token, valid_until } => {

@@ -123,7 +123,8 @@ enum StateCommand {
         /// The state file.
         file: PathBuf,
         /// The patch.
-        json: String,
+        #[arg(value_name = "JSON")]
+        patch: String,
     },
     /// Push JSON onto the array at an RFC 6901 pointer.
     Append {
@@ -132,7 +133,8 @@ enum StateCommand {
         /// Where the array is, like /instructions.
         pointer: String,
         /// The value to push.
-        json: String,
+        #[arg(value_name = "JSON")]
+        value: String,
     },
     /// Replace or insert the value at an RFC 6901 pointer.
     Set {
@@ -141,7 +143,8 @@ enum StateCommand {
         /// Where, like /session_id.
         pointer: String,
         /// The value.
-        json: String,
+        #[arg(value_name = "JSON")]
+        value: String,
     },
     /// Print the document (or the value at POINTER), read under the lock.
     Get {
@@ -593,17 +596,17 @@ async fn state(ctx: &Context, cmd: StateCommand) -> Result<i32> {
     let (path, edit): (&Path, Option<Edit>) = match &cmd {
         StateCommand::Get { file, .. } => (file, None),
         StateCommand::Update { file, command } => (file, Some(Edit::Update(command.clone()))),
-        StateCommand::Merge { file, json } => (file, Some(Edit::merge(json)?)),
+        StateCommand::Merge { file, patch } => (file, Some(Edit::merge(patch)?)),
         StateCommand::Append {
             file,
             pointer,
-            json,
-        } => (file, Some(Edit::append(pointer, json)?)),
+            value,
+        } => (file, Some(Edit::append(pointer, value)?)),
         StateCommand::Set {
             file,
             pointer,
-            json,
-        } => (file, Some(Edit::set(pointer, json)?)),
+            value,
+        } => (file, Some(Edit::set(pointer, value)?)),
     };
     let pointer = match &cmd {
         StateCommand::Get {

@@ -411,10 +411,16 @@ mod tests {
         );
         let ttl = Duration::from_secs(10);
         assert_eq!(drift(ttl), Duration::from_millis(102));
-        assert_eq!(validity(ttl, Duration::ZERO), Some(Duration::from_millis(9898)));
+        assert_eq!(
+            validity(ttl, Duration::ZERO),
+            Some(Duration::from_millis(9898))
+        );
         for ttl_ms in [0u64, 1, 2, 3, 100, 10_000, u64::MAX / 4] {
             for elapsed_ms in [0u64, 1, 2, 99, 100, 10_000, u64::MAX / 2] {
-                let (ttl, elapsed) = (Duration::from_millis(ttl_ms), Duration::from_millis(elapsed_ms));
+                let (ttl, elapsed) = (
+                    Duration::from_millis(ttl_ms),
+                    Duration::from_millis(elapsed_ms),
+                );
                 if let Some(v) = validity(ttl, elapsed) {
                     assert!(v + elapsed + drift(ttl) == ttl, "{ttl:?} {elapsed:?}");
                 }
@@ -432,7 +438,10 @@ mod tests {
         let start = Instant::now();
         let got = q.grant(&request("a", Duration::from_secs(10))).await;
         assert!(matches!(got, Attempt::Granted { token: 1, .. }), "{got:?}");
-        assert!(start.elapsed() < NODE_TIMEOUT, "waited for the silent nodes");
+        assert!(
+            start.elapsed() < NODE_TIMEOUT,
+            "waited for the silent nodes"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -448,9 +457,16 @@ mod tests {
         };
         assert_eq!(reachable, 2);
         assert_eq!(causes.len(), 3);
-        assert!(causes.iter().any(|c| c.1.contains("no answer within 50 ms")));
+        assert!(
+            causes
+                .iter()
+                .any(|c| c.1.contains("no answer within 50 ms"))
+        );
         assert!(causes.iter().any(|c| c.1.contains("refused")));
-        assert!(nodes.iter().all(|n| n.lease.lock().unwrap().is_none()), "votes left behind");
+        assert!(
+            nodes.iter().all(|n| n.lease.lock().unwrap().is_none()),
+            "votes left behind"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -460,7 +476,11 @@ mod tests {
         nodes[2].set(Mode::Down);
         let got = q.grant(&request("a", Duration::from_secs(10))).await;
         assert!(matches!(got, Attempt::Split { .. }), "{got:?}");
-        assert_eq!(*nodes[0].lease.lock().unwrap(), None, "our one vote was not released");
+        assert_eq!(
+            *nodes[0].lease.lock().unwrap(),
+            None,
+            "our one vote was not released"
+        );
         assert_eq!(nodes[1].lease.lock().unwrap().as_deref(), Some("other"));
     }
 
@@ -504,8 +524,14 @@ mod tests {
         assert!(token > 5, "token {token}");
         tokio::task::yield_now().await;
         let at_least = nodes.iter().filter(|n| n.counter() >= token).count();
-        assert!(at_least >= 2, "a majority must hold the token after the grant");
-        assert!(nodes[1].counter() >= token, "the lagging node 1 was not raised");
+        assert!(
+            at_least >= 2,
+            "a majority must hold the token after the grant"
+        );
+        assert!(
+            nodes[1].counter() >= token,
+            "the lagging node 1 was not raised"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -514,9 +540,15 @@ mod tests {
         let req = request("a", Duration::from_secs(10));
         assert!(matches!(q.grant(&req).await, Attempt::Granted { .. }));
         nodes[0].set(Mode::Silent);
-        assert!(matches!(q.renew(&req.keys, "a", req.ttl).await, Renewal::Renewed { .. }));
+        assert!(matches!(
+            q.renew(&req.keys, "a", req.ttl).await,
+            Renewal::Renewed { .. }
+        ));
         nodes[1].set(Mode::Silent);
-        assert!(matches!(q.renew(&req.keys, "a", req.ttl).await, Renewal::Undecided { .. }));
+        assert!(matches!(
+            q.renew(&req.keys, "a", req.ttl).await,
+            Renewal::Undecided { .. }
+        ));
         nodes[0].set(Mode::Honest);
         nodes[1].set(Mode::Honest);
         nodes[0].forget();
@@ -575,6 +607,9 @@ mod tests {
             }
         }
         assert_eq!(repeats, 0);
-        assert!(forgotten > 100, "the run restarted too few nodes to mean much: {forgotten}");
+        assert!(
+            forgotten > 100,
+            "the run restarted too few nodes to mean much: {forgotten}"
+        );
     }
 }

@@ -4,3 +4,4 @@
 mod support;
 
 mod lock_run;
+mod state;

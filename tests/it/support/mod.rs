@@ -276,3 +276,46 @@ impl Drop for Guard {
         let _ = self.0.wait();
     }
 }
+
+/// A Tractatus-shaped `instruction-history.json` with `n` instructions of about 1 KB each,
+/// laid out as Node's `JSON.stringify(x, null, 2)` writes it (n = 140 is about 150 KiB).
+const QUADRANTS: [&str; 4] = ["STRATEGIC", "OPERATIONAL", "TACTICAL", "SYSTEM"];
+
+pub fn instruction_history(n: usize) -> String {
+    let instructions: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            serde_json::json!({
+                "id": format!("inst_{i:03}"),
+                "text": format!("Rule {i}: before changing any governance file, check the session state and record the change in the instruction history, so that a later session can audit why it was made and by whom. Never weaken a boundary without an explicit human decision recorded here."),
+                "timestamp": "2026-10-01T12:00:00.000Z",
+                "quadrant": QUADRANTS[i % 4],
+                "persistence": "HIGH",
+                "temporal_scope": "PERMANENT",
+                "verification_required": "MANDATORY",
+                "explicitness": 0.9,
+                "source": "user",
+                "session_id": "2026-10-01-001",
+                "parameters": {"files": [".claude/instruction-history.json", ".claude/session-state.json"], "threshold": 0.75, "max_retries": 3},
+                "active": true,
+                "notes": "Added after a lost write during two concurrent sessions; keep until the lock is deployed everywhere."
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "version": "3.5",
+        "last_updated": "2026-10-01T12:00:00.000Z",
+        "description": "Persistent instruction database for Tractatus framework governance",
+        "instructions": instructions,
+    });
+    tractatus_lock::state::to_node_json(&doc)
+}
+
+/// The committed fixtures under tests/fixtures.
+pub fn fixture(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
+    )
+    .expect("fixture")
+}

@@ -1,0 +1,513 @@
+//! `tractatus state`: guarded read-modify-write of JSON state files, atomic commits, the fencing
+//! check, crash safety, and bad input that leaves the file byte for byte as it was.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::support::{
+    Guard, RedisServer, Repo, fixture, instruction_history, run, signal, tractatus, wait_until,
+};
+
+const HISTORY: &str = ".claude/instruction-history.json";
+
+fn ids(text: &str) -> Vec<String> {
+    let v: serde_json::Value = serde_json::from_str(text).expect("state file parses");
+    v["instructions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn eight_appenders_lose_nothing_and_readers_never_see_a_torn_file() {
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    repo.write(HISTORY, &instruction_history(20));
+    let before = ids(&repo.read(HISTORY)).len();
+
+    // A plain reader (no lock) reads all the time: every read must parse.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let (stop, reads, path) = (stop.clone(), reads.clone(), repo.file(HISTORY));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let text = std::fs::read_to_string(&path).unwrap();
+                serde_json::from_str::<serde_json::Value>(&text)
+                    .unwrap_or_else(|e| panic!("torn read ({e}): {} bytes", text.len()));
+                reads.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let (procs, each) = (8, 100);
+    let writers: Vec<_> = (0..procs)
+        .map(|p| {
+            let (root, url) = (repo.path(), redis.url());
+            std::thread::spawn(move || {
+                for i in 0..each {
+                    let entry = format!(r#"{{"id":"p{p}-{i}","text":"appended by writer {p}"}}"#);
+                    let r = run(tractatus(&root).args([
+                        "--redis",
+                        &url,
+                        "--wait",
+                        "60s",
+                        "state",
+                        "append",
+                        HISTORY,
+                        "/instructions",
+                        &entry,
+                    ]));
+                    assert_eq!(r.code, 0, "append failed: {}", r.stderr);
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
+
+    let all = ids(&repo.read(HISTORY));
+    let mut added: Vec<&String> = all.iter().filter(|id| id.starts_with('p')).collect();
+    let total = added.len();
+    added.sort();
+    added.dedup();
+    println!(
+        "guarded: {} of {} appended entries present ({} unique), {} plain reads all whole",
+        total,
+        procs * each,
+        added.len(),
+        reads.load(Ordering::Relaxed)
+    );
+    assert_eq!(all.len(), before + procs * each);
+    assert_eq!(added.len(), procs * each, "an entry is missing or twice");
+    assert!(reads.load(Ordering::Relaxed) > 0);
+
+    // The control: the same workload as Tractatus does it today (read, parse, push, write in
+    // place, no lock) loses entries.
+    repo.write(HISTORY, &instruction_history(20));
+    let path = repo.file(HISTORY);
+    let controls: Vec<_> = (0..procs)
+        .map(|p| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                for i in 0..each {
+                    let Ok(text) = std::fs::read_to_string(&path) else {
+                        continue;
+                    };
+                    let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(&text) else {
+                        continue; // a torn read: Node's JSON.parse would throw here
+                    };
+                    doc["instructions"]
+                        .as_array_mut()
+                        .unwrap()
+                        .push(serde_json::json!({"id": format!("p{p}-{i}")}));
+                    let _ = std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap());
+                }
+            })
+        })
+        .collect();
+    for c in controls {
+        c.join().unwrap();
+    }
+    let text = repo.read(HISTORY);
+    let kept = serde_json::from_str::<serde_json::Value>(&text)
+        .map(|_| ids(&text).iter().filter(|id| id.starts_with('p')).count())
+        .unwrap_or(0);
+    println!(
+        "unguarded control: {kept} of {} appended entries present",
+        procs * each
+    );
+    assert!(
+        kept < procs * each,
+        "the control lost nothing: the workload does not contend"
+    );
+}
+
+#[test]
+fn a_writer_paused_past_its_ttl_cannot_commit() {
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    repo.write(".claude/session-state.json", &fixture("session-state.json"));
+    let work = tempfile::tempdir().unwrap();
+    let d = work.path().display().to_string();
+    // Writer A reads the document (its filter got it on stdin), says so, then waits for "go".
+    let filter = format!(
+        "cat > /dev/null; touch {d}/ready; while [ ! -e {d}/go ]; do sleep 0.01; done; echo '{{\"writer\": \"A\"}}'"
+    );
+    let mut a = Guard(
+        tractatus(&repo.path())
+            .args([
+                "--redis",
+                &redis.url(),
+                "--ttl",
+                "1s",
+                "state",
+                "update",
+                ".claude/session-state.json",
+                "--",
+            ])
+            .args(["sh", "-c", &filter])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "writer A has read the file",
+        || work.path().join("ready").exists(),
+    );
+    signal(a.0.id(), Signal::SIGSTOP);
+
+    // Writer B gets the lock once A's TTL has run out, and commits.
+    let r = run(tractatus(&repo.path()).args([
+        "--redis",
+        &redis.url(),
+        "--wait",
+        "10s",
+        "state",
+        "set",
+        ".claude/session-state.json",
+        "/writer",
+        "\"B\"",
+    ]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let after_b = repo.read(".claude/session-state.json");
+
+    std::fs::write(work.path().join("go"), "").unwrap();
+    signal(a.0.id(), Signal::SIGCONT);
+    let mut code = None;
+    wait_until(Duration::from_secs(10), "writer A exits", || {
+        code = a.0.try_wait().unwrap();
+        code.is_some()
+    });
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut a.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    println!("paused writer: {code:?}: {stderr}");
+    assert_eq!(code.unwrap().code(), Some(76), "{stderr}");
+    assert_eq!(
+        repo.read(".claude/session-state.json"),
+        after_b,
+        "the stale writer changed the file"
+    );
+    assert!(after_b.contains("\"writer\": \"B\""));
+}
+
+#[test]
+fn writers_killed_at_random_moments_never_leave_a_broken_file() {
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    repo.write(HISTORY, &instruction_history(60));
+    let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = |m: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % m
+    };
+    // Spread the kills over a whole write: from process start to past its usual end.
+    let append = |id: &str| {
+        let entry = format!(r#"{{"id":"{id}"}}"#);
+        let mut c = tractatus(&repo.path());
+        c.args([
+            "--redis",
+            &redis.url(),
+            "--wait",
+            "10s",
+            "state",
+            "append",
+            HISTORY,
+            "/instructions",
+            &entry,
+        ]);
+        c
+    };
+    let start = Instant::now();
+    assert_eq!(run(&mut append("warm-up")).code, 0);
+    let span = (start.elapsed().as_micros() as u64 * 3 / 2).max(1000);
+    let kills = 200;
+    let mut landed = 0;
+    for i in 0..kills {
+        let mut child = Guard(
+            append(&format!("k{i}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        std::thread::sleep(Duration::from_micros(next(span)));
+        signal(child.0.id(), Signal::SIGKILL);
+        let status = child.0.wait().unwrap();
+        landed += usize::from(status.success());
+        let text = repo.read(HISTORY);
+        assert!(!text.is_empty(), "kill {i}: empty file");
+        serde_json::from_str::<serde_json::Value>(&text)
+            .unwrap_or_else(|e| panic!("kill {i}: unparsable file: {e}"));
+    }
+    let temp_files = |repo: &Repo| {
+        std::fs::read_dir(repo.file(".claude"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".tractatus-"))
+            .count()
+    };
+    let left = temp_files(&repo);
+    // The next writer removes what crashed writers left behind.
+    let r = run(&mut append("last"));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    println!(
+        "{kills} kills spread over {span} us: {landed} writes finished first, {left} temp files left, then {} after the next write",
+        temp_files(&repo)
+    );
+    assert!(
+        landed > 0 && landed < kills,
+        "the kills did not spread over the write: {landed}"
+    );
+    assert_eq!(
+        temp_files(&repo),
+        0,
+        "abandoned temp files were not cleaned up"
+    );
+    assert!(ids(&repo.read(HISTORY)).contains(&"last".to_owned()));
+}
+
+/// Run a state command that must fail with `code` and leave `rel` byte for byte as it was.
+fn refused(repo: &Repo, url: &str, rel: &str, args: &[&str], code: i32) {
+    let before = std::fs::read(repo.file(rel)).ok();
+    let r = run(tractatus(&repo.path())
+        .args(["--redis", url, "--wait", "5s", "state"])
+        .args(args));
+    assert_eq!(r.code, code, "{args:?}: {}", r.stderr);
+    assert_eq!(
+        r.stderr.trim().lines().count(),
+        1,
+        "{args:?}: want one line: {}",
+        r.stderr
+    );
+    assert_eq!(
+        std::fs::read(repo.file(rel)).ok(),
+        before,
+        "{args:?} changed the file"
+    );
+}
+
+#[test]
+fn bad_input_is_refused_with_its_code_and_the_file_is_untouched() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let repo = Repo::new();
+    let cp = ".claude/token-checkpoints.json";
+    repo.write(cp, &fixture("token-checkpoints.json"));
+    repo.write(".claude/broken.json", "{\"budget\": 200000,");
+
+    refused(
+        &repo,
+        &url,
+        ".claude/broken.json",
+        &["set", ".claude/broken.json", "/x", "1"],
+        65,
+    );
+    refused(
+        &repo,
+        &url,
+        ".claude/broken.json",
+        &["get", ".claude/broken.json"],
+        65,
+    );
+    refused(&repo, &url, cp, &["set", cp, "/overdue", "tru"], 65);
+    refused(&repo, &url, cp, &["merge", cp, "{\"budget\":"], 65);
+    refused(&repo, &url, cp, &["append", cp, "/budget", "1"], 65);
+    refused(&repo, &url, cp, &["append", cp, "/missing/list", "1"], 65);
+    refused(&repo, &url, cp, &["set", cp, "/missing/x", "1"], 65);
+    refused(&repo, &url, cp, &["set", cp, "overdue", "true"], 64);
+    refused(&repo, &url, cp, &["set", cp, "/a~2", "true"], 64);
+    refused(
+        &repo,
+        &url,
+        cp,
+        &["update", cp, "--", "sh", "-c", "echo not json"],
+        65,
+    );
+    refused(
+        &repo,
+        &url,
+        cp,
+        &["update", cp, "--", "sh", "-c", "true"],
+        65,
+    );
+    refused(&repo, &url, cp, &["set", "../outside.json", "/x", "1"], 64);
+    refused(&repo, &url, cp, &["set", "/etc/hostname", "/x", "1"], 64);
+    refused(
+        &repo,
+        &url,
+        ".claude/new.json",
+        &["update", ".claude/new.json", "--", "cat"],
+        65,
+    );
+    // A failing filter: its own code comes back, nothing written.
+    let before = repo.read(cp);
+    let r = run(tractatus(&repo.path()).args([
+        "--redis", &url, "state", "update", cp, "--", "sh", "-c", "exit 9",
+    ]));
+    assert_eq!(r.code, 9);
+    assert_eq!(repo.read(cp), before);
+}
+
+#[test]
+fn an_unwritable_directory_gives_73_and_keeps_the_old_file() {
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    let rel = ".claude/metrics/hooks-metrics.json";
+    repo.write(rel, "{\n  \"hooks\": []\n}");
+    let make = |mode: u32, p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    // The process must not be root (root writes anywhere): drop to nobody when we are root.
+    let mut cmd = if nix::unistd::geteuid().is_root() {
+        make(0o755, repo.path().parent().unwrap());
+        let mut c = std::process::Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_tractatus"),
+        ]);
+        c.current_dir(repo.path());
+        c
+    } else {
+        tractatus(&repo.path())
+    };
+    make(0o755, &repo.path());
+    make(0o777, &repo.file(".claude"));
+    make(0o644, &repo.file(rel));
+    make(0o555, &repo.file(".claude/metrics"));
+    std::fs::create_dir_all(repo.file(".claude/.tractatus")).unwrap();
+    make(0o777, &repo.file(".claude/.tractatus"));
+    std::fs::write(
+        repo.file(".claude/tractatus-lock.toml"),
+        "namespace = \"perm-test\"\n",
+    )
+    .unwrap();
+    let before = repo.read(rel);
+    let r = run(cmd.args([
+        "--redis",
+        &redis.url(),
+        "state",
+        "append",
+        rel,
+        "/hooks",
+        "{\"n\":1}",
+    ]));
+    make(0o755, &repo.file(".claude/metrics"));
+    assert_eq!(r.code, 73, "{}", r.stderr);
+    assert!(r.stderr.contains("hooks-metrics.json"), "{}", r.stderr);
+    assert_eq!(repo.read(rel), before);
+}
+
+#[test]
+fn writes_keep_the_node_layout_key_order_and_final_newline() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let repo = Repo::new();
+    for (name, final_newline) in [
+        ("instruction-history.v1.json", false),
+        ("instruction-history.v2.json", true),
+    ] {
+        let rel = format!(".claude/{name}");
+        let original = fixture(name);
+        repo.write(&rel, &original);
+        let r = run(tractatus(&repo.path()).args([
+            "--redis",
+            &url,
+            "state",
+            "append",
+            &rel,
+            "/instructions",
+            r#"{"id":"inst_new","active":true}"#,
+        ]));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let after = repo.read(&rel);
+        // Everything before the end of the array is untouched, byte for byte.
+        let cut = original.rfind("\n  ]").unwrap();
+        assert_eq!(
+            &after[..cut],
+            &original[..cut],
+            "{name}: untouched part changed"
+        );
+        assert_eq!(
+            after.ends_with('\n'),
+            final_newline,
+            "{name}: final newline"
+        );
+        assert!(
+            after
+                .contains("    {\n      \"id\": \"inst_new\",\n      \"active\": true\n    }\n  ]")
+        );
+    }
+    // Setting a value that is already there rewrites nothing.
+    let rel = ".claude/session-state.json";
+    repo.write(rel, &fixture("session-state.json"));
+    let mtime = std::fs::metadata(repo.file(rel))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let r = run(tractatus(&repo.path()).args([
+        "--redis",
+        &url,
+        "--json",
+        "state",
+        "set",
+        rel,
+        "/message_count",
+        "42",
+    ]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("\"unchanged\":true"), "{}", r.stdout);
+    assert_eq!(
+        std::fs::metadata(repo.file(rel))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        mtime
+    );
+    // merge, set and get round trip.
+    let r = run(tractatus(&repo.path()).args([
+        "--redis",
+        &url,
+        "state",
+        "merge",
+        rel,
+        r#"{"message_count":43,"alerts":null,"new":{"a":1}}"#,
+    ]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run(tractatus(&repo.path()).args(["--redis", &url, "state", "get", rel, "/new"]));
+    assert_eq!(r.stdout, "{\n  \"a\": 1\n}\n");
+    let doc: serde_json::Value = serde_json::from_str(&repo.read(rel)).unwrap();
+    assert_eq!(doc["message_count"], 43);
+    assert!(doc.get("alerts").is_none());
+    // A missing file is created by set/merge/append with an object root.
+    let r = run(tractatus(&repo.path()).args([
+        "--redis",
+        &url,
+        "state",
+        "set",
+        ".claude/fresh.json",
+        "/session_id",
+        "\"x\"",
+    ]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        repo.read(".claude/fresh.json"),
+        "{\n  \"session_id\": \"x\"\n}"
+    );
+    let _ = Instant::now();
+}

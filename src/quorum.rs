@@ -240,17 +240,35 @@ impl<N: Node> Quorum<N> {
         }
     }
 
-    /// End the lease on every node, waiting for each at most its timeout. Returns how many
-    /// nodes confirmed it was ours.
+    /// End the lease on every node. Returns how many nodes confirmed it was ours. Once a
+    /// majority confirmed, the others get as long again as the majority took (a slow or paused
+    /// node does not hold the caller up for its whole timeout; its copy expires with the TTL).
     pub async fn release(&self, keys: &LockKeys, owner: &str, log_cap: u32) -> usize {
-        let all: FuturesUnordered<_> = self
+        let start = Instant::now();
+        let need = self.needed();
+        let mut pending: FuturesUnordered<_> = self
             .nodes
             .iter()
             .map(|node| node.release(keys, owner, log_cap))
             .collect();
-        all.filter(|r| std::future::ready(matches!(r, Ok(true))))
-            .count()
-            .await
+        let (mut answered, mut confirmed) = (0, 0);
+        while answered < need {
+            match pending.next().await {
+                Some(r) => {
+                    answered += 1;
+                    confirmed += usize::from(matches!(r, Ok(true)));
+                }
+                None => return confirmed,
+            }
+        }
+        let grace = start.elapsed().max(Duration::from_millis(2));
+        let rest = async {
+            while let Some(r) = pending.next().await {
+                confirmed += usize::from(matches!(r, Ok(true)));
+            }
+        };
+        let _ = tokio::time::timeout(grace, rest).await;
+        confirmed
     }
 
     /// Listen for releases of one lock on every node that answers.

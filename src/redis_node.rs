@@ -110,7 +110,7 @@ fn describe(e: &redis::RedisError, url: &NodeUrl) -> String {
     let text = e.to_string();
     let text = text.replace(url.secret_url(), &url.to_string());
     if e.is_connection_refusal() {
-        format!("connection refused ({text})")
+        "connection refused".to_owned()
     } else if matches!(e.kind(), redis::ErrorKind::AuthenticationFailed)
         || text.contains("WRONGPASS")
         || text.contains("NOAUTH")

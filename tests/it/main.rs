@@ -4,4 +4,5 @@
 mod support;
 
 mod lock_run;
+mod redlock;
 mod state;

@@ -184,7 +184,10 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&Error::Internal(format!("cannot start runtime: {e}"))),
     };
-    match runtime.block_on(dispatch(cli)) {
+    let result = runtime.block_on(dispatch(cli));
+    // Do not wait for a thread still blocked in flock() after a local-lock wait gave up.
+    runtime.shutdown_background();
+    match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(70)),
         Err(e) => fail(&e),
     }

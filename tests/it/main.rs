@@ -4,5 +4,6 @@
 mod support;
 
 mod lock_run;
+mod operate;
 mod redlock;
 mod state;

@@ -133,11 +133,10 @@ fn session_id_from_env() -> String {
 /// This host's name: `TRACTATUS_HOST` when set (containers that share a host name), else the
 /// kernel's host name, else "unknown-host".
 pub fn this_host() -> String {
-    if let Ok(h) = std::env::var("TRACTATUS_HOST") {
-        if !h.trim().is_empty() {
+    if let Ok(h) = std::env::var("TRACTATUS_HOST")
+        && !h.trim().is_empty() {
             return h.trim().to_owned();
         }
-    }
     nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())

@@ -267,8 +267,8 @@ async fn coordinator(ctx: &Context) -> Result<Coordinator> {
                 .into(),
         )
     })?;
-    if let Some(fs) = tractatus_lock::local::network_filesystem(root) {
-        if !ctx.allow_network_fs {
+    if let Some(fs) = tractatus_lock::local::network_filesystem(root)
+        && !ctx.allow_network_fs {
             return Err(Error::Unavailable {
                 reachable: 0,
                 total: 1,
@@ -284,7 +284,6 @@ async fn coordinator(ctx: &Context) -> Result<Coordinator> {
                 )],
             });
         }
-    }
     eprintln!(
         "tractatus: no Redis configured; using local file locks (protects this machine only)"
     );

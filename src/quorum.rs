@@ -226,13 +226,12 @@ impl<N: Node> Quorum<N> {
                 break;
             }
         }
-        if ours >= need {
-            if let Some(left) = validity(ttl, start.elapsed()) {
+        if ours >= need
+            && let Some(left) = validity(ttl, start.elapsed()) {
                 return Renewal::Renewed {
                     valid_until: start + left,
                 };
             }
-        }
         if not_ours > n - need {
             Renewal::Lost
         } else {

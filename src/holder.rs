@@ -134,9 +134,10 @@ fn session_id_from_env() -> String {
 /// kernel's host name, else "unknown-host".
 pub fn this_host() -> String {
     if let Ok(h) = std::env::var("TRACTATUS_HOST")
-        && !h.trim().is_empty() {
-            return h.trim().to_owned();
-        }
+        && !h.trim().is_empty()
+    {
+        return h.trim().to_owned();
+    }
     nix::unistd::gethostname()
         .ok()
         .and_then(|h| h.into_string().ok())

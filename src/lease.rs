@@ -227,10 +227,10 @@ impl Coordinator {
                 Attempt::Held { pttl, holder } => {
                     if let Some(h) = &holder
                         && h.is_gone_from(&self.inner.identity.host)
-                            && self.evict(quorum, &keys, &h.owner, "takeover").await > 0
-                        {
-                            continue;
-                        }
+                        && self.evict(quorum, &keys, &h.owner, "takeover").await > 0
+                    {
+                        continue;
+                    }
                     last_holder = holder.or(last_holder);
                     // Wake a little after the holder's lease runs out, in case it never releases.
                     pttl + Duration::from_millis(1)
@@ -527,12 +527,13 @@ impl Lease {
                     .release(&keys, &owner, self.coordinator.inner.config.log_cap)
                     .await;
                 if confirmed < q.needed()
-                    && let LeaseState::Lost(reason) = lost {
-                        return Err(Error::LeaseLost {
-                            name: self.name.clone(),
-                            reason,
-                        });
-                    }
+                    && let LeaseState::Lost(reason) = lost
+                {
+                    return Err(Error::LeaseLost {
+                        name: self.name.clone(),
+                        reason,
+                    });
+                }
                 Ok(())
             }
             Some(Hold::Local(guard)) => guard.release(),

@@ -268,22 +268,23 @@ async fn coordinator(ctx: &Context) -> Result<Coordinator> {
         )
     })?;
     if let Some(fs) = tractatus_lock::local::network_filesystem(root)
-        && !ctx.allow_network_fs {
-            return Err(Error::Unavailable {
-                reachable: 0,
-                total: 1,
-                needed: 1,
-                causes: vec![(
-                    "local locks".into(),
-                    format!(
-                        "{} is on a network filesystem ({fs}); OS file locks there do not \
+        && !ctx.allow_network_fs
+    {
+        return Err(Error::Unavailable {
+            reachable: 0,
+            total: 1,
+            needed: 1,
+            causes: vec![(
+                "local locks".into(),
+                format!(
+                    "{} is on a network filesystem ({fs}); OS file locks there do not \
                          protect other machines: configure Redis (--redis or TRACTATUS_REDIS), \
                          or pass --allow-network-fs if only this machine writes",
-                        root.display()
-                    ),
-                )],
-            });
-        }
+                    root.display()
+                ),
+            )],
+        });
+    }
     eprintln!(
         "tractatus: no Redis configured; using local file locks (protects this machine only)"
     );

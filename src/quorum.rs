@@ -227,11 +227,12 @@ impl<N: Node> Quorum<N> {
             }
         }
         if ours >= need
-            && let Some(left) = validity(ttl, start.elapsed()) {
-                return Renewal::Renewed {
-                    valid_until: start + left,
-                };
-            }
+            && let Some(left) = validity(ttl, start.elapsed())
+        {
+            return Renewal::Renewed {
+                valid_until: start + left,
+            };
+        }
         if not_ours > n - need {
             Renewal::Lost
         } else {

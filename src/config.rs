@@ -205,6 +205,9 @@ pub struct Config {
     pub max_hold: Duration,
     /// Entries kept in each lock's audit log. Default: 1000.
     pub log_cap: u32,
+    /// PEM file of the certificate authority that signed the Redis servers' TLS certificates
+    /// (`rediss://`). Default: none, the system's trust store.
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -218,6 +221,7 @@ impl Config {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_hold: DEFAULT_MAX_HOLD,
             log_cap: 1000,
+            tls_ca_file: None,
         }
     }
 

@@ -75,13 +75,24 @@ impl Coordinator {
                 "no Redis configured: use Coordinator::local for OS file locks",
             ));
         }
+        let tls_ca = match &config.tls_ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                Error::usage(format!("cannot read TLS CA file {}: {e}", path.display()))
+            })?),
+            None => None,
+        };
         let nodes = config
             .nodes
             .iter()
             .map(|u| {
-                RedisNode::new(u, config.connect_timeout, config.node_timeout)
-                    .map(Arc::new)
-                    .map_err(|e| Error::usage(format!("{u}: {e}")))
+                RedisNode::with_tls_ca(
+                    u,
+                    config.connect_timeout,
+                    config.node_timeout,
+                    tls_ca.as_deref(),
+                )
+                .map(Arc::new)
+                .map_err(|e| Error::usage(format!("{u}: {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
         let quorum = Quorum::new(nodes);

@@ -43,8 +43,31 @@ impl RedisNode {
         connect_timeout: Duration,
         op_timeout: Duration,
     ) -> Result<Self, NodeError> {
-        let client =
-            redis::Client::open(url.secret_url()).map_err(|e| NodeError::new(describe(&e, url)))?;
+        Self::with_tls_ca(url, connect_timeout, op_timeout, None)
+    }
+
+    /// Like [`Self::new`], trusting the PEM certificate authority `tls_ca` for `rediss://`
+    /// (instead of the system's trust store).
+    pub fn with_tls_ca(
+        url: &NodeUrl,
+        connect_timeout: Duration,
+        op_timeout: Duration,
+        tls_ca: Option<&[u8]>,
+    ) -> Result<Self, NodeError> {
+        install_crypto_provider();
+        let client = match tls_ca {
+            Some(pem) if url.secret_url().starts_with("rediss://") => {
+                redis::Client::build_with_tls(
+                    url.secret_url(),
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem.to_vec()),
+                    },
+                )
+            }
+            _ => redis::Client::open(url.secret_url()),
+        }
+        .map_err(|e| NodeError::new(describe(&e, url)))?;
         Ok(RedisNode {
             url: url.clone(),
             client,
@@ -103,6 +126,14 @@ impl RedisNode {
     pub fn url(&self) -> &NodeUrl {
         &self.url
     }
+}
+
+/// rustls needs one process-wide crypto provider; ours is ring. Installing twice is harmless.
+fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
 
 /// A Redis error as one line, with no password in it.

@@ -96,6 +96,8 @@ pub fn resolve(
         .collect();
     let mut config = Config::new(parse_nodes(&urls)?);
 
+    config.tls_ca_file =
+        pick(&None, "TRACTATUS_REDIS_CA_FILE", &file.redis_ca_file).map(std::path::PathBuf::from);
     let namespace = pick(&flags.namespace, "TRACTATUS_NAMESPACE", &None);
     config.namespace = match (namespace, root) {
         (Some(ns), _) => ns,

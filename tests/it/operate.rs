@@ -442,3 +442,72 @@ fn waiting_on_a_terminal_shows_the_holder_and_nothing_otherwise() {
         r.stderr
     );
 }
+
+#[test]
+fn tls_with_a_self_signed_certificate_authority() {
+    let certs = tempfile::tempdir().unwrap();
+    let sh = |script: &str| {
+        let out = std::process::Command::new("sh")
+            .args(["-ec", script])
+            .current_dir(certs.path())
+            .output()
+            .expect("openssl (the CI script installs it)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=tractatus-test-ca 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN=localhost 2>/dev/null
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > san.ext
+        openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out srv.crt -days 2 -extfile san.ext 2>/dev/null");
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let p = |f: &str| certs.path().join(f).display().to_string();
+    let redis = RedisServer::start_with(&[
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        &p("srv.crt"),
+        "--tls-key-file",
+        &p("srv.key"),
+        "--tls-ca-cert-file",
+        &p("ca.crt"),
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+    let repo = Repo::new();
+    let mut trusted = tractatus(&repo.path());
+    trusted.env("TRACTATUS_REDIS_CA_FILE", p("ca.crt")).args([
+        "--redis",
+        &url,
+        "lock",
+        "run",
+        "--name",
+        "t",
+        "--",
+        "sh",
+        "-c",
+        "echo $TRACTATUS_FENCING_TOKEN",
+    ]);
+    let r = run(&mut trusted);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout.trim(), "1");
+    // The lease really went through the TLS port: the plain port's Redis holds its audit log.
+    assert!(redis.cmd(&["DBSIZE"]).parse::<u32>().unwrap() > 0);
+    // Without the CA the server's certificate is not trusted: unavailable, said why.
+    let r =
+        run(tractatus(&repo.path())
+            .args(["--redis", &url, "lock", "run", "--name", "t", "--", "true"]));
+    assert_eq!(r.code, 69, "{}", r.stderr);
+    assert!(
+        r.stderr.to_lowercase().contains("certificate"),
+        "{}",
+        r.stderr
+    );
+}

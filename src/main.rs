@@ -631,9 +631,16 @@ async fn state(ctx: &Context, cmd: StateCommand) -> Result<i32> {
             }),
         Some(edit) => file.write(&coordinator, &opts, edit).await.map(|outcome| {
             match outcome {
-                WriteOutcome::Committed { token } => {
+                WriteOutcome::Committed { token, window } => {
                     if ctx.json {
-                        println!("{}", serde_json::json!({ "committed": true, "token": token }));
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "committed": true,
+                                "token": token,
+                                "window_us": window.as_micros() as u64,
+                            })
+                        );
                     }
                     0
                 }

@@ -109,6 +109,9 @@ pub enum WriteOutcome {
     Committed {
         /// The lease's fencing token.
         token: FencingToken,
+        /// How long the commit's unguarded window was: from the last validity check to the
+        /// rename being done. A holder paused inside it could still land a late write.
+        window: Duration,
     },
     /// The edit changed nothing; the file was not rewritten.
     Unchanged {
@@ -255,8 +258,8 @@ impl StateFile {
         if old.as_deref() == Some(text.as_bytes()) {
             return Ok(WriteOutcome::Unchanged { token });
         }
-        self.commit(lease, fence, text.as_bytes(), mode)?;
-        Ok(WriteOutcome::Committed { token })
+        let window = self.commit(lease, fence, text.as_bytes(), mode)?;
+        Ok(WriteOutcome::Committed { token, window })
     }
 
     /// The file's bytes (None when absent) and mode.
@@ -294,13 +297,14 @@ impl StateFile {
         format!(".{file_name}.tractatus-")
     }
 
+    /// Returns the length of the window between the last validity check and the rename.
     fn commit(
         &self,
         lease: &Lease,
         fence: &FenceRecord,
         bytes: &[u8],
         mode: Option<u32>,
-    ) -> Result<()> {
+    ) -> Result<Duration> {
         let dir = self.path.parent().unwrap_or(Path::new("/"));
         let cannot = |e: std::io::Error| Error::CannotWrite {
             path: self.path.clone(),
@@ -333,7 +337,6 @@ impl StateFile {
         tmp.as_file().sync_all().map_err(cannot)?;
 
         let mut record = fence.lock()?;
-        lease.check_valid()?;
         let committed = record.read()?;
         if lease.token() < committed {
             return Err(Error::Fenced {
@@ -342,10 +345,16 @@ impl StateFile {
                 committed,
             });
         }
+        // Record first: if the check below fails, a token that never landed is on record, which
+        // only refuses writers that are older still.
         record.write(lease.token())?;
+        // The last check: from here to the rename is the window no lease can close.
+        lease.check_valid()?;
+        let checked = std::time::Instant::now();
         tmp.persist(&self.path).map_err(|e| cannot(e.error))?;
+        let window = checked.elapsed();
         File::open(dir).and_then(|d| d.sync_all()).map_err(cannot)?;
-        Ok(())
+        Ok(window)
     }
 
     /// Remove temp files of this state file whose writer is gone (crashed mid-commit). A temp

@@ -51,6 +51,7 @@ fn eight_appenders_lose_nothing_and_readers_never_see_a_torn_file() {
         .map(|p| {
             let (root, url) = (repo.path(), redis.url());
             std::thread::spawn(move || {
+                let mut windows = Vec::new();
                 for i in 0..each {
                     let entry = format!(r#"{{"id":"p{p}-{i}","text":"appended by writer {p}"}}"#);
                     let r = run(tractatus(&root).args([
@@ -58,6 +59,7 @@ fn eight_appenders_lose_nothing_and_readers_never_see_a_torn_file() {
                         &url,
                         "--wait",
                         "60s",
+                        "--json",
                         "state",
                         "append",
                         HISTORY,
@@ -65,13 +67,24 @@ fn eight_appenders_lose_nothing_and_readers_never_see_a_torn_file() {
                         &entry,
                     ]));
                     assert_eq!(r.code, 0, "append failed: {}", r.stderr);
+                    let out: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+                    windows.push(out["window_us"].as_u64().unwrap());
                 }
+                windows
             })
         })
         .collect();
-    for w in writers {
-        w.join().unwrap();
-    }
+    let mut windows: Vec<u64> = writers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    windows.sort_unstable();
+    println!(
+        "commit window (last validity check to rename done): p50 {} us, p99 {} us, max {} us",
+        windows[windows.len() / 2],
+        windows[windows.len() * 99 / 100],
+        windows[windows.len() - 1]
+    );
     stop.store(true, Ordering::Relaxed);
     reader.join().unwrap();
 

@@ -215,7 +215,10 @@ impl Coordinator {
                     Duration::ZERO
                 },
             };
-            let pause = match quorum.grant(&req).await {
+            // How long to wait before the next attempt, and whether a release event may cut it
+            // short (not after a split vote: the other contenders' releases would wake everyone
+            // at once and split the vote again).
+            let (pause, wake_early) = match quorum.grant(&req).await {
                 Attempt::Granted { token, valid_until } => {
                     let state = LeaseState::Valid { valid_until };
                     return Ok(Lease::redis(
@@ -244,11 +247,11 @@ impl Coordinator {
                     }
                     last_holder = holder.or(last_holder);
                     // Wake a little after the holder's lease runs out, in case it never releases.
-                    pttl + Duration::from_millis(1)
+                    (pttl + Duration::from_millis(1), true)
                 }
                 Attempt::Split { holder } => {
                     last_holder = holder.or(last_holder);
-                    jitter.next().unwrap_or(Duration::from_millis(5))
+                    (jitter.next().unwrap_or(Duration::from_millis(5)), false)
                 }
             };
             if let Some(p) = &opts.progress {
@@ -273,7 +276,7 @@ impl Coordinator {
             let until = deadline.min(now + pause);
             if let Some(w) = wake.as_mut() {
                 tokio::select! {
-                    got = w.next(), if !w.is_empty() => {
+                    got = w.next(), if wake_early && !w.is_empty() => {
                         if got.is_none() { wake = Some(SelectAll::new()); }
                     }
                     _ = tokio::time::sleep_until(until) => {}

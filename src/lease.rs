@@ -166,19 +166,25 @@ impl Coordinator {
     /// Waiting is driven by release events (Redis pub/sub, or the kernel for local locks); the
     /// only timer is the holder's remaining TTL, so a crashed holder is taken over as soon as
     /// its lease expires, and at once when it ran on this host and its process is gone.
+    ///
+    /// With local locks the wait is a `flock(2)` on a blocking thread; when the wait times out
+    /// that thread stays parked until the holder lets go, then drops the lock at once (it never
+    /// holds it for anyone). Many timed-out waits on a long-held lock park as many threads.
     pub async fn acquire(&self, name: &str, opts: &AcquireOptions) -> Result<Lease> {
         check_lock_name(name)?;
-        let started = Instant::now();
-        let deadline = started + opts.wait;
-        match &self.inner.backend {
-            Backend::Local(local) => {
-                let guard = local
-                    .acquire(name, &self.inner.identity, opts, deadline)
-                    .await?;
-                Ok(Lease::local(self.clone(), name, guard))
-            }
+        let deadline = far_deadline(Instant::now(), opts.wait);
+        let got = match &self.inner.backend {
+            Backend::Local(local) => local
+                .acquire(name, &self.inner.identity, opts, deadline)
+                .await
+                .map(|guard| Lease::local(self.clone(), name, guard)),
             Backend::Redis(quorum) => self.acquire_redis(quorum, name, opts, deadline).await,
+        };
+        if let (Ok(_), Some(p)) = (&got, &opts.progress) {
+            // Nobody is in the way any more: feedback about a holder would be stale.
+            p.send_replace(None);
         }
+        got
     }
 
     async fn acquire_redis(
@@ -210,7 +216,7 @@ impl Coordinator {
                 waiter_ttl: cfg.ttl.saturating_mul(2),
                 log_cap: cfg.log_cap,
                 quarantine: if cfg.is_redlock() {
-                    cfg.ttl
+                    cfg.quarantine
                 } else {
                     Duration::ZERO
                 },
@@ -348,6 +354,15 @@ impl Coordinator {
     }
 }
 
+/// `start + wait`, or a deadline about thirty years out when that overflows (`Duration::MAX`
+/// means "wait for ever").
+fn far_deadline(start: Instant, wait: Duration) -> Instant {
+    start
+        .checked_add(wait)
+        .or_else(|| start.checked_add(Duration::from_secs(30 * 365 * 86_400)))
+        .unwrap_or(start)
+}
+
 /// Where a lease stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaseState {
@@ -368,7 +383,9 @@ enum Hold {
 }
 
 /// A held lock. Keep it alive with [`Lease::keep_alive`] while work runs; end it with
-/// [`Lease::release`]. Dropping it stops the renewal and releases it in the background.
+/// [`Lease::release`]. Dropping it stops the renewal and releases it from a background task on
+/// the current tokio runtime; a runtime that shuts down first never runs that task, and the
+/// lease then lasts until its TTL runs out. Release explicitly where it matters.
 pub struct Lease {
     coordinator: Coordinator,
     name: String,
@@ -416,6 +433,16 @@ impl Lease {
         &self.name
     }
 
+    /// The TTL it was granted with (renewals extend it by as much).
+    pub fn ttl(&self) -> Duration {
+        self.coordinator.inner.config.ttl
+    }
+
+    /// The configuration of the coordinator that granted it.
+    pub fn config(&self) -> &Config {
+        &self.coordinator.inner.config
+    }
+
     /// This lease's fencing token.
     pub fn token(&self) -> FencingToken {
         self.token
@@ -444,7 +471,7 @@ impl Lease {
     }
 
     /// Resolves when the lease is lost, with the reason. Pending forever while it is not.
-    pub fn lost(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+    pub fn lost(&self) -> impl std::future::Future<Output = String> + Send + use<> {
         let mut rx = self.state.subscribe();
         async move {
             loop {
@@ -473,6 +500,40 @@ impl Lease {
         }
     }
 
+    /// Resolves once the lease is within `margin` of running out with no renewal in sight (its
+    /// validity deadline came that close without being extended), or is lost. Pending forever
+    /// for local locks, which do not expire.
+    pub fn expiring(
+        &self,
+        margin: Duration,
+    ) -> impl std::future::Future<Output = ()> + Send + use<> {
+        let mut rx = self.state.subscribe();
+        async move {
+            loop {
+                let valid_until = match &*rx.borrow_and_update() {
+                    LeaseState::Lost(_) => return,
+                    LeaseState::Valid { valid_until } => Some(*valid_until),
+                    LeaseState::Held => None,
+                };
+                let warn_at = valid_until.map(|v| v.checked_sub(margin).unwrap_or(v));
+                let warned = async {
+                    match warn_at {
+                        Some(w) => tokio::time::sleep_until(w).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    changed = rx.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                    }
+                    _ = warned => return,
+                }
+            }
+        }
+    }
+
     /// Extend the lease once. Errors with [`Error::LeaseLost`] when it is no longer ours.
     pub async fn renew(&self) -> Result<()> {
         let Some(Hold::Redis { keys, owner }) = &self.hold else {
@@ -491,7 +552,7 @@ impl Lease {
         };
         let (coordinator, keys, owner) = (self.coordinator.clone(), keys.clone(), owner.clone());
         let state = self.state.clone();
-        let stop_at = self.acquired + max_hold;
+        let stop_at = far_deadline(self.acquired, max_hold);
         let ttl = coordinator.inner.config.ttl;
         self.keeper = Some(tokio::spawn(async move {
             let mut next = Instant::now() + ttl / 3;

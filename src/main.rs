@@ -49,7 +49,7 @@ struct GlobalArgs {
     /// Longest one holder may keep renewing a lease (default 1h). Env: TRACTATUS_MAX_HOLD.
     #[arg(long, value_name = "DUR", global = true)]
     max_hold: Option<String>,
-    /// Deadline of one operation on one Redis node (default 250ms, at most ttl/10).
+    /// Deadline of one operation on one Redis node (default 250ms or ttl/10, the lower; at most ttl/3).
     #[arg(long, value_name = "DUR", global = true)]
     node_timeout: Option<String>,
     /// Deadline to connect to Redis (default 1s). Env: TRACTATUS_CONNECT_TIMEOUT.
@@ -167,9 +167,8 @@ fn main() -> ExitCode {
         Err(e) => {
             use clap::error::ErrorKind;
             let code = match e.kind() {
-                ErrorKind::DisplayHelp
-                | ErrorKind::DisplayVersion
-                | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 0,
+                // Asked for: success. Help shown because a subcommand is missing: a usage error.
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
                 _ => 64,
             };
             let _ = e.print();
@@ -247,8 +246,17 @@ async fn dispatch(cli: Cli) -> Result<i32> {
     }
 }
 
+/// This process's command line for `lock status`, with any password in a URL masked.
 fn command_line() -> String {
-    let words: Vec<String> = std::env::args().collect();
+    let words: Vec<String> = std::env::args()
+        .map(|w| {
+            if w.contains("://") {
+                tractatus_lock::config::redact(&w)
+            } else {
+                w
+            }
+        })
+        .collect();
     let line = words.join(" ");
     line.chars().take(300).collect()
 }
@@ -324,6 +332,8 @@ impl WaitFeedback {
                         let _ = err.flush();
                         shown = true;
                     } else if shown {
+                        // Acquired: wipe the line before the work starts writing.
+                        let _ = std::io::stderr().write_all(b"\r\x1b[K");
                         break;
                     }
                 }
@@ -347,8 +357,9 @@ impl WaitFeedback {
     }
 }
 
-/// Acquire every name (sorted, deduplicated) within one shared wait budget; on failure
-/// release the ones already taken.
+/// Acquire every name (sorted, deduplicated) within one shared wait budget, renewing each one
+/// from the moment it is taken (a long wait for the next name must not let it expire); on
+/// failure release the ones already taken.
 async fn acquire_all(
     coordinator: &Coordinator,
     mut names: Vec<String>,
@@ -356,15 +367,19 @@ async fn acquire_all(
 ) -> Result<Vec<Lease>> {
     names.sort();
     names.dedup();
-    let deadline = Instant::now() + wait;
+    let started = Instant::now();
+    let max_hold = coordinator.config().max_hold;
     let mut leases: Vec<Lease> = Vec::new();
     for name in names {
         let feedback = WaitFeedback::start(&format!("lock '{name}'"));
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = wait.saturating_sub(started.elapsed());
         let got = coordinator.acquire(&name, &feedback.options(left)).await;
         feedback.finish();
         match got {
-            Ok(l) => leases.push(l),
+            Ok(mut l) => {
+                l.keep_alive(max_hold);
+                leases.push(l);
+            }
             Err(e) => {
                 for l in leases.into_iter().rev() {
                     let _ = l.release().await;
@@ -400,11 +415,7 @@ async fn lock_run(
         tractatus_lock::config::check_lock_name(n)?;
     }
     let coordinator = coordinator(ctx).await?;
-    let mut leases = acquire_all(&coordinator, names, ctx.resolved.wait).await?;
-    let max_hold = coordinator.config().max_hold;
-    for l in &mut leases {
-        l.keep_alive(max_hold);
-    }
+    let leases = acquire_all(&coordinator, names, ctx.resolved.wait).await?;
     let outcome = supervise(
         &leases,
         &coordinator.identity().session,
@@ -653,7 +664,24 @@ async fn state(ctx: &Context, cmd: StateCommand) -> Result<i32> {
                     }
                     0
                 }
-                WriteOutcome::Aborted { code } => code,
+                WriteOutcome::Aborted { code } => {
+                    // Passed through, except where it would read as one of our own codes (or
+                    // as 2, which blocks a Claude Code hook): those become 65.
+                    let passed = if code == 2 || (64..=78).contains(&code) {
+                        65
+                    } else {
+                        code
+                    };
+                    eprintln!(
+                        "tractatus: the update command exited {code}; nothing written{}",
+                        if passed == code {
+                            String::new()
+                        } else {
+                            format!(" (exit {passed}: {code} would read as a tractatus code)")
+                        }
+                    );
+                    passed
+                }
             }
         }),
     };

@@ -1,7 +1,11 @@
 //! `lock run`: run a child command while holding leases. The child inherits stdin, stdout and
 //! stderr untouched and gets `TRACTATUS_LOCK_NAME`, `TRACTATUS_FENCING_TOKEN` and
-//! `TRACTATUS_SESSION_ID`. SIGINT, SIGTERM and SIGHUP are forwarded to it. If a lease is lost
-//! while it runs, it gets SIGTERM, then SIGKILL after a grace period.
+//! `TRACTATUS_SESSION_ID`. SIGINT, SIGTERM and SIGHUP are forwarded to it.
+//!
+//! When renewal fails, the child gets SIGTERM while the lease is still valid (when less than the
+//! grace period is left), and SIGKILL the moment the lease is lost; a lease lost outright (taken,
+//! broken, or noticed only after this process was paused) gives SIGTERM at once and SIGKILL after
+//! the grace period. Past that point only a fencing check at the storage can stop a late write.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -12,6 +16,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::lease::Lease;
@@ -21,7 +26,8 @@ use crate::lease::Lease;
 pub enum RunOutcome {
     /// The command exited on its own: its exit code (128 + signal when killed by a signal).
     Exited(i32),
-    /// A lease was lost while it ran; the command was terminated.
+    /// A lease was lost (or was about to be, with renewal failing) while it ran; the command
+    /// was terminated.
     LeaseLost {
         /// The lost lock.
         name: String,
@@ -39,6 +45,10 @@ pub fn exit_code(status: ExitStatus) -> i32 {
 }
 
 /// Run `argv` while `leases` are held and renewed; release nothing (the caller does).
+///
+/// Refuses to start the command when a lease is no longer valid. `kill_grace` is the time
+/// between SIGTERM and SIGKILL; the early SIGTERM on failing renewal comes at most half a TTL
+/// before the lease would run out.
 pub async fn supervise(
     leases: &[Lease],
     session_id: &str,
@@ -48,6 +58,13 @@ pub async fn supervise(
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| Error::usage("no command given after --"))?;
+    // Handlers first: a signal between spawn and here must not kill us with the child running.
+    let mut sigint = signal(SignalKind::interrupt()).map_err(Error::internal)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(Error::internal)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(Error::internal)?;
+    for l in leases {
+        l.check_valid()?;
+    }
     let names: Vec<&str> = leases.iter().map(Lease::name).collect();
     let tokens: Vec<String> = leases.iter().map(|l| l.token().to_string()).collect();
     let mut child = Command::new(program)
@@ -59,50 +76,86 @@ pub async fn supervise(
         .spawn()
         .map_err(|e| Error::usage(format!("cannot run '{program}': {e}")))?;
 
-    let mut sigint = signal(SignalKind::interrupt()).map_err(Error::internal)?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(Error::internal)?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(Error::internal)?;
-    let lost = async {
-        if leases.is_empty() {
-            std::future::pending::<(String, String)>().await
-        } else {
-            let all = leases.iter().map(|l| {
-                let name = l.name().to_owned();
-                let f = l.lost();
-                Box::pin(async move { (name, f.await) })
-            });
-            select_all(all).await.0
+    let lost = first_of(leases, |l| l.lost());
+    let margin = leases
+        .iter()
+        .map(|l| l.ttl() / 2)
+        .min()
+        .unwrap_or_default()
+        .min(kill_grace);
+    let expiring = first_of(leases, |l| {
+        let f = l.expiring(margin);
+        async move {
+            f.await;
+            String::new()
         }
-    };
-    tokio::pin!(lost);
+    });
+    tokio::pin!(lost, expiring);
+    let mut warned: Option<(String, Instant)> = None;
     loop {
         tokio::select! {
+            // Loss first: if the child exits in the same instant, the lease was already gone.
+            biased;
+            (name, reason) = &mut lost => {
+                let sigterm_at = match &warned {
+                    Some((_, at)) => *at,
+                    None => {
+                        forward(&child, Signal::SIGTERM);
+                        Instant::now()
+                    }
+                };
+                let left = kill_grace.saturating_sub(sigterm_at.elapsed());
+                if tokio::time::timeout(left, child.wait()).await.is_err() {
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                }
+                return Ok(RunOutcome::LeaseLost { name, reason });
+            }
             status = child.wait() => {
                 let status = status.map_err(|e| Error::internal(format!("waiting for '{program}': {e}")))?;
+                if let Some(l) = leases.iter().find(|l| l.check_valid().is_err()) {
+                    let reason = l.check_valid().err().map(|e| e.to_string()).unwrap_or_default();
+                    return Ok(RunOutcome::LeaseLost { name: l.name().to_owned(), reason });
+                }
+                if let Some((name, _)) = warned {
+                    return Ok(RunOutcome::LeaseLost {
+                        name,
+                        reason: "renewal kept failing and the lease was about to run out".into(),
+                    });
+                }
                 return Ok(RunOutcome::Exited(exit_code(status)));
+            }
+            (name, _) = &mut expiring, if warned.is_none() => {
+                forward(&child, Signal::SIGTERM);
+                warned = Some((name, Instant::now()));
             }
             _ = sigint.recv() => forward(&child, Signal::SIGINT),
             _ = sigterm.recv() => forward(&child, Signal::SIGTERM),
             _ = sighup.recv() => forward(&child, Signal::SIGHUP),
-            (name, reason) = &mut lost => {
-                terminate(&mut child, kill_grace).await;
-                return Ok(RunOutcome::LeaseLost { name, reason });
-            }
         }
     }
+}
+
+/// The first of the leases' futures to finish, with the lease's name; pending forever when
+/// there are no leases.
+async fn first_of<F, Fut>(leases: &[Lease], f: F) -> (String, String)
+where
+    F: Fn(&Lease) -> Fut,
+    Fut: std::future::Future<Output = String> + Send + 'static,
+{
+    if leases.is_empty() {
+        return std::future::pending().await;
+    }
+    let all = leases.iter().map(|l| {
+        let name = l.name().to_owned();
+        let fut = f(l);
+        Box::pin(async move { (name, fut.await) })
+    });
+    select_all(all).await.0
 }
 
 fn forward(child: &Child, sig: Signal) {
     if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
         let _ = kill(Pid::from_raw(pid), sig);
-    }
-}
-
-/// SIGTERM, then SIGKILL if it has not exited within `grace`.
-async fn terminate(child: &mut Child, grace: Duration) {
-    forward(child, Signal::SIGTERM);
-    if tokio::time::timeout(grace, child.wait()).await.is_err() {
-        let _ = child.start_kill();
-        let _ = child.wait().await;
     }
 }

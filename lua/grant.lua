@@ -5,6 +5,8 @@
 -- KEYS[3] holder   hash: who holds (or last held) the lease; deleted on release
 -- KEYS[4] waiters  sorted set: waiter id -> expiry (ms, Redis clock); counted by `lock status`
 -- KEYS[5] log      stream: this lock's audit trail, capped at ARGV[10] entries
+-- KEYS[6] epoch    string, never expires: the time (ms, Redis clock) from which this node grants;
+--                  set on the first grant it sees (node-wide, read only when ARGV[11] > 0)
 -- ARGV[1]  owner id (random, fresh for every attempt)
 -- ARGV[2]  ttl in ms
 -- ARGV[3]  session id     ARGV[4] host     ARGV[5] pid

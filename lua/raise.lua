@@ -7,7 +7,8 @@
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 local wanted = tonumber(ARGV[1])
 if current < wanted then
-  redis.call('SET', KEYS[1], wanted)
+  -- The argument's own digits: a Lua number would be written as 1e+15 from 10^15 up.
+  redis.call('SET', KEYS[1], ARGV[1])
   return wanted
 end
 return current

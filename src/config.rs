@@ -17,6 +17,11 @@ pub const DEFAULT_MAX_HOLD: Duration = Duration::from_secs(3600);
 pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_millis(250);
 /// Deadline to open the connections when none is given: 1 s.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a Redlock master seen without its epoch key (new, or restarted empty) refuses
+/// grants when none is given: 10 s. Every client's TTL must fit in it.
+pub const DEFAULT_QUARANTINE: Duration = Duration::from_secs(10);
+/// Longest lease TTL accepted: 1 h (longer holds renew; see `max_hold`).
+pub const MAX_TTL: Duration = Duration::from_secs(3600);
 /// Time a command gets between SIGTERM and SIGKILL after its lease is lost: 5 s.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
 
@@ -106,8 +111,9 @@ pub fn redact(url: &str) -> String {
         return url.to_owned();
     };
     let after = &url[scheme_end + 3..];
-    let authority_end = after.find('/').unwrap_or(after.len());
-    let Some(at) = after[..authority_end].rfind('@') else {
+    // The last '@' anywhere: a password may hold an unescaped '/' (a Redis URL's path, the
+    // database number, never holds an '@').
+    let Some(at) = after.rfind('@') else {
         return url.to_owned();
     };
     let userinfo = &after[..at];
@@ -196,8 +202,8 @@ pub struct Config {
     pub namespace: String,
     /// Lease time-to-live. Default: [`DEFAULT_TTL`].
     pub ttl: Duration,
-    /// Per-node deadline of one operation. Default: [`DEFAULT_NODE_TIMEOUT`], and never more
-    /// than a tenth of the TTL.
+    /// Per-node deadline of one operation. Default: [`DEFAULT_NODE_TIMEOUT`] (the CLI lowers
+    /// it to a tenth of a short TTL); [`Config::check`] refuses more than a third of the TTL.
     pub node_timeout: Duration,
     /// Deadline to open connections. Default: [`DEFAULT_CONNECT_TIMEOUT`].
     pub connect_timeout: Duration,
@@ -208,6 +214,11 @@ pub struct Config {
     /// PEM file of the certificate authority that signed the Redis servers' TLS certificates
     /// (`rediss://`). Default: none, the system's trust store.
     pub tls_ca_file: Option<std::path::PathBuf>,
+    /// Redlock only: how long a master seen without its `tractatus:epoch` key (new, or
+    /// restarted without its data) refuses every grant, so that a lease it forgot has expired
+    /// everywhere first. Must be at least the longest TTL any client uses; [`Config::check`]
+    /// refuses a TTL above it. Default: [`DEFAULT_QUARANTINE`].
+    pub quarantine: Duration,
 }
 
 impl Config {
@@ -222,17 +233,29 @@ impl Config {
             max_hold: DEFAULT_MAX_HOLD,
             log_cap: 1000,
             tls_ca_file: None,
+            quarantine: DEFAULT_QUARANTINE,
         }
     }
 
-    /// Refuse combinations that cannot work: a TTL too short to renew, a node timeout that
-    /// does not fit in the TTL, a bad namespace.
+    /// Refuse combinations that cannot work: a TTL too short to renew or longer than an hour,
+    /// a node timeout that does not fit in the TTL, a Redlock TTL longer than the restart
+    /// quarantine, a bad namespace.
     pub fn check(&self) -> Result<()> {
         check_namespace(&self.namespace)?;
-        if self.ttl < Duration::from_millis(300) {
+        if self.ttl < Duration::from_millis(300) || self.ttl > MAX_TTL {
             return Err(Error::usage(format!(
-                "ttl {} ms is too short: use 300ms or more",
+                "ttl {} ms is out of range: use 300ms to 1h (longer holds renew the lease)",
                 self.ttl.as_millis()
+            )));
+        }
+        if self.is_redlock() && self.ttl > self.quarantine {
+            return Err(Error::usage(format!(
+                "ttl {} ms is longer than the Redlock restart quarantine ({} ms): a master that \
+                 restarted empty could grant a lease another client still holds; raise the \
+                 quarantine (TRACTATUS_QUARANTINE, or `quarantine` in .claude/tractatus-lock.toml) \
+                 to the longest TTL any client uses",
+                self.ttl.as_millis(),
+                self.quarantine.as_millis()
             )));
         }
         if self.node_timeout.is_zero() || self.node_timeout.saturating_mul(3) > self.ttl {
@@ -286,6 +309,11 @@ mod tests {
         );
         assert_eq!(redact("rediss://:s3cret@h:1"), "rediss://:***@h:1");
         assert_eq!(redact("redis://h:1"), "redis://h:1");
+        assert_eq!(redact("redis://u:pa/ss@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(
+            redact("--redis=redis://:pw@h:1"),
+            "--redis=redis://:***@h:1"
+        );
         let e = NodeUrl::parse("http://u:s3cret@h").unwrap_err();
         assert!(!e.to_string().contains("s3cret"));
     }
@@ -302,6 +330,24 @@ mod tests {
         let e = parse_nodes(&["redis://a:1", "redis://b:1"]).unwrap_err();
         assert_eq!(e.exit_code(), 64);
         assert!(e.to_string().contains("majority"));
+    }
+
+    #[test]
+    fn redlock_ttl_must_fit_in_the_restart_quarantine() {
+        let three = parse_nodes(&["redis://a:1,redis://b:1,redis://c:1"]).unwrap();
+        let mut c = Config::new(three);
+        c.check().unwrap();
+        c.ttl = Duration::from_secs(11);
+        let e = c.check().unwrap_err();
+        assert_eq!(e.exit_code(), 64);
+        assert!(e.to_string().contains("quarantine"), "{e}");
+        c.quarantine = Duration::from_secs(11);
+        c.check().unwrap();
+        let mut one = Config::new(parse_nodes(&["redis://a:1"]).unwrap());
+        one.ttl = Duration::from_secs(60);
+        one.check().unwrap();
+        one.ttl = Duration::from_secs(2 * 3600);
+        assert_eq!(one.check().unwrap_err().exit_code(), 64);
     }
 
     #[test]

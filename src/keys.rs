@@ -1,7 +1,9 @@
 //! The one place that knows the Redis key layout.
 //!
-//! Every key of one lock shares the hash tag `{<namespace>:<name>}`, so a lock never spans hash
-//! slots (no CROSSSLOT on Redis Cluster) and a Lua script may touch all of them at once.
+//! Every key of one lock shares the hash tag `{<namespace>:<name>}`, so a lock's keys sit in one
+//! hash slot. One key is node-wide: `tractatus:epoch`, read by the grant script in Redlock mode
+//! (the restart quarantine). Each node is a standalone Redis master; a Redis Cluster is not a
+//! supported node (the grant script would touch two slots and fail with CROSSSLOT).
 //! Namespace and name are validated (see [`crate::config`]) and cannot contain `{`, `}` or glob
 //! characters, so one namespace's pattern never matches another's keys.
 

@@ -9,8 +9,10 @@
 //! # Fencing tokens across masters
 //! Each node mints with `INCR` inside its grant script. The token handed out is the highest
 //! counter among the granting majority `M`. Before handing it out, every node of `M` whose
-//! counter is below it is raised to it (`lua/raise.lua`), and that raise is awaited; nodes
-//! outside `M` are raised too, without waiting.
+//! counter is below it is raised to it (`lua/raise.lua`), and that raise is awaited; when a
+//! raise fails, the attempt fails (released everywhere, retried like a split vote). The nodes
+//! that had not answered when the majority was reached finish in the background, and any of
+//! them that did not report a counter of at least `t` is raised too, without waiting.
 //!
 //! Why tokens strictly increase while no node forgets: let A hold token `t` with granting set
 //! `M_A`. Every node of `M_A` has counter >= `t` before A's lease there ends (the raise is
@@ -129,12 +131,23 @@ impl<N: Node> Quorum<N> {
     pub async fn grant(&self, req: &GrantRequest) -> Attempt {
         let n = self.nodes.len();
         let need = self.needed();
+        if n == 0 {
+            return Attempt::Unavailable {
+                reachable: 0,
+                causes: vec![("(none)".into(), "no nodes configured".into())],
+            };
+        }
         let start = Instant::now();
+        // Each call owns what it needs, so the ones still running when a majority has answered
+        // can finish in the background (see `settle_late`).
         let mut pending: FuturesUnordered<_> = self
             .nodes
             .iter()
             .enumerate()
-            .map(|(i, node)| async move { (i, node.grant(req).await) })
+            .map(|(i, node)| {
+                let (node, req) = (Arc::clone(node), req.clone());
+                async move { (i, node.grant(&req).await) }
+            })
             .collect();
 
         let mut granted: Vec<(usize, u64)> = Vec::new();
@@ -146,23 +159,26 @@ impl<N: Node> Quorum<N> {
                 Ok(GrantReply::Refused { pttl, holder }) => refused.push((pttl, holder)),
                 Err(e) => causes.push((self.nodes[i].label(), e.cause)),
             }
-            if granted.len() >= need || refused.len() + causes.len() > n - need {
+            if granted.len() >= need || refused.len() + causes.len() > n.saturating_sub(need) {
                 break;
             }
         }
-        drop(pending);
 
         if granted.len() >= need {
             let token = granted.iter().map(|g| g.1).max().unwrap_or(0);
-            if !(granted.len() == n && granted.iter().all(|g| g.1 == token)) {
-                self.raise(&req.keys, token, &granted).await;
-            }
-            if let Some(left) = validity(req.ttl, start.elapsed()) {
+            self.settle_late(&req.keys, token, pending);
+            // Every node of the granting majority must hold `token` before it is handed out
+            // (the module doc's argument); a raise that fails makes this attempt fail.
+            if self.raise(&req.keys, token, &granted).await >= need
+                && let Some(left) = validity(req.ttl, start.elapsed())
+            {
                 return Attempt::Granted {
                     token,
                     valid_until: start + left,
                 };
             }
+        } else {
+            drop(pending);
         }
 
         // Not ours: undo every vote we may have, on every node, before saying why.
@@ -171,7 +187,7 @@ impl<N: Node> Quorum<N> {
             .iter()
             .map(|r| r.1.clone())
             .find(|h| !h.owner.is_empty());
-        if causes.len() > n - need {
+        if causes.len() > n.saturating_sub(need) {
             Attempt::Unavailable {
                 reachable: n - causes.len(),
                 causes,
@@ -184,23 +200,40 @@ impl<N: Node> Quorum<N> {
         }
     }
 
-    /// Lift lagging counters to `token`: awaited on the granting nodes below it, fired and
-    /// forgotten on the nodes that did not grant (see the module doc).
-    async fn raise(&self, keys: &LockKeys, token: u64, granted: &[(usize, u64)]) {
-        let mut lagging = FuturesUnordered::new();
-        for (i, node) in self.nodes.iter().enumerate() {
-            match granted.iter().find(|g| g.0 == i) {
-                Some(&(_, t)) if t >= token => {}
-                Some(_) => lagging.push(node.raise(keys, token)),
-                None => {
-                    let (node, keys) = (Arc::clone(node), keys.clone());
-                    tokio::spawn(async move {
-                        let _ = node.raise(&keys, token).await;
-                    });
+    /// Lift the granting nodes whose counter is below `token` to it, awaited. Returns how many
+    /// granting nodes hold at least `token` afterwards.
+    async fn raise(&self, keys: &LockKeys, token: u64, granted: &[(usize, u64)]) -> usize {
+        let already = granted.iter().filter(|g| g.1 >= token).count();
+        let lagging: FuturesUnordered<_> = granted
+            .iter()
+            .filter(|g| g.1 < token)
+            .map(|&(i, _)| self.nodes[i].raise(keys, token))
+            .collect();
+        let raised = lagging
+            .filter(|r| std::future::ready(matches!(r, Ok(c) if *c >= token)))
+            .count()
+            .await;
+        already + raised
+    }
+
+    /// The nodes that had not answered when a majority granted: let their calls finish in the
+    /// background and raise the ones that did not report a counter of at least `token`, so
+    /// that with every node up all of them remember it. Nothing waits for this.
+    fn settle_late<F>(&self, keys: &LockKeys, token: u64, mut pending: FuturesUnordered<F>)
+    where
+        F: std::future::Future<Output = (usize, Result<GrantReply, NodeError>)> + Send + 'static,
+    {
+        if pending.is_empty() {
+            return;
+        }
+        let (nodes, keys) = (self.nodes.clone(), keys.clone());
+        tokio::spawn(async move {
+            while let Some((i, reply)) = pending.next().await {
+                if !matches!(reply, Ok(GrantReply::Granted { token: t }) if t >= token) {
+                    let _ = nodes[i].raise(&keys, token).await;
                 }
             }
-        }
-        while lagging.next().await.is_some() {}
+        });
     }
 
     /// Extend the lease on a majority.
@@ -222,7 +255,10 @@ impl<N: Node> Quorum<N> {
                 Ok(false) => not_ours += 1,
                 Err(e) => causes.push((self.nodes[i].label(), e.cause)),
             }
-            if ours >= need || not_ours > n - need || not_ours + causes.len() > n - need {
+            if ours >= need
+                || not_ours > n.saturating_sub(need)
+                || not_ours + causes.len() > n.saturating_sub(need)
+            {
                 break;
             }
         }
@@ -233,7 +269,7 @@ impl<N: Node> Quorum<N> {
                 valid_until: start + left,
             };
         }
-        if not_ours > n - need {
+        if not_ours > n.saturating_sub(need) {
             Renewal::Lost
         } else {
             Renewal::Undecided { causes }
@@ -309,6 +345,8 @@ mod tests {
         Silent,
         /// Refuses the connection at once.
         Down,
+        /// Honest, except that raising its counter fails (the connection drops).
+        RaiseFails,
     }
 
     struct Fake {
@@ -339,7 +377,7 @@ mod tests {
         async fn gate(&self) -> Result<(), NodeError> {
             let mode = *self.mode.lock().unwrap();
             match mode {
-                Mode::Honest => {
+                Mode::Honest | Mode::RaiseFails => {
                     // Like a network round trip: every request is sent before any answer.
                     tokio::task::yield_now().await;
                     Ok(())
@@ -393,6 +431,9 @@ mod tests {
         }
         async fn raise(&self, _: &LockKeys, token: u64) -> Result<u64, NodeError> {
             self.gate().await?;
+            if *self.mode.lock().unwrap() == Mode::RaiseFails {
+                return Err(NodeError::new("connection reset"));
+            }
             let mut c = self.counter.lock().unwrap();
             *c = (*c).max(token);
             Ok(*c)
@@ -550,6 +591,44 @@ mod tests {
             nodes[1].counter() >= token,
             "the lagging node 1 was not raised"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_a_majority_cannot_be_raised_to_is_not_handed_out() {
+        let (q, nodes) = fakes(3);
+        // Nodes 0 and 1 grant first, at 10 and 2; node 1 cannot be raised to 10, so only one
+        // node of the granting majority would remember the token.
+        *nodes[0].counter.lock().unwrap() = 9;
+        *nodes[1].counter.lock().unwrap() = 1;
+        *nodes[2].counter.lock().unwrap() = 9;
+        nodes[1].set(Mode::RaiseFails);
+        nodes[2].set(Mode::Late(Duration::from_millis(20)));
+        let got = q.grant(&request("a", Duration::from_secs(10))).await;
+        assert!(matches!(got, Attempt::Split { .. }), "{got:?}");
+        assert!(nodes.iter().all(|n| n.lease.lock().unwrap().is_none()));
+        // With one of them healed, a majority holds the token and it is handed out.
+        nodes[1].set(Mode::Honest);
+        let got = q.grant(&request("b", Duration::from_secs(10))).await;
+        let Attempt::Granted { token, .. } = got else {
+            panic!("{got:?}")
+        };
+        assert!(token >= 10 && nodes[1].counter() >= token, "{token}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_quorum_is_unavailable_not_a_panic() {
+        let q: Quorum<Fake> = Quorum::new(Vec::new());
+        let got = q.grant(&request("a", Duration::from_secs(10))).await;
+        assert!(
+            matches!(got, Attempt::Unavailable { reachable: 0, .. }),
+            "{got:?}"
+        );
+        let keys = LockKeys::new("ns", "lock");
+        assert!(matches!(
+            q.renew(&keys, "a", Duration::from_secs(10)).await,
+            Renewal::Undecided { .. }
+        ));
+        assert_eq!(q.release(&keys, "a", 10).await, 0);
     }
 
     #[tokio::test(start_paused = true)]

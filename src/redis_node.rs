@@ -98,8 +98,8 @@ impl RedisNode {
         Ok(conn)
     }
 
-    /// Run one request against this node within the operation deadline; a broken connection
-    /// is dropped so the next call reconnects.
+    /// Run one request against this node within the operation deadline; a broken or silent
+    /// connection is dropped so the next call reconnects.
     pub(crate) async fn call<T, F, Fut>(&self, f: F) -> Result<T, NodeError>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
@@ -117,9 +117,17 @@ impl RedisNode {
                 }
             }
         };
-        tokio::time::timeout(self.op_timeout, work)
-            .await
-            .unwrap_or_else(|_| Err(NodeError::timeout(self.op_timeout)))
+        match tokio::time::timeout(self.op_timeout, work).await {
+            Ok(r) => r,
+            Err(_) => {
+                // No answer in time: the connection may be half-open (a host gone without a
+                // reset), which would never recover. Drop it; the next call reconnects.
+                if let Ok(mut slot) = self.conn.try_lock() {
+                    *slot = None;
+                }
+                Err(NodeError::timeout(self.op_timeout))
+            }
+        }
     }
 
     /// The node's URL, password hidden.

@@ -93,6 +93,8 @@ pub struct FileSettings {
     pub node_timeout: Option<String>,
     /// Connect timeout, like `1s`.
     pub connect_timeout: Option<String>,
+    /// Redlock restart quarantine, like `10s` (at least the longest TTL of any client).
+    pub quarantine: Option<String>,
     /// PEM file of the CA that signed the Redis servers' TLS certificates.
     pub redis_ca_file: Option<String>,
 }

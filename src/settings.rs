@@ -134,6 +134,14 @@ pub fn resolve(
     )? {
         config.connect_timeout = d;
     }
+    if let Some(d) = duration(
+        &None,
+        "TRACTATUS_QUARANTINE",
+        &file.quarantine,
+        "quarantine",
+    )? {
+        config.quarantine = d;
+    }
     config.check()?;
     let wait = duration(&flags.wait, "TRACTATUS_WAIT", &file.wait, "wait")?.unwrap_or(DEFAULT_WAIT);
     let kill_grace = duration(

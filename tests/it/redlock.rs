@@ -30,6 +30,7 @@ fn urls(servers: &[RedisServer]) -> String {
 fn locked_increment(repo: &Path, urls: &str, dir: &Path) -> Command {
     let mut c = tractatus(repo);
     c.env("TRACTATUS_REDIS", urls)
+        .env("TRACTATUS_QUARANTINE", "1s")
         .args([
             "--ttl", "1s", "--wait", "60s", "lock", "run", "--name", "counter", "--",
         ])
@@ -40,9 +41,12 @@ fn locked_increment(repo: &Path, urls: &str, dir: &Path) -> Command {
 
 /// Take the lock once so every fresh master has passed its start-up quarantine (one TTL).
 fn warm_up(repo: &Path, urls: &str) {
-    let r = run(tractatus(repo).env("TRACTATUS_REDIS", urls).args([
-        "--ttl", "1s", "--wait", "10s", "lock", "run", "--name", "counter", "--", "true",
-    ]));
+    let r = run(tractatus(repo)
+        .env("TRACTATUS_REDIS", urls)
+        .env("TRACTATUS_QUARANTINE", "1s")
+        .args([
+            "--ttl", "1s", "--wait", "10s", "lock", "run", "--name", "counter", "--", "true",
+        ]));
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
 
@@ -134,9 +138,12 @@ fn two_of_five_killed_or_paused_and_locking_goes_on() {
     // deadline its silence would hang every run forever; the bound below is loose on purpose.
     let mut worst = Duration::ZERO;
     for _ in 0..10 {
-        let r = run(tractatus(&repo.path()).env("TRACTATUS_REDIS", &urls).args([
-            "--ttl", "1s", "--wait", "5s", "lock", "run", "--name", "counter", "--", "true",
-        ]));
+        let r = run(tractatus(&repo.path())
+            .env("TRACTATUS_REDIS", &urls)
+            .env("TRACTATUS_QUARANTINE", "1s")
+            .args([
+                "--ttl", "1s", "--wait", "5s", "lock", "run", "--name", "counter", "--", "true",
+            ]));
         assert_eq!(r.code, 0, "{}", r.stderr);
         worst = worst.max(r.elapsed);
     }
@@ -159,19 +166,22 @@ fn three_of_five_down_is_unavailable_and_writes_nothing() {
     servers[0].kill();
     servers[1].kill();
     servers[2].pause();
-    let r = run(tractatus(&repo.path()).env("TRACTATUS_REDIS", &urls).args([
-        "--ttl",
-        "1s",
-        "--wait",
-        "3s",
-        "--connect-timeout",
-        "500ms",
-        "state",
-        "set",
-        ".claude/session-state.json",
-        "/n",
-        "2",
-    ]));
+    let r = run(tractatus(&repo.path())
+        .env("TRACTATUS_REDIS", &urls)
+        .env("TRACTATUS_QUARANTINE", "1s")
+        .args([
+            "--ttl",
+            "1s",
+            "--wait",
+            "3s",
+            "--connect-timeout",
+            "500ms",
+            "state",
+            "set",
+            ".claude/session-state.json",
+            "/n",
+            "2",
+        ]));
     println!("{:?}: {}", r.elapsed, r.stderr);
     assert_eq!(r.code, 69, "{}", r.stderr);
     assert!(r.elapsed < Duration::from_secs(3), "took {:?}", r.elapsed);

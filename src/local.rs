@@ -120,15 +120,11 @@ impl LocalBackend {
         Ok(guard)
     }
 
-    /// Next token for `name`: counter file + 1, written back before use.
+    /// Next token for `name`: counter file + 1, written back before use (under the lock).
     fn mint(&self, name: &str) -> Result<u64> {
         let path = self.fence_path(name);
-        let last = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        let token = last + 1;
-        std::fs::write(&path, token.to_string()).map_err(|e| io_err("cannot write", &path, e))?;
+        let token = read_counter(&path)?.saturating_add(1);
+        write_counter(&path, token)?;
         Ok(token)
     }
 
@@ -136,13 +132,8 @@ impl LocalBackend {
     /// state files' fencing check).
     pub(crate) fn raise(&self, name: &str, floor: u64) -> Result<()> {
         let path = self.fence_path(name);
-        let last = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        if last < floor {
-            std::fs::write(&path, floor.to_string())
-                .map_err(|e| io_err("cannot write", &path, e))?;
+        if read_counter(&path)? < floor {
+            write_counter(&path, floor)?;
         }
         Ok(())
     }
@@ -168,6 +159,37 @@ impl LocalBackend {
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
+}
+
+/// A token counter file: absent is 0; unreadable or damaged is an error (read as 0, it would
+/// hand out tokens again).
+fn read_counter(path: &Path) -> Result<u64> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => s.trim().parse().map_err(|_| {
+            Error::internal(format!(
+                "token counter {} is damaged; remove it only when no writer runs",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(io_err("cannot read", path, e)),
+    }
+}
+
+/// Replace a counter file whole (temp file, fsync, rename), so a crash leaves the old value or
+/// the new one, never an empty file.
+fn write_counter(path: &Path, value: u64) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let write = || -> std::io::Result<()> {
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".counter-")
+            .tempfile_in(dir)?;
+        tmp.write_all(value.to_string().as_bytes())?;
+        tmp.as_file().sync_data()?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    };
+    write().map_err(|e| io_err("cannot write", path, e))
 }
 
 fn write_holder(file: &mut File, id: &Identity, token: u64) -> std::io::Result<()> {

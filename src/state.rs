@@ -199,12 +199,21 @@ impl StateFile {
     ) -> Result<WriteOutcome> {
         let fence = FenceRecord::new(&self.work_dir, &self.name)?;
         let mut lease = coordinator.acquire(&self.name, opts).await?;
-        let committed = fence.read()?;
+        let committed = match fence.read() {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = lease.release().await;
+                return Err(e);
+            }
+        };
         if lease.token() <= committed {
             // Our lease is valid, so a token at or below a committed one means the coordinator's
             // counter was reset (Redis flushed, backend switched): lift it and take a fresh lease.
-            coordinator.raise_floor(&self.name, committed).await?;
-            lease.release().await?;
+            // Released explicitly on every path: a dropped lease is released by a background
+            // task, which a short-lived process may never run.
+            let raised = coordinator.raise_floor(&self.name, committed).await;
+            let _ = lease.release().await;
+            raised?;
             lease = coordinator.acquire(&self.name, opts).await?;
         }
         lease.keep_alive(coordinator.config().max_hold);
@@ -328,16 +337,18 @@ impl StateFile {
             .tempfile_in(dir)
             .map_err(cannot)?;
         tmp.write_all(bytes).map_err(cannot)?;
-        if let Some(m) = mode {
-            tmp.as_file()
-                .set_permissions(std::fs::Permissions::from_mode(m))
-                .map_err(cannot)?;
-        }
+        // Keep the file's mode; a new file gets what `open(2)` would give it (0666 less the
+        // umask), not the temp file's 0600.
+        let mode = mode.unwrap_or(0o666 & !process_umask());
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(cannot)?;
         tmp.as_file().sync_all().map_err(cannot)?;
 
         let mut record = fence.lock()?;
         let committed = record.read()?;
-        if lease.token() < committed {
+        // A token is used for one commit: equal is as stale as lower.
+        if lease.token() <= committed {
             return Err(Error::Fenced {
                 name: self.name.clone(),
                 token: lease.token(),
@@ -352,7 +363,9 @@ impl StateFile {
         let checked = std::time::Instant::now();
         tmp.persist(&self.path).map_err(|e| cannot(e.error))?;
         let window = checked.elapsed();
-        File::open(dir).and_then(|d| d.sync_all()).map_err(cannot)?;
+        // The new document is in place and every reader sees it: a failed directory fsync
+        // (only durability across a power loss is in doubt) must not report "nothing written".
+        let _ = File::open(dir).and_then(|d| d.sync_all());
         Ok(window)
     }
 
@@ -415,8 +428,12 @@ impl StateFile {
     }
 }
 
-fn lease_max_age(_lease: &Lease) -> Duration {
-    crate::config::DEFAULT_MAX_HOLD + crate::config::DEFAULT_TTL
+/// How old another host's temp file must be before it is surely abandoned: no lease lasts
+/// longer than the longest hold plus one TTL (other hosts are assumed to use the same settings,
+/// and never less than the defaults).
+fn lease_max_age(lease: &Lease) -> Duration {
+    let c = lease.config();
+    c.max_hold.max(crate::config::DEFAULT_MAX_HOLD) + c.ttl.max(crate::config::DEFAULT_TTL)
 }
 
 /// The highest token committed to one state file, kept in the repository's working directory.
@@ -426,6 +443,7 @@ struct FenceRecord {
 
 struct LockedRecord {
     file: File,
+    path: PathBuf,
 }
 
 impl FenceRecord {
@@ -450,7 +468,7 @@ impl FenceRecord {
 
     fn read(&self) -> Result<u64> {
         match std::fs::read_to_string(&self.path) {
-            Ok(s) => Ok(s.trim().parse().unwrap_or(0)),
+            Ok(s) => parse_record(&self.path, &s),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
             Err(e) => Err(Error::CannotWrite {
                 path: self.path.clone(),
@@ -472,7 +490,10 @@ impl FenceRecord {
             .open(&self.path)
             .map_err(cannot)?;
         file.lock().map_err(cannot)?;
-        Ok(LockedRecord { file })
+        Ok(LockedRecord {
+            file,
+            path: self.path.clone(),
+        })
     }
 }
 
@@ -483,16 +504,46 @@ impl LockedRecord {
             .rewind()
             .and_then(|()| self.file.read_to_string(&mut s))
             .map_err(|e| Error::internal(format!("fence record: {e}")))?;
-        Ok(s.trim().parse().unwrap_or(0))
+        parse_record(&self.path, &s)
     }
 
+    /// Overwrite in place with a fixed width (20 digits hold any u64), never truncating first:
+    /// a crash mid-write cannot leave an empty record that would forget the committed token.
     fn write(&mut self, token: u64) -> Result<()> {
         self.file
-            .set_len(0)
-            .and_then(|()| self.file.rewind())
-            .and_then(|()| self.file.write_all(token.to_string().as_bytes()))
+            .rewind()
+            .and_then(|()| self.file.write_all(format!("{token:020}").as_bytes()))
             .map_err(|e| Error::internal(format!("fence record: {e}")))
     }
+}
+
+/// A fence record's token; empty (just created) is 0. Anything else unreadable is an error: a
+/// record read as 0 would let a stale writer through.
+fn parse_record(path: &Path, text: &str) -> Result<u64> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Ok(0);
+    }
+    t.parse().map_err(|_| {
+        Error::internal(format!(
+            "fence record {} is damaged ({:?}); remove it only when no writer runs",
+            path.display(),
+            t.chars().take(40).collect::<String>()
+        ))
+    })
+}
+
+/// This process's umask, from `/proc/self/status` (022 when it cannot be read). Reading it
+/// this way does not change it, unlike `umask(2)`, which other threads could observe.
+fn process_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
 }
 
 enum Filtered {

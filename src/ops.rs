@@ -13,7 +13,8 @@ use crate::keys::{LockKeys, lease_pattern, log_pattern, name_from_key};
 use crate::lease::{Backend, Coordinator};
 use crate::redis_node::{INSPECT, RedisNode, pairs, text};
 
-/// One held lock, as `lock status` shows it. The `--json` output is an array of these.
+/// One held lock, as `lock status` shows it. `lock status --json` prints
+/// `{"namespace": .., "backend": .., "locks": [..]}` with one of these per lock.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct LockStatus {
     /// Lock name.
@@ -65,34 +66,36 @@ pub struct AuditEvent {
     owner: String,
 }
 
+/// Every key matching `pattern`, one SCAN page per call, so a large keyspace is not held to
+/// one operation's deadline.
 async fn scan(node: &RedisNode, pattern: &str) -> Result<Vec<String>> {
-    let pattern = pattern.to_owned();
-    node.call(move |mut c| async move {
-        let mut keys = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut c)
-                .await?;
-            keys.extend(batch);
-            if next == 0 {
-                return Ok(keys);
-            }
-            cursor = next;
+    let mut keys = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, batch): (u64, Vec<String>) = node
+            .call(move |mut c| async move {
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await
+            .map_err(|e| Error::Unavailable {
+                reachable: 0,
+                total: 1,
+                needed: 1,
+                causes: vec![(node.label_string(), e.cause)],
+            })?;
+        keys.extend(batch);
+        if next == 0 {
+            return Ok(keys);
         }
-    })
-    .await
-    .map_err(|e| Error::Unavailable {
-        reachable: 0,
-        total: 1,
-        needed: 1,
-        causes: vec![(node.label_string(), e.cause)],
-    })
+        cursor = next;
+    }
 }
 
 impl RedisNode {

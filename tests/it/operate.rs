@@ -354,6 +354,15 @@ fn a_wrong_password_is_69_and_never_printed() {
         .args(["--redis", &redis.url(), "--json", "lock", "status"]));
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(!r.stdout.contains("right-horse"));
+    // A holder whose command line carried the password in its URL: status masks it.
+    let in_url = format!("redis://:right-horse-battery@127.0.0.1:{}", redis.port);
+    let _holder = hold(&repo.path(), Some(&in_url), "y", &repo.file("y.pid"));
+    let r = run(tractatus(&repo.path()).args(["--redis", &in_url, "--json", "lock", "status"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = json(&r.stdout);
+    let command = v["locks"][0]["command"].as_str().unwrap();
+    assert!(command.contains("redis://:***@127.0.0.1"), "{command}");
+    assert!(!r.stdout.contains("right-horse"), "{}", r.stdout);
 }
 
 #[test]

@@ -16,7 +16,6 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::lease::Lease;
@@ -91,20 +90,20 @@ pub async fn supervise(
         }
     });
     tokio::pin!(lost, expiring);
-    let mut warned: Option<(String, Instant)> = None;
+    let mut warned: Option<String> = None;
     loop {
         tokio::select! {
             // Loss first: if the child exits in the same instant, the lease was already gone.
             biased;
             (name, reason) = &mut lost => {
-                let sigterm_at = match &warned {
-                    Some((_, at)) => *at,
-                    None => {
-                        forward(&child, Signal::SIGTERM);
-                        Instant::now()
-                    }
+                // Warned earlier: its grace is over, the lease is gone, SIGKILL now. Lost
+                // without warning (taken, broken, or we were paused): SIGTERM, then the grace.
+                let left = if warned.is_some() {
+                    Duration::ZERO
+                } else {
+                    forward(&child, Signal::SIGTERM);
+                    kill_grace
                 };
-                let left = kill_grace.saturating_sub(sigterm_at.elapsed());
                 if tokio::time::timeout(left, child.wait()).await.is_err() {
                     let _ = child.start_kill();
                     let _ = child.wait().await;
@@ -117,7 +116,7 @@ pub async fn supervise(
                     let reason = l.check_valid().err().map(|e| e.to_string()).unwrap_or_default();
                     return Ok(RunOutcome::LeaseLost { name: l.name().to_owned(), reason });
                 }
-                if let Some((name, _)) = warned {
+                if let Some(name) = warned {
                     return Ok(RunOutcome::LeaseLost {
                         name,
                         reason: "renewal kept failing and the lease was about to run out".into(),
@@ -127,7 +126,7 @@ pub async fn supervise(
             }
             (name, _) = &mut expiring, if warned.is_none() => {
                 forward(&child, Signal::SIGTERM);
-                warned = Some((name, Instant::now()));
+                warned = Some(name);
             }
             _ = sigint.recv() => forward(&child, Signal::SIGINT),
             _ = sigterm.recv() => forward(&child, Signal::SIGTERM),

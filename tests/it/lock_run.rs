@@ -399,6 +399,17 @@ fn usage_errors_exit_64_never_2() {
         &["lock", "run", "--name", "../escape", "--", "true"],
         &["lock", "break", "X"],
         &["nonsense"],
+        &[],
+        &["lock"],
+        &["state"],
+        &[
+            "--redis",
+            "redis://127.0.0.1:1,redis://127.0.0.1:2,redis://127.0.0.1:3",
+            "--ttl",
+            "11s",
+            "lock",
+            "status",
+        ],
     ];
     for args in cases {
         let r = run(tractatus(&repo.path()).args(*args));
@@ -464,4 +475,153 @@ fn status_lists_the_holder() {
     let r = run(tractatus(&repo.path()).args(["--redis", &redis.url(), "lock", "status"]));
     assert!(r.stdout.starts_with("LOCK"), "{}", r.stdout);
     assert!(r.stdout.contains("host-a"), "{}", r.stdout);
+}
+
+#[test]
+fn a_lease_taken_first_stays_held_while_the_next_name_is_waited_for() {
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    // Someone else holds B for a while (TTL 1s, renewed).
+    let pidfile = repo.file("b.pid");
+    let mut c = tractatus(&repo.path());
+    c.args([
+        "--redis",
+        &redis.url(),
+        "--ttl",
+        "1s",
+        "lock",
+        "run",
+        "--name",
+        "B",
+        "--",
+        "sh",
+        "-c",
+        "echo $$ > \"$1\"; exec sleep 3",
+        "sh",
+    ])
+    .arg(&pidfile)
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let _b = Guard(c.spawn().unwrap());
+    wait_until(Duration::from_secs(10), "B's holder runs", || {
+        std::fs::read_to_string(&pidfile).is_ok_and(|s| !s.trim().is_empty())
+    });
+    // A then B, in that order: A is taken at once, B is waited for for about 3 s (3 TTLs).
+    let mut c = tractatus(&repo.path());
+    c.args([
+        "--redis",
+        &redis.url(),
+        "--ttl",
+        "1s",
+        "--wait",
+        "20s",
+        "lock",
+        "run",
+        "--name",
+        "B",
+        "--name",
+        "A",
+        "--",
+        "sh",
+        "-c",
+        "echo $TRACTATUS_LOCK_NAME",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut both = Guard(c.spawn().unwrap());
+    let probe = |what: &str| {
+        run(tractatus(&repo.path()).args([
+            "--redis",
+            &redis.url(),
+            "--wait",
+            "0",
+            "lock",
+            "run",
+            "--name",
+            what,
+            "--",
+            "true",
+        ]))
+    };
+    // Until B frees up, A stays held by the waiting process, TTLs after it was taken.
+    let mut probes = 0;
+    while alive(read_pid(&pidfile)) {
+        std::thread::sleep(Duration::from_millis(400));
+        if !alive(read_pid(&pidfile)) {
+            break;
+        }
+        let r = probe("A");
+        assert_eq!(
+            r.code, 75,
+            "A was free while its taker waited for B: {}",
+            r.stderr
+        );
+        probes += 1;
+    }
+    assert!(probes >= 3, "only {probes} probes while B was held");
+    let status = wait_child(&mut both, Duration::from_secs(20));
+    let (mut out, mut err) = (String::new(), String::new());
+    use std::io::Read;
+    both.0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    both.0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status, Some(0), "{err}");
+    assert_eq!(out.trim(), "A,B");
+}
+
+#[test]
+fn failing_renewal_warns_the_command_and_kills_it_when_the_lease_runs_out() {
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    let marks = repo.file("marks");
+    // The command ignores SIGTERM (it only notes it): only SIGKILL stops it.
+    let mut c = tractatus(&repo.path());
+    c.args([
+        "--redis",
+        &redis.url(),
+        "--ttl",
+        "1s",
+        "--kill-grace",
+        "30s",
+        "lock",
+        "run",
+        "--name",
+        "L",
+        "--",
+        "sh",
+        "-c",
+        "trap 'echo term >> \"$1\"' TERM; echo started >> \"$1\"; while :; do sleep 0.02; done",
+        "sh",
+    ])
+    .arg(&marks)
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    let mut holder = Guard(c.spawn().unwrap());
+    wait_until(Duration::from_secs(10), "the command runs", || {
+        std::fs::read_to_string(&marks).is_ok_and(|s| s.contains("started"))
+    });
+    // Redis stops answering: renewals time out, the lease runs out within one TTL.
+    redis.pause();
+    let paused = Instant::now();
+    let status = wait_child(&mut holder, Duration::from_secs(10));
+    let took = paused.elapsed();
+    redis.resume();
+    let marks = std::fs::read_to_string(&marks).unwrap();
+    println!("exit {status:?} {took:?} after Redis paused; marks: {marks:?}");
+    assert_eq!(status, Some(76));
+    assert!(
+        marks.contains("term"),
+        "no SIGTERM before the lease ran out: {marks:?}"
+    );
+    // SIGKILL came when the lease ran out (one TTL), not after the 30 s grace.
+    assert!(took < Duration::from_secs(5), "took {took:?}");
 }

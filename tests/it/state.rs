@@ -371,7 +371,70 @@ fn bad_input_is_refused_with_its_code_and_the_file_is_untouched() {
         "--redis", &url, "state", "update", cp, "--", "sh", "-c", "exit 9",
     ]));
     assert_eq!(r.code, 9);
+    assert!(
+        r.stderr.contains("exited 9; nothing written"),
+        "{}",
+        r.stderr
+    );
     assert_eq!(repo.read(cp), before);
+    // A filter exiting 2 (which would block a Claude Code hook) or with one of our codes: 65.
+    for code in ["2", "69", "75", "76"] {
+        let r = run(tractatus(&repo.path()).args([
+            "--redis",
+            &url,
+            "state",
+            "update",
+            cp,
+            "--",
+            "sh",
+            "-c",
+            &format!("exit {code}"),
+        ]));
+        assert_eq!(r.code, 65, "exit {code}: {}", r.stderr);
+        assert_eq!(repo.read(cp), before);
+    }
+}
+
+#[test]
+fn a_new_state_file_gets_the_mode_open_would_give_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    for (umask, want) in [("022", 0o644), ("077", 0o600)] {
+        let rel = format!(".claude/new-{umask}.json");
+        let r = run(std::process::Command::new("sh")
+            .current_dir(repo.path())
+            .args(["-c", &format!("umask {umask}; exec \"$0\" \"$@\"")])
+            .arg(env!("CARGO_BIN_EXE_tractatus"))
+            .args(["--redis", &redis.url(), "state", "set", &rel, "/n", "1"]));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let mode = std::fs::metadata(repo.file(&rel))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, want, "umask {umask}: mode {mode:o}");
+    }
+    // An existing file keeps its own mode.
+    let rel = ".claude/kept.json";
+    repo.write(rel, "{}");
+    std::fs::set_permissions(repo.file(rel), std::fs::Permissions::from_mode(0o640)).unwrap();
+    let r = run(tractatus(&repo.path()).args([
+        "--redis",
+        &redis.url(),
+        "state",
+        "set",
+        rel,
+        "/n",
+        "1",
+    ]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mode = std::fs::metadata(repo.file(rel))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o640);
 }
 
 #[test]

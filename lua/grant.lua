@@ -17,6 +17,7 @@
 -- ARGV[10] audit log length cap
 -- ARGV[11] quarantine in ms: a node seen without KEYS[6] refuses grants this long, so that a
 --          master that restarted empty cannot hand out a lease it forgot (0 = off)
+-- ARGV[12] PID namespace of the requester ("" when unknown): a stale-holder check compares it
 -- Reply: granted {1, token}
 --        refused {0, pttl_ms, holder field, value, field, value, ...}
 local t = redis.call('TIME')
@@ -59,7 +60,7 @@ local token = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
 redis.call('DEL', KEYS[3])
 redis.call('HSET', KEYS[3], 'owner', ARGV[1], 'session', ARGV[3], 'host', ARGV[4],
-  'pid', ARGV[5], 'pid_start', ARGV[6], 'command', ARGV[7], 'acquired_ms', now,
+  'pid', ARGV[5], 'pid_start', ARGV[6], 'pid_ns', ARGV[12], 'command', ARGV[7], 'acquired_ms', now,
   'ttl_ms', ttl, 'token', token)
 if ARGV[8] ~= '' then redis.call('ZREM', KEYS[4], ARGV[8]) end
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[10], '*',

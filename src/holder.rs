@@ -19,6 +19,10 @@ pub struct HolderInfo {
     /// The holder process' start time in clock ticks after boot (`/proc/<pid>/stat`), if known.
     #[serde(skip)]
     pub pid_start: Option<u64>,
+    /// The holder's PID namespace (inode of `/proc/self/ns/pid`), if known: its pid means
+    /// something here only when ours is the same.
+    #[serde(skip)]
+    pub pid_ns: Option<String>,
     /// The command the holder runs, for display.
     pub command: String,
     /// When the lease was granted, ms since the Unix epoch by the coordinator's clock.
@@ -42,6 +46,7 @@ impl HolderInfo {
                 "host" => h.host = v.clone(),
                 "pid" => h.pid = v.parse().unwrap_or(0),
                 "pid_start" => h.pid_start = v.parse().ok(),
+                "pid_ns" => h.pid_ns = Some(v.clone()).filter(|v| !v.is_empty()),
                 "command" => h.command = v.clone(),
                 "acquired_ms" => h.acquired_ms = v.parse().unwrap_or(0),
                 "ttl_ms" => h.ttl_ms = v.parse().unwrap_or(0),
@@ -62,10 +67,15 @@ impl HolderInfo {
         Duration::from_millis(now.saturating_sub(self.acquired_ms))
     }
 
-    /// True when the holder ran on this host and its process is gone (or the pid was reused by
-    /// another program). A holder on another host is never judged stale here.
-    pub fn is_gone_from(&self, this_host: &str) -> bool {
-        if self.host != this_host || self.pid == 0 {
+    /// True when the holder ran on this host, in this PID namespace, and its process is gone
+    /// (or the pid was reused by another program). A holder on another host, in another PID
+    /// namespace (a container beside us with the same host name), or whose namespace is not
+    /// known, is never judged stale here: its lease runs out with its TTL.
+    pub fn is_gone_from(&self, me: &Identity) -> bool {
+        if self.host != me.host || self.pid == 0 {
+            return false;
+        }
+        if self.pid_ns.is_none() || self.pid_ns != me.pid_ns {
             return false;
         }
         match process_start_ticks(self.pid) {
@@ -100,6 +110,8 @@ pub struct Identity {
     pub pid: u32,
     /// This process' start time in clock ticks after boot.
     pub pid_start: Option<u64>,
+    /// This process' PID namespace (see [`pid_namespace`]).
+    pub pid_ns: Option<String>,
     /// What the process is running, for display.
     pub command: String,
 }
@@ -113,6 +125,7 @@ impl Identity {
             host: this_host(),
             pid,
             pid_start: process_start_ticks(pid),
+            pid_ns: pid_namespace(),
             command: command.into(),
         }
     }
@@ -154,6 +167,17 @@ fn process_exists(pid: u32) -> bool {
     }
 }
 
+/// This process' PID namespace: the inode number of `/proc/self/ns/pid` (`pid:[4026531836]`).
+pub fn pid_namespace() -> Option<String> {
+    let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    let text = link.to_string_lossy();
+    let inode = text.strip_prefix("pid:[")?.strip_suffix(']')?;
+    inode
+        .chars()
+        .all(|c| c.is_ascii_digit())
+        .then(|| inode.to_owned())
+}
+
 /// Start time of a process in clock ticks after boot (field 22 of `/proc/<pid>/stat`).
 pub fn process_start_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -173,19 +197,33 @@ mod tests {
             host: me.host.clone(),
             pid: me.pid,
             pid_start: me.pid_start,
+            pid_ns: me.pid_ns.clone(),
             ..Default::default()
         };
-        assert!(!alive.is_gone_from(&me.host));
+        assert!(me.pid_ns.is_some());
+        assert!(!alive.is_gone_from(&me));
         let reused = HolderInfo {
             pid_start: me.pid_start.map(|s| s + 1),
             ..alive.clone()
         };
-        assert!(reused.is_gone_from(&me.host));
+        assert!(reused.is_gone_from(&me));
+        // The same pid in another PID namespace (a container with our host name) is not ours
+        // to judge.
+        let other_ns = HolderInfo {
+            pid_ns: Some("1".into()),
+            ..reused.clone()
+        };
+        assert!(!other_ns.is_gone_from(&me));
+        let unknown_ns = HolderInfo {
+            pid_ns: None,
+            ..reused
+        };
+        assert!(!unknown_ns.is_gone_from(&me));
         let elsewhere = HolderInfo {
             host: "another-host".into(),
             pid_start: Some(1),
             ..alive
         };
-        assert!(!elsewhere.is_gone_from(&me.host));
+        assert!(!elsewhere.is_gone_from(&me));
     }
 }

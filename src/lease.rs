@@ -246,7 +246,7 @@ impl Coordinator {
                 }
                 Attempt::Held { pttl, holder } => {
                     if let Some(h) = &holder
-                        && h.is_gone_from(&self.inner.identity.host)
+                        && h.is_gone_from(&self.inner.identity)
                         && self.evict(quorum, &keys, &h.owner, "takeover").await > 0
                     {
                         continue;

@@ -138,7 +138,7 @@ impl Coordinator {
     /// Every lock held in this namespace.
     pub async fn status(&self) -> Result<Vec<LockStatus>> {
         let ns = &self.inner.config.namespace;
-        let host = &self.inner.identity.host;
+        let me = &self.inner.identity;
         match &self.inner.backend {
             Backend::Local(local) => Ok(local
                 .held()?
@@ -196,7 +196,7 @@ impl Coordinator {
                             held_ms: h.held_for().as_millis() as u64,
                             ttl_left_ms: Some(pttl),
                             waiters,
-                            stale: h.is_gone_from(host),
+                            stale: h.is_gone_from(me),
                             nodes: count,
                             session: h.session,
                             host: h.host,

@@ -188,6 +188,7 @@ impl Node for RedisNode {
                     .arg(req.waiter_ttl.as_millis() as u64)
                     .arg(req.log_cap)
                     .arg(req.quarantine.as_millis() as u64)
+                    .arg(id.pid_ns.as_deref().unwrap_or(""))
                     .invoke_async(&mut c)
                     .await
             })

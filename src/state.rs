@@ -27,7 +27,7 @@ use serde_json::{Map, Value};
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, Result};
-use crate::holder::{process_start_ticks, this_host};
+use crate::holder::{pid_namespace, process_start_ticks, this_host};
 use crate::lease::{AcquireOptions, Coordinator, FencingToken, Lease};
 use crate::repo;
 
@@ -320,16 +320,7 @@ impl StateFile {
         };
         let pid = std::process::id();
         let start = process_start_ticks(pid).unwrap_or(0);
-        let host: String = this_host()
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
+        let host = temp_owner_tag();
         let mut tmp = tempfile::Builder::new()
             .prefix(&format!("{}{host}-{pid}-{start}-", self.temp_prefix()))
             .suffix(".tmp")
@@ -379,7 +370,7 @@ impl StateFile {
             return;
         };
         let prefix = self.temp_prefix();
-        let me = this_host();
+        let me = temp_owner_tag();
         let old_enough = lease_max_age(lease);
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -395,17 +386,7 @@ impl StateFile {
             let (Some(start), Some(pid), Some(host)) = (start, pid, host) else {
                 continue;
             };
-            let same_host = host
-                == me
-                    .chars()
-                    .map(|c| {
-                        if c.is_ascii_alphanumeric() || c == '.' {
-                            c
-                        } else {
-                            '_'
-                        }
-                    })
-                    .collect::<String>();
+            let same_host = host == me;
             let gone = if same_host {
                 let pid: u32 = pid.parse().unwrap_or(0);
                 pid != std::process::id()
@@ -426,6 +407,22 @@ impl StateFile {
             }
         }
     }
+}
+
+/// Who writes a temp file, in its name: the host name (letters, digits and dots kept) and the
+/// PID namespace, so a pid in the name is judged only where it means the same process.
+fn temp_owner_tag() -> String {
+    let host: String = this_host()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{host}.{}", pid_namespace().unwrap_or_default())
 }
 
 /// How old another host's temp file must be before it is surely abandoned: no lease lasts

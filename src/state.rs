@@ -774,24 +774,33 @@ fn write_number(out: &mut String, n: &serde_json::Number) {
     }
 }
 
-/// Strings as `JSON.stringify` escapes them.
+/// Strings as `JSON.stringify` escapes them. Every character that needs an escape is ASCII, so
+/// the bytes between them are copied in runs (UTF-8 never has an ASCII byte inside a character).
 fn write_string(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+    let bytes = s.as_bytes();
+    let mut run_start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x00..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[run_start..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escape);
         }
+        run_start = i + 1;
     }
+    out.push_str(&s[run_start..]);
     out.push('"');
 }
 
@@ -806,6 +815,40 @@ mod tests {
         // Node: JSON.stringify(JSON.parse(src), null, 2)
         let node = "{\n  \"1\": [\n    1,\n    {\n      \"k\": null\n    }\n  ],\n  \"2\": \"x\",\n  \"b\": 1,\n  \"a\": [],\n  \"o\": {},\n  \"s\": \"q\\\"\\\\\\n\\u0001é\",\n  \"f\": 1.5,\n  \"e\": 1e+21,\n  \"t\": 1e-7,\n  \"z\": 0\n}";
         assert_eq!(to_node_json(&v), node);
+    }
+
+    #[test]
+    fn string_escapes_match_a_char_by_char_reference() {
+        fn reference(s: &str) -> String {
+            let mut out = String::from('"');
+            for c in s.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    '\u{8}' => out.push_str("\\b"),
+                    '\u{c}' => out.push_str("\\f"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    '\t' => out.push_str("\\t"),
+                    c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+            out
+        }
+        let every_ascii: String = (0u8..0x80).map(char::from).collect();
+        for s in [
+            "",
+            "plain",
+            every_ascii.as_str(),
+            "é\u{1}ü\"\\𝄞\u{7f}\u{2028}end",
+            "\n\n",
+        ] {
+            let mut got = String::new();
+            write_string(&mut got, s);
+            assert_eq!(got, reference(s), "{s:?}");
+        }
     }
 
     #[test]

@@ -176,8 +176,11 @@ fn read_counter(path: &Path) -> Result<u64> {
     }
 }
 
-/// Replace a counter file whole (temp file, fsync, rename), so a crash leaves the old value or
-/// the new one, never an empty file.
+/// Replace a counter file whole (temp file, rename), so a process that dies mid-write leaves the
+/// old value or the new one, never an empty file. Not fsynced (it would cost a millisecond per
+/// lock): after a power loss the counter may be an older value (every holder of that boot is gone
+/// by then; state files keep their own fence record) or, on filesystems without ext4's
+/// replace-by-rename ordering, damaged, which [`read_counter`] refuses rather than read as 0.
 fn write_counter(path: &Path, value: u64) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let write = || -> std::io::Result<()> {
@@ -185,7 +188,6 @@ fn write_counter(path: &Path, value: u64) -> Result<()> {
             .prefix(".counter-")
             .tempfile_in(dir)?;
         tmp.write_all(value.to_string().as_bytes())?;
-        tmp.as_file().sync_data()?;
         tmp.persist(path).map_err(|e| e.error)?;
         Ok(())
     };

@@ -31,7 +31,7 @@ if quarantine > 0 then
     redis.call('SET', KEYS[6], ready)
   end
   if now < ready then
-    return {0, ready - now, 'session', '(this Redis node started empty: it grants no lease until one TTL has passed)', 'host', '', 'pid', '0'}
+    return {0, ready - now, 'session', '(this Redis node started empty: it grants no lease until its restart quarantine has passed)', 'host', '', 'pid', '0'}
   end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)

@@ -5,6 +5,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -188,6 +189,11 @@ fn write_counter(path: &Path, value: u64) -> Result<()> {
             .prefix(".counter-")
             .tempfile_in(dir)?;
         tmp.write_all(value.to_string().as_bytes())?;
+        // Readable by whoever may take the lock (the temp file is 0600).
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(
+                0o666 & !crate::repo::process_umask(),
+            ))?;
         tmp.persist(path).map_err(|e| e.error)?;
         Ok(())
     };

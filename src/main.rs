@@ -171,7 +171,12 @@ fn main() -> ExitCode {
                 ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => 0,
                 _ => 64,
             };
-            let _ = e.print();
+            if code == 0 {
+                let _ = e.print();
+            } else {
+                // clap quotes the offending word, which may be a URL with a password in it.
+                eprint!("{}", redact_words(&e.to_string()));
+            }
             return ExitCode::from(code);
         }
     };
@@ -246,17 +251,23 @@ async fn dispatch(cli: Cli) -> Result<i32> {
     }
 }
 
-/// This process's command line for `lock status`, with any password in a URL masked.
-fn command_line() -> String {
-    let words: Vec<String> = std::env::args()
+/// `text` with the password of every URL in it masked.
+fn redact_words(text: &str) -> String {
+    text.split(' ')
         .map(|w| {
             if w.contains("://") {
-                tractatus_lock::config::redact(&w)
+                tractatus_lock::config::redact(w)
             } else {
-                w
+                w.to_owned()
             }
         })
-        .collect();
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// This process's command line for `lock status`, with any password in a URL masked.
+fn command_line() -> String {
+    let words: Vec<String> = std::env::args().map(|w| redact_words(&w)).collect();
     let line = words.join(" ");
     line.chars().take(300).collect()
 }

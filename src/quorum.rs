@@ -22,8 +22,9 @@
 //! `M_B`) is above `t`.
 //!
 //! When nodes forget (restart without persistence): the argument needs one node of `M_A ∩ M_B`
-//! to remember. With every node up, `M_A` is all N nodes (the raise reaches all), so any minority
-//! may be lost. In the worst case (A reached a bare majority and exactly the nodes A shares with
+//! to remember. With every node up, the background raises usually make `M_A` all N nodes, so any
+//! minority may be lost; but they are not awaited (a short-lived process may exit before they
+//! land), so only the granting majority is guaranteed. In the worst case (A reached a bare majority and exactly the nodes A shares with
 //! B restart empty) a token can repeat; the state-file commit then refuses the lower or equal
 //! token (exit 76) rather than let a stale write through. Operators should run masters with
 //! `appendfsync always`, or keep a crashed master down longer than the maximum TTL.
@@ -168,8 +169,10 @@ impl<N: Node> Quorum<N> {
             let token = granted.iter().map(|g| g.1).max().unwrap_or(0);
             self.settle_late(&req.keys, token, pending);
             // Every node of the granting majority must hold `token` before it is handed out
-            // (the module doc's argument); a raise that fails makes this attempt fail.
-            if self.raise(&req.keys, token, &granted).await >= need
+            // (the module doc's argument); a raise that fails makes this attempt fail, and the
+            // node counts as one that did not answer.
+            let (holding, failed) = self.raise(&req.keys, token, &granted).await;
+            if holding >= need
                 && let Some(left) = validity(req.ttl, start.elapsed())
             {
                 return Attempt::Granted {
@@ -177,6 +180,7 @@ impl<N: Node> Quorum<N> {
                     valid_until: start + left,
                 };
             }
+            causes.extend(failed);
         } else {
             drop(pending);
         }
@@ -201,19 +205,31 @@ impl<N: Node> Quorum<N> {
     }
 
     /// Lift the granting nodes whose counter is below `token` to it, awaited. Returns how many
-    /// granting nodes hold at least `token` afterwards.
-    async fn raise(&self, keys: &LockKeys, token: u64, granted: &[(usize, u64)]) -> usize {
-        let already = granted.iter().filter(|g| g.1 >= token).count();
-        let lagging: FuturesUnordered<_> = granted
+    /// granting nodes hold at least `token` afterwards, and the nodes whose raise failed.
+    async fn raise(
+        &self,
+        keys: &LockKeys,
+        token: u64,
+        granted: &[(usize, u64)],
+    ) -> (usize, Vec<(String, String)>) {
+        let mut holding = granted.iter().filter(|g| g.1 >= token).count();
+        let mut lagging: FuturesUnordered<_> = granted
             .iter()
             .filter(|g| g.1 < token)
-            .map(|&(i, _)| self.nodes[i].raise(keys, token))
+            .map(|&(i, _)| async move { (i, self.nodes[i].raise(keys, token).await) })
             .collect();
-        let raised = lagging
-            .filter(|r| std::future::ready(matches!(r, Ok(c) if *c >= token)))
-            .count()
-            .await;
-        already + raised
+        let mut failed = Vec::new();
+        while let Some((i, r)) = lagging.next().await {
+            match r {
+                Ok(c) if c >= token => holding += 1,
+                Ok(c) => failed.push((
+                    self.nodes[i].label(),
+                    format!("fencing counter stayed at {c} below token {token}"),
+                )),
+                Err(e) => failed.push((self.nodes[i].label(), e.cause)),
+            }
+        }
+        (holding, failed)
     }
 
     /// The nodes that had not answered when a majority granted: let their calls finish in the

@@ -105,8 +105,10 @@ impl RedisNode {
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
+        // Connecting has its own deadline (the connect timeout, which a TLS handshake or a
+        // distant node may need), outside the operation's.
+        let conn = self.connect().await?;
         let work = async {
-            let conn = self.connect().await?;
             match f(conn).await {
                 Ok(v) => Ok(v),
                 Err(e) => {

@@ -175,6 +175,19 @@ pub fn work_dir(root: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// This process's umask, from `/proc/self/status` (022 when it cannot be read). Reading it
+/// this way does not change it, unlike `umask(2)`, which other threads could observe.
+pub(crate) fn process_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,10 +2,13 @@
 //! stderr untouched and gets `TRACTATUS_LOCK_NAME`, `TRACTATUS_FENCING_TOKEN` and
 //! `TRACTATUS_SESSION_ID`. SIGINT, SIGTERM and SIGHUP are forwarded to it.
 //!
-//! When renewal fails, the child gets SIGTERM while the lease is still valid (when less than the
-//! grace period is left), and SIGKILL the moment the lease is lost; a lease lost outright (taken,
-//! broken, or noticed only after this process was paused) gives SIGTERM at once and SIGKILL after
-//! the grace period. Past that point only a fencing check at the storage can stop a late write.
+//! When renewal keeps failing, the command gets SIGTERM while the lease is still valid (once less
+//! than `min(kill_grace, ttl/4)` is left, after about three quarters of a TTL of failed renewals),
+//! and SIGKILL the moment the lease is lost; a lease lost outright (taken, broken, or noticed only
+//! after this process was paused) gives SIGTERM at once and SIGKILL after the grace period. Both
+//! signals go to the command and every process it started that is still its descendant (found in
+//! `/proc`), so `sh -c` and `npm run` wrappers do not leave workers running without the lock.
+//! Past that point only a fencing check at the storage can stop a late write.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -76,9 +79,11 @@ pub async fn supervise(
         .map_err(|e| Error::usage(format!("cannot run '{program}': {e}")))?;
 
     let lost = first_of(leases, |l| l.lost());
+    // A quarter of the TTL: renewals run every third and retry every tenth, so by then at least
+    // four attempts in a row have failed. A short stall must not cost the command its run.
     let margin = leases
         .iter()
-        .map(|l| l.ttl() / 2)
+        .map(|l| l.ttl() / 4)
         .min()
         .unwrap_or_default()
         .min(kill_grace);
@@ -91,6 +96,9 @@ pub async fn supervise(
     });
     tokio::pin!(lost, expiring);
     let mut warned: Option<String> = None;
+    // The command and its descendants when it was first sent SIGTERM: killed at the end, so a
+    // worker whose parent already exited is not missed.
+    let mut tree: Vec<(u32, u64)> = Vec::new();
     loop {
         tokio::select! {
             // Loss first: if the child exits in the same instant, the lease was already gone.
@@ -101,13 +109,16 @@ pub async fn supervise(
                 let left = if warned.is_some() {
                     Duration::ZERO
                 } else {
-                    forward(&child, Signal::SIGTERM);
+                    tree = process_tree(&child);
+                    signal_all(&tree, Signal::SIGTERM);
                     kill_grace
                 };
-                if tokio::time::timeout(left, child.wait()).await.is_err() {
-                    let _ = child.start_kill();
-                    let _ = child.wait().await;
-                }
+                let _ = tokio::time::timeout(left, child.wait()).await;
+                // Whatever is left of the command, and of what it started, dies now.
+                tree.extend(process_tree(&child));
+                signal_all(&tree, Signal::SIGKILL);
+                let _ = child.start_kill();
+                let _ = child.wait().await;
                 return Ok(RunOutcome::LeaseLost { name, reason });
             }
             status = child.wait() => {
@@ -117,6 +128,8 @@ pub async fn supervise(
                     return Ok(RunOutcome::LeaseLost { name: l.name().to_owned(), reason });
                 }
                 if let Some(name) = warned {
+                    // Terminated for a lease about to run out: leave nothing of it running.
+                    signal_all(&tree, Signal::SIGKILL);
                     return Ok(RunOutcome::LeaseLost {
                         name,
                         reason: "renewal kept failing and the lease was about to run out".into(),
@@ -125,7 +138,8 @@ pub async fn supervise(
                 return Ok(RunOutcome::Exited(exit_code(status)));
             }
             (name, _) = &mut expiring, if warned.is_none() => {
-                forward(&child, Signal::SIGTERM);
+                tree = process_tree(&child);
+                signal_all(&tree, Signal::SIGTERM);
                 warned = Some(name);
             }
             _ = sigint.recv() => forward(&child, Signal::SIGINT),
@@ -151,6 +165,57 @@ where
         Box::pin(async move { (name, fut.await) })
     });
     select_all(all).await.0
+}
+
+/// The child and every process descending from it, each with its start time (so that a pid
+/// reused by another program later is never signalled). Read from `/proc`; empty when the child
+/// has been reaped.
+fn process_tree(child: &Child) -> Vec<(u32, u64)> {
+    let Some(root) = child.id() else {
+        return Vec::new();
+    };
+    let mut all: Vec<(u32, u32, u64)> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some((ppid, start)) = stat_ppid_start(pid) {
+                all.push((pid, ppid, start));
+            }
+        }
+    }
+    let mut tree: Vec<(u32, u64)> = all
+        .iter()
+        .filter(|p| p.0 == root)
+        .map(|p| (p.0, p.2))
+        .collect();
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i].0;
+        tree.extend(all.iter().filter(|p| p.1 == parent).map(|p| (p.0, p.2)));
+        i += 1;
+    }
+    tree
+}
+
+/// Parent pid and start time (clock ticks after boot) of a process, from `/proc/<pid>/stat`.
+fn stat_ppid_start(pid: u32) -> Option<(u32, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from its end.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+    Some((fields.get(1)?.parse().ok()?, fields.get(19)?.parse().ok()?))
+}
+
+/// Send `sig` to each process of `tree` that is still the same process (same start time).
+fn signal_all(tree: &[(u32, u64)], sig: Signal) {
+    for &(pid, start) in tree {
+        if stat_ppid_start(pid).is_some_and(|(_, s)| s == start)
+            && let Ok(raw) = i32::try_from(pid)
+        {
+            let _ = kill(Pid::from_raw(raw), sig);
+        }
+    }
 }
 
 fn forward(child: &Child, sig: Signal) {

@@ -330,7 +330,7 @@ impl StateFile {
         tmp.write_all(bytes).map_err(cannot)?;
         // Keep the file's mode; a new file gets what `open(2)` would give it (0666 less the
         // umask), not the temp file's 0600.
-        let mode = mode.unwrap_or(0o666 & !process_umask());
+        let mode = mode.unwrap_or(0o666 & !repo::process_umask());
         tmp.as_file()
             .set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(cannot)?;
@@ -528,19 +528,6 @@ fn parse_record(path: &Path, text: &str) -> Result<u64> {
             t.chars().take(40).collect::<String>()
         ))
     })
-}
-
-/// This process's umask, from `/proc/self/status` (022 when it cannot be read). Reading it
-/// this way does not change it, unlike `umask(2)`, which other threads could observe.
-fn process_umask() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Umask:"))
-                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
-        })
-        .unwrap_or(0o022)
 }
 
 enum Filtered {

@@ -579,11 +579,20 @@ fn a_lease_taken_first_stays_held_while_the_next_name_is_waited_for() {
 }
 
 #[test]
-fn failing_renewal_warns_the_command_and_kills_it_when_the_lease_runs_out() {
+fn failing_renewal_warns_the_command_and_kills_it_and_its_workers_when_the_lease_runs_out() {
     let redis = RedisServer::start();
     let repo = Repo::new();
     let marks = repo.file("marks");
-    // The command ignores SIGTERM (it only notes it): only SIGKILL stops it.
+    let worker_pid = repo.file("marks.worker");
+    // The command ignores SIGTERM (it only notes it) and runs a worker that ignores it too:
+    // only SIGKILL stops them, and the worker is not the direct child.
+    let script = r#"
+trap 'echo term >> "$1"' TERM
+sh -c 'trap "" TERM; while :; do sleep 0.02; done' &
+echo $! > "$1.worker"
+echo started >> "$1"
+while :; do sleep 0.02; done
+"#;
     let mut c = tractatus(&repo.path());
     c.args([
         "--redis",
@@ -599,7 +608,7 @@ fn failing_renewal_warns_the_command_and_kills_it_when_the_lease_runs_out() {
         "--",
         "sh",
         "-c",
-        "trap 'echo term >> \"$1\"' TERM; echo started >> \"$1\"; while :; do sleep 0.02; done",
+        script,
         "sh",
     ])
     .arg(&marks)
@@ -609,6 +618,18 @@ fn failing_renewal_warns_the_command_and_kills_it_when_the_lease_runs_out() {
     wait_until(Duration::from_secs(10), "the command runs", || {
         std::fs::read_to_string(&marks).is_ok_and(|s| s.contains("started"))
     });
+    let worker = read_pid(&worker_pid);
+    assert!(alive(worker));
+    // Should this test fail, the worker must not outlive it.
+    struct KillWorker(u32);
+    impl Drop for KillWorker {
+        fn drop(&mut self) {
+            if alive(self.0) {
+                signal(self.0, Signal::SIGKILL);
+            }
+        }
+    }
+    let _worker = KillWorker(worker);
     // Redis stops answering: renewals time out, the lease runs out within one TTL.
     redis.pause();
     let paused = Instant::now();
@@ -624,4 +645,7 @@ fn failing_renewal_warns_the_command_and_kills_it_when_the_lease_runs_out() {
     );
     // SIGKILL came when the lease ran out (one TTL), not after the 30 s grace.
     assert!(took < Duration::from_secs(5), "took {took:?}");
+    wait_until(Duration::from_secs(2), "the worker is gone", || {
+        !alive(worker)
+    });
 }

@@ -333,6 +333,11 @@ fn a_wrong_password_is_69_and_never_printed() {
         "{}",
         r.stderr
     );
+    // A URL given where a subcommand belongs (--redis forgotten): clap's usage error masks it.
+    let r = run(tractatus(&repo.path()).args([&url, "lock", "status"]));
+    assert_eq!(r.code, 64, "{}", r.stderr);
+    assert!(r.stderr.contains("redis://:***@127.0.0.1"), "{}", r.stderr);
+    assert!(!r.stderr.contains("wrong-staple"), "{}", r.stderr);
     // The right password from the environment (not the URL) works.
     let r = run(tractatus(&repo.path())
         .env("TRACTATUS_REDIS_PASSWORD", "right-horse-battery")
@@ -519,4 +524,19 @@ fn tls_with_a_self_signed_certificate_authority() {
         "{}",
         r.stderr
     );
+}
+
+#[test]
+fn local_token_counters_are_readable_by_whoever_shares_the_checkout() {
+    use std::os::unix::fs::PermissionsExt;
+    let repo = Repo::new();
+    let r = run(std::process::Command::new("sh")
+        .current_dir(repo.path())
+        .args(["-c", "umask 002; exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_tractatus"))
+        .args(["lock", "run", "--name", "shared", "--", "true"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let counter = repo.file(".claude/.tractatus/locks/shared.fence");
+    let mode = std::fs::metadata(&counter).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o664, "{} is {mode:o}", counter.display());
 }

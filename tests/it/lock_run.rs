@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::support::{Guard, RedisServer, Repo, alive, run, signal, tractatus, wait_until};
+use crate::support::{
+    Guard, KillPid, RedisServer, Repo, alive, run, signal, tractatus, wait_until,
+};
 
 /// The critical section run under the lock: a plain read-add-write of a counter file (no atomic
 /// tricks), an O_EXCL marker that detects overlap, and the fencing token appended to a list.
@@ -621,15 +623,7 @@ while :; do sleep 0.02; done
     let worker = read_pid(&worker_pid);
     assert!(alive(worker));
     // Should this test fail, the worker must not outlive it.
-    struct KillWorker(u32);
-    impl Drop for KillWorker {
-        fn drop(&mut self) {
-            if alive(self.0) {
-                signal(self.0, Signal::SIGKILL);
-            }
-        }
-    }
-    let _worker = KillWorker(worker);
+    let _worker = KillPid(worker);
     // Redis stops answering: renewals time out, the lease runs out within one TTL.
     redis.pause();
     let paused = Instant::now();

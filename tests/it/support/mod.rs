@@ -270,10 +270,35 @@ pub fn signal(pid: u32, sig: Signal) {
 pub struct Guard(pub Child);
 
 impl Drop for Guard {
+    /// SIGTERM first, so a `lock run` forwards it to its command and releases; SIGKILL if it
+    /// is still there after 3 s.
     fn drop(&mut self) {
-        let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGCONT);
+        let pid = Pid::from_raw(self.0.id() as i32);
+        let _ = kill(pid, Signal::SIGCONT);
+        if let Ok(None) = self.0.try_wait() {
+            let _ = kill(pid, Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                if !matches!(self.0.try_wait(), Ok(None)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// A process the test did not spawn itself (a command started by `tractatus lock run`, left
+/// behind when the test SIGKILLs its `tractatus`): SIGKILLed on drop if it still runs.
+pub struct KillPid(pub u32);
+
+impl Drop for KillPid {
+    fn drop(&mut self) {
+        if alive(self.0) {
+            signal(self.0, Signal::SIGKILL);
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! `lock run`: run a child command while holding leases. The child inherits stdin, stdout and
 //! stderr untouched and gets `TRACTATUS_LOCK_NAME`, `TRACTATUS_FENCING_TOKEN` and
-//! `TRACTATUS_SESSION_ID`. SIGINT, SIGTERM and SIGHUP are forwarded to it.
+//! `TRACTATUS_SESSION_ID`. SIGTERM is forwarded to it; SIGINT and SIGHUP too, unless we are in
+//! the foreground of our terminal, which then delivers them to the command itself.
 //!
 //! When renewal keeps failing, the command gets SIGTERM while the lease is still valid (once less
 //! than `min(kill_grace, ttl/4)` is left, after about three quarters of a TTL of failed renewals),
@@ -142,9 +143,11 @@ pub async fn supervise(
                 signal_all(&tree, Signal::SIGTERM);
                 warned = Some(name);
             }
-            _ = sigint.recv() => forward(&child, Signal::SIGINT),
+            // A Ctrl-C or hang-up of the terminal whose foreground we are reaches the command by
+            // itself (it shares our process group): forwarding it would deliver it twice.
+            _ = sigint.recv() => if !terminal_delivers_to_child() { forward(&child, Signal::SIGINT) },
             _ = sigterm.recv() => forward(&child, Signal::SIGTERM),
-            _ = sighup.recv() => forward(&child, Signal::SIGHUP),
+            _ = sighup.recv() => if !terminal_delivers_to_child() { forward(&child, Signal::SIGHUP) },
         }
     }
 }
@@ -216,6 +219,16 @@ fn signal_all(tree: &[(u32, u64)], sig: Signal) {
             let _ = kill(Pid::from_raw(raw), sig);
         }
     }
+}
+
+/// True when we are in the foreground process group of our controlling terminal, so that the
+/// terminal's SIGINT and SIGHUP reach the command (in our group) without us. Then a SIGINT sent
+/// to `tractatus` alone (`kill -INT`) is not passed on either; SIGTERM always is.
+fn terminal_delivers_to_child() -> bool {
+    std::fs::File::open("/dev/tty")
+        .ok()
+        .and_then(|tty| nix::unistd::tcgetpgrp(&tty).ok())
+        .is_some_and(|foreground| foreground == nix::unistd::getpgrp())
 }
 
 fn forward(child: &Child, sig: Signal) {

@@ -643,3 +643,101 @@ while :; do sleep 0.02; done
         !alive(worker)
     });
 }
+
+/// A command that notes each SIGINT and SIGTERM in "$1" as it arrives (`wait` is interrupted
+/// by a trapped signal at once, so two signals a moment apart are noted twice), exits 7 on the
+/// first SIGTERM, and otherwise ends by itself after about 1.5 s.
+const NOTES_SIGNALS: &str = r#"
+trap 'echo int >> "$1"' INT
+trap 'echo term >> "$1"; exit 7' TERM
+echo started >> "$1"
+i=0
+while [ $i -lt 75 ]; do sleep 0.02 & wait $!; i=$((i + 1)); done
+"#;
+
+#[test]
+fn sigterm_and_sigint_are_forwarded_and_the_lock_is_released() {
+    use std::os::unix::process::CommandExt;
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    for (sig, mark, code) in [(Signal::SIGTERM, "term", 7), (Signal::SIGINT, "int", 0)] {
+        let marks = repo.file(&format!("marks-{mark}"));
+        let mut c = tractatus(&repo.path());
+        c.args([
+            "--redis",
+            &redis.url(),
+            "lock",
+            "run",
+            "--name",
+            "L",
+            "--",
+            "sh",
+            "-c",
+            NOTES_SIGNALS,
+            "sh",
+        ])
+        .arg(&marks)
+        // Its own process group: no terminal's foreground, whoever runs the tests.
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        let mut g = Guard(c.spawn().unwrap());
+        wait_until(Duration::from_secs(10), "the command runs", || {
+            std::fs::read_to_string(&marks).is_ok_and(|s| s.contains("started"))
+        });
+        signal(g.0.id(), sig);
+        let status = wait_child(&mut g, Duration::from_secs(10));
+        let noted = std::fs::read_to_string(&marks).unwrap();
+        assert_eq!(status, Some(code), "{sig}: {noted:?}");
+        assert_eq!(noted.matches(mark).count(), 1, "{sig}: {noted:?}");
+        let r = run(tractatus(&repo.path()).args([
+            "--redis",
+            &redis.url(),
+            "--wait",
+            "0",
+            "lock",
+            "run",
+            "--name",
+            "L",
+            "--",
+            "true",
+        ]));
+        assert_eq!(
+            r.code, 0,
+            "the lock was not released after {sig}: {}",
+            r.stderr
+        );
+    }
+}
+
+#[test]
+fn ctrl_c_at_a_terminal_reaches_the_command_once() {
+    use std::io::Write;
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    let marks = repo.file("marks");
+    std::fs::write(repo.file("notes.sh"), NOTES_SIGNALS).unwrap();
+    // `script` gives `tractatus` a pseudo-terminal whose foreground group it leads.
+    let cmd = format!(
+        "exec {} --redis {} lock run --name L -- sh notes.sh {}",
+        env!("CARGO_BIN_EXE_tractatus"),
+        redis.url(),
+        marks.display()
+    );
+    let mut c = std::process::Command::new("script");
+    c.args(["-qec", &cmd, "/dev/null"])
+        .current_dir(repo.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut g = Guard(c.spawn().unwrap());
+    wait_until(Duration::from_secs(10), "the command runs", || {
+        std::fs::read_to_string(&marks).is_ok_and(|s| s.contains("started"))
+    });
+    // Ctrl-C typed at the terminal.
+    g.0.stdin.as_mut().unwrap().write_all(b"\x03").unwrap();
+    let status = wait_child(&mut g, Duration::from_secs(10));
+    let noted = std::fs::read_to_string(&marks).unwrap();
+    assert_eq!(noted.matches("int").count(), 1, "{noted:?}");
+    assert_eq!(status, Some(0), "{noted:?}");
+}

@@ -126,6 +126,12 @@ pub fn ensure_namespace(root: &Path, settings: &FileSettings) -> Result<String> 
     }
     let path = root.join(CONFIG_FILE);
     if path.exists() {
+        // Another process may have created it since `settings` was read (it is created whole,
+        // so what is there now is complete).
+        if let Some(ns) = read_settings(root)?.namespace {
+            check_namespace(&ns)?;
+            return Ok(ns);
+        }
         return Err(Error::usage(format!(
             "{} has no `namespace = \"...\"` line: add one (any id shared by every clone of this repository)",
             path.display()

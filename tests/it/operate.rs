@@ -540,3 +540,43 @@ fn local_token_counters_are_readable_by_whoever_shares_the_checkout() {
     let mode = std::fs::metadata(&counter).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o664, "{} is {mode:o}", counter.display());
 }
+
+#[test]
+fn first_use_by_many_processes_at_once_agrees_on_one_namespace() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    // The race (a process reading the config between another's check and its create) is
+    // narrow: 80 rounds of 8 showed it a few times without the fix.
+    let rounds = 80;
+    let mut failures = Vec::new();
+    for _round in 0..rounds {
+        let repo = Repo::new();
+        let children: Vec<_> = (0..8)
+            .map(|_| {
+                tractatus(&repo.path())
+                    .args([
+                        "--redis", &url, "--wait", "10s", "lock", "run", "--name", "n", "--",
+                        "true",
+                    ])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            if !out.status.success() {
+                failures.push(String::from_utf8_lossy(&out.stderr).into_owned());
+            }
+        }
+        let toml = std::fs::read_to_string(repo.file(".claude/tractatus-lock.toml")).unwrap();
+        assert_eq!(toml.matches("namespace = ").count(), 1, "{toml}");
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 120 failed: {:?}",
+        failures.len(),
+        failures.first()
+    );
+}

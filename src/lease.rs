@@ -22,6 +22,9 @@ use crate::node::{GrantRequest, Node};
 use crate::quorum::{Attempt, Quorum, Renewal};
 use crate::redis_node::RedisNode;
 
+/// Why a lease whose deadline passed is lost.
+const VALIDITY_RAN_OUT: &str = "its validity ran out without a successful renewal";
+
 /// A fencing token: strictly increasing for each new lease of one lock name.
 pub type FencingToken = u64;
 
@@ -453,7 +456,7 @@ impl Lease {
         let s = self.state.borrow().clone();
         match s {
             LeaseState::Valid { valid_until } if Instant::now() >= valid_until => {
-                LeaseState::Lost("its validity ran out without a successful renewal".into())
+                LeaseState::Lost(VALIDITY_RAN_OUT.into())
             }
             other => other,
         }
@@ -472,32 +475,8 @@ impl Lease {
 
     /// Resolves when the lease is lost, with the reason. Pending forever while it is not.
     pub fn lost(&self) -> impl std::future::Future<Output = String> + Send + use<> {
-        let mut rx = self.state.subscribe();
-        async move {
-            loop {
-                let deadline = match &*rx.borrow_and_update() {
-                    LeaseState::Lost(r) => return r.clone(),
-                    LeaseState::Valid { valid_until } => Some(*valid_until),
-                    LeaseState::Held => None,
-                };
-                let expired = async {
-                    match deadline {
-                        Some(d) => tokio::time::sleep_until(d).await,
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    changed = rx.changed() => {
-                        if changed.is_err() {
-                            return "the lease was dropped".to_owned();
-                        }
-                    }
-                    _ = expired => {
-                        return "its validity ran out without a successful renewal".to_owned();
-                    }
-                }
-            }
-        }
+        let watch = self.watch_validity(Duration::ZERO);
+        async move { watch.await.unwrap_or_else(|| VALIDITY_RAN_OUT.to_owned()) }
     }
 
     /// Resolves once the lease is within `margin` of running out with no renewal in sight (its
@@ -507,28 +486,41 @@ impl Lease {
         &self,
         margin: Duration,
     ) -> impl std::future::Future<Output = ()> + Send + use<> {
+        let watch = self.watch_validity(margin);
+        async move {
+            let _ = watch.await;
+        }
+    }
+
+    /// Resolves with the reason when the lease is lost, or with `None` once its validity
+    /// deadline is `margin` away without having been extended.
+    fn watch_validity(
+        &self,
+        margin: Duration,
+    ) -> impl std::future::Future<Output = Option<String>> + Send + use<> {
         let mut rx = self.state.subscribe();
         async move {
             loop {
-                let valid_until = match &*rx.borrow_and_update() {
-                    LeaseState::Lost(_) => return,
-                    LeaseState::Valid { valid_until } => Some(*valid_until),
+                let alarm = match &*rx.borrow_and_update() {
+                    LeaseState::Lost(r) => return Some(r.clone()),
+                    LeaseState::Valid { valid_until } => {
+                        Some(valid_until.checked_sub(margin).unwrap_or(*valid_until))
+                    }
                     LeaseState::Held => None,
                 };
-                let warn_at = valid_until.map(|v| v.checked_sub(margin).unwrap_or(v));
-                let warned = async {
-                    match warn_at {
-                        Some(w) => tokio::time::sleep_until(w).await,
+                let rings = async {
+                    match alarm {
+                        Some(at) => tokio::time::sleep_until(at).await,
                         None => std::future::pending().await,
                     }
                 };
                 tokio::select! {
                     changed = rx.changed() => {
                         if changed.is_err() {
-                            return;
+                            return Some("the lease was dropped".to_owned());
                         }
                     }
-                    _ = warned => return,
+                    _ = rings => return None,
                 }
             }
         }
@@ -564,9 +556,7 @@ impl Lease {
                     _ => return,
                 };
                 if now >= valid_until {
-                    state.send_replace(LeaseState::Lost(
-                        "its validity ran out without a successful renewal".into(),
-                    ));
+                    state.send_replace(LeaseState::Lost(VALIDITY_RAN_OUT.into()));
                     return;
                 }
                 if now >= stop_at {

@@ -8,19 +8,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::support::{
-    Guard, KillPid, RedisServer, Repo, alive, run, signal, tractatus, wait_until,
+    CRITICAL, Guard, KillPid, RedisServer, Repo, alive, run, signal, tractatus, try_lock,
+    wait_until,
 };
-
-/// The critical section run under the lock: a plain read-add-write of a counter file (no atomic
-/// tricks), an O_EXCL marker that detects overlap, and the fencing token appended to a list.
-const CRITICAL: &str = r#"
-d="$1"
-if ! (set -C; : > "$d/inside") 2>/dev/null; then echo overlap >> "$d/overlaps"; fi
-n=$(cat "$d/counter")
-echo $((n + 1)) > "$d/counter"
-echo "$TRACTATUS_FENCING_TOKEN" >> "$d/tokens"
-rm -f "$d/inside"
-"#;
 
 fn lock_run_counter(repo: &Path, url: &str, dir: &Path) -> Command {
     let mut c = tractatus(repo);
@@ -316,18 +306,7 @@ fn held_lock_times_out_with_75_after_the_wait() {
         "{}",
         r.stderr
     );
-    let r = run(tractatus(&repo.path()).args([
-        "--redis",
-        &redis.url(),
-        "--wait",
-        "0",
-        "lock",
-        "run",
-        "--name",
-        "L",
-        "--",
-        "true",
-    ]));
+    let r = try_lock(&repo.path(), &redis.url(), ["--name", "L"]);
     assert_eq!(r.code, 75, "{}", r.stderr);
 }
 
@@ -531,20 +510,7 @@ fn a_lease_taken_first_stays_held_while_the_next_name_is_waited_for() {
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
     let mut both = Guard(c.spawn().unwrap());
-    let probe = |what: &str| {
-        run(tractatus(&repo.path()).args([
-            "--redis",
-            &redis.url(),
-            "--wait",
-            "0",
-            "lock",
-            "run",
-            "--name",
-            what,
-            "--",
-            "true",
-        ]))
-    };
+    let probe = |what: &str| try_lock(&repo.path(), &redis.url(), ["--name", what]);
     // Until B frees up, A stays held by the waiting process, TTLs after it was taken.
     let mut probes = 0;
     while alive(read_pid(&pidfile)) {
@@ -690,18 +656,7 @@ fn sigterm_and_sigint_are_forwarded_and_the_lock_is_released() {
         let noted = std::fs::read_to_string(&marks).unwrap();
         assert_eq!(status, Some(code), "{sig}: {noted:?}");
         assert_eq!(noted.matches(mark).count(), 1, "{sig}: {noted:?}");
-        let r = run(tractatus(&repo.path()).args([
-            "--redis",
-            &redis.url(),
-            "--wait",
-            "0",
-            "lock",
-            "run",
-            "--name",
-            "L",
-            "--",
-            "true",
-        ]));
+        let r = try_lock(&repo.path(), &redis.url(), ["--name", "L"]);
         assert_eq!(
             r.code, 0,
             "the lock was not released after {sig}: {}",

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::support::{Guard, RedisServer, Repo, alive, run, signal, tractatus, wait_until};
+use crate::support::{
+    Guard, RedisServer, Repo, alive, run, signal, tractatus, try_lock, wait_until,
+};
 
 /// A `lock run` holding `name` around `sleep 60`, started in `dir`; returns once it holds.
 fn hold(dir: &Path, redis: Option<&str>, name: &str, pidfile: &Path) -> Guard {
@@ -271,18 +273,7 @@ fn one_checkout_through_two_paths_contends_and_two_repositories_do_not() {
         &repo.file("p"),
     );
     // The same file through the symlinked path: the same lock, so it is held.
-    let r = run(tractatus(&other_path).args([
-        "--redis",
-        &url,
-        "--wait",
-        "0",
-        "lock",
-        "run",
-        "--file",
-        ".claude/session-state.json",
-        "--",
-        "true",
-    ]));
+    let r = try_lock(&other_path, &url, ["--file", ".claude/session-state.json"]);
     assert_eq!(r.code, 75, "{}", r.stderr);
     let r = run(tractatus(&other_path.join(".claude")).args([
         "--redis",
@@ -299,18 +290,11 @@ fn one_checkout_through_two_paths_contends_and_two_repositories_do_not() {
     // Another repository on the same Redis: its own namespace, no contention.
     let other = Repo::new();
     other.write(".claude/session-state.json", "{}");
-    let r = run(tractatus(&other.path()).args([
-        "--redis",
+    let r = try_lock(
+        &other.path(),
         &url,
-        "--wait",
-        "0",
-        "lock",
-        "run",
-        "--file",
-        ".claude/session-state.json",
-        "--",
-        "true",
-    ]));
+        ["--file", ".claude/session-state.json"],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_ne!(
         std::fs::read_to_string(repo.file(".claude/tractatus-lock.toml")).unwrap(),

@@ -7,17 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::{RedisServer, Repo, cluster, run, tractatus, wait_until};
-
-/// The critical section: plain read-add-write of a counter, O_EXCL overlap detector, token log.
-const CRITICAL: &str = r#"
-d="$1"
-if ! (set -C; : > "$d/inside") 2>/dev/null; then echo overlap >> "$d/overlaps"; fi
-n=$(cat "$d/counter")
-echo $((n + 1)) > "$d/counter"
-echo "$TRACTATUS_FENCING_TOKEN" >> "$d/tokens"
-rm -f "$d/inside"
-"#;
+use crate::support::{CRITICAL, RedisServer, Repo, cluster, run, tractatus, wait_until};
 
 fn urls(servers: &[RedisServer]) -> String {
     servers

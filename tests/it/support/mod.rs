@@ -344,3 +344,24 @@ pub fn fixture(name: &str) -> String {
     )
     .expect("fixture")
 }
+
+/// The critical section the mutual-exclusion tests run under a lock: a plain read-add-write of a
+/// counter file (no atomic tricks), an O_EXCL marker that detects overlap, and the fencing token
+/// appended to a list. `$1` is the directory holding `counter`.
+pub const CRITICAL: &str = r#"
+d="$1"
+if ! (set -C; : > "$d/inside") 2>/dev/null; then echo overlap >> "$d/overlaps"; fi
+n=$(cat "$d/counter")
+echo $((n + 1)) > "$d/counter"
+echo "$TRACTATUS_FENCING_TOKEN" >> "$d/tokens"
+rm -f "$d/inside"
+"#;
+
+/// One try at a lock, no waiting: `tractatus --redis URL --wait 0 lock run LOCK -- true` in
+/// `dir`, where `lock` is `["--name", NAME]` or `["--file", PATH]`. 0 when taken, 75 when held.
+pub fn try_lock(dir: &Path, url: &str, lock: [&str; 2]) -> Ran {
+    run(tractatus(dir)
+        .args(["--redis", url, "--wait", "0", "lock", "run"])
+        .args(lock)
+        .args(["--", "true"]))
+}

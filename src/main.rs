@@ -439,10 +439,7 @@ async fn lock_run(
     }
     match outcome? {
         RunOutcome::Exited(code) => Ok(code),
-        RunOutcome::LeaseLost { name, reason } => Err(Error::LeaseLost {
-            name,
-            reason: format!("{reason}; the command was terminated"),
-        }),
+        RunOutcome::LeaseLost { name, reason } => Err(Error::LeaseLost { name, reason }),
     }
 }
 

@@ -22,7 +22,7 @@ use tokio::process::{Child, Command};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::error::{Error, Result};
-use crate::lease::Lease;
+use crate::lease::{Lease, LeaseState};
 
 /// How a supervised command ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,23 +120,34 @@ pub async fn supervise(
                 signal_all(&tree, Signal::SIGKILL);
                 let _ = child.start_kill();
                 let _ = child.wait().await;
-                return Ok(RunOutcome::LeaseLost { name, reason });
+                return Ok(RunOutcome::LeaseLost {
+                    name,
+                    reason: format!("{reason}; the command was terminated"),
+                });
             }
             status = child.wait() => {
                 let status = status.map_err(|e| Error::internal(format!("waiting for '{program}': {e}")))?;
-                if let Some(l) = leases.iter().find(|l| l.check_valid().is_err()) {
-                    let reason = l.check_valid().err().map(|e| e.to_string()).unwrap_or_default();
-                    return Ok(RunOutcome::LeaseLost { name: l.name().to_owned(), reason });
+                let code = exit_code(status);
+                for l in leases {
+                    if let LeaseState::Lost(reason) = l.state() {
+                        signal_all(&tree, Signal::SIGKILL);
+                        return Ok(RunOutcome::LeaseLost {
+                            name: l.name().to_owned(),
+                            reason: format!("{reason}; the command exited ({code}) about then"),
+                        });
+                    }
                 }
                 if let Some(name) = warned {
                     // Terminated for a lease about to run out: leave nothing of it running.
                     signal_all(&tree, Signal::SIGKILL);
                     return Ok(RunOutcome::LeaseLost {
                         name,
-                        reason: "renewal kept failing and the lease was about to run out".into(),
+                        reason: "renewal kept failing and the lease was about to run out; the \
+                                 command was sent SIGTERM"
+                            .into(),
                     });
                 }
-                return Ok(RunOutcome::Exited(exit_code(status)));
+                return Ok(RunOutcome::Exited(code));
             }
             (name, _) = &mut expiring, if warned.is_none() => {
                 tree = process_tree(&child);

@@ -232,6 +232,7 @@ impl StateFile {
     ) -> Result<WriteOutcome> {
         self.remove_abandoned_temp_files(lease);
         let token = lease.token();
+        let seen = Version::of(&self.path);
         let (old, mode) = self.load()?;
         let new_doc = match edit {
             Edit::Update(argv) => {
@@ -266,7 +267,7 @@ impl StateFile {
         if old.as_deref() == Some(text.as_bytes()) {
             return Ok(WriteOutcome::Unchanged { token });
         }
-        let window = self.commit(lease, fence, text.as_bytes(), mode)?;
+        let window = self.commit(lease, fence, &seen, text.as_bytes(), mode)?;
         Ok(WriteOutcome::Committed { token, window })
     }
 
@@ -310,6 +311,7 @@ impl StateFile {
         &self,
         lease: &Lease,
         fence: &FenceRecord,
+        seen: &Version,
         bytes: &[u8],
         mode: Option<u32>,
     ) -> Result<Duration> {
@@ -337,6 +339,17 @@ impl StateFile {
         tmp.as_file().sync_all().map_err(cannot)?;
 
         let mut record = fence.lock()?;
+        // Compare and swap: the file must still be the one we read. A writer whose lease was
+        // broken or expired may have committed in between (its token was above the record then);
+        // writing over it would lose its update, so we refuse and the caller redoes the change.
+        if Version::of(&self.path) != *seen {
+            return Err(Error::LeaseLost {
+                name: self.name.clone(),
+                reason: "the file changed after it was read (another writer committed in \
+                         between); nothing written, read it again and redo the change"
+                    .into(),
+            });
+        }
         let committed = record.read()?;
         // A token is used for one commit: equal is as stale as lower.
         if lease.token() <= committed {
@@ -431,6 +444,23 @@ fn temp_owner_tag() -> String {
 fn lease_max_age(lease: &Lease) -> Duration {
     let c = lease.config();
     c.max_hold.max(crate::config::DEFAULT_MAX_HOLD) + c.ttl.max(crate::config::DEFAULT_TTL)
+}
+
+/// What identifies one version of a state file: inode, size and modification time. A commit
+/// renames a new file into place (a new inode); a writer that rewrites in place changes the
+/// size or the modification time. `None` when the file does not exist.
+#[derive(Debug, PartialEq, Eq)]
+struct Version(Option<(u64, u64, u64, i64, i64)>);
+
+impl Version {
+    fn of(path: &Path) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Version(
+            std::fs::metadata(path)
+                .ok()
+                .map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec())),
+        )
+    }
 }
 
 /// The highest token committed to one state file, kept in the repository's working directory.

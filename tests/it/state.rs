@@ -587,3 +587,68 @@ fn writes_keep_the_node_layout_key_order_and_final_newline() {
     );
     let _ = Instant::now();
 }
+
+#[test]
+fn a_broken_writer_that_commits_first_is_not_overwritten_by_the_next() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let repo = Repo::new();
+    let rel = ".claude/session-state.json";
+    repo.write(rel, "{\n  \"a\": 0,\n  \"b\": 0\n}");
+    // Each writer's command read the same document and sets its own field after a while.
+    let update = |field: &str, delay: &str, marker: &str| {
+        let mut c = tractatus(&repo.path());
+        c.args([
+            "--redis", &url, "--wait", "10s", "state", "update", rel, "--", "sh", "-c",
+        ])
+        .arg(format!(
+            "cat > /dev/null; : > {marker}; sleep {delay}; \
+                 if [ {field} = a ]; then echo '{{\"a\": 1, \"b\": 0}}'; \
+                 else echo '{{\"a\": 0, \"b\": 1}}'; fi"
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        c
+    };
+    let a_started = repo.file("a.started");
+    let b_started = repo.file("b.started");
+    let mut a = Guard(
+        update("a", "1", &a_started.display().to_string())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(Duration::from_secs(10), "A's command runs", || {
+        a_started.exists()
+    });
+    // An operator breaks A's lock while A still works; B takes it and reads the same document.
+    let r = run(tractatus(&repo.path()).args(["--redis", &url, "lock", "break", rel, "--force"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut b = Guard(
+        update("b", "2", &b_started.display().to_string())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(Duration::from_secs(10), "B's command runs", || {
+        b_started.exists()
+    });
+    // A commits first (its token is above every committed one), then B tries to.
+    let code = |g: &mut Guard| {
+        let mut status = None;
+        wait_until(Duration::from_secs(20), "the writer exits", || {
+            status = g.0.try_wait().unwrap();
+            status.is_some()
+        });
+        status.and_then(|s| s.code())
+    };
+    let (a_code, b_code) = (code(&mut a), code(&mut b));
+    let doc: serde_json::Value = serde_json::from_str(&repo.read(rel)).unwrap();
+    println!("A exit {a_code:?}, B exit {b_code:?}, file {doc}");
+    // Whoever reported success has its change in the file: no update is lost silently.
+    if a_code == Some(0) {
+        assert_eq!(doc["a"], 1, "A's committed update was lost: {doc}");
+    }
+    if b_code == Some(0) {
+        assert_eq!(doc["b"], 1, "B's committed update was lost: {doc}");
+    }
+    assert_eq!((a_code, b_code), (Some(0), Some(76)));
+}

@@ -577,7 +577,7 @@ impl Lease {
     }
 
     /// End the lease (on every node) and wake the waiters. Errors with [`Error::LeaseLost`]
-    /// when it was no longer ours.
+    /// when it was no longer ours: lost on our side, or a majority of nodes says so.
     pub async fn release(mut self) -> Result<()> {
         if let Some(k) = self.keeper.take() {
             k.abort();
@@ -588,18 +588,28 @@ impl Lease {
                 let Backend::Redis(q) = &self.coordinator.inner.backend else {
                     return Err(Error::internal("redis lease on a local coordinator"));
                 };
-                let confirmed = q
-                    .release(&keys, &owner, self.coordinator.inner.config.log_cap)
+                let (confirmed, denied) = q
+                    .release_counted(&keys, &owner, self.coordinator.inner.config.log_cap)
                     .await;
-                if confirmed < q.needed()
-                    && let LeaseState::Lost(reason) = lost
-                {
-                    return Err(Error::LeaseLost {
-                        name: self.name.clone(),
-                        reason,
-                    });
+                if confirmed >= q.needed() {
+                    return Ok(());
                 }
-                Ok(())
+                let reason = match lost {
+                    LeaseState::Lost(reason) => reason,
+                    // A majority says it was not ours: it expired there, or an operator broke
+                    // it and perhaps someone else holds it now.
+                    _ if denied > q.nodes().len().saturating_sub(q.needed()) => {
+                        "the coordinator says it was \
+                        no longer ours when it was released (it expired, was broken or was taken)"
+                            .to_owned()
+                    }
+                    // Too few answers to tell.
+                    _ => return Ok(()),
+                };
+                Err(Error::LeaseLost {
+                    name: self.name.clone(),
+                    reason,
+                })
             }
             Some(Hold::Local(guard)) => guard.release(),
             None => Ok(()),

@@ -434,11 +434,21 @@ async fn lock_run(
         ctx.resolved.kill_grace,
     )
     .await;
+    let mut lost_at_release = None;
     for l in leases.into_iter().rev() {
-        let _ = l.release().await;
+        if let Err(e @ Error::LeaseLost { .. }) = l.release().await {
+            lost_at_release.get_or_insert(e);
+        }
     }
     match outcome? {
-        RunOutcome::Exited(code) => Ok(code),
+        // The command ran, but its lock was gone by the end: its writes were not all guarded.
+        RunOutcome::Exited(code) => match lost_at_release {
+            Some(Error::LeaseLost { name, reason }) => Err(Error::LeaseLost {
+                name,
+                reason: format!("{reason}; the command had exited ({code})"),
+            }),
+            _ => Ok(code),
+        },
         RunOutcome::LeaseLost { name, reason } => Err(Error::LeaseLost { name, reason }),
     }
 }

@@ -293,9 +293,20 @@ impl<N: Node> Quorum<N> {
     }
 
     /// End the lease on every node. Returns how many nodes confirmed it was ours. Once a
-    /// majority confirmed, the others get as long again as the majority took (a slow or paused
+    /// majority answered, the others get as long again as the majority took (a slow or paused
     /// node does not hold the caller up for its whole timeout; its copy expires with the TTL).
     pub async fn release(&self, keys: &LockKeys, owner: &str, log_cap: u32) -> usize {
+        self.release_counted(keys, owner, log_cap).await.0
+    }
+
+    /// [`Quorum::release`], also counting the nodes that answered that the lease was not ours
+    /// (expired there, broken or taken): `(confirmed, denied)`.
+    pub async fn release_counted(
+        &self,
+        keys: &LockKeys,
+        owner: &str,
+        log_cap: u32,
+    ) -> (usize, usize) {
         let start = Instant::now();
         let need = self.needed();
         let mut pending: FuturesUnordered<_> = self
@@ -303,24 +314,29 @@ impl<N: Node> Quorum<N> {
             .iter()
             .map(|node| node.release(keys, owner, log_cap))
             .collect();
-        let (mut answered, mut confirmed) = (0, 0);
+        let (mut answered, mut confirmed, mut denied) = (0, 0, 0);
+        let mut count = |r: &Result<bool, NodeError>| match r {
+            Ok(true) => confirmed += 1,
+            Ok(false) => denied += 1,
+            Err(_) => {}
+        };
         while answered < need {
             match pending.next().await {
                 Some(r) => {
                     answered += 1;
-                    confirmed += usize::from(matches!(r, Ok(true)));
+                    count(&r);
                 }
-                None => return confirmed,
+                None => return (confirmed, denied),
             }
         }
         let grace = start.elapsed().max(Duration::from_millis(2));
         let rest = async {
             while let Some(r) = pending.next().await {
-                confirmed += usize::from(matches!(r, Ok(true)));
+                count(&r);
             }
         };
         let _ = tokio::time::timeout(grace, rest).await;
-        confirmed
+        (confirmed, denied)
     }
 
     /// Listen for releases of one lock on every node that answers.

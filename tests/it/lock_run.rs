@@ -696,3 +696,53 @@ fn ctrl_c_at_a_terminal_reaches_the_command_once() {
     assert_eq!(noted.matches("int").count(), 1, "{noted:?}");
     assert_eq!(status, Some(0), "{noted:?}");
 }
+
+#[test]
+fn a_command_whose_lock_was_broken_under_it_exits_76() {
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    let started = repo.file("started");
+    let mut c = tractatus(&repo.path());
+    c.args([
+        "--redis",
+        &redis.url(),
+        "lock",
+        "run",
+        "--name",
+        "BR",
+        "--",
+        "sh",
+        "-c",
+    ])
+    .arg(format!(": > {}; sleep 1", started.display()))
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    let mut holder = Guard(c.spawn().unwrap());
+    wait_until(Duration::from_secs(10), "the command runs", || {
+        started.exists()
+    });
+    let r = run(tractatus(&repo.path()).args([
+        "--redis",
+        &redis.url(),
+        "lock",
+        "break",
+        "BR",
+        "--force",
+    ]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // Someone else takes it while the first command still runs.
+    let r = try_lock(&repo.path(), &redis.url(), ["--name", "BR"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let status = wait_child(&mut holder, Duration::from_secs(10));
+    let mut stderr = String::new();
+    use std::io::Read;
+    holder
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status, Some(76), "{stderr}");
+    assert!(stderr.contains("no longer ours"), "{stderr}");
+}

@@ -50,19 +50,29 @@ pub fn lock_name_for(root: &Path, cwd: &Path, path: &Path) -> Result<String> {
     Ok(name)
 }
 
-/// The canonical absolute path of `path` inside `root` (the directory canonicalized, so
-/// symlinks and `..` resolve). Refuses paths outside `root`.
+/// The canonical absolute path of `path` inside `root`: a symlink at the last component is
+/// followed (a state file that is a link is locked and written as the file it points to), the
+/// directory is canonicalized (symlinks and `..` resolve; directories that do not exist yet are
+/// kept as named), and paths outside `root` are refused.
 pub fn resolve(root: &Path, cwd: &Path, path: &Path) -> Result<PathBuf> {
-    let joined = cwd.join(path);
+    let mut joined = cwd.join(path);
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&joined) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::read_link(&joined).map_err(|e| {
+                    Error::usage(format!("cannot read the link {}: {e}", path.display()))
+                })?;
+                joined = joined.parent().unwrap_or(Path::new("/")).join(target);
+            }
+            _ => break,
+        }
+    }
     let file_name = joined
         .file_name()
         .filter(|n| *n != "..")
         .ok_or_else(|| Error::usage(format!("{} does not name a file", path.display())))?
         .to_owned();
-    let dir = joined.parent().unwrap_or(Path::new("/"));
-    let dir = dir
-        .canonicalize()
-        .map_err(|e| Error::usage(format!("directory of {} not found: {e}", path.display())))?;
+    let dir = canonicalize_existing(joined.parent().unwrap_or(Path::new("/")), path)?;
     let abs = dir.join(file_name);
     if !abs.starts_with(root) || abs == root {
         return Err(Error::usage(format!(
@@ -72,6 +82,36 @@ pub fn resolve(root: &Path, cwd: &Path, path: &Path) -> Result<PathBuf> {
         )));
     }
     Ok(abs)
+}
+
+/// `dir` canonicalized as far as it exists, with the missing tail appended as named.
+fn canonicalize_existing(dir: &Path, for_path: &Path) -> Result<PathBuf> {
+    let mut missing = Vec::new();
+    let mut cur = dir;
+    loop {
+        match cur.canonicalize() {
+            Ok(mut found) => {
+                found.extend(missing.iter().rev());
+                return Ok(found);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let (Some(name), Some(parent)) = (cur.file_name(), cur.parent()) else {
+                    return Err(Error::usage(format!(
+                        "directory of {} not found: {e}",
+                        for_path.display()
+                    )));
+                };
+                missing.push(name.to_owned());
+                cur = parent;
+            }
+            Err(e) => {
+                return Err(Error::usage(format!(
+                    "directory of {} cannot be read: {e}",
+                    for_path.display()
+                )));
+            }
+        }
+    }
 }
 
 /// Settings from `.claude/tractatus-lock.toml`. Every field is optional; the environment and

@@ -564,3 +564,53 @@ fn first_use_by_many_processes_at_once_agrees_on_one_namespace() {
         failures.first()
     );
 }
+
+#[test]
+fn a_symlinked_state_file_is_locked_and_written_as_its_target() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let repo = Repo::new();
+    let real = ".claude/session-state.json";
+    repo.write(real, "{\n  \"n\": 1\n}");
+    std::os::unix::fs::symlink(real, repo.file("state-link.json")).unwrap();
+    // Holding the real path holds the link too.
+    let holder = {
+        let pidfile = repo.file("p2");
+        let mut c = tractatus(&repo.path());
+        c.args([
+            "--redis", &url, "lock", "run", "--file", real, "--", "sh", "-c",
+        ])
+        .arg(format!("echo $$ > {}; exec sleep 60", pidfile.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        let g = Guard(c.spawn().unwrap());
+        wait_until(Duration::from_secs(10), "the holder runs", || {
+            std::fs::read_to_string(&pidfile).is_ok_and(|s| !s.trim().is_empty())
+        });
+        g
+    };
+    let r = try_lock(&repo.path(), &url, ["--file", "state-link.json"]);
+    assert_eq!(r.code, 75, "{}", r.stderr);
+    drop(holder);
+    // A write through the link lands in the real file; the link stays a link.
+    let r = run(tractatus(&repo.path()).args([
+        "--redis",
+        &url,
+        "state",
+        "set",
+        "state-link.json",
+        "/n",
+        "2",
+    ]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(repo.read(real), "{\n  \"n\": 2\n}");
+    let link = std::fs::symlink_metadata(repo.file("state-link.json")).unwrap();
+    assert!(link.file_type().is_symlink());
+    // A lock on a file whose directory does not exist yet (hooks-metrics before the first run).
+    let r = try_lock(
+        &repo.path(),
+        &url,
+        ["--file", ".claude/metrics/hooks-metrics.json"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}

@@ -111,7 +111,9 @@ impl Coordinator {
                 Ok(_) => ok += 1,
                 Err(e) => causes.push((label, e.cause)),
             }
-            if ok >= need || causes.len() > n - need {
+            // Stop early on success only: a failure waits for the others (each bounded by the
+            // connect timeout) so that the message counts them right.
+            if ok >= need {
                 break;
             }
         }

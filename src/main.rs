@@ -123,7 +123,7 @@ enum StateCommand {
         /// The state file.
         file: PathBuf,
         /// The patch.
-        #[arg(value_name = "JSON")]
+        #[arg(value_name = "JSON", allow_hyphen_values = true)]
         patch: String,
     },
     /// Push JSON onto the array at an RFC 6901 pointer.
@@ -133,7 +133,7 @@ enum StateCommand {
         /// Where the array is, like /instructions.
         pointer: String,
         /// The value to push.
-        #[arg(value_name = "JSON")]
+        #[arg(value_name = "JSON", allow_hyphen_values = true)]
         value: String,
     },
     /// Replace or insert the value at an RFC 6901 pointer.
@@ -143,7 +143,7 @@ enum StateCommand {
         /// Where, like /session_id.
         pointer: String,
         /// The value.
-        #[arg(value_name = "JSON")]
+        #[arg(value_name = "JSON", allow_hyphen_values = true)]
         value: String,
     },
     /// Print the document (or the value at POINTER), read under the lock.
@@ -174,8 +174,22 @@ fn main() -> ExitCode {
             if code == 0 {
                 let _ = e.print();
             } else {
-                // clap quotes the offending word, which may be a URL with a password in it.
-                eprint!("{}", redact_words(&e.to_string()));
+                // One line (hooks read stderr as one reason). clap quotes the offending word,
+                // which may be a URL with a password in it.
+                let text = e.to_string();
+                // clap's first paragraph (before "Usage:"), on one line.
+                let first = if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    "a subcommand is missing".to_owned()
+                } else {
+                    text.trim_start()
+                        .lines()
+                        .take_while(|l| !l.trim().is_empty())
+                        .map(str::trim)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                };
+                let first = first.trim_start_matches("error: ");
+                eprintln!("tractatus: {} (see tractatus --help)", redact_words(first));
             }
             return ExitCode::from(code);
         }

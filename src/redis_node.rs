@@ -148,7 +148,12 @@ fn install_crypto_provider() {
 
 /// A Redis error as one line, with no password in it.
 fn describe(e: &redis::RedisError, url: &NodeUrl) -> String {
-    let text = e.to_string();
+    // One line, whatever the server or the parser said.
+    let text = e
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     let text = text.replace(url.secret_url(), &url.to_string());
     if e.is_connection_refusal() {
         "connection refused".to_owned()
@@ -157,6 +162,11 @@ fn describe(e: &redis::RedisError, url: &NodeUrl) -> String {
         || text.contains("NOAUTH")
     {
         format!("authentication refused ({text})")
+    } else if text.contains("unauthenticated") {
+        // Redis drops a client that sends a long request before AUTH.
+        format!("authentication required: no password given? ({text})")
+    } else if text.contains("Parse error") || text.contains("Incompatible type") {
+        format!("the server does not speak the Redis protocol: is this a Redis port? ({text})")
     } else {
         text
     }

@@ -395,7 +395,12 @@ fn usage_errors_exit_64_never_2() {
     for args in cases {
         let r = run(tractatus(&repo.path()).args(*args));
         assert_eq!(r.code, 64, "{args:?}: {}", r.stderr);
-        assert!(!r.stderr.trim().is_empty(), "{args:?} printed no reason");
+        assert_eq!(
+            r.stderr.lines().count(),
+            1,
+            "{args:?}: not one line: {}",
+            r.stderr
+        );
     }
 }
 

@@ -377,6 +377,16 @@ fn bad_input_is_refused_with_its_code_and_the_file_is_untouched() {
         r.stderr
     );
     assert_eq!(repo.read(cp), before);
+    // JSON that starts with '-' is a value, not a flag.
+    let r =
+        run(tractatus(&repo.path()).args(["--redis", &url, "state", "set", cp, "/budget", "-1"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        repo.read(cp).contains("\"budget\": -1,"),
+        "{}",
+        repo.read(cp)
+    );
+    let before = repo.read(cp);
     // A filter exiting 2 (which would block a Claude Code hook) or with one of our codes: 65.
     for code in ["2", "69", "75", "76"] {
         let r = run(tractatus(&repo.path()).args([

@@ -18,8 +18,9 @@
 -- ARGV[11] quarantine in ms: a node seen without KEYS[6] refuses grants this long, so that a
 --          master that restarted empty cannot hand out a lease it forgot (0 = off)
 -- ARGV[12] PID namespace of the requester ("" when unknown): a stale-holder check compares it
--- Reply: granted {1, token}
---        refused {0, pttl_ms, holder field, value, field, value, ...}
+-- Reply: granted     {1, token}
+--        refused     {0, pttl_ms, holder field, value, field, value, ...}
+--        quarantined {2, ms until this node grants again}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
@@ -31,7 +32,7 @@ if quarantine > 0 then
     redis.call('SET', KEYS[6], ready)
   end
   if now < ready then
-    return {0, ready - now, 'session', '(this Redis node started empty: it grants no lease until its restart quarantine has passed)', 'host', '', 'pid', '0'}
+    return {2, ready - now}
   end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)

@@ -38,7 +38,7 @@ pub enum Error {
     },
 
     /// The lock stayed held by someone else for the whole wait.
-    #[error("timed out after {waited_ms} ms waiting for lock '{name}'{}", holder_suffix(.holder))]
+    #[error("timed out after {waited_ms} ms waiting for lock '{name}'{}{}", holder_suffix(.holder), note_suffix(.note))]
     Timeout {
         /// The lock's name.
         name: String,
@@ -46,6 +46,8 @@ pub enum Error {
         waited_ms: u128,
         /// Who held it when we gave up, when known.
         holder: Option<Box<HolderInfo>>,
+        /// What else stood in the way (masters in restart quarantine), when anything did.
+        note: Option<String>,
     },
 
     /// The lease ran out (or was taken) before the work was committed; nothing was written.
@@ -98,6 +100,13 @@ fn unavailable_message(
             "coordinator unavailable: only {reachable} of {total} Redis nodes reachable, {needed} needed ({})",
             detail.join("; ")
         )
+    }
+}
+
+fn note_suffix(note: &Option<String>) -> String {
+    match note {
+        Some(n) => format!(": {n}"),
+        None => String::new(),
     }
 }
 

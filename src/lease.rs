@@ -205,6 +205,7 @@ impl Coordinator {
         let waiter_id = uuid::Uuid::new_v4().simple().to_string();
         let mut wake: Option<SelectAll<crate::node::WakeStream>> = None;
         let mut last_holder: Option<HolderInfo> = None;
+        let mut note: Option<String> = None;
         let mut jitter = backon::ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(2))
             .with_max_delay(cfg.node_timeout.max(Duration::from_millis(20)))
@@ -264,6 +265,16 @@ impl Coordinator {
                     last_holder = holder.or(last_holder);
                     (jitter.next().unwrap_or(Duration::from_millis(5)), false)
                 }
+                Attempt::Quarantined { left, nodes } => {
+                    // Retrying sooner would only burn tokens and audit entries on the others.
+                    note = Some(format!(
+                        "{nodes} of {} Redis masters started empty and are in their restart \
+                         quarantine (the first grants again in {} ms)",
+                        quorum.nodes().len(),
+                        left.as_millis()
+                    ));
+                    (left + Duration::from_millis(1), false)
+                }
             };
             if let Some(p) = &opts.progress {
                 p.send_replace(last_holder.clone());
@@ -274,6 +285,7 @@ impl Coordinator {
                     name: name.to_owned(),
                     waited_ms: now.duration_since(started).as_millis(),
                     holder: last_holder.map(Box::new),
+                    note,
                 });
             }
             if wake.is_none() {

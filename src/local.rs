@@ -95,6 +95,7 @@ impl LocalBackend {
                     name: name.to_owned(),
                     waited_ms: started.elapsed().as_millis(),
                     holder: holder.clone().map(Box::new),
+                    note: None,
                 };
                 if Instant::now() >= deadline {
                     return Err(timeout());

@@ -42,6 +42,12 @@ pub enum GrantReply {
         /// This node's counter after the grant.
         token: u64,
     },
+    /// This node started empty (new, or restarted without its data) and grants nothing for a
+    /// while (see `lua/grant.lua`).
+    Quarantined {
+        /// Time until it grants again.
+        left: Duration,
+    },
     /// Someone else holds the lease on this node.
     Refused {
         /// Time left on the holder's lease on this node.

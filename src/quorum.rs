@@ -75,6 +75,14 @@ pub enum Attempt {
         /// The holder, when a node said.
         holder: Option<HolderInfo>,
     },
+    /// Too many nodes are in their restart quarantine for a majority; our votes were
+    /// released. Retry once the first of them is out.
+    Quarantined {
+        /// Time until the first quarantined node grants again.
+        left: Duration,
+        /// How many nodes are in quarantine.
+        nodes: usize,
+    },
     /// Some nodes granted but not a majority (contenders split the vote, or time ran out);
     /// our votes were released. Retry after a short random delay.
     Split {
@@ -154,13 +162,16 @@ impl<N: Node> Quorum<N> {
         let mut granted: Vec<(usize, u64)> = Vec::new();
         let mut refused: Vec<(Duration, HolderInfo)> = Vec::new();
         let mut causes: Vec<(String, String)> = Vec::new();
+        let mut quarantined: Vec<Duration> = Vec::new();
         while let Some((i, reply)) = pending.next().await {
             match reply {
                 Ok(GrantReply::Granted { token }) => granted.push((i, token)),
                 Ok(GrantReply::Refused { pttl, holder }) => refused.push((pttl, holder)),
+                Ok(GrantReply::Quarantined { left }) => quarantined.push(left),
                 Err(e) => causes.push((self.nodes[i].label(), e.cause)),
             }
-            if granted.len() >= need || refused.len() + causes.len() > n.saturating_sub(need) {
+            let against = refused.len() + causes.len() + quarantined.len();
+            if granted.len() >= need || against > n.saturating_sub(need) {
                 break;
             }
         }
@@ -199,6 +210,13 @@ impl<N: Node> Quorum<N> {
         } else if refused.len() >= need {
             let pttl = refused.iter().map(|r| r.0).min().unwrap_or_default();
             Attempt::Held { pttl, holder }
+        } else if !quarantined.is_empty()
+            && refused.len() + causes.len() + quarantined.len() > n.saturating_sub(need)
+        {
+            Attempt::Quarantined {
+                left: quarantined.iter().min().copied().unwrap_or_default(),
+                nodes: quarantined.len(),
+            }
         } else {
             Attempt::Split { holder }
         }
@@ -379,6 +397,8 @@ mod tests {
         Down,
         /// Honest, except that raising its counter fails (the connection drops).
         RaiseFails,
+        /// Started empty: refuses grants for this long (its restart quarantine).
+        Quarantined(Duration),
     }
 
     struct Fake {
@@ -409,7 +429,7 @@ mod tests {
         async fn gate(&self) -> Result<(), NodeError> {
             let mode = *self.mode.lock().unwrap();
             match mode {
-                Mode::Honest | Mode::RaiseFails => {
+                Mode::Honest | Mode::RaiseFails | Mode::Quarantined(_) => {
                     // Like a network round trip: every request is sent before any answer.
                     tokio::task::yield_now().await;
                     Ok(())
@@ -433,6 +453,9 @@ mod tests {
         }
         async fn grant(&self, req: &GrantRequest) -> Result<GrantReply, NodeError> {
             self.gate().await?;
+            if let Mode::Quarantined(left) = *self.mode.lock().unwrap() {
+                return Ok(GrantReply::Quarantined { left });
+            }
             let mut lease = self.lease.lock().unwrap();
             if let Some(owner) = lease.as_ref() {
                 return Ok(GrantReply::Refused {
@@ -645,6 +668,27 @@ mod tests {
             panic!("{got:?}")
         };
         assert!(token >= 10 && nodes[1].counter() >= token, "{token}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn masters_in_quarantine_say_how_long_instead_of_splitting_the_vote() {
+        let (q, nodes) = fakes(3);
+        nodes[1].set(Mode::Quarantined(Duration::from_millis(800)));
+        nodes[2].set(Mode::Quarantined(Duration::from_millis(300)));
+        let got = q.grant(&request("a", Duration::from_secs(10))).await;
+        assert_eq!(
+            got,
+            Attempt::Quarantined {
+                left: Duration::from_millis(300),
+                nodes: 2
+            }
+        );
+        // The healthy master's vote was given back.
+        assert!(nodes[0].lease.lock().unwrap().is_none());
+        // One quarantined master of three does not stop a majority.
+        nodes[1].set(Mode::Honest);
+        let got = q.grant(&request("b", Duration::from_secs(10))).await;
+        assert!(matches!(got, Attempt::Granted { .. }), "{got:?}");
     }
 
     #[tokio::test(start_paused = true)]

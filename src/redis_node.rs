@@ -278,6 +278,9 @@ fn parse_grant(v: Value) -> Option<GrantReply> {
         1 => Some(GrantReply::Granted {
             token: u64::try_from(int(items.get(1)?)?).ok()?,
         }),
+        2 => Some(GrantReply::Quarantined {
+            left: Duration::from_millis(u64::try_from(int(items.get(1)?)?).unwrap_or(0)),
+        }),
         0 => {
             let pttl = int(items.get(1)?)?;
             Some(GrantReply::Refused {

@@ -251,3 +251,47 @@ fn contended_acquires_on_three_masters_never_stall_for_a_ttl() {
         start.elapsed()
     );
 }
+
+#[test]
+fn masters_restarted_empty_are_waited_for_not_hammered() {
+    let mut servers = cluster(3);
+    let repo = Repo::new();
+    let urls = urls(&servers);
+    warm_up(&repo.path(), &urls);
+    let ns = std::fs::read_to_string(repo.file(".claude/tractatus-lock.toml")).unwrap();
+    let ns = ns.split('"').nth(1).unwrap().to_owned();
+    let fence = tractatus_lock::keys::LockKeys::new(&ns, "counter").fence;
+    let counter_of = |s: &RedisServer| s.cmd(&["GET", &fence]).parse::<u64>().unwrap_or(0);
+    servers[1].restart_empty();
+    servers[2].restart_empty();
+    let before = counter_of(&servers[0]);
+    let lock = |wait: &str| {
+        run(tractatus(&repo.path())
+            .env("TRACTATUS_REDIS", &urls)
+            .env("TRACTATUS_QUARANTINE", "1500ms")
+            .args([
+                "--ttl", "1s", "--wait", wait, "lock", "run", "--name", "counter", "--", "true",
+            ]))
+    };
+    // Two of three masters refuse for 1.5 s: no majority, and the message says why.
+    let r = lock("0");
+    assert_eq!(r.code, 75, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("2 of 3 Redis masters started empty"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    // Waiting goes through once the quarantine is over, without retrying all along.
+    let r = lock("10s");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let grants = counter_of(&servers[0]) - before;
+    println!(
+        "through after {:?}; {grants} grants on the healthy master",
+        r.elapsed
+    );
+    assert!(
+        grants <= 6,
+        "{grants} grants on the healthy master while it waited"
+    );
+}

@@ -43,8 +43,17 @@ fn file_stem(name: &str) -> String {
     name.replace('/', "%2F")
 }
 
+/// A failure of the lock files themselves: permissions or a full disk are the user's to fix
+/// (73, nothing written), anything else is ours (70).
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
-    Error::internal(format!("{what} {}: {e}", path.display()))
+    use std::io::ErrorKind::{PermissionDenied, QuotaExceeded, ReadOnlyFilesystem, StorageFull};
+    match e.kind() {
+        PermissionDenied | StorageFull | QuotaExceeded | ReadOnlyFilesystem => Error::CannotWrite {
+            path: path.to_owned(),
+            source: std::io::Error::new(e.kind(), format!("{what}: {e}")),
+        },
+        _ => Error::internal(format!("{what} {}: {e}", path.display())),
+    }
 }
 
 impl LocalBackend {

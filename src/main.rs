@@ -226,7 +226,12 @@ struct Context {
 
 async fn dispatch(cli: Cli) -> Result<i32> {
     if let Command::Session(SessionCommand::New) = cli.command {
-        println!("{}", tractatus_lock::holder::new_session_id());
+        let id = tractatus_lock::holder::new_session_id();
+        if cli.global.json {
+            println!("{}", serde_json::json!({ "session": id }));
+        } else {
+            println!("{id}");
+        }
         return Ok(0);
     }
     let cwd = std::env::current_dir()

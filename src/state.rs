@@ -647,7 +647,8 @@ fn apply(doc: &mut Value, edit: Edit, name: &str) -> Result<()> {
                 kind(other)
             ))),
             None => Err(Error::bad_data(format!(
-                "{name}: no value at {p}; nothing written"
+                "{name}: no array at {p} to append to; nothing written (create it once with \
+                 `tractatus state set {name} {p} '[]'`)"
             ))),
         },
         Edit::Set(p, value) => {

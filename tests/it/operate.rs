@@ -254,6 +254,10 @@ fn session_new_prints_a_uuid_v7() {
     assert_eq!(id.get_version_num(), 7);
     let r2 = run(tractatus(&repo.path()).args(["session", "new"]));
     assert_ne!(r.stdout, r2.stdout);
+    let r = run(tractatus(&repo.path()).args(["--json", "session", "new"]));
+    let v = json(&r.stdout);
+    let id = uuid::Uuid::parse_str(v["session"].as_str().unwrap()).unwrap();
+    assert_eq!(id.get_version_num(), 7);
 }
 
 #[test]

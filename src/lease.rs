@@ -79,9 +79,20 @@ impl Coordinator {
             ));
         }
         let tls_ca = match &config.tls_ca_file {
-            Some(path) => Some(std::fs::read(path).map_err(|e| {
-                Error::usage(format!("cannot read TLS CA file {}: {e}", path.display()))
-            })?),
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    Error::usage(format!("cannot read TLS CA file {}: {e}", path.display()))
+                })?;
+                // Checked here: a file with no certificate would otherwise fail later as a
+                // handshake error that does not name it.
+                if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+                    return Err(Error::usage(format!(
+                        "TLS CA file {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                        path.display()
+                    )));
+                }
+                Some(pem)
+            }
             None => None,
         };
         let nodes = config
@@ -281,6 +292,24 @@ impl Coordinator {
             }
             let now = Instant::now();
             if now >= deadline {
+                if wake.is_some() {
+                    // We registered as a waiter: leave, so `lock status` stops counting us.
+                    let leave: FuturesUnordered<_> = quorum
+                        .nodes()
+                        .iter()
+                        .map(|node| {
+                            let (set, id) = (&keys.waiters, &waiter_id);
+                            node.call(move |mut c| async move {
+                                redis::cmd("ZREM")
+                                    .arg(set)
+                                    .arg(id)
+                                    .query_async::<i64>(&mut c)
+                                    .await
+                            })
+                        })
+                        .collect();
+                    leave.collect::<Vec<_>>().await;
+                }
                 return Err(Error::Timeout {
                     name: name.to_owned(),
                     waited_ms: now.duration_since(started).as_millis(),

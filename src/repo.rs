@@ -216,7 +216,10 @@ pub fn work_dir(root: &Path) -> Result<PathBuf> {
     if !dir.join(".gitignore").exists() {
         std::fs::create_dir_all(&dir)
             .and_then(|()| std::fs::write(dir.join(".gitignore"), "*\n"))
-            .map_err(|e| Error::internal(format!("cannot create {}: {e}", dir.display())))?;
+            .map_err(|source| Error::CannotWrite {
+                path: dir.clone(),
+                source,
+            })?;
     }
     Ok(dir)
 }

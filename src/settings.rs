@@ -63,6 +63,20 @@ pub fn resolve(
             .transpose()
     };
 
+    // The config file is committed: a password there is a leak, whatever overrides it today.
+    if let Some(u) = file
+        .redis
+        .iter()
+        .flatten()
+        .find(|u| crate::config::redact(u) != **u)
+    {
+        return Err(Error::usage(format!(
+            "{} holds a password in `redis = [...]` ({}); that file is committed: remove it and \
+             use TRACTATUS_REDIS_PASSWORD or TRACTATUS_REDIS_PASSWORD_FILE",
+            crate::repo::CONFIG_FILE,
+            crate::config::redact(u)
+        )));
+    }
     let urls: Vec<String> = if !flags.redis.is_empty() {
         flags.redis.clone()
     } else if let Some(v) = env("TRACTATUS_REDIS").filter(|v| !v.trim().is_empty()) {
@@ -216,6 +230,21 @@ mod tests {
         assert_eq!(r.wait, Duration::from_secs(7));
         let r = resolve(&Flags::default(), &env, Some(tmp.path())).unwrap();
         assert_eq!(r.config.ttl, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn a_password_in_the_committed_config_file_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join(".claude")).unwrap();
+        std::fs::write(
+            tmp.path().join(".claude/tractatus-lock.toml"),
+            "namespace = \"n\"\nredis = [\"redis://:hunter2@h:1\"]\n",
+        )
+        .unwrap();
+        let e = resolve(&Flags::default(), &|_| None, Some(tmp.path())).unwrap_err();
+        assert_eq!(e.exit_code(), 64);
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert!(e.to_string().contains("TRACTATUS_REDIS_PASSWORD"), "{e}");
     }
 
     #[test]

@@ -478,10 +478,7 @@ impl FenceRecord {
         let dir = work_dir.join("fence");
         if !dir.is_dir() {
             if let Some(root) = work_dir.parent().and_then(Path::parent) {
-                repo::work_dir(root).map_err(|e| Error::CannotWrite {
-                    path: dir.clone(),
-                    source: std::io::Error::other(e.to_string()),
-                })?;
+                repo::work_dir(root)?;
             }
             std::fs::create_dir_all(&dir).map_err(|e| Error::CannotWrite {
                 path: dir.clone(),

@@ -118,6 +118,22 @@ fn status_shows_every_field_and_counts_waiters() {
     );
     let row = r.stdout.lines().nth(1).unwrap();
     assert!(row.starts_with(".claude/session-state.json  "), "{row}");
+    // A waiter that gives up (75) is no longer counted.
+    let r = run(tractatus(&repo.path()).args([
+        "--redis",
+        &url,
+        "--wait",
+        "300ms",
+        "lock",
+        "run",
+        "--name",
+        ".claude/session-state.json",
+        "--",
+        "true",
+    ]));
+    assert_eq!(r.code, 75, "{}", r.stderr);
+    let r = run(tractatus(&repo.path()).args(["--redis", &url, "--json", "lock", "status"]));
+    assert_eq!(json(&r.stdout)["locks"][0]["waiters"], 1, "{}", r.stdout);
 }
 
 #[test]
@@ -509,6 +525,16 @@ fn tls_with_a_self_signed_certificate_authority() {
     assert_eq!(r.code, 69, "{}", r.stderr);
     assert!(
         r.stderr.to_lowercase().contains("certificate"),
+        "{}",
+        r.stderr
+    );
+    // A CA file that holds no certificate is named as the problem (64), not a handshake.
+    let r = run(tractatus(&repo.path())
+        .env("TRACTATUS_REDIS_CA_FILE", p("srv.key"))
+        .args(["--redis", &url, "lock", "run", "--name", "t", "--", "true"]));
+    assert_eq!(r.code, 64, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("holds no PEM certificate"),
         "{}",
         r.stderr
     );

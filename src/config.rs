@@ -131,6 +131,16 @@ pub fn redact(url: &str) -> String {
     )
 }
 
+/// True when `url` carries a password (`user:password@` or `:password@`); a user name alone
+/// is not one.
+pub fn has_password(url: &str) -> bool {
+    let Some(i) = url.find("://") else {
+        return false;
+    };
+    let after = &url[i + 3..];
+    after.rfind('@').is_some_and(|at| after[..at].contains(':'))
+}
+
 /// Parse the Redis endpoints (flags or `TRACTATUS_REDIS`): none (local locks), one, or three
 /// and more (Redlock). Two are refused: a majority of two is both, so one failure stops all.
 pub fn parse_nodes<S: AsRef<str>>(urls: &[S]) -> Result<Vec<NodeUrl>> {
@@ -309,6 +319,8 @@ mod tests {
         );
         assert_eq!(redact("rediss://:s3cret@h:1"), "rediss://:***@h:1");
         assert_eq!(redact("redis://h:1"), "redis://h:1");
+        assert!(has_password("redis://alice:pw@h:1") && has_password("redis://:pw@h:1"));
+        assert!(!has_password("redis://alice@h:1") && !has_password("redis://h:1"));
         assert_eq!(redact("redis://u:pa/ss@h:1/0"), "redis://u:***@h:1/0");
         assert_eq!(
             redact("--redis=redis://:pw@h:1"),

@@ -72,6 +72,17 @@ pub enum Error {
         committed: u64,
     },
 
+    /// The state file changed between our read and our commit (a writer whose lease was broken
+    /// or ran out, or a program that takes no lock, wrote it); nothing was written.
+    #[error(
+        "{name} changed after it was read (another writer committed in between); nothing \
+         written: read it again and redo the change"
+    )]
+    Conflict {
+        /// The state file's lock name.
+        name: String,
+    },
+
     /// The state file could not be written; the old one is intact.
     #[error("cannot write {}: {source}", .path.display())]
     CannotWrite {
@@ -130,7 +141,10 @@ impl Error {
 
     /// The lease was lost or a newer holder already committed: nothing was written.
     pub fn is_lease_lost(&self) -> bool {
-        matches!(self, Error::LeaseLost { .. } | Error::Fenced { .. })
+        matches!(
+            self,
+            Error::LeaseLost { .. } | Error::Fenced { .. } | Error::Conflict { .. }
+        )
     }
 
     /// The data (state file, given JSON, command output) is malformed: nothing was written.
@@ -147,7 +161,7 @@ impl Error {
             Error::Internal(_) => 70,
             Error::CannotWrite { .. } => 73,
             Error::Timeout { .. } => 75,
-            Error::LeaseLost { .. } | Error::Fenced { .. } => 76,
+            Error::LeaseLost { .. } | Error::Fenced { .. } | Error::Conflict { .. } => 76,
         }
     }
 

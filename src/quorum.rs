@@ -210,13 +210,25 @@ impl<N: Node> Quorum<N> {
         } else if refused.len() >= need {
             let pttl = refused.iter().map(|r| r.0).min().unwrap_or_default();
             Attempt::Held { pttl, holder }
-        } else if !quarantined.is_empty()
-            && refused.len() + causes.len() + quarantined.len() > n.saturating_sub(need)
-        {
+        } else if quarantined.len() > n.saturating_sub(need) {
+            // The quarantined masters alone leave no majority: nothing to do until one is out.
             Attempt::Quarantined {
                 left: quarantined.iter().min().copied().unwrap_or_default(),
                 nodes: quarantined.len(),
             }
+        } else if !refused.is_empty()
+            && !quarantined.is_empty()
+            && refused.len() + causes.len() + quarantined.len() > n.saturating_sub(need)
+        {
+            // A holder and quarantined masters between them leave no majority: wait for the
+            // holder's release (an event) or the first end, of its lease or of a quarantine.
+            let pttl = refused
+                .iter()
+                .map(|r| r.0)
+                .chain(quarantined.iter().copied())
+                .min()
+                .unwrap_or_default();
+            Attempt::Held { pttl, holder }
         } else {
             Attempt::Split { holder }
         }
@@ -689,6 +701,29 @@ mod tests {
         nodes[1].set(Mode::Honest);
         let got = q.grant(&request("b", Duration::from_secs(10))).await;
         assert!(matches!(got, Attempt::Granted { .. }), "{got:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_holder_and_a_quarantine_together_mean_waiting_for_the_holder() {
+        let (q, nodes) = fakes(3);
+        // "x" holds on master 0 only; master 2 is quarantined for 10 s; master 1 is free.
+        *nodes[0].lease.lock().unwrap() = Some("x".into());
+        nodes[2].set(Mode::Quarantined(Duration::from_secs(10)));
+        let got = q.grant(&request("c", Duration::from_secs(10))).await;
+        // Its release (an event) or its lease's end comes first, not the whole quarantine.
+        let Attempt::Held { pttl, holder } = got else {
+            panic!("{got:?}")
+        };
+        assert_eq!(
+            pttl,
+            Duration::from_millis(500),
+            "the fake's lease time left"
+        );
+        assert_eq!(holder.map(|h| h.owner), Some("x".to_owned()));
+        assert!(
+            nodes[1].lease.lock().unwrap().is_none(),
+            "our vote was given back"
+        );
     }
 
     #[tokio::test(start_paused = true)]

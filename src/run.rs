@@ -97,6 +97,8 @@ pub async fn supervise(
     });
     tokio::pin!(lost, expiring);
     let mut warned: Option<String> = None;
+    // On a hang-up the terminal is gone before we handle SIGHUP: decide from the start.
+    let foreground_at_start = terminal_delivers_to_child();
     // The command and its descendants when it was first sent SIGTERM: killed at the end, so a
     // worker whose parent already exited is not missed.
     let mut tree: Vec<(u32, u64)> = Vec::new();
@@ -158,7 +160,7 @@ pub async fn supervise(
             // itself (it shares our process group): forwarding it would deliver it twice.
             _ = sigint.recv() => if !terminal_delivers_to_child() { forward(&child, Signal::SIGINT) },
             _ = sigterm.recv() => forward(&child, Signal::SIGTERM),
-            _ = sighup.recv() => if !terminal_delivers_to_child() { forward(&child, Signal::SIGHUP) },
+            _ = sighup.recv() => if !foreground_at_start { forward(&child, Signal::SIGHUP) },
         }
     }
 }

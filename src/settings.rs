@@ -68,7 +68,7 @@ pub fn resolve(
         .redis
         .iter()
         .flatten()
-        .find(|u| crate::config::redact(u) != **u)
+        .find(|u| crate::config::has_password(u))
     {
         return Err(Error::usage(format!(
             "{} holds a password in `redis = [...]` ({}); that file is committed: remove it and \

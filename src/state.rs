@@ -191,7 +191,26 @@ impl StateFile {
     }
 
     /// Apply `edit` under the lease and commit it atomically with a fencing check.
+    ///
+    /// When the file changed under us (someone wrote it outside our lease), `set`, `append` and
+    /// `merge` are redone once on the new document; `update` is not (its command may have done
+    /// more than print), and ends in [`Error::Conflict`].
     pub async fn write(
+        &self,
+        coordinator: &Coordinator,
+        opts: &AcquireOptions,
+        edit: Edit,
+    ) -> Result<WriteOutcome> {
+        if matches!(edit, Edit::Update(_)) {
+            return self.write_once(coordinator, opts, edit).await;
+        }
+        match self.write_once(coordinator, opts, edit.clone()).await {
+            Err(Error::Conflict { .. }) => self.write_once(coordinator, opts, edit).await,
+            other => other,
+        }
+    }
+
+    async fn write_once(
         &self,
         coordinator: &Coordinator,
         opts: &AcquireOptions,
@@ -232,7 +251,6 @@ impl StateFile {
     ) -> Result<WriteOutcome> {
         self.remove_abandoned_temp_files(lease);
         let token = lease.token();
-        let seen = Version::of(&self.path);
         let (old, mode) = self.load()?;
         let new_doc = match edit {
             Edit::Update(argv) => {
@@ -267,7 +285,7 @@ impl StateFile {
         if old.as_deref() == Some(text.as_bytes()) {
             return Ok(WriteOutcome::Unchanged { token });
         }
-        let window = self.commit(lease, fence, &seen, text.as_bytes(), mode)?;
+        let window = self.commit(lease, fence, old.as_deref(), text.as_bytes(), mode)?;
         Ok(WriteOutcome::Committed { token, window })
     }
 
@@ -311,7 +329,7 @@ impl StateFile {
         &self,
         lease: &Lease,
         fence: &FenceRecord,
-        seen: &Version,
+        read: Option<&[u8]>,
         bytes: &[u8],
         mode: Option<u32>,
     ) -> Result<Duration> {
@@ -339,15 +357,19 @@ impl StateFile {
         tmp.as_file().sync_all().map_err(cannot)?;
 
         let mut record = fence.lock()?;
-        // Compare and swap: the file must still be the one we read. A writer whose lease was
-        // broken or expired may have committed in between (its token was above the record then);
-        // writing over it would lose its update, so we refuse and the caller redoes the change.
-        if Version::of(&self.path) != *seen {
-            return Err(Error::LeaseLost {
+        // Compare and swap: the file must still hold what we read. A writer whose lease was
+        // broken or ran out may have committed in between (its token was above the record then),
+        // or a program that takes no lock may have written it; writing over that would lose its
+        // update, so we refuse and the change is redone on the new document. Bytes, not
+        // metadata: a same-size rewrite within one coarse mtime tick would pass a stat check.
+        let now = match std::fs::read(&self.path) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(cannot(e)),
+        };
+        if now.as_deref() != read {
+            return Err(Error::Conflict {
                 name: self.name.clone(),
-                reason: "the file changed after it was read (another writer committed in \
-                         between); nothing written, read it again and redo the change"
-                    .into(),
             });
         }
         let committed = record.read()?;
@@ -444,23 +466,6 @@ fn temp_owner_tag() -> String {
 fn lease_max_age(lease: &Lease) -> Duration {
     let c = lease.config();
     c.max_hold.max(crate::config::DEFAULT_MAX_HOLD) + c.ttl.max(crate::config::DEFAULT_TTL)
-}
-
-/// What identifies one version of a state file: inode, size and modification time. A commit
-/// renames a new file into place (a new inode); a writer that rewrites in place changes the
-/// size or the modification time. `None` when the file does not exist.
-#[derive(Debug, PartialEq, Eq)]
-struct Version(Option<(u64, u64, u64, i64, i64)>);
-
-impl Version {
-    fn of(path: &Path) -> Self {
-        use std::os::unix::fs::MetadataExt;
-        Version(
-            std::fs::metadata(path)
-                .ok()
-                .map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec())),
-        )
-    }
 }
 
 /// The highest token committed to one state file, kept in the repository's working directory.

@@ -662,3 +662,38 @@ fn a_broken_writer_that_commits_first_is_not_overwritten_by_the_next() {
     }
     assert_eq!((a_code, b_code), (Some(0), Some(76)));
 }
+
+#[test]
+fn a_write_by_a_program_that_takes_no_lock_is_not_overwritten() {
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    let rel = ".claude/session-state.json";
+    repo.write(rel, "{\n  \"n\": 1\n}");
+    // While our update runs, a plain writer (like today's Node hooks) rewrites the file in place.
+    let r = run(tractatus(&repo.path())
+        .args([
+            "--redis",
+            &redis.url(),
+            "state",
+            "update",
+            rel,
+            "--",
+            "sh",
+            "-c",
+        ])
+        .arg(format!(
+            "cat > /dev/null; printf '{{\"n\": 2}}' > {}; echo '{{\"n\": 3}}'",
+            repo.file(rel).display()
+        )));
+    assert_eq!(r.code, 76, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("changed after it was read"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        repo.read(rel),
+        "{\"n\": 2}",
+        "the plain writer's update was lost"
+    );
+}

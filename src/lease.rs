@@ -609,8 +609,11 @@ impl Lease {
                     )));
                     return;
                 }
+                // Counted from the attempt's start, like the validity it buys: a slow renewal
+                // must not push the next one later and later.
+                let attempt = Instant::now();
                 next = if renew_once(&coordinator, &keys, &owner, &state).await {
-                    Instant::now() + ttl / 3
+                    attempt + ttl / 3
                 } else {
                     // Retry soon, but never past the end of validity.
                     (Instant::now() + ttl / 10).min(valid_until)

@@ -243,9 +243,7 @@ fn wrong_token_release_and_renew_change_nothing() {
     let repo = Repo::new();
     let pidfile = repo.file("holder.pid");
     let _holder = start_holder(&repo.path(), &redis.url(), "10s", "h", &pidfile);
-    let ns = std::fs::read_to_string(repo.file(".claude/tractatus-lock.toml")).unwrap();
-    let ns = ns.split('"').nth(1).unwrap().to_owned();
-    let keys = tractatus_lock::keys::LockKeys::new(&ns, "L");
+    let keys = repo.keys("L");
     let before_owner = redis.cmd(&["GET", &keys.lease]);
     let before_holder = redis.cmd(&["HGET", &keys.holder, "token"]);
     assert_ne!(before_owner, "(nil)");

@@ -256,8 +256,7 @@ fn the_log_keeps_events_in_order_and_is_capped() {
     assert!(r.stdout.starts_with("TIME (UTC)"), "{}", r.stdout);
     assert_eq!(r.stdout.lines().count(), 7);
     // The stream is capped (MAXLEN ~ 1000 per lock), so it cannot grow without bound.
-    let ns = std::fs::read_to_string(repo.file(".claude/tractatus-lock.toml")).unwrap();
-    let log_key = tractatus_lock::keys::LockKeys::new(ns.split('"').nth(1).unwrap(), "a").log;
+    let log_key = repo.keys("a").log;
     assert_eq!(redis.cmd(&["XLEN", &log_key]), "6");
 }
 

@@ -191,9 +191,7 @@ fn a_minority_restarted_empty_mid_run_keeps_tokens_increasing_and_holders_apart(
     let repo = Repo::new();
     let urls = urls(&servers);
     warm_up(&repo.path(), &urls);
-    let ns = std::fs::read_to_string(repo.file(".claude/tractatus-lock.toml")).unwrap();
-    let ns = ns.split('"').nth(1).unwrap().to_owned();
-    let fence = tractatus_lock::keys::LockKeys::new(&ns, "counter").fence;
+    let fence = repo.keys("counter").fence;
     let counter_of = |s: &RedisServer| s.cmd(&["GET", &fence]).parse::<u64>().unwrap_or(0);
     let mut restarts = 0;
     let t = contend(&repo, &urls, 8, 30, |done| {
@@ -258,9 +256,7 @@ fn masters_restarted_empty_are_waited_for_not_hammered() {
     let repo = Repo::new();
     let urls = urls(&servers);
     warm_up(&repo.path(), &urls);
-    let ns = std::fs::read_to_string(repo.file(".claude/tractatus-lock.toml")).unwrap();
-    let ns = ns.split('"').nth(1).unwrap().to_owned();
-    let fence = tractatus_lock::keys::LockKeys::new(&ns, "counter").fence;
+    let fence = repo.keys("counter").fence;
     let counter_of = |s: &RedisServer| s.cmd(&["GET", &fence]).parse::<u64>().unwrap_or(0);
     servers[1].restart_empty();
     servers[2].restart_empty();

@@ -201,6 +201,15 @@ impl Repo {
         std::fs::write(p, text).unwrap();
     }
 
+    /// The Redis keys of lock `name` in this repository's namespace (from the config file the
+    /// first use wrote).
+    pub fn keys(&self, name: &str) -> tractatus_lock::keys::LockKeys {
+        let toml = std::fs::read_to_string(self.file(".claude/tractatus-lock.toml")).unwrap();
+        let settings: toml::Table = toml.parse().unwrap();
+        let ns = settings["namespace"].as_str().unwrap();
+        tractatus_lock::keys::LockKeys::new(ns, name)
+    }
+
     pub fn read(&self, rel: &str) -> String {
         std::fs::read_to_string(self.file(rel)).unwrap()
     }

@@ -208,7 +208,7 @@ fn paused_holder_learns_it_lost_its_lease_and_its_command_is_stopped() {
     );
 
     signal(holder.0.id(), Signal::SIGCONT);
-    let status = wait_child(&mut holder, Duration::from_secs(10));
+    let status = holder.wait_code(Duration::from_secs(10));
     let mut stderr = String::new();
     use std::io::Read;
     holder
@@ -226,15 +226,6 @@ fn paused_holder_learns_it_lost_its_lease_and_its_command_is_stopped() {
         "the paused holder's command is gone",
         || !alive(cmd_pid),
     );
-}
-
-fn wait_child(g: &mut Guard, limit: Duration) -> Option<i32> {
-    let mut status = None;
-    wait_until(limit, "the process exits", || {
-        status = g.0.try_wait().unwrap();
-        status.is_some()
-    });
-    status.and_then(|s| s.code())
 }
 
 #[test]
@@ -530,7 +521,7 @@ fn a_lease_taken_first_stays_held_while_the_next_name_is_waited_for() {
         probes += 1;
     }
     assert!(probes >= 3, "only {probes} probes while B was held");
-    let status = wait_child(&mut both, Duration::from_secs(20));
+    let status = both.wait_code(Duration::from_secs(20));
     let (mut out, mut err) = (String::new(), String::new());
     use std::io::Read;
     both.0
@@ -596,7 +587,7 @@ while :; do sleep 0.02; done
     // Redis stops answering: renewals time out, the lease runs out within one TTL.
     redis.pause();
     let paused = Instant::now();
-    let status = wait_child(&mut holder, Duration::from_secs(10));
+    let status = holder.wait_code(Duration::from_secs(10));
     let took = paused.elapsed();
     redis.resume();
     let marks = std::fs::read_to_string(&marks).unwrap();
@@ -655,7 +646,7 @@ fn sigterm_and_sigint_are_forwarded_and_the_lock_is_released() {
             std::fs::read_to_string(&marks).is_ok_and(|s| s.contains("started"))
         });
         signal(g.0.id(), sig);
-        let status = wait_child(&mut g, Duration::from_secs(10));
+        let status = g.wait_code(Duration::from_secs(10));
         let noted = std::fs::read_to_string(&marks).unwrap();
         assert_eq!(status, Some(code), "{sig}: {noted:?}");
         assert_eq!(noted.matches(mark).count(), 1, "{sig}: {noted:?}");
@@ -694,7 +685,7 @@ fn ctrl_c_at_a_terminal_reaches_the_command_once() {
     });
     // Ctrl-C typed at the terminal.
     g.0.stdin.as_mut().unwrap().write_all(b"\x03").unwrap();
-    let status = wait_child(&mut g, Duration::from_secs(10));
+    let status = g.wait_code(Duration::from_secs(10));
     let noted = std::fs::read_to_string(&marks).unwrap();
     assert_eq!(noted.matches("int").count(), 1, "{noted:?}");
     assert_eq!(status, Some(0), "{noted:?}");
@@ -736,7 +727,7 @@ fn a_command_whose_lock_was_broken_under_it_exits_76() {
     // Someone else takes it while the first command still runs.
     let r = try_lock(&repo.path(), &redis.url(), ["--name", "BR"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let status = wait_child(&mut holder, Duration::from_secs(10));
+    let status = holder.wait_code(Duration::from_secs(10));
     let mut stderr = String::new();
     use std::io::Read;
     holder

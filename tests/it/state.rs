@@ -197,15 +197,11 @@ fn a_writer_paused_past_its_ttl_cannot_commit() {
 
     std::fs::write(work.path().join("go"), "").unwrap();
     signal(a.0.id(), Signal::SIGCONT);
-    let mut code = None;
-    wait_until(Duration::from_secs(10), "writer A exits", || {
-        code = a.0.try_wait().unwrap();
-        code.is_some()
-    });
+    let code = a.wait_code(Duration::from_secs(10));
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut a.0.stderr.take().unwrap(), &mut stderr).unwrap();
     println!("paused writer: {code:?}: {stderr}");
-    assert_eq!(code.unwrap().code(), Some(76), "{stderr}");
+    assert_eq!(code, Some(76), "{stderr}");
     assert_eq!(
         repo.read(".claude/session-state.json"),
         after_b,
@@ -595,7 +591,6 @@ fn writes_keep_the_node_layout_key_order_and_final_newline() {
         repo.read(".claude/fresh.json"),
         "{\n  \"session_id\": \"x\"\n}"
     );
-    let _ = Instant::now();
 }
 
 #[test]
@@ -642,15 +637,10 @@ fn a_broken_writer_that_commits_first_is_not_overwritten_by_the_next() {
         b_started.exists()
     });
     // A commits first (its token is above every committed one), then B tries to.
-    let code = |g: &mut Guard| {
-        let mut status = None;
-        wait_until(Duration::from_secs(20), "the writer exits", || {
-            status = g.0.try_wait().unwrap();
-            status.is_some()
-        });
-        status.and_then(|s| s.code())
-    };
-    let (a_code, b_code) = (code(&mut a), code(&mut b));
+    let (a_code, b_code) = (
+        a.wait_code(Duration::from_secs(20)),
+        b.wait_code(Duration::from_secs(20)),
+    );
     let doc: serde_json::Value = serde_json::from_str(&repo.read(rel)).unwrap();
     println!("A exit {a_code:?}, B exit {b_code:?}, file {doc}");
     // Whoever reported success has its change in the file: no update is lost silently.

@@ -299,6 +299,19 @@ impl Drop for Guard {
     }
 }
 
+impl Guard {
+    /// Wait (at most `limit`, else the test fails) for the process to exit; its exit code, or
+    /// `None` when a signal ended it.
+    pub fn wait_code(&mut self, limit: Duration) -> Option<i32> {
+        let mut status = None;
+        wait_until(limit, "the process exits", || {
+            status = self.0.try_wait().unwrap();
+            status.is_some()
+        });
+        status.and_then(|s| s.code())
+    }
+}
+
 /// A process the test did not spawn itself (a command started by `tractatus lock run`, left
 /// behind when the test SIGKILLs its `tractatus`): SIGKILLed on drop if it still runs.
 pub struct KillPid(pub u32);

@@ -8,7 +8,10 @@
 //! - [`node`]: the [`node::Node`] trait, the seam between quorum logic and Redis.
 //! - [`redis_node`]: a node that is a real Redis, running the Lua scripts of `lua/`.
 //! - [`quorum`]: Redlock arithmetic (majority, validity, drift) and monotonic fencing tokens.
-//! - [`lease`]: [`Coordinator`] and [`Lease`]: acquire on events, renew, notice loss, release.
+//! - [`options`]: [`AcquireOptions`]: how long to wait, and where wait feedback goes.
+//! - [`connect`]: building a [`Coordinator`]: Redis nodes (TLS included) or local file locks.
+//! - [`acquire`]: the wait loop: release events, takeover of a gone holder, jitter, quarantine.
+//! - [`lease`]: a held [`Lease`]: token, renewal, loss and expiry, release.
 //! - [`local`]: the one-machine backend on `flock`.
 //! - [`holder`]: who holds a lock, and whether a holder on this host is gone.
 //! - [`repo`]: repository root, lock names of files, namespace and the config file.
@@ -37,7 +40,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod acquire;
 pub mod config;
+pub mod connect;
 pub mod error;
 pub mod holder;
 pub mod keys;
@@ -45,6 +50,7 @@ pub mod lease;
 pub mod local;
 pub mod node;
 pub mod ops;
+pub mod options;
 pub mod quorum;
 pub mod redis_node;
 pub mod repo;
@@ -53,6 +59,8 @@ pub mod settings;
 pub mod state;
 
 pub use config::Config;
+pub use connect::Coordinator;
 pub use error::{Error, Result};
 pub use holder::{HolderInfo, Identity};
-pub use lease::{AcquireOptions, Coordinator, FencingToken, Lease, LeaseState};
+pub use lease::{FencingToken, Lease, LeaseState};
+pub use options::AcquireOptions;

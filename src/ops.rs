@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use redis::Value;
 use serde::Serialize;
 
+use crate::connect::{Backend, Coordinator};
 use crate::error::{Error, Result};
 use crate::holder::HolderInfo;
 use crate::keys::{LockKeys, lease_pattern, log_pattern, name_from_key};
-use crate::lease::{Backend, Coordinator};
 use crate::redis_node::{INSPECT, RedisNode, pairs, text};
 
 /// One held lock, as `lock status` shows it. `lock status --json` prints

@@ -1,0 +1,236 @@
+//! The acquire/wait loop: try the quorum, and while the lock is held wait for a release event
+//! (pub/sub), the holder's TTL, or a short jitter after a split vote; take over a holder on
+//! this host whose process is gone; wait out a restart quarantine; leave the waiter set when
+//! giving up.
+
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use futures_util::StreamExt;
+use futures_util::stream::{FuturesUnordered, SelectAll};
+use tokio::time::Instant;
+
+use crate::config::check_lock_name;
+use crate::connect::{Backend, Coordinator};
+use crate::error::{Error, Result};
+use crate::holder::HolderInfo;
+use crate::keys::LockKeys;
+use crate::lease::{Lease, LeaseState};
+use crate::node::GrantRequest;
+use crate::options::AcquireOptions;
+use crate::quorum::{Attempt, Quorum};
+use crate::redis_node::RedisNode;
+
+impl Coordinator {
+    /// Take lock `name` without waiting: fails with [`Error::Timeout`] when it is held.
+    pub async fn try_acquire(&self, name: &str) -> Result<Lease> {
+        self.acquire(name, &AcquireOptions::default()).await
+    }
+
+    /// Take lock `name`, waiting up to `opts.wait` for its holder to release it.
+    ///
+    /// Waiting is driven by release events (Redis pub/sub, or the kernel for local locks); the
+    /// only timer is the holder's remaining TTL, so a crashed holder is taken over as soon as
+    /// its lease expires, and at once when it ran on this host and its process is gone.
+    ///
+    /// With local locks the wait is a `flock(2)` on a blocking thread; when the wait times out
+    /// that thread stays parked until the holder lets go, then drops the lock at once (it never
+    /// holds it for anyone). Many timed-out waits on a long-held lock park as many threads.
+    pub async fn acquire(&self, name: &str, opts: &AcquireOptions) -> Result<Lease> {
+        check_lock_name(name)?;
+        let deadline = far_deadline(Instant::now(), opts.wait);
+        let got = match &self.inner.backend {
+            Backend::Local(local) => local
+                .acquire(name, &self.inner.identity, opts, deadline)
+                .await
+                .map(|guard| Lease::local(self.clone(), name, guard)),
+            Backend::Redis(quorum) => self.acquire_redis(quorum, name, opts, deadline).await,
+        };
+        if let (Ok(_), Some(p)) = (&got, &opts.progress) {
+            // Nobody is in the way any more: feedback about a holder would be stale.
+            p.send_replace(None);
+        }
+        got
+    }
+
+    async fn acquire_redis(
+        &self,
+        quorum: &Quorum<RedisNode>,
+        name: &str,
+        opts: &AcquireOptions,
+        deadline: Instant,
+    ) -> Result<Lease> {
+        let cfg = &self.inner.config;
+        let started = Instant::now();
+        let keys = LockKeys::new(&cfg.namespace, name);
+        let waiter_id = uuid::Uuid::new_v4().simple().to_string();
+        let mut wake: Option<SelectAll<crate::node::WakeStream>> = None;
+        let mut last_holder: Option<HolderInfo> = None;
+        let mut note: Option<String> = None;
+        let mut jitter = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(2))
+            .with_max_delay(cfg.node_timeout.max(Duration::from_millis(20)))
+            .with_jitter()
+            .without_max_times()
+            .build();
+        loop {
+            let req = GrantRequest {
+                keys: keys.clone(),
+                owner: uuid::Uuid::new_v4().simple().to_string(),
+                ttl: cfg.ttl,
+                identity: self.inner.identity.clone(),
+                waiter: wake.as_ref().map(|_| waiter_id.clone()),
+                waiter_ttl: cfg.ttl.saturating_mul(2),
+                log_cap: cfg.log_cap,
+                quarantine: if cfg.is_redlock() {
+                    cfg.quarantine
+                } else {
+                    Duration::ZERO
+                },
+            };
+            // How long to wait before the next attempt, and whether a release event may cut it
+            // short (not after a split vote: the other contenders' releases would wake everyone
+            // at once and split the vote again).
+            let (pause, wake_early) = match quorum.grant(&req).await {
+                Attempt::Granted { token, valid_until } => {
+                    let state = LeaseState::Valid { valid_until };
+                    return Ok(Lease::redis(
+                        self.clone(),
+                        name,
+                        keys,
+                        req.owner,
+                        token,
+                        state,
+                    ));
+                }
+                Attempt::Unavailable { reachable, causes } => {
+                    return Err(Error::Unavailable {
+                        reachable,
+                        total: quorum.nodes().len(),
+                        needed: quorum.needed(),
+                        causes,
+                    });
+                }
+                Attempt::Held { pttl, holder } => {
+                    if let Some(h) = &holder
+                        && h.is_gone_from(&self.inner.identity)
+                        && self.evict(quorum, &keys, &h.owner, "takeover").await > 0
+                    {
+                        continue;
+                    }
+                    last_holder = holder.or(last_holder);
+                    // Wake a little after the holder's lease runs out, in case it never releases.
+                    (pttl + Duration::from_millis(1), true)
+                }
+                Attempt::Split { holder } => {
+                    last_holder = holder.or(last_holder);
+                    (jitter.next().unwrap_or(Duration::from_millis(5)), false)
+                }
+                Attempt::Quarantined { left, nodes } => {
+                    // Retrying sooner would only burn tokens and audit entries on the others.
+                    note = Some(format!(
+                        "{nodes} of {} Redis masters started empty and are in their restart \
+                         quarantine (the first grants again in {} ms)",
+                        quorum.nodes().len(),
+                        left.as_millis()
+                    ));
+                    (left + Duration::from_millis(1), false)
+                }
+            };
+            if let Some(p) = &opts.progress {
+                p.send_replace(last_holder.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                if wake.is_some() {
+                    // We registered as a waiter: leave, so `lock status` stops counting us.
+                    let leave: FuturesUnordered<_> = quorum
+                        .nodes()
+                        .iter()
+                        .map(|node| {
+                            let (set, id) = (&keys.waiters, &waiter_id);
+                            node.call(move |mut c| async move {
+                                redis::cmd("ZREM")
+                                    .arg(set)
+                                    .arg(id)
+                                    .query_async::<i64>(&mut c)
+                                    .await
+                            })
+                        })
+                        .collect();
+                    leave.collect::<Vec<_>>().await;
+                }
+                return Err(Error::Timeout {
+                    name: name.to_owned(),
+                    waited_ms: now.duration_since(started).as_millis(),
+                    holder: last_holder.map(Box::new),
+                    note,
+                });
+            }
+            if wake.is_none() {
+                // Subscribe before the next attempt, so a release between the two is not missed.
+                let (streams, _) = quorum.subscribe(&keys).await;
+                let mut all = SelectAll::new();
+                all.extend(streams);
+                wake = Some(all);
+                continue;
+            }
+            let until = deadline.min(now + pause);
+            if let Some(w) = wake.as_mut() {
+                tokio::select! {
+                    got = w.next(), if wake_early && !w.is_empty() => {
+                        if got.is_none() { wake = Some(SelectAll::new()); }
+                    }
+                    _ = tokio::time::sleep_until(until) => {}
+                }
+            }
+        }
+    }
+
+    /// Remove a lease whatever its owner (`expected_owner` empty) or only if it is
+    /// `expected_owner`'s, on every node; recorded in the lock's audit log as `event`.
+    /// Returns how many nodes removed it.
+    pub(crate) async fn evict(
+        &self,
+        quorum: &Quorum<RedisNode>,
+        keys: &LockKeys,
+        expected_owner: &str,
+        event: &str,
+    ) -> usize {
+        let id = &self.inner.identity;
+        let cap = self.inner.config.log_cap;
+        let all: FuturesUnordered<_> = quorum
+            .nodes()
+            .iter()
+            .map(|node| {
+                node.call(move |mut c| async move {
+                    crate::redis_node::EVICT
+                        .key(&keys.lease)
+                        .key(&keys.holder)
+                        .key(&keys.log)
+                        .arg(expected_owner)
+                        .arg(&keys.channel)
+                        .arg(cap)
+                        .arg(event)
+                        .arg(&id.session)
+                        .arg(&id.host)
+                        .arg(id.pid)
+                        .invoke_async::<i64>(&mut c)
+                        .await
+                })
+            })
+            .collect();
+        all.filter(|r| std::future::ready(matches!(r, Ok(1))))
+            .count()
+            .await
+    }
+}
+
+/// `start + wait`, or a deadline about thirty years out when that overflows (`Duration::MAX`
+/// means "wait for ever").
+pub(crate) fn far_deadline(start: Instant, wait: Duration) -> Instant {
+    start
+        .checked_add(wait)
+        .or_else(|| start.checked_add(Duration::from_secs(30 * 365 * 86_400)))
+        .unwrap_or(start)
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use backon::BackoffBuilder;
 use futures_util::StreamExt;
-use futures_util::stream::{FuturesUnordered, SelectAll};
+use futures_util::stream::SelectAll;
 use tokio::time::Instant;
 
 use crate::config::check_lock_name;
@@ -16,10 +16,9 @@ use crate::error::{Error, Result};
 use crate::holder::HolderInfo;
 use crate::keys::LockKeys;
 use crate::lease::{Lease, LeaseState};
-use crate::node::GrantRequest;
+use crate::node::{Eviction, GrantRequest};
 use crate::options::AcquireOptions;
 use crate::quorum::{Attempt, Quorum};
-use crate::redis_node::RedisNode;
 
 impl Coordinator {
     /// Take lock `name` without waiting: fails with [`Error::Timeout`] when it is held.
@@ -55,7 +54,7 @@ impl Coordinator {
 
     async fn acquire_redis(
         &self,
-        quorum: &Quorum<RedisNode>,
+        quorum: &Quorum,
         name: &str,
         opts: &AcquireOptions,
         deadline: Instant,
@@ -144,21 +143,7 @@ impl Coordinator {
             if now >= deadline {
                 if wake.is_some() {
                     // We registered as a waiter: leave, so `lock status` stops counting us.
-                    let leave: FuturesUnordered<_> = quorum
-                        .nodes()
-                        .iter()
-                        .map(|node| {
-                            let (set, id) = (&keys.waiters, &waiter_id);
-                            node.call(move |mut c| async move {
-                                redis::cmd("ZREM")
-                                    .arg(set)
-                                    .arg(id)
-                                    .query_async::<i64>(&mut c)
-                                    .await
-                            })
-                        })
-                        .collect();
-                    leave.collect::<Vec<_>>().await;
+                    quorum.leave(&keys, &waiter_id).await;
                 }
                 return Err(Error::Timeout {
                     name: name.to_owned(),
@@ -192,36 +177,19 @@ impl Coordinator {
     /// Returns how many nodes removed it.
     pub(crate) async fn evict(
         &self,
-        quorum: &Quorum<RedisNode>,
+        quorum: &Quorum,
         keys: &LockKeys,
         expected_owner: &str,
-        event: &str,
+        event: &'static str,
     ) -> usize {
-        let id = &self.inner.identity;
-        let cap = self.inner.config.log_cap;
-        let all: FuturesUnordered<_> = quorum
-            .nodes()
-            .iter()
-            .map(|node| {
-                node.call(move |mut c| async move {
-                    crate::redis_node::EVICT
-                        .key(&keys.lease)
-                        .key(&keys.holder)
-                        .key(&keys.log)
-                        .arg(expected_owner)
-                        .arg(&keys.channel)
-                        .arg(cap)
-                        .arg(event)
-                        .arg(&id.session)
-                        .arg(&id.host)
-                        .arg(id.pid)
-                        .invoke_async::<i64>(&mut c)
-                        .await
-                })
+        quorum
+            .evict(&Eviction {
+                keys: keys.clone(),
+                expected_owner: expected_owner.to_owned(),
+                event,
+                by: self.inner.identity.clone(),
+                log_cap: self.inner.config.log_cap,
             })
-            .collect();
-        all.filter(|r| std::future::ready(matches!(r, Ok(1))))
-            .count()
             .await
     }
 }

@@ -17,7 +17,7 @@ use crate::quorum::Quorum;
 use crate::redis_node::RedisNode;
 
 pub(crate) enum Backend {
-    Redis(Quorum<RedisNode>),
+    Redis(Quorum),
     Local(LocalBackend),
 }
 
@@ -59,10 +59,8 @@ impl Coordinator {
                 .map_err(|e| Error::usage(format!("{u}: {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
-        let quorum = Quorum::new(nodes);
-        let (n, need) = (quorum.nodes().len(), quorum.needed());
-        let mut pending: FuturesUnordered<_> = quorum
-            .nodes()
+        let (n, need) = (nodes.len(), crate::quorum::majority(nodes.len()));
+        let mut pending: FuturesUnordered<_> = nodes
             .iter()
             .map(|node| async move { (node.label(), node.connect().await) })
             .collect();
@@ -87,13 +85,26 @@ impl Coordinator {
                 causes,
             });
         }
-        Ok(Coordinator {
+        let nodes = nodes
+            .into_iter()
+            .map(|n| n as Arc<dyn Node>)
+            .collect::<Vec<_>>();
+        Ok(Self::with_nodes(config, identity, nodes))
+    }
+
+    /// A coordinator over `nodes`, which are taken as connected (tests run it on fakes).
+    pub(crate) fn with_nodes(
+        config: Config,
+        identity: Identity,
+        nodes: Vec<Arc<dyn Node>>,
+    ) -> Self {
+        Coordinator {
             inner: Arc::new(Inner {
                 config,
                 identity,
-                backend: Backend::Redis(quorum),
+                backend: Backend::Redis(Quorum::new(nodes)),
             }),
-        })
+        }
     }
 
     /// A coordinator for one machine: OS file locks in `lock_dir` (created when missing).

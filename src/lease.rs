@@ -16,7 +16,6 @@ use crate::connect::Backend;
 use crate::error::{Error, Result};
 use crate::keys::LockKeys;
 use crate::local::LocalGuard;
-use crate::node::Node;
 use crate::quorum::Renewal;
 
 // Kept here so `tractatus_lock::lease::{AcquireOptions, Coordinator, WaitProgress}` still name

@@ -39,7 +39,7 @@ use futures_util::stream::FuturesUnordered;
 
 use crate::holder::HolderInfo;
 use crate::keys::LockKeys;
-use crate::node::{GrantReply, GrantRequest, Node, NodeError, WakeStream};
+use crate::node::{Eviction, GrantReply, GrantRequest, Node, NodeError, WakeStream};
 
 /// Nodes needed for a majority of `n`.
 pub fn majority(n: usize) -> usize {
@@ -116,11 +116,11 @@ pub enum Renewal {
 }
 
 /// A set of independent nodes acting as one coordinator.
-pub struct Quorum<N> {
+pub struct Quorum<N: ?Sized = dyn Node> {
     nodes: Vec<Arc<N>>,
 }
 
-impl<N: Node> Quorum<N> {
+impl<N: Node + ?Sized> Quorum<N> {
     /// A quorum over `nodes` (at least one).
     pub fn new(nodes: Vec<Arc<N>>) -> Self {
         Quorum { nodes }
@@ -369,6 +369,20 @@ impl<N: Node> Quorum<N> {
         (confirmed, denied)
     }
 
+    /// Remove a lease on every node as `ev` says. Returns how many nodes removed it.
+    pub async fn evict(&self, ev: &Eviction) -> usize {
+        let all: FuturesUnordered<_> = self.nodes.iter().map(|n| n.evict(ev)).collect();
+        all.filter(|r| std::future::ready(matches!(r, Ok(true))))
+            .count()
+            .await
+    }
+
+    /// Leave the lock's waiter set on every node (best effort: a registration also expires).
+    pub async fn leave(&self, keys: &LockKeys, waiter: &str) {
+        let all: FuturesUnordered<_> = self.nodes.iter().map(|n| n.leave(keys, waiter)).collect();
+        all.collect::<Vec<_>>().await;
+    }
+
     /// Listen for releases of one lock on every node that answers.
     pub async fn subscribe(&self, keys: &LockKeys) -> (Vec<WakeStream>, Vec<NodeError>) {
         let all: FuturesUnordered<_> = self.nodes.iter().map(|n| n.subscribe(keys)).collect();
@@ -394,6 +408,7 @@ mod tests {
 
     use super::*;
     use crate::holder::Identity;
+    use crate::node::NodeFuture;
 
     const NODE_TIMEOUT: Duration = Duration::from_millis(50);
 
@@ -463,50 +478,69 @@ mod tests {
         fn label(&self) -> String {
             "fake".into()
         }
-        async fn grant(&self, req: &GrantRequest) -> Result<GrantReply, NodeError> {
-            self.gate().await?;
-            if let Mode::Quarantined(left) = *self.mode.lock().unwrap() {
-                return Ok(GrantReply::Quarantined { left });
-            }
-            let mut lease = self.lease.lock().unwrap();
-            if let Some(owner) = lease.as_ref() {
-                return Ok(GrantReply::Refused {
-                    pttl: Duration::from_millis(500),
-                    holder: HolderInfo {
-                        owner: owner.clone(),
-                        ..Default::default()
-                    },
-                });
-            }
-            *lease = Some(req.owner.clone());
-            let mut c = self.counter.lock().unwrap();
-            *c += 1;
-            Ok(GrantReply::Granted { token: *c })
+        fn grant<'a>(&'a self, req: &'a GrantRequest) -> NodeFuture<'a, GrantReply> {
+            Box::pin(async move {
+                self.gate().await?;
+                if let Mode::Quarantined(left) = *self.mode.lock().unwrap() {
+                    return Ok(GrantReply::Quarantined { left });
+                }
+                let mut lease = self.lease.lock().unwrap();
+                if let Some(owner) = lease.as_ref() {
+                    return Ok(GrantReply::Refused {
+                        pttl: Duration::from_millis(500),
+                        holder: HolderInfo {
+                            owner: owner.clone(),
+                            ..Default::default()
+                        },
+                    });
+                }
+                *lease = Some(req.owner.clone());
+                let mut c = self.counter.lock().unwrap();
+                *c += 1;
+                Ok(GrantReply::Granted { token: *c })
+            })
         }
-        async fn renew(&self, _: &LockKeys, owner: &str, _: Duration) -> Result<bool, NodeError> {
-            self.gate().await?;
-            Ok(self.lease.lock().unwrap().as_deref() == Some(owner))
+        fn renew<'a>(
+            &'a self,
+            _: &'a LockKeys,
+            owner: &'a str,
+            _: Duration,
+        ) -> NodeFuture<'a, bool> {
+            Box::pin(async move {
+                self.gate().await?;
+                Ok(self.lease.lock().unwrap().as_deref() == Some(owner))
+            })
         }
-        async fn release(&self, _: &LockKeys, owner: &str, _: u32) -> Result<bool, NodeError> {
-            self.gate().await?;
-            let mut lease = self.lease.lock().unwrap();
-            if lease.as_deref() == Some(owner) {
-                *lease = None;
-                return Ok(true);
-            }
-            Ok(false)
+        fn release<'a>(&'a self, _: &'a LockKeys, owner: &'a str, _: u32) -> NodeFuture<'a, bool> {
+            Box::pin(async move {
+                self.gate().await?;
+                let mut lease = self.lease.lock().unwrap();
+                if lease.as_deref() == Some(owner) {
+                    *lease = None;
+                    return Ok(true);
+                }
+                Ok(false)
+            })
         }
-        async fn raise(&self, _: &LockKeys, token: u64) -> Result<u64, NodeError> {
-            self.gate().await?;
-            if *self.mode.lock().unwrap() == Mode::RaiseFails {
-                return Err(NodeError::new("connection reset"));
-            }
-            let mut c = self.counter.lock().unwrap();
-            *c = (*c).max(token);
-            Ok(*c)
+        fn raise<'a>(&'a self, _: &'a LockKeys, token: u64) -> NodeFuture<'a, u64> {
+            Box::pin(async move {
+                self.gate().await?;
+                if *self.mode.lock().unwrap() == Mode::RaiseFails {
+                    return Err(NodeError::new("connection reset"));
+                }
+                let mut c = self.counter.lock().unwrap();
+                *c = (*c).max(token);
+                Ok(*c)
+            })
         }
-        async fn subscribe(&self, _: &LockKeys) -> Result<WakeStream, NodeError> {
-            Ok(Box::pin(futures_util::stream::pending()))
+        fn subscribe<'a>(&'a self, _: &'a LockKeys) -> NodeFuture<'a, WakeStream> {
+            Box::pin(async move { Ok(Box::pin(futures_util::stream::pending()) as WakeStream) })
+        }
+        fn evict<'a>(&'a self, _: &'a Eviction) -> NodeFuture<'a, bool> {
+            Box::pin(async { Ok(false) })
+        }
+        fn leave<'a>(&'a self, _: &'a LockKeys, _: &'a str) -> NodeFuture<'a, ()> {
+            Box::pin(async { Ok(()) })
         }
     }
 

@@ -202,3 +202,211 @@ pub(crate) fn far_deadline(start: Instant, wait: Duration) -> Instant {
         .or_else(|| start.checked_add(Duration::from_secs(30 * 365 * 86_400)))
         .unwrap_or(start)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The wait loop on fake nodes and tokio's paused clock: a wait of seconds costs nothing,
+    //! and "at once" means no timer had to ring.
+
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use crate::fake_node::{Mode, coordinator};
+    use crate::holder::HolderInfo;
+    use crate::{AcquireOptions, Error};
+
+    const TTL: Duration = Duration::from_secs(10);
+
+    fn stranger() -> HolderInfo {
+        HolderInfo {
+            session: "s".into(),
+            host: "elsewhere".into(),
+            pid: 1,
+            ..HolderInfo::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_woken_by_a_release_acquires_without_a_polling_delay() {
+        let (c, fakes) = coordinator(1, TTL);
+        fakes[0].hold("other", Duration::from_secs(60), stranger());
+        let start = Instant::now();
+        let waiter = tokio::spawn({
+            let c = c.clone();
+            async move {
+                let lease = c
+                    .acquire("L", &AcquireOptions::wait(Duration::from_secs(120)))
+                    .await;
+                (lease, Instant::now())
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            fakes[0].state().waiters.len() == 1,
+            "the waiter did not register"
+        );
+        let grants_before = fakes[0].state().grants;
+        assert!(fakes[0].release_now("other"));
+        let (lease, at) = waiter.await.unwrap();
+        let lease = lease.unwrap();
+        assert_eq!(
+            at - start,
+            Duration::from_secs(1),
+            "the waiter did not take the lock the moment it was released"
+        );
+        assert_eq!(fakes[0].state().grants, grants_before + 1, "it polled");
+        assert!(fakes[0].state().waiters.is_empty());
+        lease.release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gone_holder_on_this_host_is_taken_over_at_once() {
+        let (c, fakes) = coordinator(1, TTL);
+        let me = c.identity().clone();
+        // Our own pid, started at another time: a process that is gone, its pid reused.
+        let gone = HolderInfo {
+            session: "crashed".into(),
+            host: me.host.clone(),
+            pid: me.pid,
+            pid_start: Some(me.pid_start.unwrap_or(0) + 1),
+            pid_ns: me.pid_ns.clone(),
+            ..HolderInfo::default()
+        };
+        fakes[0].hold("crashed", Duration::from_secs(60), gone);
+        let start = Instant::now();
+        let lease = c
+            .acquire("L", &AcquireOptions::wait(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        assert_eq!(start.elapsed(), Duration::ZERO, "waited for the TTL");
+        assert_eq!(fakes[0].state().evictions, ["takeover"]);
+        assert_ne!(fakes[0].owner().as_deref(), Some("crashed"));
+        lease.release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_live_holder_elsewhere_is_not_taken_over() {
+        let (c, fakes) = coordinator(1, TTL);
+        fakes[0].hold("other", Duration::from_secs(60), stranger());
+        let err = c.try_acquire("L").await.err().unwrap();
+        assert!(err.is_held(), "{err}");
+        assert!(fakes[0].state().evictions.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_that_runs_out_times_out_and_leaves_the_waiter_set() {
+        let (c, fakes) = coordinator(1, TTL);
+        fakes[0].hold("other", Duration::from_secs(60), stranger());
+        let start = Instant::now();
+        let err = c
+            .acquire("L", &AcquireOptions::wait(Duration::from_secs(5)))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+        assert_eq!(err.exit_code(), 75, "{err}");
+        let Error::Timeout { holder, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(holder.as_ref().map(|h| h.owner.as_str()), Some("other"));
+        let s = fakes[0].state();
+        assert!(s.registrations > 0, "it never registered as a waiter");
+        assert!(
+            s.waiters.is_empty(),
+            "still in the waiter set: {:?}",
+            s.waiters
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_holder_that_never_releases_is_taken_over_when_its_ttl_ends() {
+        let (c, fakes) = coordinator(1, TTL);
+        fakes[0].hold("other", Duration::from_secs(3), stranger());
+        let start = Instant::now();
+        let lease = c
+            .acquire("L", &AcquireOptions::wait(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_secs(3) && waited < Duration::from_millis(3010),
+            "{waited:?}"
+        );
+        lease.release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_split_vote_is_released_everywhere_and_retried() {
+        let (c, fakes) = coordinator(3, TTL);
+        // One master held by someone else, one dropping our first request, one free: our one
+        // vote is no majority.
+        fakes[0].hold("other", Duration::from_secs(60), stranger());
+        fakes[1].state().fail_grants = 1;
+        let start = Instant::now();
+        let lease = c
+            .acquire("L", &AcquireOptions::wait(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "the retry waited for the holder: {:?}",
+            start.elapsed()
+        );
+        let first_owner = fakes[2].state().releases.first().cloned().unwrap();
+        for (i, f) in fakes.iter().enumerate() {
+            assert!(
+                f.state().releases.contains(&first_owner),
+                "the split attempt was not released on master {i}"
+            );
+        }
+        assert_ne!(fakes[2].owner(), Some(first_owner));
+        assert!(fakes[1].owner().is_some() && fakes[1].owner() == fakes[2].owner());
+        assert_eq!(fakes[0].owner().as_deref(), Some("other"));
+        lease.release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quarantine_is_waited_out_without_retrying_meanwhile() {
+        let (c, fakes) = coordinator(3, TTL);
+        let until = Instant::now() + Duration::from_secs(2);
+        fakes[1].set(Mode::QuarantinedUntil(until));
+        fakes[2].set(Mode::QuarantinedUntil(until));
+        let start = Instant::now();
+        let lease = c
+            .acquire("L", &AcquireOptions::wait(Duration::from_secs(10)))
+            .await
+            .unwrap();
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_secs(2) && waited < Duration::from_millis(2010),
+            "{waited:?}"
+        );
+        assert!(
+            fakes[0].state().grants <= 3,
+            "retried during the quarantine: {} grants",
+            fakes[0].state().grants
+        );
+        lease.release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quarantine_longer_than_the_wait_times_out_saying_why() {
+        let (c, fakes) = coordinator(3, TTL);
+        let until = Instant::now() + Duration::from_secs(20);
+        fakes[1].set(Mode::QuarantinedUntil(until));
+        fakes[2].set(Mode::QuarantinedUntil(until));
+        let err = c
+            .acquire("L", &AcquireOptions::wait(Duration::from_secs(1)))
+            .await
+            .err()
+            .unwrap();
+        let Error::Timeout { note, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert!(
+            note.as_deref().unwrap_or("").contains("quarantine"),
+            "{err}"
+        );
+    }
+}

@@ -358,3 +358,69 @@ impl Drop for Lease {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Keep-alive on fake nodes and tokio's paused clock.
+
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::fake_node::{Mode, coordinator};
+
+    const TTL: Duration = Duration::from_secs(3);
+
+    #[tokio::test(start_paused = true)]
+    async fn renewals_keep_the_lease_valid_for_many_ttls() {
+        let (c, fakes) = coordinator(3, TTL);
+        let mut lease = c.try_acquire("L").await.unwrap();
+        lease.keep_alive(Duration::from_secs(3600));
+        tokio::time::sleep(TTL * 10).await;
+        assert!(matches!(lease.state(), LeaseState::Valid { .. }));
+        // A renewal stops listening once a majority said yes.
+        assert!(fakes.iter().filter(|f| f.owner().is_some()).count() >= 2);
+        lease.release().await.unwrap();
+        assert!(fakes.iter().all(|f| f.owner().is_none()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failing_renewals_end_in_loss_when_validity_runs_out() {
+        let (c, fakes) = coordinator(1, TTL);
+        let mut lease = c.try_acquire("L").await.unwrap();
+        let start = Instant::now();
+        lease.keep_alive(Duration::from_secs(3600));
+        fakes[0].set(Mode::RenewalsFail);
+        let reason = lease.lost().await;
+        let after = start.elapsed();
+        assert!(reason.contains("validity ran out"), "{reason}");
+        assert!(
+            after <= TTL && after > TTL - Duration::from_millis(100),
+            "lost after {after:?}"
+        );
+        assert!(lease.check_valid().unwrap_err().is_lease_lost());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_taken_away_is_lost_at_the_next_renewal() {
+        let (c, fakes) = coordinator(1, TTL);
+        let mut lease = c.try_acquire("L").await.unwrap();
+        lease.keep_alive(Duration::from_secs(3600));
+        let start = Instant::now();
+        fakes[0].state().lease = None;
+        let reason = lease.lost().await;
+        assert!(reason.contains("no longer ours"), "{reason}");
+        assert_eq!(start.elapsed(), TTL / 3, "not noticed at the first renewal");
+        assert!(lease.release().await.unwrap_err().is_lease_lost());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keep_alive_stops_at_max_hold() {
+        let (c, _fakes) = coordinator(1, TTL);
+        let mut lease = c.try_acquire("L").await.unwrap();
+        lease.keep_alive(Duration::from_secs(5));
+        let reason = lease.lost().await;
+        assert!(reason.contains("--max-hold"), "{reason}");
+    }
+}

@@ -58,6 +58,9 @@ pub mod run;
 pub mod settings;
 pub mod state;
 
+#[cfg(test)]
+mod fake_node;
+
 pub use config::Config;
 pub use connect::Coordinator;
 pub use error::{Error, Result};

@@ -1,13 +1,14 @@
 //! The acquire/wait loop: try the quorum, and while the lock is held wait for a release event
 //! (pub/sub), the holder's TTL, or a short jitter after a split vote; take over a holder on
-//! this host whose process is gone; wait out a restart quarantine; leave the waiter set when
+//! this host whose process is gone; wait out a restart quarantine; ride out a coordinator that
+//! stops answering (reconnect, resubscribe) until the wait runs out; leave the waiter set when
 //! giving up.
 
 use std::time::Duration;
 
 use backon::BackoffBuilder;
 use futures_util::StreamExt;
-use futures_util::stream::SelectAll;
+use futures_util::stream::{BoxStream, SelectAll};
 use tokio::time::Instant;
 
 use crate::config::check_lock_name;
@@ -31,6 +32,10 @@ impl Coordinator {
     /// Waiting is driven by release events (Redis pub/sub, or the kernel for local locks); the
     /// only timer is the holder's remaining TTL, so a crashed holder is taken over as soon as
     /// its lease expires, and at once when it ran on this host and its process is gone.
+    ///
+    /// A coordinator that stops answering while we wait (a restart, a failover) is retried
+    /// a few times a second, with the subscriptions made again, until the wait runs out; only
+    /// then is it [`Error::Unavailable`]. Without a wait, it is reported at once.
     ///
     /// With local locks the wait is a `flock(2)` on a blocking thread; when the wait times out
     /// that thread stays parked until the holder lets go, then drops the lock at once (it never
@@ -63,22 +68,25 @@ impl Coordinator {
         let started = Instant::now();
         let keys = LockKeys::new(&cfg.namespace, name);
         let waiter_id = uuid::Uuid::new_v4().simple().to_string();
-        let mut wake: Option<SelectAll<crate::node::WakeStream>> = None;
+        let mut wake = Wake::default();
         let mut last_holder: Option<HolderInfo> = None;
         let mut note: Option<String> = None;
+        // Set while the last attempt found no quorum: what to report if the wait runs out so.
+        let mut unreachable: Option<Error> = None;
         let mut jitter = backon::ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(2))
             .with_max_delay(cfg.node_timeout.max(Duration::from_millis(20)))
             .with_jitter()
             .without_max_times()
             .build();
+        let mut reconnect = reconnect_backoff();
         loop {
             let req = GrantRequest {
                 keys: keys.clone(),
                 owner: uuid::Uuid::new_v4().simple().to_string(),
                 ttl: cfg.ttl,
                 identity: self.inner.identity.clone(),
-                waiter: wake.as_ref().map(|_| waiter_id.clone()),
+                waiter: wake.registered.then(|| waiter_id.clone()),
                 waiter_ttl: cfg.ttl.saturating_mul(2),
                 log_cap: cfg.log_cap,
                 quarantine: if cfg.is_redlock() {
@@ -90,7 +98,12 @@ impl Coordinator {
             // How long to wait before the next attempt, and whether a release event may cut it
             // short (not after a split vote: the other contenders' releases would wake everyone
             // at once and split the vote again).
-            let (pause, wake_early) = match quorum.grant(&req).await {
+            let attempt = quorum.grant(&req).await;
+            if !matches!(attempt, Attempt::Unavailable { .. }) {
+                unreachable = None;
+                reconnect = reconnect_backoff();
+            }
+            let (pause, wake_early) = match attempt {
                 Attempt::Granted { token, valid_until } => {
                     let state = LeaseState::Valid { valid_until };
                     return Ok(Lease::redis(
@@ -103,12 +116,16 @@ impl Coordinator {
                     ));
                 }
                 Attempt::Unavailable { reachable, causes } => {
-                    return Err(Error::Unavailable {
+                    // A blip (a restart, a failover) is ridden out until the wait runs out; the
+                    // subscriptions died with the connections, so they are made again.
+                    unreachable = Some(Error::Unavailable {
                         reachable,
                         total: quorum.nodes().len(),
                         needed: quorum.needed(),
                         causes,
                     });
+                    wake.lost_all();
+                    (reconnect.next().unwrap_or(RECONNECT_MAX), false)
                 }
                 Attempt::Held { pttl, holder } => {
                     if let Some(h) = &holder
@@ -141,9 +158,12 @@ impl Coordinator {
             }
             let now = Instant::now();
             if now >= deadline {
-                if wake.is_some() {
+                if wake.registered {
                     // We registered as a waiter: leave, so `lock status` stops counting us.
                     quorum.leave(&keys, &waiter_id).await;
+                }
+                if let Some(e) = unreachable {
+                    return Err(e);
                 }
                 return Err(Error::Timeout {
                     name: name.to_owned(),
@@ -152,22 +172,26 @@ impl Coordinator {
                     note,
                 });
             }
-            if wake.is_none() {
-                // Subscribe before the next attempt, so a release between the two is not missed.
-                let (streams, _) = quorum.subscribe(&keys).await;
-                let mut all = SelectAll::new();
-                all.extend(streams);
-                wake = Some(all);
-                continue;
+            if wake.live < quorum.needed() && unreachable.is_none() {
+                // Subscribe before the next attempt, so a release between the two is not
+                // missed. Attempt at once after a full subscription, or the first one (as
+                // before this waiter subscribed, it may be free by now).
+                let first = !wake.registered;
+                wake.subscribe(quorum, &keys).await;
+                if first || wake.live >= quorum.needed() {
+                    continue;
+                }
             }
             let until = deadline.min(now + pause);
-            if let Some(w) = wake.as_mut() {
-                tokio::select! {
-                    got = w.next(), if wake_early && !w.is_empty() => {
-                        if got.is_none() { wake = Some(SelectAll::new()); }
+            tokio::select! {
+                got = wake.streams.next(), if wake_early && !wake.streams.is_empty() => {
+                    // A subscription that ended (its connection dropped) is made again before
+                    // the next attempt.
+                    if got != Some(Some(())) {
+                        wake.live = wake.live.saturating_sub(1);
                     }
-                    _ = tokio::time::sleep_until(until) => {}
                 }
+                _ = tokio::time::sleep_until(until) => {}
             }
         }
     }
@@ -191,6 +215,55 @@ impl Coordinator {
                 log_cap: self.inner.config.log_cap,
             })
             .await
+    }
+}
+
+/// Longest pause between attempts while the coordinator is unreachable.
+const RECONNECT_MAX: Duration = Duration::from_millis(250);
+
+/// Pauses between attempts while no quorum answers: soon at first (a restart takes well under
+/// a second), then a few times a second, so a waiter neither hammers a dead node nor sleeps
+/// through its return.
+fn reconnect_backoff() -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(20))
+        .with_max_delay(RECONNECT_MAX)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// A waiter's release subscriptions, one per node that answered.
+#[derive(Default)]
+struct Wake {
+    /// Every subscription's events, and one `None` from each as it ends.
+    streams: SelectAll<BoxStream<'static, Option<()>>>,
+    /// Subscriptions still open.
+    live: usize,
+    /// True once we subscribed: from then on attempts register us as a waiter.
+    registered: bool,
+}
+
+impl Wake {
+    /// (Re)subscribe on every node, replacing the subscriptions we had.
+    async fn subscribe(&mut self, quorum: &Quorum, keys: &LockKeys) {
+        let (streams, _) = quorum.subscribe(keys).await;
+        self.live = streams.len();
+        self.streams = SelectAll::new();
+        for s in streams {
+            self.streams.push(
+                s.map(Some)
+                    .chain(futures_util::stream::once(async { None }))
+                    .boxed(),
+            );
+        }
+        self.registered = true;
+    }
+
+    /// The connections are gone: subscribe again once a quorum answers.
+    fn lost_all(&mut self) {
+        self.live = 0;
+        self.streams = SelectAll::new();
     }
 }
 
@@ -408,5 +481,56 @@ mod tests {
             note.as_deref().unwrap_or("").contains("quarantine"),
             "{err}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_rides_out_an_outage_and_is_woken_on_its_new_subscription() {
+        let (c, fakes) = coordinator(1, TTL);
+        fakes[0].hold("other", Duration::from_secs(60), stranger());
+        let start = Instant::now();
+        let waiter = tokio::spawn({
+            let c = c.clone();
+            async move {
+                let lease = c
+                    .acquire("L", &AcquireOptions::wait(Duration::from_secs(120)))
+                    .await;
+                (lease, Instant::now())
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        fakes[0].set(Mode::Down);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            !waiter.is_finished(),
+            "the waiter gave up during the outage"
+        );
+        fakes[0].set(Mode::Up);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(fakes[0].release_now("other"));
+        let (lease, at) = waiter.await.unwrap();
+        lease.unwrap().release().await.unwrap();
+        assert_eq!(
+            at - start,
+            Duration::from_secs(4),
+            "not woken by the release after the outage"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_longer_than_the_wait_is_unavailable_when_the_wait_ends() {
+        let (c, fakes) = coordinator(1, TTL);
+        fakes[0].hold("other", Duration::from_secs(60), stranger());
+        fakes[0].set(Mode::Down);
+        let start = Instant::now();
+        let err = c
+            .acquire("L", &AcquireOptions::wait(Duration::from_secs(3)))
+            .await
+            .err()
+            .unwrap();
+        assert!(err.is_unavailable(), "{err}");
+        assert_eq!(err.exit_code(), 69);
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+        let err = c.try_acquire("L").await.err().unwrap();
+        assert!(err.is_unavailable(), "{err}");
     }
 }

@@ -11,12 +11,13 @@ use futures_util::StreamExt;
 use futures_util::stream::{BoxStream, SelectAll};
 use tokio::time::Instant;
 
+use crate::clock::far_deadline;
 use crate::config::check_lock_name;
 use crate::connect::{Backend, Coordinator};
 use crate::error::{Error, Result};
 use crate::holder::HolderInfo;
 use crate::keys::LockKeys;
-use crate::lease::{Lease, LeaseState};
+use crate::lease::Lease;
 use crate::node::{Eviction, GrantRequest};
 use crate::options::AcquireOptions;
 use crate::quorum::{Attempt, Quorum};
@@ -105,14 +106,13 @@ impl Coordinator {
             }
             let (pause, wake_early) = match attempt {
                 Attempt::Granted { token, valid_until } => {
-                    let state = LeaseState::Valid { valid_until };
                     return Ok(Lease::redis(
                         self.clone(),
                         name,
                         keys,
                         req.owner,
                         token,
-                        state,
+                        valid_until,
                     ));
                 }
                 Attempt::Unavailable { reachable, causes } => {
@@ -265,15 +265,6 @@ impl Wake {
         self.live = 0;
         self.streams = SelectAll::new();
     }
-}
-
-/// `start + wait`, or a deadline about thirty years out when that overflows (`Duration::MAX`
-/// means "wait for ever").
-pub(crate) fn far_deadline(start: Instant, wait: Duration) -> Instant {
-    start
-        .checked_add(wait)
-        .or_else(|| start.checked_add(Duration::from_secs(30 * 365 * 86_400)))
-        .unwrap_or(start)
 }
 
 #[cfg(test)]

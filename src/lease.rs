@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::acquire::far_deadline;
+use crate::clock::{Deadline, far_deadline};
 use crate::config::Config;
 use crate::connect::Backend;
 use crate::error::{Error, Result};
@@ -69,6 +69,20 @@ pub enum LeaseState {
     Lost(String),
 }
 
+/// Where a lease stands, as recorded: [`LeaseState`] with the validity kept as a [`Deadline`]
+/// (which counts system suspend) rather than an `Instant` (which does not).
+#[derive(Debug, Clone)]
+enum Standing {
+    Valid(Deadline),
+    Held,
+    Lost(String),
+}
+
+/// How often a watcher re-reads the validity deadline while it waits for it: tokio's timers
+/// run on a clock that stops during suspend, so after a resume a timer set before it would
+/// ring late by the whole suspend. This bounds how late a lost lease is noticed.
+const SUSPEND_CHECK: Duration = Duration::from_secs(1);
+
 enum Hold {
     Redis { keys: LockKeys, owner: String },
     Local(LocalGuard),
@@ -83,7 +97,7 @@ pub struct Lease {
     name: String,
     token: FencingToken,
     hold: Option<Hold>,
-    state: watch::Sender<LeaseState>,
+    state: watch::Sender<Standing>,
     acquired: Instant,
     keeper: Option<JoinHandle<()>>,
 }
@@ -95,14 +109,14 @@ impl Lease {
         keys: LockKeys,
         owner: String,
         token: FencingToken,
-        state: LeaseState,
+        valid_until: Deadline,
     ) -> Self {
         Lease {
             coordinator,
             name: name.to_owned(),
             token,
             hold: Some(Hold::Redis { keys, owner }),
-            state: watch::channel(state).0,
+            state: watch::channel(Standing::Valid(valid_until)).0,
             acquired: Instant::now(),
             keeper: None,
         }
@@ -114,7 +128,7 @@ impl Lease {
             name: name.to_owned(),
             token: guard.token,
             hold: Some(Hold::Local(guard)),
-            state: watch::channel(LeaseState::Held).0,
+            state: watch::channel(Standing::Held).0,
             acquired: Instant::now(),
             keeper: None,
         }
@@ -140,14 +154,16 @@ impl Lease {
         self.token
     }
 
-    /// Where the lease stands now (validity is judged on the monotonic clock).
+    /// Where the lease stands now (validity is judged on a clock that counts system suspend;
+    /// see [`crate::clock`]).
     pub fn state(&self) -> LeaseState {
-        let s = self.state.borrow().clone();
-        match s {
-            LeaseState::Valid { valid_until } if Instant::now() >= valid_until => {
-                LeaseState::Lost(VALIDITY_RAN_OUT.into())
-            }
-            other => other,
+        match &*self.state.borrow() {
+            Standing::Valid(d) if d.has_passed() => LeaseState::Lost(VALIDITY_RAN_OUT.into()),
+            Standing::Valid(d) => LeaseState::Valid {
+                valid_until: d.instant(),
+            },
+            Standing::Held => LeaseState::Held,
+            Standing::Lost(r) => LeaseState::Lost(r.clone()),
         }
     }
 
@@ -191,16 +207,20 @@ impl Lease {
         async move {
             loop {
                 let alarm = match &*rx.borrow_and_update() {
-                    LeaseState::Lost(r) => return Some(r.clone()),
-                    LeaseState::Valid { valid_until } => {
-                        Some(valid_until.checked_sub(margin).unwrap_or(*valid_until))
-                    }
-                    LeaseState::Held => None,
+                    Standing::Lost(r) => return Some(r.clone()),
+                    Standing::Valid(d) => Some(*d),
+                    Standing::Held => None,
                 };
                 let rings = async {
-                    match alarm {
-                        Some(at) => tokio::time::sleep_until(at).await,
-                        None => std::future::pending().await,
+                    let Some(d) = alarm else {
+                        return std::future::pending().await;
+                    };
+                    loop {
+                        let left = d.remaining().saturating_sub(margin);
+                        if left.is_zero() {
+                            return;
+                        }
+                        tokio::time::sleep(left.min(SUSPEND_CHECK)).await;
                     }
                 };
                 tokio::select! {
@@ -241,15 +261,15 @@ impl Lease {
                 tokio::time::sleep_until(next).await;
                 let now = Instant::now();
                 let valid_until = match &*state.borrow() {
-                    LeaseState::Valid { valid_until } => *valid_until,
+                    Standing::Valid(d) => *d,
                     _ => return,
                 };
-                if now >= valid_until {
-                    state.send_replace(LeaseState::Lost(VALIDITY_RAN_OUT.into()));
+                if valid_until.has_passed() {
+                    state.send_replace(Standing::Lost(VALIDITY_RAN_OUT.into()));
                     return;
                 }
                 if now >= stop_at {
-                    state.send_replace(LeaseState::Lost(format!(
+                    state.send_replace(Standing::Lost(format!(
                         "held for the maximum of {} s (--max-hold); renewal stopped",
                         max_hold.as_secs()
                     )));
@@ -262,7 +282,7 @@ impl Lease {
                     attempt + ttl / 3
                 } else {
                     // Retry soon, but never past the end of validity.
-                    (Instant::now() + ttl / 10).min(valid_until)
+                    (Instant::now() + ttl / 10).min(valid_until.instant())
                 };
             }
         }));
@@ -314,16 +334,18 @@ async fn renew_once(
     coordinator: &Coordinator,
     keys: &LockKeys,
     owner: &str,
-    state: &watch::Sender<LeaseState>,
+    state: &watch::Sender<Standing>,
 ) -> bool {
     let Backend::Redis(q) = &coordinator.inner.backend else {
         return true;
     };
     match q.renew(keys, owner, coordinator.inner.config.ttl).await {
         Renewal::Renewed { valid_until } => {
+            // A validity that already ran out (say, across a suspend) stays lost: work may have
+            // stopped on it, and a late renewal must not bring the lease back.
             state.send_if_modified(|s| match s {
-                LeaseState::Valid { .. } => {
-                    *s = LeaseState::Valid { valid_until };
+                Standing::Valid(d) if !d.has_passed() => {
+                    *s = Standing::Valid(valid_until);
                     true
                 }
                 _ => false,
@@ -331,7 +353,7 @@ async fn renew_once(
             true
         }
         Renewal::Lost => {
-            state.send_replace(LeaseState::Lost(
+            state.send_replace(Standing::Lost(
                 "the coordinator says the lease is no longer ours (it expired or was taken)".into(),
             ));
             false
@@ -422,5 +444,22 @@ mod tests {
         lease.keep_alive(Duration::from_secs(5));
         let reason = lease.lost().await;
         assert!(reason.contains("--max-hold"), "{reason}");
+    }
+
+    /// Paused tokio time stands for a monotonic clock stopped by a system suspend; real time
+    /// (the boot clock) runs on. The lease must count the suspend.
+    #[tokio::test(start_paused = true)]
+    async fn a_suspend_longer_than_the_validity_loses_the_lease() {
+        let ttl = Duration::from_millis(500);
+        let (c, _fakes) = coordinator(1, ttl);
+        let lease = c.try_acquire("L").await.unwrap();
+        assert!(matches!(lease.state(), LeaseState::Valid { .. }));
+        let lost = lease.lost();
+        std::thread::sleep(ttl + Duration::from_millis(100));
+        assert!(lease.check_valid().unwrap_err().is_lease_lost());
+        assert!(lost.await.contains("validity ran out"));
+        // A renewal that still lands does not bring back a lease its holder was told it lost.
+        assert!(lease.renew().await.unwrap_err().is_lease_lost());
+        assert!(matches!(lease.state(), LeaseState::Lost(_)));
     }
 }

@@ -7,6 +7,7 @@
 //! - [`keys`]: the one place that knows the Redis key layout.
 //! - [`node`]: the [`node::Node`] trait, the seam between quorum logic and Redis.
 //! - [`redis_node`]: a node that is a real Redis, running the Lua scripts of `lua/`.
+//! - [`clock`]: elapsed time that counts system suspend, for lease validity.
 //! - [`quorum`]: Redlock arithmetic (majority, validity, drift) and monotonic fencing tokens.
 //! - [`options`]: [`AcquireOptions`]: how long to wait, and where wait feedback goes.
 //! - [`connect`]: building a [`Coordinator`]: Redis nodes (TLS included) or local file locks.
@@ -41,6 +42,7 @@
 #![warn(missing_docs)]
 
 pub mod acquire;
+pub mod clock;
 pub mod config;
 pub mod connect;
 pub mod error;

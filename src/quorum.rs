@@ -2,7 +2,7 @@
 //!
 //! A grant goes to every node at once, each bounded by its own timeout. The lock is held when a
 //! majority (N/2 + 1) granted and the validity `ttl - elapsed - drift` is still positive, with
-//! `elapsed` on the monotonic clock and `drift = ttl/100 + 2 ms`. We stop listening as soon as a
+//! `elapsed` on [`crate::clock`] (monotonic, and counting system suspend) and `drift = ttl/100 + 2 ms`. We stop listening as soon as a
 //! majority granted or a majority became impossible; on failure we release on every node,
 //! including the ones that failed or timed out (their grant may still have landed).
 //!
@@ -37,6 +37,7 @@ use tokio::time::Instant;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
+use crate::clock::{Deadline, Stamp};
 use crate::holder::HolderInfo;
 use crate::keys::LockKeys;
 use crate::node::{Eviction, GrantReply, GrantRequest, Node, NodeError, WakeStream};
@@ -65,8 +66,8 @@ pub enum Attempt {
     Granted {
         /// The fencing token handed out.
         token: u64,
-        /// Monotonic deadline of the lease's validity.
-        valid_until: Instant,
+        /// Deadline of the lease's validity.
+        valid_until: Deadline,
     },
     /// Someone else holds it: no vote was ours.
     Held {
@@ -103,8 +104,8 @@ pub enum Attempt {
 pub enum Renewal {
     /// A majority extended the lease.
     Renewed {
-        /// New monotonic validity deadline.
-        valid_until: Instant,
+        /// New validity deadline.
+        valid_until: Deadline,
     },
     /// A majority says the lease is no longer ours: it is gone for good.
     Lost,
@@ -146,7 +147,7 @@ impl<N: Node + ?Sized> Quorum<N> {
                 causes: vec![("(none)".into(), "no nodes configured".into())],
             };
         }
-        let start = Instant::now();
+        let start = Stamp::now();
         // Each call owns what it needs, so the ones still running when a majority has answered
         // can finish in the background (see `settle_late`).
         let mut pending: FuturesUnordered<_> = self
@@ -183,12 +184,13 @@ impl<N: Node + ?Sized> Quorum<N> {
             // (the module doc's argument); a raise that fails makes this attempt fail, and the
             // node counts as one that did not answer.
             let (holding, failed) = self.raise(&req.keys, token, &granted).await;
+            let elapsed = start.elapsed();
             if holding >= need
-                && let Some(left) = validity(req.ttl, start.elapsed())
+                && let Some(left) = validity(req.ttl, elapsed)
             {
                 return Attempt::Granted {
                     token,
-                    valid_until: start + left,
+                    valid_until: Deadline::new(start, elapsed + left),
                 };
             }
             causes.extend(failed);
@@ -286,7 +288,7 @@ impl<N: Node + ?Sized> Quorum<N> {
     pub async fn renew(&self, keys: &LockKeys, owner: &str, ttl: Duration) -> Renewal {
         let n = self.nodes.len();
         let need = self.needed();
-        let start = Instant::now();
+        let start = Stamp::now();
         let mut pending: FuturesUnordered<_> = self
             .nodes
             .iter()
@@ -308,11 +310,12 @@ impl<N: Node + ?Sized> Quorum<N> {
                 break;
             }
         }
+        let elapsed = start.elapsed();
         if ours >= need
-            && let Some(left) = validity(ttl, start.elapsed())
+            && let Some(left) = validity(ttl, elapsed)
         {
             return Renewal::Renewed {
-                valid_until: start + left,
+                valid_until: Deadline::new(start, elapsed + left),
             };
         }
         if not_ours > n.saturating_sub(need) {

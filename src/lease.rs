@@ -58,9 +58,10 @@ impl Coordinator {
 /// Where a lease stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaseState {
-    /// Ours until the monotonic deadline, unless renewed.
+    /// Ours until the deadline, unless renewed.
     Valid {
-        /// Validity deadline on the monotonic clock.
+        /// Validity deadline, as tokio's clock reads it when [`Lease::state`] is called (the
+        /// validity itself also counts system suspend; see [`crate::clock`]).
         valid_until: Instant,
     },
     /// Ours until released (local file locks: the kernel holds it for us).

@@ -5,8 +5,8 @@
 //! # Layout
 //! - [`config`]: raw flags, environment and config file become a checked [`Config`].
 //! - [`keys`]: the one place that knows the Redis key layout.
-//! - [`node`]: the [`node::Node`] trait, the seam between quorum logic and Redis.
-//! - [`redis_node`]: a node that is a real Redis, running the Lua scripts of `lua/`.
+//! - [`node`]: the [`node::Node`] and [`node::NodeAdmin`] traits: the one seam to Redis.
+//! - [`redis_node`]: a node that is a real Redis: every Redis command and the Lua of `lua/`.
 //! - [`clock`]: elapsed time that counts system suspend, for lease validity.
 //! - [`quorum`]: Redlock arithmetic (majority, validity, drift) and monotonic fencing tokens.
 //! - [`options`]: [`AcquireOptions`]: how long to wait, and where wait feedback goes.

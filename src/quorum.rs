@@ -2,9 +2,10 @@
 //!
 //! A grant goes to every node at once, each bounded by its own timeout. The lock is held when a
 //! majority (N/2 + 1) granted and the validity `ttl - elapsed - drift` is still positive, with
-//! `elapsed` on [`crate::clock`] (monotonic, and counting system suspend) and `drift = ttl/100 + 2 ms`. We stop listening as soon as a
-//! majority granted or a majority became impossible; on failure we release on every node,
-//! including the ones that failed or timed out (their grant may still have landed).
+//! `elapsed` on [`crate::clock`] (which counts system suspend) and `drift = ttl/100 + 2 ms`.
+//! We stop listening as soon as a majority granted or a majority became impossible; on failure
+//! we release on every node, including the ones that failed or timed out (their grant may still
+//! have landed).
 //!
 //! # Fencing tokens across masters
 //! Each node mints with `INCR` inside its grant script. The token handed out is the highest

@@ -1,26 +1,27 @@
-//! The coordinator and its leases: acquire (waiting on release events, not sleeps), renew in
-//! the background while the work runs, notice loss at once, release.
+//! A held lock, [`Lease`], from grant to release: its fencing token, renewal (once, or in the
+//! background while the work runs), noticing loss or coming expiry at once, release, and the
+//! release on drop. Also lifting a lock's token floor after a counter reset.
 
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
-use backon::BackoffBuilder;
 use futures_util::StreamExt;
-use futures_util::stream::{FuturesUnordered, SelectAll};
+use futures_util::stream::FuturesUnordered;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
-use crate::config::{Config, check_lock_name};
+use crate::clock::{Deadline, far_deadline};
+use crate::config::Config;
+use crate::connect::Backend;
 use crate::error::{Error, Result};
-use crate::holder::{HolderInfo, Identity};
 use crate::keys::LockKeys;
-use crate::local::{LocalBackend, LocalGuard};
-use crate::node::{GrantRequest, Node};
-use crate::quorum::{Attempt, Quorum, Renewal};
-use crate::redis_node::RedisNode;
+use crate::local::LocalGuard;
+use crate::quorum::Renewal;
+
+// Kept here so `tractatus_lock::lease::{AcquireOptions, Coordinator, WaitProgress}` still name
+// them, as they did before connecting and waiting moved out.
+pub use crate::connect::Coordinator;
+pub use crate::options::{AcquireOptions, WaitProgress};
 
 /// Why a lease whose deadline passed is lost.
 const VALIDITY_RAN_OUT: &str = "its validity ran out without a successful renewal";
@@ -28,315 +29,7 @@ const VALIDITY_RAN_OUT: &str = "its validity ran out without a successful renewa
 /// A fencing token: strictly increasing for each new lease of one lock name.
 pub type FencingToken = u64;
 
-/// What a waiter learns while it waits: who holds the lock (updated on every refusal).
-pub type WaitProgress = watch::Sender<Option<HolderInfo>>;
-
-/// How to acquire.
-#[derive(Debug, Clone, Default)]
-pub struct AcquireOptions {
-    /// Longest total wait; zero means try once. Default: zero.
-    pub wait: Duration,
-    /// Receives the current holder while we wait, for feedback. Default: none.
-    pub progress: Option<WaitProgress>,
-}
-
-impl AcquireOptions {
-    /// Wait at most `wait`.
-    pub fn wait(wait: Duration) -> Self {
-        AcquireOptions {
-            wait,
-            progress: None,
-        }
-    }
-}
-
-pub(crate) enum Backend {
-    Redis(Quorum<RedisNode>),
-    Local(LocalBackend),
-}
-
-pub(crate) struct Inner {
-    pub(crate) config: Config,
-    pub(crate) identity: Identity,
-    pub(crate) backend: Backend,
-}
-
-/// A connection to the coordinator (one Redis, several Redlock masters, or local file locks).
-/// Cheap to clone; every clone shares the connections.
-#[derive(Clone)]
-pub struct Coordinator {
-    pub(crate) inner: Arc<Inner>,
-}
-
 impl Coordinator {
-    /// Connect to the Redis nodes of `config` within its connect timeout. Returns once a
-    /// majority is connected; the rest connect on first use.
-    pub async fn connect(config: Config, identity: Identity) -> Result<Self> {
-        config.check()?;
-        if config.nodes.is_empty() {
-            return Err(Error::usage(
-                "no Redis configured: use Coordinator::local for OS file locks",
-            ));
-        }
-        let tls_ca = match &config.tls_ca_file {
-            Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| {
-                    Error::usage(format!("cannot read TLS CA file {}: {e}", path.display()))
-                })?;
-                // Checked here: a file with no certificate would otherwise fail later as a
-                // handshake error that does not name it.
-                if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
-                    return Err(Error::usage(format!(
-                        "TLS CA file {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
-                        path.display()
-                    )));
-                }
-                Some(pem)
-            }
-            None => None,
-        };
-        let nodes = config
-            .nodes
-            .iter()
-            .map(|u| {
-                RedisNode::with_tls_ca(
-                    u,
-                    config.connect_timeout,
-                    config.node_timeout,
-                    tls_ca.as_deref(),
-                )
-                .map(Arc::new)
-                .map_err(|e| Error::usage(format!("{u}: {e}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let quorum = Quorum::new(nodes);
-        let (n, need) = (quorum.nodes().len(), quorum.needed());
-        let mut pending: FuturesUnordered<_> = quorum
-            .nodes()
-            .iter()
-            .map(|node| async move { (node.label(), node.connect().await) })
-            .collect();
-        let (mut ok, mut causes) = (0, Vec::new());
-        while let Some((label, r)) = pending.next().await {
-            match r {
-                Ok(_) => ok += 1,
-                Err(e) => causes.push((label, e.cause)),
-            }
-            // Stop early on success only: a failure waits for the others (each bounded by the
-            // connect timeout) so that the message counts them right.
-            if ok >= need {
-                break;
-            }
-        }
-        drop(pending);
-        if ok < need {
-            return Err(Error::Unavailable {
-                reachable: ok,
-                total: n,
-                needed: need,
-                causes,
-            });
-        }
-        Ok(Coordinator {
-            inner: Arc::new(Inner {
-                config,
-                identity,
-                backend: Backend::Redis(quorum),
-            }),
-        })
-    }
-
-    /// A coordinator for one machine: OS file locks in `lock_dir` (created when missing).
-    pub fn local(config: Config, identity: Identity, lock_dir: PathBuf) -> Result<Self> {
-        Ok(Coordinator {
-            inner: Arc::new(Inner {
-                backend: Backend::Local(LocalBackend::new(lock_dir)?),
-                config,
-                identity,
-            }),
-        })
-    }
-
-    /// The checked configuration.
-    pub fn config(&self) -> &Config {
-        &self.inner.config
-    }
-
-    /// Who this process is.
-    pub fn identity(&self) -> &Identity {
-        &self.inner.identity
-    }
-
-    /// True when the locks are local OS file locks (no Redis).
-    pub fn is_local(&self) -> bool {
-        matches!(self.inner.backend, Backend::Local(_))
-    }
-
-    /// Take lock `name` without waiting: fails with [`Error::Timeout`] when it is held.
-    pub async fn try_acquire(&self, name: &str) -> Result<Lease> {
-        self.acquire(name, &AcquireOptions::default()).await
-    }
-
-    /// Take lock `name`, waiting up to `opts.wait` for its holder to release it.
-    ///
-    /// Waiting is driven by release events (Redis pub/sub, or the kernel for local locks); the
-    /// only timer is the holder's remaining TTL, so a crashed holder is taken over as soon as
-    /// its lease expires, and at once when it ran on this host and its process is gone.
-    ///
-    /// With local locks the wait is a `flock(2)` on a blocking thread; when the wait times out
-    /// that thread stays parked until the holder lets go, then drops the lock at once (it never
-    /// holds it for anyone). Many timed-out waits on a long-held lock park as many threads.
-    pub async fn acquire(&self, name: &str, opts: &AcquireOptions) -> Result<Lease> {
-        check_lock_name(name)?;
-        let deadline = far_deadline(Instant::now(), opts.wait);
-        let got = match &self.inner.backend {
-            Backend::Local(local) => local
-                .acquire(name, &self.inner.identity, opts, deadline)
-                .await
-                .map(|guard| Lease::local(self.clone(), name, guard)),
-            Backend::Redis(quorum) => self.acquire_redis(quorum, name, opts, deadline).await,
-        };
-        if let (Ok(_), Some(p)) = (&got, &opts.progress) {
-            // Nobody is in the way any more: feedback about a holder would be stale.
-            p.send_replace(None);
-        }
-        got
-    }
-
-    async fn acquire_redis(
-        &self,
-        quorum: &Quorum<RedisNode>,
-        name: &str,
-        opts: &AcquireOptions,
-        deadline: Instant,
-    ) -> Result<Lease> {
-        let cfg = &self.inner.config;
-        let started = Instant::now();
-        let keys = LockKeys::new(&cfg.namespace, name);
-        let waiter_id = uuid::Uuid::new_v4().simple().to_string();
-        let mut wake: Option<SelectAll<crate::node::WakeStream>> = None;
-        let mut last_holder: Option<HolderInfo> = None;
-        let mut note: Option<String> = None;
-        let mut jitter = backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(2))
-            .with_max_delay(cfg.node_timeout.max(Duration::from_millis(20)))
-            .with_jitter()
-            .without_max_times()
-            .build();
-        loop {
-            let req = GrantRequest {
-                keys: keys.clone(),
-                owner: uuid::Uuid::new_v4().simple().to_string(),
-                ttl: cfg.ttl,
-                identity: self.inner.identity.clone(),
-                waiter: wake.as_ref().map(|_| waiter_id.clone()),
-                waiter_ttl: cfg.ttl.saturating_mul(2),
-                log_cap: cfg.log_cap,
-                quarantine: if cfg.is_redlock() {
-                    cfg.quarantine
-                } else {
-                    Duration::ZERO
-                },
-            };
-            // How long to wait before the next attempt, and whether a release event may cut it
-            // short (not after a split vote: the other contenders' releases would wake everyone
-            // at once and split the vote again).
-            let (pause, wake_early) = match quorum.grant(&req).await {
-                Attempt::Granted { token, valid_until } => {
-                    let state = LeaseState::Valid { valid_until };
-                    return Ok(Lease::redis(
-                        self.clone(),
-                        name,
-                        keys,
-                        req.owner,
-                        token,
-                        state,
-                    ));
-                }
-                Attempt::Unavailable { reachable, causes } => {
-                    return Err(Error::Unavailable {
-                        reachable,
-                        total: quorum.nodes().len(),
-                        needed: quorum.needed(),
-                        causes,
-                    });
-                }
-                Attempt::Held { pttl, holder } => {
-                    if let Some(h) = &holder
-                        && h.is_gone_from(&self.inner.identity)
-                        && self.evict(quorum, &keys, &h.owner, "takeover").await > 0
-                    {
-                        continue;
-                    }
-                    last_holder = holder.or(last_holder);
-                    // Wake a little after the holder's lease runs out, in case it never releases.
-                    (pttl + Duration::from_millis(1), true)
-                }
-                Attempt::Split { holder } => {
-                    last_holder = holder.or(last_holder);
-                    (jitter.next().unwrap_or(Duration::from_millis(5)), false)
-                }
-                Attempt::Quarantined { left, nodes } => {
-                    // Retrying sooner would only burn tokens and audit entries on the others.
-                    note = Some(format!(
-                        "{nodes} of {} Redis masters started empty and are in their restart \
-                         quarantine (the first grants again in {} ms)",
-                        quorum.nodes().len(),
-                        left.as_millis()
-                    ));
-                    (left + Duration::from_millis(1), false)
-                }
-            };
-            if let Some(p) = &opts.progress {
-                p.send_replace(last_holder.clone());
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                if wake.is_some() {
-                    // We registered as a waiter: leave, so `lock status` stops counting us.
-                    let leave: FuturesUnordered<_> = quorum
-                        .nodes()
-                        .iter()
-                        .map(|node| {
-                            let (set, id) = (&keys.waiters, &waiter_id);
-                            node.call(move |mut c| async move {
-                                redis::cmd("ZREM")
-                                    .arg(set)
-                                    .arg(id)
-                                    .query_async::<i64>(&mut c)
-                                    .await
-                            })
-                        })
-                        .collect();
-                    leave.collect::<Vec<_>>().await;
-                }
-                return Err(Error::Timeout {
-                    name: name.to_owned(),
-                    waited_ms: now.duration_since(started).as_millis(),
-                    holder: last_holder.map(Box::new),
-                    note,
-                });
-            }
-            if wake.is_none() {
-                // Subscribe before the next attempt, so a release between the two is not missed.
-                let (streams, _) = quorum.subscribe(&keys).await;
-                let mut all = SelectAll::new();
-                all.extend(streams);
-                wake = Some(all);
-                continue;
-            }
-            let until = deadline.min(now + pause);
-            if let Some(w) = wake.as_mut() {
-                tokio::select! {
-                    got = w.next(), if wake_early && !w.is_empty() => {
-                        if got.is_none() { wake = Some(SelectAll::new()); }
-                    }
-                    _ = tokio::time::sleep_until(until) => {}
-                }
-            }
-        }
-    }
-
     /// Lift the fencing counter of `name` to at least `floor` on every node (after a counter
     /// reset), so the next lease's token is above every committed one.
     pub async fn raise_floor(&self, name: &str, floor: FencingToken) -> Result<()> {
@@ -360,61 +53,15 @@ impl Coordinator {
             }
         }
     }
-
-    /// Remove a lease whatever its owner (`expected_owner` empty) or only if it is
-    /// `expected_owner`'s, on every node; recorded in the lock's audit log as `event`.
-    /// Returns how many nodes removed it.
-    pub(crate) async fn evict(
-        &self,
-        quorum: &Quorum<RedisNode>,
-        keys: &LockKeys,
-        expected_owner: &str,
-        event: &str,
-    ) -> usize {
-        let id = &self.inner.identity;
-        let cap = self.inner.config.log_cap;
-        let all: FuturesUnordered<_> = quorum
-            .nodes()
-            .iter()
-            .map(|node| {
-                node.call(move |mut c| async move {
-                    crate::redis_node::EVICT
-                        .key(&keys.lease)
-                        .key(&keys.holder)
-                        .key(&keys.log)
-                        .arg(expected_owner)
-                        .arg(&keys.channel)
-                        .arg(cap)
-                        .arg(event)
-                        .arg(&id.session)
-                        .arg(&id.host)
-                        .arg(id.pid)
-                        .invoke_async::<i64>(&mut c)
-                        .await
-                })
-            })
-            .collect();
-        all.filter(|r| std::future::ready(matches!(r, Ok(1))))
-            .count()
-            .await
-    }
-}
-
-/// `start + wait`, or a deadline about thirty years out when that overflows (`Duration::MAX`
-/// means "wait for ever").
-fn far_deadline(start: Instant, wait: Duration) -> Instant {
-    start
-        .checked_add(wait)
-        .or_else(|| start.checked_add(Duration::from_secs(30 * 365 * 86_400)))
-        .unwrap_or(start)
 }
 
 /// Where a lease stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaseState {
-    /// Ours until the monotonic deadline, unless renewed.
+    /// Ours until the deadline, unless renewed.
     Valid {
-        /// Validity deadline on the monotonic clock.
+        /// Validity deadline, as tokio's clock reads it when [`Lease::state`] is called (the
+        /// validity itself also counts system suspend; see [`crate::clock`]).
         valid_until: Instant,
     },
     /// Ours until released (local file locks: the kernel holds it for us).
@@ -422,6 +69,20 @@ pub enum LeaseState {
     /// Gone: expired, taken, broken or unrenewable, with the reason.
     Lost(String),
 }
+
+/// Where a lease stands, as recorded: [`LeaseState`] with the validity kept as a [`Deadline`]
+/// (which counts system suspend) rather than an `Instant` (which does not).
+#[derive(Debug, Clone)]
+enum Standing {
+    Valid(Deadline),
+    Held,
+    Lost(String),
+}
+
+/// How often a watcher re-reads the validity deadline while it waits for it: tokio's timers
+/// run on a clock that stops during suspend, so after a resume a timer set before it would
+/// ring late by the whole suspend. This bounds how late a lost lease is noticed.
+const SUSPEND_CHECK: Duration = Duration::from_secs(1);
 
 enum Hold {
     Redis { keys: LockKeys, owner: String },
@@ -437,38 +98,38 @@ pub struct Lease {
     name: String,
     token: FencingToken,
     hold: Option<Hold>,
-    state: watch::Sender<LeaseState>,
+    state: watch::Sender<Standing>,
     acquired: Instant,
     keeper: Option<JoinHandle<()>>,
 }
 
 impl Lease {
-    fn redis(
+    pub(crate) fn redis(
         coordinator: Coordinator,
         name: &str,
         keys: LockKeys,
         owner: String,
         token: FencingToken,
-        state: LeaseState,
+        valid_until: Deadline,
     ) -> Self {
         Lease {
             coordinator,
             name: name.to_owned(),
             token,
             hold: Some(Hold::Redis { keys, owner }),
-            state: watch::channel(state).0,
+            state: watch::channel(Standing::Valid(valid_until)).0,
             acquired: Instant::now(),
             keeper: None,
         }
     }
 
-    fn local(coordinator: Coordinator, name: &str, guard: LocalGuard) -> Self {
+    pub(crate) fn local(coordinator: Coordinator, name: &str, guard: LocalGuard) -> Self {
         Lease {
             coordinator,
             name: name.to_owned(),
             token: guard.token,
             hold: Some(Hold::Local(guard)),
-            state: watch::channel(LeaseState::Held).0,
+            state: watch::channel(Standing::Held).0,
             acquired: Instant::now(),
             keeper: None,
         }
@@ -494,14 +155,16 @@ impl Lease {
         self.token
     }
 
-    /// Where the lease stands now (validity is judged on the monotonic clock).
+    /// Where the lease stands now (validity is judged on a clock that counts system suspend;
+    /// see [`crate::clock`]).
     pub fn state(&self) -> LeaseState {
-        let s = self.state.borrow().clone();
-        match s {
-            LeaseState::Valid { valid_until } if Instant::now() >= valid_until => {
-                LeaseState::Lost(VALIDITY_RAN_OUT.into())
-            }
-            other => other,
+        match &*self.state.borrow() {
+            Standing::Valid(d) if d.has_passed() => LeaseState::Lost(VALIDITY_RAN_OUT.into()),
+            Standing::Valid(d) => LeaseState::Valid {
+                valid_until: d.instant(),
+            },
+            Standing::Held => LeaseState::Held,
+            Standing::Lost(r) => LeaseState::Lost(r.clone()),
         }
     }
 
@@ -545,16 +208,20 @@ impl Lease {
         async move {
             loop {
                 let alarm = match &*rx.borrow_and_update() {
-                    LeaseState::Lost(r) => return Some(r.clone()),
-                    LeaseState::Valid { valid_until } => {
-                        Some(valid_until.checked_sub(margin).unwrap_or(*valid_until))
-                    }
-                    LeaseState::Held => None,
+                    Standing::Lost(r) => return Some(r.clone()),
+                    Standing::Valid(d) => Some(*d),
+                    Standing::Held => None,
                 };
                 let rings = async {
-                    match alarm {
-                        Some(at) => tokio::time::sleep_until(at).await,
-                        None => std::future::pending().await,
+                    let Some(d) = alarm else {
+                        return std::future::pending().await;
+                    };
+                    loop {
+                        let left = d.remaining().saturating_sub(margin);
+                        if left.is_zero() {
+                            return;
+                        }
+                        tokio::time::sleep(left.min(SUSPEND_CHECK)).await;
                     }
                 };
                 tokio::select! {
@@ -595,15 +262,15 @@ impl Lease {
                 tokio::time::sleep_until(next).await;
                 let now = Instant::now();
                 let valid_until = match &*state.borrow() {
-                    LeaseState::Valid { valid_until } => *valid_until,
+                    Standing::Valid(d) => *d,
                     _ => return,
                 };
-                if now >= valid_until {
-                    state.send_replace(LeaseState::Lost(VALIDITY_RAN_OUT.into()));
+                if valid_until.has_passed() {
+                    state.send_replace(Standing::Lost(VALIDITY_RAN_OUT.into()));
                     return;
                 }
                 if now >= stop_at {
-                    state.send_replace(LeaseState::Lost(format!(
+                    state.send_replace(Standing::Lost(format!(
                         "held for the maximum of {} s (--max-hold); renewal stopped",
                         max_hold.as_secs()
                     )));
@@ -616,7 +283,7 @@ impl Lease {
                     attempt + ttl / 3
                 } else {
                     // Retry soon, but never past the end of validity.
-                    (Instant::now() + ttl / 10).min(valid_until)
+                    (Instant::now() + ttl / 10).min(valid_until.instant())
                 };
             }
         }));
@@ -668,16 +335,18 @@ async fn renew_once(
     coordinator: &Coordinator,
     keys: &LockKeys,
     owner: &str,
-    state: &watch::Sender<LeaseState>,
+    state: &watch::Sender<Standing>,
 ) -> bool {
     let Backend::Redis(q) = &coordinator.inner.backend else {
         return true;
     };
     match q.renew(keys, owner, coordinator.inner.config.ttl).await {
         Renewal::Renewed { valid_until } => {
+            // A validity that already ran out (say, across a suspend) stays lost: work may have
+            // stopped on it, and a late renewal must not bring the lease back.
             state.send_if_modified(|s| match s {
-                LeaseState::Valid { .. } => {
-                    *s = LeaseState::Valid { valid_until };
+                Standing::Valid(d) if !d.has_passed() => {
+                    *s = Standing::Valid(valid_until);
                     true
                 }
                 _ => false,
@@ -685,7 +354,7 @@ async fn renew_once(
             true
         }
         Renewal::Lost => {
-            state.send_replace(LeaseState::Lost(
+            state.send_replace(Standing::Lost(
                 "the coordinator says the lease is no longer ours (it expired or was taken)".into(),
             ));
             false
@@ -710,5 +379,88 @@ impl Drop for Lease {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Keep-alive on fake nodes and tokio's paused clock.
+
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::fake_node::{Mode, coordinator};
+
+    const TTL: Duration = Duration::from_secs(3);
+
+    #[tokio::test(start_paused = true)]
+    async fn renewals_keep_the_lease_valid_for_many_ttls() {
+        let (c, fakes) = coordinator(3, TTL);
+        let mut lease = c.try_acquire("L").await.unwrap();
+        lease.keep_alive(Duration::from_secs(3600));
+        tokio::time::sleep(TTL * 10).await;
+        assert!(matches!(lease.state(), LeaseState::Valid { .. }));
+        // A renewal stops listening once a majority said yes.
+        assert!(fakes.iter().filter(|f| f.owner().is_some()).count() >= 2);
+        lease.release().await.unwrap();
+        assert!(fakes.iter().all(|f| f.owner().is_none()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failing_renewals_end_in_loss_when_validity_runs_out() {
+        let (c, fakes) = coordinator(1, TTL);
+        let mut lease = c.try_acquire("L").await.unwrap();
+        let start = Instant::now();
+        lease.keep_alive(Duration::from_secs(3600));
+        fakes[0].set(Mode::RenewalsFail);
+        let reason = lease.lost().await;
+        let after = start.elapsed();
+        assert!(reason.contains("validity ran out"), "{reason}");
+        assert!(
+            after <= TTL && after > TTL - Duration::from_millis(100),
+            "lost after {after:?}"
+        );
+        assert!(lease.check_valid().unwrap_err().is_lease_lost());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_taken_away_is_lost_at_the_next_renewal() {
+        let (c, fakes) = coordinator(1, TTL);
+        let mut lease = c.try_acquire("L").await.unwrap();
+        lease.keep_alive(Duration::from_secs(3600));
+        let start = Instant::now();
+        fakes[0].state().lease = None;
+        let reason = lease.lost().await;
+        assert!(reason.contains("no longer ours"), "{reason}");
+        assert_eq!(start.elapsed(), TTL / 3, "not noticed at the first renewal");
+        assert!(lease.release().await.unwrap_err().is_lease_lost());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keep_alive_stops_at_max_hold() {
+        let (c, _fakes) = coordinator(1, TTL);
+        let mut lease = c.try_acquire("L").await.unwrap();
+        lease.keep_alive(Duration::from_secs(5));
+        let reason = lease.lost().await;
+        assert!(reason.contains("--max-hold"), "{reason}");
+    }
+
+    /// Paused tokio time stands for a monotonic clock stopped by a system suspend; real time
+    /// (the boot clock) runs on. The lease must count the suspend.
+    #[tokio::test(start_paused = true)]
+    async fn a_suspend_longer_than_the_validity_loses_the_lease() {
+        let ttl = Duration::from_millis(500);
+        let (c, _fakes) = coordinator(1, ttl);
+        let lease = c.try_acquire("L").await.unwrap();
+        assert!(matches!(lease.state(), LeaseState::Valid { .. }));
+        let lost = lease.lost();
+        std::thread::sleep(ttl + Duration::from_millis(100));
+        assert!(lease.check_valid().unwrap_err().is_lease_lost());
+        assert!(lost.await.contains("validity ran out"));
+        // A renewal that still lands does not bring back a lease its holder was told it lost.
+        assert!(lease.renew().await.unwrap_err().is_lease_lost());
+        assert!(matches!(lease.state(), LeaseState::Lost(_)));
     }
 }

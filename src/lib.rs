@@ -5,10 +5,14 @@
 //! # Layout
 //! - [`config`]: raw flags, environment and config file become a checked [`Config`].
 //! - [`keys`]: the one place that knows the Redis key layout.
-//! - [`node`]: the [`node::Node`] trait, the seam between quorum logic and Redis.
-//! - [`redis_node`]: a node that is a real Redis, running the Lua scripts of `lua/`.
+//! - [`node`]: the [`node::Node`] and [`node::NodeAdmin`] traits: the one seam to Redis.
+//! - [`redis_node`]: a node that is a real Redis: every Redis command and the Lua of `lua/`.
+//! - [`clock`]: elapsed time that counts system suspend, for lease validity.
 //! - [`quorum`]: Redlock arithmetic (majority, validity, drift) and monotonic fencing tokens.
-//! - [`lease`]: [`Coordinator`] and [`Lease`]: acquire on events, renew, notice loss, release.
+//! - [`options`]: [`AcquireOptions`]: how long to wait, and where wait feedback goes.
+//! - [`connect`]: building a [`Coordinator`]: Redis nodes (TLS included) or local file locks.
+//! - [`acquire`]: the wait loop: release events, takeover of a gone holder, jitter, quarantine.
+//! - [`lease`]: a held [`Lease`]: token, renewal, loss and expiry, release.
 //! - [`local`]: the one-machine backend on `flock`.
 //! - [`holder`]: who holds a lock, and whether a holder on this host is gone.
 //! - [`repo`]: repository root, lock names of files, namespace and the config file.
@@ -37,7 +41,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod acquire;
+pub mod clock;
 pub mod config;
+pub mod connect;
 pub mod error;
 pub mod holder;
 pub mod keys;
@@ -45,6 +52,7 @@ pub mod lease;
 pub mod local;
 pub mod node;
 pub mod ops;
+pub mod options;
 pub mod quorum;
 pub mod redis_node;
 pub mod repo;
@@ -52,7 +60,12 @@ pub mod run;
 pub mod settings;
 pub mod state;
 
+#[cfg(test)]
+mod fake_node;
+
 pub use config::Config;
+pub use connect::Coordinator;
 pub use error::{Error, Result};
 pub use holder::{HolderInfo, Identity};
-pub use lease::{AcquireOptions, Coordinator, FencingToken, Lease, LeaseState};
+pub use lease::{FencingToken, Lease, LeaseState};
+pub use options::AcquireOptions;

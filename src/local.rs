@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::holder::{HolderInfo, Identity};
-use crate::lease::AcquireOptions;
+use crate::options::AcquireOptions;
 
 /// Local file locks in one directory.
 pub struct LocalBackend {

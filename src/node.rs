@@ -90,47 +90,109 @@ impl fmt::Display for NodeError {
     }
 }
 
-/// A stream that yields once per release announced on a subscribed channel.
+/// A stream that yields once per release announced on a subscribed channel, and ends when the
+/// subscription's connection is gone.
 pub type WakeStream = Pin<Box<dyn Stream<Item = ()> + Send>>;
 
-/// The operations the quorum logic runs on each node. Every call must finish on its own within
-/// the node's timeout (an implementation applies it), so a slow node cannot hold the quorum up.
+/// What a node operation returns: boxed, so that nodes can sit behind `Arc<dyn Node>`.
+pub type NodeFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, NodeError>> + Send + 'a>>;
+
+/// A lease removed whatever its state (a takeover of a gone holder, or an operator's break).
+#[derive(Debug, Clone)]
+pub struct Eviction {
+    /// The lock's keys.
+    pub keys: LockKeys,
+    /// Remove it only if this is its owner; empty: whoever owns it.
+    pub expected_owner: String,
+    /// Recorded in the audit log: `takeover` or `break`.
+    pub event: &'static str,
+    /// Who evicts, recorded in the audit log.
+    pub by: Identity,
+    /// Audit log length cap.
+    pub log_cap: u32,
+}
+
+/// The operations a lease needs from each node. Every call must finish on its own within the
+/// node's timeout (an implementation applies it), so a slow node cannot hold the quorum up.
+/// Nothing above this trait (and [`NodeAdmin`]) sends a backend command.
 pub trait Node: Send + Sync + 'static {
     /// Name for messages (a Redis URL without its password).
     fn label(&self) -> String;
 
     /// Take the lease if free (see `lua/grant.lua`).
-    fn grant(
-        &self,
-        req: &GrantRequest,
-    ) -> impl Future<Output = Result<GrantReply, NodeError>> + Send;
+    fn grant<'a>(&'a self, req: &'a GrantRequest) -> NodeFuture<'a, GrantReply>;
 
     /// Extend the lease if still ours; `Ok(false)` when it is not.
-    fn renew(
-        &self,
-        keys: &LockKeys,
-        owner: &str,
+    fn renew<'a>(
+        &'a self,
+        keys: &'a LockKeys,
+        owner: &'a str,
         ttl: Duration,
-    ) -> impl Future<Output = Result<bool, NodeError>> + Send;
+    ) -> NodeFuture<'a, bool>;
 
     /// End the lease if still ours and wake the waiters; `Ok(false)` when it was not ours.
-    fn release(
-        &self,
-        keys: &LockKeys,
-        owner: &str,
+    fn release<'a>(
+        &'a self,
+        keys: &'a LockKeys,
+        owner: &'a str,
         log_cap: u32,
-    ) -> impl Future<Output = Result<bool, NodeError>> + Send;
+    ) -> NodeFuture<'a, bool>;
 
     /// Lift the fencing counter to at least `token`; returns the counter after.
-    fn raise(
-        &self,
-        keys: &LockKeys,
-        token: u64,
-    ) -> impl Future<Output = Result<u64, NodeError>> + Send;
+    fn raise<'a>(&'a self, keys: &'a LockKeys, token: u64) -> NodeFuture<'a, u64>;
 
     /// Listen for releases of one lock.
-    fn subscribe(
-        &self,
-        keys: &LockKeys,
-    ) -> impl Future<Output = Result<WakeStream, NodeError>> + Send;
+    fn subscribe<'a>(&'a self, keys: &'a LockKeys) -> NodeFuture<'a, WakeStream>;
+
+    /// Remove the lease as `ev` says and wake the waiters; `Ok(false)` when there was nothing
+    /// to remove (see `lua/evict.lua`).
+    fn evict<'a>(&'a self, ev: &'a Eviction) -> NodeFuture<'a, bool>;
+
+    /// Leave the lock's waiter set (a waiter that gives up), so `lock status` stops counting it.
+    fn leave<'a>(&'a self, keys: &'a LockKeys, waiter: &'a str) -> NodeFuture<'a, ()>;
+
+    /// The operator's view of this node, when it has one.
+    fn admin(&self) -> Option<&dyn NodeAdmin> {
+        None
+    }
+}
+
+/// Which keys of a namespace to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// Locks with a live lease.
+    Lease,
+    /// Locks with an audit log.
+    Log,
+}
+
+/// One lock as one node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockView {
+    /// Time left on the lease.
+    pub pttl: Duration,
+    /// The node's fencing counter.
+    pub token: u64,
+    /// Waiters registered on this node.
+    pub waiters: u64,
+    /// The holder, as recorded on this node.
+    pub holder: HolderInfo,
+}
+
+/// The operator's reads of one node (`lock status`, `lock log`): they walk the keyspace, so
+/// they are kept apart from the lease operations of [`Node`].
+pub trait NodeAdmin: Send + Sync {
+    /// Names of the locks of `namespace` that have a key of `kind`, found page by page (never
+    /// one blocking walk of the whole keyspace).
+    fn lock_names<'a>(&'a self, namespace: &'a str, kind: KeyKind) -> NodeFuture<'a, Vec<String>>;
+
+    /// The lock's lease, counter, waiters and holder; `None` when it is not held here.
+    fn inspect<'a>(&'a self, keys: &'a LockKeys) -> NodeFuture<'a, Option<LockView>>;
+
+    /// The newest `limit` audit entries of the lock, oldest first, each as its fields.
+    fn read_log<'a>(
+        &'a self,
+        keys: &'a LockKeys,
+        limit: usize,
+    ) -> NodeFuture<'a, Vec<Vec<(String, String)>>>;
 }

@@ -1,17 +1,15 @@
 //! The operator's views and tools: who holds what (`lock status`), what happened (`lock log`),
-//! and the forced release (`lock break`). Locks are found with SCAN, never KEYS.
+//! and the forced release (`lock break`), through each node's [`NodeAdmin`] view.
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
 
-use redis::Value;
 use serde::Serialize;
 
+use crate::connect::{Backend, Coordinator};
 use crate::error::{Error, Result};
-use crate::holder::HolderInfo;
-use crate::keys::{LockKeys, lease_pattern, log_pattern, name_from_key};
-use crate::lease::{Backend, Coordinator};
-use crate::redis_node::{INSPECT, RedisNode, pairs, text};
+use crate::keys::LockKeys;
+use crate::node::{KeyKind, LockView, Node, NodeAdmin};
 
 /// One held lock, as `lock status` shows it. `lock status --json` prints
 /// `{"namespace": .., "backend": .., "locks": [..]}` with one of these per lock.
@@ -66,72 +64,23 @@ pub struct AuditEvent {
     owner: String,
 }
 
-/// Every key matching `pattern`, one SCAN page per call, so a large keyspace is not held to
-/// one operation's deadline.
-async fn scan(node: &RedisNode, pattern: &str) -> Result<Vec<String>> {
-    let mut keys = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) = node
-            .call(move |mut c| async move {
-                redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query_async(&mut c)
-                    .await
-            })
-            .await
-            .map_err(|e| Error::Unavailable {
-                reachable: 0,
-                total: 1,
-                needed: 1,
-                causes: vec![(node.label_string(), e.cause)],
-            })?;
-        keys.extend(batch);
-        if next == 0 {
-            return Ok(keys);
-        }
-        cursor = next;
-    }
+/// The admin view of `node`, or why there is none.
+fn admin_of(node: &dyn Node) -> Result<&dyn NodeAdmin> {
+    node.admin()
+        .ok_or_else(|| Error::internal(format!("node {} has no operator view", node.label())))
 }
 
-impl RedisNode {
-    fn label_string(&self) -> String {
-        self.url().to_string()
-    }
-}
-
-async fn inspect(node: &RedisNode, keys: &LockKeys) -> Option<(u64, u64, u64, HolderInfo)> {
-    let reply: Value = node
-        .call(|mut c| async move {
-            INSPECT
-                .key(&keys.lease)
-                .key(&keys.fence)
-                .key(&keys.holder)
-                .key(&keys.waiters)
-                .invoke_async(&mut c)
-                .await
-        })
+/// The lock names of `kind` on one node; a node that fails counts as unreachable.
+async fn names_on(node: &dyn Node, ns: &str, kind: KeyKind) -> Result<Vec<String>> {
+    admin_of(node)?
+        .lock_names(ns, kind)
         .await
-        .ok()?;
-    let Value::Array(items) = reply else {
-        return None;
-    };
-    let num = |i: usize| {
-        items
-            .get(i)
-            .and_then(text)
-            .and_then(|t| t.parse::<i64>().ok())
-    };
-    let pttl = num(0)?;
-    if pttl < 0 {
-        return None;
-    }
-    let holder = HolderInfo::from_fields(&pairs(items.get(3..).unwrap_or(&[])));
-    Some((pttl as u64, num(1)? as u64, num(2)? as u64, holder))
+        .map_err(|e| Error::Unavailable {
+            reachable: 0,
+            total: 1,
+            needed: 1,
+            causes: vec![(node.label(), e.cause)],
+        })
 }
 
 impl Coordinator {
@@ -158,22 +107,20 @@ impl Coordinator {
                 })
                 .collect()),
             Backend::Redis(q) => {
-                let mut found: BTreeMap<String, Vec<(u64, u64, u64, HolderInfo)>> = BTreeMap::new();
+                let mut found: BTreeMap<String, Vec<LockView>> = BTreeMap::new();
                 let mut failures = Vec::new();
                 for node in q.nodes() {
-                    let keys = match scan(node, &lease_pattern(ns)).await {
-                        Ok(k) => k,
+                    let names = match names_on(node.as_ref(), ns, KeyKind::Lease).await {
+                        Ok(n) => n,
                         Err(e) => {
                             failures.push(e);
                             continue;
                         }
                     };
-                    for key in keys {
-                        let Some(name) = name_from_key(ns, &key, ":lease") else {
-                            continue;
-                        };
-                        if let Some(seen) = inspect(node, &LockKeys::new(ns, name)).await {
-                            found.entry(name.to_owned()).or_default().push(seen);
+                    let admin = admin_of(node.as_ref())?;
+                    for name in names {
+                        if let Ok(Some(seen)) = admin.inspect(&LockKeys::new(ns, &name)).await {
+                            found.entry(name).or_default().push(seen);
                         }
                     }
                 }
@@ -186,15 +133,19 @@ impl Coordinator {
                         // The owner shown by the most nodes is the holder.
                         let mut by_owner: HashMap<&str, usize> = HashMap::new();
                         for s in &seen {
-                            *by_owner.entry(s.3.owner.as_str()).or_default() += 1;
+                            *by_owner.entry(s.holder.owner.as_str()).or_default() += 1;
                         }
                         let (owner, count) = by_owner.into_iter().max_by_key(|e| e.1)?;
-                        let (pttl, _, waiters, h) =
-                            seen.iter().find(|s| s.3.owner == owner)?.clone();
+                        let LockView {
+                            pttl,
+                            waiters,
+                            holder: h,
+                            ..
+                        } = seen.iter().find(|s| s.holder.owner == owner)?.clone();
                         Some(LockStatus {
                             name,
                             held_ms: h.held_for().as_millis() as u64,
-                            ttl_left_ms: Some(pttl),
+                            ttl_left_ms: Some(pttl.as_millis() as u64),
                             waiters,
                             stale: h.is_gone_from(me),
                             nodes: count,
@@ -222,34 +173,21 @@ impl Coordinator {
         let mut seen = std::collections::HashSet::new();
         let mut failures = Vec::new();
         for node in q.nodes() {
-            let keys = match scan(node, &log_pattern(ns)).await {
-                Ok(k) => k,
+            let names = match names_on(node.as_ref(), ns, KeyKind::Log).await {
+                Ok(n) => n,
                 Err(e) => {
                     failures.push(e);
                     continue;
                 }
             };
-            for key in keys {
-                let Some(name) = name_from_key(ns, &key, ":log") else {
-                    continue;
-                };
-                let key2 = key.clone();
-                let entries: Vec<(String, Vec<(String, String)>)> = node
-                    .call(move |mut c| async move {
-                        let v: Value = redis::cmd("XREVRANGE")
-                            .arg(&key2)
-                            .arg("+")
-                            .arg("-")
-                            .arg("COUNT")
-                            .arg(limit)
-                            .query_async(&mut c)
-                            .await?;
-                        Ok(parse_entries(v))
-                    })
+            let admin = admin_of(node.as_ref())?;
+            for name in names {
+                let entries = admin
+                    .read_log(&LockKeys::new(ns, &name), limit)
                     .await
                     .unwrap_or_default();
-                for (_, fields) in entries.into_iter().rev() {
-                    let e = event_from(name, &fields);
+                for fields in entries {
+                    let e = event_from(&name, &fields);
                     if seen.insert((e.event.clone(), e.name.clone(), e.owner.clone())) {
                         events.push(e);
                     }
@@ -287,29 +225,6 @@ impl Coordinator {
             }
         }
     }
-}
-
-fn parse_entries(v: Value) -> Vec<(String, Vec<(String, String)>)> {
-    let Value::Array(items) = v else {
-        return Vec::new();
-    };
-    items
-        .into_iter()
-        .filter_map(|entry| {
-            let Value::Array(mut parts) = entry else {
-                return None;
-            };
-            let fields = match parts.pop()? {
-                Value::Array(f) => pairs(&f),
-                Value::Map(m) => m
-                    .iter()
-                    .filter_map(|(k, v)| Some((text(k)?, text(v)?)))
-                    .collect(),
-                _ => return None,
-            };
-            Some((text(parts.first()?)?, fields))
-        })
-        .collect()
 }
 
 fn event_from(name: &str, fields: &[(String, String)]) -> AuditEvent {

@@ -2,9 +2,10 @@
 //!
 //! A grant goes to every node at once, each bounded by its own timeout. The lock is held when a
 //! majority (N/2 + 1) granted and the validity `ttl - elapsed - drift` is still positive, with
-//! `elapsed` on the monotonic clock and `drift = ttl/100 + 2 ms`. We stop listening as soon as a
-//! majority granted or a majority became impossible; on failure we release on every node,
-//! including the ones that failed or timed out (their grant may still have landed).
+//! `elapsed` on [`crate::clock`] (which counts system suspend) and `drift = ttl/100 + 2 ms`.
+//! We stop listening as soon as a majority granted or a majority became impossible; on failure
+//! we release on every node, including the ones that failed or timed out (their grant may still
+//! have landed).
 //!
 //! # Fencing tokens across masters
 //! Each node mints with `INCR` inside its grant script. The token handed out is the highest
@@ -37,9 +38,10 @@ use tokio::time::Instant;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
+use crate::clock::{Deadline, Stamp};
 use crate::holder::HolderInfo;
 use crate::keys::LockKeys;
-use crate::node::{GrantReply, GrantRequest, Node, NodeError, WakeStream};
+use crate::node::{Eviction, GrantReply, GrantRequest, Node, NodeError, WakeStream};
 
 /// Nodes needed for a majority of `n`.
 pub fn majority(n: usize) -> usize {
@@ -65,8 +67,8 @@ pub enum Attempt {
     Granted {
         /// The fencing token handed out.
         token: u64,
-        /// Monotonic deadline of the lease's validity.
-        valid_until: Instant,
+        /// Deadline of the lease's validity.
+        valid_until: Deadline,
     },
     /// Someone else holds it: no vote was ours.
     Held {
@@ -103,8 +105,8 @@ pub enum Attempt {
 pub enum Renewal {
     /// A majority extended the lease.
     Renewed {
-        /// New monotonic validity deadline.
-        valid_until: Instant,
+        /// New validity deadline.
+        valid_until: Deadline,
     },
     /// A majority says the lease is no longer ours: it is gone for good.
     Lost,
@@ -116,11 +118,11 @@ pub enum Renewal {
 }
 
 /// A set of independent nodes acting as one coordinator.
-pub struct Quorum<N> {
+pub struct Quorum<N: ?Sized = dyn Node> {
     nodes: Vec<Arc<N>>,
 }
 
-impl<N: Node> Quorum<N> {
+impl<N: Node + ?Sized> Quorum<N> {
     /// A quorum over `nodes` (at least one).
     pub fn new(nodes: Vec<Arc<N>>) -> Self {
         Quorum { nodes }
@@ -146,7 +148,7 @@ impl<N: Node> Quorum<N> {
                 causes: vec![("(none)".into(), "no nodes configured".into())],
             };
         }
-        let start = Instant::now();
+        let start = Stamp::now();
         // Each call owns what it needs, so the ones still running when a majority has answered
         // can finish in the background (see `settle_late`).
         let mut pending: FuturesUnordered<_> = self
@@ -183,12 +185,13 @@ impl<N: Node> Quorum<N> {
             // (the module doc's argument); a raise that fails makes this attempt fail, and the
             // node counts as one that did not answer.
             let (holding, failed) = self.raise(&req.keys, token, &granted).await;
+            let elapsed = start.elapsed();
             if holding >= need
-                && let Some(left) = validity(req.ttl, start.elapsed())
+                && let Some(left) = validity(req.ttl, elapsed)
             {
                 return Attempt::Granted {
                     token,
-                    valid_until: start + left,
+                    valid_until: Deadline::new(start, elapsed + left),
                 };
             }
             causes.extend(failed);
@@ -286,7 +289,7 @@ impl<N: Node> Quorum<N> {
     pub async fn renew(&self, keys: &LockKeys, owner: &str, ttl: Duration) -> Renewal {
         let n = self.nodes.len();
         let need = self.needed();
-        let start = Instant::now();
+        let start = Stamp::now();
         let mut pending: FuturesUnordered<_> = self
             .nodes
             .iter()
@@ -308,11 +311,12 @@ impl<N: Node> Quorum<N> {
                 break;
             }
         }
+        let elapsed = start.elapsed();
         if ours >= need
-            && let Some(left) = validity(ttl, start.elapsed())
+            && let Some(left) = validity(ttl, elapsed)
         {
             return Renewal::Renewed {
-                valid_until: start + left,
+                valid_until: Deadline::new(start, elapsed + left),
             };
         }
         if not_ours > n.saturating_sub(need) {
@@ -369,6 +373,20 @@ impl<N: Node> Quorum<N> {
         (confirmed, denied)
     }
 
+    /// Remove a lease on every node as `ev` says. Returns how many nodes removed it.
+    pub async fn evict(&self, ev: &Eviction) -> usize {
+        let all: FuturesUnordered<_> = self.nodes.iter().map(|n| n.evict(ev)).collect();
+        all.filter(|r| std::future::ready(matches!(r, Ok(true))))
+            .count()
+            .await
+    }
+
+    /// Leave the lock's waiter set on every node (best effort: a registration also expires).
+    pub async fn leave(&self, keys: &LockKeys, waiter: &str) {
+        let all: FuturesUnordered<_> = self.nodes.iter().map(|n| n.leave(keys, waiter)).collect();
+        all.collect::<Vec<_>>().await;
+    }
+
     /// Listen for releases of one lock on every node that answers.
     pub async fn subscribe(&self, keys: &LockKeys) -> (Vec<WakeStream>, Vec<NodeError>) {
         let all: FuturesUnordered<_> = self.nodes.iter().map(|n| n.subscribe(keys)).collect();
@@ -394,6 +412,7 @@ mod tests {
 
     use super::*;
     use crate::holder::Identity;
+    use crate::node::NodeFuture;
 
     const NODE_TIMEOUT: Duration = Duration::from_millis(50);
 
@@ -463,50 +482,69 @@ mod tests {
         fn label(&self) -> String {
             "fake".into()
         }
-        async fn grant(&self, req: &GrantRequest) -> Result<GrantReply, NodeError> {
-            self.gate().await?;
-            if let Mode::Quarantined(left) = *self.mode.lock().unwrap() {
-                return Ok(GrantReply::Quarantined { left });
-            }
-            let mut lease = self.lease.lock().unwrap();
-            if let Some(owner) = lease.as_ref() {
-                return Ok(GrantReply::Refused {
-                    pttl: Duration::from_millis(500),
-                    holder: HolderInfo {
-                        owner: owner.clone(),
-                        ..Default::default()
-                    },
-                });
-            }
-            *lease = Some(req.owner.clone());
-            let mut c = self.counter.lock().unwrap();
-            *c += 1;
-            Ok(GrantReply::Granted { token: *c })
+        fn grant<'a>(&'a self, req: &'a GrantRequest) -> NodeFuture<'a, GrantReply> {
+            Box::pin(async move {
+                self.gate().await?;
+                if let Mode::Quarantined(left) = *self.mode.lock().unwrap() {
+                    return Ok(GrantReply::Quarantined { left });
+                }
+                let mut lease = self.lease.lock().unwrap();
+                if let Some(owner) = lease.as_ref() {
+                    return Ok(GrantReply::Refused {
+                        pttl: Duration::from_millis(500),
+                        holder: HolderInfo {
+                            owner: owner.clone(),
+                            ..Default::default()
+                        },
+                    });
+                }
+                *lease = Some(req.owner.clone());
+                let mut c = self.counter.lock().unwrap();
+                *c += 1;
+                Ok(GrantReply::Granted { token: *c })
+            })
         }
-        async fn renew(&self, _: &LockKeys, owner: &str, _: Duration) -> Result<bool, NodeError> {
-            self.gate().await?;
-            Ok(self.lease.lock().unwrap().as_deref() == Some(owner))
+        fn renew<'a>(
+            &'a self,
+            _: &'a LockKeys,
+            owner: &'a str,
+            _: Duration,
+        ) -> NodeFuture<'a, bool> {
+            Box::pin(async move {
+                self.gate().await?;
+                Ok(self.lease.lock().unwrap().as_deref() == Some(owner))
+            })
         }
-        async fn release(&self, _: &LockKeys, owner: &str, _: u32) -> Result<bool, NodeError> {
-            self.gate().await?;
-            let mut lease = self.lease.lock().unwrap();
-            if lease.as_deref() == Some(owner) {
-                *lease = None;
-                return Ok(true);
-            }
-            Ok(false)
+        fn release<'a>(&'a self, _: &'a LockKeys, owner: &'a str, _: u32) -> NodeFuture<'a, bool> {
+            Box::pin(async move {
+                self.gate().await?;
+                let mut lease = self.lease.lock().unwrap();
+                if lease.as_deref() == Some(owner) {
+                    *lease = None;
+                    return Ok(true);
+                }
+                Ok(false)
+            })
         }
-        async fn raise(&self, _: &LockKeys, token: u64) -> Result<u64, NodeError> {
-            self.gate().await?;
-            if *self.mode.lock().unwrap() == Mode::RaiseFails {
-                return Err(NodeError::new("connection reset"));
-            }
-            let mut c = self.counter.lock().unwrap();
-            *c = (*c).max(token);
-            Ok(*c)
+        fn raise<'a>(&'a self, _: &'a LockKeys, token: u64) -> NodeFuture<'a, u64> {
+            Box::pin(async move {
+                self.gate().await?;
+                if *self.mode.lock().unwrap() == Mode::RaiseFails {
+                    return Err(NodeError::new("connection reset"));
+                }
+                let mut c = self.counter.lock().unwrap();
+                *c = (*c).max(token);
+                Ok(*c)
+            })
         }
-        async fn subscribe(&self, _: &LockKeys) -> Result<WakeStream, NodeError> {
-            Ok(Box::pin(futures_util::stream::pending()))
+        fn subscribe<'a>(&'a self, _: &'a LockKeys) -> NodeFuture<'a, WakeStream> {
+            Box::pin(async move { Ok(Box::pin(futures_util::stream::pending()) as WakeStream) })
+        }
+        fn evict<'a>(&'a self, _: &'a Eviction) -> NodeFuture<'a, bool> {
+            Box::pin(async { Ok(false) })
+        }
+        fn leave<'a>(&'a self, _: &'a LockKeys, _: &'a str) -> NodeFuture<'a, ()> {
+            Box::pin(async { Ok(()) })
         }
     }
 

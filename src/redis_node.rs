@@ -1,5 +1,6 @@
 //! A coordinator node that is a real Redis: one multiplexed connection (shared by every
-//! operation of this process), the Lua scripts of `lua/`, and a deadline on every call.
+//! operation of this process), the Lua scripts of `lua/`, and a deadline on every call. Every
+//! Redis command the crate sends is here, behind [`Node`] and [`NodeAdmin`].
 //!
 //! Why no pool (deadpool-redis): a multiplexed connection is already shared by all tasks, and a
 //! pool's recycle check (UNWATCH + PING) would add a round trip to every lock operation.
@@ -14,17 +15,19 @@ use tokio::sync::Mutex;
 
 use crate::config::NodeUrl;
 use crate::holder::HolderInfo;
-use crate::keys::LockKeys;
-use crate::node::{GrantReply, GrantRequest, Node, NodeError, WakeStream};
+use crate::keys::{LockKeys, lease_pattern, log_pattern, name_from_key};
+use crate::node::{
+    Eviction, GrantReply, GrantRequest, KeyKind, LockView, Node, NodeAdmin, NodeError, NodeFuture,
+    WakeStream,
+};
 
 static GRANT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/grant.lua")));
 static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/renew.lua")));
 static RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/release.lua")));
 static RAISE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/raise.lua")));
-pub(crate) static EVICT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/evict.lua")));
-pub(crate) static INSPECT: LazyLock<Script> =
+static EVICT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/evict.lua")));
+static INSPECT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/inspect.lua")));
 
 /// One Redis master.
@@ -100,7 +103,7 @@ impl RedisNode {
 
     /// Run one request against this node within the operation deadline; a broken or silent
     /// connection is dropped so the next call reconnects.
-    pub(crate) async fn call<T, F, Fut>(&self, f: F) -> Result<T, NodeError>
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, NodeError>
     where
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
@@ -177,95 +180,280 @@ impl Node for RedisNode {
         self.url.to_string()
     }
 
-    async fn grant(&self, req: &GrantRequest) -> Result<GrantReply, NodeError> {
-        let k = &req.keys;
-        let id = &req.identity;
-        let reply: Value = self
-            .call(|mut c| async move {
-                GRANT
-                    .key(&k.lease)
-                    .key(&k.fence)
-                    .key(&k.holder)
-                    .key(&k.waiters)
-                    .key(&k.log)
-                    .key(&k.epoch)
-                    .arg(&req.owner)
-                    .arg(req.ttl.as_millis() as u64)
-                    .arg(&id.session)
-                    .arg(&id.host)
-                    .arg(id.pid)
-                    .arg(id.pid_start.map(|s| s.to_string()).unwrap_or_default())
-                    .arg(&id.command)
-                    .arg(req.waiter.as_deref().unwrap_or(""))
-                    .arg(req.waiter_ttl.as_millis() as u64)
-                    .arg(req.log_cap)
-                    .arg(req.quarantine.as_millis() as u64)
-                    .arg(id.pid_ns.as_deref().unwrap_or(""))
-                    .invoke_async(&mut c)
+    fn grant<'a>(&'a self, req: &'a GrantRequest) -> NodeFuture<'a, GrantReply> {
+        Box::pin(async move {
+            let k = &req.keys;
+            let id = &req.identity;
+            let reply: Value = self
+                .call(|mut c| async move {
+                    GRANT
+                        .key(&k.lease)
+                        .key(&k.fence)
+                        .key(&k.holder)
+                        .key(&k.waiters)
+                        .key(&k.log)
+                        .key(&k.epoch)
+                        .arg(&req.owner)
+                        .arg(req.ttl.as_millis() as u64)
+                        .arg(&id.session)
+                        .arg(&id.host)
+                        .arg(id.pid)
+                        .arg(id.pid_start.map(|s| s.to_string()).unwrap_or_default())
+                        .arg(&id.command)
+                        .arg(req.waiter.as_deref().unwrap_or(""))
+                        .arg(req.waiter_ttl.as_millis() as u64)
+                        .arg(req.log_cap)
+                        .arg(req.quarantine.as_millis() as u64)
+                        .arg(id.pid_ns.as_deref().unwrap_or(""))
+                        .invoke_async(&mut c)
+                        .await
+                })
+                .await?;
+            parse_grant(reply).ok_or_else(|| NodeError::new("unexpected reply to grant"))
+        })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        keys: &'a LockKeys,
+        owner: &'a str,
+        ttl: Duration,
+    ) -> NodeFuture<'a, bool> {
+        Box::pin(async move {
+            self.call(|mut c| async move {
+                RENEW
+                    .key(&keys.lease)
+                    .arg(owner)
+                    .arg(ttl.as_millis() as u64)
+                    .invoke_async::<i64>(&mut c)
                     .await
             })
-            .await?;
-        parse_grant(reply).ok_or_else(|| NodeError::new("unexpected reply to grant"))
-    }
-
-    async fn renew(&self, keys: &LockKeys, owner: &str, ttl: Duration) -> Result<bool, NodeError> {
-        self.call(|mut c| async move {
-            RENEW
-                .key(&keys.lease)
-                .arg(owner)
-                .arg(ttl.as_millis() as u64)
-                .invoke_async::<i64>(&mut c)
-                .await
-        })
-        .await
-        .map(|n| n == 1)
-    }
-
-    async fn release(&self, keys: &LockKeys, owner: &str, log_cap: u32) -> Result<bool, NodeError> {
-        self.call(|mut c| async move {
-            RELEASE
-                .key(&keys.lease)
-                .key(&keys.holder)
-                .key(&keys.log)
-                .arg(owner)
-                .arg(&keys.channel)
-                .arg(log_cap)
-                .invoke_async::<i64>(&mut c)
-                .await
-        })
-        .await
-        .map(|n| n == 1)
-    }
-
-    async fn raise(&self, keys: &LockKeys, token: u64) -> Result<u64, NodeError> {
-        self.call(|mut c| async move {
-            RAISE
-                .key(&keys.fence)
-                .arg(token)
-                .invoke_async::<u64>(&mut c)
-                .await
-        })
-        .await
-    }
-
-    async fn subscribe(&self, keys: &LockKeys) -> Result<WakeStream, NodeError> {
-        let work = async {
-            let mut pubsub = self
-                .client
-                .get_async_pubsub()
-                .await
-                .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
-            pubsub
-                .subscribe(&keys.channel)
-                .await
-                .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
-            let stream: WakeStream = Box::pin(pubsub.into_on_message().map(|_| ()));
-            Ok(stream)
-        };
-        tokio::time::timeout(self.connect_timeout, work)
             .await
-            .unwrap_or_else(|_| Err(NodeError::timeout(self.connect_timeout)))
+            .map(|n| n == 1)
+        })
     }
+
+    fn release<'a>(
+        &'a self,
+        keys: &'a LockKeys,
+        owner: &'a str,
+        log_cap: u32,
+    ) -> NodeFuture<'a, bool> {
+        Box::pin(async move {
+            self.call(|mut c| async move {
+                RELEASE
+                    .key(&keys.lease)
+                    .key(&keys.holder)
+                    .key(&keys.log)
+                    .arg(owner)
+                    .arg(&keys.channel)
+                    .arg(log_cap)
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
+            .await
+            .map(|n| n == 1)
+        })
+    }
+
+    fn raise<'a>(&'a self, keys: &'a LockKeys, token: u64) -> NodeFuture<'a, u64> {
+        Box::pin(async move {
+            self.call(|mut c| async move {
+                RAISE
+                    .key(&keys.fence)
+                    .arg(token)
+                    .invoke_async::<u64>(&mut c)
+                    .await
+            })
+            .await
+        })
+    }
+
+    fn subscribe<'a>(&'a self, keys: &'a LockKeys) -> NodeFuture<'a, WakeStream> {
+        Box::pin(async move {
+            let work = async {
+                let mut pubsub = self
+                    .client
+                    .get_async_pubsub()
+                    .await
+                    .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
+                pubsub
+                    .subscribe(&keys.channel)
+                    .await
+                    .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
+                let stream: WakeStream = Box::pin(pubsub.into_on_message().map(|_| ()));
+                Ok(stream)
+            };
+            tokio::time::timeout(self.connect_timeout, work)
+                .await
+                .unwrap_or_else(|_| Err(NodeError::timeout(self.connect_timeout)))
+        })
+    }
+
+    fn evict<'a>(&'a self, ev: &'a Eviction) -> NodeFuture<'a, bool> {
+        Box::pin(async move {
+            let (keys, by) = (&ev.keys, &ev.by);
+            self.call(|mut c| async move {
+                EVICT
+                    .key(&keys.lease)
+                    .key(&keys.holder)
+                    .key(&keys.log)
+                    .arg(&ev.expected_owner)
+                    .arg(&keys.channel)
+                    .arg(ev.log_cap)
+                    .arg(ev.event)
+                    .arg(&by.session)
+                    .arg(&by.host)
+                    .arg(by.pid)
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
+            .await
+            .map(|n| n == 1)
+        })
+    }
+
+    fn leave<'a>(&'a self, keys: &'a LockKeys, waiter: &'a str) -> NodeFuture<'a, ()> {
+        Box::pin(async move {
+            self.call(|mut c| async move {
+                redis::cmd("ZREM")
+                    .arg(&keys.waiters)
+                    .arg(waiter)
+                    .query_async::<i64>(&mut c)
+                    .await
+            })
+            .await
+            .map(|_| ())
+        })
+    }
+
+    fn admin(&self) -> Option<&dyn NodeAdmin> {
+        Some(self)
+    }
+}
+
+impl NodeAdmin for RedisNode {
+    fn lock_names<'a>(&'a self, namespace: &'a str, kind: KeyKind) -> NodeFuture<'a, Vec<String>> {
+        let (pattern, suffix) = match kind {
+            KeyKind::Lease => (lease_pattern(namespace), ":lease"),
+            KeyKind::Log => (log_pattern(namespace), ":log"),
+        };
+        Box::pin(async move {
+            let mut names = Vec::new();
+            let mut cursor: u64 = 0;
+            // One SCAN page per call, so a large keyspace is not held to one deadline.
+            loop {
+                let pattern = &pattern;
+                let (next, batch): (u64, Vec<String>) = self
+                    .call(move |mut c| async move {
+                        redis::cmd("SCAN")
+                            .arg(cursor)
+                            .arg("MATCH")
+                            .arg(pattern)
+                            .arg("COUNT")
+                            .arg(1000)
+                            .query_async(&mut c)
+                            .await
+                    })
+                    .await?;
+                names.extend(
+                    batch
+                        .iter()
+                        .filter_map(|k| name_from_key(namespace, k, suffix))
+                        .map(str::to_owned),
+                );
+                if next == 0 {
+                    return Ok(names);
+                }
+                cursor = next;
+            }
+        })
+    }
+
+    fn inspect<'a>(&'a self, keys: &'a LockKeys) -> NodeFuture<'a, Option<LockView>> {
+        Box::pin(async move {
+            let reply: Value = self
+                .call(|mut c| async move {
+                    INSPECT
+                        .key(&keys.lease)
+                        .key(&keys.fence)
+                        .key(&keys.holder)
+                        .key(&keys.waiters)
+                        .invoke_async(&mut c)
+                        .await
+                })
+                .await?;
+            Ok(parse_inspect(reply))
+        })
+    }
+
+    fn read_log<'a>(
+        &'a self,
+        keys: &'a LockKeys,
+        limit: usize,
+    ) -> NodeFuture<'a, Vec<Vec<(String, String)>>> {
+        Box::pin(async move {
+            let v: Value = self
+                .call(|mut c| async move {
+                    redis::cmd("XREVRANGE")
+                        .arg(&keys.log)
+                        .arg("+")
+                        .arg("-")
+                        .arg("COUNT")
+                        .arg(limit)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await?;
+            let mut entries = parse_entries(v);
+            entries.reverse();
+            Ok(entries)
+        })
+    }
+}
+
+/// `lua/inspect.lua`'s reply; `None` when the lock is free.
+fn parse_inspect(reply: Value) -> Option<LockView> {
+    let Value::Array(items) = reply else {
+        return None;
+    };
+    let num = |i: usize| {
+        items
+            .get(i)
+            .and_then(text)
+            .and_then(|t| t.parse::<i64>().ok())
+    };
+    let pttl = u64::try_from(num(0)?).ok()?;
+    Some(LockView {
+        pttl: Duration::from_millis(pttl),
+        token: u64::try_from(num(1)?).unwrap_or(0),
+        waiters: u64::try_from(num(2)?).unwrap_or(0),
+        holder: HolderInfo::from_fields(&pairs(items.get(3..).unwrap_or(&[]))),
+    })
+}
+
+/// An XRANGE-style reply as the fields of each entry, in reply order.
+fn parse_entries(v: Value) -> Vec<Vec<(String, String)>> {
+    let Value::Array(items) = v else {
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .filter_map(|entry| {
+            let Value::Array(mut parts) = entry else {
+                return None;
+            };
+            match parts.pop()? {
+                Value::Array(f) => Some(pairs(&f)),
+                Value::Map(m) => Some(
+                    m.iter()
+                        .filter_map(|(k, v)| Some((text(k)?, text(v)?)))
+                        .collect(),
+                ),
+                _ => None,
+            }
+        })
+        .collect()
 }
 
 fn parse_grant(v: Value) -> Option<GrantReply> {
@@ -293,14 +481,14 @@ fn parse_grant(v: Value) -> Option<GrantReply> {
 }
 
 /// Turn a flat `field, value, ...` reply into pairs of strings.
-pub(crate) fn pairs(items: &[Value]) -> Vec<(String, String)> {
+fn pairs(items: &[Value]) -> Vec<(String, String)> {
     items
         .chunks_exact(2)
         .filter_map(|kv| Some((text(&kv[0])?, text(&kv[1])?)))
         .collect()
 }
 
-pub(crate) fn text(v: &Value) -> Option<String> {
+fn text(v: &Value) -> Option<String> {
     match v {
         Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
         Value::SimpleString(s) => Some(s.clone()),

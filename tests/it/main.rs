@@ -3,6 +3,7 @@
 
 mod support;
 
+mod faults;
 mod lock_run;
 mod operate;
 mod redlock;

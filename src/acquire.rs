@@ -1,0 +1,527 @@
+//! The acquire/wait loop: try the quorum, and while the lock is held wait for a release event
+//! (pub/sub), the holder's TTL, or a short jitter after a split vote; take over a holder on
+//! this host whose process is gone; wait out a restart quarantine; ride out a coordinator that
+//! stops answering (reconnect, resubscribe) until the wait runs out; leave the waiter set when
+//! giving up.
+
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use futures_util::StreamExt;
+use futures_util::stream::{BoxStream, SelectAll};
+use tokio::time::Instant;
+
+use crate::clock::far_deadline;
+use crate::config::check_lock_name;
+use crate::connect::{Backend, Coordinator};
+use crate::error::{Error, Result};
+use crate::holder::HolderInfo;
+use crate::keys::LockKeys;
+use crate::lease::Lease;
+use crate::node::{Eviction, GrantRequest};
+use crate::options::AcquireOptions;
+use crate::quorum::{Attempt, Quorum};
+
+impl Coordinator {
+    /// Take lock `name` without waiting: fails with [`Error::Timeout`] when it is held.
+    pub async fn try_acquire(&self, name: &str) -> Result<Lease> {
+        self.acquire(name, &AcquireOptions::default()).await
+    }
+
+    /// Take lock `name`, waiting up to `opts.wait` for its holder to release it.
+    ///
+    /// Waiting is driven by release events (Redis pub/sub, or the kernel for local locks); the
+    /// only timer is the holder's remaining TTL, so a crashed holder is taken over as soon as
+    /// its lease expires, and at once when it ran on this host and its process is gone.
+    ///
+    /// A coordinator that stops answering while we wait (a restart, a failover) is retried
+    /// a few times a second, with the subscriptions made again, until the wait runs out; only
+    /// then is it [`Error::Unavailable`]. Without a wait, it is reported at once.
+    ///
+    /// With local locks the wait is a `flock(2)` on a blocking thread; when the wait times out
+    /// that thread stays parked until the holder lets go, then drops the lock at once (it never
+    /// holds it for anyone). Many timed-out waits on a long-held lock park as many threads.
+    pub async fn acquire(&self, name: &str, opts: &AcquireOptions) -> Result<Lease> {
+        check_lock_name(name)?;
+        let deadline = far_deadline(Instant::now(), opts.wait);
+        let got = match &self.inner.backend {
+            Backend::Local(local) => local
+                .acquire(name, &self.inner.identity, opts, deadline)
+                .await
+                .map(|guard| Lease::local(self.clone(), name, guard)),
+            Backend::Redis(quorum) => self.acquire_redis(quorum, name, opts, deadline).await,
+        };
+        if let (Ok(_), Some(p)) = (&got, &opts.progress) {
+            // Nobody is in the way any more: feedback about a holder would be stale.
+            p.send_replace(None);
+        }
+        got
+    }
+
+    async fn acquire_redis(
+        &self,
+        quorum: &Quorum,
+        name: &str,
+        opts: &AcquireOptions,
+        deadline: Instant,
+    ) -> Result<Lease> {
+        let cfg = &self.inner.config;
+        let started = Instant::now();
+        let keys = LockKeys::new(&cfg.namespace, name);
+        let waiter_id = uuid::Uuid::new_v4().simple().to_string();
+        let mut wake = Wake::default();
+        let mut last_holder: Option<HolderInfo> = None;
+        let mut note: Option<String> = None;
+        // Set while the last attempt found no quorum: what to report if the wait runs out so.
+        let mut unreachable: Option<Error> = None;
+        let mut jitter = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(2))
+            .with_max_delay(cfg.node_timeout.max(Duration::from_millis(20)))
+            .with_jitter()
+            .without_max_times()
+            .build();
+        let mut reconnect = reconnect_backoff();
+        loop {
+            let req = GrantRequest {
+                keys: keys.clone(),
+                owner: uuid::Uuid::new_v4().simple().to_string(),
+                ttl: cfg.ttl,
+                identity: self.inner.identity.clone(),
+                waiter: wake.registered.then(|| waiter_id.clone()),
+                waiter_ttl: cfg.ttl.saturating_mul(2),
+                log_cap: cfg.log_cap,
+                quarantine: if cfg.is_redlock() {
+                    cfg.quarantine
+                } else {
+                    Duration::ZERO
+                },
+            };
+            // How long to wait before the next attempt, and whether a release event may cut it
+            // short (not after a split vote: the other contenders' releases would wake everyone
+            // at once and split the vote again).
+            let attempt = quorum.grant(&req).await;
+            if !matches!(attempt, Attempt::Unavailable { .. }) {
+                unreachable = None;
+                reconnect = reconnect_backoff();
+            }
+            let (pause, wake_early) = match attempt {
+                Attempt::Granted { token, valid_until } => {
+                    return Ok(Lease::redis(
+                        self.clone(),
+                        name,
+                        keys,
+                        req.owner,
+                        token,
+                        valid_until,
+                    ));
+                }
+                Attempt::Unavailable { reachable, causes } => {
+                    // A blip (a restart, a failover) is ridden out until the wait runs out; the
+                    // subscriptions died with the connections, so they are made again.
+                    unreachable = Some(Error::Unavailable {
+                        reachable,
+                        total: quorum.nodes().len(),
+                        needed: quorum.needed(),
+                        causes,
+                    });
+                    wake.lost_all();
+                    (reconnect.next().unwrap_or(RECONNECT_MAX), false)
+                }
+                Attempt::Held { pttl, holder } => {
+                    if let Some(h) = &holder
+                        && h.is_gone_from(&self.inner.identity)
+                        && self.evict(quorum, &keys, &h.owner, "takeover").await > 0
+                    {
+                        continue;
+                    }
+                    last_holder = holder.or(last_holder);
+                    // Wake a little after the holder's lease runs out, in case it never releases.
+                    (pttl + Duration::from_millis(1), true)
+                }
+                Attempt::Split { holder } => {
+                    last_holder = holder.or(last_holder);
+                    (jitter.next().unwrap_or(Duration::from_millis(5)), false)
+                }
+                Attempt::Quarantined { left, nodes } => {
+                    // Retrying sooner would only burn tokens and audit entries on the others.
+                    note = Some(format!(
+                        "{nodes} of {} Redis masters started empty and are in their restart \
+                         quarantine (the first grants again in {} ms)",
+                        quorum.nodes().len(),
+                        left.as_millis()
+                    ));
+                    (left + Duration::from_millis(1), false)
+                }
+            };
+            if let Some(p) = &opts.progress {
+                p.send_replace(last_holder.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                if wake.registered {
+                    // We registered as a waiter: leave, so `lock status` stops counting us.
+                    quorum.leave(&keys, &waiter_id).await;
+                }
+                if let Some(e) = unreachable {
+                    return Err(e);
+                }
+                return Err(Error::Timeout {
+                    name: name.to_owned(),
+                    waited_ms: now.duration_since(started).as_millis(),
+                    holder: last_holder.map(Box::new),
+                    note,
+                });
+            }
+            if wake.live < quorum.needed() && unreachable.is_none() {
+                // Subscribe before the next attempt, so a release between the two is not
+                // missed. Attempt at once after a full subscription, or the first one (as
+                // before this waiter subscribed, it may be free by now).
+                let first = !wake.registered;
+                wake.subscribe(quorum, &keys).await;
+                if first || wake.live >= quorum.needed() {
+                    continue;
+                }
+            }
+            let until = deadline.min(now + pause);
+            tokio::select! {
+                got = wake.streams.next(), if wake_early && !wake.streams.is_empty() => {
+                    // A subscription that ended (its connection dropped) is made again before
+                    // the next attempt.
+                    if got != Some(Some(())) {
+                        wake.live = wake.live.saturating_sub(1);
+                    }
+                }
+                _ = tokio::time::sleep_until(until) => {}
+            }
+        }
+    }
+
+    /// Remove a lease whatever its owner (`expected_owner` empty) or only if it is
+    /// `expected_owner`'s, on every node; recorded in the lock's audit log as `event`.
+    /// Returns how many nodes removed it.
+    pub(crate) async fn evict(
+        &self,
+        quorum: &Quorum,
+        keys: &LockKeys,
+        expected_owner: &str,
+        event: &'static str,
+    ) -> usize {
+        quorum
+            .evict(&Eviction {
+                keys: keys.clone(),
+                expected_owner: expected_owner.to_owned(),
+                event,
+                by: self.inner.identity.clone(),
+                log_cap: self.inner.config.log_cap,
+            })
+            .await
+    }
+}
+
+/// Longest pause between attempts while the coordinator is unreachable.
+const RECONNECT_MAX: Duration = Duration::from_millis(250);
+
+/// Pauses between attempts while no quorum answers: soon at first (a restart takes well under
+/// a second), then a few times a second, so a waiter neither hammers a dead node nor sleeps
+/// through its return.
+fn reconnect_backoff() -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(20))
+        .with_max_delay(RECONNECT_MAX)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// A waiter's release subscriptions, one per node that answered.
+#[derive(Default)]
+struct Wake {
+    /// Every subscription's events, and one `None` from each as it ends.
+    streams: SelectAll<BoxStream<'static, Option<()>>>,
+    /// Subscriptions still open.
+    live: usize,
+    /// True once we subscribed: from then on attempts register us as a waiter.
+    registered: bool,
+}
+
+impl Wake {
+    /// (Re)subscribe on every node, replacing the subscriptions we had.
+    async fn subscribe(&mut self, quorum: &Quorum, keys: &LockKeys) {
+        let (streams, _) = quorum.subscribe(keys).await;
+        self.live = streams.len();
+        self.streams = SelectAll::new();
+        for s in streams {
+            self.streams.push(
+                s.map(Some)
+                    .chain(futures_util::stream::once(async { None }))
+                    .boxed(),
+            );
+        }
+        self.registered = true;
+    }
+
+    /// The connections are gone: subscribe again once a quorum answers.
+    fn lost_all(&mut self) {
+        self.live = 0;
+        self.streams = SelectAll::new();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The wait loop on fake nodes and tokio's paused clock: a wait of seconds costs nothing,
+    //! and "at once" means no timer had to ring.
+
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use crate::fake_node::{Mode, coordinator};
+    use crate::holder::HolderInfo;
+    use crate::{AcquireOptions, Error};
+
+    const TTL: Duration = Duration::from_secs(10);
+
+    fn stranger() -> HolderInfo {
+        HolderInfo {
+            session: "s".into(),
+            host: "elsewhere".into(),
+            pid: 1,
+            ..HolderInfo::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_woken_by_a_release_acquires_without_a_polling_delay() {
+        let (c, fakes) = coordinator(1, TTL);
+        fakes[0].hold("other", Duration::from_secs(60), stranger());
+        let start = Instant::now();
+        let waiter = tokio::spawn({
+            let c = c.clone();
+            async move {
+                let lease = c
+                    .acquire("L", &AcquireOptions::wait(Duration::from_secs(120)))
+                    .await;
+                (lease, Instant::now())
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            fakes[0].state().waiters.len() == 1,
+            "the waiter did not register"
+        );
+        let grants_before = fakes[0].state().grants;
+        assert!(fakes[0].release_now("other"));
+        let (lease, at) = waiter.await.unwrap();
+        let lease = lease.unwrap();
+        assert_eq!(
+            at - start,
+            Duration::from_secs(1),
+            "the waiter did not take the lock the moment it was released"
+        );
+        assert_eq!(fakes[0].state().grants, grants_before + 1, "it polled");
+        assert!(fakes[0].state().waiters.is_empty());
+        lease.release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gone_holder_on_this_host_is_taken_over_at_once() {
+        let (c, fakes) = coordinator(1, TTL);
+        let me = c.identity().clone();
+        // Our own pid, started at another time: a process that is gone, its pid reused.
+        let gone = HolderInfo {
+            session: "crashed".into(),
+            host: me.host.clone(),
+            pid: me.pid,
+            pid_start: Some(me.pid_start.unwrap_or(0) + 1),
+            pid_ns: me.pid_ns.clone(),
+            ..HolderInfo::default()
+        };
+        fakes[0].hold("crashed", Duration::from_secs(60), gone);
+        let start = Instant::now();
+        let lease = c
+            .acquire("L", &AcquireOptions::wait(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        assert_eq!(start.elapsed(), Duration::ZERO, "waited for the TTL");
+        assert_eq!(fakes[0].state().evictions, ["takeover"]);
+        assert_ne!(fakes[0].owner().as_deref(), Some("crashed"));
+        lease.release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_live_holder_elsewhere_is_not_taken_over() {
+        let (c, fakes) = coordinator(1, TTL);
+        fakes[0].hold("other", Duration::from_secs(60), stranger());
+        let err = c.try_acquire("L").await.err().unwrap();
+        assert!(err.is_held(), "{err}");
+        assert!(fakes[0].state().evictions.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_that_runs_out_times_out_and_leaves_the_waiter_set() {
+        let (c, fakes) = coordinator(1, TTL);
+        fakes[0].hold("other", Duration::from_secs(60), stranger());
+        let start = Instant::now();
+        let err = c
+            .acquire("L", &AcquireOptions::wait(Duration::from_secs(5)))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+        assert_eq!(err.exit_code(), 75, "{err}");
+        let Error::Timeout { holder, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(holder.as_ref().map(|h| h.owner.as_str()), Some("other"));
+        let s = fakes[0].state();
+        assert!(s.registrations > 0, "it never registered as a waiter");
+        assert!(
+            s.waiters.is_empty(),
+            "still in the waiter set: {:?}",
+            s.waiters
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_holder_that_never_releases_is_taken_over_when_its_ttl_ends() {
+        let (c, fakes) = coordinator(1, TTL);
+        fakes[0].hold("other", Duration::from_secs(3), stranger());
+        let start = Instant::now();
+        let lease = c
+            .acquire("L", &AcquireOptions::wait(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_secs(3) && waited < Duration::from_millis(3010),
+            "{waited:?}"
+        );
+        lease.release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_split_vote_is_released_everywhere_and_retried() {
+        let (c, fakes) = coordinator(3, TTL);
+        // One master held by someone else, one dropping our first request, one free: our one
+        // vote is no majority.
+        fakes[0].hold("other", Duration::from_secs(60), stranger());
+        fakes[1].state().fail_grants = 1;
+        let start = Instant::now();
+        let lease = c
+            .acquire("L", &AcquireOptions::wait(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "the retry waited for the holder: {:?}",
+            start.elapsed()
+        );
+        let first_owner = fakes[2].state().releases.first().cloned().unwrap();
+        for (i, f) in fakes.iter().enumerate() {
+            assert!(
+                f.state().releases.contains(&first_owner),
+                "the split attempt was not released on master {i}"
+            );
+        }
+        assert_ne!(fakes[2].owner(), Some(first_owner));
+        assert!(fakes[1].owner().is_some() && fakes[1].owner() == fakes[2].owner());
+        assert_eq!(fakes[0].owner().as_deref(), Some("other"));
+        lease.release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quarantine_is_waited_out_without_retrying_meanwhile() {
+        let (c, fakes) = coordinator(3, TTL);
+        let until = Instant::now() + Duration::from_secs(2);
+        fakes[1].set(Mode::QuarantinedUntil(until));
+        fakes[2].set(Mode::QuarantinedUntil(until));
+        let start = Instant::now();
+        let lease = c
+            .acquire("L", &AcquireOptions::wait(Duration::from_secs(10)))
+            .await
+            .unwrap();
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_secs(2) && waited < Duration::from_millis(2010),
+            "{waited:?}"
+        );
+        assert!(
+            fakes[0].state().grants <= 3,
+            "retried during the quarantine: {} grants",
+            fakes[0].state().grants
+        );
+        lease.release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quarantine_longer_than_the_wait_times_out_saying_why() {
+        let (c, fakes) = coordinator(3, TTL);
+        let until = Instant::now() + Duration::from_secs(20);
+        fakes[1].set(Mode::QuarantinedUntil(until));
+        fakes[2].set(Mode::QuarantinedUntil(until));
+        let err = c
+            .acquire("L", &AcquireOptions::wait(Duration::from_secs(1)))
+            .await
+            .err()
+            .unwrap();
+        let Error::Timeout { note, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert!(
+            note.as_deref().unwrap_or("").contains("quarantine"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_rides_out_an_outage_and_is_woken_on_its_new_subscription() {
+        let (c, fakes) = coordinator(1, TTL);
+        fakes[0].hold("other", Duration::from_secs(60), stranger());
+        let start = Instant::now();
+        let waiter = tokio::spawn({
+            let c = c.clone();
+            async move {
+                let lease = c
+                    .acquire("L", &AcquireOptions::wait(Duration::from_secs(120)))
+                    .await;
+                (lease, Instant::now())
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        fakes[0].set(Mode::Down);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            !waiter.is_finished(),
+            "the waiter gave up during the outage"
+        );
+        fakes[0].set(Mode::Up);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(fakes[0].release_now("other"));
+        let (lease, at) = waiter.await.unwrap();
+        lease.unwrap().release().await.unwrap();
+        assert_eq!(
+            at - start,
+            Duration::from_secs(4),
+            "not woken by the release after the outage"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_longer_than_the_wait_is_unavailable_when_the_wait_ends() {
+        let (c, fakes) = coordinator(1, TTL);
+        fakes[0].hold("other", Duration::from_secs(60), stranger());
+        fakes[0].set(Mode::Down);
+        let start = Instant::now();
+        let err = c
+            .acquire("L", &AcquireOptions::wait(Duration::from_secs(3)))
+            .await
+            .err()
+            .unwrap();
+        assert!(err.is_unavailable(), "{err}");
+        assert_eq!(err.exit_code(), 69);
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+        let err = c.try_acquire("L").await.err().unwrap();
+        assert!(err.is_unavailable(), "{err}");
+    }
+}

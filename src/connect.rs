@@ -1,0 +1,156 @@
+//! Connecting: a [`Coordinator`] is built here, from Redis URLs (one node or Redlock masters,
+//! with an optional TLS certificate authority read and checked up front) or for local file
+//! locks. Nothing else in the crate opens a connection to set one up.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::holder::Identity;
+use crate::local::LocalBackend;
+use crate::node::Node;
+use crate::quorum::Quorum;
+use crate::redis_node::RedisNode;
+
+pub(crate) enum Backend {
+    Redis(Quorum),
+    Local(LocalBackend),
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: Config,
+    pub(crate) identity: Identity,
+    pub(crate) backend: Backend,
+}
+
+/// A connection to the coordinator (one Redis, several Redlock masters, or local file locks).
+/// Cheap to clone; every clone shares the connections.
+#[derive(Clone)]
+pub struct Coordinator {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Coordinator {
+    /// Connect to the Redis nodes of `config` within its connect timeout. Returns once a
+    /// majority is connected; the rest connect on first use.
+    pub async fn connect(config: Config, identity: Identity) -> Result<Self> {
+        config.check()?;
+        if config.nodes.is_empty() {
+            return Err(Error::usage(
+                "no Redis configured: use Coordinator::local for OS file locks",
+            ));
+        }
+        let tls_ca = read_tls_ca(&config)?;
+        let nodes = config
+            .nodes
+            .iter()
+            .map(|u| {
+                RedisNode::with_tls_ca(
+                    u,
+                    config.connect_timeout,
+                    config.node_timeout,
+                    tls_ca.as_deref(),
+                )
+                .map(Arc::new)
+                .map_err(|e| Error::usage(format!("{u}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (n, need) = (nodes.len(), crate::quorum::majority(nodes.len()));
+        let mut pending: FuturesUnordered<_> = nodes
+            .iter()
+            .map(|node| async move { (node.label(), node.connect().await) })
+            .collect();
+        let (mut ok, mut causes) = (0, Vec::new());
+        while let Some((label, r)) = pending.next().await {
+            match r {
+                Ok(_) => ok += 1,
+                Err(e) => causes.push((label, e.cause)),
+            }
+            // Stop early on success only: a failure waits for the others (each bounded by the
+            // connect timeout) so that the message counts them right.
+            if ok >= need {
+                break;
+            }
+        }
+        drop(pending);
+        if ok < need {
+            return Err(Error::Unavailable {
+                reachable: ok,
+                total: n,
+                needed: need,
+                causes,
+            });
+        }
+        let nodes = nodes
+            .into_iter()
+            .map(|n| n as Arc<dyn Node>)
+            .collect::<Vec<_>>();
+        Ok(Self::with_nodes(config, identity, nodes))
+    }
+
+    /// A coordinator over `nodes`, which are taken as connected (tests run it on fakes).
+    pub(crate) fn with_nodes(
+        config: Config,
+        identity: Identity,
+        nodes: Vec<Arc<dyn Node>>,
+    ) -> Self {
+        Coordinator {
+            inner: Arc::new(Inner {
+                config,
+                identity,
+                backend: Backend::Redis(Quorum::new(nodes)),
+            }),
+        }
+    }
+
+    /// A coordinator for one machine: OS file locks in `lock_dir` (created when missing).
+    pub fn local(config: Config, identity: Identity, lock_dir: PathBuf) -> Result<Self> {
+        Ok(Coordinator {
+            inner: Arc::new(Inner {
+                backend: Backend::Local(LocalBackend::new(lock_dir)?),
+                config,
+                identity,
+            }),
+        })
+    }
+
+    /// The checked configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Who this process is.
+    pub fn identity(&self) -> &Identity {
+        &self.inner.identity
+    }
+
+    /// True when the locks are local OS file locks (no Redis).
+    pub fn is_local(&self) -> bool {
+        matches!(self.inner.backend, Backend::Local(_))
+    }
+}
+
+/// The PEM certificate authority named by the configuration, checked to hold a certificate.
+fn read_tls_ca(config: &Config) -> Result<Option<Vec<u8>>> {
+    Ok(match &config.tls_ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| {
+                Error::usage(format!("cannot read TLS CA file {}: {e}", path.display()))
+            })?;
+            // Checked here: a file with no certificate would otherwise fail later as a
+            // handshake error that does not name it.
+            if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+                return Err(Error::usage(format!(
+                    "TLS CA file {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                    path.display()
+                )));
+            }
+            Some(pem)
+        }
+        None => None,
+    })
+}

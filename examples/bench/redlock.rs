@@ -1,0 +1,283 @@
+//! Section 4: Redlock at library level: passing the masters' start-up quarantine, and
+//! uncontended acquire+release on 5 masters against 1, with the fan-out floor, the script calls
+//! per round and the fencing counters.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio::runtime::Runtime;
+use tractatus_lock::{AcquireOptions, Coordinator};
+
+use crate::contention::contended;
+use crate::stats::{Budget, Failures, Floors, Scale, Stats, note_truncated, print_latency};
+use crate::{LOOP_BUDGET, LockKeys, Res, acquire_release, connect};
+
+pub(crate) fn section_redlock(
+    rt: &Runtime,
+    urls: &[String],
+    floors: &Floors,
+    scale: Scale,
+) -> Res<()> {
+    println!("\n4. Redlock (library)");
+    let warm = rt.block_on(pass_quarantine(urls))?;
+    println!(
+        "  start-up quarantine (fresh masters refuse grants for one TTL after the first grant \
+         request they see):\n    warm-up with a 1 s TTL: {} acquisitions in {:.2} s; masters \
+         {}",
+        warm.acquisitions,
+        warm.elapsed.as_secs_f64(),
+        describe_epochs(&warm.epochs)
+    );
+    rt.block_on(five_versus_one(urls, floors, scale))?;
+    rt.block_on(contended(&urls[..3], floors, scale))?;
+    Ok(())
+}
+
+/// A master's start-up quarantine, by its own clock.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Epoch {
+    /// Never ran a grant: its quarantine has not even started.
+    Unseen,
+    /// Refuses grants for this many more ms.
+    Quarantined(u64),
+    /// Grants.
+    Ready,
+}
+
+fn describe_epochs(epochs: &[Epoch]) -> String {
+    let count = |f: fn(&Epoch) -> bool| epochs.iter().filter(|e| f(e)).count();
+    format!(
+        "ready {}/{}, still in quarantine {}, never ran a grant {}",
+        count(|e| *e == Epoch::Ready),
+        epochs.len(),
+        count(|e| matches!(e, Epoch::Quarantined(_))),
+        count(|e| *e == Epoch::Unseen)
+    )
+}
+
+struct WarmUp {
+    acquisitions: usize,
+    elapsed: Duration,
+    epochs: Vec<Epoch>,
+}
+
+/// Masters started empty refuse grants for one TTL (see `lua/grant.lua`), counted from the
+/// first grant they run. Take a lock with a 1 s TTL until every master says its quarantine is
+/// over (each acquisition offers every master a grant), for at most 5 s.
+async fn pass_quarantine(urls: &[String]) -> Res<WarmUp> {
+    let start = Instant::now();
+    let warm = connect(urls, Some(Duration::from_secs(1))).await?;
+    let epoch_key = LockKeys::new("default", "bench/warmup").epoch;
+    let mut acquisitions = 0;
+    loop {
+        let lease = warm
+            .acquire(
+                "bench/warmup",
+                &AcquireOptions::wait(Duration::from_secs(5)),
+            )
+            .await?;
+        lease.release().await?;
+        acquisitions += 1;
+        let mut epochs = Vec::with_capacity(urls.len());
+        for url in urls {
+            epochs.push(epoch_of(url, &epoch_key).await?);
+        }
+        if epochs.iter().all(|e| *e == Epoch::Ready) || start.elapsed() > Duration::from_secs(5) {
+            return Ok(WarmUp {
+                acquisitions,
+                elapsed: start.elapsed(),
+                epochs,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Where a master's quarantine stands: its epoch key against its own clock.
+async fn epoch_of(url: &str, epoch_key: &str) -> Res<Epoch> {
+    let mut conn = redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let ready: Option<u64> = redis::cmd("GET")
+        .arg(epoch_key)
+        .query_async(&mut conn)
+        .await?;
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await?;
+    let now_ms = secs * 1000 + micros / 1000;
+    Ok(match ready {
+        None => Epoch::Unseen,
+        Some(r) if r > now_ms => Epoch::Quarantined(r - now_ms),
+        Some(_) => Epoch::Ready,
+    })
+}
+
+/// The fencing counter of lock `name` on each master, `-` where it never granted it.
+async fn fence_counters(urls: &[String], name: &str) -> Res<String> {
+    let key = LockKeys::new("default", name).fence;
+    let mut shown = Vec::with_capacity(urls.len());
+    for url in urls {
+        let mut conn = redis::Client::open(url.as_str())?
+            .get_multiplexed_async_connection()
+            .await?;
+        let v: Option<u64> = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
+        shown.push(v.map_or_else(|| "-".to_owned(), |v| v.to_string()));
+    }
+    Ok(shown.join(", "))
+}
+
+/// Uncontended acquire+release on 5 masters and on 1, interleaved so that both see the same
+/// machine load.
+async fn five_versus_one(urls: &[String], floors: &Floors, scale: Scale) -> Res<()> {
+    // One lock name per coordinator: master 0 serves both, and a shared name would leave its
+    // fencing counter ahead of the other four, costing the 5-master grants a raise each time.
+    const ONE: &str = "bench/rl-1";
+    const FIVE: &str = "bench/rl-5";
+    let one = connect(&urls[..1], None).await?;
+    let five = connect(urls, None).await?;
+    for _ in 0..20 {
+        acquire_release(&one, ONE).await?;
+        acquire_release(&five, FIVE).await?;
+    }
+    let n = scale.count(500, 20);
+    let budget = Budget::new(LOOP_BUDGET);
+    let (mut s1, mut s5, mut failures) = (Vec::new(), Vec::new(), Failures::default());
+    for _ in 0..n {
+        if budget.exhausted() {
+            break;
+        }
+        match acquire_release(&one, ONE).await {
+            Ok(d) => s1.push(d),
+            Err(e) => failures.add(format!("1 master: {e}")),
+        }
+        match acquire_release(&five, FIVE).await {
+            Ok(d) => s5.push(d),
+            Err(e) => failures.add(format!("5 masters: {e}")),
+        }
+    }
+    let (s1, s5) = (Stats::new(s1), Stats::new(s5));
+    print_latency("acquire+release, 1 master", &s1, &[floors.ping]);
+    print_latency("acquire+release, 5 masters", &s5, &[floors.ping]);
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
+    println!(
+        "    5 masters / 1 master: p50 {:.2}x, p99 {:.2}x (target: p50 within 1.5x)",
+        ratio(s5.p50(), s1.p50()),
+        ratio(s5.p99(), s1.p99())
+    );
+    let (f1, f5) = fanout_floor(urls, n).await?;
+    print_latency("  floor: PING to 1 master", &f1, &[floors.ping]);
+    print_latency("  floor: PING to 5 at once, 3rd reply", &f5, &[floors.ping]);
+    println!(
+        "    the same fan-out as raw PINGs on this machine: 5 / 1 = p50 {:.2}x (5 servers and \
+         the client share {} cores, so fan-out costs CPU here, not only network)",
+        ratio(f5.p50(), f1.p50()),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let k = scale.count(100, 10);
+    let c1 = script_calls_per_round(&one, &urls[..1], ONE, k).await?;
+    let c5 = script_calls_per_round(&five, urls, FIVE, k).await?;
+    println!(
+        "    script calls (EVALSHA) per acquire+release, summed over the masters: 1 master \
+         {c1:.1}, 5 masters {c5:.1} (2 per master would be grant + release)"
+    );
+    println!(
+        "    fencing counter of that lock on each of the 5 masters (raised to the token handed \
+         out): {}",
+        fence_counters(urls, FIVE).await?
+    );
+    note_truncated("5 vs 1", s1.n().min(s5.n()), n);
+    failures.print("acquire+release");
+    Ok(())
+}
+
+/// Script calls (each one a request and its reply) the masters served per uncontended
+/// acquire+release of `c`, from `INFO commandstats`. Background work such as fire-and-forget
+/// calls gets 50 ms to land before the second reading.
+async fn script_calls_per_round(
+    c: &Coordinator,
+    urls: &[String],
+    name: &str,
+    k: usize,
+) -> Res<f64> {
+    let before = script_calls(urls).await?;
+    for _ in 0..k {
+        acquire_release(c, name).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let after = script_calls(urls).await?;
+    Ok(after.saturating_sub(before) as f64 / k as f64)
+}
+
+/// EVAL and EVALSHA calls served so far, summed over the masters. (`total_commands_processed`
+/// would also count every `redis.call` made inside the scripts.)
+async fn script_calls(urls: &[String]) -> Res<u64> {
+    let mut total = 0;
+    for url in urls {
+        let mut conn = redis::Client::open(url.as_str())?
+            .get_multiplexed_async_connection()
+            .await?;
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut conn)
+            .await?;
+        total += info
+            .lines()
+            .filter(|l| l.starts_with("cmdstat_eval:") || l.starts_with("cmdstat_evalsha:"))
+            .filter_map(|l| {
+                l.split_once("calls=")?
+                    .1
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum::<u64>();
+    }
+    Ok(total)
+}
+
+/// The machine's floor for a Redlock round: PING one master, and PING all masters at once
+/// until a majority answered (the rest are awaited untimed). Interleaved, like the library run.
+async fn fanout_floor(urls: &[String], n: usize) -> Res<(Stats, Stats)> {
+    let mut conns = Vec::with_capacity(urls.len());
+    for url in urls {
+        conns.push(
+            redis::Client::open(url.as_str())?
+                .get_multiplexed_async_connection()
+                .await?,
+        );
+    }
+    let need = urls.len() / 2 + 1;
+    let (mut one, mut all) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 0..n + 20 {
+        let t1 = majority_ping(&conns[..1], 1).await?;
+        let t5 = majority_ping(&conns, need).await?;
+        // The first 20 rounds warm up.
+        if i >= 20 {
+            one.push(t1);
+            all.push(t5);
+        }
+    }
+    Ok((Stats::new(one), Stats::new(all)))
+}
+
+/// PING every connection at once; the time until `need` replies came back.
+async fn majority_ping(conns: &[redis::aio::MultiplexedConnection], need: usize) -> Res<Duration> {
+    let start = Instant::now();
+    let mut pending: FuturesUnordered<_> = conns
+        .iter()
+        .map(|c| {
+            let mut c = c.clone();
+            async move { redis::cmd("PING").query_async::<String>(&mut c).await }
+        })
+        .collect();
+    let (mut got, mut at) = (0, None);
+    while let Some(reply) = pending.next().await {
+        reply?;
+        got += 1;
+        if got == need {
+            at = Some(start.elapsed());
+        }
+    }
+    at.ok_or_else(|| "fewer PING replies than a majority".into())
+}

@@ -1,0 +1,39 @@
+//! Test kit of `tractatus-lock`: what the integration tests (`tests/it`) and the benchmark
+//! (`examples/bench`) both need to drive real processes.
+//!
+//! It owns real `redis-server` processes on free loopback ports ([`RedisServer`]), throwaway
+//! repositories ([`Repo`]), the `tractatus` binary with a clean environment ([`Cli`]), child
+//! processes that are timed, bounded and stopped by pid ([`run_timed`], [`Guard`], [`KillPid`]),
+//! waiting on conditions with a deadline ([`wait_until`]) and the Tractatus-shaped fixtures.
+//!
+//! It deliberately does not depend on the `tractatus_lock` library, so that reorganising the
+//! library's modules never breaks it; whatever needs library types (lock keys, say) stays in the
+//! tests' own support module. Being test support, it panics on a broken environment (no
+//! `redis-server`, no temp dir) with a message that says so; the fallible `try_` forms are there
+//! for the benchmark, which reports instead.
+//!
+//! # Layout
+//! - [`redis_server`]: [`RedisServer`], [`cluster`], [`free_port`], [`answers_ping`].
+//! - [`repo`]: [`Repo`], a temp directory with `.git/` and `.claude/`.
+//! - [`process`]: [`run_timed`] and [`Ran`], [`Guard`], [`KillPid`], [`alive`], [`signal`],
+//!   [`wait_until`].
+//! - [`cli`]: [`Cli`], where the `tractatus` binary is and how to run it.
+//! - [`fixtures`]: [`instruction_history`], [`instruction_history_varied`], [`fixture`],
+//!   [`CRITICAL`], [`HISTORY`].
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod fixtures;
+pub mod process;
+pub mod redis_server;
+pub mod repo;
+
+pub use cli::Cli;
+pub use fixtures::{CRITICAL, HISTORY, fixture, instruction_history, instruction_history_varied};
+pub use process::{Guard, KillPid, RUN_LIMIT, Ran, alive, run, run_timed, signal, wait_until};
+pub use redis_server::{RedisServer, answers_ping, cluster, free_port};
+pub use repo::Repo;
+
+/// Re-exported so that users of [`signal`] need no `nix` dependency of their own.
+pub use nix::sys::signal::Signal;

@@ -269,3 +269,47 @@ fn long_inputs_are_cut_in_error_messages() {
         assert!(r.stderr.contains("characters)…"), "{}", r.stderr);
     }
 }
+
+#[test]
+fn the_demo_loses_nothing_guarded_and_cleans_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = run(tractatus(Path::new("/"))
+        .env("TMPDIR", tmp.path())
+        .args(["--json", "demo", "--writes", "20"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let g = &v["guarded"];
+    assert_eq!(
+        (g["lost"].as_u64(), g["torn_reads"].as_u64()),
+        (Some(0), Some(0)),
+        "{v}"
+    );
+    assert_eq!(
+        (g["writes"].as_u64(), g["failed"].as_u64()),
+        (Some(80), Some(0)),
+        "{v}"
+    );
+    assert!(g["reads"].as_u64().unwrap() > 0 && v["unguarded"]["writes"].as_u64().is_some());
+    assert_eq!(v["backend"], "local");
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "scratch left behind"
+    );
+}
+
+#[test]
+fn the_demo_runs_guarded_on_redis_when_one_is_configured() {
+    let redis = RedisServer::start();
+    let r = run(tractatus(Path::new("/"))
+        .env("TRACTATUS_REDIS", redis.url())
+        .args(["demo", "--sessions", "3", "--writes", "10"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("GUARDED (one Redis)"), "{}", r.stdout);
+    let lost = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("lost updates"))
+        .unwrap();
+    assert!(lost.trim_end().ends_with(" 0"), "{}", r.stdout);
+}

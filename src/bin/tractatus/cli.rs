@@ -144,8 +144,8 @@ pub struct DemoWorkerArgs {
 
 #[derive(Args, Debug)]
 pub struct DemoEditArgs {
-    /// Which file's edit (session-state, hooks-metrics, instruction-history).
-    pub kind: String,
+    /// Which file's edit (0 session-state, 1 hooks-metrics, 2 instruction-history).
+    pub kind: usize,
     /// The session making it.
     pub session: u32,
     /// Its sequence number in that session.

@@ -130,7 +130,7 @@ fn report(unguarded: &Outcome, guarded: &Outcome, backend: &str) -> Result<()> {
             "run time",
             pair(&|o| {
                 format!(
-                    "{:.1} s ({:.0} writes/s)",
+                    "{:.2} s ({:.0} writes/s)",
                     o.seconds,
                     o.writes as f64 / o.seconds.max(1e-3)
                 )

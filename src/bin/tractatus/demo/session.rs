@@ -131,7 +131,7 @@ pub struct Report {
     /// Reads made, and how many of them did not parse.
     pub reads: u64,
     pub torn: u64,
-    /// Each write's cost, in microseconds.
+    /// Each write's cost, in microseconds (writes done only).
     pub latency_us: Vec<u64>,
 }
 
@@ -188,8 +188,8 @@ pub async fn worker(args: &DemoWorkerArgs) -> Result<i32> {
                 )
             }
         };
-        report.latency_us.push(started.elapsed().as_micros() as u64);
         if ok {
+            report.latency_us.push(started.elapsed().as_micros() as u64);
             report.done[kind] += 1;
         } else {
             report.failed += 1;

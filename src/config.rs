@@ -141,13 +141,19 @@ pub fn has_password(url: &str) -> bool {
     after.rfind('@').is_some_and(|at| after[..at].contains(':'))
 }
 
+/// Each URL of a list whose entries may each hold several, comma-separated (`--redis a,b`,
+/// `TRACTATUS_REDIS=a,b,c`), trimmed, empty ones dropped.
+pub fn split_urls<S: AsRef<str>>(urls: &[S]) -> impl Iterator<Item = &str> {
+    urls.iter()
+        .flat_map(|u| u.as_ref().split(','))
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+}
+
 /// Parse the Redis endpoints (flags or `TRACTATUS_REDIS`): none (local locks), one, or three
 /// and more (Redlock). Two are refused: a majority of two is both, so one failure stops all.
 pub fn parse_nodes<S: AsRef<str>>(urls: &[S]) -> Result<Vec<NodeUrl>> {
-    let nodes = urls
-        .iter()
-        .flat_map(|u| u.as_ref().split(','))
-        .filter(|u| !u.trim().is_empty())
+    let nodes = split_urls(urls)
         .map(NodeUrl::parse)
         .collect::<Result<Vec<_>>>()?;
     if nodes.len() == 2 {

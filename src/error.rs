@@ -1,5 +1,8 @@
 //! The library's one error type: what went wrong, sorted so that a caller can tell
 //! "someone else holds it" from "the coordinator is unreachable" from "we lost it".
+//! Each kind maps to one exit code of the `tractatus` binary (README.md, the table under
+//! "Calling it from a Node hook"); messages quoting the caller's input are cut to a readable
+//! length.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -17,12 +20,22 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// The caller gave something malformed: a flag, a duration, a pointer, a lock name.
-    #[error("{0}")]
-    Usage(String),
+    #[error("{message}")]
+    Usage {
+        /// What was wrong, and what would be right.
+        message: String,
+        /// The OS error behind it, when there is one.
+        source: Option<std::io::Error>,
+    },
 
     /// The state file, the given JSON or a command's output is not what was expected.
-    #[error("{0}")]
-    BadData(String),
+    #[error("{message}")]
+    BadData {
+        /// What was wrong with it.
+        message: String,
+        /// The OS error behind it, when there is one.
+        source: Option<std::io::Error>,
+    },
 
     /// Too few coordinator nodes answered: Redis down, refused, unauthenticated, too slow.
     #[error("{}", unavailable_message(.reachable, .total, .needed, .causes))]
@@ -93,8 +106,13 @@ pub enum Error {
     },
 
     /// A bug or an environment we did not expect.
-    #[error("internal error: {0}")]
-    Internal(String),
+    #[error("internal error: {message}")]
+    Internal {
+        /// What happened.
+        message: String,
+        /// The OS error behind it, when there is one.
+        source: Option<std::io::Error>,
+    },
 }
 
 fn unavailable_message(
@@ -149,31 +167,143 @@ impl Error {
 
     /// The data (state file, given JSON, command output) is malformed: nothing was written.
     pub fn is_bad_data(&self) -> bool {
-        matches!(self, Error::BadData(_))
+        matches!(self, Error::BadData { .. })
     }
 
-    /// The exit code the `tractatus` binary uses for this error (see SPEC's table).
+    /// The exit code the `tractatus` binary uses for this error (the table "exit | meaning"
+    /// in README.md).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Usage(_) => 64,
-            Error::BadData(_) => 65,
+            Error::Usage { .. } => 64,
+            Error::BadData { .. } => 65,
             Error::Unavailable { .. } => 69,
-            Error::Internal(_) => 70,
+            Error::Internal { .. } => 70,
             Error::CannotWrite { .. } => 73,
             Error::Timeout { .. } => 75,
             Error::LeaseLost { .. } | Error::Fenced { .. } | Error::Conflict { .. } => 76,
         }
     }
 
-    pub(crate) fn usage(msg: impl fmt::Display) -> Self {
-        Error::Usage(msg.to_string())
+    /// A usage error (64). Over-long input quoted in `msg` is cut (see [`shorten`]).
+    pub fn usage(msg: impl fmt::Display) -> Self {
+        Error::Usage {
+            message: shorten(&msg.to_string()),
+            source: None,
+        }
     }
 
-    pub(crate) fn bad_data(msg: impl fmt::Display) -> Self {
-        Error::BadData(msg.to_string())
+    /// A bad-data error (65). Over-long input quoted in `msg` is cut.
+    pub fn bad_data(msg: impl fmt::Display) -> Self {
+        Error::BadData {
+            message: shorten(&msg.to_string()),
+            source: None,
+        }
     }
 
-    pub(crate) fn internal(msg: impl fmt::Display) -> Self {
-        Error::Internal(msg.to_string())
+    /// An internal error (70). Over-long input quoted in `msg` is cut.
+    pub fn internal(msg: impl fmt::Display) -> Self {
+        Error::Internal {
+            message: shorten(&msg.to_string()),
+            source: None,
+        }
+    }
+
+    /// The same usage, bad-data or internal error, keeping `e` as its source (for a caller
+    /// that walks [`std::error::Error::source`]); other errors are returned as they are.
+    pub fn with_source(mut self, e: std::io::Error) -> Self {
+        if let Error::Usage { source, .. }
+        | Error::BadData { source, .. }
+        | Error::Internal { source, .. } = &mut self
+        {
+            *source = Some(e);
+        }
+        self
+    }
+
+    /// Too few of `total` nodes answered (`needed` were), each failing one with its cause.
+    pub fn unavailable(
+        reachable: usize,
+        total: usize,
+        needed: usize,
+        causes: Vec<(String, String)>,
+    ) -> Self {
+        Error::Unavailable {
+            reachable,
+            total,
+            needed,
+            causes,
+        }
+    }
+
+    /// The one coordinator (`what`: a node's label, or "local locks") did not serve us.
+    pub fn unavailable_one(what: impl Into<String>, cause: impl Into<String>) -> Self {
+        Error::unavailable(0, 1, 1, vec![(what.into(), cause.into())])
+    }
+}
+
+/// Longest message kept whole; a longer one has its long words cut.
+const MESSAGE_KEPT_WHOLE: usize = 400;
+/// Longest word kept whole in a long message (a path, a URL, a pointer, a lock name).
+const WORD_KEPT_WHOLE: usize = 80;
+/// Longest message after the cut of long words.
+const MESSAGE_MAX: usize = 1000;
+
+/// `text` cut to a readable length, so that a 100 KB pointer or a 10 KB lock name quoted in an
+/// error does not fill a terminal or a hook's log: in a message over 400 characters, every word
+/// over 80 characters keeps its first 48 and last 16 around an ellipsis, and what is still over
+/// 1000 characters keeps its head and its tail (which usually says what would be right).
+pub fn shorten(text: &str) -> String {
+    if text.chars().count() <= MESSAGE_KEPT_WHOLE {
+        return text.to_owned();
+    }
+    let words: Vec<String> = text
+        .split(' ')
+        .map(|w| elide_middle(w, WORD_KEPT_WHOLE, 48, 16))
+        .collect();
+    elide_middle(&words.join(" "), MESSAGE_MAX, 600, 300)
+}
+
+/// `text` when at most `max` characters, else its first `head` and last `tail` characters
+/// around an ellipsis that says how many were left out.
+fn elide_middle(text: &str, max: usize, head: usize, tail: usize) -> String {
+    let n = text.chars().count();
+    if n <= max {
+        return text.to_owned();
+    }
+    let first: String = text.chars().take(head).collect();
+    let last: String = text.chars().skip(n - tail).collect();
+    format!("{first}…({} characters)…{last}", n - head - tail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_inputs_in_messages_are_cut_and_short_ones_kept() {
+        let short = "bad lock name 'a b': use 1 to 200 characters";
+        assert_eq!(shorten(short), short);
+        let name = "x".repeat(10_000);
+        let msg = format!("bad lock name '{name}': use 1 to 200 characters from A-Z");
+        let cut = Error::usage(&msg).to_string();
+        assert!(cut.len() < 200, "{cut}");
+        assert!(
+            cut.starts_with("bad lock name 'xxx") && cut.ends_with("from A-Z"),
+            "{cut}"
+        );
+        assert!(cut.contains("…(9939 characters)…"), "{cut}");
+        let spaced = format!("bad value: {}", "ab ".repeat(50_000));
+        assert!(shorten(&spaced).chars().count() < 1000);
+        assert!(shorten(&"é".repeat(500)).chars().count() < 100);
+    }
+
+    #[test]
+    fn an_io_source_is_kept_and_not_shown_twice() {
+        use std::error::Error as _;
+        let io = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let e = Error::usage("cannot read x: permission denied").with_source(io);
+        assert_eq!(e.to_string(), "cannot read x: permission denied");
+        assert!(e.source().is_some());
+        assert_eq!(e.exit_code(), 64);
     }
 }

@@ -151,10 +151,7 @@ pub fn this_host() -> String {
     {
         return h.trim().to_owned();
     }
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "unknown-host".to_owned())
+    crate::sys::kernel_host_name().unwrap_or_else(|| "unknown-host".to_owned())
 }
 
 fn process_exists(pid: u32) -> bool {
@@ -169,21 +166,12 @@ fn process_exists(pid: u32) -> bool {
 
 /// This process' PID namespace: the inode number of `/proc/self/ns/pid` (`pid:[4026531836]`).
 pub fn pid_namespace() -> Option<String> {
-    let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
-    let text = link.to_string_lossy();
-    let inode = text.strip_prefix("pid:[")?.strip_suffix(']')?;
-    inode
-        .chars()
-        .all(|c| c.is_ascii_digit())
-        .then(|| inode.to_owned())
+    crate::sys::pid_namespace()
 }
 
 /// Start time of a process in clock ticks after boot (field 22 of `/proc/<pid>/stat`).
 pub fn process_start_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: count from its end.
-    let after = &stat[stat.rfind(')')? + 2..];
-    after.split(' ').nth(19)?.parse().ok()
+    crate::sys::process_start_ticks(pid)
 }
 
 #[cfg(test)]

@@ -15,8 +15,12 @@
 //! - [`lease`]: a held [`Lease`]: token, renewal, loss and expiry, release.
 //! - [`local`]: the one-machine backend on `flock`.
 //! - [`holder`]: who holds a lock, and whether a holder on this host is gone.
-//! - [`repo`]: repository root, lock names of files, namespace and the config file.
-//! - [`settings`]: precedence of flags, environment and config file.
+//! - [`workspace`]: the front ends' one entry: repository, settings, and the backend choice.
+//! - [`repo`]: repository root, lock names of files, the private working directory.
+//! - [`settings`]: precedence of flags, environment and config file; the config file's schema
+//!   and the namespace file.
+//! - `multi`: several locks at once ([`Coordinator::acquire_all`]).
+//! - `sys`: what is read from `/proc` (process start times, parents, umask) and the host name.
 //! - [`run`]: `lock run`: a child command supervised under leases.
 //! - [`state`]: guarded JSON read-modify-write with atomic, fenced commits.
 //! - [`ops`]: the operator's views: status, audit log, break.
@@ -50,6 +54,7 @@ pub mod holder;
 pub mod keys;
 pub mod lease;
 pub mod local;
+mod multi;
 pub mod node;
 pub mod ops;
 pub mod options;
@@ -59,6 +64,8 @@ pub mod repo;
 pub mod run;
 pub mod settings;
 pub mod state;
+mod sys;
+pub mod workspace;
 
 #[cfg(test)]
 mod fake_node;

@@ -1,18 +1,15 @@
 //! Where the repository is and what its locks are called: the root (git top level, else the
 //! nearest ancestor holding `.claude/`), the lock name of a file (its path relative to the root,
-//! so two machines mounting one checkout at different places contend for the same lock), the
-//! namespace, and the config file `.claude/tractatus-lock.toml`.
+//! so two machines mounting one checkout at different places contend for the same lock), and
+//! the private working directory. The config file and the namespace are the settings' (see
+//! [`crate::settings`]).
 
-use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 
-use serde::Deserialize;
-
-use crate::config::{check_lock_name, check_namespace};
+use crate::config::check_lock_name;
 use crate::error::{Error, Result};
 
-/// The config file, relative to the repository root.
-pub const CONFIG_FILE: &str = ".claude/tractatus-lock.toml";
+pub use crate::settings::CONFIG_FILE;
 /// Private working directory (git-ignored), relative to the repository root.
 pub const WORK_DIR: &str = ".claude/.tractatus";
 
@@ -61,6 +58,7 @@ pub fn resolve(root: &Path, cwd: &Path, path: &Path) -> Result<PathBuf> {
             Ok(m) if m.file_type().is_symlink() => {
                 let target = std::fs::read_link(&joined).map_err(|e| {
                     Error::usage(format!("cannot read the link {}: {e}", path.display()))
+                        .with_source(e)
                 })?;
                 joined = joined.parent().unwrap_or(Path::new("/")).join(target);
             }
@@ -99,7 +97,8 @@ fn canonicalize_existing(dir: &Path, for_path: &Path) -> Result<PathBuf> {
                     return Err(Error::usage(format!(
                         "directory of {} not found: {e}",
                         for_path.display()
-                    )));
+                    ))
+                    .with_source(e));
                 };
                 missing.push(name.to_owned());
                 cur = parent;
@@ -108,104 +107,10 @@ fn canonicalize_existing(dir: &Path, for_path: &Path) -> Result<PathBuf> {
                 return Err(Error::usage(format!(
                     "directory of {} cannot be read: {e}",
                     for_path.display()
-                )));
+                ))
+                .with_source(e));
             }
         }
-    }
-}
-
-/// Settings from `.claude/tractatus-lock.toml`. Every field is optional; the environment and
-/// flags override it.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileSettings {
-    /// The repository's namespace: shared by every clone and mount of it.
-    pub namespace: Option<String>,
-    /// Redis URLs (without passwords: use `TRACTATUS_REDIS_PASSWORD(_FILE)`).
-    pub redis: Option<Vec<String>>,
-    /// Lease TTL, like `10s`.
-    pub ttl: Option<String>,
-    /// Default wait, like `30s`.
-    pub wait: Option<String>,
-    /// Longest hold, like `1h`.
-    pub max_hold: Option<String>,
-    /// Per-node timeout, like `250ms`.
-    pub node_timeout: Option<String>,
-    /// Connect timeout, like `1s`.
-    pub connect_timeout: Option<String>,
-    /// Redlock restart quarantine, like `10s` (at least the longest TTL of any client).
-    pub quarantine: Option<String>,
-    /// PEM file of the CA that signed the Redis servers' TLS certificates.
-    pub redis_ca_file: Option<String>,
-}
-
-/// Read the config file of `root`; an absent file gives empty settings.
-pub fn read_settings(root: &Path) -> Result<FileSettings> {
-    let path = root.join(CONFIG_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => toml::from_str(&text)
-            .map_err(|e| Error::usage(format!("bad {}: {}", path.display(), one_line(&e)))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileSettings::default()),
-        Err(e) => Err(Error::usage(format!("cannot read {}: {e}", path.display()))),
-    }
-}
-
-fn one_line(e: &impl std::fmt::Display) -> String {
-    e.to_string()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// The repository's namespace from its config file, creating the file with a fresh one on
-/// first use (atomically: when two processes race, both end up with the winner's id).
-pub fn ensure_namespace(root: &Path, settings: &FileSettings) -> Result<String> {
-    if let Some(ns) = &settings.namespace {
-        check_namespace(ns)?;
-        return Ok(ns.clone());
-    }
-    let path = root.join(CONFIG_FILE);
-    if path.exists() {
-        // Another process may have created it since `settings` was read (it is created whole,
-        // so what is there now is complete).
-        if let Some(ns) = read_settings(root)?.namespace {
-            check_namespace(&ns)?;
-            return Ok(ns);
-        }
-        return Err(Error::usage(format!(
-            "{} has no `namespace = \"...\"` line: add one (any id shared by every clone of this repository)",
-            path.display()
-        )));
-    }
-    let ns = uuid::Uuid::new_v4().simple().to_string();
-    let dir = root.join(".claude");
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| Error::internal(format!("cannot create {}: {e}", dir.display())))?;
-    let body = format!(
-        "# tractatus-lock: shared by every clone and mount of this repository; commit it.\n\
-         # Two repositories on one Redis never contend as long as their namespaces differ.\n\
-         namespace = \"{ns}\"\n"
-    );
-    let tmp = tempfile::NamedTempFile::new_in(&dir)
-        .and_then(|mut t| t.write_all(body.as_bytes()).map(|()| t))
-        .and_then(|t| {
-            use std::os::unix::fs::PermissionsExt;
-            t.as_file()
-                .set_permissions(std::fs::Permissions::from_mode(0o644))
-                .map(|()| t)
-        })
-        .map_err(|e| Error::internal(format!("cannot write in {}: {e}", dir.display())))?;
-    // persist_noclobber: link(2) fails if another process created the file first.
-    match tmp.persist_noclobber(&path) {
-        Ok(_) => Ok(ns),
-        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => read_settings(root)?
-            .namespace
-            .ok_or_else(|| Error::usage(format!("{} has no namespace line", path.display()))),
-        Err(e) => Err(Error::internal(format!(
-            "cannot create {}: {}",
-            path.display(),
-            e.error
-        ))),
     }
 }
 
@@ -224,17 +129,9 @@ pub fn work_dir(root: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// This process's umask, from `/proc/self/status` (022 when it cannot be read). Reading it
-/// this way does not change it, unlike `umask(2)`, which other threads could observe.
+/// This process's umask (see [`crate::sys::umask`]).
 pub(crate) fn process_umask() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Umask:"))
-                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
-        })
-        .unwrap_or(0o022)
+    crate::sys::umask()
 }
 
 #[cfg(test)]

@@ -190,17 +190,10 @@ fn process_tree(child: &Child) -> Vec<(u32, u64)> {
     let Some(root) = child.id() else {
         return Vec::new();
     };
-    let mut all: Vec<(u32, u32, u64)> = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for e in entries.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-                continue;
-            };
-            if let Some((ppid, start)) = stat_ppid_start(pid) {
-                all.push((pid, ppid, start));
-            }
-        }
-    }
+    let all: Vec<(u32, u32, u64)> = crate::sys::all_processes()
+        .into_iter()
+        .map(|(pid, s)| (pid, s.ppid, s.start_ticks))
+        .collect();
     let mut tree: Vec<(u32, u64)> = all
         .iter()
         .filter(|p| p.0 == root)
@@ -215,18 +208,10 @@ fn process_tree(child: &Child) -> Vec<(u32, u64)> {
     tree
 }
 
-/// Parent pid and start time (clock ticks after boot) of a process, from `/proc/<pid>/stat`.
-fn stat_ppid_start(pid: u32) -> Option<(u32, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: count from its end.
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
-    Some((fields.get(1)?.parse().ok()?, fields.get(19)?.parse().ok()?))
-}
-
 /// Send `sig` to each process of `tree` that is still the same process (same start time).
 fn signal_all(tree: &[(u32, u64)], sig: Signal) {
     for &(pid, start) in tree {
-        if stat_ppid_start(pid).is_some_and(|(_, s)| s == start)
+        if crate::sys::process_start_ticks(pid) == Some(start)
             && let Ok(raw) = i32::try_from(pid)
         {
             let _ = kill(Pid::from_raw(raw), sig);

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod cli;
 mod faults;
 mod lock_run;
 mod operate;

@@ -643,3 +643,34 @@ fn a_symlinked_state_file_is_locked_and_written_as_its_target() {
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
+
+#[test]
+fn a_url_naming_an_acl_user_takes_the_password_from_the_environment() {
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    redis.cmd(&[
+        "ACL",
+        "SETUSER",
+        "alice",
+        "on",
+        ">s3cret-alice",
+        "~*",
+        "&*",
+        "+@all",
+    ]);
+    // The default user off: a client that does not authenticate as alice is refused.
+    redis.cmd(&["ACL", "SETUSER", "default", "off"]);
+    let url = format!("redis://alice@127.0.0.1:{}", redis.port);
+    let lock = ["lock", "run", "--name", "x", "--", "true"];
+    let r = run(tractatus(&repo.path())
+        .env("TRACTATUS_REDIS", &url)
+        .env("TRACTATUS_REDIS_PASSWORD", "s3cret-alice")
+        .args(lock));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run(tractatus(&repo.path())
+        .env("TRACTATUS_REDIS", &url)
+        .env("TRACTATUS_REDIS_PASSWORD", "wrong")
+        .args(lock));
+    assert_eq!(r.code, 69, "{}", r.stderr);
+    assert!(!r.stderr.contains("wrong"), "{}", r.stderr);
+}

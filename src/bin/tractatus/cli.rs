@@ -1,0 +1,291 @@
+//! The command line's shape: every flag and subcommand (clap lives here and nowhere in the
+//! library), and the conversion of the global flags into the library's [`Flags`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use tractatus_lock::settings::Flags;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tractatus",
+    version,
+    about = "Leases on Redis for the JSON state files of a repository, with fencing tokens"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug)]
+pub struct GlobalArgs {
+    #[command(flatten)]
+    pub settings: SettingArgs,
+    /// Print one JSON document on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Say nothing on stderr unless something failed (no "no Redis configured" notice). Env:
+    /// TRACTATUS_QUIET=1.
+    #[arg(long, global = true)]
+    pub quiet: bool,
+    /// Use local file locks even on a network filesystem (they do not protect other machines).
+    #[arg(long, global = true)]
+    pub allow_network_fs: bool,
+}
+
+/// The flags that are settings: each one overrides its environment variable and its key in
+/// `.claude/tractatus-lock.toml`.
+#[derive(Args, Debug)]
+pub struct SettingArgs {
+    /// Redis URL (repeat for Redlock over 3+ masters). Env: TRACTATUS_REDIS (comma-separated).
+    #[arg(long = "redis", value_name = "URL", global = true)]
+    pub redis: Vec<String>,
+    /// Namespace of the locks (default: from .claude/tractatus-lock.toml). Env: TRACTATUS_NAMESPACE.
+    #[arg(long, value_name = "NS", global = true)]
+    pub namespace: Option<String>,
+    /// Lease TTL, like 10s (default 10s). Env: TRACTATUS_TTL.
+    #[arg(long, value_name = "DUR", global = true)]
+    pub ttl: Option<String>,
+    /// Longest wait for a held lock, like 30s; 0 tries once (default 30s). Env: TRACTATUS_WAIT.
+    #[arg(long, value_name = "DUR", global = true)]
+    pub wait: Option<String>,
+    /// Longest one holder may keep renewing a lease (default 1h). Env: TRACTATUS_MAX_HOLD.
+    #[arg(long, value_name = "DUR", global = true)]
+    pub max_hold: Option<String>,
+    /// Deadline of one operation on one Redis node (default 250ms or ttl/10, the lower; at most
+    /// ttl/3). Env: TRACTATUS_NODE_TIMEOUT.
+    #[arg(long, value_name = "DUR", global = true)]
+    pub node_timeout: Option<String>,
+    /// Deadline to connect to Redis (default 1s). Env: TRACTATUS_CONNECT_TIMEOUT.
+    #[arg(long, value_name = "DUR", global = true)]
+    pub connect_timeout: Option<String>,
+    /// Time between SIGTERM and SIGKILL when a lease is lost under `lock run` (default 5s).
+    /// Env: TRACTATUS_KILL_GRACE.
+    #[arg(long, value_name = "DUR", global = true)]
+    pub kill_grace: Option<String>,
+}
+
+impl From<SettingArgs> for Flags {
+    fn from(a: SettingArgs) -> Flags {
+        let SettingArgs {
+            redis,
+            namespace,
+            ttl,
+            wait,
+            max_hold,
+            node_timeout,
+            connect_timeout,
+            kill_grace,
+        } = a;
+        Flags {
+            redis,
+            namespace,
+            ttl,
+            wait,
+            max_hold,
+            node_timeout,
+            connect_timeout,
+            kill_grace,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run commands under locks, and look at them.
+    #[command(subcommand)]
+    Lock(LockCommand),
+    /// Read and write JSON state files under their lock, committed atomically.
+    #[command(subcommand)]
+    State(StateCommand),
+    /// Session ids.
+    #[command(subcommand)]
+    Session(SessionCommand),
+    /// Show what the locks are for: simulated sessions write Tractatus-shaped files at once,
+    /// unguarded and then guarded, and the lost updates, torn reads and cost per write are
+    /// printed side by side. Works on a fresh machine (local locks; Redis with --redis or
+    /// TRACTATUS_REDIS).
+    Demo(DemoArgs),
+    /// One simulated session of `demo` (run by `demo`, not by hand).
+    #[command(hide = true)]
+    DemoWorker(DemoWorkerArgs),
+    /// The edit a simulated session makes, as a `state update` command (run by `demo`).
+    #[command(hide = true)]
+    DemoEdit(DemoEditArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Simulated sessions writing at once (2 to 16).
+    #[arg(long, default_value_t = 4)]
+    pub sessions: u32,
+    /// Writes each session makes in each run (1 to 1000).
+    #[arg(long, default_value_t = 60)]
+    pub writes: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoWorkerArgs {
+    /// The scratch repository.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// This session's number.
+    #[arg(long)]
+    pub session: u32,
+    /// How many writes.
+    #[arg(long)]
+    pub writes: u32,
+    /// Go through the locks (else read, modify, write in place).
+    #[arg(long)]
+    pub guarded: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DemoEditArgs {
+    /// Which file's edit (0 session-state, 1 hooks-metrics, 2 instruction-history).
+    pub kind: usize,
+    /// The session making it.
+    pub session: u32,
+    /// Its sequence number in that session.
+    pub seq: u32,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LockCommand {
+    /// Run CMD while holding the named locks (taken in sorted order, renewed, released on exit).
+    Run {
+        /// Lock name (repeatable).
+        #[arg(long = "name", value_name = "NAME")]
+        names: Vec<String>,
+        /// Lock named after a file: its path relative to the repository root (repeatable).
+        #[arg(long = "file", value_name = "PATH")]
+        files: Vec<PathBuf>,
+        /// The command and its arguments.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// List every held lock: holder, host, pid, age, TTL left, token, waiters.
+    Status,
+    /// Release a lock whoever holds it (recorded in the audit log).
+    Break {
+        /// The lock to break.
+        name: String,
+        /// Required: breaking a lock lets two writers in at once if its holder still runs.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show the audit trail: grants, releases, expiries, takeovers, breaks.
+    Log {
+        /// How many events, newest last.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StateCommand {
+    /// Pipe FILE's JSON through CMD (stdin) and commit CMD's stdout as the new document.
+    Update {
+        /// The state file.
+        file: PathBuf,
+        /// The command and its arguments.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Apply an RFC 7396 JSON merge patch.
+    Merge {
+        /// The state file.
+        file: PathBuf,
+        /// The patch.
+        #[arg(value_name = "JSON", allow_hyphen_values = true)]
+        patch: String,
+    },
+    /// Push JSON onto the array at an RFC 6901 pointer.
+    Append {
+        /// The state file.
+        file: PathBuf,
+        /// Where the array is, like /instructions.
+        pointer: String,
+        /// The value to push.
+        #[arg(value_name = "JSON", allow_hyphen_values = true)]
+        value: String,
+    },
+    /// Replace or insert the value at an RFC 6901 pointer.
+    Set {
+        /// The state file.
+        file: PathBuf,
+        /// Where, like /session_id.
+        pointer: String,
+        /// The value.
+        #[arg(value_name = "JSON", allow_hyphen_values = true)]
+        value: String,
+    },
+    /// Print the document (or the value at POINTER), read under the lock.
+    Get {
+        /// The state file.
+        file: PathBuf,
+        /// Where, like /instructions/0.
+        pointer: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SessionCommand {
+    /// Print a fresh session id (a UUID v7).
+    New,
+}
+
+/// The command line, or the exit code to leave with after clap's answer (help and version:
+/// 0; anything malformed: 64, with one line on stderr).
+pub fn parse() -> Result<Cli, u8> {
+    use clap::error::ErrorKind;
+    let e = match Cli::try_parse() {
+        Ok(c) => return Ok(c),
+        Err(e) => e,
+    };
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        // Asked for: success, unless the answer cannot be written.
+        return match e.print() {
+            Ok(()) => Err(0),
+            Err(io) => {
+                crate::output::note(&format!("cannot write stdout: {io}"));
+                Err(73)
+            }
+        };
+    }
+    // One line (hooks read stderr as one reason). clap quotes the offending word, which may be
+    // a URL with a password in it.
+    let first = if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        "a subcommand is missing".to_owned()
+    } else {
+        e.to_string()
+            .trim_start()
+            .lines()
+            .take_while(|l| !l.trim().is_empty())
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let first = first.trim_start_matches("error: ");
+    crate::output::note(&format!(
+        "{} (see tractatus --help)",
+        tractatus_lock::error::shorten(&redact_words(first))
+    ));
+    Err(64)
+}
+
+/// `text` with the password of every URL in it masked.
+pub fn redact_words(text: &str) -> String {
+    text.split(' ')
+        .map(|w| {
+            if w.contains("://") {
+                tractatus_lock::config::redact(w)
+            } else {
+                w.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,223 @@
+//! `lock ...`: run a command under locks, and the operator's views (status, break, log).
+
+use std::path::PathBuf;
+
+use tractatus_lock::ops::{AuditEvent, LockStatus};
+use tractatus_lock::run::{RunOutcome, supervise};
+use tractatus_lock::settings::{DEFAULT_NAMESPACE, Namespace};
+use tractatus_lock::{Error, Result};
+
+use crate::Context;
+use crate::cli::LockCommand;
+use crate::output::{self, WaitFeedback, format_time, human_duration};
+
+pub async fn run(ctx: &Context, cmd: LockCommand) -> Result<i32> {
+    match cmd {
+        LockCommand::Run {
+            names,
+            files,
+            command,
+        } => lock_run(ctx, names, files, command).await,
+        LockCommand::Status => status(ctx).await,
+        LockCommand::Break { name, force } => lock_break(ctx, &name, force).await,
+        LockCommand::Log { limit } => log(ctx, limit).await,
+    }
+}
+
+async fn lock_run(
+    ctx: &Context,
+    mut names: Vec<String>,
+    files: Vec<PathBuf>,
+    command: Vec<String>,
+) -> Result<i32> {
+    for f in &files {
+        names.push(ctx.ws.lock_name(f)?);
+    }
+    if names.is_empty() {
+        return Err(Error::usage(
+            "lock run needs at least one --name NAME or --file PATH",
+        ));
+    }
+    for n in &names {
+        tractatus_lock::config::check_lock_name(n)?;
+    }
+    let coordinator = ctx.coordinator().await?;
+    // One terminal line per lock waited for, wiped before the next one starts.
+    let mut feedback: Option<WaitFeedback> = None;
+    let got = coordinator
+        .acquire_all(&names, ctx.ws.resolved().wait, |name| {
+            if let Some(f) = feedback.take() {
+                f.finish();
+            }
+            let f = WaitFeedback::start(&format!("lock '{name}'"));
+            let progress = f.progress();
+            feedback = Some(f);
+            Some(progress)
+        })
+        .await;
+    if let Some(f) = feedback.take() {
+        f.finish();
+    }
+    let leases = got?;
+    let outcome = supervise(
+        &leases,
+        &coordinator.identity().session,
+        &command,
+        ctx.ws.resolved().kill_grace,
+    )
+    .await;
+    let mut lost_at_release = None;
+    for l in leases.into_iter().rev() {
+        if let Err(e @ Error::LeaseLost { .. }) = l.release().await {
+            lost_at_release.get_or_insert(e);
+        }
+    }
+    match outcome? {
+        // The command ran, but its lock was gone by the end: its writes were not all guarded.
+        RunOutcome::Exited(code) => match lost_at_release {
+            Some(Error::LeaseLost { name, reason }) => Err(Error::LeaseLost {
+                name,
+                reason: format!("{reason}; the command had exited ({code})"),
+            }),
+            _ => Ok(code),
+        },
+        RunOutcome::LeaseLost { name, reason } => Err(Error::LeaseLost { name, reason }),
+    }
+}
+
+/// The namespace for display: a fresh repository on Redis has none until its first lock
+/// (local locks are the repository's own, whatever the namespace).
+fn namespace_shown(ctx: &Context) -> Option<String> {
+    let r = ctx.ws.resolved();
+    match r.namespace.name() {
+        Some(ns) => Some(ns.to_owned()),
+        None if r.config.nodes.is_empty() => Some(DEFAULT_NAMESPACE.to_owned()),
+        None => None,
+    }
+}
+
+async fn status(ctx: &Context) -> Result<i32> {
+    let backend = if ctx.ws.resolved().config.nodes.is_empty() {
+        "local"
+    } else {
+        "redis"
+    };
+    let locks: Vec<LockStatus> = match ctx.observer().await? {
+        Some(c) => c.status().await?,
+        None => Vec::new(),
+    };
+    let namespace = namespace_shown(ctx);
+    if ctx.json {
+        output::json(&serde_json::json!({
+            "namespace": namespace,
+            "backend": backend,
+            "locks": locks,
+        }))?;
+        return Ok(0);
+    }
+    if locks.is_empty() {
+        match (&namespace, &ctx.ws.resolved().namespace) {
+            (Some(ns), Namespace::Default) => output::out(&format!(
+                "no locks held in namespace {ns} (the namespace shared outside any repository)"
+            ))?,
+            (Some(ns), _) => output::out(&format!("no locks held in namespace {ns}"))?,
+            (None, _) => output::out(
+                "no locks held: nothing has been locked in this repository yet (its namespace \
+                 is written to .claude/tractatus-lock.toml by the first lock)",
+            )?,
+        }
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = locks
+        .iter()
+        .map(|l| {
+            vec![
+                l.name.clone(),
+                l.session.clone(),
+                l.host.clone(),
+                l.pid.to_string(),
+                human_duration(l.held_ms),
+                l.ttl_left_ms
+                    .map(human_duration)
+                    .unwrap_or_else(|| "-".into()),
+                l.token.to_string(),
+                l.waiters.to_string(),
+                if l.stale {
+                    "stale".into()
+                } else {
+                    String::new()
+                },
+                l.command.clone(),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "LOCK", "SESSION", "HOST", "PID", "HELD", "TTL", "TOKEN", "WAITERS", "STATE", "COMMAND",
+        ],
+        &rows,
+    )?;
+    Ok(0)
+}
+
+async fn lock_break(ctx: &Context, name: &str, force: bool) -> Result<i32> {
+    tractatus_lock::config::check_lock_name(name)?;
+    if !force {
+        return Err(Error::usage(format!(
+            "refusing to break '{name}' without --force: if its holder still runs, two writers \
+             would hold it at once"
+        )));
+    }
+    let broken = match ctx.observer().await? {
+        Some(c) => c.break_lock(name).await?,
+        None => false,
+    };
+    if ctx.json {
+        output::json(&serde_json::json!({ "name": name, "broken": broken }))?;
+    } else if broken {
+        output::out(&format!("broke lock '{name}' (recorded in the audit log)"))?;
+    } else {
+        output::out(&format!("lock '{name}' was not held; nothing broken"))?;
+    }
+    Ok(0)
+}
+
+async fn log(ctx: &Context, limit: usize) -> Result<i32> {
+    let events: Vec<AuditEvent> = match ctx.observer().await? {
+        Some(c) => c.log(limit).await?,
+        None => Vec::new(),
+    };
+    if ctx.json {
+        output::json(&events)?;
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            vec![
+                format_time(e.at_ms),
+                e.event.clone(),
+                e.name.clone(),
+                e.token.to_string(),
+                e.session.clone(),
+                e.host.clone(),
+                e.pid.to_string(),
+                e.by.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "TIME (UTC)",
+            "EVENT",
+            "LOCK",
+            "TOKEN",
+            "SESSION",
+            "HOST",
+            "PID",
+            "BY",
+        ],
+        &rows,
+    )?;
+    Ok(0)
+}

@@ -1,0 +1,175 @@
+//! Everything the binary shows: stdout lines that never panic (a closed pipe or a full disk is
+//! an error with an exit code, not a backtrace), stderr notes, tables, times, JSON, and the
+//! terminal line that names the holder while we wait.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tractatus_lock::lease::WaitProgress;
+use tractatus_lock::{Error, HolderInfo, Result};
+
+/// Write `text` and a newline to stdout, flushed; a failure (closed pipe, full disk) is
+/// [`Error::CannotWrite`] (73) naming stdout.
+pub fn out(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.write_all(b"\n"))
+        .and_then(|()| stdout.flush())
+        .map_err(|source| Error::CannotWrite {
+            path: PathBuf::from("stdout"),
+            source,
+        })
+}
+
+/// Print `value` as one pretty JSON document.
+pub fn json<T: serde::Serialize>(value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(Error::internal)?;
+    out(&text)
+}
+
+/// One `tractatus: ...` line on stderr. Nothing to do if stderr is gone.
+pub fn note(text: &str) {
+    let _ = writeln!(std::io::stderr(), "tractatus: {text}");
+}
+
+/// A table with a header, columns padded to their widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> Result<()> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        parts.join("  ").trim_end().to_owned()
+    };
+    let header: Vec<String> = header.iter().map(|s| s.to_string()).collect();
+    let mut text = line(&header);
+    for r in rows {
+        text.push('\n');
+        text.push_str(&line(r));
+    }
+    out(&text)
+}
+
+/// A duration for a table: `4.2s` under 10 s, `42s` under 10 min, else `12m`.
+pub fn human_duration(ms: u64) -> String {
+    if ms < 10_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else if ms < 600_000 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{}m", ms / 60_000)
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS.mmm` in UTC, from ms since the epoch.
+pub fn format_time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// While waiting on a terminal, one stderr line updated in place names the holder.
+pub struct WaitFeedback {
+    progress: WaitProgress,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl WaitFeedback {
+    /// Start showing the wait for `what` (like `lock 'x'`), if stderr is a terminal.
+    pub fn start(what: &str) -> Self {
+        let (tx, mut rx) = watch::channel::<Option<HolderInfo>>(None);
+        let task = std::io::stderr().is_terminal().then(|| {
+            let what = what.to_owned();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let mut shown = false;
+                loop {
+                    let changed =
+                        tokio::time::timeout(Duration::from_millis(250), rx.changed()).await;
+                    // Every sender gone: the wait is over one way or the other.
+                    let closed = matches!(changed, Ok(Err(_)));
+                    let line = rx.borrow().as_ref().map(|h| {
+                        format!(
+                            "\rtractatus: waiting {:.1}s for {what}: held by session {} on {} pid {} for {:.1}s\x1b[K",
+                            started.elapsed().as_secs_f64(),
+                            h.session,
+                            h.host,
+                            h.pid,
+                            h.held_for().as_secs_f64()
+                        )
+                    });
+                    let mut err = std::io::stderr();
+                    match line {
+                        Some(line) if !closed => {
+                            let _ = err.write_all(line.as_bytes());
+                            let _ = err.flush();
+                            shown = true;
+                        }
+                        _ if shown || closed => {
+                            // Acquired (or given up): wipe the line before the work writes.
+                            if shown {
+                                let _ = err.write_all(b"\r\x1b[K");
+                            }
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+            })
+        });
+        WaitFeedback { progress: tx, task }
+    }
+
+    /// Where the library reports the holder.
+    pub fn progress(&self) -> WaitProgress {
+        self.progress.clone()
+    }
+
+    /// Stop, and wipe the line.
+    pub fn finish(mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = std::io::stderr().write_all(b"\r\x1b[K");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_durations_read_as_people_write_them() {
+        assert_eq!(format_time(0), "1970-01-01 00:00:00.000");
+        assert_eq!(format_time(1_709_251_199_999), "2024-02-29 23:59:59.999");
+        assert_eq!(human_duration(4_200), "4.2s");
+        assert_eq!(human_duration(42_000), "42s");
+        assert_eq!(human_duration(720_000), "12m");
+    }
+}

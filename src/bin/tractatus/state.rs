@@ -1,0 +1,93 @@
+//! `state ...`: guarded reads and read-modify-writes of JSON state files.
+
+use std::path::Path;
+
+use tractatus_lock::state::{Edit, WriteOutcome};
+use tractatus_lock::{AcquireOptions, Result};
+
+use crate::Context;
+use crate::cli::StateCommand;
+use crate::output::{self, WaitFeedback};
+
+pub async fn run(ctx: &Context, cmd: StateCommand) -> Result<i32> {
+    let (path, edit): (&Path, Option<Edit>) = match &cmd {
+        StateCommand::Get { file, .. } => (file, None),
+        StateCommand::Update { file, command } => (file, Some(Edit::Update(command.clone()))),
+        StateCommand::Merge { file, patch } => (file, Some(Edit::merge(patch)?)),
+        StateCommand::Append {
+            file,
+            pointer,
+            value,
+        } => (file, Some(Edit::append(pointer, value)?)),
+        StateCommand::Set {
+            file,
+            pointer,
+            value,
+        } => (file, Some(Edit::set(pointer, value)?)),
+    };
+    let pointer = match &cmd {
+        StateCommand::Get {
+            pointer: Some(p), ..
+        } => Some(tractatus_lock::state::parse_pointer(p)?),
+        _ => None,
+    };
+    let file = ctx.ws.state_file(path)?;
+    let coordinator = ctx.coordinator().await?;
+    let feedback = WaitFeedback::start(&format!("lock '{}'", file.name()));
+    let opts = AcquireOptions {
+        wait: ctx.ws.resolved().wait,
+        progress: Some(feedback.progress()),
+    };
+    match edit {
+        None => {
+            let doc = file.read(&coordinator, &opts, pointer.as_ref()).await;
+            feedback.finish();
+            output::out(&tractatus_lock::state::to_node_json(&doc?))?;
+            Ok(0)
+        }
+        Some(edit) => {
+            let outcome = file.write(&coordinator, &opts, edit).await;
+            feedback.finish();
+            Ok(written(ctx, outcome?))
+        }
+    }
+}
+
+/// Report a finished write; its exit code. Once committed, the write stands: a stdout that
+/// cannot take the report is told on stderr and does not turn success into failure.
+fn written(ctx: &Context, outcome: WriteOutcome) -> i32 {
+    let report = match outcome {
+        WriteOutcome::Committed { token, window } => serde_json::json!({
+            "committed": true,
+            "token": token,
+            "window_us": window.as_micros() as u64,
+        }),
+        WriteOutcome::Unchanged { token } => {
+            serde_json::json!({ "committed": false, "unchanged": true, "token": token })
+        }
+        WriteOutcome::Aborted { code } => {
+            // Passed through, except where it would read as one of our own codes (or as 2,
+            // which blocks a Claude Code hook): those become 65.
+            let passed = if code == 2 || (64..=78).contains(&code) {
+                65
+            } else {
+                code
+            };
+            output::note(&format!(
+                "the update command exited {code}; nothing written{}",
+                if passed == code {
+                    String::new()
+                } else {
+                    format!(" (exit {passed}: {code} would read as a tractatus code)")
+                }
+            ));
+            return passed;
+        }
+    };
+    if ctx.json
+        && let Err(e) = output::out(&report.to_string())
+    {
+        output::note(&format!("committed; but the report was not shown: {e}"));
+    }
+    0
+}

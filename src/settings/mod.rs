@@ -1,0 +1,392 @@
+//! Where each setting comes from: flags override the environment, which overrides the
+//! repository's config file (`.claude/tractatus-lock.toml`, see [`FileSettings`]), which
+//! overrides the defaults. A value that does not parse is named by where it came from (`--ttl`,
+//! `TRACTATUS_TTL`, or `ttl` in the config file). Passwords can come from
+//! `TRACTATUS_REDIS_PASSWORD` or `TRACTATUS_REDIS_PASSWORD_FILE`, so they need not sit in a URL,
+//! a shell history or a committed file. Resolving reads and never writes: the namespace of a
+//! fresh repository stays [`Namespace::Unset`] until something locks ([`ensure_namespace`]).
+
+mod file;
+mod namespace;
+
+use std::path::Path;
+use std::time::Duration;
+
+pub use file::{CONFIG_FILE, FileSettings, read_settings};
+pub use namespace::{DEFAULT_NAMESPACE, Namespace, ensure_namespace};
+
+use crate::config::{
+    Config, DEFAULT_KILL_GRACE, DEFAULT_WAIT, parse_duration, parse_nodes, split_urls,
+};
+use crate::error::{Error, Result};
+
+/// Settings given on the command line (each `None` when absent).
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    /// `--redis`, repeatable.
+    pub redis: Vec<String>,
+    /// `--namespace`.
+    pub namespace: Option<String>,
+    /// `--ttl`.
+    pub ttl: Option<String>,
+    /// `--wait`.
+    pub wait: Option<String>,
+    /// `--max-hold`.
+    pub max_hold: Option<String>,
+    /// `--node-timeout`.
+    pub node_timeout: Option<String>,
+    /// `--connect-timeout`.
+    pub connect_timeout: Option<String>,
+    /// `--kill-grace`.
+    pub kill_grace: Option<String>,
+}
+
+/// Everything resolved: the coordinator's config and the per-command defaults.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The coordinator's checked config.
+    pub config: Config,
+    /// How long to wait for a held lock.
+    pub wait: Duration,
+    /// SIGTERM-to-SIGKILL grace for a command whose lease is lost.
+    pub kill_grace: Duration,
+    /// Which namespace, and where it came from. While it is [`Namespace::Unset`],
+    /// `config.namespace` is empty, which [`crate::Coordinator::connect`] refuses: settle it
+    /// first with [`ensure_namespace`] (as [`crate::workspace::Workspace::coordinator`] does).
+    pub namespace: Namespace,
+}
+
+/// One setting's names: its flag, its environment variable, its key in the config file.
+struct Names {
+    flag: Option<&'static str>,
+    env: &'static str,
+    key: Option<&'static str>,
+}
+
+const fn names(flag: Option<&'static str>, env: &'static str, key: Option<&'static str>) -> Names {
+    Names { flag, env, key }
+}
+
+const TTL: Names = names(Some("--ttl"), "TRACTATUS_TTL", Some("ttl"));
+const WAIT: Names = names(Some("--wait"), "TRACTATUS_WAIT", Some("wait"));
+const MAX_HOLD: Names = names(Some("--max-hold"), "TRACTATUS_MAX_HOLD", Some("max_hold"));
+const NODE_TIMEOUT: Names = names(
+    Some("--node-timeout"),
+    "TRACTATUS_NODE_TIMEOUT",
+    Some("node_timeout"),
+);
+const CONNECT_TIMEOUT: Names = names(
+    Some("--connect-timeout"),
+    "TRACTATUS_CONNECT_TIMEOUT",
+    Some("connect_timeout"),
+);
+const KILL_GRACE: Names = names(Some("--kill-grace"), "TRACTATUS_KILL_GRACE", None);
+const QUARANTINE: Names = names(None, "TRACTATUS_QUARANTINE", Some("quarantine"));
+const CA_FILE: Names = names(None, "TRACTATUS_REDIS_CA_FILE", Some("redis_ca_file"));
+const NAMESPACE: Names = names(Some("--namespace"), "TRACTATUS_NAMESPACE", None);
+
+/// The environment variable behind each flag that has one, for a `--help` that names them all.
+pub const FLAG_ENV: &[(&str, &str)] = &[
+    ("--redis", "TRACTATUS_REDIS"),
+    ("--namespace", NAMESPACE.env),
+    ("--ttl", TTL.env),
+    ("--wait", WAIT.env),
+    ("--max-hold", MAX_HOLD.env),
+    ("--node-timeout", NODE_TIMEOUT.env),
+    ("--connect-timeout", CONNECT_TIMEOUT.env),
+    ("--kill-grace", KILL_GRACE.env),
+];
+
+/// A value and where it came from (`--ttl`, `TRACTATUS_TTL`, `` `ttl` in <config file> ``).
+struct Picked {
+    value: String,
+    origin: String,
+}
+
+/// The first of flag, environment, file that is set.
+fn pick(
+    names: &Names,
+    flag: &Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+    from_file: &Option<String>,
+) -> Option<Picked> {
+    if let (Some(v), Some(f)) = (flag, names.flag) {
+        return Some(Picked {
+            value: v.clone(),
+            origin: f.to_owned(),
+        });
+    }
+    if let Some(v) = env(names.env).filter(|v| !v.trim().is_empty()) {
+        return Some(Picked {
+            value: v,
+            origin: names.env.to_owned(),
+        });
+    }
+    match (from_file, names.key) {
+        (Some(v), Some(k)) => Some(Picked {
+            value: v.clone(),
+            origin: format!("`{k}` in {CONFIG_FILE}"),
+        }),
+        _ => None,
+    }
+}
+
+/// The duration set for `names`, if any; a bad one is refused naming where it came from.
+fn duration(
+    names: &Names,
+    flag: &Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+    from_file: &Option<String>,
+) -> Result<Option<Duration>> {
+    pick(names, flag, env, from_file)
+        .map(|p| parse_duration(&p.value).map_err(|e| Error::usage(format!("{}: {e}", p.origin))))
+        .transpose()
+}
+
+/// Resolve flags, then environment (through `env`), then the config file of `root`. Reads,
+/// never writes.
+pub fn resolve(
+    flags: &Flags,
+    env: &dyn Fn(&str) -> Option<String>,
+    root: Option<&Path>,
+) -> Result<Resolved> {
+    let file = match root {
+        Some(r) => read_settings(r)?,
+        None => FileSettings::default(),
+    };
+
+    // The config file is committed: a password there is a leak, whatever overrides it today.
+    if let Some(u) = file
+        .redis
+        .iter()
+        .flatten()
+        .find(|u| crate::config::has_password(u))
+    {
+        return Err(Error::usage(format!(
+            "{CONFIG_FILE} holds a password in `redis = [...]` ({}); that file is committed: \
+             remove it and use TRACTATUS_REDIS_PASSWORD or TRACTATUS_REDIS_PASSWORD_FILE",
+            crate::config::redact(u)
+        )));
+    }
+    let urls: Vec<String> = if !flags.redis.is_empty() {
+        flags.redis.clone()
+    } else if let Some(v) = env("TRACTATUS_REDIS").filter(|v| !v.trim().is_empty()) {
+        vec![v]
+    } else {
+        file.redis.clone().unwrap_or_default()
+    };
+    let password = match (
+        env("TRACTATUS_REDIS_PASSWORD"),
+        env("TRACTATUS_REDIS_PASSWORD_FILE"),
+    ) {
+        (Some(p), _) if !p.is_empty() => Some(p),
+        (_, Some(path)) if !path.is_empty() => Some(
+            std::fs::read_to_string(&path)
+                .map_err(|e| {
+                    Error::usage(format!(
+                        "cannot read TRACTATUS_REDIS_PASSWORD_FILE {path}: {e}"
+                    ))
+                    .with_source(e)
+                })?
+                .trim_end_matches(['\n', '\r'])
+                .to_owned(),
+        ),
+        _ => None,
+    };
+    let username = env("TRACTATUS_REDIS_USERNAME").filter(|u| !u.is_empty());
+    let urls: Vec<String> = split_urls(&urls)
+        .map(|u| with_credentials(u, username.as_deref(), password.as_deref()))
+        .collect();
+    let mut config = Config::new(parse_nodes(&urls)?);
+
+    config.tls_ca_file = pick(&CA_FILE, &None, env, &file.redis_ca_file).map(|p| p.value.into());
+    let namespace = match (pick(&NAMESPACE, &flags.namespace, env, &None), root) {
+        (Some(p), _) => Namespace::Given(p.value),
+        (None, Some(_)) => match &file.namespace {
+            Some(ns) => Namespace::File(ns.clone()),
+            None => Namespace::Unset,
+        },
+        (None, None) => Namespace::Default,
+    };
+    if let Some(d) = duration(&TTL, &flags.ttl, env, &file.ttl)? {
+        config.ttl = d;
+    }
+    if let Some(d) = duration(&MAX_HOLD, &flags.max_hold, env, &file.max_hold)? {
+        config.max_hold = d;
+    }
+    let node_timeout = duration(&NODE_TIMEOUT, &flags.node_timeout, env, &file.node_timeout)?;
+    // Unless set, the node timeout follows a short TTL down, so it always fits.
+    config.node_timeout = node_timeout.unwrap_or(config.node_timeout.min(config.ttl / 10));
+    let connect = duration(
+        &CONNECT_TIMEOUT,
+        &flags.connect_timeout,
+        env,
+        &file.connect_timeout,
+    )?;
+    if let Some(d) = connect {
+        config.connect_timeout = d;
+    }
+    if let Some(d) = duration(&QUARANTINE, &None, env, &file.quarantine)? {
+        config.quarantine = d;
+    }
+    // An unset namespace is checked as a valid stand-in: the fresh id it will get always passes.
+    config.namespace = namespace.name().unwrap_or(DEFAULT_NAMESPACE).to_owned();
+    config.check()?;
+    config.namespace = namespace.name().unwrap_or_default().to_owned();
+    let wait = duration(&WAIT, &flags.wait, env, &file.wait)?.unwrap_or(DEFAULT_WAIT);
+    let kill_grace =
+        duration(&KILL_GRACE, &flags.kill_grace, env, &None)?.unwrap_or(DEFAULT_KILL_GRACE);
+    Ok(Resolved {
+        config,
+        wait,
+        kill_grace,
+        namespace,
+    })
+}
+
+/// Put `username`/`password` into a URL that carries no password. A URL that names a user
+/// alone (`redis://alice@host`) gets the password after that user; `username` is used only when
+/// the URL names none.
+fn with_credentials(url: &str, username: Option<&str>, password: Option<&str>) -> String {
+    let Some(password) = password else {
+        return url.to_owned();
+    };
+    let Some(i) = url.find("://") else {
+        return url.to_owned();
+    };
+    let (scheme, rest) = url.split_at(i + 3);
+    let authority = rest.split('/').next().unwrap_or("");
+    let password = percent_encode(password);
+    match authority.rfind('@') {
+        Some(at) if authority[..at].contains(':') => url.to_owned(),
+        Some(at) => format!("{scheme}{}:{password}{}", &rest[..at], &rest[at..]),
+        None => {
+            let user = username.map(percent_encode).unwrap_or_default();
+            format!("{scheme}{user}:{password}@{rest}")
+        }
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_environment_beat_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join(".claude")).unwrap();
+        std::fs::write(
+            tmp.path().join(".claude/tractatus-lock.toml"),
+            "namespace = \"filens\"\nttl = \"20s\"\nwait = \"7s\"\nredis = [\"redis://file:1\"]\n",
+        )
+        .unwrap();
+        let env = |k: &str| match k {
+            "TRACTATUS_TTL" => Some("15s".to_owned()),
+            "TRACTATUS_REDIS" => Some("redis://env:1".to_owned()),
+            _ => None,
+        };
+        let flags = Flags {
+            ttl: Some("12s".into()),
+            ..Default::default()
+        };
+        let r = resolve(&flags, &env, Some(tmp.path())).unwrap();
+        assert_eq!(r.config.ttl, Duration::from_secs(12));
+        assert_eq!(r.config.nodes[0].to_string(), "redis://env:1");
+        assert_eq!(r.config.namespace, "filens");
+        assert_eq!(r.wait, Duration::from_secs(7));
+        let r = resolve(&Flags::default(), &env, Some(tmp.path())).unwrap();
+        assert_eq!(r.config.ttl, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn a_password_in_the_committed_config_file_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join(".claude")).unwrap();
+        std::fs::write(
+            tmp.path().join(".claude/tractatus-lock.toml"),
+            "namespace = \"n\"\nredis = [\"redis://:hunter2@h:1\"]\n",
+        )
+        .unwrap();
+        let e = resolve(&Flags::default(), &|_| None, Some(tmp.path())).unwrap_err();
+        assert_eq!(e.exit_code(), 64);
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert!(e.to_string().contains("TRACTATUS_REDIS_PASSWORD"), "{e}");
+    }
+
+    #[test]
+    fn password_from_environment_is_injected_and_never_shown() {
+        let env = |k: &str| match k {
+            "TRACTATUS_REDIS" => Some("redis://127.0.0.1:1".to_owned()),
+            "TRACTATUS_REDIS_PASSWORD" => Some("p@ss:w/rd".to_owned()),
+            _ => None,
+        };
+        let r = resolve(&Flags::default(), &env, None).unwrap();
+        let node = &r.config.nodes[0];
+        assert_eq!(node.secret_url(), "redis://:p%40ss%3Aw%2Frd@127.0.0.1:1");
+        assert!(!node.to_string().contains("ss"));
+    }
+
+    #[test]
+    fn a_url_naming_a_user_alone_gets_the_password_from_the_environment() {
+        let with = |u| with_credentials(u, Some("bob"), Some("pw"));
+        assert_eq!(with("redis://alice@h:1/0"), "redis://alice:pw@h:1/0");
+        assert_eq!(with("redis://alice:own@h:1"), "redis://alice:own@h:1");
+        assert_eq!(with("redis://h:1"), "redis://bob:pw@h:1");
+        assert_eq!(
+            with_credentials("redis://alice@h:1", None, None),
+            "redis://alice@h:1"
+        );
+    }
+
+    #[test]
+    fn a_bad_duration_names_where_it_came_from() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join(".claude")).unwrap();
+        std::fs::write(tmp.path().join(CONFIG_FILE), "ttl = \"ten\"\n").unwrap();
+        let root = Some(tmp.path());
+        let e = resolve(&Flags::default(), &|_| None, root).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("`ttl` in .claude/tractatus-lock.toml: bad duration 'ten'"),
+            "{e}"
+        );
+        let env = |k: &str| (k == "TRACTATUS_TTL").then(|| "9".to_owned());
+        let e = resolve(&Flags::default(), &env, root).unwrap_err();
+        assert!(
+            e.to_string().starts_with("TRACTATUS_TTL: bad duration '9'"),
+            "{e}"
+        );
+        let flags = Flags {
+            ttl: Some("1x".into()),
+            ..Default::default()
+        };
+        let e = resolve(&flags, &env, root).unwrap_err();
+        assert!(e.to_string().starts_with("--ttl: bad duration '1x'"), "{e}");
+        assert_eq!(e.exit_code(), 64);
+    }
+
+    #[test]
+    fn resolving_a_fresh_repository_writes_nothing_and_leaves_the_namespace_unset() {
+        let tmp = tempfile::tempdir().unwrap();
+        let env = |k: &str| (k == "TRACTATUS_REDIS").then(|| "redis://127.0.0.1:1".to_owned());
+        let r = resolve(&Flags::default(), &env, Some(tmp.path())).unwrap();
+        assert_eq!(r.namespace, Namespace::Unset);
+        assert_eq!(r.config.namespace, "");
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+        let r = resolve(&Flags::default(), &env, None).unwrap();
+        assert_eq!(r.namespace, Namespace::Default);
+        assert_eq!(r.config.namespace, "default");
+    }
+}

@@ -1,0 +1,106 @@
+//! What this crate asks of the operating system beyond files: a process' parent and start
+//! time from `/proc/<pid>/stat`, this process' umask, PID namespace and host name. Linux only
+//! (`/proc`); one place so that a port, or a fix to the parsing, happens once.
+
+/// The fields of `/proc/<pid>/stat` this crate uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProcStat {
+    /// Parent process id (field 4).
+    pub(crate) ppid: u32,
+    /// Start time in clock ticks after boot (field 22): with the pid, it names one process
+    /// for good, even after the pid is reused.
+    pub(crate) start_ticks: u64,
+}
+
+/// Parse the text of `/proc/<pid>/stat`.
+pub(crate) fn parse_stat(text: &str) -> Option<ProcStat> {
+    // The command name (field 2) may hold spaces and parentheses: count from its end.
+    let after = text.get(text.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = after.split(' ').collect();
+    Some(ProcStat {
+        ppid: fields.get(1)?.parse().ok()?,
+        start_ticks: fields.get(19)?.parse().ok()?,
+    })
+}
+
+/// `/proc/<pid>/stat` of a running process; `None` when it is gone (or unreadable).
+pub(crate) fn proc_stat(pid: u32) -> Option<ProcStat> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Start time of a process in clock ticks after boot (field 22 of `/proc/<pid>/stat`).
+pub(crate) fn process_start_ticks(pid: u32) -> Option<u64> {
+    proc_stat(pid).map(|s| s.start_ticks)
+}
+
+/// Every process id in `/proc`, each with its stat; processes that end meanwhile are left out.
+pub(crate) fn all_processes() -> Vec<(u32, ProcStat)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| Some((pid, proc_stat(pid)?)))
+        .collect()
+}
+
+/// This process's umask, from `/proc/self/status` (022 when it cannot be read). Reading it
+/// this way does not change it, unlike `umask(2)`, which other threads could observe.
+pub(crate) fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
+}
+
+/// This process' PID namespace: the inode number of `/proc/self/ns/pid` (`pid:[4026531836]`).
+pub(crate) fn pid_namespace() -> Option<String> {
+    let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    let text = link.to_string_lossy();
+    let inode = text.strip_prefix("pid:[")?.strip_suffix(']')?;
+    inode
+        .chars()
+        .all(|c| c.is_ascii_digit())
+        .then(|| inode.to_owned())
+}
+
+/// The kernel's host name, if it is readable and UTF-8.
+pub(crate) fn kernel_host_name() -> Option<String> {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_is_parsed_after_a_command_name_with_spaces_and_parentheses() {
+        let text = "4242 (a b) (c)) S 17 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 \
+                    1000 200 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
+        assert_eq!(
+            parse_stat(text),
+            Some(ProcStat {
+                ppid: 17,
+                start_ticks: 987_654
+            })
+        );
+        assert_eq!(parse_stat("garbage"), None);
+        assert_eq!(parse_stat("1 (x)"), None);
+    }
+
+    #[test]
+    fn this_process_is_found_with_its_start_time() {
+        let me = std::process::id();
+        let stat = proc_stat(me).unwrap();
+        assert_eq!(stat.ppid, nix::unistd::getppid().as_raw() as u32);
+        assert!(all_processes().iter().any(|(p, s)| *p == me && *s == stat));
+        assert!(umask() <= 0o777);
+    }
+}

@@ -33,7 +33,9 @@ impl RedisServer {
         Self::start_with(&[])
     }
 
-    /// Start a server with extra arguments (`--requirepass x`, ...).
+    /// Start a server with extra arguments (`--requirepass x`, ...), marked as brand-new (what
+    /// an operator's `lock init` does), so its first grants skip the restart quarantine; a
+    /// [`Self::restart_empty`] is not marked.
     pub fn start_with(extra: &[&str]) -> Self {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         for _ in 0..5 {
@@ -44,6 +46,7 @@ impl RedisServer {
                 extra: extra.clone(),
             };
             if server.spawn() {
+                server.mark_initialized();
                 return server;
             }
         }
@@ -99,6 +102,20 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Mark this server's current run as brand-new through the library (`lock init`).
+    pub fn mark_initialized(&self) {
+        let password = self
+            .extra
+            .iter()
+            .position(|a| a == "--requirepass")
+            .and_then(|i| self.extra.get(i + 1));
+        let url = match password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            None => self.url(),
+        };
+        assert_eq!(mark_initialized(&url), 1);
     }
 
     pub fn pid(&self) -> u32 {
@@ -167,6 +184,23 @@ impl Drop for RedisServer {
         self.resume();
         self.kill();
     }
+}
+
+/// `Coordinator::mark_initialized` on the Redis nodes of `urls` (comma-separated): how many
+/// were marked.
+pub fn mark_initialized(urls: &str) -> usize {
+    use tractatus_lock::{Config, Coordinator, Identity, config::parse_nodes};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let config = Config::new(parse_nodes(&[urls]).expect("urls"));
+        let c = Coordinator::connect(config, Identity::current("test-kit"))
+            .await
+            .expect("connect");
+        c.mark_initialized().await.expect("mark initialized")
+    })
 }
 
 /// Start `n` independent servers.

@@ -485,6 +485,26 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn one_redis_in_its_quarantine_is_waited_out_and_named_with_the_way_out() {
+        let (c, fakes) = coordinator(1, TTL);
+        let until = Instant::now() + Duration::from_secs(3);
+        fakes[0].set(Mode::QuarantinedUntil(until));
+        let err = c.try_acquire("L").await.err().unwrap();
+        let Error::Timeout { note, .. } = &err else {
+            panic!("{err:?}")
+        };
+        let note = note.as_deref().unwrap_or("");
+        assert!(note.contains("Redis started empty"), "{note}");
+        assert!(note.contains("lock init"), "{note}");
+        let lease = c
+            .acquire("L", &AcquireOptions::wait(Duration::from_secs(10)))
+            .await
+            .unwrap();
+        assert_eq!(Instant::now(), until + Duration::from_millis(1));
+        lease.release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_waiter_rides_out_an_outage_and_is_woken_on_its_new_subscription() {
         let (c, fakes) = coordinator(1, TTL);
         fakes[0].hold("other", Duration::from_secs(60), stranger());

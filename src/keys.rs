@@ -231,7 +231,10 @@ mod tests {
         let one = t.elapsed();
         let t = std::time::Instant::now();
         let all = init_keys();
-        println!("tag of one slot: {one:?}; all {SLOTS} markers: {:?}", t.elapsed());
+        println!(
+            "tag of one slot: {one:?}; all {SLOTS} markers: {:?}",
+            t.elapsed()
+        );
         assert_eq!(all.len(), usize::from(SLOTS));
         assert_eq!(all[usize::from(slot)], single);
         for (s, key) in all.iter().enumerate() {

@@ -447,12 +447,7 @@ impl RedisNode {
     /// The server's run id: random, new at every start.
     async fn run_id(&self) -> Result<String, NodeError> {
         let info: String = self
-            .call(|mut c| async move {
-                redis::cmd("INFO")
-                    .arg("server")
-                    .query_async(&mut c)
-                    .await
-            })
+            .call(|mut c| async move { redis::cmd("INFO").arg("server").query_async(&mut c).await })
             .await?;
         info.lines()
             .find_map(|l| l.trim().strip_prefix("run_id:"))

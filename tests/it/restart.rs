@@ -98,7 +98,9 @@ fn one_redis_restarted_empty_mid_run_repeats_no_token_and_lets_no_two_holders_in
         })
         .collect();
     let starts = || read_log(&log).tokens.len();
-    wait_until(Duration::from_secs(20), "three holders ran", || starts() >= 3);
+    wait_until(Duration::from_secs(20), "three holders ran", || {
+        starts() >= 3
+    });
     // Restart while a holder is inside its critical section.
     wait_until(Duration::from_secs(10), "a holder is inside", || {
         std::fs::read_to_string(&log)
@@ -110,9 +112,11 @@ fn one_redis_restarted_empty_mid_run_repeats_no_token_and_lets_no_two_holders_in
     let before = starts();
     let restarted = Instant::now();
     redis.restart_empty();
-    wait_until(Duration::from_secs(20), "three holders ran after it", || {
-        starts() >= before + 3
-    });
+    wait_until(
+        Duration::from_secs(20),
+        "three holders ran after it",
+        || starts() >= before + 3,
+    );
     stop.store(true, Ordering::SeqCst);
     let codes: Vec<i32> = workers
         .into_iter()
@@ -128,7 +132,12 @@ fn one_redis_restarted_empty_mid_run_repeats_no_token_and_lets_no_two_holders_in
         l.tokens,
         restarted.elapsed()
     );
-    assert_eq!(repeated(&l.tokens), 0, "tokens handed out twice: {:?}", l.tokens);
+    assert_eq!(
+        repeated(&l.tokens),
+        0,
+        "tokens handed out twice: {:?}",
+        l.tokens
+    );
     assert_eq!(l.overlaps, 0, "two holders ran at once");
     assert!(
         strictly_increasing(&l.tokens),
@@ -143,7 +152,17 @@ fn token(repo: &Path, urls: &str, quarantine: &str) -> u64 {
         .env("TRACTATUS_REDIS", urls)
         .env("TRACTATUS_QUARANTINE", quarantine)
         .args([
-            "--ttl", "1s", "--wait", "20s", "lock", "run", "--name", "W", "--", "sh", "-c",
+            "--ttl",
+            "1s",
+            "--wait",
+            "20s",
+            "lock",
+            "run",
+            "--name",
+            "W",
+            "--",
+            "sh",
+            "-c",
             "echo $TRACTATUS_FENCING_TOKEN",
         ]));
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -186,12 +205,9 @@ fn a_majority_of_masters_restarted_empty_never_repeats_a_token_nor_goes_back() {
 
 /// One try at lock `name` with a 30 s quarantine: the result.
 fn try_once(repo: &Path, url: &str, name: &str) -> crate::support::Ran {
-    run(tractatus(repo)
-        .env("TRACTATUS_QUARANTINE", "30s")
-        .args([
-            "--redis", url, "--ttl", "1s", "--wait", "0", "lock", "run", "--name", name, "--",
-            "true",
-        ]))
+    run(tractatus(repo).env("TRACTATUS_QUARANTINE", "30s").args([
+        "--redis", url, "--ttl", "1s", "--wait", "0", "lock", "run", "--name", name, "--", "true",
+    ]))
 }
 
 #[test]
@@ -215,7 +231,10 @@ fn a_brand_new_redis_marked_initialized_grants_at_once_and_a_restarted_one_waits
     // The operator says this run is brand-new: it grants at once, this lock and any other.
     let used = || -> u64 {
         let info = redis.cmd(&["INFO", "memory"]);
-        let line = info.lines().find(|l| l.starts_with("used_memory:")).unwrap();
+        let line = info
+            .lines()
+            .find(|l| l.starts_with("used_memory:"))
+            .unwrap();
         line["used_memory:".len()..].trim().parse().unwrap()
     };
     let (start, memory) = (Instant::now(), used());

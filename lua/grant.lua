@@ -5,8 +5,9 @@
 -- KEYS[3] holder   hash: who holds (or last held) the lease; deleted on release
 -- KEYS[4] waiters  sorted set: waiter id -> expiry (ms, Redis clock); counted by `lock status`
 -- KEYS[5] log      stream: this lock's audit trail, capped at ARGV[10] entries
--- KEYS[6] epoch    string, never expires: the time (ms, Redis clock) from which this node grants;
---                  set on the first grant it sees (node-wide, read only when ARGV[11] > 0)
+-- KEYS[6] init     string in this lock's hash slot, shared by the locks of the slot: the run_id
+--                  of the server run that `lock init` marked as brand-new (read only when the
+--                  fence counter is missing and ARGV[11] > 0)
 -- ARGV[1]  owner id (random, fresh for every attempt)
 -- ARGV[2]  ttl in ms
 -- ARGV[3]  session id     ARGV[4] host     ARGV[5] pid
@@ -15,24 +16,46 @@
 -- ARGV[8]  waiter id: added to KEYS[4] when refused, removed when granted ("" = do not register)
 -- ARGV[9]  how long a waiter registration lasts, ms
 -- ARGV[10] audit log length cap
--- ARGV[11] quarantine in ms: a node seen without KEYS[6] refuses grants this long, so that a
---          master that restarted empty cannot hand out a lease it forgot (0 = off)
+-- ARGV[11] quarantine in ms (0 = off): see "Restart quarantine"
 -- ARGV[12] PID namespace of the requester ("" when unknown): a stale-holder check compares it
 -- Reply: granted     {1, token}
 --        refused     {0, pttl_ms, holder field, value, field, value, ...}
 --        quarantined {2, ms until this node grants again}
+--
+-- Tokens never restart lower. A missing fence counter (a new lock, or a server that restarted
+-- without its data) is seeded from the server clock in microseconds (TIME: sec * 10^6 + usec,
+-- about 1.8e15, below 2^53 so exact in Lua's doubles; written from TIME's digits, never from a
+-- Lua number, which Redis may format as 1.8e+15) before the INCR. Each grant adds one, so a
+-- counter seeded at clock T holds at most T + (grants since) and, while fewer than one token per
+-- microsecond was minted on average, stays at or below the clock. A server that comes back empty
+-- seeds at its clock then, above every token handed out before, provided its clock did not go
+-- back. Tokens are written as strings for the same reason as the seed.
+--
+-- Restart quarantine. A server that restarted empty forgot the leases it granted. It refuses to
+-- grant a lock it does not know (fence counter missing) until its uptime reaches the quarantine
+-- (at least the longest TTL), so every lease it may have forgotten has expired first. A lock it
+-- knows (counter present: its data survived, e.g. AOF) is not held up. INFO's uptime counts
+-- whole seconds from the start's whole second, so it may be up to 1 s ahead: the time left is
+-- counted from one second less (never too early). `lock init` marks a brand-new server (KEYS[6]
+-- = its run_id), which skips the quarantine; a restart changes the run_id, so an old marker,
+-- even one reloaded from disk, does not count.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
+local known = redis.call('EXISTS', KEYS[2]) == 1
 local quarantine = tonumber(ARGV[11])
-if quarantine > 0 then
-  local ready = tonumber(redis.call('GET', KEYS[6]) or '')
-  if not ready then
-    ready = now + quarantine
-    redis.call('SET', KEYS[6], ready)
+if not known and quarantine > 0 then
+  local info = redis.call('INFO', 'server')
+  local run_id = string.match(info, 'run_id:(%x+)')
+  local uptime = tonumber(string.match(info, 'uptime_in_seconds:(%d+)') or '')
+  if not run_id or not uptime then
+    return redis.error_reply('INFO server lacks run_id or uptime_in_seconds')
   end
-  if now < ready then
-    return {2, ready - now}
+  if redis.call('GET', KEYS[6]) ~= run_id then
+    local left = quarantine - (uptime - 1) * 1000
+    if left > 0 then
+      return {2, left}
+    end
   end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
@@ -57,7 +80,10 @@ if previous[1] then
 end
 
 local ttl = tonumber(ARGV[2])
-local token = redis.call('INCR', KEYS[2])
+if not known then
+  redis.call('SET', KEYS[2], t[1] .. string.format('%06d', tonumber(t[2])))
+end
+local token = string.format('%d', redis.call('INCR', KEYS[2]))
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
 redis.call('DEL', KEYS[3])
 redis.call('HSET', KEYS[3], 'owner', ARGV[1], 'session', ARGV[3], 'host', ARGV[4],
@@ -67,4 +93,4 @@ if ARGV[8] ~= '' then redis.call('ZREM', KEYS[4], ARGV[8]) end
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[10], '*',
   'event', 'grant', 'owner', ARGV[1], 'session', ARGV[3], 'host', ARGV[4], 'pid', ARGV[5], 'token', token,
   'at', now)
-return {1, token}
+return {1, tonumber(token)}

@@ -90,11 +90,8 @@ impl Coordinator {
                 waiter: wake.registered.then(|| waiter_id.clone()),
                 waiter_ttl: cfg.ttl.saturating_mul(2),
                 log_cap: cfg.log_cap,
-                quarantine: if cfg.is_redlock() {
-                    cfg.quarantine
-                } else {
-                    Duration::ZERO
-                },
+                // One Redis forgets as a Redlock master does: the same quarantine for both.
+                quarantine: cfg.quarantine,
             };
             // How long to wait before the next attempt, and whether a release event may cut it
             // short (not after a split vote: the other contenders' releases would wake everyone
@@ -144,12 +141,7 @@ impl Coordinator {
                 }
                 Attempt::Quarantined { left, nodes } => {
                     // Retrying sooner would only burn tokens and audit entries on the others.
-                    note = Some(format!(
-                        "{nodes} of {} Redis masters started empty and are in their restart \
-                         quarantine (the first grants again in {} ms)",
-                        quorum.nodes().len(),
-                        left.as_millis()
-                    ));
+                    note = Some(quarantine_note(quorum.nodes().len(), nodes, left));
                     (left + Duration::from_millis(1), false)
                 }
             };
@@ -215,6 +207,24 @@ impl Coordinator {
                 log_cap: self.inner.config.log_cap,
             })
             .await
+    }
+}
+
+/// Why a wait ran out while Redis servers were in their restart quarantine.
+fn quarantine_note(total: usize, quarantined: usize, left: Duration) -> String {
+    let hint = "`tractatus lock init` marks brand-new servers so they need none";
+    if total == 1 {
+        format!(
+            "Redis started empty (new, or restarted without its data) and is in its restart \
+             quarantine (it grants again in {} ms; {hint})",
+            left.as_millis()
+        )
+    } else {
+        format!(
+            "{quarantined} of {total} Redis masters started empty and are in their restart \
+             quarantine (the first grants again in {} ms; {hint})",
+            left.as_millis()
+        )
     }
 }
 
@@ -472,6 +482,26 @@ mod tests {
             note.as_deref().unwrap_or("").contains("quarantine"),
             "{err}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_redis_in_its_quarantine_is_waited_out_and_named_with_the_way_out() {
+        let (c, fakes) = coordinator(1, TTL);
+        let until = Instant::now() + Duration::from_secs(3);
+        fakes[0].set(Mode::QuarantinedUntil(until));
+        let err = c.try_acquire("L").await.err().unwrap();
+        let Error::Timeout { note, .. } = &err else {
+            panic!("{err:?}")
+        };
+        let note = note.as_deref().unwrap_or("");
+        assert!(note.contains("Redis started empty"), "{note}");
+        assert!(note.contains("lock init"), "{note}");
+        let lease = c
+            .acquire("L", &AcquireOptions::wait(Duration::from_secs(10)))
+            .await
+            .unwrap();
+        assert_eq!(Instant::now(), until + Duration::from_millis(1));
+        lease.release().await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -17,8 +17,9 @@ pub const DEFAULT_MAX_HOLD: Duration = Duration::from_secs(3600);
 pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_millis(250);
 /// Deadline to open the connections when none is given: 1 s.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long a Redlock master seen without its epoch key (new, or restarted empty) refuses
-/// grants when none is given: 10 s. Every client's TTL must fit in it.
+/// How long after its start a Redis server that started empty (and was not marked with
+/// `lock init`) refuses to grant locks it does not know, when none is given: 10 s. Every
+/// client's TTL must fit in it.
 pub const DEFAULT_QUARANTINE: Duration = Duration::from_secs(10);
 /// Longest lease TTL accepted: 1 h (longer holds renew; see `max_hold`).
 pub const MAX_TTL: Duration = Duration::from_secs(3600);
@@ -230,10 +231,11 @@ pub struct Config {
     /// PEM file of the certificate authority that signed the Redis servers' TLS certificates
     /// (`rediss://`). Default: none, the system's trust store.
     pub tls_ca_file: Option<std::path::PathBuf>,
-    /// Redlock only: how long a master seen without its `tractatus:epoch` key (new, or
-    /// restarted without its data) refuses every grant, so that a lease it forgot has expired
-    /// everywhere first. Must be at least the longest TTL any client uses; [`Config::check`]
-    /// refuses a TTL above it. Default: [`DEFAULT_QUARANTINE`].
+    /// How long after its start a Redis server (one Redis or a Redlock master) refuses to grant
+    /// a lock it does not know, unless `lock init` marked it as brand-new: a server that
+    /// restarted empty forgot its leases, and they must have expired first. Must be at least
+    /// the longest TTL any client uses; [`Config::check`] refuses a TTL above it. Default:
+    /// [`DEFAULT_QUARANTINE`].
     pub quarantine: Duration,
 }
 
@@ -254,7 +256,7 @@ impl Config {
     }
 
     /// Refuse combinations that cannot work: a TTL too short to renew or longer than an hour,
-    /// a node timeout that does not fit in the TTL, a Redlock TTL longer than the restart
+    /// a node timeout that does not fit in the TTL, a Redis TTL longer than the restart
     /// quarantine, a bad namespace.
     pub fn check(&self) -> Result<()> {
         check_namespace(&self.namespace)?;
@@ -264,9 +266,9 @@ impl Config {
                 self.ttl.as_millis()
             )));
         }
-        if self.is_redlock() && self.ttl > self.quarantine {
+        if !self.nodes.is_empty() && self.ttl > self.quarantine {
             return Err(Error::usage(format!(
-                "ttl {} ms is longer than the Redlock restart quarantine ({} ms): a master that \
+                "ttl {} ms is longer than the Redis restart quarantine ({} ms): a Redis that \
                  restarted empty could grant a lease another client still holds; raise the \
                  quarantine (TRACTATUS_QUARANTINE, or `quarantine` in .claude/tractatus-lock.toml) \
                  to the longest TTL any client uses",
@@ -351,7 +353,7 @@ mod tests {
     }
 
     #[test]
-    fn redlock_ttl_must_fit_in_the_restart_quarantine() {
+    fn a_redis_ttl_must_fit_in_the_restart_quarantine() {
         let three = parse_nodes(&["redis://a:1,redis://b:1,redis://c:1"]).unwrap();
         let mut c = Config::new(three);
         c.check().unwrap();
@@ -361,11 +363,17 @@ mod tests {
         assert!(e.to_string().contains("quarantine"), "{e}");
         c.quarantine = Duration::from_secs(11);
         c.check().unwrap();
+        // One Redis forgets as a master does: the same rule.
         let mut one = Config::new(parse_nodes(&["redis://a:1"]).unwrap());
         one.ttl = Duration::from_secs(60);
+        assert!(one.check().unwrap_err().to_string().contains("quarantine"));
+        one.quarantine = Duration::from_secs(2 * 3600);
         one.check().unwrap();
         one.ttl = Duration::from_secs(2 * 3600);
         assert_eq!(one.check().unwrap_err().exit_code(), 64);
+        let mut local = Config::new(Vec::new());
+        local.ttl = Duration::from_secs(60);
+        local.check().unwrap();
     }
 
     #[test]

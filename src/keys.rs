@@ -1,18 +1,31 @@
 //! The one place that knows the Redis key layout.
 //!
 //! Every key of one lock shares the hash tag `{<namespace>:<name>}`, so a lock's keys sit in one
-//! hash slot. One key is node-wide: `tractatus:epoch`, read by the grant script in Redlock mode
-//! (the restart quarantine). Each node is a standalone Redis master; a Redis Cluster is not a
-//! supported node (the grant script would touch two slots and fail with CROSSSLOT).
+//! hash slot and every script touches one slot only (what Redis Cluster requires). There is no
+//! node-wide key: the one thing a node knows about itself, the restart-quarantine marker written
+//! by `lock init`, is kept once per hash slot, as `tractatus:init:{<tag>}` where `<tag>` is a
+//! short string whose slot is the slot of the lock ([`init_key`]), so the grant script reads the
+//! marker of its own slot.
 //! Namespace and name are validated (see [`crate::config`]) and cannot contain `{`, `}` or glob
 //! characters, so one namespace's pattern never matches another's keys.
+//!
+//! # Finding a tag for a slot
+//! A slot is CRC16/XMODEM of the hash tag, mod 16384. The tag of slot `s` is the first string,
+//! in a fixed order over 3 characters of `[0-9a-zA-Z_-]` (262 144 candidates, every slot has
+//! some), whose slot is `s`: one slot costs about 16 000 one-byte CRC steps on average (73 530
+//! at worst; 8 µs on average, 27 µs at worst, in a release build), once per slot and process
+//! (cached); all 16 384 are found in one walk. Both ways give the same tag, so `lock init` and
+//! the grant script agree.
+
+use std::sync::OnceLock;
 
 /// The keys and the wake-up channel of one lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockKeys {
     /// String: the current owner id, with the lease's expiry.
     pub lease: String,
-    /// Integer: the last fencing token minted on this node.
+    /// Integer: the last fencing token minted on this node (seeded from the clock when missing,
+    /// see `lua/grant.lua`).
     pub fence: String,
     /// Hash: the holder's metadata.
     pub holder: String,
@@ -22,16 +35,21 @@ pub struct LockKeys {
     pub log: String,
     /// Pub/sub channel announcing a release.
     pub channel: String,
-    /// Node-wide: from when this node may grant (absent on a new or restarted-empty node).
-    pub epoch: String,
+    /// String, in the lock's hash slot but shared by every lock of that slot: the run id of the
+    /// server run that `lock init` marked as brand-new (see [`init_key`]).
+    pub init: String,
 }
 
 const PREFIX: &str = "tractatus:{";
 
+/// Hash slots of a Redis Cluster.
+pub const SLOTS: u16 = 16384;
+
 impl LockKeys {
     /// The keys of lock `name` in `namespace`.
     pub fn new(namespace: &str, name: &str) -> Self {
-        let base = format!("{PREFIX}{namespace}:{name}}}");
+        let tag = format!("{namespace}:{name}");
+        let base = format!("{PREFIX}{tag}}}");
         LockKeys {
             lease: format!("{base}:lease"),
             fence: format!("{base}:fence"),
@@ -39,9 +57,103 @@ impl LockKeys {
             waiters: format!("{base}:waiters"),
             log: format!("{base}:log"),
             channel: format!("{base}:released"),
-            epoch: "tractatus:epoch".to_owned(),
+            init: init_key(slot_of_tag(tag.as_bytes())),
         }
     }
+}
+
+/// The restart-quarantine marker of hash slot `slot` (0..16384).
+pub fn init_key(slot: u16) -> String {
+    format!("tractatus:init:{{{}}}", tag_for_slot(slot))
+}
+
+/// Every slot's marker, in slot order: what `lock init` writes on each node.
+pub fn init_keys() -> Vec<String> {
+    fill_all_tags();
+    (0..SLOTS).map(init_key).collect()
+}
+
+/// The hash slot of a key whose hash tag (the text Redis hashes) is `tag`.
+pub fn slot_of_tag(tag: &[u8]) -> u16 {
+    crc16(tag) % SLOTS
+}
+
+/// CRC16/XMODEM (polynomial 0x1021, initial 0), the checksum Redis Cluster slots keys by.
+pub fn crc16(bytes: &[u8]) -> u16 {
+    bytes.iter().fold(0, |crc, &b| crc16_step(crc, b))
+}
+
+fn crc16_step(crc: u16, byte: u8) -> u16 {
+    (crc << 8) ^ CRC16_TABLE[usize::from((crc >> 8) as u8 ^ byte)]
+}
+
+const CRC16_TABLE: [u16; 256] = {
+    let mut table = [0u16; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut crc = (i as u16) << 8;
+        let mut bit = 0;
+        while bit < 8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+            bit += 1;
+        }
+        table[i] = crc;
+        i += 1;
+    }
+    table
+};
+
+/// Characters of the tags: none of them is `{` or `}`.
+const TAG_CHARS: &[u8; 64] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_-";
+
+/// Found tags, by slot.
+static TAGS: [OnceLock<String>; SLOTS as usize] = [const { OnceLock::new() }; SLOTS as usize];
+
+/// Walk the candidate tags in their fixed order, giving each with its slot to `found`, until it
+/// returns true (or every candidate was seen).
+fn walk_candidates(mut found: impl FnMut(u16, [u8; 3]) -> bool) {
+    for &a in TAG_CHARS {
+        let ca = crc16_step(0, a);
+        for &b in TAG_CHARS {
+            let cb = crc16_step(ca, b);
+            for &c in TAG_CHARS {
+                if found(crc16_step(cb, c) % SLOTS, [a, b, c]) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn tag_for_slot(slot: u16) -> &'static str {
+    let slot = slot % SLOTS;
+    TAGS[usize::from(slot)].get_or_init(|| {
+        let mut tag = String::new();
+        walk_candidates(|s, t| {
+            if s == slot {
+                tag = String::from_utf8_lossy(&t).into_owned();
+            }
+            s == slot
+        });
+        tag
+    })
+}
+
+/// Find every slot's tag in one walk (the first candidate of each slot, as [`tag_for_slot`]).
+fn fill_all_tags() {
+    let mut left = TAGS.iter().filter(|t| t.get().is_none()).count();
+    walk_candidates(|s, t| {
+        let cell = &TAGS[usize::from(s)];
+        if cell.get().is_none() {
+            let _ = cell.set(String::from_utf8_lossy(&t).into_owned());
+            left -= 1;
+        }
+        left == 0
+    });
 }
 
 /// SCAN pattern matching the lease keys of every lock in `namespace`.
@@ -78,5 +190,58 @@ mod tests {
         assert_eq!(name_from_key("ns", &k.lease, ":lease"), None);
         assert_eq!(name_from_key("ns1", &k.log, ":log"), Some(".claude/a.json"));
         assert_eq!(lease_pattern("ns1"), "tractatus:{ns1:*}:lease");
+    }
+
+    /// The hash tag Redis hashes: between the first `{` and the next `}`, when not empty.
+    fn redis_slot(key: &str) -> u16 {
+        let tag = key
+            .find('{')
+            .and_then(|open| {
+                let rest = &key[open + 1..];
+                rest.find('}').filter(|&n| n > 0).map(|n| &rest[..n])
+            })
+            .unwrap_or(key);
+        slot_of_tag(tag.as_bytes())
+    }
+
+    #[test]
+    fn crc16_is_the_one_redis_cluster_uses() {
+        // The reference vectors of the Redis Cluster specification.
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+        assert_eq!(redis_slot("foo"), 12182);
+        assert_eq!(redis_slot("{user1000}.following"), redis_slot("user1000"));
+        assert_eq!(redis_slot("tractatus:{ns:a}:lease"), redis_slot("ns:a"));
+    }
+
+    #[test]
+    fn every_key_of_a_lock_and_its_init_marker_share_one_slot() {
+        for name in ["a", ".claude/session-state.json", "W", "counter", "x/y/z"] {
+            let k = LockKeys::new("repo-1", name);
+            let slot = redis_slot(&k.lease);
+            for key in [&k.fence, &k.holder, &k.waiters, &k.log, &k.init] {
+                assert_eq!(redis_slot(key), slot, "{key} is not in the slot of {name}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_slot_has_a_marker_and_the_one_walk_agrees_with_the_per_slot_search() {
+        let t = std::time::Instant::now();
+        let slot = slot_of_tag(b"ns:lock");
+        let single = init_key(slot);
+        let one = t.elapsed();
+        let t = std::time::Instant::now();
+        let all = init_keys();
+        println!(
+            "tag of one slot: {one:?}; all {SLOTS} markers: {:?}",
+            t.elapsed()
+        );
+        assert_eq!(all.len(), usize::from(SLOTS));
+        assert_eq!(all[usize::from(slot)], single);
+        for (s, key) in all.iter().enumerate() {
+            assert_eq!(usize::from(redis_slot(key)), s, "{key}");
+        }
+        let distinct: std::collections::BTreeSet<&String> = all.iter().collect();
+        assert_eq!(distinct.len(), all.len());
     }
 }

@@ -12,6 +12,7 @@
 //! - [`options`]: [`AcquireOptions`]: how long to wait, and where wait feedback goes.
 //! - [`connect`]: building a [`Coordinator`]: Redis nodes (TLS included) or local file locks.
 //! - [`acquire`]: the wait loop: release events, takeover of a gone holder, jitter, quarantine.
+//! - [`init`]: marking brand-new Redis servers initialized, so they skip the restart quarantine.
 //! - [`lease`]: a held [`Lease`]: token, renewal, loss and expiry, release.
 //! - [`local`]: the one-machine backend on `flock`.
 //! - [`holder`]: who holds a lock, and whether a holder on this host is gone.
@@ -51,6 +52,7 @@ pub mod config;
 pub mod connect;
 pub mod error;
 pub mod holder;
+pub mod init;
 pub mod keys;
 pub mod lease;
 pub mod local;

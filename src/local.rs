@@ -1,7 +1,10 @@
 //! The one-machine backend: a lock is an OS advisory lock (`flock`, through std's
 //! `File::lock`) on a file under `.claude/.tractatus/locks/`. The kernel releases it when its
 //! holder dies, so there is no TTL and no stale holder; the kernel also wakes the waiter.
-//! Fencing tokens come from a counter file beside each lock, incremented under the lock.
+//! Fencing tokens come from a counter file beside each lock, incremented under the lock. A
+//! missing counter file (a new lock, or one whose file was removed) counts as the system clock
+//! in microseconds, so tokens never restart lower: the same argument as Redis's counters (see
+//! `lua/grant.lua`), with std's clock.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
@@ -172,8 +175,10 @@ impl LocalBackend {
     }
 }
 
-/// A token counter file: absent is 0; unreadable or damaged is an error (read as 0, it would
-/// hand out tokens again).
+/// A token counter file: absent is the clock in microseconds (above every token handed out
+/// before it went missing, while fewer than one token per microsecond was minted and the clock
+/// did not go back); unreadable or damaged is an error (read as 0, it would hand out tokens
+/// again).
 fn read_counter(path: &Path) -> Result<u64> {
     match std::fs::read_to_string(path) {
         Ok(s) => s.trim().parse().map_err(|_| {
@@ -182,7 +187,7 @@ fn read_counter(path: &Path) -> Result<u64> {
                 path.display()
             ))
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(clock_micros()),
         Err(e) => Err(io_err("cannot read", path, e)),
     }
 }
@@ -208,6 +213,14 @@ fn write_counter(path: &Path, value: u64) -> Result<()> {
         Ok(())
     };
     write().map_err(|e| io_err("cannot write", path, e))
+}
+
+/// The system clock in microseconds since the Unix epoch (0 before it, which no clock shows).
+fn clock_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 fn write_holder(file: &mut File, id: &Identity, token: u64) -> std::io::Result<()> {
@@ -275,6 +288,20 @@ pub fn network_filesystem(path: &Path) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_counter_starts_from_the_clock_and_never_lower() {
+        let tmp = tempfile::tempdir().unwrap();
+        let backend = LocalBackend::new(tmp.path().to_path_buf()).unwrap();
+        let before = clock_micros();
+        let first = backend.mint("a/b").unwrap();
+        assert!(first > before, "{first} not above the clock {before}");
+        assert_eq!(backend.mint("a/b").unwrap(), first + 1);
+        // The counter file is lost: the next token still comes above the last one.
+        std::fs::remove_file(backend.fence_path("a/b")).unwrap();
+        let again = backend.mint("a/b").unwrap();
+        assert!(again > first + 1, "{again} after {}", first + 1);
+    }
 
     #[test]
     fn network_filesystems_are_told_from_local_ones() {

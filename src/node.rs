@@ -29,8 +29,8 @@ pub struct GrantRequest {
     pub waiter_ttl: Duration,
     /// Audit log length cap.
     pub log_cap: u32,
-    /// How long a node seen for the first time since it started (empty) refuses grants; zero
-    /// turns the check off (single Redis).
+    /// How long after its start a node that does not know the lock (started empty, and not
+    /// marked initialized) refuses to grant it; zero turns the check off.
     pub quarantine: Duration,
 }
 
@@ -42,8 +42,8 @@ pub enum GrantReply {
         /// This node's counter after the grant.
         token: u64,
     },
-    /// This node started empty (new, or restarted without its data) and grants nothing for a
-    /// while (see `lua/grant.lua`).
+    /// This node started empty (new, or restarted without its data), does not know the lock,
+    /// and grants it nothing for a while (see `lua/grant.lua`).
     Quarantined {
         /// Time until it grants again.
         left: Duration,
@@ -195,4 +195,9 @@ pub trait NodeAdmin: Send + Sync {
         keys: &'a LockKeys,
         limit: usize,
     ) -> NodeFuture<'a, Vec<Vec<(String, String)>>>;
+
+    /// Mark this server run as brand-new, so its grants skip the restart quarantine: write the
+    /// marker of every hash slot (see [`crate::keys::init_key`]) with the server's run id, and
+    /// return that run id.
+    fn mark_initialized(&self) -> NodeFuture<'_, String>;
 }

@@ -22,13 +22,33 @@
 //! A's lease on X is gone, so X's `INCR` yields at least `t + 1`, and B's token (the maximum over
 //! `M_B`) is above `t`.
 //!
-//! When nodes forget (restart without persistence): the argument needs one node of `M_A ∩ M_B`
-//! to remember. With every node up, the background raises usually make `M_A` all N nodes, so any
-//! minority may be lost; but they are not awaited (a short-lived process may exit before they
-//! land), so only the granting majority is guaranteed. In the worst case (A reached a bare majority and exactly the nodes A shares with
-//! B restart empty) a token can repeat; the state-file commit then refuses the lower or equal
-//! token (exit 76) rather than let a stale write through. Operators should run masters with
-//! `appendfsync always`, or keep a crashed master down longer than the maximum TTL.
+//! # When nodes forget
+//! A node that restarts without its data forgets its leases and its counters. Two rules keep
+//! tokens increasing and holders apart, for one master, a majority or all of them, and for one
+//! Redis (N = 1) alike:
+//!
+//! - **Counters never restart lower.** A missing counter is seeded from the node's clock in
+//!   microseconds before its `INCR` (`lua/grant.lua`). A counter seeded at clock `S` and
+//!   incremented `k` times holds `S + k`, which stays at or below the clock while fewer than one
+//!   token per microsecond is minted on average; a raise copies a value that was at or below
+//!   another node's clock. So every token handed out by time `T` is at most the highest clock
+//!   among the nodes at `T`. A node that comes back empty seeds at its own clock once its
+//!   quarantine is over, above every earlier token as long as no clock went back and the
+//!   clocks agree to within the quarantine. (A clock further off could let a token go back; the
+//!   state file's fence record then refuses the lower token, exit 76, rather than let a stale
+//!   write through.)
+//! - **Restart quarantine.** A node that does not know the lock (counter missing) refuses to
+//!   grant it until its uptime reaches the quarantine (at least every client's TTL), unless
+//!   `lock init` marked this run of the server as brand-new; a restart changes the run id, so the
+//!   mark does not survive it. Every lease the node forgot has expired by then: a holder renews
+//!   every TTL/3 and finds its lease gone there. A node whose data survived (AOF) knows the lock
+//!   and grants at once. A background raise (above) may create the counter on a node still in
+//!   quarantine; that is harmless, as it follows a grant by a majority without that node, which
+//!   any live lease the node forgot would have blocked (two majorities share a node).
+//!
+//! Operators should still run masters with `appendonly yes` and `appendfsync always`: with
+//! `everysec`, a restart can lose the last second of grants of a lock whose counter survived,
+//! which no rule here can tell from a lock that was never granted.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -435,7 +455,19 @@ mod tests {
     struct Fake {
         mode: Mutex<Mode>,
         lease: Mutex<Option<String>>,
+        /// 0 stands for a missing counter.
         counter: Mutex<u64>,
+        /// When set, a missing counter is seeded from this node's clock, which is this many
+        /// microseconds off the true time (as `lua/grant.lua` does); else it starts from 0.
+        clock_skew: Mutex<Option<i64>>,
+    }
+
+    /// The true time of the fake nodes, in microseconds: tokio's (paused) clock from a fixed
+    /// start near today's Unix time.
+    fn true_micros() -> i64 {
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let start = *START.get_or_init(Instant::now);
+        1_800_000_000_000_000 + Instant::now().duration_since(start).as_micros() as i64
     }
 
     impl Fake {
@@ -444,6 +476,7 @@ mod tests {
                 mode: Mutex::new(Mode::Honest),
                 lease: Mutex::new(None),
                 counter: Mutex::new(0),
+                clock_skew: Mutex::new(None),
             })
         }
         fn set(&self, m: Mode) {
@@ -500,6 +533,9 @@ mod tests {
                 }
                 *lease = Some(req.owner.clone());
                 let mut c = self.counter.lock().unwrap();
+                if let (0, Some(skew)) = (*c, *self.clock_skew.lock().unwrap()) {
+                    *c = (true_micros() + skew) as u64;
+                }
                 *c += 1;
                 Ok(GrantReply::Granted { token: *c })
             })
@@ -856,6 +892,65 @@ mod tests {
         assert!(
             forgotten > 100,
             "the run restarted too few nodes to mean much: {forgotten}"
+        );
+    }
+
+    /// A majority (or all) of the masters restart empty again and again, their clocks a little
+    /// off: with counters seeded from the clock, no token repeats or goes back; with counters
+    /// that restart from 0 (the old behaviour), they do.
+    #[tokio::test(start_paused = true)]
+    async fn tokens_increase_when_a_majority_restarts_empty_with_clock_seeded_counters() {
+        // The quarantine a restarted node waits before it grants a lock it does not know.
+        const QUARANTINE: Duration = Duration::from_millis(20);
+        let mut backwards_by_seeding = Vec::new();
+        for seeded in [true, false] {
+            let (q, nodes) = fakes(3);
+            for (i, n) in nodes.iter().enumerate() {
+                // Clocks up to 1 ms apart, well inside the quarantine.
+                *n.clock_skew.lock().unwrap() = seeded.then_some(i as i64 * 700 - 700);
+            }
+            let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+            let mut next = |m: u64| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed % m
+            };
+            let (mut last, mut backwards, mut restarts) = (0, 0, 0);
+            for round in 0..600 {
+                if round % 20 == 19 {
+                    // Two of three, or all three, restart empty; the quarantine passes.
+                    let spared = next(4) as usize;
+                    for (i, n) in nodes.iter().enumerate() {
+                        if i != spared {
+                            n.forget();
+                            restarts += 1;
+                        }
+                    }
+                    tokio::time::advance(QUARANTINE).await;
+                }
+                let owner = format!("owner-{round}");
+                let req = request(&owner, Duration::from_secs(10));
+                let Attempt::Granted { token, .. } = q.grant(&req).await else {
+                    panic!("round {round}: not granted");
+                };
+                backwards += usize::from(token <= last);
+                last = last.max(token);
+                tokio::task::yield_now().await;
+                q.release(&req.keys, &owner, 10).await;
+                // Far fewer than one token per microsecond.
+                tokio::time::advance(Duration::from_micros(1 + next(50))).await;
+            }
+            assert!(restarts > 50, "{restarts}");
+            backwards_by_seeding.push(backwards);
+        }
+        assert_eq!(
+            backwards_by_seeding[0], 0,
+            "a token repeated or went back with clock-seeded counters"
+        );
+        assert!(
+            backwards_by_seeding[1] > 0,
+            "the test did not catch counters that restart from 0"
         );
     }
 }

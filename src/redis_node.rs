@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 
 use crate::config::NodeUrl;
 use crate::holder::HolderInfo;
-use crate::keys::{LockKeys, lease_pattern, log_pattern, name_from_key};
+use crate::keys::{LockKeys, init_keys, lease_pattern, log_pattern, name_from_key};
 use crate::node::{
     Eviction, GrantReply, GrantRequest, KeyKind, LockView, Node, NodeAdmin, NodeError, NodeFuture,
     WakeStream,
@@ -192,7 +192,7 @@ impl Node for RedisNode {
                         .key(&k.holder)
                         .key(&k.waiters)
                         .key(&k.log)
-                        .key(&k.epoch)
+                        .key(&k.init)
                         .arg(&req.owner)
                         .arg(req.ttl.as_millis() as u64)
                         .arg(&id.session)
@@ -409,6 +409,50 @@ impl NodeAdmin for RedisNode {
             entries.reverse();
             Ok(entries)
         })
+    }
+
+    fn mark_initialized(&self) -> NodeFuture<'_, String> {
+        Box::pin(async move {
+            let before = self.run_id().await?;
+            // Pages of markers, each its own pipeline under the operation deadline, so a
+            // distant node is not held to one deadline for all 16384.
+            for page in init_keys().chunks(MARKERS_PER_PIPELINE) {
+                let before = &before;
+                self.call(move |mut c| async move {
+                    let mut pipe = redis::pipe();
+                    for key in page {
+                        pipe.cmd("SET").arg(key).arg(before).ignore();
+                    }
+                    pipe.query_async::<()>(&mut c).await
+                })
+                .await?;
+            }
+            // A restart in between would leave markers of a run that no longer exists: they
+            // would not count, and the node would not be marked after all.
+            let after = self.run_id().await?;
+            if after != before {
+                return Err(NodeError::new(
+                    "the server restarted while it was being marked: run init again",
+                ));
+            }
+            Ok(after)
+        })
+    }
+}
+
+/// Markers written per pipeline by [`NodeAdmin::mark_initialized`].
+const MARKERS_PER_PIPELINE: usize = 2048;
+
+impl RedisNode {
+    /// The server's run id: random, new at every start.
+    async fn run_id(&self) -> Result<String, NodeError> {
+        let info: String = self
+            .call(|mut c| async move { redis::cmd("INFO").arg("server").query_async(&mut c).await })
+            .await?;
+        info.lines()
+            .find_map(|l| l.trim().strip_prefix("run_id:"))
+            .map(str::to_owned)
+            .ok_or_else(|| NodeError::new("INFO server shows no run_id"))
     }
 }
 

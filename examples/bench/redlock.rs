@@ -1,4 +1,4 @@
-//! Section 4: Redlock at library level: passing the masters' start-up quarantine, and
+//! Section 4: Redlock at library level:
 //! uncontended acquire+release on 5 masters against 1, with the fan-out floor, the script calls
 //! per round and the fencing counters.
 
@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::runtime::Runtime;
-use tractatus_lock::{AcquireOptions, Coordinator};
+use tractatus_lock::Coordinator;
 
 use crate::contention::contended;
 use crate::stats::{Budget, Failures, Floors, Scale, Stats, note_truncated, print_latency};
@@ -20,96 +20,9 @@ pub(crate) fn section_redlock(
     scale: Scale,
 ) -> Res<()> {
     println!("\n4. Redlock (library)");
-    let warm = rt.block_on(pass_quarantine(urls))?;
-    println!(
-        "  start-up quarantine (fresh masters refuse grants for one TTL after the first grant \
-         request they see):\n    warm-up with a 1 s TTL: {} acquisitions in {:.2} s; masters \
-         {}",
-        warm.acquisitions,
-        warm.elapsed.as_secs_f64(),
-        describe_epochs(&warm.epochs)
-    );
     rt.block_on(five_versus_one(urls, floors, scale))?;
     rt.block_on(contended(&urls[..3], floors, scale))?;
     Ok(())
-}
-
-/// A master's start-up quarantine, by its own clock.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Epoch {
-    /// Never ran a grant: its quarantine has not even started.
-    Unseen,
-    /// Refuses grants for this many more ms.
-    Quarantined(u64),
-    /// Grants.
-    Ready,
-}
-
-fn describe_epochs(epochs: &[Epoch]) -> String {
-    let count = |f: fn(&Epoch) -> bool| epochs.iter().filter(|e| f(e)).count();
-    format!(
-        "ready {}/{}, still in quarantine {}, never ran a grant {}",
-        count(|e| *e == Epoch::Ready),
-        epochs.len(),
-        count(|e| matches!(e, Epoch::Quarantined(_))),
-        count(|e| *e == Epoch::Unseen)
-    )
-}
-
-struct WarmUp {
-    acquisitions: usize,
-    elapsed: Duration,
-    epochs: Vec<Epoch>,
-}
-
-/// Masters started empty refuse grants for one TTL (see `lua/grant.lua`), counted from the
-/// first grant they run. Take a lock with a 1 s TTL until every master says its quarantine is
-/// over (each acquisition offers every master a grant), for at most 5 s.
-async fn pass_quarantine(urls: &[String]) -> Res<WarmUp> {
-    let start = Instant::now();
-    let warm = connect(urls, Some(Duration::from_secs(1))).await?;
-    let epoch_key = LockKeys::new("default", "bench/warmup").epoch;
-    let mut acquisitions = 0;
-    loop {
-        let lease = warm
-            .acquire(
-                "bench/warmup",
-                &AcquireOptions::wait(Duration::from_secs(5)),
-            )
-            .await?;
-        lease.release().await?;
-        acquisitions += 1;
-        let mut epochs = Vec::with_capacity(urls.len());
-        for url in urls {
-            epochs.push(epoch_of(url, &epoch_key).await?);
-        }
-        if epochs.iter().all(|e| *e == Epoch::Ready) || start.elapsed() > Duration::from_secs(5) {
-            return Ok(WarmUp {
-                acquisitions,
-                elapsed: start.elapsed(),
-                epochs,
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Where a master's quarantine stands: its epoch key against its own clock.
-async fn epoch_of(url: &str, epoch_key: &str) -> Res<Epoch> {
-    let mut conn = redis::Client::open(url)?
-        .get_multiplexed_async_connection()
-        .await?;
-    let ready: Option<u64> = redis::cmd("GET")
-        .arg(epoch_key)
-        .query_async(&mut conn)
-        .await?;
-    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await?;
-    let now_ms = secs * 1000 + micros / 1000;
-    Ok(match ready {
-        None => Epoch::Unseen,
-        Some(r) if r > now_ms => Epoch::Quarantined(r - now_ms),
-        Some(_) => Epoch::Ready,
-    })
 }
 
 /// The fencing counter of lock `name` on each master, `-` where it never granted it.

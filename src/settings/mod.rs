@@ -289,7 +289,7 @@ mod tests {
         std::fs::create_dir_all(tmp.path().join(".claude")).unwrap();
         std::fs::write(
             tmp.path().join(".claude/tractatus-lock.toml"),
-            "namespace = \"filens\"\nttl = \"20s\"\nwait = \"7s\"\nredis = [\"redis://file:1\"]\n",
+            "namespace = \"filens\"\nttl = \"20s\"\nwait = \"7s\"\nquarantine = \"20s\"\nredis = [\"redis://file:1\"]\n",
         )
         .unwrap();
         let env = |k: &str| match k {

@@ -184,6 +184,10 @@ fn paused_holder_learns_it_lost_its_lease_and_its_command_is_stopped() {
     let mut holder = start_holder(&repo.path(), &redis.url(), "1s", "elsewhere", &pidfile);
     let cmd_pid = read_pid(&pidfile);
     signal(holder.0.id(), Signal::SIGSTOP);
+    let paused_token: u64 = redis
+        .cmd(&["HGET", &repo.keys("L").holder, "token"])
+        .parse()
+        .unwrap();
 
     // Another process takes the lock once the paused holder's TTL runs out.
     let r = run(tractatus(&repo.path()).args([
@@ -201,7 +205,11 @@ fn paused_holder_learns_it_lost_its_lease_and_its_command_is_stopped() {
         "echo $TRACTATUS_FENCING_TOKEN",
     ]));
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.stdout.trim(), "2", "the new holder's token");
+    assert_eq!(
+        r.stdout.trim(),
+        (paused_token + 1).to_string(),
+        "the new holder's token"
+    );
     assert!(
         alive(cmd_pid),
         "the paused holder's command still runs before SIGCONT"
@@ -444,7 +452,10 @@ fn status_lists_the_holder() {
     assert_eq!(lock["name"], "L");
     assert_eq!(lock["host"], "host-a");
     assert_eq!(lock["pid"], holder.0.id());
-    assert_eq!(lock["token"], 1);
+    assert_eq!(
+        lock["token"].to_string(),
+        redis.cmd(&["GET", &repo.keys("L").fence])
+    );
     assert!(lock["ttl_left_ms"].as_u64().unwrap() <= 10_000);
     assert!(lock["session"].as_str().unwrap().len() >= 32);
     let r = run(tractatus(&repo.path()).args(["--redis", &redis.url(), "lock", "status"]));

@@ -8,4 +8,5 @@ mod faults;
 mod lock_run;
 mod operate;
 mod redlock;
+mod restart;
 mod state;

@@ -85,7 +85,8 @@ fn status_shows_every_field_and_counts_waiters() {
     assert_eq!(l["name"], ".claude/session-state.json");
     assert_eq!(l["pid"], holder.0.id());
     assert_eq!(l["host"], tractatus_lock::holder::this_host());
-    assert_eq!(l["token"], 1);
+    let fence = repo.keys(".claude/session-state.json").fence;
+    assert_eq!(l["token"].to_string(), redis.cmd(&["GET", &fence]));
     assert_eq!(l["stale"], false);
     assert_eq!(l["nodes"], 1);
     assert!(l["command"].as_str().unwrap().contains("lock run"));
@@ -243,13 +244,15 @@ fn the_log_keeps_events_in_order_and_is_capped() {
             )
         })
         .collect();
+    // Tokens start from the Redis clock (issue 11): what counts is one more per grant.
+    let t = seq[0].1;
     assert_eq!(
         seq,
         [
-            ("grant".into(), 2),
-            ("release".into(), 2),
-            ("grant".into(), 3),
-            ("release".into(), 3)
+            ("grant".into(), t),
+            ("release".into(), t),
+            ("grant".into(), t + 1),
+            ("release".into(), t + 1)
         ]
     );
     let r = run(tractatus(&repo.path()).args(["--redis", &url, "lock", "log"]));
@@ -514,7 +517,7 @@ fn tls_with_a_self_signed_certificate_authority() {
     ]);
     let r = run(&mut trusted);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.stdout.trim(), "1");
+    assert_eq!(r.stdout.trim(), redis.cmd(&["GET", &repo.keys("t").fence]));
     // The lease really went through the TLS port: the plain port's Redis holds its audit log.
     assert!(redis.cmd(&["DBSIZE"]).parse::<u32>().unwrap() > 0);
     // Without the CA the server's certificate is not trusted: unavailable, said why.

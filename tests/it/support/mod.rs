@@ -9,9 +9,72 @@ use std::path::Path;
 use std::process::Command;
 
 pub use tractatus_testkit::{
-    CRITICAL, Guard, HISTORY, KillPid, Ran, RedisServer, alive, answers_ping, cluster, fixture,
-    free_port, instruction_history, run, run_timed, signal, wait_until,
+    CRITICAL, Guard, HISTORY, KillPid, Ran, alive, answers_ping, fixture, free_port,
+    instruction_history, run, run_timed, signal, wait_until,
 };
+
+/// The kit's [`tractatus_testkit::RedisServer`], marked as brand-new when started (what an
+/// operator's `tractatus lock init` does) so its first grants skip the restart quarantine. A
+/// [`tractatus_testkit::RedisServer::restart_empty`] is not marked: that is a real empty restart.
+pub struct RedisServer(tractatus_testkit::RedisServer);
+
+impl std::ops::Deref for RedisServer {
+    type Target = tractatus_testkit::RedisServer;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for RedisServer {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl RedisServer {
+    /// Start a server (no persistence) and mark it initialized.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Start a server with extra arguments (`--requirepass x`, ...) and mark it initialized.
+    pub fn start_with(extra: &[&str]) -> Self {
+        let server = RedisServer(tractatus_testkit::RedisServer::start_with(extra));
+        let password = extra
+            .iter()
+            .position(|a| *a == "--requirepass")
+            .and_then(|i| extra.get(i + 1));
+        let url = match password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", server.port),
+            None => server.url(),
+        };
+        assert_eq!(mark_initialized(&url), 1);
+        server
+    }
+}
+
+/// `n` independent masters, each marked initialized.
+pub fn cluster(n: usize) -> Vec<RedisServer> {
+    (0..n).map(|_| RedisServer::start()).collect()
+}
+
+/// `Coordinator::mark_initialized` on the Redis nodes of `urls` (comma-separated): how many
+/// were marked.
+pub fn mark_initialized(urls: &str) -> usize {
+    use tractatus_lock::{Config, Coordinator, Identity, config::parse_nodes};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let config = Config::new(parse_nodes(&[urls]).expect("urls"));
+        let c = Coordinator::connect(config, Identity::current("test-kit"))
+            .await
+            .expect("connect");
+        c.mark_initialized().await.expect("mark initialized")
+    })
+}
 
 /// A throwaway repository (the kit's [`tractatus_testkit::Repo`]) that also knows the Redis
 /// keys of its locks.

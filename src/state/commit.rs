@@ -10,8 +10,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use super::StateFile;
 use super::fence::FenceRecord;
+use super::{StateFile, load};
 use crate::holder::{pid_namespace, process_start_ticks, this_host};
 use crate::repo;
 use crate::{Error, Lease, Result};
@@ -27,7 +27,7 @@ impl StateFile {
     }
 
     /// Returns the length of the window between the last validity check and the rename.
-    pub(super) fn commit(
+    pub(super) async fn commit(
         &self,
         lease: &Lease,
         fence: &FenceRecord,
@@ -48,7 +48,7 @@ impl StateFile {
             .suffix(".tmp")
             .rand_bytes(6)
             .tempfile_in(dir)
-            .map_err(cannot)?;
+            .map_err(|e| cannot(in_dir(dir, e)))?;
         tmp.write_all(bytes).map_err(cannot)?;
         // Keep the file's mode; a new file gets what `open(2)` would give it (0666 less the
         // umask), not the temp file's 0600.
@@ -58,18 +58,13 @@ impl StateFile {
             .map_err(cannot)?;
         tmp.as_file().sync_all().map_err(cannot)?;
 
-        let mut record = fence.lock()?;
+        let mut record = fence.lock(lease).await?;
         // Compare and swap: the file must still hold what we read. A writer whose lease was
         // broken or ran out may have committed in between (its token was above the record then),
         // or a program that takes no lock may have written it; writing over that would lose its
         // update, so we refuse and the change is redone on the new document. Bytes, not
         // metadata: a same-size rewrite within one coarse mtime tick would pass a stat check.
-        let now = match std::fs::read(&self.path) {
-            Ok(b) => Some(b),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(cannot(e)),
-        };
-        if now.as_deref() != read {
+        if !load::holds(&self.path, read).map_err(cannot)? {
             return Err(Error::Conflict {
                 name: self.name.clone(),
             });
@@ -144,6 +139,29 @@ impl StateFile {
             }
         }
     }
+}
+
+/// The temp file's own path in an error (tempfile adds it) is 200 characters of noise: name the
+/// directory, which is what a missing or read-only directory is about.
+fn in_dir(dir: &Path, e: std::io::Error) -> std::io::Error {
+    let kind = e.kind();
+    // tempfile wraps the OS error with the path; the OS error is its source.
+    let os = e.raw_os_error().or_else(|| {
+        e.get_ref()
+            .and_then(|inner| std::error::Error::source(inner))
+            .and_then(|source| source.downcast_ref::<std::io::Error>())
+            .and_then(std::io::Error::raw_os_error)
+    });
+    let cause = match os {
+        Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
+        None => kind.to_string(),
+    };
+    let what = if kind == std::io::ErrorKind::NotFound {
+        format!("its directory {} does not exist", dir.display())
+    } else {
+        format!("cannot create a file in {}: {cause}", dir.display())
+    };
+    std::io::Error::new(kind, what)
 }
 
 /// Who writes a temp file, in its name: the host name (letters, digits and dots kept) and the

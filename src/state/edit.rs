@@ -76,12 +76,9 @@ impl Edit {
     }
 }
 
-pub(super) fn resolve_pointer<'v>(doc: &'v Value, p: &Pointer) -> Option<&'v Value> {
-    p.tokens.iter().try_fold(doc, |v, t| match v {
-        Value::Object(m) => m.get(t),
-        Value::Array(a) => array_index(t, a.len()).and_then(|i| a.get(i)),
-        _ => None,
-    })
+/// The value at `p`, moved out of `doc` (no copy of what is kept); `None` when there is none.
+pub(super) fn take_pointer(mut doc: Value, p: &Pointer) -> Option<Value> {
+    resolve_pointer_mut(&mut doc, &p.tokens).map(Value::take)
 }
 
 fn resolve_pointer_mut<'v>(doc: &'v mut Value, tokens: &[String]) -> Option<&'v mut Value> {

@@ -2,12 +2,15 @@
 //! working directory and locked with `flock` around each commit, so that writers on one machine
 //! are serialized at the moment they land and a lower token never overwrites a higher one.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use crate::error::{Error, Result};
+use tokio::time::Instant;
+
 use crate::repo;
+use crate::{Error, Lease, Result};
 
 /// The highest token committed to one state file, kept in the repository's working directory.
 pub(super) struct FenceRecord {
@@ -47,7 +50,11 @@ impl FenceRecord {
         }
     }
 
-    pub(super) fn lock(&self) -> Result<LockedRecord> {
+    /// Lock the record for one commit. `flock` could wait for ever behind a writer stopped
+    /// mid-commit, so it is tried without blocking and retried on tokio's clock, until the lease
+    /// is lost (76) or one TTL has passed (75): the record is held for microseconds by a
+    /// writer that runs, so that long means the writer holding it is stuck.
+    pub(super) async fn lock(&self, lease: &Lease) -> Result<LockedRecord> {
         let cannot = |e| Error::CannotWrite {
             path: self.path.clone(),
             source: e,
@@ -59,11 +66,36 @@ impl FenceRecord {
             .truncate(false)
             .open(&self.path)
             .map_err(cannot)?;
-        file.lock().map_err(cannot)?;
-        Ok(LockedRecord {
-            file,
-            path: self.path.clone(),
-        })
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match file.try_lock() {
+                Ok(()) => {
+                    return Ok(LockedRecord {
+                        file,
+                        path: self.path.clone(),
+                    });
+                }
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(e)) => return Err(cannot(e)),
+            }
+            lease.check_valid()?;
+            let waited = start.elapsed();
+            if waited >= lease.ttl() {
+                return Err(Error::Timeout {
+                    name: lease.name().to_owned(),
+                    waited_ms: waited.as_millis(),
+                    holder: None,
+                    note: Some(format!(
+                        "its fence record {} stayed locked by another writer (one stopped \
+                         mid-commit?)",
+                        self.path.display()
+                    )),
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
     }
 }
 

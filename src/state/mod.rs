@@ -16,9 +16,12 @@
 //! number and string forms), with a final newline only when the old file had one.
 //!
 //! # Files
-//! - `mod.rs`: [`StateFile`]: open, read, and the read-modify-write orchestration.
+//! - `mod.rs`: [`StateFile`]: open, the lock-free read, and `write` (an [`Edit`] applied
+//!   through the two-phase write).
+//! - `pending.rs`: the two-phase write: [`StateFile::begin`], then [`PendingWrite::commit`].
 //! - `edit.rs`: [`Pointer`], [`Edit`] and applying an edit in memory.
 //! - `filter.rs`: running `state update`'s command.
+//! - `load.rs`: reading the file (regular files only, never waiting on a FIFO).
 //! - `commit.rs`: the atomic, fenced compare-and-swap commit and abandoned temp files.
 //! - `fence.rs`: the fence record of committed tokens.
 //! - `node_json.rs`: [`to_node_json`], the `JSON.stringify(x, null, 2)` layout.
@@ -27,22 +30,23 @@ mod commit;
 mod edit;
 mod fence;
 mod filter;
+mod load;
 mod node_json;
+mod pending;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
 use crate::repo;
-use crate::{AcquireOptions, Coordinator, Error, FencingToken, Lease, Result};
+use crate::{AcquireOptions, Coordinator, Error, FencingToken, Result};
 
 pub use edit::{Edit, Pointer, parse_pointer};
 pub use node_json::to_node_json;
+pub use pending::{MAX_DEPTH, PendingWrite};
 
-use edit::{apply, parse_json, resolve_pointer};
-use fence::FenceRecord;
+use edit::{apply, parse_json, take_pointer};
 use filter::{Filtered, run_filter};
 
 /// How a write ended.
@@ -116,15 +120,14 @@ impl StateFile {
         pointer: Option<&Pointer>,
     ) -> Result<Value> {
         let lease = coordinator.acquire(&self.name, opts).await?;
-        let result = self.load().and_then(|(bytes, _)| {
-            let bytes = bytes.ok_or_else(|| {
+        let result = load::load(&self.path).and_then(|loaded| {
+            let loaded = loaded.ok_or_else(|| {
                 Error::bad_data(format!("{} does not exist", self.path.display()))
             })?;
-            let doc = self.parse(&bytes)?;
+            let doc = self.parse(&loaded.bytes)?;
             match pointer {
                 None => Ok(doc),
-                Some(p) => resolve_pointer(&doc, p)
-                    .cloned()
+                Some(p) => take_pointer(doc, p)
                     .ok_or_else(|| Error::bad_data(format!("{}: no value at {p}", self.name))),
             }
         });
@@ -133,123 +136,73 @@ impl StateFile {
         result
     }
 
-    /// Apply `edit` under the lease and commit it atomically with a fencing check.
+    /// Apply `edit` under the lease and commit it atomically with a fencing check (built on
+    /// [`StateFile::begin`] and [`PendingWrite::commit`]).
     ///
     /// When the file changed under us (someone wrote it outside our lease), `set`, `append` and
-    /// `merge` are redone once on the new document; `update` is not (its command may have done
-    /// more than print), and ends in [`Error::Conflict`].
+    /// `merge` are redone once on the new document, under the same lease; `update` is not (its
+    /// command may have done more than print), and ends in [`Error::Conflict`].
     pub async fn write(
         &self,
         coordinator: &Coordinator,
         opts: &AcquireOptions,
         edit: Edit,
     ) -> Result<WriteOutcome> {
-        if matches!(edit, Edit::Update(_)) {
-            return self.write_once(coordinator, opts, edit).await;
-        }
-        match self.write_once(coordinator, opts, edit.clone()).await {
-            Err(Error::Conflict { .. }) => self.write_once(coordinator, opts, edit).await,
-            other => other,
-        }
-    }
-
-    async fn write_once(
-        &self,
-        coordinator: &Coordinator,
-        opts: &AcquireOptions,
-        edit: Edit,
-    ) -> Result<WriteOutcome> {
-        let fence = FenceRecord::new(&self.work_dir, &self.name)?;
-        let mut lease = coordinator.acquire(&self.name, opts).await?;
-        let committed = match fence.read() {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = lease.release().await;
-                return Err(e);
-            }
+        let mut pending = self.begin(coordinator, opts).await?;
+        let result = match edit {
+            Edit::Update(argv) => self.update(&mut pending, &argv).await,
+            edit => match self.edit_and_commit(&mut pending, edit.clone()).await {
+                Err(Error::Conflict { .. }) => match pending.reload() {
+                    Ok(()) => self.edit_and_commit(&mut pending, edit).await,
+                    Err(e) => Err(e),
+                },
+                other => other,
+            },
         };
-        if lease.token() <= committed {
-            // Our lease is valid, so a token at or below a committed one means the coordinator's
-            // counter was reset (Redis flushed, backend switched): lift it and take a fresh lease.
-            // Released explicitly on every path: a dropped lease is released by a background
-            // task, which a short-lived process may never run.
-            let raised = coordinator.raise_floor(&self.name, committed).await;
-            let _ = lease.release().await;
-            raised?;
-            lease = coordinator.acquire(&self.name, opts).await?;
-        }
-        lease.keep_alive(coordinator.config().max_hold);
-        let result = self.edit_and_commit(&lease, &fence, edit).await;
         // Once committed, the write stands: a lease that ran out after the rename changes
         // nothing about it, so release errors are not the caller's.
-        let _ = lease.release().await;
+        let _ = pending.release().await;
         result
     }
 
     async fn edit_and_commit(
         &self,
-        lease: &Lease,
-        fence: &FenceRecord,
+        pending: &mut PendingWrite,
         edit: Edit,
     ) -> Result<WriteOutcome> {
-        self.remove_abandoned_temp_files(lease);
-        let token = lease.token();
-        let (old, mode) = self.load()?;
-        let new_doc = match edit {
-            Edit::Update(argv) => {
-                let old = old.as_deref().ok_or_else(|| {
-                    Error::bad_data(format!(
-                        "{} does not exist: `state update` needs a document to update (create it with `state set FILE \"\" '{{}}'`)",
-                        self.path.display()
-                    ))
-                })?;
-                self.parse(old)?;
-                match run_filter(lease, &argv, old).await? {
-                    Filtered::Output(out) => {
-                        parse_json(&String::from_utf8_lossy(&out), "the command's output")
-                            .map_err(|e| Error::bad_data(format!("{e}; nothing written")))?
-                    }
-                    Filtered::Failed(code) => return Ok(WriteOutcome::Aborted { code }),
-                }
-            }
-            other => {
-                let mut doc = match &old {
-                    Some(bytes) => self.parse(bytes)?,
-                    None => Value::Object(Map::new()),
-                };
-                apply(&mut doc, other, &self.name)?;
-                doc
-            }
-        };
-        let mut text = to_node_json(&new_doc);
-        if old.as_deref().is_some_and(|b| b.ends_with(b"\n")) {
-            text.push('\n');
-        }
-        if old.as_deref() == Some(text.as_bytes()) {
-            return Ok(WriteOutcome::Unchanged { token });
-        }
-        let window = self.commit(lease, fence, old.as_deref(), text.as_bytes(), mode)?;
-        Ok(WriteOutcome::Committed { token, window })
+        let mut doc = pending
+            .take_document()
+            .unwrap_or_else(|| Value::Object(Map::new()));
+        apply(&mut doc, edit, &self.name)?;
+        pending.commit(&doc).await
     }
 
-    /// The file's bytes (None when absent) and mode.
-    fn load(&self) -> Result<(Option<Vec<u8>>, Option<u32>)> {
-        match std::fs::read(&self.path) {
-            Ok(b) => {
-                let mode = std::fs::metadata(&self.path)
-                    .map(|m| m.permissions().mode())
-                    .ok();
-                Ok((Some(b), mode))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((None, None)),
-            Err(e) => Err(Error::bad_data(format!(
-                "cannot read {}: {e}",
+    /// `update`: the command gets the bytes read and prints the new document.
+    async fn update(&self, pending: &mut PendingWrite, argv: &[String]) -> Result<WriteOutcome> {
+        let old = pending.bytes().ok_or_else(|| {
+            Error::bad_data(format!(
+                "{} does not exist: `state update` needs a document to update (create it with `state set FILE \"\" '{{}}'`)",
                 self.path.display()
-            ))),
-        }
+            ))
+        })?;
+        let out = match run_filter(pending.lease(), argv, old).await? {
+            Filtered::Output(out) => out,
+            Filtered::Failed(code) => return Ok(WriteOutcome::Aborted { code }),
+        };
+        // Replacing bad bytes with U+FFFD would commit a document the command never printed.
+        let text = std::str::from_utf8(&out).map_err(|e| {
+            Error::bad_data(format!(
+                "the command's output is not valid UTF-8 (at byte {}); nothing written",
+                e.valid_up_to()
+            ))
+        })?;
+        let doc = parse_json(text, "the command's output")
+            .map_err(|e| Error::bad_data(format!("{e}; nothing written")))?;
+        drop(out);
+        pending.commit(&doc).await
     }
 
-    fn parse(&self, bytes: &[u8]) -> Result<Value> {
+    pub(super) fn parse(&self, bytes: &[u8]) -> Result<Value> {
         serde_json::from_slice(bytes).map_err(|e| {
             Error::bad_data(format!(
                 "{} is not valid JSON ({e}); nothing written",

@@ -9,8 +9,13 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
+use tractatus_lock::config::parse_nodes;
+use tractatus_lock::state::{StateFile, WriteOutcome};
+use tractatus_lock::{AcquireOptions, Config, Coordinator, Error, Identity};
+
 use crate::support::{
-    Guard, RedisServer, Repo, fixture, instruction_history, run, signal, tractatus, wait_until,
+    Guard, RedisServer, Repo, fixture, instruction_history, run, signal, tractatus, try_lock,
+    wait_until,
 };
 
 const HISTORY: &str = ".claude/instruction-history.json";
@@ -686,4 +691,130 @@ fn a_write_by_a_program_that_takes_no_lock_is_not_overwritten() {
         "{\"n\": 2}",
         "the plain writer's update was lost"
     );
+}
+
+/// A coordinator on `url` in `repo`'s namespace, so that it contends with the CLI's leases.
+async fn coordinator_for(repo: &Repo, url: &str, ttl: Duration, max_hold: Duration) -> Coordinator {
+    let root = repo.path();
+    let settings = tractatus_lock::repo::read_settings(&root).unwrap();
+    let mut config = Config::new(parse_nodes(&[url]).unwrap());
+    config.namespace = tractatus_lock::repo::ensure_namespace(&root, &settings).unwrap();
+    config.ttl = ttl;
+    config.node_timeout = ttl / 10;
+    config.max_hold = max_hold;
+    Coordinator::connect(config, Identity::current("it"))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn begin_then_commit_holds_the_lease_and_a_change_in_between_is_a_conflict() {
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    let rel = ".claude/session-state.json";
+    repo.write(rel, "{\n  \"n\": 1\n}\n");
+    let c = coordinator_for(
+        &repo,
+        &redis.url(),
+        Duration::from_secs(10),
+        Duration::from_secs(60),
+    )
+    .await;
+    let file = StateFile::open(&repo.path(), &repo.path(), Path::new(rel)).unwrap();
+    let mut pending = file
+        .begin(&c, &AcquireOptions::wait(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(pending.document(), Some(&serde_json::json!({"n": 1})));
+    // The lease is held between the phases: the CLI cannot take it.
+    let root = repo.path();
+    let url = redis.url();
+    let tried = tokio::task::spawn_blocking(move || try_lock(&root, &url, ["--file", rel]))
+        .await
+        .unwrap();
+    assert_eq!(tried.code, 75, "{}", tried.stderr);
+
+    // A program that takes no lock writes in between: the commit is refused, nothing written.
+    let theirs = "{\n  \"n\": 1,\n  \"theirs\": true\n}\n";
+    repo.write(rel, theirs);
+    let mut doc = pending.document().unwrap().clone();
+    doc["n"] = 2.into();
+    let e = pending.commit(&doc).await.unwrap_err();
+    assert!(matches!(e, Error::Conflict { .. }), "{e}");
+    assert_eq!(e.exit_code(), 76);
+    assert_eq!(repo.read(rel), theirs);
+
+    // Read again under the same lease, redo, commit: both changes are in the file.
+    pending.reload().unwrap();
+    let mut doc = pending.document().unwrap().clone();
+    doc["n"] = 2.into();
+    let token = pending.token();
+    match pending.commit(&doc).await.unwrap() {
+        WriteOutcome::Committed { token: t, .. } => assert_eq!(t, token),
+        other => panic!("{other:?}"),
+    }
+    // A token commits once.
+    assert_eq!(pending.commit(&doc).await.unwrap_err().exit_code(), 64);
+    pending.release().await.unwrap();
+    assert_eq!(repo.read(rel), "{\n  \"n\": 2,\n  \"theirs\": true\n}\n");
+
+    // A file that does not exist yet: no document; committing creates it. Identical bytes are
+    // not rewritten.
+    let fresh =
+        StateFile::open(&repo.path(), &repo.path(), Path::new(".claude/fresh.json")).unwrap();
+    let mut pending = fresh.begin(&c, &AcquireOptions::default()).await.unwrap();
+    assert_eq!(pending.document(), None);
+    let doc = serde_json::json!({"a": [1]});
+    assert!(matches!(
+        pending.commit(&doc).await.unwrap(),
+        WriteOutcome::Committed { .. }
+    ));
+    pending.release().await.unwrap();
+    let mut pending = fresh.begin(&c, &AcquireOptions::default()).await.unwrap();
+    assert!(matches!(
+        pending.commit(&doc).await.unwrap(),
+        WriteOutcome::Unchanged { .. }
+    ));
+    pending.release().await.unwrap();
+    assert_eq!(
+        repo.read(".claude/fresh.json"),
+        "{\n  \"a\": [\n    1\n  ]\n}"
+    );
+}
+
+#[tokio::test]
+async fn a_lease_lost_before_commit_gives_76_and_leaves_the_file_untouched() {
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    let rel = ".claude/session-state.json";
+    let before = "{\n  \"n\": 1\n}";
+    repo.write(rel, before);
+    // Renewal stops after half a second (max hold): the lease is then lost.
+    let c = coordinator_for(
+        &repo,
+        &redis.url(),
+        Duration::from_secs(1),
+        Duration::from_millis(500),
+    )
+    .await;
+    let file = StateFile::open(&repo.path(), &repo.path(), Path::new(rel)).unwrap();
+    let mut pending = file.begin(&c, &AcquireOptions::default()).await.unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(10), pending.lease().lost())
+        .await
+        .expect("the lease is lost once its max hold is reached");
+    println!("lost: {reason}");
+    let e = pending
+        .commit(&serde_json::json!({"n": 2}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.exit_code(), 76, "{e}");
+    assert!(matches!(e, Error::LeaseLost { .. }), "{e}");
+    let _ = pending.release().await;
+    assert_eq!(repo.read(rel), before);
+    let left: Vec<_> = std::fs::read_dir(repo.file(".claude"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tractatus-"))
+        .collect();
+    assert!(left.is_empty(), "temp files left: {left:?}");
 }

@@ -666,62 +666,71 @@ async fn state(ctx: &Context, cmd: StateCommand) -> Result<i32> {
         _ => None,
     };
     let file = StateFile::open(root, &ctx.cwd, path)?;
+    let Some(edit) = edit else {
+        // No lease: commits are atomic renames. Missing is not bad data (65 asks for a human).
+        return Ok(match file.read(pointer.as_ref())? {
+            Some(doc) => {
+                println!("{}", tractatus_lock::state::to_node_json(&doc));
+                0
+            }
+            None => {
+                match &pointer {
+                    Some(p) if file.path().exists() => {
+                        eprintln!("tractatus: no value at {p} in {}", file.name())
+                    }
+                    _ => eprintln!("tractatus: {} does not exist", file.name()),
+                }
+                1
+            }
+        });
+    };
     let coordinator = coordinator(ctx).await?;
     let feedback = WaitFeedback::start(&format!("lock '{}'", file.name()));
     let opts = feedback.options(ctx.resolved.wait);
-    let result = match edit {
-        None => file
-            .read(&coordinator, &opts, pointer.as_ref())
-            .await
-            .map(|doc| {
-                println!("{}", tractatus_lock::state::to_node_json(&doc));
-                0
-            }),
-        Some(edit) => file.write(&coordinator, &opts, edit).await.map(|outcome| {
-            match outcome {
-                WriteOutcome::Committed { token, window } => {
-                    if ctx.json {
-                        println!(
-                            "{}",
-                            serde_json::json!({
-                                "committed": true,
-                                "token": token,
-                                "window_us": window.as_micros() as u64,
-                            })
-                        );
-                    }
-                    0
-                }
-                WriteOutcome::Unchanged { token } => {
-                    if ctx.json {
-                        println!(
-                            "{}",
-                            serde_json::json!({ "committed": false, "unchanged": true, "token": token })
-                        );
-                    }
-                    0
-                }
-                WriteOutcome::Aborted { code } => {
-                    // Passed through, except where it would read as one of our own codes (or
-                    // as 2, which blocks a Claude Code hook): those become 65.
-                    let passed = if code == 2 || (64..=78).contains(&code) {
-                        65
-                    } else {
-                        code
-                    };
-                    eprintln!(
-                        "tractatus: the update command exited {code}; nothing written{}",
-                        if passed == code {
-                            String::new()
-                        } else {
-                            format!(" (exit {passed}: {code} would read as a tractatus code)")
-                        }
+    let result = file.write(&coordinator, &opts, edit).await.map(|outcome| {
+        match outcome {
+            WriteOutcome::Committed { token, window } => {
+                if ctx.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "committed": true,
+                            "token": token,
+                            "window_us": window.as_micros() as u64,
+                        })
                     );
-                    passed
                 }
+                0
             }
-        }),
-    };
+            WriteOutcome::Unchanged { token } => {
+                if ctx.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({ "committed": false, "unchanged": true, "token": token })
+                    );
+                }
+                0
+            }
+            WriteOutcome::Aborted { code } => {
+                // Passed through, except where it would read as one of our own codes (or
+                // as 2, which blocks a Claude Code hook): those become 65.
+                let passed = if code == 2 || (64..=78).contains(&code) {
+                    65
+                } else {
+                    code
+                };
+                eprintln!(
+                    "tractatus: the update command exited {code}; nothing written{}",
+                    if passed == code {
+                        String::new()
+                    } else {
+                        format!(" (exit {passed}: {code} would read as a tractatus code)")
+                    }
+                );
+                passed
+            }
+        }
+    });
     feedback.finish();
     result
 }

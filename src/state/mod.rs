@@ -112,28 +112,20 @@ impl StateFile {
         &self.path
     }
 
-    /// Read the document (or the value at `pointer`) under the lease.
-    pub async fn read(
-        &self,
-        coordinator: &Coordinator,
-        opts: &AcquireOptions,
-        pointer: Option<&Pointer>,
-    ) -> Result<Value> {
-        let lease = coordinator.acquire(&self.name, opts).await?;
-        let result = load::load(&self.path).and_then(|loaded| {
-            let loaded = loaded.ok_or_else(|| {
-                Error::bad_data(format!("{} does not exist", self.path.display()))
-            })?;
-            let doc = self.parse(&loaded.bytes)?;
-            match pointer {
-                None => Ok(doc),
-                Some(p) => take_pointer(doc, p)
-                    .ok_or_else(|| Error::bad_data(format!("{}: no value at {p}", self.name))),
-            }
-        });
-        // The read is done: a lease that ran out just after it changes nothing about it.
-        let _ = lease.release().await;
-        result
+    /// Read the document, or the value at `pointer`, without a lease: commits are atomic
+    /// renames, so a read sees one whole committed document. `None` when the file does not
+    /// exist or nothing is at the pointer. Bad data (65) when the file is not a regular file or
+    /// not valid JSON.
+    pub fn read(&self, pointer: Option<&Pointer>) -> Result<Option<Value>> {
+        let Some(loaded) = load::load(&self.path)? else {
+            return Ok(None);
+        };
+        let doc = self.parse(&loaded.bytes)?;
+        drop(loaded);
+        Ok(match pointer {
+            None => Some(doc),
+            Some(p) => take_pointer(doc, p),
+        })
     }
 
     /// Apply `edit` under the lease and commit it atomically with a fencing check (built on

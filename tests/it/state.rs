@@ -818,3 +818,75 @@ async fn a_lease_lost_before_commit_gives_76_and_leaves_the_file_untouched() {
         .collect();
     assert!(left.is_empty(), "temp files left: {left:?}");
 }
+
+#[test]
+fn state_get_takes_no_lease_and_writes_nothing_to_the_audit_log() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let repo = Repo::new();
+    let rel = ".claude/session-state.json";
+    repo.write(rel, &fixture("session-state.json"));
+    let ready = repo.file("holder.ready");
+    let mut holder = Guard(
+        tractatus(&repo.path())
+            .args([
+                "--redis", &url, "lock", "run", "--file", rel, "--", "sh", "-c",
+            ])
+            .arg(format!("touch {}; sleep 30", ready.display()))
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(Duration::from_secs(10), "the holder runs", || {
+        ready.exists()
+    });
+    let log = || {
+        let r = run(tractatus(&repo.path()).args(["--redis", &url, "--json", "lock", "log"]));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap()
+    };
+    let before = log();
+    let r = run(tractatus(&repo.path()).args([
+        "--redis",
+        &url,
+        "--wait",
+        "20s",
+        "state",
+        "get",
+        rel,
+        "/message_count",
+    ]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, "42\n");
+    assert!(
+        r.elapsed < Duration::from_secs(2),
+        "waited behind the holder: {:?}",
+        r.elapsed
+    );
+    assert_eq!(log(), before, "the read left a trace in the audit log");
+    assert!(holder.0.try_wait().unwrap().is_none(), "the holder ended");
+
+    // Nothing there is not bad data: exit 1, one line saying what is missing.
+    let r = run(tractatus(&repo.path()).args(["--redis", &url, "state", "get", rel, "/missing"]));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(
+        r.stderr.trim(),
+        format!("tractatus: no value at /missing in {rel}")
+    );
+    let r =
+        run(tractatus(&repo.path()).args(["--redis", &url, "state", "get", ".claude/none.json"]));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(
+        r.stderr.trim(),
+        "tractatus: .claude/none.json does not exist"
+    );
+    // Without Redis a read still works: it needs no coordinator at all.
+    let r = run(tractatus(&repo.path()).args([
+        "--redis",
+        "redis://127.0.0.1:1",
+        "state",
+        "get",
+        rel,
+        "/message_count",
+    ]));
+    assert_eq!((r.code, r.stdout.as_str()), (0, "42\n"), "{}", r.stderr);
+}

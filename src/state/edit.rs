@@ -71,8 +71,18 @@ impl Edit {
     }
 
     /// `merge JSON`, checked.
+    /// Only an object is a patch: RFC 7396 would let any other value replace the whole
+    /// document, which `merge` is never meant to do (`set FILE "" JSON` does that).
     pub fn merge(json: &str) -> Result<Self> {
-        Ok(Edit::Merge(parse_json(json, "the given patch")?))
+        let patch = parse_json(json, "the given patch")?;
+        if !patch.is_object() {
+            return Err(Error::bad_data(format!(
+                "the given patch is {}, not an object: `state merge` takes an object (RFC 7396); \
+                 nothing written",
+                kind(&patch)
+            )));
+        }
+        Ok(Edit::Merge(patch))
     }
 }
 
@@ -203,6 +213,9 @@ mod tests {
             to_node_json(&doc).replace([' ', '\n'], ""),
             r#"{"list":[1,2,3],"new":true,"m":{"x":1}}"#
         );
+        for patch in ["[1,2]", "3", "null", "\"x\""] {
+            assert_eq!(Edit::merge(patch).unwrap_err().exit_code(), 65, "{patch}");
+        }
         for edit in [
             Edit::append("/new", "1").unwrap(),
             Edit::append("/missing", "1").unwrap(),

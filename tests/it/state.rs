@@ -338,6 +338,10 @@ fn bad_input_is_refused_with_its_code_and_the_file_is_untouched() {
     );
     refused(&repo, &url, cp, &["set", cp, "/overdue", "tru"], 65);
     refused(&repo, &url, cp, &["merge", cp, "{\"budget\":"], 65);
+    // A merge patch is an object: any other JSON would replace the whole document.
+    for patch in ["[1,2]", "3", "null", "\"x\""] {
+        refused(&repo, &url, cp, &["merge", cp, patch], 65);
+    }
     refused(&repo, &url, cp, &["append", cp, "/budget", "1"], 65);
     refused(&repo, &url, cp, &["append", cp, "/missing/list", "1"], 65);
     refused(&repo, &url, cp, &["set", cp, "/missing/x", "1"], 65);

@@ -1,6 +1,7 @@
 //! `tractatus state`: guarded read-modify-write of JSON state files, atomic commits, the fencing
 //! check, crash safety, and bad input that leaves the file byte for byte as it was.
 
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -893,4 +894,178 @@ fn state_get_takes_no_lease_and_writes_nothing_to_the_audit_log() {
         "/message_count",
     ]));
     assert_eq!((r.code, r.stdout.as_str()), (0, "42\n"), "{}", r.stderr);
+}
+
+#[test]
+fn a_fifo_as_the_state_file_is_refused_at_once_and_no_lease_is_left_held() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let repo = Repo::new();
+    let rel = ".claude/fifo.json";
+    nix::unistd::mkfifo(
+        &repo.file(rel),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    for args in [
+        vec!["set", rel, "/a", "1"],
+        vec!["merge", rel, "{}"],
+        vec!["update", rel, "--", "cat"],
+        vec!["get", rel],
+    ] {
+        // Spawned, not run: on a build that hangs the test must still end.
+        let mut child = Guard(
+            tractatus(&repo.path())
+                .args(["--redis", &url, "--wait", "5s", "state"])
+                .args(&args)
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let start = Instant::now();
+        let code = child.wait_code(Duration::from_secs(10));
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert_eq!(code, Some(65), "{args:?}: {stderr}");
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{args:?} took {:?}",
+            start.elapsed()
+        );
+        assert!(stderr.contains("not a regular file"), "{stderr}");
+        let r = crate::support::try_lock(&repo.path(), &url, ["--file", rel]);
+        assert_eq!(r.code, 0, "{args:?} left its lease held: {}", r.stderr);
+    }
+    assert!(
+        std::fs::symlink_metadata(repo.file(rel))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+}
+
+#[test]
+fn a_fence_record_locked_by_a_stuck_writer_times_out_instead_of_hanging() {
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    let rel = ".claude/session-state.json";
+    repo.write(rel, "{}");
+    // A writer stopped mid-commit holds the file's fence record locked.
+    let fence_dir = repo.file(".claude/.tractatus/fence");
+    std::fs::create_dir_all(&fence_dir).unwrap();
+    let record = std::fs::File::create(fence_dir.join(".claude%2Fsession-state.json")).unwrap();
+    record.lock().unwrap();
+    let mut child = Guard(
+        tractatus(&repo.path())
+            .args([
+                "--redis",
+                &redis.url(),
+                "--ttl",
+                "1s",
+                "state",
+                "set",
+                rel,
+                "/a",
+                "1",
+            ])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let start = Instant::now();
+    let code = child.wait_code(Duration::from_secs(20));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    println!("gave up after {:?}: {stderr}", start.elapsed());
+    assert_eq!(code, Some(75), "{stderr}");
+    assert!(stderr.contains("fence record"), "{stderr}");
+    assert_eq!(repo.read(rel), "{}");
+    let r = crate::support::try_lock(&repo.path(), &redis.url(), ["--file", rel]);
+    assert_eq!(r.code, 0, "the lease was left held: {}", r.stderr);
+    drop(record);
+}
+
+#[test]
+fn a_document_too_deep_to_read_back_is_refused_and_the_limit_is_readable() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let repo = Repo::new();
+    let rel = ".claude/deep.json";
+    repo.write(rel, "{\n  \"list\": []\n}");
+    let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+    // The object and the list are two levels: 126 more is one too many to read back.
+    refused(
+        &repo,
+        &url,
+        rel,
+        &["append", rel, "/list", &nested(126)],
+        65,
+    );
+    let r = run(tractatus(&repo.path()).args([
+        "--redis",
+        &url,
+        "state",
+        "append",
+        rel,
+        "/list",
+        &nested(125),
+    ]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // What was written reads back, by us and by the next writer.
+    let r = run(tractatus(&repo.path()).args(["--redis", &url, "state", "get", rel, "/list/0"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run(tractatus(&repo.path()).args(["--redis", &url, "state", "set", rel, "/n", "1"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[test]
+fn invalid_utf8_from_the_update_command_is_bad_data_and_nothing_is_written() {
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    let rel = ".claude/session-state.json";
+    repo.write(rel, "{\n  \"a\": \"x\"\n}");
+    refused(
+        &repo,
+        &redis.url(),
+        rel,
+        &[
+            "update",
+            rel,
+            "--",
+            "sh",
+            "-c",
+            r#"cat > /dev/null; printf '{"a": "\377"}'"#,
+        ],
+        65,
+    );
+}
+
+#[test]
+fn a_missing_directory_is_named_in_the_error() {
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    let rel = ".claude/nodir/state.json";
+    let r = run(tractatus(&repo.path()).args([
+        "--redis",
+        &redis.url(),
+        "state",
+        "set",
+        rel,
+        "/a",
+        "1",
+    ]));
+    assert_eq!(r.code, 73, "{}", r.stderr);
+    let line = r.stderr.trim();
+    assert!(
+        line.contains(&format!(
+            "{} does not exist",
+            repo.file(".claude/nodir").display()
+        )),
+        "{line}"
+    );
+    assert!(
+        !line.contains(".tractatus-"),
+        "the temp file's path: {line}"
+    );
+    assert!(!repo.file(".claude/nodir").exists());
 }

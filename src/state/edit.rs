@@ -54,6 +54,14 @@ pub enum Edit {
 }
 
 impl Edit {
+    /// Apply the edit to `doc` in memory, as `state` commands do between reading and
+    /// committing (for a [`PendingWrite`](super::PendingWrite)); `name` names the file in error
+    /// messages. A bad target is bad data (65); [`Edit::Update`] runs a command and is not an
+    /// in-memory edit (70).
+    pub fn apply(self, doc: &mut Value, name: &str) -> Result<()> {
+        apply(doc, self, name)
+    }
+
     /// `set POINTER JSON`, checked (64 for the pointer, 65 for the JSON).
     pub fn set(pointer: &str, json: &str) -> Result<Self> {
         Ok(Edit::Set(
@@ -112,7 +120,7 @@ fn array_index(token: &str, _len: usize) -> Option<usize> {
 }
 
 /// Apply one edit in memory. Bad targets are bad data (65).
-pub(super) fn apply(doc: &mut Value, edit: Edit, name: &str) -> Result<()> {
+fn apply(doc: &mut Value, edit: Edit, name: &str) -> Result<()> {
     match edit {
         Edit::Merge(patch) => {
             json_patch::merge(doc, &patch);

@@ -46,7 +46,7 @@ pub use edit::{Edit, Pointer, parse_pointer};
 pub use node_json::to_node_json;
 pub use pending::{MAX_DEPTH, PendingWrite};
 
-use edit::{apply, parse_json, take_pointer};
+use edit::{parse_json, take_pointer};
 use filter::{Filtered, run_filter};
 
 /// How a write ended.
@@ -165,7 +165,7 @@ impl StateFile {
         let mut doc = pending
             .take_document()
             .unwrap_or_else(|| Value::Object(Map::new()));
-        apply(&mut doc, edit, &self.name)?;
+        edit.apply(&mut doc, &self.name)?;
         pending.commit(&doc).await
     }
 

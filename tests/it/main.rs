@@ -5,5 +5,6 @@ mod support;
 
 mod lock_run;
 mod operate;
+mod props;
 mod redlock;
 mod state;

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pointer {
     text: String,
-    tokens: Vec<String>,
+    pub(super) tokens: Vec<String>,
 }
 
 impl std::fmt::Display for Pointer {
@@ -111,7 +111,7 @@ fn resolve_pointer_mut<'v>(doc: &'v mut Value, tokens: &[String]) -> Option<&'v 
 }
 
 /// An RFC 6901 array index: `0` or digits without a leading zero.
-fn array_index(token: &str, _len: usize) -> Option<usize> {
+pub(super) fn array_index(token: &str, _len: usize) -> Option<usize> {
     if token == "0" || (!token.starts_with('0') && token.bytes().all(|b| b.is_ascii_digit())) {
         token.parse().ok()
     } else {
@@ -177,7 +177,7 @@ fn apply(doc: &mut Value, edit: Edit, name: &str) -> Result<()> {
     }
 }
 
-fn kind(v: &Value) -> &'static str {
+pub(super) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

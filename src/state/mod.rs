@@ -1,5 +1,6 @@
 //! Guarded JSON state files: the whole read-modify-write runs under the lease named after the
-//! file, and the commit is atomic and fenced.
+//! file, and the commit is atomic and fenced. A read takes no lease: it sees one committed
+//! document, whole.
 //!
 //! Commit: write a temp file in the same directory, fsync it, give it the old file's mode, then,
 //! holding the file's fence record (`.claude/.tractatus/fence/<name>`, under `flock`), check that
@@ -20,6 +21,7 @@
 //!   through the two-phase write).
 //! - `pending.rs`: the two-phase write: [`StateFile::begin`], then [`PendingWrite::commit`].
 //! - `edit.rs`: [`Pointer`], [`Edit`] and applying an edit in memory.
+//! - `lean.rs`: `set` and `append` on the bytes read, without building the document.
 //! - `filter.rs`: running `state update`'s command.
 //! - `load.rs`: reading the file (regular files only, never waiting on a FIFO).
 //! - `commit.rs`: the atomic, fenced compare-and-swap commit and abandoned temp files.
@@ -30,6 +32,7 @@ mod commit;
 mod edit;
 mod fence;
 mod filter;
+mod lean;
 mod load;
 mod node_json;
 mod pending;
@@ -140,7 +143,10 @@ impl StateFile {
         opts: &AcquireOptions,
         edit: Edit,
     ) -> Result<WriteOutcome> {
-        let mut pending = self.begin(coordinator, opts).await?;
+        // Only `merge` needs the whole document built; `set` and `append` edit the bytes read
+        // (see `lean.rs`), `update` hands them to its command.
+        let build = matches!(edit, Edit::Merge(_));
+        let mut pending = self.begin_with(coordinator, opts, build).await?;
         let result = match edit {
             Edit::Update(argv) => self.update(&mut pending, &argv).await,
             edit => match self.edit_and_commit(&mut pending, edit.clone()).await {
@@ -162,6 +168,9 @@ impl StateFile {
         pending: &mut PendingWrite,
         edit: Edit,
     ) -> Result<WriteOutcome> {
+        if !matches!(edit, Edit::Merge(_)) {
+            return pending.commit_edit(edit).await;
+        }
         let mut doc = pending
             .take_document()
             .unwrap_or_else(|| Value::Object(Map::new()));
@@ -194,12 +203,21 @@ impl StateFile {
         pending.commit(&doc).await
     }
 
+    /// [`StateFile::parse`]'s check without building the document.
+    pub(super) fn check(&self, bytes: &[u8]) -> Result<()> {
+        serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+            .map(drop)
+            .map_err(|e| self.not_json(e))
+    }
+
     pub(super) fn parse(&self, bytes: &[u8]) -> Result<Value> {
-        serde_json::from_slice(bytes).map_err(|e| {
-            Error::bad_data(format!(
-                "{} is not valid JSON ({e}); nothing written",
-                self.path.display()
-            ))
-        })
+        serde_json::from_slice(bytes).map_err(|e| self.not_json(e))
+    }
+
+    fn not_json(&self, e: serde_json::Error) -> Error {
+        Error::bad_data(format!(
+            "{} is not valid JSON ({e}); nothing written",
+            self.path.display()
+        ))
     }
 }

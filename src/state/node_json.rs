@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// Serialize as Node's `JSON.stringify(doc, null, 2)` does (no final newline).
 pub fn to_node_json(doc: &Value) -> String {
@@ -13,7 +13,7 @@ pub fn to_node_json(doc: &Value) -> String {
     out
 }
 
-fn write_value(out: &mut String, v: &Value, depth: usize) {
+pub(super) fn write_value(out: &mut String, v: &Value, depth: usize) {
     match v {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -35,7 +35,7 @@ fn write_value(out: &mut String, v: &Value, depth: usize) {
         }
         Value::Object(m) => {
             out.push('{');
-            for (i, (k, item)) in js_order(m).into_iter().enumerate() {
+            for (i, (k, item)) in js_order(m.iter()).into_iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
@@ -50,7 +50,7 @@ fn write_value(out: &mut String, v: &Value, depth: usize) {
     }
 }
 
-fn newline(out: &mut String, depth: usize) {
+pub(super) fn newline(out: &mut String, depth: usize) {
     out.push('\n');
     for _ in 0..depth {
         out.push_str("  ");
@@ -58,18 +58,20 @@ fn newline(out: &mut String, depth: usize) {
 }
 
 /// JavaScript's property order: array-index keys ascending, then the rest in insertion order.
-fn js_order(m: &Map<String, Value>) -> Vec<(&String, &Value)> {
+pub(super) fn js_order<'m, V>(
+    entries: impl Iterator<Item = (&'m String, &'m V)> + Clone,
+) -> Vec<(&'m String, &'m V)> {
     let is_index = |k: &str| {
         (k == "0"
             || (!k.starts_with('0') && !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit())))
             && k.parse::<u64>().is_ok_and(|n| n < u64::from(u32::MAX))
     };
-    let mut indexed: Vec<(&String, &Value)> = m.iter().filter(|(k, _)| is_index(k)).collect();
+    let mut indexed: Vec<(&String, &V)> = entries.clone().filter(|(k, _)| is_index(k)).collect();
     if indexed.is_empty() {
-        return m.iter().collect();
+        return entries.collect();
     }
     indexed.sort_by_key(|(k, _)| k.parse::<u64>().unwrap_or(0));
-    indexed.extend(m.iter().filter(|(k, _)| !is_index(k)));
+    indexed.extend(entries.filter(|(k, _)| !is_index(k)));
     indexed
 }
 
@@ -101,7 +103,7 @@ fn write_number(out: &mut String, n: &serde_json::Number) {
 
 /// Strings as `JSON.stringify` escapes them. Every character that needs an escape is ASCII, so
 /// the bytes between them are copied in runs (UTF-8 never has an ASCII byte inside a character).
-fn write_string(out: &mut String, s: &str) {
+pub(super) fn write_string(out: &mut String, s: &str) {
     out.push('"');
     let bytes = s.as_bytes();
     let mut run_start = 0;

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::fence::FenceRecord;
 use super::load::{self, Loaded};
-use super::{StateFile, WriteOutcome, to_node_json};
+use super::{Edit, StateFile, WriteOutcome, lean, to_node_json};
 use crate::{AcquireOptions, Coordinator, Error, FencingToken, Lease, Result};
 
 /// How deep a document may nest (arrays and objects) and still be read back: `serde_json`
@@ -24,6 +24,8 @@ pub struct PendingWrite {
     fence: FenceRecord,
     read: Option<Loaded>,
     document: Option<Value>,
+    /// Whether the document is parsed into `document`, or only checked (the lean edits).
+    parsed: bool,
     committed: bool,
 }
 
@@ -40,6 +42,17 @@ impl StateFile {
         &self,
         coordinator: &Coordinator,
         opts: &AcquireOptions,
+    ) -> Result<PendingWrite> {
+        self.begin_with(coordinator, opts, true).await
+    }
+
+    /// [`StateFile::begin`]; with `parse` false the document is only checked, not built
+    /// ([`PendingWrite::document`] is then `None`).
+    pub(super) async fn begin_with(
+        &self,
+        coordinator: &Coordinator,
+        opts: &AcquireOptions,
+        parse: bool,
     ) -> Result<PendingWrite> {
         let fence = FenceRecord::new(&self.work_dir, &self.name)?;
         let mut lease = coordinator.acquire(&self.name, opts).await?;
@@ -68,6 +81,7 @@ impl StateFile {
             fence,
             read: None,
             document: None,
+            parsed: parse,
             committed: false,
         };
         match pending.reload() {
@@ -109,7 +123,11 @@ impl PendingWrite {
         self.read = None;
         let read = load::load(self.file.path())?;
         self.document = match &read {
-            Some(r) => Some(self.file.parse(&r.bytes)?),
+            Some(r) if self.parsed => Some(self.file.parse(&r.bytes)?),
+            Some(r) => {
+                self.file.check(&r.bytes)?;
+                None
+            }
             None => None,
         };
         self.read = read;
@@ -128,23 +146,62 @@ impl PendingWrite {
     ///
     /// [`reload`]: PendingWrite::reload
     pub async fn commit(&mut self, doc: &Value) -> Result<WriteOutcome> {
-        let token = self.lease.token();
+        self.ready()?;
+        if let Some(depth) = deeper_than(doc, MAX_DEPTH) {
+            return Err(self.too_deep(depth));
+        }
+        self.commit_text(to_node_json(doc)).await
+    }
+
+    /// `set` or `append` applied to the bytes read without building the document (see
+    /// `lean.rs`), then committed as [`PendingWrite::commit`] does.
+    pub(super) async fn commit_edit(&mut self, edit: Edit) -> Result<WriteOutcome> {
+        self.ready()?;
+        // The file read back within the limit; only the new value, where it goes, can pass it.
+        let (above, value) = match &edit {
+            Edit::Append(p, v) => (p.tokens.len() + 1, v),
+            Edit::Set(p, v) => (p.tokens.len(), v),
+            _ => return Err(Error::internal("only set and append edit the text")),
+        };
+        if let Some(depth) = deeper_than(value, MAX_DEPTH.saturating_sub(above)) {
+            return Err(self.too_deep(above + depth));
+        }
+        let text = match &self.read {
+            Some(r) => std::str::from_utf8(&r.bytes).map_err(|e| {
+                Error::bad_data(format!(
+                    "{} is not valid UTF-8 ({e})",
+                    self.file.path().display()
+                ))
+            })?,
+            None => "{}",
+        };
+        let new = lean::edit_text(text, edit, self.file.name())?;
+        self.commit_text(new).await
+    }
+
+    /// Not committed yet, and the lease still valid (no temp file is written for nothing).
+    fn ready(&self) -> Result<()> {
         if self.committed {
             return Err(Error::usage(format!(
-                "{}: this write was already committed under token {token}; begin a new one",
-                self.file.name()
+                "{}: this write was already committed under token {}; begin a new one",
+                self.file.name(),
+                self.lease.token()
             )));
         }
-        self.lease.check_valid()?;
-        if let Some(depth) = deeper_than(doc, MAX_DEPTH) {
-            return Err(Error::bad_data(format!(
-                "{}: the new document nests {depth} or more levels deep; at most {MAX_DEPTH} can be \
-                 read back; nothing written",
-                self.file.name()
-            )));
-        }
+        self.lease.check_valid()
+    }
+
+    fn too_deep(&self, depth: usize) -> Error {
+        Error::bad_data(format!(
+            "{}: the new document nests {depth} or more levels deep; at most {MAX_DEPTH} can be \
+             read back; nothing written",
+            self.file.name()
+        ))
+    }
+
+    async fn commit_text(&mut self, mut text: String) -> Result<WriteOutcome> {
+        let token = self.lease.token();
         let read = self.read.as_ref();
-        let mut text = to_node_json(doc);
         if read.is_some_and(|r| r.bytes.ends_with(b"\n")) {
             text.push('\n');
         }

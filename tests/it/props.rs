@@ -1,7 +1,7 @@
 //! Property tests of the parsers and writers: the layout writer against Node's
 //! `JSON.stringify(JSON.parse(x), null, 2)` (one `node` process per batch) and against parsing
 //! its own output back, pointer edits read back through `serde_json`'s own RFC 6901 lookup, and
-//! the duration parser. Case counts are small: the whole file runs in a few seconds.
+//! the duration parser, and `set`/`append` on the bytes read against the same edit in memory. Case counts are small: the whole file runs in a few seconds.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
-use proptest::test_runner::{Config as RunnerConfig, TestRunner};
+use proptest::test_runner::{Config as RunnerConfig, TestCaseError, TestRunner};
 use serde_json::{Map, Number, Value};
 use tractatus_lock::config::parse_duration;
-use tractatus_lock::state::{Edit, to_node_json};
+use tractatus_lock::state::{Edit, StateFile, to_node_json};
+use tractatus_lock::{AcquireOptions, Config, Coordinator, Identity};
 
 /// Strings, half of them built from the characters whose escapes differ between writers.
 fn text() -> impl Strategy<Value = String> {
@@ -319,4 +320,118 @@ proptest! {
             }
         }
     }
+}
+
+/// One `set` or `append` through `StateFile::write` (which edits the bytes read without building
+/// the document) against the same edit applied in memory and laid out by `to_node_json`: the
+/// same file, or the same refusal with the file untouched.
+struct WriteCase {
+    dir: tempfile::TempDir,
+    runtime: tokio::runtime::Runtime,
+    coordinator: Coordinator,
+}
+
+impl WriteCase {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(".git")).unwrap();
+        std::fs::create_dir_all(dir.path().join(".claude")).unwrap();
+        let coordinator = Coordinator::local(
+            Config::new(Vec::new()),
+            Identity::current("props"),
+            dir.path().join(".claude/.tractatus/locks"),
+        )
+        .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        WriteCase {
+            dir,
+            runtime,
+            coordinator,
+        }
+    }
+
+    fn check(&self, text: &str, edit: Edit) -> Result<(), TestCaseError> {
+        let rel = std::path::Path::new(".claude/doc.json");
+        let path = self.dir.path().join(rel);
+        std::fs::write(&path, text).unwrap();
+        let mut expected: Value = serde_json::from_str(text).unwrap();
+        let applied = edit.clone().apply(&mut expected, ".claude/doc.json");
+        let file = StateFile::open(self.dir.path(), self.dir.path(), rel).unwrap();
+        let written = self.runtime.block_on(file.write(
+            &self.coordinator,
+            &AcquireOptions::default(),
+            edit.clone(),
+        ));
+        let after = std::fs::read_to_string(&path).unwrap();
+        match (applied, written) {
+            (Ok(()), Ok(_)) => prop_assert_eq!(after, to_node_json(&expected), "{:?}", edit),
+            (Err(want), Err(got)) => {
+                prop_assert_eq!(want.to_string(), got.to_string());
+                prop_assert_eq!(after, text);
+            }
+            (want, got) => prop_assert!(false, "in memory {want:?}, written {got:?}"),
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn writes_edit_the_bytes_read_exactly_as_the_in_memory_edit_would() {
+    let case = WriteCase::new();
+    // Spellings a generated document never has: repeated keys (the last value at the first
+    // key's place), index-like keys out of order, odd whitespace and number forms.
+    let odd = r#" {"b":1,"2":{"x":1,"x":2},"1":[],"a":{"k":[1,2]},"a":{"k":[3]} , "n": 1.50e1 } "#;
+    for (pointer, json) in [
+        ("/a/k", "4"),
+        ("/1", "{\"a\":[]}"),
+        ("/2", "1"),
+        ("/b", "[]"),
+    ] {
+        case.check(odd, Edit::append(pointer, json).unwrap())
+            .unwrap();
+    }
+    for (pointer, json) in [
+        ("/a/k/0", "9"),
+        ("/a/k/-", "9"),
+        ("/2/x", "null"),
+        ("/1/0", "1"),
+        ("/1/1", "1"),
+        ("/a/k/5", "1"),
+        ("/z/y", "1"),
+        ("", "[1]"),
+    ] {
+        case.check(odd, Edit::set(pointer, json).unwrap()).unwrap();
+    }
+    let mut runner = TestRunner::new(RunnerConfig {
+        cases: 48,
+        ..RunnerConfig::default()
+    });
+    runner
+        .run(
+            &(
+                object_document(),
+                any::<prop::sample::Index>(),
+                key(),
+                any::<bool>(),
+                document(),
+            ),
+            |(doc, at, new_key, append, value)| {
+                let places = containers(&doc);
+                let mut target = at.get(&places).clone();
+                if !append {
+                    target.push(new_key);
+                }
+                let value = serde_json::to_string(&value).unwrap();
+                let edit = if append {
+                    Edit::append(&pointer(&target), &value)
+                } else {
+                    Edit::set(&pointer(&target), &value)
+                };
+                case.check(&serde_json::to_string(&doc).unwrap(), edit.unwrap())
+            },
+        )
+        .unwrap();
 }

@@ -1069,3 +1069,48 @@ fn a_missing_directory_is_named_in_the_error() {
     );
     assert!(!repo.file(".claude/nodir").exists());
 }
+
+#[test]
+fn appending_to_a_large_file_peaks_below_three_times_its_size() {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let repo = Repo::new();
+    // About 30 MB in Node's layout, built as text (building it as a document would be slow).
+    let mut text = String::from("{\n  \"version\": \"3.5\",\n  \"instructions\": [");
+    for i in 0..40_000 {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(&format!(
+            "\n    {{\n      \"id\": \"inst_{i}\",\n      \"text\": \"{}\",\n      \"parameters\": {{\n        \"threshold\": 0.75,\n        \"files\": [\n          \".claude/a.json\"\n        ]\n      }},\n      \"active\": true\n    }}",
+            "Rule: check the session state and record the change. ".repeat(12)
+        ));
+    }
+    text.push_str("\n  ]\n}\n");
+    repo.write(HISTORY, &text);
+    let size = text.len() as i64;
+    drop(text);
+    // Local locks: no redis-server among this process's children to blur the figure.
+    let r = run(tractatus(&repo.path()).args([
+        "state",
+        "append",
+        HISTORY,
+        "/instructions",
+        r#"{"id":"last"}"#,
+    ]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // The largest peak of any child this test process has waited for: an upper bound on ours
+    // (other tests' children, node at about 50 MB the largest, run in parallel).
+    let peak = getrusage(UsageWho::RUSAGE_CHILDREN).unwrap().max_rss() * 1024;
+    println!(
+        "append to {} MB: peak RSS at most {} MB ({:.1}x) in {:?}",
+        size >> 20,
+        peak >> 20,
+        peak as f64 / size as f64,
+        r.elapsed
+    );
+    assert!(peak <= 3 * size, "peak {peak} bytes for a {size}-byte file");
+    assert!(
+        repo.read(HISTORY)
+            .ends_with("    {\n      \"id\": \"last\"\n    }\n  ]\n}\n")
+    );
+}

@@ -270,6 +270,29 @@ mod tests {
         format!("{}{}", "[".repeat(levels), "]".repeat(levels))
     }
 
+    /// A Node addon holds a `PendingWrite` across threads and awaits its futures on a
+    /// multi-threaded runtime: all of them must be `Send`. Compiling is the test.
+    #[allow(dead_code)]
+    fn the_two_phases_are_send(
+        file: StateFile,
+        c: Coordinator,
+        o: AcquireOptions,
+        mut p: PendingWrite,
+        v: Value,
+    ) {
+        fn send<T: Send + 'static>(_: &T) {}
+        fn send_now<T: Send>(_: T) {}
+        send_now(file.begin(&c, &o));
+        send_now(file.write(
+            &c,
+            &o,
+            Edit::Append(crate::state::parse_pointer("").unwrap(), v.clone()),
+        ));
+        send_now(p.commit(&v));
+        send(&p);
+        send_now(p.release());
+    }
+
     #[test]
     fn the_depth_limit_is_what_serde_json_reads_back() {
         let deepest: Value = serde_json::from_str(&nested(MAX_DEPTH)).unwrap();

@@ -205,6 +205,13 @@ impl StateFile {
 
     /// [`StateFile::parse`]'s check without building the document.
     pub(super) fn check(&self, bytes: &[u8]) -> Result<()> {
+        if pending::text_deeper_than(bytes, MAX_DEPTH) {
+            return Err(Error::bad_data(format!(
+                "{} is not valid JSON (it nests deeper than {MAX_DEPTH} levels, the most it can \
+                 read); nothing written",
+                self.path.display()
+            )));
+        }
         serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
             .map(drop)
             .map_err(|e| self.not_json(e))

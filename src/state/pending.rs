@@ -240,6 +240,36 @@ impl PendingWrite {
     }
 }
 
+/// True when the JSON text `bytes` nests deeper than `limit`. `serde_json` enforces its limit
+/// when it builds a value but not when it only checks the syntax, and the lean edits recurse
+/// once per level: this scan (iterative, no allocation) keeps them to what a parse accepts.
+pub(super) fn text_deeper_than(bytes: &[u8], limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 /// `Some(limit + 1)` when `doc` nests deeper than `limit` (scalars are 0, `[]` is 1).
 /// Iterative: a document handed in by a library caller may be deeper than the stack allows to
 /// recurse.
@@ -306,5 +336,13 @@ mod tests {
         assert_eq!(deeper_than(&serde_json::json!(3), 0), None);
         assert_eq!(deeper_than(&serde_json::json!({"a": [1]}), 2), None);
         assert_eq!(deeper_than(&serde_json::json!({"a": [1]}), 1), Some(2));
+        // The text scan agrees, and brackets inside strings do not count.
+        assert!(!text_deeper_than(nested(MAX_DEPTH).as_bytes(), MAX_DEPTH));
+        assert!(text_deeper_than(
+            nested(MAX_DEPTH + 1).as_bytes(),
+            MAX_DEPTH
+        ));
+        assert!(!text_deeper_than(br#"[{"a": "[[[\"[[", "b": [1]}]"#, 3));
+        assert!(text_deeper_than(br#"[{"a": "]]]\"]]", "b": [[1]]}]"#, 3));
     }
 }

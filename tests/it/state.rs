@@ -1016,6 +1016,23 @@ fn a_document_too_deep_to_read_back_is_refused_and_the_limit_is_readable() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     let r = run(tractatus(&repo.path()).args(["--redis", &url, "state", "set", rel, "/n", "1"]));
     assert_eq!(r.code, 0, "{}", r.stderr);
+    // A file nested deeper than can be read (written by another program) is refused by every
+    // command, and never crashes one (each level of a deep document is a level of recursion).
+    for levels in [128, 100_000] {
+        repo.write(
+            rel,
+            &format!("{{\"list\": [], \"deep\": {}}}", nested(levels)),
+        );
+        for args in [
+            vec!["append", rel, "/list", "1"],
+            vec!["set", rel, "/n", "1"],
+            vec!["merge", rel, "{}"],
+            vec!["update", rel, "--", "cat"],
+            vec!["get", rel],
+        ] {
+            refused(&repo, &url, rel, &args, 65);
+        }
+    }
 }
 
 #[test]

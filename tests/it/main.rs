@@ -7,6 +7,7 @@ mod cli;
 mod faults;
 mod lock_run;
 mod operate;
+mod props;
 mod redlock;
 mod restart;
 mod state;

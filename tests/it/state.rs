@@ -1,6 +1,7 @@
 //! `tractatus state`: guarded read-modify-write of JSON state files, atomic commits, the fencing
 //! check, crash safety, and bad input that leaves the file byte for byte as it was.
 
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -9,8 +10,13 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
+use tractatus_lock::config::parse_nodes;
+use tractatus_lock::state::{StateFile, WriteOutcome};
+use tractatus_lock::{AcquireOptions, Config, Coordinator, Error, Identity};
+
 use crate::support::{
-    Guard, RedisServer, Repo, fixture, instruction_history, run, signal, tractatus, wait_until,
+    Guard, RedisServer, Repo, fixture, instruction_history, run, signal, tractatus, try_lock,
+    wait_until,
 };
 
 const HISTORY: &str = ".claude/instruction-history.json";
@@ -333,6 +339,10 @@ fn bad_input_is_refused_with_its_code_and_the_file_is_untouched() {
     );
     refused(&repo, &url, cp, &["set", cp, "/overdue", "tru"], 65);
     refused(&repo, &url, cp, &["merge", cp, "{\"budget\":"], 65);
+    // A merge patch is an object: any other JSON would replace the whole document.
+    for patch in ["[1,2]", "3", "null", "\"x\""] {
+        refused(&repo, &url, cp, &["merge", cp, patch], 65);
+    }
     refused(&repo, &url, cp, &["append", cp, "/budget", "1"], 65);
     refused(&repo, &url, cp, &["append", cp, "/missing/list", "1"], 65);
     refused(&repo, &url, cp, &["set", cp, "/missing/x", "1"], 65);
@@ -685,5 +695,439 @@ fn a_write_by_a_program_that_takes_no_lock_is_not_overwritten() {
         repo.read(rel),
         "{\"n\": 2}",
         "the plain writer's update was lost"
+    );
+}
+
+/// A coordinator on `url` in `repo`'s namespace, so that it contends with the CLI's leases.
+async fn coordinator_for(repo: &Repo, url: &str, ttl: Duration, max_hold: Duration) -> Coordinator {
+    let root = repo.path();
+    let settings = tractatus_lock::settings::read_settings(&root).unwrap();
+    let mut config = Config::new(parse_nodes(&[url]).unwrap());
+    config.namespace = tractatus_lock::settings::ensure_namespace(&root, &settings).unwrap();
+    config.ttl = ttl;
+    config.node_timeout = ttl / 10;
+    config.max_hold = max_hold;
+    Coordinator::connect(config, Identity::current("it"))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn begin_then_commit_holds_the_lease_and_a_change_in_between_is_a_conflict() {
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    let rel = ".claude/session-state.json";
+    repo.write(rel, "{\n  \"n\": 1\n}\n");
+    let c = coordinator_for(
+        &repo,
+        &redis.url(),
+        Duration::from_secs(10),
+        Duration::from_secs(60),
+    )
+    .await;
+    let file = StateFile::open(&repo.path(), &repo.path(), Path::new(rel)).unwrap();
+    let mut pending = file
+        .begin(&c, &AcquireOptions::wait(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(pending.document(), Some(&serde_json::json!({"n": 1})));
+    // The lease is held between the phases: the CLI cannot take it.
+    let root = repo.path();
+    let url = redis.url();
+    let tried = tokio::task::spawn_blocking(move || try_lock(&root, &url, ["--file", rel]))
+        .await
+        .unwrap();
+    assert_eq!(tried.code, 75, "{}", tried.stderr);
+
+    // A program that takes no lock writes in between: the commit is refused, nothing written.
+    let theirs = "{\n  \"n\": 1,\n  \"theirs\": true\n}\n";
+    repo.write(rel, theirs);
+    let mut doc = pending.document().unwrap().clone();
+    doc["n"] = 2.into();
+    let e = pending.commit(&doc).await.unwrap_err();
+    assert!(matches!(e, Error::Conflict { .. }), "{e}");
+    assert_eq!(e.exit_code(), 76);
+    assert_eq!(repo.read(rel), theirs);
+
+    // Read again under the same lease, redo, commit: both changes are in the file.
+    pending.reload().unwrap();
+    let mut doc = pending.document().unwrap().clone();
+    doc["n"] = 2.into();
+    let token = pending.token();
+    match pending.commit(&doc).await.unwrap() {
+        WriteOutcome::Committed { token: t, .. } => assert_eq!(t, token),
+        other => panic!("{other:?}"),
+    }
+    // A token commits once.
+    assert_eq!(pending.commit(&doc).await.unwrap_err().exit_code(), 64);
+    pending.release().await.unwrap();
+    assert_eq!(repo.read(rel), "{\n  \"n\": 2,\n  \"theirs\": true\n}\n");
+
+    // A file that does not exist yet: no document; committing creates it. Identical bytes are
+    // not rewritten.
+    let fresh =
+        StateFile::open(&repo.path(), &repo.path(), Path::new(".claude/fresh.json")).unwrap();
+    let mut pending = fresh.begin(&c, &AcquireOptions::default()).await.unwrap();
+    assert_eq!(pending.document(), None);
+    let doc = serde_json::json!({"a": [1]});
+    assert!(matches!(
+        pending.commit(&doc).await.unwrap(),
+        WriteOutcome::Committed { .. }
+    ));
+    pending.release().await.unwrap();
+    let mut pending = fresh.begin(&c, &AcquireOptions::default()).await.unwrap();
+    assert!(matches!(
+        pending.commit(&doc).await.unwrap(),
+        WriteOutcome::Unchanged { .. }
+    ));
+    pending.release().await.unwrap();
+    assert_eq!(
+        repo.read(".claude/fresh.json"),
+        "{\n  \"a\": [\n    1\n  ]\n}"
+    );
+}
+
+#[tokio::test]
+async fn a_lease_lost_before_commit_gives_76_and_leaves_the_file_untouched() {
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    let rel = ".claude/session-state.json";
+    let before = "{\n  \"n\": 1\n}";
+    repo.write(rel, before);
+    // Renewal stops after half a second (max hold): the lease is then lost.
+    let c = coordinator_for(
+        &repo,
+        &redis.url(),
+        Duration::from_secs(1),
+        Duration::from_millis(500),
+    )
+    .await;
+    let file = StateFile::open(&repo.path(), &repo.path(), Path::new(rel)).unwrap();
+    let mut pending = file.begin(&c, &AcquireOptions::default()).await.unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(10), pending.lease().lost())
+        .await
+        .expect("the lease is lost once its max hold is reached");
+    println!("lost: {reason}");
+    let e = pending
+        .commit(&serde_json::json!({"n": 2}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.exit_code(), 76, "{e}");
+    assert!(matches!(e, Error::LeaseLost { .. }), "{e}");
+    let _ = pending.release().await;
+    assert_eq!(repo.read(rel), before);
+    let left: Vec<_> = std::fs::read_dir(repo.file(".claude"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tractatus-"))
+        .collect();
+    assert!(left.is_empty(), "temp files left: {left:?}");
+}
+
+#[test]
+fn state_get_takes_no_lease_and_writes_nothing_to_the_audit_log() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let repo = Repo::new();
+    let rel = ".claude/session-state.json";
+    repo.write(rel, &fixture("session-state.json"));
+    let ready = repo.file("holder.ready");
+    let mut holder = Guard(
+        tractatus(&repo.path())
+            .args([
+                "--redis", &url, "lock", "run", "--file", rel, "--", "sh", "-c",
+            ])
+            .arg(format!("touch {}; sleep 30", ready.display()))
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(Duration::from_secs(10), "the holder runs", || {
+        ready.exists()
+    });
+    let log = || {
+        let r = run(tractatus(&repo.path()).args(["--redis", &url, "--json", "lock", "log"]));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap()
+    };
+    let before = log();
+    let r = run(tractatus(&repo.path()).args([
+        "--redis",
+        &url,
+        "--wait",
+        "20s",
+        "state",
+        "get",
+        rel,
+        "/message_count",
+    ]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, "42\n");
+    assert!(
+        r.elapsed < Duration::from_secs(2),
+        "waited behind the holder: {:?}",
+        r.elapsed
+    );
+    assert_eq!(log(), before, "the read left a trace in the audit log");
+    assert!(holder.0.try_wait().unwrap().is_none(), "the holder ended");
+
+    // Nothing there is not bad data: exit 1, one line saying what is missing.
+    let r = run(tractatus(&repo.path()).args(["--redis", &url, "state", "get", rel, "/missing"]));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(
+        r.stderr.trim(),
+        format!("tractatus: no value at /missing in {rel}")
+    );
+    let r =
+        run(tractatus(&repo.path()).args(["--redis", &url, "state", "get", ".claude/none.json"]));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(
+        r.stderr.trim(),
+        "tractatus: .claude/none.json does not exist"
+    );
+    // Without Redis a read still works: it needs no coordinator at all.
+    let r = run(tractatus(&repo.path()).args([
+        "--redis",
+        "redis://127.0.0.1:1",
+        "state",
+        "get",
+        rel,
+        "/message_count",
+    ]));
+    assert_eq!((r.code, r.stdout.as_str()), (0, "42\n"), "{}", r.stderr);
+}
+
+#[test]
+fn a_fifo_as_the_state_file_is_refused_at_once_and_no_lease_is_left_held() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let repo = Repo::new();
+    let rel = ".claude/fifo.json";
+    nix::unistd::mkfifo(
+        &repo.file(rel),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    for args in [
+        vec!["set", rel, "/a", "1"],
+        vec!["merge", rel, "{}"],
+        vec!["update", rel, "--", "cat"],
+        vec!["get", rel],
+    ] {
+        // Spawned, not run: on a build that hangs the test must still end.
+        let mut child = Guard(
+            tractatus(&repo.path())
+                .args(["--redis", &url, "--wait", "5s", "state"])
+                .args(&args)
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let start = Instant::now();
+        let code = child.wait_code(Duration::from_secs(10));
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert_eq!(code, Some(65), "{args:?}: {stderr}");
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{args:?} took {:?}",
+            start.elapsed()
+        );
+        assert!(stderr.contains("not a regular file"), "{stderr}");
+        let r = crate::support::try_lock(&repo.path(), &url, ["--file", rel]);
+        assert_eq!(r.code, 0, "{args:?} left its lease held: {}", r.stderr);
+    }
+    assert!(
+        std::fs::symlink_metadata(repo.file(rel))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+}
+
+#[test]
+fn a_fence_record_locked_by_a_stuck_writer_times_out_instead_of_hanging() {
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    let rel = ".claude/session-state.json";
+    repo.write(rel, "{}");
+    // A writer stopped mid-commit holds the file's fence record locked.
+    let fence_dir = repo.file(".claude/.tractatus/fence");
+    std::fs::create_dir_all(&fence_dir).unwrap();
+    let record = std::fs::File::create(fence_dir.join(".claude%2Fsession-state.json")).unwrap();
+    record.lock().unwrap();
+    let mut child = Guard(
+        tractatus(&repo.path())
+            .args([
+                "--redis",
+                &redis.url(),
+                "--ttl",
+                "1s",
+                "state",
+                "set",
+                rel,
+                "/a",
+                "1",
+            ])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let start = Instant::now();
+    let code = child.wait_code(Duration::from_secs(20));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    println!("gave up after {:?}: {stderr}", start.elapsed());
+    assert_eq!(code, Some(75), "{stderr}");
+    assert!(stderr.contains("fence record"), "{stderr}");
+    assert_eq!(repo.read(rel), "{}");
+    let r = crate::support::try_lock(&repo.path(), &redis.url(), ["--file", rel]);
+    assert_eq!(r.code, 0, "the lease was left held: {}", r.stderr);
+    drop(record);
+}
+
+#[test]
+fn a_document_too_deep_to_read_back_is_refused_and_the_limit_is_readable() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let repo = Repo::new();
+    let rel = ".claude/deep.json";
+    repo.write(rel, "{\n  \"list\": []\n}");
+    let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+    // The object and the list are two levels: 126 more is one too many to read back.
+    refused(
+        &repo,
+        &url,
+        rel,
+        &["append", rel, "/list", &nested(126)],
+        65,
+    );
+    let r = run(tractatus(&repo.path()).args([
+        "--redis",
+        &url,
+        "state",
+        "append",
+        rel,
+        "/list",
+        &nested(125),
+    ]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // What was written reads back, by us and by the next writer.
+    let r = run(tractatus(&repo.path()).args(["--redis", &url, "state", "get", rel, "/list/0"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run(tractatus(&repo.path()).args(["--redis", &url, "state", "set", rel, "/n", "1"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // A file nested deeper than can be read (written by another program) is refused by every
+    // command, and never crashes one (each level of a deep document is a level of recursion).
+    for levels in [128, 100_000] {
+        repo.write(
+            rel,
+            &format!("{{\"list\": [], \"deep\": {}}}", nested(levels)),
+        );
+        for args in [
+            vec!["append", rel, "/list", "1"],
+            vec!["set", rel, "/n", "1"],
+            vec!["merge", rel, "{}"],
+            vec!["update", rel, "--", "cat"],
+            vec!["get", rel],
+        ] {
+            refused(&repo, &url, rel, &args, 65);
+        }
+    }
+}
+
+#[test]
+fn invalid_utf8_from_the_update_command_is_bad_data_and_nothing_is_written() {
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    let rel = ".claude/session-state.json";
+    repo.write(rel, "{\n  \"a\": \"x\"\n}");
+    refused(
+        &repo,
+        &redis.url(),
+        rel,
+        &[
+            "update",
+            rel,
+            "--",
+            "sh",
+            "-c",
+            r#"cat > /dev/null; printf '{"a": "\377"}'"#,
+        ],
+        65,
+    );
+}
+
+#[test]
+fn a_missing_directory_is_named_in_the_error() {
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    let rel = ".claude/nodir/state.json";
+    let r = run(tractatus(&repo.path()).args([
+        "--redis",
+        &redis.url(),
+        "state",
+        "set",
+        rel,
+        "/a",
+        "1",
+    ]));
+    assert_eq!(r.code, 73, "{}", r.stderr);
+    let line = r.stderr.trim();
+    assert!(
+        line.contains(&format!(
+            "{} does not exist",
+            repo.file(".claude/nodir").display()
+        )),
+        "{line}"
+    );
+    assert!(
+        !line.contains(".tractatus-"),
+        "the temp file's path: {line}"
+    );
+    assert!(!repo.file(".claude/nodir").exists());
+}
+
+#[test]
+fn appending_to_a_large_file_peaks_below_three_times_its_size() {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let repo = Repo::new();
+    // About 30 MB in Node's layout, built as text (building it as a document would be slow).
+    let mut text = String::from("{\n  \"version\": \"3.5\",\n  \"instructions\": [");
+    for i in 0..40_000 {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(&format!(
+            "\n    {{\n      \"id\": \"inst_{i}\",\n      \"text\": \"{}\",\n      \"parameters\": {{\n        \"threshold\": 0.75,\n        \"files\": [\n          \".claude/a.json\"\n        ]\n      }},\n      \"active\": true\n    }}",
+            "Rule: check the session state and record the change. ".repeat(12)
+        ));
+    }
+    text.push_str("\n  ]\n}\n");
+    repo.write(HISTORY, &text);
+    let size = text.len() as i64;
+    drop(text);
+    // Local locks: no redis-server among this process's children to blur the figure.
+    let r = run(tractatus(&repo.path()).args([
+        "state",
+        "append",
+        HISTORY,
+        "/instructions",
+        r#"{"id":"last"}"#,
+    ]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // The largest peak of any child this test process has waited for: an upper bound on ours
+    // (other tests' children, node at about 50 MB the largest, run in parallel).
+    let peak = getrusage(UsageWho::RUSAGE_CHILDREN).unwrap().max_rss() * 1024;
+    println!(
+        "append to {} MB: peak RSS at most {} MB ({:.1}x) in {:?}",
+        size >> 20,
+        peak >> 20,
+        peak as f64 / size as f64,
+        r.elapsed
+    );
+    assert!(peak <= 3 * size, "peak {peak} bytes for a {size}-byte file");
+    assert!(
+        repo.read(HISTORY)
+            .ends_with("    {\n      \"id\": \"last\"\n    }\n  ]\n}\n")
     );
 }

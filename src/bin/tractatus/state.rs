@@ -32,25 +32,34 @@ pub async fn run(ctx: &Context, cmd: StateCommand) -> Result<i32> {
         _ => None,
     };
     let file = ctx.ws.state_file(path)?;
+    let Some(edit) = edit else {
+        // No lease and no coordinator: commits are atomic renames, so a read is always whole.
+        // Missing is not bad data (65 asks for a human): 1, as `grep` says "not found".
+        return Ok(match file.read(pointer.as_ref())? {
+            Some(doc) => {
+                output::out(&tractatus_lock::state::to_node_json(&doc))?;
+                0
+            }
+            None => {
+                match &pointer {
+                    Some(p) if file.path().exists() => {
+                        output::note(&format!("no value at {p} in {}", file.name()))
+                    }
+                    _ => output::note(&format!("{} does not exist", file.name())),
+                }
+                1
+            }
+        });
+    };
     let coordinator = ctx.coordinator().await?;
     let feedback = WaitFeedback::start(&format!("lock '{}'", file.name()));
     let opts = AcquireOptions {
         wait: ctx.ws.resolved().wait,
         progress: Some(feedback.progress()),
     };
-    match edit {
-        None => {
-            let doc = file.read(&coordinator, &opts, pointer.as_ref()).await;
-            feedback.finish();
-            output::out(&tractatus_lock::state::to_node_json(&doc?))?;
-            Ok(0)
-        }
-        Some(edit) => {
-            let outcome = file.write(&coordinator, &opts, edit).await;
-            feedback.finish();
-            Ok(written(ctx, outcome?))
-        }
-    }
+    let outcome = file.write(&coordinator, &opts, edit).await;
+    feedback.finish();
+    Ok(written(ctx, outcome?))
 }
 
 /// Report a finished write; its exit code. Once committed, the write stands: a stdout that

@@ -1,0 +1,230 @@
+//! Guarded JSON state files: the whole read-modify-write runs under the lease named after the
+//! file, and the commit is atomic and fenced. A read takes no lease: it sees one committed
+//! document, whole.
+//!
+//! Commit: write a temp file in the same directory, fsync it, give it the old file's mode, then,
+//! holding the file's fence record (`.claude/.tractatus/fence/<name>`, under `flock`), check that
+//! the lease is still valid and that no higher fencing token has committed, record our token,
+//! rename over the target, fsync the directory. A reader sees the old document or the new one,
+//! whole. The window that remains: a holder that pauses *between* the validity check and the
+//! rename (a few microseconds, measured by the tests) can still land one write after its lease
+//! ran out; writers that all go through `tractatus` are serialized by the fence record's lock,
+//! so even then a lower token never overwrites a higher one on one machine. Across machines on a
+//! network filesystem the fence record's `flock` is as good as the filesystem's locking.
+//!
+//! Documents are written as Node's `JSON.stringify(doc, null, 2)` writes them (key
+//! order kept, integer-like keys first as JavaScript orders them, 2-space indent, JavaScript's
+//! number and string forms), with a final newline only when the old file had one.
+//!
+//! # Files
+//! - `mod.rs`: [`StateFile`]: open, the lock-free read, and `write` (an [`Edit`] applied
+//!   through the two-phase write).
+//! - `pending.rs`: the two-phase write: [`StateFile::begin`], then [`PendingWrite::commit`].
+//! - `edit.rs`: [`Pointer`], [`Edit`] and applying an edit in memory.
+//! - `lean.rs`: `set` and `append` on the bytes read, without building the document.
+//! - `filter.rs`: running `state update`'s command.
+//! - `load.rs`: reading the file (regular files only, never waiting on a FIFO).
+//! - `commit.rs`: the atomic, fenced compare-and-swap commit and abandoned temp files.
+//! - `fence.rs`: the fence record of committed tokens.
+//! - `node_json.rs`: [`to_node_json`], the `JSON.stringify(x, null, 2)` layout.
+
+mod commit;
+mod edit;
+mod fence;
+mod filter;
+mod lean;
+mod load;
+mod node_json;
+mod pending;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::repo;
+use crate::{AcquireOptions, Coordinator, Error, FencingToken, Result};
+
+pub use edit::{Edit, Pointer, parse_pointer};
+pub use node_json::to_node_json;
+pub use pending::{MAX_DEPTH, PendingWrite};
+
+use edit::{parse_json, take_pointer};
+use filter::{Filtered, run_filter};
+
+/// How a write ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// The new document was committed under this token.
+    Committed {
+        /// The lease's fencing token.
+        token: FencingToken,
+        /// How long the commit's unguarded window was: from the last validity check to the
+        /// rename being done. A holder paused inside it could still land a late write.
+        window: Duration,
+    },
+    /// The edit changed nothing; the file was not rewritten.
+    Unchanged {
+        /// The lease's fencing token.
+        token: FencingToken,
+    },
+    /// `update`'s command exited non-zero; nothing was written.
+    Aborted {
+        /// The command's exit code.
+        code: i32,
+    },
+}
+
+/// A state file inside a repository, and its lock.
+#[derive(Debug, Clone)]
+pub struct StateFile {
+    path: PathBuf,
+    name: String,
+    work_dir: PathBuf,
+}
+
+impl StateFile {
+    /// The state file at `path` (absolute or relative to `cwd`) in the repository at `root`.
+    /// Refuses paths outside the repository (64).
+    pub fn open(root: &Path, cwd: &Path, path: &Path) -> Result<Self> {
+        let root = root
+            .canonicalize()
+            .map_err(|e| Error::usage(format!("repository root {}: {e}", root.display())))?;
+        let abs = repo::resolve(&root, cwd, path)?;
+        let name = repo::lock_name_for(&root, cwd, path)?;
+        if abs.starts_with(root.join(repo::WORK_DIR)) {
+            return Err(Error::usage(format!(
+                "{} is tractatus' own working file, not a state file",
+                path.display()
+            )));
+        }
+        Ok(StateFile {
+            path: abs,
+            name,
+            work_dir: root.join(repo::WORK_DIR),
+        })
+    }
+
+    /// The lock name (path relative to the repository root).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The absolute path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Read the document, or the value at `pointer`, without a lease: commits are atomic
+    /// renames, so a read sees one whole committed document. `None` when the file does not
+    /// exist or nothing is at the pointer. Bad data (65) when the file is not a regular file or
+    /// not valid JSON.
+    pub fn read(&self, pointer: Option<&Pointer>) -> Result<Option<Value>> {
+        let Some(loaded) = load::load(&self.path)? else {
+            return Ok(None);
+        };
+        let doc = self.parse(&loaded.bytes)?;
+        drop(loaded);
+        Ok(match pointer {
+            None => Some(doc),
+            Some(p) => take_pointer(doc, p),
+        })
+    }
+
+    /// Apply `edit` under the lease and commit it atomically with a fencing check (built on
+    /// [`StateFile::begin`] and [`PendingWrite::commit`]).
+    ///
+    /// When the file changed under us (someone wrote it outside our lease), `set`, `append` and
+    /// `merge` are redone once on the new document, under the same lease; `update` is not (its
+    /// command may have done more than print), and ends in [`Error::Conflict`].
+    pub async fn write(
+        &self,
+        coordinator: &Coordinator,
+        opts: &AcquireOptions,
+        edit: Edit,
+    ) -> Result<WriteOutcome> {
+        // Only `merge` needs the whole document built; `set` and `append` edit the bytes read
+        // (see `lean.rs`), `update` hands them to its command.
+        let build = matches!(edit, Edit::Merge(_));
+        let mut pending = self.begin_with(coordinator, opts, build).await?;
+        let result = match edit {
+            Edit::Update(argv) => self.update(&mut pending, &argv).await,
+            edit => match self.edit_and_commit(&mut pending, edit.clone()).await {
+                Err(Error::Conflict { .. }) => match pending.reload() {
+                    Ok(()) => self.edit_and_commit(&mut pending, edit).await,
+                    Err(e) => Err(e),
+                },
+                other => other,
+            },
+        };
+        // Once committed, the write stands: a lease that ran out after the rename changes
+        // nothing about it, so release errors are not the caller's.
+        let _ = pending.release().await;
+        result
+    }
+
+    async fn edit_and_commit(
+        &self,
+        pending: &mut PendingWrite,
+        edit: Edit,
+    ) -> Result<WriteOutcome> {
+        if !matches!(edit, Edit::Merge(_)) {
+            return pending.commit_edit(edit).await;
+        }
+        let mut doc = pending
+            .take_document()
+            .unwrap_or_else(|| Value::Object(Map::new()));
+        edit.apply(&mut doc, &self.name)?;
+        pending.commit(&doc).await
+    }
+
+    /// `update`: the command gets the bytes read and prints the new document.
+    async fn update(&self, pending: &mut PendingWrite, argv: &[String]) -> Result<WriteOutcome> {
+        let old = pending.bytes().ok_or_else(|| {
+            Error::bad_data(format!(
+                "{} does not exist: `state update` needs a document to update (create it with `state set FILE \"\" '{{}}'`)",
+                self.path.display()
+            ))
+        })?;
+        let out = match run_filter(pending.lease(), argv, old).await? {
+            Filtered::Output(out) => out,
+            Filtered::Failed(code) => return Ok(WriteOutcome::Aborted { code }),
+        };
+        // Replacing bad bytes with U+FFFD would commit a document the command never printed.
+        let text = std::str::from_utf8(&out).map_err(|e| {
+            Error::bad_data(format!(
+                "the command's output is not valid UTF-8 (at byte {}); nothing written",
+                e.valid_up_to()
+            ))
+        })?;
+        let doc = parse_json(text, "the command's output")
+            .map_err(|e| Error::bad_data(format!("{e}; nothing written")))?;
+        drop(out);
+        pending.commit(&doc).await
+    }
+
+    /// [`StateFile::parse`]'s check without building the document.
+    pub(super) fn check(&self, bytes: &[u8]) -> Result<()> {
+        if pending::text_deeper_than(bytes, MAX_DEPTH) {
+            return Err(Error::bad_data(format!(
+                "{} is not valid JSON (it nests deeper than {MAX_DEPTH} levels, the most it can \
+                 read); nothing written",
+                self.path.display()
+            )));
+        }
+        serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+            .map(drop)
+            .map_err(|e| self.not_json(e))
+    }
+
+    pub(super) fn parse(&self, bytes: &[u8]) -> Result<Value> {
+        serde_json::from_slice(bytes).map_err(|e| self.not_json(e))
+    }
+
+    fn not_json(&self, e: serde_json::Error) -> Error {
+        Error::bad_data(format!(
+            "{} is not valid JSON ({e}); nothing written",
+            self.path.display()
+        ))
+    }
+}

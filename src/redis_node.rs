@@ -135,6 +135,31 @@ impl RedisNode {
         }
     }
 
+    /// [`Self::call`] for requests that may safely run twice (the owner-checked renew and
+    /// release): when the cached connection turns out broken (the server restarted since it was
+    /// opened), the request is sent once more on a fresh connection. Without this, the first
+    /// release after a Redis restart fails, and the waiters wait out the TTL instead of being
+    /// woken.
+    async fn call_twice<T, F, Fut>(&self, f: F) -> Result<T, NodeError>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let cached = self.conn.lock().await.is_some();
+        match self.call(&f).await {
+            // `call` dropped the connection: it was broken, not slow.
+            Err(e) if cached && !e.timed_out && self.conn.lock().await.is_none() => {
+                self.call(&f).await.map_err(|again| {
+                    NodeError::new(format!(
+                        "{}; again on a new connection: {}",
+                        e.cause, again.cause
+                    ))
+                })
+            }
+            other => other,
+        }
+    }
+
     /// The node's URL, password hidden.
     pub fn url(&self) -> &NodeUrl {
         &self.url
@@ -220,7 +245,7 @@ impl Node for RedisNode {
         ttl: Duration,
     ) -> NodeFuture<'a, bool> {
         Box::pin(async move {
-            self.call(|mut c| async move {
+            self.call_twice(|mut c| async move {
                 RENEW
                     .key(&keys.lease)
                     .arg(owner)
@@ -240,7 +265,7 @@ impl Node for RedisNode {
         log_cap: u32,
     ) -> NodeFuture<'a, bool> {
         Box::pin(async move {
-            self.call(|mut c| async move {
+            self.call_twice(|mut c| async move {
                 RELEASE
                     .key(&keys.lease)
                     .key(&keys.holder)

@@ -31,7 +31,9 @@ pub mod repo;
 
 pub use cli::Cli;
 pub use fixtures::{CRITICAL, HISTORY, fixture, instruction_history, instruction_history_varied};
-pub use process::{Guard, KillPid, RUN_LIMIT, Ran, alive, run, run_timed, signal, wait_until};
+pub use process::{
+    Guard, KillPid, RUN_LIMIT, Ran, alive, run, run_timed, run_to, signal, wait_until,
+};
 pub use redis_server::{RedisServer, answers_ping, cluster, free_port};
 pub use repo::Repo;
 

@@ -47,7 +47,7 @@ impl Ran {
 /// Run `cmd` to completion (stdin empty, stdout and stderr captured), panicking if it cannot
 /// be spawned and killing it past [`RUN_LIMIT`].
 pub fn run(cmd: &mut Command) -> Ran {
-    match spawn_timed(cmd, RUN_LIMIT) {
+    match spawn_timed(cmd, RUN_LIMIT, None) {
         Ok(ran) => ran,
         Err(e) => panic!("cannot spawn {:?}: {e}", cmd.get_program()),
     }
@@ -57,22 +57,32 @@ pub fn run(cmd: &mut Command) -> Ran {
 /// before spawn to its exit, and kill it if it runs past `limit`. A spawn failure is a `Ran`
 /// with no status.
 pub fn run_timed(cmd: &mut Command, limit: Duration) -> Ran {
-    spawn_timed(cmd, limit).unwrap_or_else(|e| Ran {
+    spawn_timed(cmd, limit, None).unwrap_or_else(cannot_spawn)
+}
+
+/// [`run`], with the command's stdout sent to `stdout` (a file, `/dev/full`, a pipe nobody
+/// reads) instead of captured: [`Ran::stdout`] stays empty.
+pub fn run_to(cmd: &mut Command, stdout: Stdio) -> Ran {
+    spawn_timed(cmd, RUN_LIMIT, Some(stdout)).unwrap_or_else(cannot_spawn)
+}
+
+fn cannot_spawn(e: std::io::Error) -> Ran {
+    Ran {
         code: -1,
         status: None,
         stdout: String::new(),
         stderr: format!("cannot spawn: {e}"),
         elapsed: Duration::ZERO,
-    })
+    }
 }
 
 /// A helper thread waits for the exit with `waitid(WNOWAIT)`, which does not reap: only this
 /// function reaps (through `Child`), so on a timeout the pid we kill is still certainly our
 /// child and never a recycled one. Two more threads drain the pipes, so that a chatty child
 /// never blocks on a full pipe and the exit is timed apart from its output.
-fn spawn_timed(cmd: &mut Command, limit: Duration) -> std::io::Result<Ran> {
+fn spawn_timed(cmd: &mut Command, limit: Duration, stdout: Option<Stdio>) -> std::io::Result<Ran> {
     cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
+        .stdout(stdout.unwrap_or_else(Stdio::piped))
         .stderr(Stdio::piped());
     let start = Instant::now();
     let mut child = cmd.spawn()?;

@@ -157,7 +157,9 @@ impl RedisServer {
     }
 
     /// Shut down cleanly (SIGTERM, so a server with persistence writes it out) and start again
-    /// on the same port, data directory and arguments. Panics if it cannot come back.
+    /// on the same port, data directory and arguments; after [`Self::kill`] it only starts
+    /// again (a crash followed by a restart on what reached the disk). Panics if it cannot come
+    /// back.
     pub fn restart(&mut self) {
         if let Some(mut c) = self.child.take() {
             let pid = Pid::from_raw(c.id() as i32);

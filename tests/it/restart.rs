@@ -268,7 +268,8 @@ fn a_redis_that_kept_its_data_grants_the_locks_it_remembers_at_once() {
     let before: u64 = redis.cmd(&["GET", &fence]).parse().unwrap();
 
     // Killed and started again on its append-only file: a new run that remembers lock W.
-    redis.restart_empty();
+    redis.kill();
+    redis.restart();
     assert_eq!(redis.cmd(&["GET", &fence]), before.to_string(), "AOF lost");
     let r = try_once(&repo.path(), &url, "W");
     assert_eq!(r.code, 0, "the remembered lock waited: {}", r.stderr);

@@ -42,9 +42,11 @@ pub async fn run(ctx: &Context, cmd: StateCommand) -> Result<i32> {
             }
             None => {
                 match &pointer {
-                    Some(p) if file.path().exists() => {
-                        output::note(&format!("no value at {p} in {}", file.name()))
-                    }
+                    Some(p) if file.path().exists() => output::note(&format!(
+                        "no value at {} in {}",
+                        tractatus_lock::error::shorten(&p.to_string()),
+                        file.name()
+                    )),
                     _ => output::note(&format!("{} does not exist", file.name())),
                 }
                 1

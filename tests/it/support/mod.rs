@@ -10,7 +10,7 @@ use std::process::Command;
 
 pub use tractatus_testkit::{
     CRITICAL, Guard, HISTORY, KillPid, Ran, alive, answers_ping, fixture, free_port,
-    instruction_history, run, run_timed, signal, wait_until,
+    instruction_history, run, run_timed, run_to, signal, wait_until,
 };
 
 /// The kit's [`tractatus_testkit::RedisServer`], marked as brand-new when started (what an
@@ -63,17 +63,23 @@ pub fn cluster(n: usize) -> Vec<RedisServer> {
 /// were marked.
 pub fn mark_initialized(urls: &str) -> usize {
     use tractatus_lock::{Config, Coordinator, Identity, config::parse_nodes};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let config = Config::new(parse_nodes(&[urls]).expect("urls"));
-        let c = Coordinator::connect(config, Identity::current("test-kit"))
-            .await
-            .expect("connect");
-        c.mark_initialized().await.expect("mark initialized")
+    let urls = urls.to_owned();
+    // On a thread of its own: the caller may be a #[tokio::test], inside a runtime already.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let config = Config::new(parse_nodes(&[urls]).expect("urls"));
+            let c = Coordinator::connect(config, Identity::current("test-kit"))
+                .await
+                .expect("connect");
+            c.mark_initialized().await.expect("mark initialized")
+        })
     })
+    .join()
+    .expect("marking thread")
 }
 
 /// A throwaway repository (the kit's [`tractatus_testkit::Repo`]) that also knows the Redis

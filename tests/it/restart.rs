@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::support::{RedisServer, Repo, cluster, mark_initialized, run, tractatus, wait_until};
+use crate::support::{RedisServer, Repo, cluster, run, tractatus, wait_until};
 
 /// The critical section of the workers: every line carries the holder's token and the pid of
 /// its shell, appended (O_APPEND, one write per line) to the log `$1`; long enough (about
@@ -238,7 +238,14 @@ fn a_brand_new_redis_marked_initialized_grants_at_once_and_a_restarted_one_waits
         line["used_memory:".len()..].trim().parse().unwrap()
     };
     let (start, memory) = (Instant::now(), used());
-    assert_eq!(mark_initialized(&url), 1);
+    // Through the CLI, as an operator does it.
+    let r = run(tractatus(&repo.path()).args(["--redis", &url, "lock", "init"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.starts_with("marked 1 Redis server "),
+        "{}",
+        r.stdout
+    );
     println!(
         "marking one Redis took {:?} (connect included) and {} KiB",
         start.elapsed(),

@@ -176,6 +176,9 @@ pub enum LockCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Mark brand-new Redis servers as initialized, so their first grants do not wait out the
+    /// restart quarantine (run once after deploying; never after a crash).
+    Init,
     /// Show the audit trail: grants, releases, expiries, takeovers, breaks.
     Log {
         /// How many events, newest last.

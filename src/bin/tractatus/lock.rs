@@ -21,6 +21,7 @@ pub async fn run(ctx: &Context, cmd: LockCommand) -> Result<i32> {
         LockCommand::Status => status(ctx).await,
         LockCommand::Break { name, force } => lock_break(ctx, &name, force).await,
         LockCommand::Log { limit } => log(ctx, limit).await,
+        LockCommand::Init => init(ctx).await,
     }
 }
 
@@ -219,5 +220,23 @@ async fn log(ctx: &Context, limit: usize) -> Result<i32> {
         ],
         &rows,
     )?;
+    Ok(0)
+}
+
+/// `lock init`: mark every configured Redis as brand-new for its current run.
+async fn init(ctx: &Context) -> Result<i32> {
+    let coordinator = ctx.coordinator().await?;
+    let marked = coordinator.mark_initialized().await?;
+    if ctx.json {
+        output::json(&serde_json::json!({ "marked": marked }))?;
+    } else if marked == 0 {
+        output::out("local locks: there is no Redis to mark")?;
+    } else {
+        output::out(&format!(
+            "marked {marked} Redis server{} as initialized: locks they do not know are granted \
+             at once until they restart",
+            if marked == 1 { "" } else { "s" }
+        ))?;
+    }
     Ok(0)
 }

@@ -108,6 +108,16 @@ impl RedisNode {
         F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
+        self.call_for(self.op_timeout, f).await
+    }
+
+    /// [`Self::call`] with a deadline of its own, for the operator's bulk requests (`lock
+    /// init`), which a lease's per-node deadline does not fit.
+    async fn call_for<T, F, Fut>(&self, deadline: Duration, f: F) -> Result<T, NodeError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
         // Connecting has its own deadline (the connect timeout, which a TLS handshake or a
         // distant node may need), outside the operation's.
         let conn = self.connect().await?;
@@ -122,7 +132,7 @@ impl RedisNode {
                 }
             }
         };
-        match tokio::time::timeout(self.op_timeout, work).await {
+        match tokio::time::timeout(deadline, work).await {
             Ok(r) => r,
             Err(_) => {
                 // No answer in time: the connection may be half-open (a host gone without a
@@ -130,7 +140,7 @@ impl RedisNode {
                 if let Ok(mut slot) = self.conn.try_lock() {
                     *slot = None;
                 }
-                Err(NodeError::timeout(self.op_timeout))
+                Err(NodeError::timeout(deadline))
             }
         }
     }
@@ -439,16 +449,18 @@ impl NodeAdmin for RedisNode {
     fn mark_initialized(&self) -> NodeFuture<'_, String> {
         Box::pin(async move {
             let before = self.run_id().await?;
-            // Pages of markers, each its own pipeline under the operation deadline, so a
-            // distant node is not held to one deadline for all 16384.
+            // Pages of markers, one MSET each (one append-only-file write with `appendfsync
+            // always`), each under the connect deadline (at least the operation deadline): an
+            // operator's one-off bulk write, not a lease's hot path.
+            let deadline = self.connect_timeout.max(self.op_timeout);
             for page in init_keys().chunks(MARKERS_PER_PIPELINE) {
                 let before = &before;
-                self.call(move |mut c| async move {
-                    let mut pipe = redis::pipe();
+                self.call_for(deadline, move |mut c| async move {
+                    let mut mset = redis::cmd("MSET");
                     for key in page {
-                        pipe.cmd("SET").arg(key).arg(before).ignore();
+                        mset.arg(key).arg(before);
                     }
-                    pipe.query_async::<()>(&mut c).await
+                    mset.query_async::<()>(&mut c).await
                 })
                 .await?;
             }

@@ -43,11 +43,13 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::repo;
-use crate::{AcquireOptions, Coordinator, Error, FencingToken, Result};
+use crate::{AcquireOptions, Coordinator, Error, FencingToken, Lease, Result};
 
 pub use edit::{Edit, Pointer, parse_pointer};
 pub use node_json::to_node_json;
 pub use pending::{MAX_DEPTH, PendingWrite};
+
+use pending::Via;
 
 use edit::{parse_json, take_pointer};
 use filter::{Filtered, run_filter};
@@ -145,8 +147,18 @@ impl StateFile {
     ) -> Result<WriteOutcome> {
         // Only `merge` needs the whole document built; `set` and `append` edit the bytes read
         // (see `lean.rs`), `update` hands them to its command.
+        self.write_via(Via::Acquire(coordinator, opts), edit).await
+    }
+
+    /// [`StateFile::write`] under a lease the caller holds in this process, joined rather than
+    /// waited for (see [`StateFile::begin_under`]); `lease` stays held.
+    pub async fn write_under(&self, lease: &Lease, edit: Edit) -> Result<WriteOutcome> {
+        self.write_via(Via::Under(lease), edit).await
+    }
+
+    async fn write_via(&self, via: Via<'_>, edit: Edit) -> Result<WriteOutcome> {
         let build = matches!(edit, Edit::Merge(_));
-        let mut pending = self.begin_with(coordinator, opts, build).await?;
+        let mut pending = self.begin_with(via, build).await?;
         let result = match edit {
             Edit::Update(argv) => self.update(&mut pending, &argv).await,
             edit => match self.edit_and_commit(&mut pending, edit.clone()).await {

@@ -202,7 +202,8 @@ impl Coordinator {
     /// stands (see the module doc); `None` otherwise (acquire it as usual).
     pub async fn try_join(&self, name: &str, capability: &Capability) -> Option<Lease> {
         let grant = capability.find(&self.scope(), name)?;
-        if !grant.origin().is_self_or_ancestor() {
+        // A renewal with no TTL would end the holder's lease on Redis (PEXPIRE 0).
+        if grant.ttl_ms == 0 || !grant.origin().is_self_or_ancestor() {
             return None;
         }
         match &self.inner.backend {

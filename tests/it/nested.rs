@@ -95,6 +95,26 @@ fn a_hook_under_lock_run_joins_its_parents_lease_at_once() {
 }
 
 #[test]
+fn a_nested_lock_run_joins_and_leaves_the_lease_held_for_its_parent() {
+    for backend in Backend::both() {
+        let repo = Repo::new();
+        // The inner `lock run` joins, runs, "releases"; the outer still holds: a write after
+        // it joins the same lease again.
+        let script = r#""$1" lock run --file "$2" -- "$1" state set "$2" /a 1 || exit $?
+            "$1" state set "$2" /b 2"#;
+        let started = Instant::now();
+        let r = run(&mut lock_run_sh(&backend, &repo, script));
+        assert_eq!(r.code, 0, "{}: {}", backend.name(), r.describe());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{}: waited",
+            backend.name()
+        );
+        assert_eq!(doc(&repo), serde_json::json!({"a": 1, "b": 2}));
+    }
+}
+
+#[test]
 fn a_grandchild_joins_and_two_commits_under_one_lease_both_land() {
     for backend in Backend::both() {
         let repo = Repo::new();

@@ -41,8 +41,18 @@ impl Coordinator {
     /// With local locks the wait is a `flock(2)` on a blocking thread; when the wait times out
     /// that thread stays parked until the holder lets go, then drops the lock at once (it never
     /// holds it for anyone). Many timed-out waits on a long-held lock park as many threads.
+    ///
+    /// A process started under a lease of `name` (its capability inherited in
+    /// [`crate::join::ENV_VAR`]) joins that lease instead of waiting for its own ancestor, once
+    /// the coordinator confirms it still stands; see [`crate::join`].
     pub async fn acquire(&self, name: &str, opts: &AcquireOptions) -> Result<Lease> {
         check_lock_name(name)?;
+        let inherited = crate::join::Capability::inherited();
+        if !inherited.is_empty()
+            && let Some(joined) = self.try_join(name, inherited).await
+        {
+            return Ok(joined);
+        }
         let deadline = far_deadline(Instant::now(), opts.wait);
         let got = match &self.inner.backend {
             Backend::Local(local) => local

@@ -1,6 +1,8 @@
 //! A held lock, [`Lease`], from grant to release: its fencing token, renewal (once, or in the
 //! background while the work runs), noticing loss or coming expiry at once, release, and the
-//! release on drop. Also lifting a lock's token floor after a counter reset.
+//! release on drop. Also lifting a lock's token floor after a counter reset. A lease joined
+//! from an ancestor's (see [`crate::join`]) carries the ancestor's token, owner and TTL, is
+//! renewed and checked like any lease, and is never released here: its holder releases it.
 
 use std::time::Duration;
 
@@ -14,6 +16,7 @@ use crate::clock::{Deadline, far_deadline};
 use crate::config::Config;
 use crate::connect::Backend;
 use crate::error::{Error, Result};
+use crate::join::{Grant, Origin, owner_tag};
 use crate::keys::LockKeys;
 use crate::local::LocalGuard;
 use crate::quorum::Renewal;
@@ -85,8 +88,16 @@ enum Standing {
 const SUSPEND_CHECK: Duration = Duration::from_secs(1);
 
 enum Hold {
-    Redis { keys: LockKeys, owner: String },
+    Redis {
+        keys: LockKeys,
+        owner: String,
+    },
     Local(LocalGuard),
+    /// A local lock held by another process (an ancestor, or this one): the lock file must
+    /// still be locked and name that pid and token.
+    JoinedLocal {
+        pid: u32,
+    },
 }
 
 /// A held lock. Keep it alive with [`Lease::keep_alive`] while work runs; end it with
@@ -101,6 +112,15 @@ pub struct Lease {
     state: watch::Sender<Standing>,
     acquired: Instant,
     keeper: Option<JoinHandle<()>>,
+    /// What a renewal extends it by: the granting holder's TTL (a joined lease must not
+    /// shorten its holder's lease with a shorter TTL of its own).
+    ttl: Duration,
+    /// The secret owner id: the Redis lease value; random for local locks. Only its hash is
+    /// ever written (the fence record), and only a joiner's environment carries it.
+    owner: String,
+    /// The process that holds it (this one, or the ancestor it was joined from).
+    origin: Origin,
+    joined: bool,
 }
 
 impl Lease {
@@ -112,18 +132,29 @@ impl Lease {
         token: FencingToken,
         valid_until: Deadline,
     ) -> Self {
+        let origin = Origin::of(coordinator.identity());
+        let ttl = coordinator.inner.config.ttl;
         Lease {
             coordinator,
             name: name.to_owned(),
             token,
-            hold: Some(Hold::Redis { keys, owner }),
+            hold: Some(Hold::Redis {
+                keys,
+                owner: owner.clone(),
+            }),
             state: watch::channel(Standing::Valid(valid_until)).0,
             acquired: Instant::now(),
             keeper: None,
+            ttl,
+            owner,
+            origin,
+            joined: false,
         }
     }
 
     pub(crate) fn local(coordinator: Coordinator, name: &str, guard: LocalGuard) -> Self {
+        let origin = Origin::of(coordinator.identity());
+        let ttl = coordinator.inner.config.ttl;
         Lease {
             coordinator,
             name: name.to_owned(),
@@ -132,7 +163,72 @@ impl Lease {
             state: watch::channel(Standing::Held).0,
             acquired: Instant::now(),
             keeper: None,
+            ttl,
+            owner: uuid::Uuid::new_v4().simple().to_string(),
+            origin,
+            joined: false,
         }
+    }
+
+    /// A lease joined from `grant`, whose holder the coordinator just confirmed: on Redis
+    /// (its keys given) valid until the deadline; locally, held while the lock file says so.
+    pub(crate) fn joined(
+        coordinator: Coordinator,
+        grant: &Grant,
+        redis: Option<(LockKeys, Deadline)>,
+    ) -> Self {
+        let (hold, standing) = match redis {
+            Some((keys, valid_until)) => (
+                Hold::Redis {
+                    keys,
+                    owner: grant.owner.clone(),
+                },
+                Standing::Valid(valid_until),
+            ),
+            None => (Hold::JoinedLocal { pid: grant.pid }, Standing::Held),
+        };
+        Lease {
+            coordinator,
+            name: grant.name.clone(),
+            token: grant.token,
+            hold: Some(hold),
+            state: watch::channel(standing).0,
+            acquired: Instant::now(),
+            keeper: None,
+            ttl: Duration::from_millis(grant.ttl_ms),
+            owner: grant.owner.clone(),
+            origin: grant.origin(),
+            joined: true,
+        }
+    }
+
+    /// True when this lease was joined from a holder (an ancestor process, or another lease of
+    /// this one) rather than granted to it: releasing it leaves the holder's lease held.
+    pub fn is_joined(&self) -> bool {
+        self.joined
+    }
+
+    /// What a command needs to join this lease (see [`crate::join`]).
+    pub(crate) fn grant(&self) -> Grant {
+        Grant {
+            scope: self.coordinator.scope(),
+            name: self.name.clone(),
+            token: self.token,
+            owner: self.owner.clone(),
+            pid: self.origin.pid,
+            start: self.origin.start,
+            ns: self.origin.ns.clone(),
+            ttl_ms: u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    pub(crate) fn coordinator(&self) -> &Coordinator {
+        &self.coordinator
+    }
+
+    /// A short hash of the owner id: which lease committed, in the fence record.
+    pub(crate) fn owner_tag(&self) -> u64 {
+        owner_tag(&self.owner)
     }
 
     /// The lock's name.
@@ -140,9 +236,10 @@ impl Lease {
         &self.name
     }
 
-    /// The TTL it was granted with (renewals extend it by as much).
+    /// The TTL it was granted with (renewals extend it by as much); a joined lease has its
+    /// holder's.
     pub fn ttl(&self) -> Duration {
-        self.coordinator.inner.config.ttl
+        self.ttl
     }
 
     /// The configuration of the coordinator that granted it.
@@ -158,6 +255,21 @@ impl Lease {
     /// Where the lease stands now (validity is judged on a clock that counts system suspend;
     /// see [`crate::clock`]).
     pub fn state(&self) -> LeaseState {
+        if let Some(Hold::JoinedLocal { pid }) = &self.hold
+            && let Backend::Local(local) = &self.coordinator.inner.backend
+            && !local.held_by(&self.name, *pid, self.token)
+        {
+            self.state.send_if_modified(|s| match s {
+                Standing::Held => {
+                    *s = Standing::Lost(format!(
+                        "the lease it joined (pid {pid}, token {}) is no longer held",
+                        self.token
+                    ));
+                    true
+                }
+                _ => false,
+            });
+        }
         match &*self.state.borrow() {
             Standing::Valid(d) if d.has_passed() => LeaseState::Lost(VALIDITY_RAN_OUT.into()),
             Standing::Valid(d) => LeaseState::Valid {
@@ -242,7 +354,7 @@ impl Lease {
             return self.check_valid();
         };
         self.check_valid()?;
-        renew_once(&self.coordinator, keys, owner, &self.state).await;
+        renew_once(&self.coordinator, keys, owner, self.ttl, &self.state).await;
         self.check_valid()
     }
 
@@ -255,7 +367,7 @@ impl Lease {
         let (coordinator, keys, owner) = (self.coordinator.clone(), keys.clone(), owner.clone());
         let state = self.state.clone();
         let stop_at = far_deadline(self.acquired, max_hold);
-        let ttl = coordinator.inner.config.ttl;
+        let ttl = self.ttl;
         self.keeper = Some(tokio::spawn(async move {
             let mut next = Instant::now() + ttl / 3;
             loop {
@@ -279,7 +391,7 @@ impl Lease {
                 // Counted from the attempt's start, like the validity it buys: a slow renewal
                 // must not push the next one later and later.
                 let attempt = Instant::now();
-                next = if renew_once(&coordinator, &keys, &owner, &state).await {
+                next = if renew_once(&coordinator, &keys, &owner, ttl, &state).await {
                     attempt + ttl / 3
                 } else {
                     // Retry soon, but never past the end of validity.
@@ -296,6 +408,17 @@ impl Lease {
             k.abort();
         }
         let lost = self.state();
+        if self.joined {
+            // Its holder releases it; a joined lease only says whether it was still valid.
+            self.hold = None;
+            return match lost {
+                LeaseState::Lost(reason) => Err(Error::LeaseLost {
+                    name: self.name.clone(),
+                    reason,
+                }),
+                _ => Ok(()),
+            };
+        }
         match self.hold.take() {
             Some(Hold::Redis { keys, owner }) => {
                 let Backend::Redis(q) = &self.coordinator.inner.backend else {
@@ -325,7 +448,7 @@ impl Lease {
                 })
             }
             Some(Hold::Local(guard)) => guard.release(),
-            None => Ok(()),
+            Some(Hold::JoinedLocal { .. }) | None => Ok(()),
         }
     }
 }
@@ -335,12 +458,13 @@ async fn renew_once(
     coordinator: &Coordinator,
     keys: &LockKeys,
     owner: &str,
+    ttl: Duration,
     state: &watch::Sender<Standing>,
 ) -> bool {
     let Backend::Redis(q) = &coordinator.inner.backend else {
         return true;
     };
-    match q.renew(keys, owner, coordinator.inner.config.ttl).await {
+    match q.renew(keys, owner, ttl).await {
         Renewal::Renewed { valid_until } => {
             // A validity that already ran out (say, across a suspend) stays lost: work may have
             // stopped on it, and a late renewal must not bring the lease back.
@@ -368,7 +492,9 @@ impl Drop for Lease {
         if let Some(k) = self.keeper.take() {
             k.abort();
         }
-        if let Some(Hold::Redis { keys, owner }) = self.hold.take() {
+        if let Some(Hold::Redis { keys, owner }) = self.hold.take()
+            && !self.joined
+        {
             let coordinator = self.coordinator.clone();
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {

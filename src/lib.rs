@@ -13,6 +13,7 @@
 //! - [`connect`]: building a [`Coordinator`]: Redis nodes (TLS included) or local file locks.
 //! - [`acquire`]: the wait loop: release events, takeover of a gone holder, jitter, quarantine.
 //! - [`init`]: marking brand-new Redis servers initialized, so they skip the restart quarantine.
+//! - [`join`]: joining a lease an ancestor process holds (the capability in the environment).
 //! - [`lease`]: a held [`Lease`]: token, renewal, loss and expiry, release.
 //! - [`local`]: the one-machine backend on `flock`.
 //! - [`holder`]: who holds a lock, and whether a holder on this host is gone.
@@ -53,6 +54,7 @@ pub mod connect;
 pub mod error;
 pub mod holder;
 pub mod init;
+pub mod join;
 pub mod keys;
 pub mod lease;
 pub mod local;

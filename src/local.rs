@@ -152,6 +152,19 @@ impl LocalBackend {
         Ok(())
     }
 
+    /// True when lock `name` is held now and its record names holder `pid` and `token`: what
+    /// a lease joined from that holder checks (the kernel, not a TTL, ends a local lease).
+    pub(crate) fn held_by(&self, name: &str, pid: u32, token: u64) -> bool {
+        let path = self.lock_path(name);
+        let Ok(f) = File::open(&path) else {
+            return false;
+        };
+        // A lock on another open file description conflicts even within one process, so this
+        // sees the holder's lock wherever it runs. Dropping `f` lets go of a shared lock taken.
+        let locked = matches!(f.try_lock_shared(), Err(TryLockError::WouldBlock));
+        locked && read_holder(&path).is_some_and(|h| h.pid == pid && h.token == token)
+    }
+
     /// Every lock currently held, with its holder.
     pub fn held(&self) -> Result<Vec<(String, HolderInfo)>> {
         let mut out = Vec::new();

@@ -1,6 +1,7 @@
 //! The commit: write a temp file in the same directory, fsync it, give it the old file's mode,
 //! then, holding the file's fence record, compare the file with the bytes read, check that the
-//! lease is still valid and that no higher fencing token has committed, record our token, rename
+//! lease is still valid and that no higher fencing token (nor an equal one of another lease)
+//! has committed, record our token and owner hash, rename
 //! over the target, fsync the directory. Also the cleanup of temp files that crashed writers
 //! left behind.
 
@@ -70,17 +71,18 @@ impl StateFile {
             });
         }
         let committed = record.read()?;
-        // A token is used for one commit: equal is as stale as lower.
-        if lease.token() <= committed {
+        // A token belongs to one lease: equal is as stale as lower, unless that same lease
+        // (its holder, or a process that joined it) committed it.
+        if !committed.admits(lease) {
             return Err(Error::Fenced {
                 name: self.name.clone(),
                 token: lease.token(),
-                committed,
+                committed: committed.token,
             });
         }
         // Record first: if the check below fails, a token that never landed is on record, which
         // only refuses writers that are older still.
-        record.write(lease.token())?;
+        record.write(lease)?;
         // The last check: from here to the rename is the window no lease can close.
         lease.check_valid()?;
         let checked = std::time::Instant::now();

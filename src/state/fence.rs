@@ -1,6 +1,15 @@
 //! The fence record: the highest token committed to one state file, kept in the repository's
 //! working directory and locked with `flock` around each commit, so that writers on one machine
 //! are serialized at the moment they land and a lower token never overwrites a higher one.
+//!
+//! A token is spent by one lease, but a lease may commit more than once: its holder and the
+//! processes that joined it (see [`crate::join`]) share its token. So the record also keeps a
+//! short hash of the committing lease's owner id, and an equal token passes only with the same
+//! hash; a lower token never does. The record is fixed width, 37 bytes:
+//! `<token, 20 digits> <owner hash, 16 hex digits>`. A record written before the hash was kept
+//! (the token alone, 20 digits or fewer) reads as that token with no hash: an equal token is
+//! refused, as it always was. A binary from before the hash reads the new record as damaged
+//! (70, nothing written): upgrade every writer of a repository together.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
@@ -39,10 +48,10 @@ impl FenceRecord {
         })
     }
 
-    pub(super) fn read(&self) -> Result<u64> {
+    pub(super) fn read(&self) -> Result<Committed> {
         match std::fs::read_to_string(&self.path) {
             Ok(s) => parse_record(&self.path, &s),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Committed::default()),
             Err(e) => Err(Error::CannotWrite {
                 path: self.path.clone(),
                 source: e,
@@ -99,8 +108,24 @@ impl FenceRecord {
     }
 }
 
+/// What the fence record says: the last committed token, and the hash of the owner of the
+/// lease that committed it (none in a record from before the hash was kept, or a new one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Committed {
+    pub(super) token: u64,
+    pub(super) tag: Option<u64>,
+}
+
+impl Committed {
+    /// Whether `lease` may commit over this record: a higher token, or the same lease again.
+    pub(super) fn admits(&self, lease: &Lease) -> bool {
+        lease.token() > self.token
+            || (lease.token() == self.token && self.tag == Some(lease.owner_tag()))
+    }
+}
+
 impl LockedRecord {
-    pub(super) fn read(&mut self) -> Result<u64> {
+    pub(super) fn read(&mut self) -> Result<Committed> {
         let mut s = String::new();
         self.file
             .rewind()
@@ -109,28 +134,86 @@ impl LockedRecord {
         parse_record(&self.path, &s)
     }
 
-    /// Overwrite in place with a fixed width (20 digits hold any u64), never truncating first:
-    /// a crash mid-write cannot leave an empty record that would forget the committed token.
-    pub(super) fn write(&mut self, token: u64) -> Result<()> {
+    /// Overwrite in place with a fixed width (20 digits hold any u64, 16 hex digits the hash),
+    /// never truncating first: a crash mid-write cannot leave an empty record that would
+    /// forget the committed token. An old, shorter record is overwritten whole.
+    pub(super) fn write(&mut self, lease: &Lease) -> Result<()> {
+        let text = format!("{:020} {:016x}", lease.token(), lease.owner_tag());
         self.file
             .rewind()
-            .and_then(|()| self.file.write_all(format!("{token:020}").as_bytes()))
+            .and_then(|()| self.file.write_all(text.as_bytes()))
             .map_err(|e| Error::internal(format!("fence record: {e}")))
     }
 }
 
-/// A fence record's token; empty (just created) is 0. Anything else unreadable is an error: a
+/// A fence record; empty (just created) is token 0. Anything else unreadable is an error: a
 /// record read as 0 would let a stale writer through.
-fn parse_record(path: &Path, text: &str) -> Result<u64> {
+fn parse_record(path: &Path, text: &str) -> Result<Committed> {
     let t = text.trim();
     if t.is_empty() {
-        return Ok(0);
+        return Ok(Committed::default());
     }
-    t.parse().map_err(|_| {
+    let (token, tag) = match t.split_once(' ') {
+        Some((token, tag)) if tag.len() == 16 => (token, Some(tag)),
+        Some(_) => (t, Some("")),
+        None => (t, None),
+    };
+    let damaged = || {
         Error::internal(format!(
             "fence record {} is damaged ({:?}); remove it only when no writer runs",
             path.display(),
             t.chars().take(40).collect::<String>()
         ))
-    })
+    };
+    let token = token.parse().map_err(|_| damaged())?;
+    let tag = match tag {
+        Some(h) => Some(u64::from_str_radix(h, 16).map_err(|_| damaged())?),
+        None => None,
+    };
+    Ok(Committed { token, tag })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_old_and_new_are_read_and_damage_is_refused() {
+        let p = Path::new("r");
+        assert_eq!(parse_record(p, "").unwrap(), Committed::default());
+        let old = parse_record(p, "00000000000000000042").unwrap();
+        assert_eq!(
+            old,
+            Committed {
+                token: 42,
+                tag: None
+            }
+        );
+        assert_eq!(parse_record(p, "7\n").unwrap().token, 7);
+        let new = parse_record(p, "00000000000000000042 00000000deadbeef").unwrap();
+        assert_eq!(
+            new,
+            Committed {
+                token: 42,
+                tag: Some(0xdead_beef)
+            }
+        );
+        for bad in [
+            "x",
+            "42 beef",
+            "42 zzzzzzzzzzzzzzzz",
+            "-1",
+            "42  00000000deadbeef",
+        ] {
+            assert!(parse_record(p, bad).is_err(), "{bad:?} read");
+        }
+        // An old binary writing its 20 digits over a new record leaves the old hash behind:
+        // read as that token with a hash no lease of that token has.
+        assert_eq!(
+            parse_record(p, "00000000000000000043 00000000deadbeef")
+                .unwrap()
+                .token,
+            43
+        );
+    }
 }

@@ -1,5 +1,6 @@
 //! `state update`'s command: run it with the document on stdin and take its stdout, watching
-//! the lease meanwhile.
+//! the lease meanwhile. It gets the lease's capability (see [`crate::join`]), so it may write
+//! this file itself under the same lease.
 
 use std::process::Stdio;
 
@@ -21,6 +22,11 @@ pub(super) async fn run_filter(lease: &Lease, argv: &[String], input: &[u8]) -> 
         .args(args)
         .env("TRACTATUS_LOCK_NAME", lease.name())
         .env("TRACTATUS_FENCING_TOKEN", lease.token().to_string())
+        // The command, and what it starts, may call `tractatus` on this file again: it joins.
+        .env(
+            crate::join::ENV_VAR,
+            crate::join::command_env(std::slice::from_ref(lease)),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -4,8 +4,10 @@
 //!
 //! Commit: write a temp file in the same directory, fsync it, give it the old file's mode, then,
 //! holding the file's fence record (`.claude/.tractatus/fence/<name>`, under `flock`), check that
-//! the lease is still valid and that no higher fencing token has committed, record our token,
-//! rename over the target, fsync the directory. A reader sees the old document or the new one,
+//! the lease is still valid and that no higher fencing token (nor the same token of another
+//! lease) has committed, record our token, rename over the target, fsync the directory. A
+//! process started under the file's lease (a hook under `lock run`, `update`'s command) joins
+//! that lease rather than waiting for it, and commits under its token (see [`crate::join`]). A reader sees the old document or the new one,
 //! whole. The window that remains: a holder that pauses *between* the validity check and the
 //! rename (a few microseconds, measured by the tests) can still land one write after its lease
 //! ran out; writers that all go through `tractatus` are serialized by the fence record's lock,
@@ -43,11 +45,13 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::repo;
-use crate::{AcquireOptions, Coordinator, Error, FencingToken, Result};
+use crate::{AcquireOptions, Coordinator, Error, FencingToken, Lease, Result};
 
 pub use edit::{Edit, Pointer, parse_pointer};
 pub use node_json::to_node_json;
 pub use pending::{MAX_DEPTH, PendingWrite};
+
+use pending::Via;
 
 use edit::{parse_json, take_pointer};
 use filter::{Filtered, run_filter};
@@ -145,8 +149,18 @@ impl StateFile {
     ) -> Result<WriteOutcome> {
         // Only `merge` needs the whole document built; `set` and `append` edit the bytes read
         // (see `lean.rs`), `update` hands them to its command.
+        self.write_via(Via::Acquire(coordinator, opts), edit).await
+    }
+
+    /// [`StateFile::write`] under a lease the caller holds in this process, joined rather than
+    /// waited for (see [`StateFile::begin_under`]); `lease` stays held.
+    pub async fn write_under(&self, lease: &Lease, edit: Edit) -> Result<WriteOutcome> {
+        self.write_via(Via::Under(lease), edit).await
+    }
+
+    async fn write_via(&self, via: Via<'_>, edit: Edit) -> Result<WriteOutcome> {
         let build = matches!(edit, Edit::Merge(_));
-        let mut pending = self.begin_with(coordinator, opts, build).await?;
+        let mut pending = self.begin_with(via, build).await?;
         let result = match edit {
             Edit::Update(argv) => self.update(&mut pending, &argv).await,
             edit => match self.edit_and_commit(&mut pending, edit.clone()).await {

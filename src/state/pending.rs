@@ -16,6 +16,14 @@ use crate::{AcquireOptions, Coordinator, Error, FencingToken, Lease, Result};
 /// then unreadable by every later command.
 pub const MAX_DEPTH: usize = 127;
 
+/// Where a write's lease comes from: acquired (or joined from an ancestor process), or joined
+/// from a lease held in this process.
+#[derive(Clone, Copy)]
+pub(super) enum Via<'a> {
+    Acquire(&'a Coordinator, &'a AcquireOptions),
+    Under(&'a Lease),
+}
+
 /// A state file read under its lease, waiting for the new document. Release it with
 /// [`PendingWrite::release`] on every path: [`PendingWrite::commit`] does not release.
 pub struct PendingWrite {
@@ -43,19 +51,39 @@ impl StateFile {
         coordinator: &Coordinator,
         opts: &AcquireOptions,
     ) -> Result<PendingWrite> {
-        self.begin_with(coordinator, opts, true).await
+        self.begin_with(Via::Acquire(coordinator, opts), true).await
+    }
+
+    /// [`StateFile::begin`] under a lease the caller holds in this process (a lock taken with
+    /// [`Coordinator::acquire`] or `lock run`'s library call): the write joins it
+    /// ([`Lease::join`]) instead of waiting for it. Releasing the write leaves `lease` held,
+    /// and it commits with `lease`'s token, fenced as `lease` itself would be.
+    ///
+    /// Errors: usage (64) when `lease` is not this file's lock; [`Error::LeaseLost`] (76)
+    /// when the coordinator no longer confirms it; [`Error::Fenced`] (76) when a higher token,
+    /// or the same token of another lease, has committed; as [`StateFile::begin`] otherwise.
+    pub async fn begin_under(&self, lease: &Lease) -> Result<PendingWrite> {
+        self.begin_with(Via::Under(lease), true).await
     }
 
     /// [`StateFile::begin`]; with `parse` false the document is only checked, not built
     /// ([`PendingWrite::document`] is then `None`).
-    pub(super) async fn begin_with(
-        &self,
-        coordinator: &Coordinator,
-        opts: &AcquireOptions,
-        parse: bool,
-    ) -> Result<PendingWrite> {
+    pub(super) async fn begin_with(&self, via: Via<'_>, parse: bool) -> Result<PendingWrite> {
         let fence = FenceRecord::new(&self.work_dir, &self.name)?;
-        let mut lease = coordinator.acquire(&self.name, opts).await?;
+        let mut lease = match via {
+            Via::Acquire(coordinator, opts) => coordinator.acquire(&self.name, opts).await?,
+            Via::Under(held) => {
+                if held.name() != self.name {
+                    return Err(Error::usage(format!(
+                        "the lease of '{}' is not the lock of {} ('{}')",
+                        held.name(),
+                        self.path.display(),
+                        self.name
+                    )));
+                }
+                held.join().await?
+            }
+        };
         let committed = match fence.read() {
             Ok(c) => c,
             Err(e) => {
@@ -63,17 +91,31 @@ impl StateFile {
                 return Err(e);
             }
         };
-        if lease.token() <= committed {
+        if !committed.admits(&lease) {
+            let coordinator = lease.coordinator().clone();
+            let fresh = match via {
+                Via::Acquire(_, opts) if !lease.is_joined() => opts,
+                // A joined lease is its holder's: there is no fresh one to take in its place.
+                _ => {
+                    let token = lease.token();
+                    let _ = lease.release().await;
+                    return Err(Error::Fenced {
+                        name: self.name.clone(),
+                        token,
+                        committed: committed.token,
+                    });
+                }
+            };
             // Our lease is valid, so a token at or below a committed one means the coordinator's
             // counter was reset (Redis flushed, backend switched): lift it and take a fresh lease.
             // Released explicitly on every path: a dropped lease is released by a background
             // task, which a short-lived process may never run.
-            let raised = coordinator.raise_floor(&self.name, committed).await;
+            let raised = coordinator.raise_floor(&self.name, committed.token).await;
             let _ = lease.release().await;
             raised?;
-            lease = coordinator.acquire(&self.name, opts).await?;
+            lease = coordinator.acquire(&self.name, fresh).await?;
         }
-        lease.keep_alive(coordinator.config().max_hold);
+        lease.keep_alive(lease.config().max_hold);
         self.remove_abandoned_temp_files(&lease);
         let mut pending = PendingWrite {
             file: self.clone(),
@@ -321,6 +363,54 @@ mod tests {
         send_now(p.commit(&v));
         send(&p);
         send_now(p.release());
+    }
+
+    /// A lease commits as often as its holder and those who joined it like; an equal token on
+    /// record from another lease is refused, and a lower one always.
+    #[tokio::test]
+    async fn an_equal_token_commits_again_only_for_the_same_lease() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        std::fs::create_dir(root.join(".git")).unwrap();
+        std::fs::write(root.join("s.json"), "{}\n").unwrap();
+        let file = StateFile::open(&root, &root, std::path::Path::new("s.json")).unwrap();
+        let locks = crate::repo::work_dir(&root).unwrap().join("locks");
+        let c = Coordinator::local(
+            crate::Config::new(vec![]),
+            crate::Identity::current("t"),
+            locks,
+        )
+        .unwrap();
+        let held = c.try_acquire(file.name()).await.unwrap();
+        for patch in [r#"{"a":1}"#, r#"{"b":2}"#] {
+            let out = file
+                .write_under(&held, Edit::merge(patch).unwrap())
+                .await
+                .unwrap();
+            assert!(
+                matches!(out, WriteOutcome::Committed { token, .. } if token == held.token()),
+                "{out:?}"
+            );
+        }
+        let record = file.work_dir.join("fence").join("s.json");
+        let before = std::fs::read(file.path()).unwrap();
+        for (token, tag) in [
+            (held.token(), held.owner_tag() ^ 1),
+            (held.token() + 1, held.owner_tag()),
+        ] {
+            let ours = format!("{:020} {:016x}", held.token(), held.owner_tag());
+            std::fs::write(&record, ours).unwrap();
+            let mut p = file.begin_under(&held).await.unwrap();
+            std::fs::write(&record, format!("{token:020} {tag:016x}")).unwrap();
+            let e = p.commit(&serde_json::json!({"c": 3})).await.unwrap_err();
+            assert!(matches!(e, Error::Fenced { .. }), "{e}");
+            p.release().await.unwrap();
+            // Refused at the start as well.
+            let e = file.begin_under(&held).await.err().unwrap();
+            assert!(matches!(e, Error::Fenced { .. }), "{e}");
+        }
+        assert_eq!(std::fs::read(file.path()).unwrap(), before);
+        held.release().await.unwrap();
     }
 
     #[test]

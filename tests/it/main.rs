@@ -6,6 +6,7 @@ mod support;
 mod cli;
 mod faults;
 mod lock_run;
+mod nested;
 mod operate;
 mod props;
 mod redlock;

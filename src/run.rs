@@ -75,6 +75,7 @@ pub async fn supervise(
         .env("TRACTATUS_LOCK_NAME", names.join(","))
         .env("TRACTATUS_FENCING_TOKEN", tokens.join(","))
         .env("TRACTATUS_SESSION_ID", session_id)
+        .env(crate::join::ENV_VAR, crate::join::command_env(leases))
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| Error::usage(format!("cannot run '{program}': {e}")))?;

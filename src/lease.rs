@@ -236,6 +236,36 @@ impl Lease {
         }
     }
 
+    /// Record, on a majority of nodes, the process group the holder's command runs in (see
+    /// `lua/record_group.lua`), so that a same-host takeover waits for the group too. Nothing
+    /// to record for local locks, which the kernel holds for this process.
+    pub(crate) async fn record_group(&self, group: u32, start: Option<u64>) -> Result<()> {
+        let (Some(Hold::Redis { keys, owner }), Backend::Redis(q)) =
+            (&self.hold, &self.coordinator.inner.backend)
+        else {
+            return Ok(());
+        };
+        let all: FuturesUnordered<_> = q
+            .nodes()
+            .iter()
+            .map(|n| n.record_group(keys, owner, group, start))
+            .collect();
+        let done = all
+            .filter(|r| std::future::ready(matches!(r, Ok(true))))
+            .count()
+            .await;
+        if done >= q.needed() {
+            return Ok(());
+        }
+        self.check_valid()?;
+        Err(Error::Unavailable {
+            reachable: done,
+            total: q.nodes().len(),
+            needed: q.needed(),
+            causes: Vec::new(),
+        })
+    }
+
     /// Extend the lease once. Errors with [`Error::LeaseLost`] when it is no longer ours.
     pub async fn renew(&self) -> Result<()> {
         let Some(Hold::Redis { keys, owner }) = &self.hold else {

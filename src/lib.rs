@@ -21,6 +21,7 @@
 //!   and the namespace file.
 //! - `multi`: several locks at once ([`Coordinator::acquire_all`]).
 //! - `sys`: what is read from `/proc` (process start times, parents, umask) and the host name.
+//! - [`group`]: the process group a `lock run` command runs in, and the guard that leads it.
 //! - [`run`]: `lock run`: a child command supervised under leases.
 //! - [`state`]: guarded JSON read-modify-write with atomic, fenced commits.
 //! - [`ops`]: the operator's views: status, audit log, break.
@@ -61,6 +62,7 @@ pub mod options;
 pub mod quorum;
 pub mod redis_node;
 pub mod repo;
+pub mod group;
 pub mod run;
 pub mod settings;
 pub mod state;

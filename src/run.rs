@@ -133,14 +133,14 @@ pub async fn supervise(
             // Loss first: if the child exits in the same instant, the lease was already gone.
             biased;
             (name, reason) = &mut lost, if lost_to.is_none() => {
-                // Warned earlier: its grace is over, SIGKILL now. Lost without warning (taken,
-                // broken, or we were paused): SIGTERM, then the grace, within the validity.
-                kill_at = Some(if warned.is_some() {
-                    Instant::now()
-                } else {
+                // Lost without warning (taken, broken, stopped at --max-hold, or we were
+                // paused): SIGTERM, then the grace. Either way SIGKILL comes no later than
+                // just before the validity last seen ends (at once when it has ended).
+                if warned.is_none() {
                     group.signal(Signal::SIGTERM);
-                    Instant::now() + kill_grace
-                });
+                }
+                let at = Instant::now() + kill_grace;
+                kill_at = Some(kill_at.map_or(at, |k| k.min(at)));
                 lost_to = Some((name, reason));
             }
             _ = sleep_until_some(kill_timer) => {

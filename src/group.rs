@@ -46,7 +46,11 @@ impl Group {
     /// Become the child subreaper and start the guard in a new process group. `grace` is how
     /// long the guard waits between SIGTERM and SIGKILL should `tractatus` die; `locks` are
     /// (namespace, name) pairs, and `host` this host, written into its arguments.
-    pub(crate) async fn start(grace: Duration, host: &str, locks: &[(&str, &str)]) -> Result<Group> {
+    pub(crate) async fn start(
+        grace: Duration,
+        host: &str,
+        locks: &[(&str, &str)],
+    ) -> Result<Group> {
         nix::sys::prctl::set_child_subreaper(true)
             .map_err(|e| Error::internal(format!("cannot become the child subreaper: {e}")))?;
         let exe = std::env::current_exe()

@@ -82,17 +82,27 @@ impl HolderInfo {
     /// PID namespace (a container beside us with the same host name), or whose namespace is
     /// not known, is never judged stale here: its lease runs out with its TTL.
     pub fn is_gone_from(&self, me: &Identity) -> bool {
+        self.process_gone_from(me) && !self.group_runs()
+    }
+
+    /// True when the holder's own process is gone from this host (as [`Self::is_gone_from`]
+    /// judges it) but its command's group still runs: it is not gone yet, but may be soon, so
+    /// a waiter looks again before the lease's TTL is out.
+    pub fn is_winding_down(&self, me: &Identity) -> bool {
+        self.process_gone_from(me) && self.group_runs()
+    }
+
+    fn process_gone_from(&self, me: &Identity) -> bool {
         if self.host != me.host || self.pid == 0 {
             return false;
         }
         if self.pid_ns.is_none() || self.pid_ns != me.pid_ns {
             return false;
         }
-        let pid_gone = match process_start_ticks(self.pid) {
+        match process_start_ticks(self.pid) {
             None => !process_exists(self.pid),
             Some(now_start) => self.pid_start.is_some_and(|s| s != now_start),
-        };
-        pid_gone && !self.group_runs()
+        }
     }
 
     /// True while a process of the holder's command group runs. A group id cannot be taken by
@@ -229,9 +239,25 @@ mod tests {
         assert!(!other_ns.is_gone_from(&me));
         let unknown_ns = HolderInfo {
             pid_ns: None,
-            ..reused
+            ..reused.clone()
         };
         assert!(!unknown_ns.is_gone_from(&me));
+        // Its process is gone, but a process of its command's group runs: not gone yet.
+        let our_group = nix::unistd::getpgrp().as_raw() as u32;
+        let orphaned = HolderInfo {
+            group: our_group,
+            ..reused.clone()
+        };
+        assert!(!orphaned.is_gone_from(&me));
+        assert!(orphaned.is_winding_down(&me));
+        // A group whose leader's pid now names a later process ended long ago.
+        let ended = HolderInfo {
+            group: me.pid,
+            group_start: me.pid_start.map(|s| s + 1),
+            ..reused.clone()
+        };
+        assert!(ended.is_gone_from(&me));
+        assert!(!ended.is_winding_down(&me));
         let elsewhere = HolderInfo {
             host: "another-host".into(),
             pid_start: Some(1),

@@ -181,7 +181,10 @@ pub async fn supervise(
         loop {
             validity.refresh(leases);
             let until = kill_at.min(validity.last_moment());
-            if group.emptied_by(until.min(Instant::now() + validity.period)).await {
+            if group
+                .emptied_by(until.min(Instant::now() + validity.period))
+                .await
+            {
                 break;
             }
             if !killed && Instant::now() >= until {
@@ -260,7 +263,11 @@ struct Validity {
 
 impl Validity {
     fn new(leases: &[Lease]) -> Self {
-        let ttl = leases.iter().map(Lease::ttl).min().unwrap_or(Duration::from_secs(1));
+        let ttl = leases
+            .iter()
+            .map(Lease::ttl)
+            .min()
+            .unwrap_or(Duration::from_secs(1));
         let mut v = Validity {
             known: vec![None; leases.len()],
             safety: (ttl / 10).min(Duration::from_millis(200)),
@@ -318,4 +325,3 @@ where
     });
     select_all(all).await.0
 }
-

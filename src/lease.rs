@@ -245,12 +245,24 @@ impl Lease {
         if let (Some(Hold::Redis { keys, owner }), Backend::Redis(q)) =
             (&self.hold, &self.coordinator.inner.backend)
         {
-            let all: FuturesUnordered<_> = q
+            let began = Instant::now();
+            let mut all: FuturesUnordered<_> = q
                 .nodes()
                 .iter()
                 .map(|n| n.record_group(keys, owner, group, start))
                 .collect();
-            all.collect::<Vec<_>>().await;
+            let mut recorded = 0;
+            while recorded < q.needed() {
+                match all.next().await {
+                    Some(Ok(true)) => recorded += 1,
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            // Like a release: a slow or paused node gets as long again as the majority took,
+            // not its whole timeout, before the command may start.
+            let grace = began.elapsed().max(Duration::from_millis(2));
+            let _ = tokio::time::timeout(grace, all.collect::<Vec<_>>()).await;
         }
         self.check_valid()
     }

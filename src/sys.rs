@@ -39,14 +39,15 @@ impl ProcStat {
 
 /// The argument list of a process (`/proc/<pid>/cmdline`); empty when it is gone or unreadable.
 pub(crate) fn cmdline(pid: u32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|raw| {
-            raw.split(|b| *b == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
+    // Each argument ends in a NUL; empty arguments are kept, so positions hold.
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let raw = raw.strip_suffix(&[0]).unwrap_or(&raw);
+    if raw.is_empty() {
+        return Vec::new();
+    }
+    raw.split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
 }
 
 /// `/proc/<pid>/stat` of a running process; `None` when it is gone (or unreadable).

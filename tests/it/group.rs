@@ -42,11 +42,14 @@ fn scripts(repo: &Repo) {
     repo.write("command.sh", COMMAND);
 }
 
-/// A holder of lock `name` running the writer in `mode`, with extra global flags.
+/// A holder of lock `name` running the writer in `mode`, with extra global flags; on Redis at
+/// `url`, or on local file locks when `url` is empty.
 fn holder(repo: &Repo, url: &str, flags: &[&str], name: &str, log: &Path, mode: &str) -> Guard {
     let mut c = tractatus(&repo.path());
-    c.args(["--redis", url])
-        .args(flags)
+    if !url.is_empty() {
+        c.args(["--redis", url]);
+    }
+    c.args(flags)
         .args(["lock", "run", "--name", name, "--", "sh", "command.sh"])
         .arg(log)
         .arg(mode)
@@ -59,15 +62,16 @@ fn holder(repo: &Repo, url: &str, flags: &[&str], name: &str, log: &Path, mode: 
     g
 }
 
-/// The next holder: waits up to 20 s, then writes its two lines.
+/// The next holder: waits up to 20 s, then writes its two lines (`url` as for [`holder`]).
 fn next_holder(repo: &Repo, url: &str, host: Option<&str>, name: &str, log: &Path) -> Command {
     let mut c = tractatus(&repo.path());
     if let Some(h) = host {
         c.env("TRACTATUS_HOST", h);
     }
+    if !url.is_empty() {
+        c.args(["--redis", url]);
+    }
     c.args([
-        "--redis",
-        url,
         "--wait",
         "20s",
         "--kill-grace",
@@ -182,6 +186,36 @@ fn a_sigkilled_lock_run_lets_nobody_in_while_its_command_group_runs() {
     );
     // Its guard ends the group within a third of the TTL: well inside the 3 s TTL.
     assert!(last_first.saturating_sub(killed) < 2_000_000_000);
+}
+
+#[test]
+fn a_sigkilled_lock_run_on_local_locks_lets_nobody_in_while_its_command_group_runs() {
+    // The kernel drops a dead holder's flock at once: only the guard scan keeps the next
+    // holder's command from starting beside the orphan.
+    let repo = Repo::new();
+    scripts(&repo);
+    let log = repo.file("log");
+    let flags = ["--ttl", "3s", "--kill-grace", "10s"];
+    let mut first = holder(&repo, "", &flags, "L", &log, "ignore");
+    let worker = worker_of(&log);
+    let _worker = KillPid(worker);
+    signal(first.0.id(), Signal::SIGKILL);
+    let _ = first.0.wait();
+    let killed = now_ns();
+    let r = run(&mut next_holder(&repo, "", None, "L", &log));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (overlapping, next_at, last_first) = overlaps(&log);
+    println!(
+        "local locks, after the SIGKILL: the worker last wrote at +{:.0} ms, the next holder \
+         first wrote at +{:.0} ms; {overlapping} overlapping writes",
+        ms(last_first.saturating_sub(killed)),
+        ms(next_at.saturating_sub(killed)),
+    );
+    assert!(!alive(worker), "the orphaned worker still runs");
+    assert_eq!(
+        overlapping, 0,
+        "the orphan wrote inside the next holder's turn"
+    );
 }
 
 #[test]

@@ -53,9 +53,8 @@ impl Group {
     ) -> Result<Group> {
         nix::sys::prctl::set_child_subreaper(true)
             .map_err(|e| Error::internal(format!("cannot become the child subreaper: {e}")))?;
-        let exe = std::env::current_exe()
-            .map_err(|e| Error::internal(format!("cannot find this program: {e}")))?;
-        let mut c = Command::new(exe);
+        // This very program, even if its file was replaced or deleted since it started.
+        let mut c = Command::new("/proc/self/exe");
         c.arg(GUARD_ARG)
             .arg(grace.as_millis().to_string())
             .arg(host);

@@ -125,6 +125,8 @@ pub async fn supervise(
     // When the group gets SIGKILL, if it still runs: set once the lease is in danger.
     let mut kill_at: Option<Instant> = None;
     let mut killed = false;
+    // When a SIGTERM sent to us was passed on: what is left of the command had it already.
+    let mut terminated: Option<Instant> = None;
     let status = loop {
         let kill_timer = kill_at
             .filter(|_| !killed)
@@ -158,7 +160,10 @@ pub async fn supervise(
             // SIGINT that reaches us was sent to us alone: pass it on. A hang-up of a terminal
             // whose foreground the command has reaches the command by itself.
             _ = sigint.recv() => group.signal(Signal::SIGINT),
-            _ = sigterm.recv() => group.signal(Signal::SIGTERM),
+            _ = sigterm.recv() => {
+                group.signal(Signal::SIGTERM);
+                terminated.get_or_insert_with(Instant::now);
+            }
             _ = sighup.recv() => if !group.has_terminal() { group.signal(Signal::SIGHUP) },
         }
     };
@@ -168,12 +173,13 @@ pub async fn supervise(
     });
     // What the command started and left behind goes too, before the lock can be released.
     if !group.is_empty() {
-        // In danger already: the deadline stands. Lost as it exited: no grace left. Else the
-        // leftovers get the same SIGTERM and grace as the command would.
-        let kill_at = match kill_at {
-            Some(k) => k,
-            None if lost_at_exit.is_some() => Instant::now(),
-            None => {
+        // In danger already: the deadline stands. Lost as it exited: no grace left. Told to
+        // stop: the grace counts from then. Else the leftovers get SIGTERM and the grace.
+        let kill_at = match (kill_at, terminated) {
+            (Some(k), _) => k,
+            _ if lost_at_exit.is_some() => Instant::now(),
+            (None, Some(t)) => t + kill_grace,
+            (None, None) => {
                 group.signal(Signal::SIGTERM);
                 Instant::now() + kill_grace
             }

@@ -266,13 +266,14 @@ pub(crate) fn guards_of(host: &str, locks: &[(&str, &str)], except: u32) -> Vec<
 /// The guard's `main`, when this process was started as one; `None` otherwise. Runs blocking
 /// code only: it is its own process, started for this one wait.
 pub fn guard_main() -> Option<u8> {
-    let mut args = std::env::args().skip(1);
-    if args.next().as_deref() != Some(GUARD_ARG) {
+    // Read as OS strings: an argument that is not UTF-8 must not stop a real command.
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() != Some(std::ffi::OsStr::new(GUARD_ARG)) {
         return None;
     }
     let grace = args
         .next()
-        .and_then(|a| a.parse().ok())
+        .and_then(|a| a.to_str()?.parse().ok())
         .map(Duration::from_millis)
         .unwrap_or(Duration::from_secs(1));
     Some(guard(grace))

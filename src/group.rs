@@ -8,6 +8,9 @@
 //! command. `tractatus` is the child subreaper, so orphans of the command come back to it, are
 //! still counted and are reaped. A guard's arguments name its host and locks, so that the next
 //! holder on this host can find a group left behind by an expired holder and wait for it.
+//!
+//! A program that calls [`crate::run::supervise`] must call [`guard_main`] first thing in its
+//! `main`, as `tractatus` does: the guard is that program started again.
 
 use std::io::{Read, Write};
 use std::os::fd::AsFd;

@@ -56,7 +56,9 @@ pub fn exit_code(status: ExitStatus) -> i32 {
 ///
 /// Refuses to start the command when a lease is no longer valid. `kill_grace` is the time
 /// between SIGTERM and SIGKILL, never past the lease's validity; the early SIGTERM on failing
-/// renewal comes at most a quarter of a TTL before the lease would run out.
+/// renewal comes at most a quarter of a TTL before the lease would run out. The calling
+/// program must call [`crate::group::guard_main`] first in its `main` (the group's guard is
+/// this program started again).
 pub async fn supervise(
     leases: &[Lease],
     session_id: &str,

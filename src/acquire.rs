@@ -141,9 +141,22 @@ impl Coordinator {
                     {
                         continue;
                     }
+                    // Its process gone but its command's group still running: look again
+                    // soon, as the group may end well before the lease.
+                    let soon = holder
+                        .as_ref()
+                        .is_some_and(|h| h.is_winding_down(&self.inner.identity));
                     last_holder = holder.or(last_holder);
                     // Wake a little after the holder's lease runs out, in case it never releases.
-                    (pttl + Duration::from_millis(1), true)
+                    let pause = pttl + Duration::from_millis(1);
+                    (
+                        if soon {
+                            pause.min(Duration::from_millis(50))
+                        } else {
+                            pause
+                        },
+                        true,
+                    )
                 }
                 Attempt::Split { holder } => {
                     last_holder = holder.or(last_holder);

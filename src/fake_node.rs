@@ -252,6 +252,27 @@ impl Node for FakeNode {
         })
     }
 
+    fn record_group<'a>(
+        &'a self,
+        _: &'a LockKeys,
+        owner: &'a str,
+        group: u32,
+        group_start: Option<u64>,
+    ) -> NodeFuture<'a, bool> {
+        Box::pin(async move {
+            round_trip().await;
+            let mut s = self.gate()?;
+            match s.lease.as_mut() {
+                Some(l) if l.0 == owner => {
+                    l.2.group = group;
+                    l.2.group_start = group_start;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        })
+    }
+
     fn leave<'a>(&'a self, _: &'a LockKeys, waiter: &'a str) -> NodeFuture<'a, ()> {
         Box::pin(async move {
             round_trip().await;

@@ -23,6 +23,13 @@ pub struct HolderInfo {
     /// something here only when ours is the same.
     #[serde(skip)]
     pub pid_ns: Option<String>,
+    /// The process group the holder's command runs in (`lock run`), 0 when none was recorded:
+    /// while any process of it runs, the holder is not gone.
+    #[serde(skip)]
+    pub group: u32,
+    /// The start time of the group's leader, in clock ticks after boot, if known.
+    #[serde(skip)]
+    pub group_start: Option<u64>,
     /// The command the holder runs, for display.
     pub command: String,
     /// When the lease was granted, ms since the Unix epoch by the coordinator's clock.
@@ -47,6 +54,8 @@ impl HolderInfo {
                 "pid" => h.pid = v.parse().unwrap_or(0),
                 "pid_start" => h.pid_start = v.parse().ok(),
                 "pid_ns" => h.pid_ns = Some(v.clone()).filter(|v| !v.is_empty()),
+                "group" => h.group = v.parse().unwrap_or(0),
+                "group_start" => h.group_start = v.parse().ok(),
                 "command" => h.command = v.clone(),
                 "acquired_ms" => h.acquired_ms = v.parse().unwrap_or(0),
                 "ttl_ms" => h.ttl_ms = v.parse().unwrap_or(0),
@@ -67,11 +76,23 @@ impl HolderInfo {
         Duration::from_millis(now.saturating_sub(self.acquired_ms))
     }
 
-    /// True when the holder ran on this host, in this PID namespace, and its process is gone
-    /// (or the pid was reused by another program). A holder on another host, in another PID
-    /// namespace (a container beside us with the same host name), or whose namespace is not
-    /// known, is never judged stale here: its lease runs out with its TTL.
+    /// True when the holder ran on this host, in this PID namespace, its process is gone (or
+    /// the pid was reused by another program), and so is every process of its command's group
+    /// (`lock run`: an orphaned command may still write). A holder on another host, in another
+    /// PID namespace (a container beside us with the same host name), or whose namespace is
+    /// not known, is never judged stale here: its lease runs out with its TTL.
     pub fn is_gone_from(&self, me: &Identity) -> bool {
+        self.process_gone_from(me) && !self.group_runs()
+    }
+
+    /// True when the holder's own process is gone from this host (as [`Self::is_gone_from`]
+    /// judges it) but its command's group still runs: it is not gone yet, but may be soon, so
+    /// a waiter looks again before the lease's TTL is out.
+    pub fn is_winding_down(&self, me: &Identity) -> bool {
+        self.process_gone_from(me) && self.group_runs()
+    }
+
+    fn process_gone_from(&self, me: &Identity) -> bool {
         if self.host != me.host || self.pid == 0 {
             return false;
         }
@@ -82,6 +103,20 @@ impl HolderInfo {
             None => !process_exists(self.pid),
             Some(now_start) => self.pid_start.is_some_and(|s| s != now_start),
         }
+    }
+
+    /// True while a process of the holder's command group runs. A group id cannot be taken by
+    /// a new group while the old one has a member, so a live member is the holder's; when the
+    /// leader's pid now names a later process, the recorded group ended already.
+    fn group_runs(&self) -> bool {
+        if self.group == 0 {
+            return false;
+        }
+        let reused = match (process_start_ticks(self.group), self.group_start) {
+            (Some(now), Some(then)) => now != then,
+            _ => false,
+        };
+        !reused && crate::group::group_alive(self.group)
     }
 }
 
@@ -204,9 +239,25 @@ mod tests {
         assert!(!other_ns.is_gone_from(&me));
         let unknown_ns = HolderInfo {
             pid_ns: None,
-            ..reused
+            ..reused.clone()
         };
         assert!(!unknown_ns.is_gone_from(&me));
+        // Its process is gone, but a process of its command's group runs: not gone yet.
+        let our_group = nix::unistd::getpgrp().as_raw() as u32;
+        let orphaned = HolderInfo {
+            group: our_group,
+            ..reused.clone()
+        };
+        assert!(!orphaned.is_gone_from(&me));
+        assert!(orphaned.is_winding_down(&me));
+        // A group whose leader's pid now names a later process ended long ago.
+        let ended = HolderInfo {
+            group: me.pid,
+            group_start: me.pid_start.map(|s| s + 1),
+            ..reused.clone()
+        };
+        assert!(ended.is_gone_from(&me));
+        assert!(!ended.is_winding_down(&me));
         let elsewhere = HolderInfo {
             host: "another-host".into(),
             pid_start: Some(1),

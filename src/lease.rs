@@ -348,6 +348,37 @@ impl Lease {
         }
     }
 
+    /// Record the process group the holder's command runs in, on every node that still has
+    /// this lease (see `lua/record_group.lua`), so that a same-host takeover waits for the
+    /// group too. Best effort: a node restarted empty or out of reach just lacks the note (the
+    /// next holder on this host also finds the group through its guard). Errs only when the
+    /// lease is no longer valid. Nothing to record for local locks.
+    pub(crate) async fn record_group(&self, group: u32, start: Option<u64>) -> Result<()> {
+        if let (Some(Hold::Redis { keys, owner }), Backend::Redis(q)) =
+            (&self.hold, &self.coordinator.inner.backend)
+        {
+            let began = Instant::now();
+            let mut all: FuturesUnordered<_> = q
+                .nodes()
+                .iter()
+                .map(|n| n.record_group(keys, owner, group, start))
+                .collect();
+            let mut recorded = 0;
+            while recorded < q.needed() {
+                match all.next().await {
+                    Some(Ok(true)) => recorded += 1,
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            // Like a release: a slow or paused node gets as long again as the majority took,
+            // not its whole timeout, before the command may start.
+            let grace = began.elapsed().max(Duration::from_millis(2));
+            let _ = tokio::time::timeout(grace, all.collect::<Vec<_>>()).await;
+        }
+        self.check_valid()
+    }
+
     /// Extend the lease once. Errors with [`Error::LeaseLost`] when it is no longer ours.
     pub async fn renew(&self) -> Result<()> {
         let Some(Hold::Redis { keys, owner }) = &self.hold else {

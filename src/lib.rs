@@ -23,6 +23,7 @@
 //!   and the namespace file.
 //! - `multi`: several locks at once ([`Coordinator::acquire_all`]).
 //! - `sys`: what is read from `/proc` (process start times, parents, umask) and the host name.
+//! - [`group`]: the process group a `lock run` command runs in, and the guard that leads it.
 //! - [`run`]: `lock run`: a child command supervised under leases.
 //! - [`state`]: guarded JSON read-modify-write with atomic, fenced commits.
 //! - [`ops`]: the operator's views: status, audit log, break.
@@ -52,6 +53,7 @@ pub mod clock;
 pub mod config;
 pub mod connect;
 pub mod error;
+pub mod group;
 pub mod holder;
 pub mod init;
 pub mod join;

@@ -148,6 +148,20 @@ pub trait Node: Send + Sync + 'static {
     /// to remove (see `lua/evict.lua`).
     fn evict<'a>(&'a self, ev: &'a Eviction) -> NodeFuture<'a, bool>;
 
+    /// Note in the holder record the process group its command runs in (with its leader's
+    /// start time), only while the lease is `owner`'s; `Ok(false)` when it is not (see
+    /// `lua/record_group.lua`). A node that cannot record it says `Ok(false)`.
+    fn record_group<'a>(
+        &'a self,
+        keys: &'a LockKeys,
+        owner: &'a str,
+        group: u32,
+        group_start: Option<u64>,
+    ) -> NodeFuture<'a, bool> {
+        let _ = (keys, owner, group, group_start);
+        Box::pin(async { Ok(false) })
+    }
+
     /// Leave the lock's waiter set (a waiter that gives up), so `lock status` stops counting it.
     fn leave<'a>(&'a self, keys: &'a LockKeys, waiter: &'a str) -> NodeFuture<'a, ()>;
 

@@ -27,6 +27,8 @@ static RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/release.lua")));
 static RAISE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/raise.lua")));
 static EVICT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/evict.lua")));
+static RECORD_GROUP: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/record_group.lua")));
 static INSPECT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/inspect.lua")));
 
@@ -340,6 +342,29 @@ impl Node for RedisNode {
                     .arg(&by.session)
                     .arg(&by.host)
                     .arg(by.pid)
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
+            .await
+            .map(|n| n == 1)
+        })
+    }
+
+    fn record_group<'a>(
+        &'a self,
+        keys: &'a LockKeys,
+        owner: &'a str,
+        group: u32,
+        group_start: Option<u64>,
+    ) -> NodeFuture<'a, bool> {
+        Box::pin(async move {
+            self.call(|mut c| async move {
+                RECORD_GROUP
+                    .key(&keys.lease)
+                    .key(&keys.holder)
+                    .arg(owner)
+                    .arg(group)
+                    .arg(group_start.map(|s| s.to_string()).unwrap_or_default())
                     .invoke_async::<i64>(&mut c)
                     .await
             })

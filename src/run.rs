@@ -1,27 +1,31 @@
-//! `lock run`: run a child command while holding leases. The child inherits stdin, stdout and
-//! stderr untouched and gets `TRACTATUS_LOCK_NAME`, `TRACTATUS_FENCING_TOKEN` and
-//! `TRACTATUS_SESSION_ID`. SIGTERM is forwarded to it; SIGINT and SIGHUP too, unless we are in
-//! the foreground of our terminal, which then delivers them to the command itself.
+//! `lock run`: run a child command while holding leases, and never let go of them while any
+//! process of the command runs. The command runs in its own process group (see
+//! [`crate::group`]), recorded with the leases, inherits stdin, stdout and stderr untouched and
+//! gets `TRACTATUS_LOCK_NAME`, `TRACTATUS_FENCING_TOKEN` and `TRACTATUS_SESSION_ID`. SIGTERM and
+//! SIGINT that reach `tractatus` go to the whole group; SIGHUP too, unless the group has the
+//! terminal's foreground (handed to it when we had it), which then delivers it by itself.
 //!
-//! When renewal keeps failing, the command gets SIGTERM while the lease is still valid (once less
-//! than `min(kill_grace, ttl/4)` is left, after about three quarters of a TTL of failed renewals),
-//! and SIGKILL the moment the lease is lost; a lease lost outright (taken, broken, or noticed only
-//! after this process was paused) gives SIGTERM at once and SIGKILL after the grace period. Both
-//! signals go to the command and every process it started that is still its descendant (found in
-//! `/proc`), so `sh -c` and `npm run` wrappers do not leave workers running without the lock.
-//! Past that point only a fencing check at the storage can stop a late write.
+//! When the command exits, what it left running in its group (or orphaned to us, the child
+//! subreaper) gets SIGTERM and, after the grace, SIGKILL; the leases are released only once
+//! nothing is left. When renewal keeps failing, the group gets SIGTERM while the lease is still
+//! valid (once less than `min(kill_grace, ttl/4)` is left) and SIGKILL just before the validity
+//! ends; a lease lost outright (taken, broken, stopped at --max-hold, or noticed only after this
+//! process was paused) gives SIGTERM at once and SIGKILL after the grace, but never later than
+//! just before the validity last seen ends, so the next holder cannot start beside it. Past that
+//! point only a fencing check at the storage can stop a late write.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::time::Duration;
 
 use futures_util::future::select_all;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use tokio::process::{Child, Command};
+use nix::sys::signal::Signal;
+use tokio::process::Command;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::group::Group;
 use crate::lease::{Lease, LeaseState};
 
 /// How a supervised command ended.
@@ -47,11 +51,14 @@ pub fn exit_code(status: ExitStatus) -> i32 {
         .unwrap_or(70)
 }
 
-/// Run `argv` while `leases` are held and renewed; release nothing (the caller does).
+/// Run `argv` while `leases` are held and renewed; release nothing (the caller does, once this
+/// returns: by then nothing of the command runs).
 ///
 /// Refuses to start the command when a lease is no longer valid. `kill_grace` is the time
-/// between SIGTERM and SIGKILL; the early SIGTERM on failing renewal comes at most half a TTL
-/// before the lease would run out.
+/// between SIGTERM and SIGKILL, never past the lease's validity; the early SIGTERM on failing
+/// renewal comes at most a quarter of a TTL before the lease would run out. The calling
+/// program must call [`crate::group::guard_main`] first in its `main` (the group's guard is
+/// this program started again).
 pub async fn supervise(
     leases: &[Lease],
     session_id: &str,
@@ -68,27 +75,44 @@ pub async fn supervise(
     for l in leases {
         l.check_valid()?;
     }
+    let ttl = leases.iter().map(Lease::ttl).min();
+    // Should we die, the guard ends the group within a third of the TTL: well before a lease
+    // renewed a third of a TTL ago runs out.
+    let guard_grace = ttl.map_or(kill_grace, |t| (t / 3).min(kill_grace));
+    let host = crate::holder::this_host();
+    let locks: Vec<(&str, &str)> = leases
+        .iter()
+        .map(|l| (l.config().namespace.as_str(), l.name()))
+        .collect();
+    let mut group = Group::start(guard_grace, &host, &locks).await?;
+    if let Err(e) = prepare(leases, &group, &host, &locks, kill_grace).await {
+        group.finish().await;
+        return Err(e);
+    }
     let names: Vec<&str> = leases.iter().map(Lease::name).collect();
     let tokens: Vec<String> = leases.iter().map(|l| l.token().to_string()).collect();
-    let mut child = Command::new(program)
+    let spawned = Command::new(program)
         .args(args)
         .env("TRACTATUS_LOCK_NAME", names.join(","))
         .env("TRACTATUS_FENCING_TOKEN", tokens.join(","))
         .env("TRACTATUS_SESSION_ID", session_id)
         .env(crate::join::ENV_VAR, crate::join::command_env(leases))
+        .process_group(i32::try_from(group.pgid()).unwrap_or(0))
         .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| Error::usage(format!("cannot run '{program}': {e}")))?;
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            group.finish().await;
+            return Err(Error::usage(format!("cannot run '{program}': {e}")));
+        }
+    };
+    group.set_command(child.id());
 
     let lost = first_of(leases, |l| l.lost());
     // A quarter of the TTL: renewals run every third and retry every tenth, so by then at least
     // four attempts in a row have failed. A short stall must not cost the command its run.
-    let margin = leases
-        .iter()
-        .map(|l| l.ttl() / 4)
-        .min()
-        .unwrap_or_default()
-        .min(kill_grace);
+    let margin = ttl.map(|t| t / 4).unwrap_or_default().min(kill_grace);
     let expiring = first_of(leases, |l| {
         let f = l.expiring(margin);
         async move {
@@ -97,72 +121,199 @@ pub async fn supervise(
         }
     });
     tokio::pin!(lost, expiring);
+    let mut validity = Validity::new(leases);
+    let mut tick = tokio::time::interval(validity.period);
     let mut warned: Option<String> = None;
-    // On a hang-up the terminal is gone before we handle SIGHUP: decide from the start.
-    let foreground_at_start = terminal_delivers_to_child();
-    // The command and its descendants when it was first sent SIGTERM: killed at the end, so a
-    // worker whose parent already exited is not missed.
-    let mut tree: Vec<(u32, u64)> = Vec::new();
-    loop {
+    let mut lost_to: Option<(String, String)> = None;
+    // When the group gets SIGKILL, if it still runs: set once the lease is in danger.
+    let mut kill_at: Option<Instant> = None;
+    let mut killed = false;
+    // When a SIGTERM sent to us was passed on: what is left of the command had it already.
+    let mut terminated: Option<Instant> = None;
+    let status = loop {
+        let kill_timer = kill_at
+            .filter(|_| !killed)
+            .map(|k| k.min(validity.last_moment()));
         tokio::select! {
             // Loss first: if the child exits in the same instant, the lease was already gone.
             biased;
-            (name, reason) = &mut lost => {
-                // Warned earlier: its grace is over, the lease is gone, SIGKILL now. Lost
-                // without warning (taken, broken, or we were paused): SIGTERM, then the grace.
-                let left = if warned.is_some() {
-                    Duration::ZERO
-                } else {
-                    tree = process_tree(&child);
-                    signal_all(&tree, Signal::SIGTERM);
-                    kill_grace
-                };
-                let _ = tokio::time::timeout(left, child.wait()).await;
-                // Whatever is left of the command, and of what it started, dies now.
-                tree.extend(process_tree(&child));
-                signal_all(&tree, Signal::SIGKILL);
-                let _ = child.start_kill();
-                let _ = child.wait().await;
-                return Ok(RunOutcome::LeaseLost {
-                    name,
-                    reason: format!("{reason}; the command was terminated"),
-                });
-            }
-            status = child.wait() => {
-                let status = status.map_err(|e| Error::internal(format!("waiting for '{program}': {e}")))?;
-                let code = exit_code(status);
-                for l in leases {
-                    if let LeaseState::Lost(reason) = l.state() {
-                        signal_all(&tree, Signal::SIGKILL);
-                        return Ok(RunOutcome::LeaseLost {
-                            name: l.name().to_owned(),
-                            reason: format!("{reason}; the command exited ({code}) about then"),
-                        });
-                    }
+            (name, reason) = &mut lost, if lost_to.is_none() => {
+                // Lost without warning (taken, broken, stopped at --max-hold, or we were
+                // paused): SIGTERM, then the grace. Either way SIGKILL comes no later than
+                // just before the validity last seen ends (at once when it has ended).
+                if warned.is_none() {
+                    group.signal(Signal::SIGTERM);
                 }
-                if let Some(name) = warned {
-                    // Terminated for a lease about to run out: leave nothing of it running.
-                    signal_all(&tree, Signal::SIGKILL);
-                    return Ok(RunOutcome::LeaseLost {
-                        name,
-                        reason: "renewal kept failing and the lease was about to run out; the \
-                                 command was sent SIGTERM"
-                            .into(),
-                    });
-                }
-                return Ok(RunOutcome::Exited(code));
+                let at = Instant::now() + kill_grace;
+                kill_at = Some(kill_at.map_or(at, |k| k.min(at)));
+                lost_to = Some((name, reason));
             }
-            (name, _) = &mut expiring, if warned.is_none() => {
-                tree = process_tree(&child);
-                signal_all(&tree, Signal::SIGTERM);
+            _ = sleep_until_some(kill_timer) => {
+                group.signal(Signal::SIGKILL);
+                killed = true;
+            }
+            status = child.wait() => break status,
+            (name, _) = &mut expiring, if warned.is_none() && lost_to.is_none() => {
+                group.signal(Signal::SIGTERM);
+                kill_at = Some(validity.last_moment());
                 warned = Some(name);
             }
-            // A Ctrl-C or hang-up of the terminal whose foreground we are reaches the command by
-            // itself (it shares our process group): forwarding it would deliver it twice.
-            _ = sigint.recv() => if !terminal_delivers_to_child() { forward(&child, Signal::SIGINT) },
-            _ = sigterm.recv() => forward(&child, Signal::SIGTERM),
-            _ = sighup.recv() => if !foreground_at_start { forward(&child, Signal::SIGHUP) },
+            _ = tick.tick() => validity.refresh(leases),
+            // Our group no longer has the terminal's foreground (the command's has), so a
+            // SIGINT that reaches us was sent to us alone: pass it on. A hang-up of a terminal
+            // whose foreground the command has reaches the command by itself.
+            _ = sigint.recv() => group.signal(Signal::SIGINT),
+            _ = sigterm.recv() => {
+                group.signal(Signal::SIGTERM);
+                terminated.get_or_insert_with(Instant::now);
+            }
+            _ = sighup.recv() => if !group.has_terminal() { group.signal(Signal::SIGHUP) },
         }
+    };
+    let lost_at_exit = leases.iter().find_map(|l| match l.state() {
+        LeaseState::Lost(reason) => Some((l.name().to_owned(), reason)),
+        _ => None,
+    });
+    // What the command started and left behind goes too, before the lock can be released.
+    if !group.is_empty() {
+        // In danger already: the deadline stands. Lost as it exited: no grace left. Told to
+        // stop: the grace counts from then. Else the leftovers get SIGTERM and the grace.
+        let kill_at = match (kill_at, terminated) {
+            (Some(k), _) => k,
+            _ if lost_at_exit.is_some() => Instant::now(),
+            (None, Some(t)) => t + kill_grace,
+            (None, None) => {
+                group.signal(Signal::SIGTERM);
+                Instant::now() + kill_grace
+            }
+        };
+        loop {
+            validity.refresh(leases);
+            let until = kill_at.min(validity.last_moment());
+            if group
+                .emptied_by(until.min(Instant::now() + validity.period))
+                .await
+            {
+                break;
+            }
+            if !killed && Instant::now() >= until {
+                group.signal(Signal::SIGKILL);
+                killed = true;
+            }
+        }
+    }
+    group.finish().await;
+    let status = status.map_err(|e| Error::internal(format!("waiting for '{program}': {e}")))?;
+    let code = exit_code(status);
+    if let Some((name, reason)) = lost_to {
+        return Ok(RunOutcome::LeaseLost {
+            name,
+            reason: format!("{reason}; the command was terminated"),
+        });
+    }
+    if let Some((name, reason)) = lost_at_exit {
+        return Ok(RunOutcome::LeaseLost {
+            name,
+            reason: format!("{reason}; the command exited ({code}) about then"),
+        });
+    }
+    if let Some(name) = warned {
+        return Ok(RunOutcome::LeaseLost {
+            name,
+            reason: "renewal kept failing and the lease was about to run out; the command was \
+                     sent SIGTERM"
+                .into(),
+        });
+    }
+    Ok(RunOutcome::Exited(code))
+}
+
+/// Before the command starts: an earlier holder's group on this host is waited for (its lease
+/// expired while it ran: the grant went over it), and the group is recorded with the leases.
+async fn prepare(
+    leases: &[Lease],
+    group: &Group,
+    host: &str,
+    locks: &[(&str, &str)],
+    kill_grace: Duration,
+) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let earlier = crate::group::guards_of(host, locks, group.pgid());
+        if earlier.is_empty() {
+            break;
+        }
+        for l in leases {
+            l.check_valid()?;
+        }
+        // Its lease is over: after the grace it gets no more time.
+        if started.elapsed() >= kill_grace {
+            for pgid in &earlier {
+                crate::group::kill_group(*pgid);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for l in leases {
+        l.record_group(group.pgid(), group.start_ticks()).await?;
+    }
+    Ok(())
+}
+
+/// The leases' validity as last seen while valid: a lease marked lost (say, at --max-hold)
+/// may still be valid at the coordinator, and others can take it only once that runs out.
+struct Validity {
+    known: Vec<Option<Instant>>,
+    /// Kept clear of the validity's end: SIGKILL and the kernel's cleanup take a moment.
+    safety: Duration,
+    /// How often it is read again (a stale reading is earlier, never later, than the truth).
+    period: Duration,
+}
+
+impl Validity {
+    fn new(leases: &[Lease]) -> Self {
+        let ttl = leases
+            .iter()
+            .map(Lease::ttl)
+            .min()
+            .unwrap_or(Duration::from_secs(1));
+        let mut v = Validity {
+            known: vec![None; leases.len()],
+            safety: (ttl / 10).min(Duration::from_millis(200)),
+            period: (ttl / 10).clamp(Duration::from_millis(10), Duration::from_millis(250)),
+        };
+        v.refresh(leases);
+        v
+    }
+
+    fn refresh(&mut self, leases: &[Lease]) {
+        for (k, l) in self.known.iter_mut().zip(leases) {
+            match l.state() {
+                LeaseState::Valid { valid_until } => *k = Some(valid_until),
+                LeaseState::Held => *k = None,
+                LeaseState::Lost(_) => {}
+            }
+        }
+    }
+
+    /// The last moment the command may still run: a little before the first validity ends.
+    fn last_moment(&self) -> Instant {
+        self.known
+            .iter()
+            .flatten()
+            .min()
+            .map_or_else(far_future, |v| v.checked_sub(self.safety).unwrap_or(*v))
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -182,56 +333,4 @@ where
         Box::pin(async move { (name, fut.await) })
     });
     select_all(all).await.0
-}
-
-/// The child and every process descending from it, each with its start time (so that a pid
-/// reused by another program later is never signalled). Read from `/proc`; empty when the child
-/// has been reaped.
-fn process_tree(child: &Child) -> Vec<(u32, u64)> {
-    let Some(root) = child.id() else {
-        return Vec::new();
-    };
-    let all: Vec<(u32, u32, u64)> = crate::sys::all_processes()
-        .into_iter()
-        .map(|(pid, s)| (pid, s.ppid, s.start_ticks))
-        .collect();
-    let mut tree: Vec<(u32, u64)> = all
-        .iter()
-        .filter(|p| p.0 == root)
-        .map(|p| (p.0, p.2))
-        .collect();
-    let mut i = 0;
-    while i < tree.len() {
-        let parent = tree[i].0;
-        tree.extend(all.iter().filter(|p| p.1 == parent).map(|p| (p.0, p.2)));
-        i += 1;
-    }
-    tree
-}
-
-/// Send `sig` to each process of `tree` that is still the same process (same start time).
-fn signal_all(tree: &[(u32, u64)], sig: Signal) {
-    for &(pid, start) in tree {
-        if crate::sys::process_start_ticks(pid) == Some(start)
-            && let Ok(raw) = i32::try_from(pid)
-        {
-            let _ = kill(Pid::from_raw(raw), sig);
-        }
-    }
-}
-
-/// True when we are in the foreground process group of our controlling terminal, so that the
-/// terminal's SIGINT and SIGHUP reach the command (in our group) without us. Then a SIGINT sent
-/// to `tractatus` alone (`kill -INT`) is not passed on either; SIGTERM always is.
-fn terminal_delivers_to_child() -> bool {
-    std::fs::File::open("/dev/tty")
-        .ok()
-        .and_then(|tty| nix::unistd::tcgetpgrp(&tty).ok())
-        .is_some_and(|foreground| foreground == nix::unistd::getpgrp())
-}
-
-fn forward(child: &Child, sig: Signal) {
-    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
-        let _ = kill(Pid::from_raw(pid), sig);
-    }
 }

@@ -1,12 +1,17 @@
-//! What this crate asks of the operating system beyond files: a process' parent and start
-//! time from `/proc/<pid>/stat`, this process' umask, PID namespace and host name. Linux only
-//! (`/proc`); one place so that a port, or a fix to the parsing, happens once.
+//! What this crate asks of the operating system beyond files: a process' parent, process group,
+//! run state and start time from `/proc/<pid>/stat`, its argument list, this process' umask,
+//! PID namespace and host name. Linux only (`/proc`); one place so that a port, or a fix to the
+//! parsing, happens once.
 
 /// The fields of `/proc/<pid>/stat` this crate uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ProcStat {
+    /// Run state (field 3): `Z` for a zombie, which can no longer do anything but be reaped.
+    pub(crate) state: char,
     /// Parent process id (field 4).
     pub(crate) ppid: u32,
+    /// Process group id (field 5).
+    pub(crate) pgrp: u32,
     /// Start time in clock ticks after boot (field 22): with the pid, it names one process
     /// for good, even after the pid is reused.
     pub(crate) start_ticks: u64,
@@ -18,9 +23,31 @@ pub(crate) fn parse_stat(text: &str) -> Option<ProcStat> {
     let after = text.get(text.rfind(')')? + 2..)?;
     let fields: Vec<&str> = after.split(' ').collect();
     Some(ProcStat {
+        state: fields.first()?.chars().next()?,
         ppid: fields.get(1)?.parse().ok()?,
+        pgrp: fields.get(2)?.parse().ok()?,
         start_ticks: fields.get(19)?.parse().ok()?,
     })
+}
+
+impl ProcStat {
+    /// False for a zombie (or a dead task): it runs no more code, so it writes nothing.
+    pub(crate) fn runs(&self) -> bool {
+        !matches!(self.state, 'Z' | 'X' | 'x')
+    }
+}
+
+/// The argument list of a process (`/proc/<pid>/cmdline`); empty when it is gone or unreadable.
+pub(crate) fn cmdline(pid: u32) -> Vec<String> {
+    // Each argument ends in a NUL; empty arguments are kept, so positions hold.
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let raw = raw.strip_suffix(&[0]).unwrap_or(&raw);
+    if raw.is_empty() {
+        return Vec::new();
+    }
+    raw.split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
 }
 
 /// `/proc/<pid>/stat` of a running process; `None` when it is gone (or unreadable).
@@ -87,7 +114,9 @@ mod tests {
         assert_eq!(
             parse_stat(text),
             Some(ProcStat {
+                state: 'S',
                 ppid: 17,
+                pgrp: 4242,
                 start_ticks: 987_654
             })
         );
@@ -100,6 +129,9 @@ mod tests {
         let me = std::process::id();
         let stat = proc_stat(me).unwrap();
         assert_eq!(stat.ppid, nix::unistd::getppid().as_raw() as u32);
+        assert_eq!(stat.pgrp, nix::unistd::getpgrp().as_raw() as u32);
+        assert!(stat.runs());
+        assert!(!cmdline(me).is_empty());
         assert!(all_processes().iter().any(|(p, s)| *p == me && *s == stat));
         assert!(umask() <= 0o777);
     }

@@ -751,3 +751,31 @@ fn a_command_whose_lock_was_broken_under_it_exits_76() {
     assert_eq!(status, Some(76), "{stderr}");
     assert!(stderr.contains("no longer ours"), "{stderr}");
 }
+
+#[test]
+fn a_command_in_its_own_group_still_reads_the_terminal() {
+    use std::io::Write;
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    let got = repo.file("got");
+    // The command runs in its own process group: it can read the terminal only because that
+    // group is given the terminal's foreground (else SIGTTIN would stop it).
+    let cmd = format!(
+        "exec {} --redis {} lock run --name L -- sh -c 'read line; echo \"$line\" > {}'",
+        env!("CARGO_BIN_EXE_tractatus"),
+        redis.url(),
+        got.display()
+    );
+    let mut c = std::process::Command::new("script");
+    c.args(["-qec", &cmd, "/dev/null"])
+        .current_dir(repo.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut g = Guard(c.spawn().unwrap());
+    // Typed at once: the terminal keeps the line until the command reads it.
+    g.0.stdin.as_mut().unwrap().write_all(b"typed\n").unwrap();
+    let status = g.wait_code(Duration::from_secs(10));
+    assert_eq!(status, Some(0));
+    assert_eq!(std::fs::read_to_string(&got).unwrap().trim(), "typed");
+}

@@ -5,6 +5,7 @@ mod support;
 
 mod cli;
 mod faults;
+mod group;
 mod lock_run;
 mod nested;
 mod operate;

@@ -20,6 +20,10 @@ use tractatus_lock::workspace::Workspace;
 use tractatus_lock::{Coordinator, Error, Identity, Result};
 
 fn main() -> ExitCode {
+    // `lock run` starts this same program as the guard of its command's process group.
+    if let Some(code) = tractatus_lock::group::guard_main() {
+        return ExitCode::from(code);
+    }
     let cli = match cli::parse() {
         Ok(c) => c,
         Err(code) => return ExitCode::from(code),

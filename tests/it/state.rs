@@ -15,8 +15,8 @@ use tractatus_lock::state::{StateFile, WriteOutcome};
 use tractatus_lock::{AcquireOptions, Config, Coordinator, Error, Identity};
 
 use crate::support::{
-    Guard, RedisServer, Repo, fixture, instruction_history, run, signal, tractatus, try_lock,
-    wait_until,
+    Guard, RedisServer, Repo, alive, fixture, instruction_history, run, signal, tractatus,
+    try_lock, wait_until,
 };
 
 const HISTORY: &str = ".claude/instruction-history.json";
@@ -1142,5 +1142,44 @@ fn appending_to_a_large_file_peaks_below_three_times_its_size() {
     assert!(
         repo.read(HISTORY)
             .ends_with("    {\n      \"id\": \"last\"\n    }\n  ]\n}\n")
+    );
+}
+
+#[test]
+fn what_the_update_command_leaves_running_is_stopped_before_the_commit() {
+    let repo = Repo::new();
+    repo.write(".claude/s.json", "{\"n\": 1}\n");
+    let pidfile = repo.file("worker.pid");
+    // The command prints the document back and leaves a worker behind, as `sh -c 'x &'` or an
+    // `npm run` wrapper does; a worker that outlives the lease could write unguarded.
+    let r = run(tractatus(&repo.path()).args([
+        "--quiet",
+        "state",
+        "update",
+        ".claude/s.json",
+        "--",
+        "sh",
+        "-c",
+        "sleep 30 & echo $! > \"$0\"; cat",
+        pidfile.to_str().unwrap(),
+    ]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // The worker holds the command's stdout too: the update must not wait for it to end.
+    assert!(
+        r.elapsed < Duration::from_secs(20),
+        "the update waited for its command's worker: {:?}",
+        r.elapsed
+    );
+    let worker: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _reap = crate::support::KillPid(worker);
+    // Stopped before the update returned; its parent (init) may take a moment to reap it.
+    wait_until(
+        Duration::from_secs(2),
+        "the update command's worker is gone",
+        || !alive(worker),
     );
 }

@@ -51,6 +51,8 @@ pub mod repo;
 pub mod run;
 pub mod settings;
 pub mod state;
+// TEMPORARY (h-node): replaced at integration
+pub mod workspace;
 
 pub use config::Config;
 pub use error::{Error, Result};

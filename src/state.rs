@@ -444,6 +444,128 @@ impl StateFile {
     }
 }
 
+// TEMPORARY (h-node): replaced at integration. Two-phase update for callers that transform
+// the document in their own process (the Node binding): `begin` takes the lease and reads,
+// the caller computes, `commit` lands it with the same fence and compare-and-swap as `write`.
+impl StateFile {
+    /// Take the file's lease (lifting a reset token counter like `write` does), check the
+    /// fence record and read the document. Release the result with [`PendingWrite::release`].
+    pub async fn begin(
+        &self,
+        coordinator: &Coordinator,
+        opts: &AcquireOptions,
+    ) -> Result<PendingWrite> {
+        let fence = FenceRecord::new(&self.work_dir, &self.name)?;
+        let mut lease = coordinator.acquire(&self.name, opts).await?;
+        let committed = match fence.read() {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = lease.release().await;
+                return Err(e);
+            }
+        };
+        if lease.token() <= committed {
+            let raised = coordinator.raise_floor(&self.name, committed).await;
+            let _ = lease.release().await;
+            raised?;
+            lease = coordinator.acquire(&self.name, opts).await?;
+        }
+        lease.keep_alive(coordinator.config().max_hold);
+        self.remove_abandoned_temp_files(&lease);
+        let mut pending = PendingWrite {
+            file: self.clone(),
+            fence,
+            lease,
+            bytes: None,
+            mode: None,
+            doc: None,
+        };
+        if let Err(e) = pending.reload() {
+            let _ = pending.release().await;
+            return Err(e);
+        }
+        Ok(pending)
+    }
+
+    /// Read the document (or the value at `pointer`) without a lease: commits are atomic
+    /// renames, so the read is whole. `None` when the file or the value does not exist.
+    pub fn read_unlocked(&self, pointer: Option<&Pointer>) -> Result<Option<Value>> {
+        let Some(bytes) = self.load()?.0 else {
+            return Ok(None);
+        };
+        let doc = self.parse(&bytes)?;
+        Ok(match pointer {
+            None => Some(doc),
+            Some(p) => resolve_pointer(&doc, p).cloned(),
+        })
+    }
+}
+
+/// A state file read under its lease, waiting for the caller's new document.
+// TEMPORARY (h-node): replaced at integration
+pub struct PendingWrite {
+    file: StateFile,
+    fence: FenceRecord,
+    lease: Lease,
+    bytes: Option<Vec<u8>>,
+    mode: Option<u32>,
+    doc: Option<Value>,
+}
+
+impl PendingWrite {
+    /// The document as read; `None` when the file does not exist yet.
+    pub fn document(&self) -> Option<&Value> {
+        self.doc.as_ref()
+    }
+
+    /// The lease's fencing token.
+    pub fn token(&self) -> FencingToken {
+        self.lease.token()
+    }
+
+    /// The lease held for this write.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// Read the file again under the same lease (after a [`Error::Conflict`]).
+    pub fn reload(&mut self) -> Result<()> {
+        self.lease.check_valid()?;
+        let (bytes, mode) = self.file.load()?;
+        self.doc = bytes.as_deref().map(|b| self.file.parse(b)).transpose()?;
+        self.bytes = bytes;
+        self.mode = mode;
+        Ok(())
+    }
+
+    /// Commit `doc` atomically with the fencing check; [`Error::Conflict`] when the file
+    /// changed since it was read (nothing written: reload and redo the change).
+    pub fn commit(&mut self, doc: &Value) -> Result<WriteOutcome> {
+        self.lease.check_valid()?;
+        let token = self.lease.token();
+        let mut text = to_node_json(doc);
+        if self.bytes.as_deref().is_some_and(|b| b.ends_with(b"\n")) {
+            text.push('\n');
+        }
+        if self.bytes.as_deref() == Some(text.as_bytes()) {
+            return Ok(WriteOutcome::Unchanged { token });
+        }
+        let window = self.file.commit(
+            &self.lease,
+            &self.fence,
+            self.bytes.as_deref(),
+            text.as_bytes(),
+            self.mode,
+        )?;
+        Ok(WriteOutcome::Committed { token, window })
+    }
+
+    /// End the lease. A lease that ran out after a commit changes nothing about the commit.
+    pub async fn release(self) -> Result<()> {
+        self.lease.release().await
+    }
+}
+
 /// Who writes a temp file, in its name: the host name (letters, digits and dots kept) and the
 /// PID namespace, so a pid in the name is judged only where it means the same process.
 fn temp_owner_tag() -> String {

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use futures_util::future::{FutureExt, select_all};
 use serde_json::Value;
@@ -121,11 +121,18 @@ struct Opened {
     notice: Option<String>,
 }
 
-/// Coordinators by configuration: a hook making several calls connects once. Their sockets
-/// live on the addon's runtime threads, which never keep Node's event loop alive.
-fn cache() -> &'static Mutex<HashMap<String, Coordinator>> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Coordinator>>> = OnceLock::new();
-    CACHE.get_or_init(Default::default)
+/// Coordinators by configuration: a hook making several calls, even at once, connects once.
+/// Their sockets live on the addon's runtime threads, which never keep Node's event loop alive.
+type Slot = Arc<tokio::sync::OnceCell<Coordinator>>;
+
+fn slot(key: String) -> Slot {
+    static CACHE: OnceLock<Mutex<HashMap<String, Slot>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    match cache.lock() {
+        Ok(mut m) => m.entry(key).or_default().clone(),
+        // A panic elsewhere poisoned it: connect without sharing rather than fail.
+        Err(_) => Slot::default(),
+    }
 }
 
 /// This process as a lock holder sees it: `node script.js …`, passwords masked.
@@ -179,17 +186,15 @@ async fn open(s: &Settings) -> Out<Opened> {
         s.allow_network_fs
     );
     let acquire = AcquireOptions::wait(resolved.wait);
-    let cached = cache().lock().ok().and_then(|c| c.get(&key).cloned());
-    let (coordinator, notice) = match cached {
-        Some(c) => (c, None),
-        None => {
-            let (c, notice) = workspace.coordinator(identity, s.allow_network_fs).await?;
-            if let Ok(mut m) = cache().lock() {
-                m.insert(key, c.clone());
-            }
-            (c, notice)
-        }
-    };
+    let mut notice = None;
+    let coordinator = slot(key)
+        .get_or_try_init(|| async {
+            let (c, n) = workspace.coordinator(identity, s.allow_network_fs).await?;
+            notice = n;
+            Ok::<_, Error>(c)
+        })
+        .await?
+        .clone();
     Ok(Opened {
         workspace,
         coordinator,

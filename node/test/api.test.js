@@ -111,6 +111,20 @@ for (const backend of ['redis', 'local']) {
       assert.deepEqual(await t.readJson(f, opts), { n: 1, other: 1 })
     })
 
+    it('a file that changes under the lease twice in a row is LEASE_LOST, with the other write kept', async () => {
+      const f = repo.file('.claude/conflict2.json')
+      fs.writeFileSync(f, JSON.stringify({ other: 0 }))
+      let calls = 0
+      const err = await t.updateJson(f, (d) => {
+        calls++
+        fs.writeFileSync(f, JSON.stringify({ other: calls }))
+        d.mine = true
+      }, opts).catch((e) => e)
+      assert.equal(calls, 2)
+      assert.deepEqual([err.code, err.exitCode, err.reason], ['LEASE_LOST', 76, 'conflict'])
+      assert.equal(fs.readFileSync(f, 'utf8'), JSON.stringify({ other: 2 }))
+    })
+
     it('withLock gives tokens and a live signal, releases afterwards, and HELD when taken', async () => {
       const f = repo.file('.claude/locked.json')
       const out = await t.withLock({ names: ['jobs/a'], files: [f] }, async (lease) => {

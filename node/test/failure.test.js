@@ -74,6 +74,23 @@ describe('failures (redis)', () => {
     assert.deepEqual(JSON.parse(fs.readFileSync(f, 'utf8')).by, ['other'])
   })
 
+  it('withLock: a lease broken meanwhile fires lease.signal and rejects with LEASE_LOST', async () => {
+    const t = require('..')
+    const { cliPath, run } = require('./helpers')
+    let signalled = null
+    const err = await t.withLock({ names: ['jobs/broken'] }, async (lease) => {
+      const broke = run(cliPath(), ['lock', 'break', 'jobs/broken', '--force'], { cwd: repo.root, env: childEnv(redis.url) })
+      assert.equal(broke.status, 0, broke.stderr)
+      // The next renewal (a third of the TTL) finds the lease gone.
+      await new Promise((resolve) => lease.signal.addEventListener('abort', resolve, { once: true }))
+      signalled = lease.signal.reason
+      return 'finished anyway'
+    }, { cwd: repo.root, redis: redis.url, ttl: '1s', quiet: true }).catch((e) => e)
+    assert.ok(signalled instanceof t.TractatusLockError)
+    assert.equal(signalled.code, 'LEASE_LOST')
+    assert.deepEqual([err.code, err.exitCode], ['LEASE_LOST', 76], String(err))
+  })
+
   it('Redis down: UNAVAILABLE (69) within the connect deadline, refused or silent', async () => {
     const t = require('..')
     const f = repo.file('.claude/down.json')

@@ -249,11 +249,6 @@ impl Pending {
     pub async fn release(self) -> Out<()> {
         Ok(self.write.release().await?)
     }
-
-    /// Resolves with the reason when the lease is lost; pending while it holds.
-    pub fn lost(&self) -> impl Future<Output = String> + Send + use<> {
-        self.write.lease().lost()
-    }
 }
 
 /// Read `file` (or the value at `pointer`) with no lease: JSON text, `None` when absent.

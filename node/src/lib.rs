@@ -142,13 +142,6 @@ impl PendingUpdate {
         })
     }
 
-    /// Resolves with the reason when the lease is lost; pending while it holds.
-    #[napi(ts_return_type = "Promise<string>")]
-    pub fn lost<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, String>> {
-        let fut = with_pending(&self.inner, |p| p.lost())?;
-        env.spawn_future(async move { Ok(fut.await) })
-    }
-
     /// End the lease.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn release<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {

@@ -95,22 +95,26 @@ function callHook(script, root, env, session, i) {
 }
 
 /**
- * Run the variants in rounds, one after the other in each round (so that the machine's load,
- * whatever it is, weighs on all of them alike), each with `sessions` sessions at once on its own
- * copy of the fixtures.
+ * Run the variants in blocks of BLOCK calls per session, one variant after the other in each
+ * block (so that the machine's load, whatever it is, weighs on all of them alike). Within a
+ * block each of the `sessions` sessions runs its calls back to back on its own, as concurrent
+ * Claude Code sessions do; each variant has its own copy of the fixtures.
  */
+const BLOCK = 5
 async function rounds(variants, sessions) {
   const stats = variants.map((v) => ({ ...v, times: [], inner: [], failed: 0, firstError: '' }))
   for (const v of stats) writeFixtures(v.root)
-  for (let i = 0; i < CALLS; i++) {
+  for (let first = 0; first < CALLS; first += BLOCK) {
     for (const v of stats) {
       await Promise.all(Array.from({ length: sessions }, async (_, s) => {
-        const r = await callHook(v.script, v.root, v.env, `bench-session-${s}`, i)
-        v.times.push(r.ms)
-        v.inner.push(r.inner)
-        if (!r.ok) {
-          v.failed++
-          v.firstError ||= r.stderr.trim().split('\n')[0]
+        for (let i = first; i < Math.min(CALLS, first + BLOCK); i++) {
+          const r = await callHook(v.script, v.root, v.env, `bench-session-${s}`, i)
+          v.times.push(r.ms)
+          v.inner.push(r.inner)
+          if (!r.ok) {
+            v.failed++
+            v.firstError ||= r.stderr.trim().split('\n')[0]
+          }
         }
       }))
     }

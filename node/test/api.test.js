@@ -125,6 +125,13 @@ for (const backend of ['redis', 'local']) {
       assert.equal(fs.readFileSync(f, 'utf8'), JSON.stringify({ other: 2 }))
     })
 
+    it('concurrent updates from one process take turns', async () => {
+      const f = repo.file('.claude/same-process.json')
+      await t.setJson(f, '', { n: 0 }, opts)
+      await Promise.all(Array.from({ length: 10 }, () => t.updateJson(f, async (d) => { await null; d.n++ }, opts)))
+      assert.equal((await t.readJson(f, opts)).n, 10)
+    })
+
     it('withLock gives tokens and a live signal, releases afterwards, and HELD when taken', async () => {
       const f = repo.file('.claude/locked.json')
       const out = await t.withLock({ names: ['jobs/a'], files: [f] }, async (lease) => {

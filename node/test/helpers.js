@@ -87,10 +87,13 @@ function childEnv(redisUrl, extra = {}) {
 
 /** The `tractatus` CLI built from this repository (TRACTATUS_BIN overrides). */
 function cliPath() {
+  const target = process.env.CARGO_TARGET_DIR
+    ? path.resolve(PKG, '..', process.env.CARGO_TARGET_DIR)
+    : path.join(PKG, '..', 'target')
   const candidates = [
     process.env.TRACTATUS_BIN,
-    path.join(PKG, '..', 'target', 'debug', 'tractatus'),
-    path.join(PKG, '..', 'target', 'release', 'tractatus'),
+    path.join(target, 'debug', 'tractatus'),
+    path.join(target, 'release', 'tractatus'),
   ].filter(Boolean)
   const found = candidates.find((p) => fs.existsSync(p))
   if (!found) throw new Error(`no tractatus binary (looked at ${candidates.join(', ')}): run cargo build first`)

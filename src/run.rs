@@ -85,7 +85,14 @@ pub async fn supervise(
         .map(|l| (l.config().namespace.as_str(), l.name()))
         .collect();
     let mut group = Group::start(guard_grace, &host, &locks).await?;
-    if let Err(e) = prepare(leases, &group, &host, &locks, kill_grace).await {
+    // A joined lease is our ancestor's: its group (which we run in) is not an earlier holder's
+    // to wait for, and its holder record keeps naming the ancestor's group.
+    let own_locks: Vec<(&str, &str)> = leases
+        .iter()
+        .filter(|l| !l.is_joined())
+        .map(|l| (l.config().namespace.as_str(), l.name()))
+        .collect();
+    if let Err(e) = prepare(leases, &group, &host, &own_locks, kill_grace).await {
         group.finish().await;
         return Err(e);
     }
@@ -254,7 +261,7 @@ async fn prepare(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    for l in leases {
+    for l in leases.iter().filter(|l| !l.is_joined()) {
         l.record_group(group.pgid(), group.start_ticks()).await?;
     }
     Ok(())

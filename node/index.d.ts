@@ -1,0 +1,117 @@
+// Types of tractatus-lock for Node.js.
+
+/** A duration: whole milliseconds, or the CLI's text form ("500ms", "10s", "2m", "1h"). */
+export type Duration = number | string
+
+export interface Options {
+  /** Where relative paths and the repository are looked up from. Default: process.cwd(). */
+  cwd?: string
+  /** Redis URL(s); three or more masters mean Redlock. Default: TRACTATUS_REDIS, then the config file, else local file locks. */
+  redis?: string | string[]
+  /** Lock namespace. Default: TRACTATUS_NAMESPACE, then .claude/tractatus-lock.toml. */
+  namespace?: string
+  /** Lease TTL (default 10s; TRACTATUS_TTL). */
+  ttl?: Duration
+  /** Longest wait for a held lock; 0 tries once (default 30s; TRACTATUS_WAIT). */
+  wait?: Duration
+  /** Longest one holder keeps renewing (default 1h; TRACTATUS_MAX_HOLD). */
+  maxHold?: Duration
+  /** Deadline of one operation on one Redis node. */
+  nodeTimeout?: Duration
+  /** Deadline to connect to Redis (default 1s; TRACTATUS_CONNECT_TIMEOUT). */
+  connectTimeout?: Duration
+  /** Session id recorded with the lease. Default: TRACTATUS_SESSION_ID, else one id per process. */
+  session?: string
+  /** Use local file locks even on a network filesystem (they do not protect other machines). */
+  allowNetworkFs?: boolean
+  /** Called with the one-time notice (local file locks in use) instead of writing it to stderr. */
+  onNotice?: (notice: string) => void
+  /** Do not write the notice to stderr. */
+  quiet?: boolean
+}
+
+export interface UpdateOptions<T = any> extends Options {
+  /** The document `fn` gets when the file does not exist yet (copied). Default: undefined. */
+  initial?: T
+}
+
+export interface AppendOptions extends Options {
+  /** Keep only the last `keep` entries of the array (a ring). */
+  keep?: number
+}
+
+export interface WriteResult {
+  /** A new document was committed. */
+  committed: boolean
+  /** The document came out the same; the file was not rewritten. */
+  unchanged: boolean
+  /** The fencing token of the lease the write ran under. */
+  token: number
+}
+
+export interface Lease {
+  /** Fencing token of each lock, by lock name (files by their path relative to the repository root). */
+  tokens: Record<string, number>
+  /** Aborts when a lease is lost; its reason is a LEASE_LOST TractatusLockError. */
+  signal: AbortSignal
+}
+
+export type ErrorCode =
+  | 'USAGE'
+  | 'BAD_DATA'
+  | 'UNAVAILABLE'
+  | 'INTERNAL'
+  | 'CANNOT_WRITE'
+  | 'HELD'
+  | 'LEASE_LOST'
+
+/** Every error of this package: a code, the CLI's exit code (64-76) and a one-line message. */
+export declare class TractatusLockError extends Error {
+  readonly name: 'TractatusLockError'
+  readonly code: ErrorCode
+  readonly exitCode: number
+  /** 'conflict' when LEASE_LOST means the file changed under the lease twice. */
+  readonly reason?: 'conflict'
+}
+
+export declare const EXIT_CODES: Readonly<Record<ErrorCode, number>>
+
+/**
+ * Take `file`'s lease, read it, run `fn(doc)` in this process (it returns the new document or
+ * mutates `doc`; it may be async), commit atomically and fenced. If `fn` throws, nothing is
+ * written and its error propagates. If the file changed under the lease, `fn` runs once more.
+ */
+export declare function updateJson<T = any>(
+  file: string,
+  fn: (doc: T, info: { token: number }) => T | void | Promise<T | void>,
+  options?: UpdateOptions<T>,
+): Promise<WriteResult>
+
+/** The document, or the value at an RFC 6901 pointer, with no lease; undefined when absent. */
+export declare function readJson<T = any>(file: string, pointer?: string, options?: Options): Promise<T | undefined>
+export declare function readJson<T = any>(file: string, options: Options): Promise<T | undefined>
+
+/** Push `value` onto the array at `pointer`; `keep` caps it to its last N entries. */
+export declare function appendJson(file: string, pointer: string, value: unknown, options?: AppendOptions): Promise<WriteResult>
+
+/** Replace or insert the value at `pointer` ("" is the whole document), like `tractatus state set`. */
+export declare function setJson(file: string, pointer: string, value: unknown, options?: Options): Promise<WriteResult>
+
+/** Apply an RFC 7396 merge patch (an object), like `tractatus state merge`. */
+export declare function mergeJson(file: string, patch: Record<string, unknown>, options?: Options): Promise<WriteResult>
+
+/**
+ * Run `fn` holding the locks `names` and those of `files` (sorted, renewed, released after).
+ * Rejects with LEASE_LOST (after `fn` settles) when a lease was lost meanwhile.
+ */
+export declare function withLock<R>(
+  locks: { names?: string | string[]; files?: string | string[] },
+  fn: (lease: Lease) => R | Promise<R>,
+  options?: Options,
+): Promise<R>
+
+/** The `session_id` of a Claude Code hook payload (JSON text, Buffer or object). */
+export declare function sessionFromHookInput(payload: string | Buffer | { session_id?: string }): string
+
+/** Read and parse a hook's JSON payload from standard input (or another stream). */
+export declare function readHookInput(stream?: NodeJS.ReadableStream): Promise<any>

@@ -1,0 +1,284 @@
+'use strict'
+// tractatus-lock for Node.js: guarded read-modify-write of JSON state files, in-process.
+// The native addon (napi-rs, built from the Rust crate) holds the leases and makes the fenced,
+// atomic commits; this file gives it a promise API, one error class and option handling.
+
+const fs = require('node:fs')
+const path = require('node:path')
+
+// The CLI's exit codes (64-76), by error code.
+const EXIT_CODES = Object.freeze({
+  USAGE: 64,
+  BAD_DATA: 65,
+  UNAVAILABLE: 69,
+  INTERNAL: 70,
+  CANNOT_WRITE: 73,
+  HELD: 75,
+  LEASE_LOST: 76,
+})
+
+class TractatusLockError extends Error {
+  constructor(code, message, options = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause })
+    this.name = 'TractatusLockError'
+    this.code = code
+    this.exitCode = options.exitCode ?? EXIT_CODES[code] ?? 70
+    if (options.reason) this.reason = options.reason
+  }
+}
+
+const usage = (message) => new TractatusLockError('USAGE', message)
+
+let native = null
+// Loaded on first use, so that requiring the package costs nothing until a call is made.
+function addon() {
+  if (native) return native
+  const { platform, arch } = process
+  const tags = platform === 'linux'
+    ? [`linux-${arch}-gnu`, `linux-${arch}-musl`]
+    : [`${platform}-${arch}`]
+  for (const tag of tags) {
+    const file = path.join(__dirname, `tractatus-lock.${tag}.node`)
+    if (fs.existsSync(file)) {
+      native = require(file)
+      return native
+    }
+  }
+  throw new TractatusLockError('INTERNAL',
+    `no prebuilt tractatus-lock addon for ${platform}-${arch} in ${__dirname}; build it there with \`npm run build\` (needs Rust)`)
+}
+
+// The addon's errors carry `TL:<CODE>:<exit code>:<message>`.
+function fromNative(e) {
+  const m = /^TL:([A-Z_]+):(\d+):([\s\S]*)$/.exec(e && e.message)
+  if (!m) return e
+  if (m[1] === 'CONFLICT') {
+    return new TractatusLockError('LEASE_LOST', m[3], { exitCode: Number(m[2]), reason: 'conflict' })
+  }
+  return new TractatusLockError(m[1], m[3], { exitCode: Number(m[2]) })
+}
+
+async function call(fn) {
+  try {
+    return await fn()
+  } catch (e) {
+    throw fromNative(e)
+  }
+}
+
+function duration(v, name) {
+  if (v === undefined || v === null) return undefined
+  if (typeof v === 'number') {
+    if (!Number.isInteger(v) || v < 0) throw usage(`${name}: expected whole milliseconds, got ${v}`)
+    return `${v}ms`
+  }
+  return String(v)
+}
+
+function nativeOptions(o = {}) {
+  if (o === null || typeof o !== 'object') throw usage('options must be an object')
+  return {
+    cwd: o.cwd === undefined ? undefined : path.resolve(String(o.cwd)),
+    redis: o.redis === undefined || o.redis === null ? undefined : [].concat(o.redis).map(String),
+    namespace: o.namespace ?? undefined,
+    ttl: duration(o.ttl, 'ttl'),
+    wait: duration(o.wait, 'wait'),
+    maxHold: duration(o.maxHold, 'maxHold'),
+    nodeTimeout: duration(o.nodeTimeout, 'nodeTimeout'),
+    connectTimeout: duration(o.connectTimeout, 'connectTimeout'),
+    session: o.session ?? undefined,
+    allowNetworkFs: o.allowNetworkFs ?? undefined,
+  }
+}
+
+// The local-locks notice, once per configuration and process, like the CLI prints it.
+function notify(notice, opts) {
+  if (!notice) return
+  if (typeof opts.onNotice === 'function') opts.onNotice(notice)
+  else if (!opts.quiet) process.stderr.write(`tractatus-lock: ${notice}\n`)
+}
+
+function filePath(file) {
+  if (typeof file !== 'string' || file === '') throw usage('file must be a non-empty path')
+  return file
+}
+
+function toJson(value, what) {
+  const text = JSON.stringify(value)
+  if (text === undefined) throw usage(`${what} cannot be written as JSON (${typeof value})`)
+  return text
+}
+
+function result(r) {
+  return { committed: r.committed, unchanged: r.unchanged, token: r.token }
+}
+
+/**
+ * Take `file`'s lease, read it, run `fn(doc)` here (sync or async; it returns the new document
+ * or mutates `doc`), and commit the result atomically and fenced. If the file changed under the
+ * lease (a writer that takes no lock), `fn` runs once more on the fresh document. If `fn`
+ * throws, nothing is written and its error propagates.
+ */
+async function updateJson(file, fn, opts = {}) {
+  if (typeof fn !== 'function') throw usage('updateJson(file, fn): fn must be a function')
+  const o = nativeOptions(opts)
+  const pending = await call(() => addon().begin(filePath(file), o))
+  notify(pending.notice, opts)
+  let outcome
+  try {
+    for (let attempt = 0; ; attempt++) {
+      const text = pending.document()
+      const doc = text === null
+        ? (opts.initial === undefined ? undefined : JSON.parse(JSON.stringify(opts.initial)))
+        : JSON.parse(text)
+      const returned = await fn(doc, { token: pending.token })
+      const next = returned === undefined ? doc : returned
+      if (next === undefined) {
+        // No document and none made: there is nothing to write.
+        outcome = { committed: false, unchanged: true, token: pending.token }
+        break
+      }
+      try {
+        outcome = result(await pending.commit(toJson(next, 'the document fn returned')))
+        break
+      } catch (e) {
+        const err = fromNative(e)
+        if (err.reason !== 'conflict' || attempt > 0) throw err
+        await call(() => pending.reload())
+      }
+    }
+  } catch (e) {
+    await pending.release().catch(() => {})
+    throw e
+  }
+  // Once committed the write stands: a lease that ran out after it changes nothing.
+  await pending.release().catch(() => {})
+  return outcome
+}
+
+/** The document (or the value at an RFC 6901 `pointer`) with no lease; `undefined` when absent. */
+async function readJson(file, pointer, opts) {
+  if (pointer !== null && typeof pointer === 'object' && opts === undefined) {
+    opts = pointer
+    pointer = undefined
+  }
+  const o = nativeOptions(opts)
+  const text = await call(() => addon().read(filePath(file), pointer ?? undefined, o))
+  return text === null ? undefined : JSON.parse(text)
+}
+
+/** Push `value` onto the array at `pointer`; `keep` caps it to its last N entries. */
+async function appendJson(file, pointer, value, opts = {}) {
+  const keep = opts.keep
+  if (keep !== undefined && (!Number.isInteger(keep) || keep < 1 || keep > 0xffffffff)) {
+    throw usage(`keep must be a whole number of entries (at least 1), got ${keep}`)
+  }
+  const o = nativeOptions(opts)
+  const r = await call(() => addon().append(filePath(file), String(pointer), toJson(value, 'value'), keep, o))
+  notify(r.notice, opts)
+  return result(r)
+}
+
+/** Replace or insert the value at `pointer` (`""` is the whole document), as `state set`. */
+async function setJson(file, pointer, value, opts = {}) {
+  const o = nativeOptions(opts)
+  const r = await call(() => addon().set(filePath(file), String(pointer), toJson(value, 'value'), o))
+  notify(r.notice, opts)
+  return result(r)
+}
+
+/** Apply an RFC 7396 merge patch (an object), as `state merge`. */
+async function mergeJson(file, patch, opts = {}) {
+  if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) {
+    throw usage('mergeJson takes an object patch (RFC 7396); use setJson to replace a value')
+  }
+  const o = nativeOptions(opts)
+  const r = await call(() => addon().merge(filePath(file), toJson(patch, 'patch'), o))
+  notify(r.notice, opts)
+  return result(r)
+}
+
+/**
+ * Run `fn(lease)` holding the locks `names` and those named after `files` (taken in sorted
+ * order, renewed, released afterwards). `lease.tokens` maps each lock name to its fencing token;
+ * `lease.signal` aborts when a lease is lost, and the promise then rejects with LEASE_LOST once
+ * `fn` has settled.
+ */
+async function withLock(what, fn, opts = {}) {
+  if (typeof fn !== 'function') throw usage('withLock(locks, fn): fn must be a function')
+  const names = [].concat(what?.names ?? []).map(String)
+  const files = [].concat(what?.files ?? []).map(String)
+  const o = nativeOptions(opts)
+  const held = await call(() => addon().acquire(names, files, o))
+  notify(held.notice, opts)
+  const controller = new AbortController()
+  let lostReason = null
+  const watching = held.lost().then((reason) => {
+    if (reason === null) return
+    lostReason = reason
+    controller.abort(new TractatusLockError('LEASE_LOST', `lease lost: ${reason}`))
+  }, () => {})
+  const tokens = Object.fromEntries(held.tokens.map((t) => [t.name, t.token]))
+  let value
+  let failure
+  let failed = false
+  try {
+    value = await fn({ tokens, signal: controller.signal })
+  } catch (e) {
+    failed = true
+    failure = e
+  }
+  let releaseError = null
+  await held.release().catch((e) => { releaseError = fromNative(e) })
+  await watching
+  if (lostReason !== null) {
+    throw new TractatusLockError('LEASE_LOST', `lease lost while the function ran: ${lostReason}`,
+      failed ? { cause: failure } : {})
+  }
+  if (failed) throw failure
+  if (releaseError) throw releaseError
+  return value
+}
+
+/** The session id in a Claude Code hook payload (its `session_id`), given as text or object. */
+function sessionFromHookInput(payload) {
+  let p = payload
+  if (Buffer.isBuffer(p)) p = p.toString('utf8')
+  if (typeof p === 'string') {
+    try {
+      p = JSON.parse(p)
+    } catch (e) {
+      throw new TractatusLockError('BAD_DATA', `the hook payload is not valid JSON: ${e.message}`)
+    }
+  }
+  const id = p && typeof p === 'object' ? p.session_id : undefined
+  if (typeof id !== 'string' || id.trim() === '') {
+    throw new TractatusLockError('BAD_DATA', 'the hook payload has no session_id')
+  }
+  return id.trim()
+}
+
+/** Read a hook's JSON payload from standard input (all of it), parsed. */
+async function readHookInput(stream = process.stdin) {
+  const chunks = []
+  for await (const c of stream) chunks.push(c)
+  const text = Buffer.concat(chunks).toString('utf8')
+  try {
+    return text.trim() === '' ? {} : JSON.parse(text)
+  } catch (e) {
+    throw new TractatusLockError('BAD_DATA', `the hook payload is not valid JSON: ${e.message}`)
+  }
+}
+
+module.exports = {
+  updateJson,
+  readJson,
+  appendJson,
+  setJson,
+  mergeJson,
+  withLock,
+  sessionFromHookInput,
+  readHookInput,
+  TractatusLockError,
+  EXIT_CODES,
+}

@@ -25,14 +25,14 @@ fn boottime() -> Option<Duration> {
 
 /// A moment, read on both clocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stamp {
+pub(crate) struct Stamp {
     at: Instant,
     boot: Option<Duration>,
 }
 
 impl Stamp {
     /// Now.
-    pub fn now() -> Self {
+    pub(crate) fn now() -> Self {
         Stamp {
             at: Instant::now(),
             boot: boottime(),
@@ -40,7 +40,7 @@ impl Stamp {
     }
 
     /// Time since this moment: the larger of tokio's elapsed time and the boot clock's.
-    pub fn elapsed(&self) -> Duration {
+    pub(crate) fn elapsed(&self) -> Duration {
         let suspended = match (self.boot, boottime()) {
             (Some(then), Some(now)) => now.saturating_sub(then),
             _ => Duration::ZERO,
@@ -51,30 +51,30 @@ impl Stamp {
 
 /// A point `after` a [`Stamp`]: passed once either clock says so.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Deadline {
+pub(crate) struct Deadline {
     start: Stamp,
     after: Duration,
 }
 
 impl Deadline {
     /// `after` from `start`.
-    pub fn new(start: Stamp, after: Duration) -> Self {
+    pub(crate) fn new(start: Stamp, after: Duration) -> Self {
         Deadline { start, after }
     }
 
     /// Time left; zero once passed.
-    pub fn remaining(&self) -> Duration {
+    pub(crate) fn remaining(&self) -> Duration {
         self.after.saturating_sub(self.start.elapsed())
     }
 
     /// True once passed on either clock.
-    pub fn has_passed(&self) -> bool {
+    pub(crate) fn has_passed(&self) -> bool {
         self.remaining().is_zero()
     }
 
     /// The deadline as a tokio `Instant` seen from now (for timers and display). A suspend
     /// after this call is not in it: re-read it rather than keep it.
-    pub fn instant(&self) -> Instant {
+    pub(crate) fn instant(&self) -> Instant {
         let now = Instant::now();
         now.checked_add(self.remaining()).unwrap_or(now)
     }

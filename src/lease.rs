@@ -64,7 +64,7 @@ pub enum LeaseState {
     /// Ours until the deadline, unless renewed.
     Valid {
         /// Validity deadline, as tokio's clock reads it when [`Lease::state`] is called (the
-        /// validity itself also counts system suspend; see [`crate::clock`]).
+        /// validity itself also counts system suspend; see `clock`).
         valid_until: Instant,
     },
     /// Ours until released (local file locks: the kernel holds it for us).
@@ -253,7 +253,7 @@ impl Lease {
     }
 
     /// Where the lease stands now (validity is judged on a clock that counts system suspend;
-    /// see [`crate::clock`]).
+    /// see `clock`).
     pub fn state(&self) -> LeaseState {
         if let Some(Hold::JoinedLocal { pid }) = &self.hold
             && let Backend::Local(local) = &self.coordinator.inner.backend

@@ -7,15 +7,15 @@
 //! - [`keys`]: the one place that knows the Redis key layout.
 //! - [`node`]: the [`node::Node`] and [`node::NodeAdmin`] traits: the one seam to Redis.
 //! - [`redis_node`]: a node that is a real Redis: every Redis command and the Lua of `lua/`.
-//! - [`clock`]: elapsed time that counts system suspend, for lease validity.
-//! - [`quorum`]: Redlock arithmetic (majority, validity, drift) and monotonic fencing tokens.
-//! - [`options`]: [`AcquireOptions`]: how long to wait, and where wait feedback goes.
-//! - [`connect`]: building a [`Coordinator`]: Redis nodes (TLS included) or local file locks.
-//! - [`acquire`]: the wait loop: release events, takeover of a gone holder, jitter, quarantine.
-//! - [`init`]: marking brand-new Redis servers initialized, so they skip the restart quarantine.
+//! - `clock`: elapsed time that counts system suspend, for lease validity.
+//! - `quorum`: Redlock arithmetic (majority, validity, drift) and monotonic fencing tokens.
+//! - `options`: [`AcquireOptions`]: how long to wait, and where wait feedback goes.
+//! - `connect`: building a [`Coordinator`]: Redis nodes (TLS included) or local file locks.
+//! - `acquire`: the wait loop: release events, takeover of a gone holder, jitter, quarantine.
+//! - `init`: marking brand-new Redis servers initialized, so they skip the restart quarantine.
 //! - [`join`]: joining a lease an ancestor process holds (the capability in the environment).
 //! - [`lease`]: a held [`Lease`]: token, renewal, loss and expiry, release.
-//! - [`local`]: the one-machine backend on `flock`.
+//! - `local`: the one-machine backend on `flock`.
 //! - [`holder`]: who holds a lock, and whether a holder on this host is gone.
 //! - [`workspace`]: the front ends' one entry: repository, settings, and the backend choice.
 //! - [`repo`]: repository root, lock names of files, the private working directory.
@@ -46,25 +46,25 @@
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub)]
 
-pub mod acquire;
-pub mod clock;
+mod acquire;
+mod clock;
 pub mod config;
-pub mod connect;
+mod connect;
 pub mod error;
 pub mod group;
 pub mod holder;
-pub mod init;
+mod init;
 pub mod join;
 pub mod keys;
 pub mod lease;
-pub mod local;
+mod local;
 mod multi;
 pub mod node;
 pub mod ops;
-pub mod options;
-pub mod quorum;
+mod options;
+mod quorum;
 pub mod redis_node;
 pub mod repo;
 pub mod run;
@@ -81,4 +81,4 @@ pub use connect::Coordinator;
 pub use error::{Error, Result};
 pub use holder::{HolderInfo, Identity};
 pub use lease::{FencingToken, Lease, LeaseState};
-pub use options::AcquireOptions;
+pub use options::{AcquireOptions, WaitProgress};

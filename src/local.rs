@@ -19,12 +19,12 @@ use crate::holder::{HolderInfo, Identity};
 use crate::options::AcquireOptions;
 
 /// Local file locks in one directory.
-pub struct LocalBackend {
+pub(crate) struct LocalBackend {
     dir: PathBuf,
 }
 
 /// A held local lock: the locked file and the token minted under it.
-pub struct LocalGuard {
+pub(crate) struct LocalGuard {
     file: File,
     /// The fencing token of this hold.
     pub token: u64,
@@ -32,7 +32,7 @@ pub struct LocalGuard {
 
 impl LocalGuard {
     /// Unlock (closing the file does it too).
-    pub fn release(self) -> Result<()> {
+    pub(crate) fn release(self) -> Result<()> {
         let _ = self.file.set_len(0);
         self.file
             .unlock()
@@ -61,13 +61,13 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
 
 impl LocalBackend {
     /// Locks kept in `dir` (created when missing).
-    pub fn new(dir: PathBuf) -> Result<Self> {
+    pub(crate) fn new(dir: PathBuf) -> Result<Self> {
         std::fs::create_dir_all(&dir).map_err(|e| io_err("cannot create", &dir, e))?;
         Ok(LocalBackend { dir })
     }
 
     /// The directory holding the lock files.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
@@ -166,7 +166,7 @@ impl LocalBackend {
     }
 
     /// Every lock currently held, with its holder.
-    pub fn held(&self) -> Result<Vec<(String, HolderInfo)>> {
+    pub(crate) fn held(&self) -> Result<Vec<(String, HolderInfo)>> {
         let mut out = Vec::new();
         let entries =
             std::fs::read_dir(&self.dir).map_err(|e| io_err("cannot list", &self.dir, e))?;
@@ -284,7 +284,7 @@ const NETWORK_FS: &[(i64, &str)] = &[
 ];
 
 /// The name of the network filesystem type with magic number `magic`, if it is one.
-pub fn network_fs_name(magic: i64) -> Option<&'static str> {
+pub(crate) fn network_fs_name(magic: i64) -> Option<&'static str> {
     NETWORK_FS
         .iter()
         .find(|(m, _)| *m == magic)
@@ -292,7 +292,7 @@ pub fn network_fs_name(magic: i64) -> Option<&'static str> {
 }
 
 /// `Some(type)` when `path` sits on a network (or FUSE) filesystem.
-pub fn network_filesystem(path: &Path) -> Option<&'static str> {
+pub(crate) fn network_filesystem(path: &Path) -> Option<&'static str> {
     let st = nix::sys::statfs::statfs(path).ok()?;
     #[allow(clippy::unnecessary_cast)]
     network_fs_name(st.filesystem_type().0 as i64)

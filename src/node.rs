@@ -1,5 +1,5 @@
 //! One coordinator node, seen through the operations a lease needs. The [`Node`] trait is the
-//! seam between the quorum logic ([`crate::quorum`]) and Redis ([`crate::redis_node`]), so that
+//! seam between the quorum logic (`quorum`) and Redis ([`crate::redis_node`]), so that
 //! the quorum arithmetic can also be tested against fakes that time out, refuse or answer late.
 
 use std::fmt;

@@ -2,7 +2,7 @@
 //!
 //! A grant goes to every node at once, each bounded by its own timeout. The lock is held when a
 //! majority (N/2 + 1) granted and the validity `ttl - elapsed - drift` is still positive, with
-//! `elapsed` on [`crate::clock`] (which counts system suspend) and `drift = ttl/100 + 2 ms`.
+//! `elapsed` on `clock` (which counts system suspend) and `drift = ttl/100 + 2 ms`.
 //! We stop listening as soon as a majority granted or a majority became impossible; on failure
 //! we release on every node, including the ones that failed or timed out (their grant may still
 //! have landed).
@@ -64,17 +64,17 @@ use crate::keys::LockKeys;
 use crate::node::{Eviction, GrantReply, GrantRequest, Node, NodeError, WakeStream};
 
 /// Nodes needed for a majority of `n`.
-pub fn majority(n: usize) -> usize {
+pub(crate) fn majority(n: usize) -> usize {
     n / 2 + 1
 }
 
 /// Clock drift allowance for a TTL: 1% of it plus 2 ms (the reference Redlock constant).
-pub fn drift(ttl: Duration) -> Duration {
+pub(crate) fn drift(ttl: Duration) -> Duration {
     ttl / 100 + Duration::from_millis(2)
 }
 
 /// Time left on a lease granted `elapsed` ago; `None` once nothing is left. Never underflows.
-pub fn validity(ttl: Duration, elapsed: Duration) -> Option<Duration> {
+pub(crate) fn validity(ttl: Duration, elapsed: Duration) -> Option<Duration> {
     ttl.checked_sub(elapsed)
         .and_then(|d| d.checked_sub(drift(ttl)))
         .filter(|d| !d.is_zero())
@@ -82,7 +82,7 @@ pub fn validity(ttl: Duration, elapsed: Duration) -> Option<Duration> {
 
 /// How one attempt to take a lock on the quorum ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Attempt {
+pub(crate) enum Attempt {
     /// A majority granted in time.
     Granted {
         /// The fencing token handed out.
@@ -122,7 +122,7 @@ pub enum Attempt {
 
 /// How one renewal on the quorum ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Renewal {
+pub(crate) enum Renewal {
     /// A majority extended the lease.
     Renewed {
         /// New validity deadline.
@@ -138,28 +138,28 @@ pub enum Renewal {
 }
 
 /// A set of independent nodes acting as one coordinator.
-pub struct Quorum<N: ?Sized = dyn Node> {
+pub(crate) struct Quorum<N: ?Sized = dyn Node> {
     nodes: Vec<Arc<N>>,
 }
 
 impl<N: Node + ?Sized> Quorum<N> {
     /// A quorum over `nodes` (at least one).
-    pub fn new(nodes: Vec<Arc<N>>) -> Self {
+    pub(crate) fn new(nodes: Vec<Arc<N>>) -> Self {
         Quorum { nodes }
     }
 
     /// The nodes.
-    pub fn nodes(&self) -> &[Arc<N>] {
+    pub(crate) fn nodes(&self) -> &[Arc<N>] {
         &self.nodes
     }
 
     /// Nodes needed for a majority.
-    pub fn needed(&self) -> usize {
+    pub(crate) fn needed(&self) -> usize {
         majority(self.nodes.len())
     }
 
     /// One attempt to take the lease on a majority.
-    pub async fn grant(&self, req: &GrantRequest) -> Attempt {
+    pub(crate) async fn grant(&self, req: &GrantRequest) -> Attempt {
         let n = self.nodes.len();
         let need = self.needed();
         if n == 0 {
@@ -306,7 +306,7 @@ impl<N: Node + ?Sized> Quorum<N> {
     }
 
     /// Extend the lease on a majority.
-    pub async fn renew(&self, keys: &LockKeys, owner: &str, ttl: Duration) -> Renewal {
+    pub(crate) async fn renew(&self, keys: &LockKeys, owner: &str, ttl: Duration) -> Renewal {
         let n = self.nodes.len();
         let need = self.needed();
         let start = Stamp::now();
@@ -349,13 +349,13 @@ impl<N: Node + ?Sized> Quorum<N> {
     /// End the lease on every node. Returns how many nodes confirmed it was ours. Once a
     /// majority answered, the others get as long again as the majority took (a slow or paused
     /// node does not hold the caller up for its whole timeout; its copy expires with the TTL).
-    pub async fn release(&self, keys: &LockKeys, owner: &str, log_cap: u32) -> usize {
+    pub(crate) async fn release(&self, keys: &LockKeys, owner: &str, log_cap: u32) -> usize {
         self.release_counted(keys, owner, log_cap).await.0
     }
 
     /// [`Quorum::release`], also counting the nodes that answered that the lease was not ours
     /// (expired there, broken or taken): `(confirmed, denied)`.
-    pub async fn release_counted(
+    pub(crate) async fn release_counted(
         &self,
         keys: &LockKeys,
         owner: &str,
@@ -394,7 +394,7 @@ impl<N: Node + ?Sized> Quorum<N> {
     }
 
     /// Remove a lease on every node as `ev` says. Returns how many nodes removed it.
-    pub async fn evict(&self, ev: &Eviction) -> usize {
+    pub(crate) async fn evict(&self, ev: &Eviction) -> usize {
         let all: FuturesUnordered<_> = self.nodes.iter().map(|n| n.evict(ev)).collect();
         all.filter(|r| std::future::ready(matches!(r, Ok(true))))
             .count()
@@ -402,13 +402,13 @@ impl<N: Node + ?Sized> Quorum<N> {
     }
 
     /// Leave the lock's waiter set on every node (best effort: a registration also expires).
-    pub async fn leave(&self, keys: &LockKeys, waiter: &str) {
+    pub(crate) async fn leave(&self, keys: &LockKeys, waiter: &str) {
         let all: FuturesUnordered<_> = self.nodes.iter().map(|n| n.leave(keys, waiter)).collect();
         all.collect::<Vec<_>>().await;
     }
 
     /// Listen for releases of one lock on every node that answers.
-    pub async fn subscribe(&self, keys: &LockKeys) -> (Vec<WakeStream>, Vec<NodeError>) {
+    pub(crate) async fn subscribe(&self, keys: &LockKeys) -> (Vec<WakeStream>, Vec<NodeError>) {
         let all: FuturesUnordered<_> = self.nodes.iter().map(|n| n.subscribe(keys)).collect();
         let results: Vec<_> = all.collect().await;
         let mut streams = Vec::new();

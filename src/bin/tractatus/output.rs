@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use tractatus_lock::lease::WaitProgress;
+use tractatus_lock::WaitProgress;
 use tractatus_lock::{Error, HolderInfo, Result};
 
 /// Write `text` and a newline to stdout, flushed; a failure (closed pipe, full disk) is

@@ -76,6 +76,11 @@ pub mod workspace;
 #[cfg(test)]
 mod fake_node;
 
+/// The README's Rust example, compiled as a doc-test so that it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use config::Config;
 pub use connect::Coordinator;
 pub use error::{Error, Result};

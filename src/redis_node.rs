@@ -157,18 +157,28 @@ impl RedisNode {
         F: Fn(MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
+        self.call_twice_noting(f).await.map(|(v, _)| v)
+    }
+
+    /// [`Self::call_twice`], also saying whether the request had to be sent again: the server
+    /// restarted since our connection to it was opened.
+    async fn call_twice_noting<T, F, Fut>(&self, f: F) -> Result<(T, bool), NodeError>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
         let cached = self.conn.lock().await.is_some();
         match self.call(&f).await {
             // `call` dropped the connection: it was broken, not slow.
             Err(e) if cached && !e.timed_out && self.conn.lock().await.is_none() => {
-                self.call(&f).await.map_err(|again| {
+                self.call(&f).await.map(|v| (v, true)).map_err(|again| {
                     NodeError::new(format!(
                         "{}; again on a new connection: {}",
                         e.cause, again.cause
                     ))
                 })
             }
-            other => other,
+            other => other.map(|v| (v, false)),
         }
     }
 
@@ -277,7 +287,7 @@ impl Node for RedisNode {
         log_cap: u32,
     ) -> NodeFuture<'a, bool> {
         Box::pin(async move {
-            self.call_twice(|mut c| async move {
+            self.call_twice_noting(|mut c| async move {
                 RELEASE
                     .key(&keys.lease)
                     .key(&keys.holder)
@@ -289,7 +299,14 @@ impl Node for RedisNode {
                     .await
             })
             .await
-            .map(|n| n == 1)
+            .and_then(|(n, again)| match (n == 1, again) {
+                // A server that restarted since it granted the lease and no longer knows it
+                // (an empty restart) cannot say whose it is: no answer, not a denial.
+                (false, true) => Err(NodeError::new(
+                    "restarted since it granted this lease, which it no longer knows",
+                )),
+                (released, _) => Ok(released),
+            })
         })
     }
 

@@ -47,6 +47,17 @@ for (const backend of ['redis', 'local']) {
       assert.equal(cli('state', 'set', viaCli, '', JSON.stringify(doc)).status, 0)
       assert.equal(fs.readFileSync(viaNode, 'utf8'), JSON.stringify(doc, null, 2))
       assert.equal(fs.readFileSync(viaNode, 'utf8'), fs.readFileSync(viaCli, 'utf8'))
+      // updateJson writes the same bytes.
+      const viaUpdate = repo.file('.claude/layout-update.json')
+      await t.updateJson(viaUpdate, () => doc, opts)
+      assert.equal(fs.readFileSync(viaUpdate, 'utf8'), fs.readFileSync(viaCli, 'utf8'))
+      // Except integers beyond a double's precision: JSON.parse rounds them, the CLI keeps them.
+      const big = '{"big": 12345678901234567890, "ok": 123456789012345}'
+      fs.writeFileSync(viaUpdate, big)
+      assert.equal(cli('state', 'set', viaCli, '', big).status, 0)
+      await t.updateJson(viaUpdate, () => {}, opts)
+      assert.equal(fs.readFileSync(viaUpdate, 'utf8'), '{\n  "big": 12345678901234567000,\n  "ok": 123456789012345\n}')
+      assert.equal(fs.readFileSync(viaCli, 'utf8'), '{\n  "big": 12345678901234567890,\n  "ok": 123456789012345\n}')
       // A final newline is kept when the file had one.
       fs.writeFileSync(viaNode, JSON.stringify({ n: 1 }, null, 2) + '\n')
       await t.updateJson(viaNode, (d) => { d.n = 2 }, opts)

@@ -102,7 +102,9 @@ export declare function mergeJson(file: string, patch: Record<string, unknown>, 
 
 /**
  * Run `fn` holding the locks `names` and those of `files` (sorted, renewed, released after).
- * Rejects with LEASE_LOST (after `fn` settles) when a lease was lost meanwhile.
+ * Rejects with LEASE_LOST (after `fn` settles) when a lease was lost meanwhile. updateJson,
+ * appendJson, setJson and mergeJson called from `fn` (its async context) on a file whose lock
+ * is held here join the lease, with its token, instead of waiting for it.
  */
 export declare function withLock<R>(
   locks: { names?: string | string[]; files?: string | string[] },

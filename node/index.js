@@ -29,6 +29,25 @@ class TractatusLockError extends Error {
 
 const usage = (message) => new TractatusLockError('USAGE', message)
 
+// The withLock scopes a call runs in: { held, open, parent }, innermost first. Made on the first
+// withLock, so that a process that never calls it pays nothing for async context tracking.
+let lockScope = null
+
+// The open withLock scopes of the calling async context, innermost first.
+function* openScopes() {
+  for (let s = lockScope?.getStore(); s; s = s.parent) if (s.open) yield s
+}
+
+// `join(held)` under the first enclosing withLock holding the file's lock, else `own()`: a call
+// inside withLock on a file it holds joins that lease instead of waiting for it.
+async function joinedOr(join, own) {
+  for (const scope of openScopes()) {
+    const r = await call(() => join(scope.held))
+    if (r !== null) return r
+  }
+  return call(own)
+}
+
 let native = null
 // Loaded on first use, so that requiring the package costs nothing until a call is made.
 function addon() {
@@ -122,11 +141,13 @@ function result(r) {
 async function updateJson(file, fn, opts = {}) {
   if (typeof fn !== 'function') throw usage('updateJson(file, fn): fn must be a function')
   const o = nativeOptions(opts)
-  const pending = await call(() => addon().begin(filePath(file), o))
+  const f = filePath(file)
+  const pending = await joinedOr((held) => held.begin(f, o), () => addon().begin(f, o))
   notify(pending.notice, opts)
   let outcome
   try {
     for (let attempt = 0; ; attempt++) {
+      // The file's own text, parsed once here; it goes back as text in Node's layout.
       const text = pending.document()
       const doc = text === null
         ? (opts.initial === undefined ? undefined : JSON.parse(JSON.stringify(opts.initial)))
@@ -138,8 +159,10 @@ async function updateJson(file, fn, opts = {}) {
         outcome = { committed: false, unchanged: true, token: pending.token }
         break
       }
+      const newText = JSON.stringify(next, null, 2)
+      if (newText === undefined) throw usage(`the document fn returned cannot be written as JSON (${typeof next})`)
       try {
-        outcome = result(await pending.commit(toJson(next, 'the document fn returned')))
+        outcome = result(await pending.commit(text !== null && text.endsWith('\n') ? `${newText}\n` : newText))
         break
       } catch (e) {
         const err = fromNative(e)
@@ -174,7 +197,8 @@ async function appendJson(file, pointer, value, opts = {}) {
     throw usage(`keep must be a whole number of entries (at least 1), got ${keep}`)
   }
   const o = nativeOptions(opts)
-  const r = await call(() => addon().append(filePath(file), String(pointer), toJson(value, 'value'), keep, o))
+  const [f, p, json] = [filePath(file), String(pointer), toJson(value, 'value')]
+  const r = await joinedOr((held) => held.append(f, p, json, keep, o), () => addon().append(f, p, json, keep, o))
   notify(r.notice, opts)
   return result(r)
 }
@@ -182,7 +206,8 @@ async function appendJson(file, pointer, value, opts = {}) {
 /** Replace or insert the value at `pointer` (`""` is the whole document), as `state set`. */
 async function setJson(file, pointer, value, opts = {}) {
   const o = nativeOptions(opts)
-  const r = await call(() => addon().set(filePath(file), String(pointer), toJson(value, 'value'), o))
+  const [f, p, json] = [filePath(file), String(pointer), toJson(value, 'value')]
+  const r = await joinedOr((held) => held.set(f, p, json, o), () => addon().set(f, p, json, o))
   notify(r.notice, opts)
   return result(r)
 }
@@ -193,7 +218,8 @@ async function mergeJson(file, patch, opts = {}) {
     throw usage('mergeJson takes an object patch (RFC 7396); use setJson to replace a value')
   }
   const o = nativeOptions(opts)
-  const r = await call(() => addon().merge(filePath(file), toJson(patch, 'patch'), o))
+  const [f, json] = [filePath(file), toJson(patch, 'patch')]
+  const r = await joinedOr((held) => held.merge(f, json, o), () => addon().merge(f, json, o))
   notify(r.notice, opts)
   return result(r)
 }
@@ -202,7 +228,8 @@ async function mergeJson(file, patch, opts = {}) {
  * Run `fn(lease)` holding the locks `names` and those named after `files` (taken in sorted
  * order, renewed, released afterwards). `lease.tokens` maps each lock name to its fencing token;
  * `lease.signal` aborts when a lease is lost, and the promise then rejects with LEASE_LOST once
- * `fn` has settled.
+ * `fn` has settled. updateJson, appendJson, setJson and mergeJson called from `fn`'s async
+ * context on a file whose lock is held here join the lease (its token) instead of waiting.
  */
 async function withLock(what, fn, opts = {}) {
   if (typeof fn !== 'function') throw usage('withLock(locks, fn): fn must be a function')
@@ -219,15 +246,20 @@ async function withLock(what, fn, opts = {}) {
     controller.abort(new TractatusLockError('LEASE_LOST', `lease lost: ${reason}`))
   }, () => {})
   const tokens = Object.fromEntries(held.tokens.map((t) => [t.name, t.token]))
+  if (lockScope === null) lockScope = new (require('node:async_hooks').AsyncLocalStorage)()
+  const scope = { held, open: true, parent: lockScope.getStore() }
   let value
   let failure
   let failed = false
   try {
-    value = await fn({ tokens, signal: controller.signal })
+    value = await lockScope.run(scope, () => fn({ tokens, signal: controller.signal }))
   } catch (e) {
     failed = true
     failure = e
   }
+  // Calls still to come from fn's context take their own leases; a joined write not yet
+  // committed fails with LEASE_LOST once the release below has run.
+  scope.open = false
   let releaseError = null
   await held.release().catch((e) => { releaseError = fromNative(e) })
   await watching

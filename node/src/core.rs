@@ -1,7 +1,9 @@
 //! The adapter: every call this binding makes into the `tractatus_lock` library is in this
 //! file, so that a change of the library's API is a change here only. Configuration is
-//! resolved and the backend chosen by the library's `Workspace`, exactly as the CLI does;
-//! documents cross to JavaScript as JSON text.
+//! resolved and the backend chosen by the library's `Workspace`, exactly as the CLI does.
+//! A document crosses to JavaScript as the file's own text and comes back as the text to
+//! commit, so it is parsed once, by `JSON.parse`. A call made inside `withLock` on a file whose
+//! lock it holds joins that lease (`Leases`) instead of waiting for it.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -204,7 +206,7 @@ async fn open(s: &Settings) -> Out<Opened> {
 }
 
 fn to_text(v: &Value) -> String {
-    // Compact: JavaScript parses it; the file's own layout is made by the library.
+    // Compact: JavaScript parses it.
     serde_json::to_string(v).unwrap_or_else(|_| "null".to_owned())
 }
 
@@ -213,33 +215,88 @@ fn parse_value(text: &str, what: &str) -> Out<Value> {
         .map_err(|e| Failure::bad_data(format!("{what} is not valid JSON: {e}")))
 }
 
+/// A `withLock`'s leases, shared with the writes that join them; `None` once released. A joined
+/// write holds a read guard while it joins and while it commits, so the release waits for
+/// those, and nothing joined commits after it.
+pub type Leases = Arc<tokio::sync::RwLock<Option<Vec<Lease>>>>;
+
+fn ended(name: &str) -> Failure {
+    Failure::from(Error::LeaseLost {
+        name: name.to_owned(),
+        reason: "the withLock this call joined has ended; nothing written".to_owned(),
+    })
+}
+
 /// A state file read under its lease, waiting for JavaScript's new document.
 pub struct Pending {
     write: PendingWrite,
+    /// The `withLock` leases this write joined.
+    under: Option<Leases>,
 }
 
-/// Take `file`'s lease and read it.
-pub async fn begin(s: &Settings, file: &str) -> Out<(Pending, Option<String>)> {
+/// Take `file`'s lease and read it; `parse` builds the document (for `append`), else only its
+/// text is kept (for JavaScript).
+pub async fn begin(s: &Settings, file: &str, parse: bool) -> Out<(Pending, Option<String>)> {
     let o = open(s).await?;
     let state = o.workspace.state_file(Path::new(file))?;
-    let write = state.begin(&o.coordinator, &o.acquire).await?;
-    Ok((Pending { write }, o.notice))
+    let write = if parse {
+        state.begin(&o.coordinator, &o.acquire).await?
+    } else {
+        state.begin_text(&o.coordinator, &o.acquire).await?
+    };
+    Ok((Pending { write, under: None }, o.notice))
+}
+
+/// [`begin`] joining `file`'s lease among `leases`; `None` when its lock is not among them.
+pub async fn begin_under(
+    s: &Settings,
+    leases: &Leases,
+    file: &str,
+    parse: bool,
+) -> Out<Option<Pending>> {
+    let state = discover(s)?.state_file(Path::new(file))?;
+    let held = leases.read().await;
+    let Some(lease) = find(held.as_deref(), state.name())? else {
+        return Ok(None);
+    };
+    let write = if parse {
+        state.begin_under(lease).await?
+    } else {
+        state.begin_text_under(lease).await?
+    };
+    Ok(Some(Pending {
+        write,
+        under: Some(leases.clone()),
+    }))
+}
+
+/// The lease named `name` among a `withLock`'s, if any; `LEASE_LOST` once they are released.
+fn find<'l>(held: Option<&'l [Lease]>, name: &str) -> Out<Option<&'l Lease>> {
+    let held = held.ok_or_else(|| ended(name))?;
+    Ok(held.iter().find(|l| l.name() == name))
 }
 
 impl Pending {
-    /// The document as JSON text; `None` when the file does not exist yet.
-    pub fn document(&self) -> Option<String> {
-        self.write.document().map(to_text)
+    /// The document as the file's own text; `None` when the file does not exist yet.
+    pub fn document(&self) -> Option<&str> {
+        self.write.document_text()
     }
 
     pub fn token(&self) -> u64 {
         self.write.token()
     }
 
-    /// Commit JavaScript's document (JSON text); `CONFLICT` when the file changed meanwhile.
-    pub async fn commit(&mut self, json: &str) -> Out<Outcome> {
-        let doc = parse_value(json, "the new document")?;
-        outcome(self.write.commit(&doc).await?)
+    /// Commit JavaScript's text as it is (its layout and final newline chosen there);
+    /// `CONFLICT` when the file changed meanwhile.
+    pub async fn commit(&mut self, text: &str) -> Out<Outcome> {
+        let Some(leases) = self.under.clone() else {
+            return outcome(self.write.commit_text(text).await?);
+        };
+        let held = leases.read().await;
+        if held.is_none() {
+            return Err(ended(self.write.file().name()));
+        }
+        outcome(self.write.commit_text(text).await?)
     }
 
     pub fn reload(&mut self) -> Out<()> {
@@ -259,9 +316,8 @@ pub fn read(s: &Settings, file: &str, pointer: Option<&str>) -> Out<Option<Strin
     Ok(state.read(pointer.as_ref())?.as_ref().map(to_text))
 }
 
-/// `set` or `merge`, the CLI's own code path (redone once on a conflict).
-pub async fn edit(s: &Settings, file: &str, edit: EditSpec<'_>) -> Out<(Outcome, Option<String>)> {
-    let edit = match edit {
+fn to_edit(edit: EditSpec<'_>) -> Out<Edit> {
+    Ok(match edit {
         EditSpec::Set { pointer, json } => Edit::set(pointer, json)?,
         EditSpec::Merge { json } => {
             if !matches!(parse_value(json, "the given patch")?, Value::Object(_)) {
@@ -271,11 +327,32 @@ pub async fn edit(s: &Settings, file: &str, edit: EditSpec<'_>) -> Out<(Outcome,
             }
             Edit::merge(json)?
         }
-    };
+    })
+}
+
+/// `set` or `merge`, the CLI's own code path (redone once on a conflict).
+pub async fn edit(s: &Settings, file: &str, edit: EditSpec<'_>) -> Out<(Outcome, Option<String>)> {
+    let edit = to_edit(edit)?;
     let o = open(s).await?;
     let state = o.workspace.state_file(Path::new(file))?;
     let done = state.write(&o.coordinator, &o.acquire, edit).await?;
     Ok((outcome(done)?, o.notice))
+}
+
+/// [`edit`] under `file`'s lease among `leases`; `None` when its lock is not among them.
+pub async fn edit_under(
+    s: &Settings,
+    leases: &Leases,
+    file: &str,
+    edit: EditSpec<'_>,
+) -> Out<Option<Outcome>> {
+    let edit = to_edit(edit)?;
+    let state = discover(s)?.state_file(Path::new(file))?;
+    let held = leases.read().await;
+    let Some(lease) = find(held.as_deref(), state.name())? else {
+        return Ok(None);
+    };
+    Ok(Some(outcome(state.write_under(lease, edit).await?)?))
 }
 
 /// An edit given as JSON text.
@@ -292,12 +369,53 @@ pub async fn append(
     json: &str,
     keep: Option<u32>,
 ) -> Out<(Outcome, Option<String>)> {
+    let value = append_value(pointer, json, keep)?;
+    let (pending, notice) = begin(s, file, true).await?;
+    Ok((
+        append_and_release(pending, pointer, value, keep).await?,
+        notice,
+    ))
+}
+
+/// [`append`] under `file`'s lease among `leases`; `None` when its lock is not among them.
+pub async fn append_under(
+    s: &Settings,
+    leases: &Leases,
+    file: &str,
+    pointer: &str,
+    json: &str,
+    keep: Option<u32>,
+) -> Out<Option<Outcome>> {
+    let value = append_value(pointer, json, keep)?;
+    let Some(pending) = begin_under(s, leases, file, true).await? else {
+        return Ok(None);
+    };
+    // The read guard is taken again for the commit only: a release meanwhile ends it.
+    let held = leases.read().await;
+    if held.is_none() {
+        let _ = pending.release().await;
+        return Err(ended(file));
+    }
+    Ok(Some(
+        append_and_release(pending, pointer, value, keep).await?,
+    ))
+}
+
+fn append_value(pointer: &str, json: &str, keep: Option<u32>) -> Out<Value> {
     parse_pointer(pointer)?;
     let value = parse_value(json, "the given value")?;
     if keep == Some(0) {
         return Err(Failure::usage("keep must be at least 1"));
     }
-    let (mut pending, notice) = begin(s, file).await?;
+    Ok(value)
+}
+
+async fn append_and_release(
+    mut pending: Pending,
+    pointer: &str,
+    value: Value,
+    keep: Option<u32>,
+) -> Out<Outcome> {
     let result = append_under_lease(&mut pending.write, pointer, value, keep).await;
     let released = pending.release().await;
     let done = result?;
@@ -305,7 +423,7 @@ pub async fn append(
     if !done.committed {
         released?;
     }
-    Ok((done, notice))
+    Ok(done)
 }
 
 async fn append_under_lease(
@@ -333,7 +451,8 @@ async fn append_under_lease(
 
 /// Leases on several locks, taken in sorted order.
 pub struct Held {
-    leases: Vec<Lease>,
+    leases: Leases,
+    tokens: Vec<(String, u64)>,
     released: watch::Sender<bool>,
 }
 
@@ -359,7 +478,11 @@ pub async fn acquire(
         .acquire_all(&all, o.acquire.wait, |_| None)
         .await?;
     let held = Held {
-        leases,
+        tokens: leases
+            .iter()
+            .map(|l| (l.name().to_owned(), l.token()))
+            .collect(),
+        leases: Arc::new(tokio::sync::RwLock::new(Some(leases))),
         released: watch::channel(false).0,
     };
     Ok((held, o.notice))
@@ -368,15 +491,21 @@ pub async fn acquire(
 impl Held {
     /// (lock name, fencing token) of each lease.
     pub fn tokens(&self) -> Vec<(String, u64)> {
-        self.leases
-            .iter()
-            .map(|l| (l.name().to_owned(), l.token()))
-            .collect()
+        self.tokens.clone()
+    }
+
+    /// The leases, for the calls that join them.
+    pub fn leases(&self) -> Leases {
+        self.leases.clone()
     }
 
     /// Resolves with the first loss's reason, or `None` once the leases are released.
     pub fn lost(&self) -> impl Future<Output = Option<String>> + Send + use<> {
-        let losses: Vec<_> = self.leases.iter().map(|l| l.lost().boxed()).collect();
+        // Only a release takes the write lock, and it takes `self`: this read never waits.
+        let losses: Vec<_> = match self.leases.try_read() {
+            Ok(held) => held.iter().flatten().map(|l| l.lost().boxed()).collect(),
+            Err(_) => Vec::new(),
+        };
         let mut released = self.released.subscribe();
         let flag = self.released.subscribe();
         async move {
@@ -395,8 +524,10 @@ impl Held {
     /// Release every lease (in reverse order); `LEASE_LOST` when any was no longer ours.
     pub async fn release(self) -> Out<()> {
         self.released.send_replace(true);
+        // Waits for joined writes in flight; none joins or commits after this.
+        let leases = self.leases.write().await.take().unwrap_or_default();
         let mut lost = None;
-        for l in self.leases.into_iter().rev() {
+        for l in leases.into_iter().rev() {
             if let Err(e) = l.release().await {
                 lost.get_or_insert(e);
             }

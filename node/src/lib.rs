@@ -103,10 +103,10 @@ fn with_pending<T>(
 
 #[napi]
 impl PendingUpdate {
-    /// The document as JSON text, `null` when the file does not exist yet.
+    /// The file's own text, `null` when the file does not exist yet.
     #[napi]
     pub fn document(&self) -> Result<Option<String>> {
-        with_pending(&self.inner, |p| p.document())
+        with_pending(&self.inner, |p| p.document().map(str::to_owned))
     }
 
     #[napi(getter)]
@@ -125,7 +125,7 @@ impl PendingUpdate {
         with_pending(&self.inner, |p| p.reload())?.map_err(to_js)
     }
 
-    /// Commit the new document (JSON text), off the JavaScript thread (it fsyncs).
+    /// Commit the new document's text as it is, off the JavaScript thread (it fsyncs).
     #[napi(ts_return_type = "Promise<WriteResult>")]
     pub fn commit<'env>(
         &self,
@@ -161,16 +161,20 @@ impl PendingUpdate {
     }
 }
 
+fn pending_update(pending: core::Pending, notice: Option<String>) -> PendingUpdate {
+    PendingUpdate {
+        token: pending.token() as i64,
+        inner: Arc::new(Mutex::new(Some(pending))),
+        notice,
+    }
+}
+
 /// Take `file`'s lease and read it.
 #[napi]
 pub async fn begin(file: String, options: Option<NativeOptions>) -> Result<PendingUpdate> {
     let s = settings(options)?;
-    let (pending, notice) = core::begin(&s, &file).await.map_err(to_js)?;
-    Ok(PendingUpdate {
-        token: pending.token() as i64,
-        inner: Arc::new(Mutex::new(Some(pending))),
-        notice,
-    })
+    let (pending, notice) = core::begin(&s, &file, false).await.map_err(to_js)?;
+    Ok(pending_update(pending, notice))
 }
 
 /// Read with no lease: JSON text, or `null` when the file (or the value) is absent.
@@ -244,6 +248,8 @@ pub struct LockToken {
 #[napi]
 pub struct HeldLocks {
     inner: Arc<Mutex<Option<core::Held>>>,
+    /// Kept apart from `inner`, which the release takes: a late join must find them released.
+    leases: core::Leases,
     tokens: Vec<(String, u64)>,
     notice: Option<String>,
 }
@@ -279,6 +285,81 @@ impl HeldLocks {
         env.spawn_future(async move { Ok(fut.await) })
     }
 
+    /// `begin` joining this lock's lease on `file`; `null` when `file`'s lock is not held here.
+    #[napi(ts_return_type = "Promise<PendingUpdate | null>")]
+    pub fn begin<'env>(
+        &self,
+        env: &'env Env,
+        file: String,
+        options: Option<NativeOptions>,
+    ) -> Result<PromiseRaw<'env, Option<PendingUpdate>>> {
+        let s = settings(options)?;
+        let leases = self.leases.clone();
+        env.spawn_future(async move {
+            let joined = core::begin_under(&s, &leases, &file, false).await;
+            Ok(joined.map_err(to_js)?.map(|p| pending_update(p, None)))
+        })
+    }
+
+    /// `set` joining this lock's lease on `file`; `null` when `file`'s lock is not held here.
+    #[napi(ts_return_type = "Promise<WriteResult | null>")]
+    pub fn set<'env>(
+        &self,
+        env: &'env Env,
+        file: String,
+        pointer: String,
+        json: String,
+        options: Option<NativeOptions>,
+    ) -> Result<PromiseRaw<'env, Option<WriteResult>>> {
+        let s = settings(options)?;
+        let leases = self.leases.clone();
+        env.spawn_future(async move {
+            let spec = EditSpec::Set {
+                pointer: &pointer,
+                json: &json,
+            };
+            let done = core::edit_under(&s, &leases, &file, spec).await;
+            Ok(done.map_err(to_js)?.map(|o| write_result(o, None)))
+        })
+    }
+
+    /// `merge` joining this lock's lease on `file`; `null` when `file`'s lock is not held here.
+    #[napi(ts_return_type = "Promise<WriteResult | null>")]
+    pub fn merge<'env>(
+        &self,
+        env: &'env Env,
+        file: String,
+        json: String,
+        options: Option<NativeOptions>,
+    ) -> Result<PromiseRaw<'env, Option<WriteResult>>> {
+        let s = settings(options)?;
+        let leases = self.leases.clone();
+        env.spawn_future(async move {
+            let spec = EditSpec::Merge { json: &json };
+            let done = core::edit_under(&s, &leases, &file, spec).await;
+            Ok(done.map_err(to_js)?.map(|o| write_result(o, None)))
+        })
+    }
+
+    /// `append` joining this lock's lease on `file`; `null` when `file`'s lock is not held here.
+    #[napi(ts_return_type = "Promise<WriteResult | null>")]
+    pub fn append<'env>(
+        &self,
+        env: &'env Env,
+        file: String,
+        pointer: String,
+        json: String,
+        keep: Option<u32>,
+        options: Option<NativeOptions>,
+    ) -> Result<PromiseRaw<'env, Option<WriteResult>>> {
+        let s = settings(options)?;
+        let leases = self.leases.clone();
+        env.spawn_future(async move {
+            let done = core::append_under(&s, &leases, &file, &pointer, &json, keep).await;
+            Ok(done.map_err(to_js)?.map(|o| write_result(o, None)))
+        })
+    }
+
     /// Release every lease; rejects with `LEASE_LOST` when any was no longer ours.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn release<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
@@ -303,6 +384,7 @@ pub async fn acquire(
     let (held, notice) = core::acquire(&s, names, files).await.map_err(to_js)?;
     Ok(HeldLocks {
         tokens: held.tokens(),
+        leases: held.leases(),
         inner: Arc::new(Mutex::new(Some(held))),
         notice,
     })

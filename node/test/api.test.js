@@ -47,6 +47,17 @@ for (const backend of ['redis', 'local']) {
       assert.equal(cli('state', 'set', viaCli, '', JSON.stringify(doc)).status, 0)
       assert.equal(fs.readFileSync(viaNode, 'utf8'), JSON.stringify(doc, null, 2))
       assert.equal(fs.readFileSync(viaNode, 'utf8'), fs.readFileSync(viaCli, 'utf8'))
+      // updateJson writes the same bytes.
+      const viaUpdate = repo.file('.claude/layout-update.json')
+      await t.updateJson(viaUpdate, () => doc, opts)
+      assert.equal(fs.readFileSync(viaUpdate, 'utf8'), fs.readFileSync(viaCli, 'utf8'))
+      // Except integers beyond a double's precision: JSON.parse rounds them, the CLI keeps them.
+      const big = '{"big": 12345678901234567890, "ok": 123456789012345}'
+      fs.writeFileSync(viaUpdate, big)
+      assert.equal(cli('state', 'set', viaCli, '', big).status, 0)
+      await t.updateJson(viaUpdate, () => {}, opts)
+      assert.equal(fs.readFileSync(viaUpdate, 'utf8'), '{\n  "big": 12345678901234567000,\n  "ok": 123456789012345\n}')
+      assert.equal(fs.readFileSync(viaCli, 'utf8'), '{\n  "big": 12345678901234567890,\n  "ok": 123456789012345\n}')
       // A final newline is kept when the file had one.
       fs.writeFileSync(viaNode, JSON.stringify({ n: 1 }, null, 2) + '\n')
       await t.updateJson(viaNode, (d) => { d.n = 2 }, opts)
@@ -134,10 +145,15 @@ for (const backend of ['redis', 'local']) {
 
     it('withLock gives tokens and a live signal, releases afterwards, and HELD when taken', async () => {
       const f = repo.file('.claude/locked.json')
+      let openGate
+      const gate = new Promise((resolve) => { openGate = resolve })
+      // Started outside withLock's async context: it does not join, it finds the lock taken.
+      const outside = gate.then(() => t.updateJson(f, () => ({}), { ...opts, wait: 0 }).catch((e) => e))
       const out = await t.withLock({ names: ['jobs/a'], files: [f] }, async (lease) => {
         assert.deepEqual(Object.keys(lease.tokens).sort(), ['.claude/locked.json', 'jobs/a'])
         assert.equal(lease.signal.aborted, false)
-        const held = await t.updateJson(f, () => ({}), { ...opts, wait: 0 }).catch((e) => e)
+        openGate()
+        const held = await outside
         assert.deepEqual([held.code, held.exitCode], ['HELD', 75])
         return 'done'
       }, opts)
@@ -147,6 +163,61 @@ for (const backend of ['redis', 'local']) {
       await assert.rejects(t.withLock({ names: ['jobs/a'] }, () => { throw boom }, opts), (e) => e === boom)
       const e = await t.withLock({}, async () => {}, opts).catch((x) => x)
       assert.equal(e.code, 'USAGE')
+    })
+
+    it('inside withLock, calls on a held file join its lease at once; others still take turns', async () => {
+      const f = repo.file('.claude/joined.json')
+      const other = repo.file('.claude/not-held.json')
+      fs.writeFileSync(f, JSON.stringify({ n: 0, ring: [] }, null, 2) + '\n')
+      const order = []
+      let openGate
+      const gate = new Promise((resolve) => { openGate = resolve })
+      // Started outside withLock's async context (waiting as long as it must): it takes its turn.
+      const outside = gate.then(() => t.updateJson(f, (d) => { order.push('outside'); d.outside = true }, opts))
+      let afterLock
+      const lockEnded = new Promise((resolve) => { afterLock = resolve })
+      let late
+      let unfinished
+      const token = await t.withLock({ names: ['jobs/j'], files: [f] }, async (lease) => {
+        const mine = lease.tokens['.claude/joined.json']
+        openGate()
+        // wait: 0 everywhere: a call that waited for the lock would fail HELD.
+        const now = { ...opts, wait: 0 }
+        const r = await t.updateJson(f, (d, { token: seen }) => {
+          order.push('inside')
+          assert.equal(seen, mine)
+          d.n++
+        }, now)
+        assert.deepEqual([r.committed, r.token], [true, mine])
+        assert.equal((await t.appendJson(f, '/ring', 1, { ...now, keep: 1 })).token, mine)
+        assert.equal((await t.setJson(f, '/s', 's', now)).token, mine)
+        assert.equal((await t.mergeJson(f, { m: 1 }, now)).token, mine)
+        // Nested async work keeps the scope; a file whose lock is not held is locked as usual.
+        await Promise.all([
+          (async () => { await null; await t.updateJson(f, (d) => { d.n++ }, now) })(),
+          t.updateJson(other, () => ({ own: true }), { ...now, initial: {} }),
+        ])
+        assert.deepEqual(order, ['inside'])
+        // Scheduled from the scope but run after it: it takes its own lease.
+        late = lockEnded.then(() => t.updateJson(f, (d) => { d.late = true }, opts)).catch((e) => e)
+        // Joined, and not committed when withLock returns: it can no longer commit.
+        unfinished = t.updateJson(f, async (d) => { await lockEnded; d.unfinished = true }, now)
+          .catch((e) => e)
+        return mine
+      }, opts)
+      const before = fs.readFileSync(f, 'utf8')
+      afterLock()
+      const lost = await unfinished
+      assert.deepEqual([lost.code, lost.exitCode], ['LEASE_LOST', 76], lost.message)
+      assert.equal(fs.readFileSync(f, 'utf8'), before)
+      const afterwards = await late
+      assert.ok(afterwards.committed && afterwards.token > token, JSON.stringify(afterwards))
+      const o = await outside
+      assert.ok(o.token > token)
+      assert.deepEqual(order, ['inside', 'outside'])
+      const doc = await t.readJson(f, opts)
+      assert.deepEqual(doc, { n: 2, ring: [1], s: 's', m: 1, outside: true, late: true })
+      assert.ok(fs.readFileSync(f, 'utf8').endsWith('}\n'))
     })
 
     it('the session comes from an option, TRACTATUS_SESSION_ID or the hook payload', async () => {

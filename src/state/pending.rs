@@ -66,6 +66,23 @@ impl StateFile {
         self.begin_with(Via::Under(lease), true).await
     }
 
+    /// [`StateFile::begin`] for a caller that parses the text itself (the Node addon hands it
+    /// to `JSON.parse`): the file is checked (UTF-8, JSON, depth) but no document is built, so
+    /// [`PendingWrite::document`] is `None` and [`PendingWrite::document_text`] has it.
+    pub async fn begin_text(
+        &self,
+        coordinator: &Coordinator,
+        opts: &AcquireOptions,
+    ) -> Result<PendingWrite> {
+        self.begin_with(Via::Acquire(coordinator, opts), false)
+            .await
+    }
+
+    /// [`StateFile::begin_under`] without building the document, as [`StateFile::begin_text`].
+    pub async fn begin_text_under(&self, lease: &Lease) -> Result<PendingWrite> {
+        self.begin_with(Via::Under(lease), false).await
+    }
+
     /// [`StateFile::begin`]; with `parse` false the document is only checked, not built
     /// ([`PendingWrite::document`] is then `None`).
     pub(super) async fn begin_with(&self, via: Via<'_>, parse: bool) -> Result<PendingWrite> {
@@ -142,6 +159,13 @@ impl PendingWrite {
         self.document.as_ref()
     }
 
+    /// The bytes read, as text: valid UTF-8 JSON within [`MAX_DEPTH`], checked when read.
+    /// `None` when the file does not exist yet.
+    pub fn document_text(&self) -> Option<&str> {
+        // `reload` refused anything but UTF-8, so this never turns bytes into `None`.
+        self.bytes().and_then(|b| std::str::from_utf8(b).ok())
+    }
+
     /// The lease's fencing token.
     pub fn token(&self) -> FencingToken {
         self.lease.token()
@@ -167,6 +191,15 @@ impl PendingWrite {
         self.document = match &read {
             Some(r) if self.parsed => Some(self.file.parse(&r.bytes)?),
             Some(r) => {
+                // Checked here so that `document_text` and the lean edits can rely on it (a
+                // syntax-only check does not look inside strings).
+                std::str::from_utf8(&r.bytes).map_err(|e| {
+                    Error::bad_data(format!(
+                        "{} is not valid UTF-8 (at byte {}); nothing written",
+                        self.file.path().display(),
+                        e.valid_up_to()
+                    ))
+                })?;
                 self.file.check(&r.bytes)?;
                 None
             }
@@ -192,7 +225,28 @@ impl PendingWrite {
         if let Some(depth) = deeper_than(doc, MAX_DEPTH) {
             return Err(self.too_deep(depth));
         }
-        self.commit_text(to_node_json(doc)).await
+        self.land(to_node_json(doc)).await
+    }
+
+    /// Commit `text` as it is, byte for byte (the caller chose its layout and final newline),
+    /// after checking that it is one JSON value that reads back: valid syntax, nesting at most
+    /// [`MAX_DEPTH`], no lone surrogate escapes. Otherwise as [`PendingWrite::commit`]:
+    /// fenced, compare-and-swapped, [`WriteOutcome::Unchanged`] when the bytes are the ones read.
+    ///
+    /// Errors: bad data (65) when `text` is not such a value; as [`PendingWrite::commit`].
+    pub async fn commit_text(&mut self, text: &str) -> Result<WriteOutcome> {
+        self.ready()?;
+        check_text(text).map_err(|e| {
+            Error::bad_data(format!(
+                "{}: the new document {e}; nothing written",
+                self.file.name()
+            ))
+        })?;
+        let token = self.lease.token();
+        if self.bytes() == Some(text.as_bytes()) {
+            return Ok(WriteOutcome::Unchanged { token });
+        }
+        self.land_bytes(text.as_bytes()).await
     }
 
     /// `set` or `append` applied to the bytes read without building the document (see
@@ -218,7 +272,7 @@ impl PendingWrite {
             None => "{}",
         };
         let new = lean::edit_text(text, edit, self.file.name())?;
-        self.commit_text(new).await
+        self.land(new).await
     }
 
     /// Not committed yet, and the lease still valid (no temp file is written for nothing).
@@ -241,22 +295,28 @@ impl PendingWrite {
         ))
     }
 
-    async fn commit_text(&mut self, mut text: String) -> Result<WriteOutcome> {
+    /// Commit `text` in the library's layout: a final newline when the file had one.
+    async fn land(&mut self, mut text: String) -> Result<WriteOutcome> {
         let token = self.lease.token();
-        let read = self.read.as_ref();
-        if read.is_some_and(|r| r.bytes.ends_with(b"\n")) {
+        if self.bytes().is_some_and(|b| b.ends_with(b"\n")) {
             text.push('\n');
         }
-        if read.map(|r| r.bytes.as_slice()) == Some(text.as_bytes()) {
+        if self.bytes() == Some(text.as_bytes()) {
             return Ok(WriteOutcome::Unchanged { token });
         }
+        self.land_bytes(text.as_bytes()).await
+    }
+
+    async fn land_bytes(&mut self, new: &[u8]) -> Result<WriteOutcome> {
+        let token = self.lease.token();
+        let read = self.read.as_ref();
         let window = self
             .file
             .commit(
                 &self.lease,
                 &self.fence,
                 read.map(|r| r.bytes.as_slice()),
-                text.as_bytes(),
+                new,
                 read.map(|r| r.mode),
             )
             .await?;
@@ -280,6 +340,24 @@ impl PendingWrite {
     pub(super) fn take_document(&mut self) -> Option<Value> {
         self.document.take()
     }
+}
+
+/// Whether `text` is one JSON value that a later read accepts, without building it: the depth
+/// first (the syntax check below does not enforce it), then the syntax. That check skips
+/// `\u` escapes without judging them, so text with a surrogate escape, rare, is parsed whole
+/// to refuse a lone one, which no read could turn back into a string.
+fn check_text(text: &str) -> std::result::Result<(), String> {
+    if text_deeper_than(text.as_bytes(), MAX_DEPTH) {
+        return Err(format!(
+            "nests deeper than {MAX_DEPTH} levels, the most that can be read back"
+        ));
+    }
+    let invalid = |e: serde_json::Error| format!("is not valid JSON ({e})");
+    serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(invalid)?;
+    if text.contains("\\ud") || text.contains("\\uD") {
+        serde_json::from_str::<Value>(text).map_err(invalid)?;
+    }
+    Ok(())
 }
 
 /// True when the JSON text `bytes` nests deeper than `limit`. `serde_json` enforces its limit
@@ -410,6 +488,66 @@ mod tests {
             assert!(matches!(e, Error::Fenced { .. }), "{e}");
         }
         assert_eq!(std::fs::read(file.path()).unwrap(), before);
+        held.release().await.unwrap();
+    }
+
+    /// The text path: the bytes read cross as they are, and text comes back committed as
+    /// given after a check that it reads back; bad text leaves the file untouched.
+    #[tokio::test]
+    async fn text_crosses_as_read_and_commits_as_given_when_it_reads_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        std::fs::create_dir(root.join(".git")).unwrap();
+        let original = "{\"b\":1, \"a\": [1.50, 12345678901234567890]}\n";
+        std::fs::write(root.join("s.json"), original).unwrap();
+        let file = StateFile::open(&root, &root, std::path::Path::new("s.json")).unwrap();
+        let locks = crate::repo::work_dir(&root).unwrap().join("locks");
+        let c = Coordinator::local(
+            crate::Config::new(vec![]),
+            crate::Identity::current("t"),
+            locks,
+        )
+        .unwrap();
+        let o = AcquireOptions::wait(std::time::Duration::from_secs(5));
+        let mut p = file.begin_text(&c, &o).await.unwrap();
+        assert!(p.document().is_none());
+        assert_eq!(p.document_text(), Some(original));
+        let refused = [
+            ("{\"a\": 1,", "not valid JSON"),
+            ("{} {}", "not valid JSON"),
+            ("[\"\\ud800\"]", "not valid JSON"),
+            (&nested(MAX_DEPTH + 1), "deeper than"),
+        ];
+        for (bad, why) in refused {
+            let e = p.commit_text(bad).await.unwrap_err();
+            assert_eq!(e.exit_code(), 65, "{e}");
+            assert!(e.to_string().contains(why), "{e}");
+        }
+        assert_eq!(std::fs::read_to_string(file.path()).unwrap(), original);
+        let same = p.commit_text(original).await.unwrap();
+        assert!(matches!(same, WriteOutcome::Unchanged { .. }), "{same:?}");
+        let new = format!(
+            "{{\"s\": \"\\ud83d\\ude00\", \"d\": {}}}",
+            nested(MAX_DEPTH - 1)
+        );
+        let done = p.commit_text(&new).await.unwrap();
+        assert!(matches!(done, WriteOutcome::Committed { .. }), "{done:?}");
+        assert_eq!(std::fs::read_to_string(file.path()).unwrap(), new);
+        assert_eq!(p.commit_text("{}").await.unwrap_err().exit_code(), 64);
+        p.release().await.unwrap();
+
+        // Text that is not UTF-8 is refused when read, before anyone sees it.
+        std::fs::write(file.path(), b"{\"s\": \"\xff\"}").unwrap();
+        let e = file.begin_text(&c, &o).await.err().unwrap();
+        assert!(e.to_string().contains("UTF-8"), "{e}");
+        // Joined, the text path works the same.
+        std::fs::write(file.path(), "[]").unwrap();
+        let held = c.try_acquire(file.name()).await.unwrap();
+        let mut p = file.begin_text_under(&held).await.unwrap();
+        assert_eq!(p.document_text(), Some("[]"));
+        let out = p.commit_text("[1]").await.unwrap();
+        assert!(matches!(out, WriteOutcome::Committed { token, .. } if token == held.token()));
+        p.release().await.unwrap();
         held.release().await.unwrap();
     }
 

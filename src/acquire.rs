@@ -91,6 +91,8 @@ impl Coordinator {
             .without_max_times()
             .build();
         let mut reconnect = reconnect_backoff();
+        // Our place in line, fixed at the first refusal (see `lua/grant.lua`).
+        let mut place: Option<u64> = None;
         loop {
             let req = GrantRequest {
                 keys: keys.clone(),
@@ -98,7 +100,8 @@ impl Coordinator {
                 ttl: cfg.ttl,
                 identity: self.inner.identity.clone(),
                 waiter: wake.registered.then(|| waiter_id.clone()),
-                waiter_ttl: cfg.ttl.saturating_mul(2),
+                waiter_ttl: WAITER_TTL,
+                place: place.unwrap_or(0),
                 log_cap: cfg.log_cap,
                 // One Redis forgets as a Redlock master does: the same quarantine for both.
                 quarantine: cfg.quarantine,
@@ -107,6 +110,9 @@ impl Coordinator {
             // short (not after a split vote: the other contenders' releases would wake everyone
             // at once and split the vote again).
             let attempt = quorum.grant(&req).await;
+            if !matches!(attempt, Attempt::Granted { .. }) && place.is_none() {
+                place = Some(epoch_micros());
+            }
             if !matches!(attempt, Attempt::Unavailable { .. }) {
                 unreachable = None;
                 reconnect = reconnect_backoff();
@@ -147,16 +153,16 @@ impl Coordinator {
                         .as_ref()
                         .is_some_and(|h| h.is_winding_down(&self.inner.identity));
                     last_holder = holder.or(last_holder);
-                    // Wake a little after the holder's lease runs out, in case it never releases.
-                    let pause = pttl + Duration::from_millis(1);
-                    (
-                        if soon {
-                            pause.min(Duration::from_millis(50))
-                        } else {
-                            pause
-                        },
-                        true,
-                    )
+                    // Wake a little after the holder's lease runs out, in case it never releases;
+                    // while queued, sooner: each attempt keeps our place in line alive.
+                    let mut pause = pttl + Duration::from_millis(1);
+                    if soon {
+                        pause = pause.min(Duration::from_millis(50));
+                    }
+                    if wake.registered {
+                        pause = pause.min(HEARTBEAT);
+                    }
+                    (pause, true)
                 }
                 Attempt::Split { holder } => {
                     last_holder = holder.or(last_holder);
@@ -249,6 +255,23 @@ fn quarantine_note(total: usize, quarantined: usize, left: Duration) -> String {
             left.as_millis()
         )
     }
+}
+
+/// How long a waiter keeps its place in line without asking again: a waiter that dies holds
+/// the line up for at most this long.
+const WAITER_TTL: Duration = Duration::from_millis(800);
+
+/// How often a queued waiter asks again (its heartbeat), well inside [`WAITER_TTL`] so a slow
+/// round trip or two does not cost it its place.
+const HEARTBEAT: Duration = Duration::from_millis(200);
+
+/// Microseconds since the epoch: a waiter's place in line. Waiters on one host are ordered by
+/// when they first asked; across hosts, up to the clocks' difference.
+fn epoch_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// Longest pause between attempts while the coordinator is unreachable.

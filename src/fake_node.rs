@@ -3,7 +3,7 @@
 //! taken down, quarantined or made to fail renewals, so the acquire loop and keep-alive run on
 //! paused time with no Redis.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -36,7 +36,8 @@ pub(crate) struct State {
     /// Owner id, expiry, holder.
     pub(crate) lease: Option<(String, Instant, HolderInfo)>,
     pub(crate) counter: u64,
-    pub(crate) waiters: BTreeSet<String>,
+    /// The queue: waiter id -> (place in line, registration expiry).
+    pub(crate) waiters: BTreeMap<String, (u64, Instant)>,
     /// Grant requests answered (not counting refused connections).
     pub(crate) grants: usize,
     /// Waiter registrations seen.
@@ -63,7 +64,7 @@ impl FakeNode {
                 mode: Mode::Up,
                 lease: None,
                 counter: 0,
-                waiters: BTreeSet::new(),
+                waiters: BTreeMap::new(),
                 grants: 0,
                 registrations: 0,
                 releases: Vec::new(),
@@ -156,13 +157,29 @@ impl Node for FakeNode {
                     return Ok(GrantReply::Quarantined { left: until - now });
                 }
             }
+            let now = Instant::now();
+            s.waiters.retain(|_, w| w.1 > now);
+            if let Some(w) = &req.waiter {
+                s.waiters
+                    .insert(w.clone(), (req.place, now + req.waiter_ttl));
+                s.registrations += 1;
+            }
             if let Some((_, expires, holder)) = &s.lease {
-                let (pttl, holder) = (*expires - Instant::now(), holder.clone());
-                if let Some(w) = &req.waiter {
-                    s.waiters.insert(w.clone());
-                    s.registrations += 1;
-                }
+                let (pttl, holder) = (*expires - now, holder.clone());
                 return Ok(GrantReply::Refused { pttl, holder });
+            }
+            let head = s
+                .waiters
+                .iter()
+                .min_by_key(|(id, w)| (w.0, id.as_str()))
+                .map(|(id, w)| (id.clone(), w.1));
+            if let Some((head, until)) = head
+                && req.waiter.as_ref() != Some(&head)
+            {
+                return Ok(GrantReply::Refused {
+                    pttl: until - now,
+                    holder: HolderInfo::default(),
+                });
             }
             s.counter += 1;
             let id = &req.identity;

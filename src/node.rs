@@ -27,6 +27,9 @@ pub struct GrantRequest {
     pub waiter: Option<String>,
     /// How long a waiter registration lasts.
     pub waiter_ttl: Duration,
+    /// The waiter's place in line, chosen once per wait (microseconds since the epoch at its
+    /// first refusal) and sent the same to every node, so every node orders the queue alike.
+    pub place: u64,
     /// Audit log length cap.
     pub log_cap: u32,
     /// How long after its start a node that does not know the lock (started empty, and not
@@ -162,7 +165,8 @@ pub trait Node: Send + Sync + 'static {
         Box::pin(async { Ok(false) })
     }
 
-    /// Leave the lock's waiter set (a waiter that gives up), so `lock status` stops counting it.
+    /// Leave the lock's queue (a waiter that gives up), so nobody waits behind it and `lock
+    /// status` stops counting it.
     fn leave<'a>(&'a self, keys: &'a LockKeys, waiter: &'a str) -> NodeFuture<'a, ()>;
 
     /// The operator's view of this node, when it has one.

@@ -346,23 +346,30 @@ impl<N: Node + ?Sized> Quorum<N> {
         }
     }
 
-    /// End the lease on every node. Returns how many nodes confirmed it was ours. Once a
-    /// majority answered, the others get as long again as the majority took (a slow or paused
-    /// node does not hold the caller up for its whole timeout; its copy expires with the TTL).
+    /// Undo a vote on every node (an attempt that did not win). Returns how many nodes
+    /// confirmed it was ours. Once a majority answered, the others get as long again as the
+    /// majority took (a slow or paused node does not hold the next attempt up for its whole
+    /// timeout; its copy expires with the TTL).
     pub(crate) async fn release(&self, keys: &LockKeys, owner: &str, log_cap: u32) -> usize {
-        self.release_counted(keys, owner, log_cap).await.0
+        self.end(keys, owner, log_cap, false).await.0
     }
 
-    /// [`Quorum::release`], also counting the nodes that answered that the lease was not ours
-    /// (expired there, broken or taken): `(confirmed, denied)`.
+    /// End a lease on every node, waiting for every node's answer (each within its node
+    /// deadline): a copy left standing on a slower node would keep the lock from the next
+    /// acquirer once others fail. Returns `(confirmed, denied)`: the nodes that said it was
+    /// ours, and those that said it was not (expired there, broken or taken).
     pub(crate) async fn release_counted(
         &self,
         keys: &LockKeys,
         owner: &str,
         log_cap: u32,
     ) -> (usize, usize) {
+        self.end(keys, owner, log_cap, true).await
+    }
+
+    async fn end(&self, keys: &LockKeys, owner: &str, log_cap: u32, all: bool) -> (usize, usize) {
         let start = Instant::now();
-        let need = self.needed();
+        let need = if all { self.nodes.len() } else { self.needed() };
         let mut pending: FuturesUnordered<_> = self
             .nodes
             .iter()
@@ -597,6 +604,7 @@ mod tests {
             identity: Identity::current("test"),
             waiter: None,
             waiter_ttl: ttl,
+            place: 0,
             log_cap: 10,
             quarantine: Duration::ZERO,
         }
@@ -682,6 +690,22 @@ mod tests {
             "our one vote was not released"
         );
         assert_eq!(nodes[1].lease.lock().unwrap().as_deref(), Some("other"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_release_waits_for_a_slower_master_within_its_deadline() {
+        let (q, nodes) = fakes(3);
+        let req = request("a", Duration::from_secs(10));
+        assert!(matches!(q.grant(&req).await, Attempt::Granted { .. }));
+        // Two answer at once, the third 30 ms later (inside the 50 ms node deadline): a release
+        // that returned on the majority would leave the lease standing there.
+        nodes[2].set(Mode::Late(Duration::from_millis(30)));
+        let (confirmed, denied) = q.release_counted(&req.keys, "a", 10).await;
+        assert_eq!((confirmed, denied), (3, 0));
+        assert!(
+            nodes.iter().all(|n| n.lease.lock().unwrap().is_none()),
+            "the lease was left standing on the slower master"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -230,6 +230,7 @@ impl Node for RedisNode {
                         .key(&k.waiters)
                         .key(&k.log)
                         .key(&k.init)
+                        .key(&k.queue)
                         .arg(&req.owner)
                         .arg(req.ttl.as_millis() as u64)
                         .arg(&id.session)
@@ -242,6 +243,7 @@ impl Node for RedisNode {
                         .arg(req.log_cap)
                         .arg(req.quarantine.as_millis() as u64)
                         .arg(id.pid_ns.as_deref().unwrap_or(""))
+                        .arg(req.place)
                         .invoke_async(&mut c)
                         .await
                 })
@@ -376,10 +378,17 @@ impl Node for RedisNode {
     fn leave<'a>(&'a self, keys: &'a LockKeys, waiter: &'a str) -> NodeFuture<'a, ()> {
         Box::pin(async move {
             self.call(|mut c| async move {
-                redis::cmd("ZREM")
+                redis::pipe()
+                    .atomic()
+                    .cmd("ZREM")
                     .arg(&keys.waiters)
                     .arg(waiter)
-                    .query_async::<i64>(&mut c)
+                    .ignore()
+                    .cmd("ZREM")
+                    .arg(&keys.queue)
+                    .arg(waiter)
+                    .ignore()
+                    .query_async::<()>(&mut c)
                     .await
             })
             .await

@@ -455,8 +455,9 @@ impl Lease {
                 let Backend::Redis(q) = &self.coordinator.inner.backend else {
                     return Err(Error::internal("redis lease on a local coordinator"));
                 };
+                let cfg = &self.coordinator.inner.config;
                 let (confirmed, denied) = q
-                    .release_counted(&keys, &owner, self.coordinator.inner.config.log_cap)
+                    .release_counted(&keys, &owner, cfg.log_cap, cfg.node_timeout)
                     .await;
                 if confirmed >= q.needed() {
                     return Ok(());

@@ -351,25 +351,36 @@ impl<N: Node + ?Sized> Quorum<N> {
     /// majority took (a slow or paused node does not hold the next attempt up for its whole
     /// timeout; its copy expires with the TTL).
     pub(crate) async fn release(&self, keys: &LockKeys, owner: &str, log_cap: u32) -> usize {
-        self.end(keys, owner, log_cap, false).await.0
+        self.end(keys, owner, log_cap, Duration::ZERO).await.0
     }
 
-    /// End a lease on every node, waiting for every node's answer (each within its node
-    /// deadline): a copy left standing on a slower node would keep the lock from the next
-    /// acquirer once others fail. Returns `(confirmed, denied)`: the nodes that said it was
-    /// ours, and those that said it was not (expired there, broken or taken).
+    /// End a lease on every node, waiting for every node's answer up to `deadline` (the
+    /// per-node deadline) after the start: a copy left standing on a slower node would keep
+    /// the lock from the next acquirer once others fail. A node that cannot answer in that
+    /// time (paused, or reconnecting) keeps its copy until the TTL. Returns `(confirmed,
+    /// denied)`: the nodes that said it was ours, and those that said it was not (expired
+    /// there, broken or taken).
     pub(crate) async fn release_counted(
         &self,
         keys: &LockKeys,
         owner: &str,
         log_cap: u32,
+        deadline: Duration,
     ) -> (usize, usize) {
-        self.end(keys, owner, log_cap, true).await
+        self.end(keys, owner, log_cap, deadline).await
     }
 
-    async fn end(&self, keys: &LockKeys, owner: &str, log_cap: u32, all: bool) -> (usize, usize) {
+    /// End the lease on every node: wait for a majority, then for the others until `wait_all`
+    /// after the start, or as long again as the majority took, whichever is longer.
+    async fn end(
+        &self,
+        keys: &LockKeys,
+        owner: &str,
+        log_cap: u32,
+        wait_all: Duration,
+    ) -> (usize, usize) {
         let start = Instant::now();
-        let need = if all { self.nodes.len() } else { self.needed() };
+        let need = self.needed();
         let mut pending: FuturesUnordered<_> = self
             .nodes
             .iter()
@@ -390,7 +401,10 @@ impl<N: Node + ?Sized> Quorum<N> {
                 None => return (confirmed, denied),
             }
         }
-        let grace = start.elapsed().max(Duration::from_millis(2));
+        let grace = start
+            .elapsed()
+            .max(Duration::from_millis(2))
+            .max(wait_all.saturating_sub(start.elapsed()));
         let rest = async {
             while let Some(r) = pending.next().await {
                 count(&r);
@@ -700,7 +714,7 @@ mod tests {
         // Two answer at once, the third 30 ms later (inside the 50 ms node deadline): a release
         // that returned on the majority would leave the lease standing there.
         nodes[2].set(Mode::Late(Duration::from_millis(30)));
-        let (confirmed, denied) = q.release_counted(&req.keys, "a", 10).await;
+        let (confirmed, denied) = q.release_counted(&req.keys, "a", 10, NODE_TIMEOUT).await;
         assert_eq!((confirmed, denied), (3, 0));
         assert!(
             nodes.iter().all(|n| n.lease.lock().unwrap().is_none()),

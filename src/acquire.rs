@@ -1,4 +1,5 @@
-//! The acquire/wait loop: try the quorum, and while the lock is held wait for a release event
+//! The acquire/wait loop: try the quorum, and while the lock is held wait in line (a queue every
+//! node orders alike, kept with a heartbeat; see `lua/grant.lua`) for a release that names us
 //! (pub/sub), the holder's TTL, or a short jitter after a split vote; take over a holder on
 //! this host whose process is gone; wait out a restart quarantine; ride out a coordinator that
 //! stops answering (reconnect, resubscribe) until the wait runs out; leave the waiter set when
@@ -18,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::holder::HolderInfo;
 use crate::keys::LockKeys;
 use crate::lease::Lease;
-use crate::node::{Eviction, GrantRequest};
+use crate::node::{Eviction, GrantRequest, WAKE_ALL};
 use crate::options::AcquireOptions;
 use crate::quorum::{Attempt, Quorum};
 
@@ -204,15 +205,25 @@ impl Coordinator {
                 }
             }
             let until = deadline.min(now + pause);
-            tokio::select! {
-                got = wake.streams.next(), if wake_early && !wake.streams.is_empty() => {
-                    // A subscription that ended (its connection dropped) is made again before
-                    // the next attempt.
-                    if got != Some(Some(())) {
-                        wake.live = wake.live.saturating_sub(1);
+            loop {
+                let others_turn = tokio::select! {
+                    got = wake.streams.next(), if wake_early && !wake.streams.is_empty() => {
+                        match got {
+                            // Another waiter is first in line: it tries, we sleep on.
+                            Some(Some(who)) => who != WAKE_ALL && who != waiter_id,
+                            // A subscription that ended (its connection dropped) is made
+                            // again before the next attempt.
+                            _ => {
+                                wake.live = wake.live.saturating_sub(1);
+                                false
+                            }
+                        }
                     }
+                    _ = tokio::time::sleep_until(until) => false,
+                };
+                if !others_turn {
+                    break;
                 }
-                _ = tokio::time::sleep_until(until) => {}
             }
         }
     }
@@ -292,8 +303,8 @@ fn reconnect_backoff() -> impl Iterator<Item = Duration> {
 /// A waiter's release subscriptions, one per node that answered.
 #[derive(Default)]
 struct Wake {
-    /// Every subscription's events, and one `None` from each as it ends.
-    streams: SelectAll<BoxStream<'static, Option<()>>>,
+    /// Every subscription's events (who should try now), and one `None` from each as it ends.
+    streams: SelectAll<BoxStream<'static, Option<String>>>,
     /// Subscriptions still open.
     live: usize,
     /// True once we subscribed: from then on attempts register us as a waiter.
@@ -377,6 +388,62 @@ mod tests {
         );
         assert_eq!(fakes[0].state().grants, grants_before + 1, "it polled");
         assert!(fakes[0].state().waiters.is_empty());
+        lease.release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_are_served_in_line_and_a_release_wakes_only_the_head() {
+        let (c, fakes) = coordinator(1, TTL);
+        fakes[0].hold("other", Duration::from_secs(60), stranger());
+        let wait = |c: crate::Coordinator| {
+            tokio::spawn(async move {
+                c.acquire("L", &AcquireOptions::wait(Duration::from_secs(120)))
+                    .await
+            })
+        };
+        let first = wait(c.clone());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let second = wait(c.clone());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(fakes[0].state().waiters.len(), 2);
+        let grants = fakes[0].state().grants;
+        assert!(fakes[0].release_now("other"));
+        let lease = first.await.unwrap().unwrap();
+        assert_eq!(
+            fakes[0].state().grants,
+            grants + 1,
+            "not only the head tried"
+        );
+        assert!(!second.is_finished(), "the second jumped the line");
+        lease.release().await.unwrap();
+        second.await.unwrap().unwrap().release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_head_of_the_line_holds_the_next_up_for_its_registration_only() {
+        let (c, fakes) = coordinator(1, TTL);
+        fakes[0].hold("other", Duration::from_secs(60), stranger());
+        // A waiter first in line that stopped asking (its process died).
+        fakes[0]
+            .state()
+            .waiters
+            .insert("dead".into(), (0, Instant::now() + super::WAITER_TTL));
+        let start = Instant::now();
+        let waiter = tokio::spawn({
+            let c = c.clone();
+            async move {
+                c.acquire("L", &AcquireOptions::wait(Duration::from_secs(120)))
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(fakes[0].release_now("other"));
+        let lease = waiter.await.unwrap().unwrap();
+        let waited = start.elapsed();
+        assert!(
+            waited >= super::WAITER_TTL && waited <= super::WAITER_TTL + super::HEARTBEAT,
+            "{waited:?}"
+        );
         lease.release().await.unwrap();
     }
 

@@ -14,7 +14,9 @@ use crate::Coordinator;
 use crate::config::{Config, parse_nodes};
 use crate::holder::{HolderInfo, Identity};
 use crate::keys::LockKeys;
-use crate::node::{Eviction, GrantReply, GrantRequest, Node, NodeError, NodeFuture, WakeStream};
+use crate::node::{
+    Eviction, GrantReply, GrantRequest, Node, NodeError, NodeFuture, WAKE_ALL, WakeStream,
+};
 
 /// What the fake node does with the next requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +56,7 @@ pub(crate) struct State {
 pub(crate) struct FakeNode {
     state: Mutex<State>,
     /// Replaced (so its subscribers' streams end) when the node goes down.
-    released: Mutex<broadcast::Sender<()>>,
+    released: Mutex<broadcast::Sender<String>>,
 }
 
 impl FakeNode {
@@ -110,14 +112,22 @@ impl FakeNode {
         let mut s = self.state();
         if s.lease.as_ref().is_some_and(|l| l.0 == owner) {
             s.lease = None;
-            self.publish();
+            self.publish(&s);
             return true;
         }
         false
     }
 
-    fn publish(&self) {
-        let _ = self.released.lock().unwrap().send(());
+    /// Wake the head of the queue among live waiters, or everyone when nobody waits.
+    fn publish(&self, s: &State) {
+        let now = Instant::now();
+        let head = s
+            .waiters
+            .iter()
+            .filter(|(_, w)| w.1 > now)
+            .min_by_key(|(id, w)| (w.0, id.as_str()))
+            .map_or_else(|| WAKE_ALL.to_owned(), |(id, _)| id.clone());
+        let _ = self.released.lock().unwrap().send(head);
     }
 
     fn gate(&self) -> Result<MutexGuard<'_, State>, NodeError> {
@@ -243,7 +253,8 @@ impl Node for FakeNode {
             let rx = self.released.lock().unwrap().subscribe();
             let stream = futures_util::stream::unfold(rx, |mut rx| async move {
                 match rx.recv().await {
-                    Ok(()) | Err(broadcast::error::RecvError::Lagged(_)) => Some(((), rx)),
+                    Ok(who) => Some((who, rx)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => Some((WAKE_ALL.to_owned(), rx)),
                     Err(broadcast::error::RecvError::Closed) => None,
                 }
             });
@@ -264,7 +275,7 @@ impl Node for FakeNode {
             }
             s.lease = None;
             s.evictions.push(ev.event);
-            self.publish();
+            let _ = self.released.lock().unwrap().send(WAKE_ALL.to_owned());
             Ok(true)
         })
     }

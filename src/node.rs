@@ -94,8 +94,12 @@ impl fmt::Display for NodeError {
 }
 
 /// A stream that yields once per release announced on a subscribed channel, and ends when the
-/// subscription's connection is gone.
-pub type WakeStream = Pin<Box<dyn Stream<Item = ()> + Send>>;
+/// subscription's connection is gone. Each item names who should try now: the waiter id at the
+/// head of the queue, or [`WAKE_ALL`].
+pub type WakeStream = Pin<Box<dyn Stream<Item = String> + Send>>;
+
+/// A release announcement for every listener (nobody was queued, or a lease was evicted).
+pub const WAKE_ALL: &str = "released";
 
 /// What a node operation returns: boxed, so that nodes can sit behind `Arc<dyn Node>`.
 pub type NodeFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, NodeError>> + Send + 'a>>;

@@ -595,7 +595,9 @@ mod tests {
             })
         }
         fn subscribe<'a>(&'a self, _: &'a LockKeys) -> NodeFuture<'a, WakeStream> {
-            Box::pin(async move { Ok(Box::pin(futures_util::stream::pending()) as WakeStream) })
+            Box::pin(async move {
+                Ok(Box::pin(futures_util::stream::pending::<String>()) as WakeStream)
+            })
         }
         fn evict<'a>(&'a self, _: &'a Eviction) -> NodeFuture<'a, bool> {
             Box::pin(async { Ok(false) })

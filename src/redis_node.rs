@@ -18,7 +18,7 @@ use crate::holder::HolderInfo;
 use crate::keys::{LockKeys, init_keys, lease_pattern, log_pattern, name_from_key};
 use crate::node::{
     Eviction, GrantReply, GrantRequest, KeyKind, LockView, Node, NodeAdmin, NodeError, NodeFuture,
-    WakeStream,
+    WAKE_ALL, WakeStream,
 };
 
 static GRANT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/grant.lua")));
@@ -284,6 +284,8 @@ impl Node for RedisNode {
                     .key(&keys.lease)
                     .key(&keys.holder)
                     .key(&keys.log)
+                    .key(&keys.waiters)
+                    .key(&keys.queue)
                     .arg(owner)
                     .arg(&keys.channel)
                     .arg(log_cap)
@@ -320,7 +322,10 @@ impl Node for RedisNode {
                     .subscribe(&keys.channel)
                     .await
                     .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
-                let stream: WakeStream = Box::pin(pubsub.into_on_message().map(|_| ()));
+                let stream: WakeStream = Box::pin(pubsub.into_on_message().map(|m| {
+                    m.get_payload::<String>()
+                        .unwrap_or_else(|_| WAKE_ALL.to_owned())
+                }));
                 Ok(stream)
             };
             tokio::time::timeout(self.connect_timeout, work)

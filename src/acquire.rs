@@ -92,17 +92,20 @@ impl Coordinator {
             .without_max_times()
             .build();
         let mut reconnect = reconnect_backoff();
-        // Our place in line, fixed at the first refusal (see `lua/grant.lua`).
-        let mut place: Option<u64> = None;
+        // A caller that will wait joins the queue with its first attempt, at the time it first
+        // asked (see `lua/grant.lua`); one that will not wait never queues (a place it left
+        // behind would hold the line up until it lapsed).
+        let queue_me = !opts.wait.is_zero();
+        let place = epoch_micros();
         loop {
             let req = GrantRequest {
                 keys: keys.clone(),
                 owner: uuid::Uuid::new_v4().simple().to_string(),
                 ttl: cfg.ttl,
                 identity: self.inner.identity.clone(),
-                waiter: wake.registered.then(|| waiter_id.clone()),
+                waiter: (queue_me || wake.registered).then(|| waiter_id.clone()),
                 waiter_ttl: WAITER_TTL,
-                place: place.unwrap_or(0),
+                place,
                 log_cap: cfg.log_cap,
                 // One Redis forgets as a Redlock master does: the same quarantine for both.
                 quarantine: cfg.quarantine,
@@ -111,9 +114,6 @@ impl Coordinator {
             // short (not after a split vote: the other contenders' releases would wake everyone
             // at once and split the vote again).
             let attempt = quorum.grant(&req).await;
-            if !matches!(attempt, Attempt::Granted { .. }) && place.is_none() {
-                place = Some(epoch_micros());
-            }
             if !matches!(attempt, Attempt::Unavailable { .. }) {
                 unreachable = None;
                 reconnect = reconnect_backoff();
@@ -180,8 +180,9 @@ impl Coordinator {
             }
             let now = Instant::now();
             if now >= deadline {
-                if wake.registered {
-                    // We registered as a waiter: leave, so `lock status` stops counting us.
+                if queue_me || wake.registered {
+                    // We queued: leave, so nobody waits behind us and `lock status` stops
+                    // counting us.
                     quorum.leave(&keys, &waiter_id).await;
                 }
                 if let Some(e) = unreachable {

@@ -198,6 +198,9 @@ impl<N: Node + ?Sized> Quorum<N> {
             }
         }
 
+        // Every node answered and none granted: there is no vote of ours to undo (a node that
+        // failed or timed out may have granted before its answer was lost).
+        let no_votes = granted.is_empty() && pending.is_empty() && causes.is_empty();
         if granted.len() >= need {
             let token = granted.iter().map(|g| g.1).max().unwrap_or(0);
             self.settle_late(&req.keys, token, pending);
@@ -220,7 +223,9 @@ impl<N: Node + ?Sized> Quorum<N> {
         }
 
         // Not ours: undo every vote we may have, on every node, before saying why.
-        self.release(&req.keys, &req.owner, req.log_cap).await;
+        if !no_votes {
+            self.release(&req.keys, &req.owner, req.log_cap).await;
+        }
         let holder = refused
             .iter()
             .map(|r| r.1.clone())

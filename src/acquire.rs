@@ -120,6 +120,17 @@ impl Coordinator {
             }
             let (pause, wake_early) = match attempt {
                 Attempt::Granted { token, valid_until } => {
+                    if req.waiter.is_some() && quorum.nodes().len() > 1 {
+                        // A node that refused (it had not seen the release yet) still has us
+                        // first in line and would grant nobody else until our place lapsed.
+                        let (c, id) = (self.clone(), waiter_id.clone());
+                        let keys = keys.clone();
+                        tokio::spawn(async move {
+                            if let Backend::Redis(q) = &c.inner.backend {
+                                q.leave(&keys, &id).await;
+                            }
+                        });
+                    }
                     return Ok(Lease::redis(
                         self.clone(),
                         name,
@@ -206,12 +217,19 @@ impl Coordinator {
                 }
             }
             let until = deadline.min(now + pause);
+            // Calls to try, one per node that released: we try once a majority of the nodes
+            // we listen to called us (one release, one attempt), or at the timer.
+            let mut calls = 0;
             loop {
-                let others_turn = tokio::select! {
+                let sleep_on = tokio::select! {
                     got = wake.streams.next(), if wake_early && !wake.streams.is_empty() => {
                         match got {
                             // Another waiter is first in line: it tries, we sleep on.
-                            Some(Some(who)) => who != WAKE_ALL && who != waiter_id,
+                            Some(Some(who)) if who != WAKE_ALL && who != waiter_id => true,
+                            Some(Some(_)) => {
+                                calls += 1;
+                                calls < quorum.needed().min(wake.live)
+                            }
                             // A subscription that ended (its connection dropped) is made
                             // again before the next attempt.
                             _ => {
@@ -222,7 +240,7 @@ impl Coordinator {
                     }
                     _ = tokio::time::sleep_until(until) => false,
                 };
-                if !others_turn {
+                if !sleep_on {
                     break;
                 }
             }
@@ -444,6 +462,23 @@ mod tests {
         assert!(
             waited >= super::WAITER_TTL && waited <= super::WAITER_TTL + super::HEARTBEAT,
             "{waited:?}"
+        );
+        lease.release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_granted_by_a_majority_leaves_the_line_of_the_node_that_refused() {
+        let (c, fakes) = coordinator(3, TTL);
+        // A stale copy on one master: it refuses, and queues us there.
+        fakes[2].hold("other", Duration::from_secs(60), stranger());
+        let lease = c
+            .acquire("L", &AcquireOptions::wait(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(
+            fakes[2].state().waiters.is_empty(),
+            "still first in line where it was refused: nobody else would be granted there"
         );
         lease.release().await.unwrap();
     }

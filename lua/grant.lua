@@ -9,6 +9,8 @@
 --                  of the server run that `lock init` marked as brand-new (read only when the
 --                  fence counter is missing and ARGV[11] > 0)
 -- KEYS[7] queue    sorted set: waiter id -> place in line (ARGV[13]); lowest first
+-- KEYS[8] waiting  hash: waiter id -> "session<TAB>host<TAB>pid<TAB>queued since (ms)", for
+--                  `lock status`
 -- ARGV[1]  owner id (random, fresh for every attempt)
 -- ARGV[2]  ttl in ms
 -- ARGV[3]  session id     ARGV[4] host     ARGV[5] pid
@@ -76,6 +78,10 @@ if me ~= '' then
   redis.call('ZADD', KEYS[7], ARGV[13], me)
   redis.call('PEXPIRE', KEYS[4], lasts)
   redis.call('PEXPIRE', KEYS[7], lasts)
+  if redis.call('HEXISTS', KEYS[8], me) == 0 then
+    redis.call('HSET', KEYS[8], me, ARGV[3] .. '\t' .. ARGV[4] .. '\t' .. ARGV[5] .. '\t' .. now)
+  end
+  redis.call('PEXPIRE', KEYS[8], lasts)
 end
 -- The head of the queue among live waiters: lapsed ones ahead of it are dropped.
 local head, head_until
@@ -85,6 +91,7 @@ while true do
   head_until = redis.call('ZSCORE', KEYS[4], head)
   if head_until then break end
   redis.call('ZREM', KEYS[7], head)
+  redis.call('HDEL', KEYS[8], head)
 end
 
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -119,6 +126,7 @@ redis.call('HSET', KEYS[3], 'owner', ARGV[1], 'session', ARGV[3], 'host', ARGV[4
 if me ~= '' then
   redis.call('ZREM', KEYS[4], me)
   redis.call('ZREM', KEYS[7], me)
+  redis.call('HDEL', KEYS[8], me)
 end
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[10], '*',
   'event', 'grant', 'owner', ARGV[1], 'session', ARGV[3], 'host', ARGV[4], 'pid', ARGV[5], 'token', token,

@@ -34,6 +34,9 @@ pub struct LockKeys {
     /// Sorted set: waiters and their place in line, a score each waiter chose once (see
     /// `lua/grant.lua`); a member whose registration in `waiters` lapsed is dropped.
     pub queue: String,
+    /// Hash: who each queued waiter is (`session`, `host`, `pid`, since when, tab-separated),
+    /// for `lock status`.
+    pub waiting: String,
     /// Stream: the lock's audit trail.
     pub log: String,
     /// Pub/sub channel announcing a release.
@@ -59,6 +62,7 @@ impl LockKeys {
             holder: format!("{base}:holder"),
             waiters: format!("{base}:waiters"),
             queue: format!("{base}:queue"),
+            waiting: format!("{base}:waiting"),
             log: format!("{base}:log"),
             channel: format!("{base}:released"),
             init: init_key(slot_of_tag(tag.as_bytes())),
@@ -222,7 +226,9 @@ mod tests {
         for name in ["a", ".claude/session-state.json", "W", "counter", "x/y/z"] {
             let k = LockKeys::new("repo-1", name);
             let slot = redis_slot(&k.lease);
-            for key in [&k.fence, &k.holder, &k.waiters, &k.queue, &k.log, &k.init] {
+            for key in [
+                &k.fence, &k.holder, &k.waiters, &k.queue, &k.waiting, &k.log, &k.init,
+            ] {
                 assert_eq!(redis_slot(key), slot, "{key} is not in the slot of {name}");
             }
         }

@@ -188,6 +188,19 @@ pub enum KeyKind {
     Log,
 }
 
+/// A waiter in a lock's queue, as `lock status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Queued {
+    /// Its session.
+    pub session: String,
+    /// Its host.
+    pub host: String,
+    /// Its pid.
+    pub pid: u32,
+    /// When it joined the queue, ms since the Unix epoch (the node's clock).
+    pub since_ms: u64,
+}
+
 /// One lock as one node sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockView {
@@ -197,6 +210,8 @@ pub struct LockView {
     pub token: u64,
     /// Waiters registered on this node.
     pub waiters: u64,
+    /// The live waiters queued on this node, first in line first.
+    pub queue: Vec<Queued>,
     /// The holder, as recorded on this node.
     pub holder: HolderInfo,
 }

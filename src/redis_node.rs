@@ -18,7 +18,7 @@ use crate::holder::HolderInfo;
 use crate::keys::{LockKeys, init_keys, lease_pattern, log_pattern, name_from_key};
 use crate::node::{
     Eviction, GrantReply, GrantRequest, KeyKind, LockView, Node, NodeAdmin, NodeError, NodeFuture,
-    WAKE_ALL, WakeStream,
+    Queued, WAKE_ALL, WakeStream,
 };
 
 static GRANT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/grant.lua")));
@@ -231,6 +231,7 @@ impl Node for RedisNode {
                         .key(&k.log)
                         .key(&k.init)
                         .key(&k.queue)
+                        .key(&k.waiting)
                         .arg(&req.owner)
                         .arg(req.ttl.as_millis() as u64)
                         .arg(&id.session)
@@ -393,6 +394,10 @@ impl Node for RedisNode {
                     .arg(&keys.queue)
                     .arg(waiter)
                     .ignore()
+                    .cmd("HDEL")
+                    .arg(&keys.waiting)
+                    .arg(waiter)
+                    .ignore()
                     .query_async::<()>(&mut c)
                     .await
             })
@@ -453,6 +458,8 @@ impl NodeAdmin for RedisNode {
                         .key(&keys.fence)
                         .key(&keys.holder)
                         .key(&keys.waiters)
+                        .key(&keys.queue)
+                        .key(&keys.waiting)
                         .invoke_async(&mut c)
                         .await
                 })
@@ -548,8 +555,24 @@ fn parse_inspect(reply: Value) -> Option<LockView> {
         pttl: Duration::from_millis(pttl),
         token: u64::try_from(num(1)?).unwrap_or(0),
         waiters: u64::try_from(num(2)?).unwrap_or(0),
-        holder: HolderInfo::from_fields(&pairs(items.get(3..).unwrap_or(&[]))),
+        queue: match items.get(3) {
+            Some(Value::Array(line)) => line.iter().filter_map(text).map(|w| queued(&w)).collect(),
+            _ => Vec::new(),
+        },
+        holder: HolderInfo::from_fields(&pairs(items.get(4..).unwrap_or(&[]))),
     })
+}
+
+/// One waiter of the queue, from `session<TAB>host<TAB>pid<TAB>since_ms`.
+fn queued(who: &str) -> Queued {
+    let mut f = who.split('\t');
+    let mut next = || f.next().unwrap_or("").to_owned();
+    Queued {
+        session: next(),
+        host: next(),
+        pid: next().parse().unwrap_or(0),
+        since_ms: next().parse().unwrap_or(0),
+    }
 }
 
 /// An XRANGE-style reply as the fields of each entry, in reply order.

@@ -140,3 +140,42 @@ fn a_waiter_killed_while_queued_does_not_hold_up_the_next_one() {
     );
     let _ = std::io::stderr().flush();
 }
+
+#[test]
+fn lock_status_lists_the_queue_in_order() {
+    let servers = cluster(1);
+    let urls = urls(&servers);
+    let repo = Repo::new();
+    let held = holder(&repo, &urls);
+    let first = Guard(waiter(&repo, &urls, "1"));
+    wait_until(
+        Duration::from_secs(10),
+        "the first waiter is queued",
+        || queued_everywhere(&repo, &servers, 1),
+    );
+    let second = Guard(waiter(&repo, &urls, "2"));
+    wait_until(
+        Duration::from_secs(10),
+        "the second waiter is queued",
+        || queued_everywhere(&repo, &servers, 2),
+    );
+    let r = crate::support::run(tractatus(&repo.path()).args(["--redis", &urls, "lock", "status"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let line = |n: usize, pid: u32| {
+        r.stdout.lines().any(|l| {
+            l.trim_start().starts_with(&format!("{n}. session "))
+                && l.contains(&format!(" pid {pid}, waiting "))
+        })
+    };
+    assert!(
+        r.stdout.contains(&format!("queue of {LOCK}:")),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        line(1, first.0.id()) && line(2, second.0.id()),
+        "{}",
+        r.stdout
+    );
+    release(held);
+}

@@ -89,7 +89,8 @@ const SUSPEND_CHECK: Duration = Duration::from_secs(1);
 
 enum Hold {
     Redis {
-        keys: LockKeys,
+        // Boxed: the keys are the largest part of a lease, and the other variants are small.
+        keys: Box<LockKeys>,
         owner: String,
     },
     Local(LocalGuard),
@@ -139,7 +140,7 @@ impl Lease {
             name: name.to_owned(),
             token,
             hold: Some(Hold::Redis {
-                keys,
+                keys: Box::new(keys),
                 owner: owner.clone(),
             }),
             state: watch::channel(Standing::Valid(valid_until)).0,
@@ -180,7 +181,7 @@ impl Lease {
         let (hold, standing) = match redis {
             Some((keys, valid_until)) => (
                 Hold::Redis {
-                    keys,
+                    keys: Box::new(keys),
                     owner: grant.owner.clone(),
                 },
                 Standing::Valid(valid_until),

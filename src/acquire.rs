@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use backon::BackoffBuilder;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use futures_util::stream::{BoxStream, SelectAll};
 use tokio::time::Instant;
 
@@ -113,6 +113,9 @@ impl Coordinator {
             // How long to wait before the next attempt, and whether a release event may cut it
             // short (not after a split vote: the other contenders' releases would wake everyone
             // at once and split the vote again).
+            // Calls that came in meanwhile are answered by this attempt: left in the stream,
+            // they would count towards the next wait and make us try before a majority released.
+            wake.drain();
             let attempt = quorum.grant(&req).await;
             if !matches!(attempt, Attempt::Unavailable { .. }) {
                 unreachable = None;
@@ -344,6 +347,15 @@ impl Wake {
             );
         }
         self.registered = true;
+    }
+
+    /// Take every event already waiting; a subscription found ended is counted as lost.
+    fn drain(&mut self) {
+        while let Some(Some(item)) = self.streams.next().now_or_never() {
+            if item.is_none() {
+                self.live = self.live.saturating_sub(1);
+            }
+        }
     }
 
     /// The connections are gone: subscribe again once a quorum answers.

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use backon::BackoffBuilder;
-use futures_util::{FutureExt, StreamExt};
 use futures_util::stream::{BoxStream, SelectAll};
+use futures_util::{FutureExt, StreamExt};
 use tokio::time::Instant;
 
 use crate::clock::far_deadline;

@@ -8,18 +8,25 @@
 -- KEYS[6] init     string in this lock's hash slot, shared by the locks of the slot: the run_id
 --                  of the server run that `lock init` marked as brand-new (read only when the
 --                  fence counter is missing and ARGV[11] > 0)
+-- KEYS[7] queue    sorted set: waiter id -> place in line (ARGV[13]); lowest first
+-- KEYS[8] waiting  hash: waiter id -> "session<TAB>host<TAB>pid<TAB>queued since (ms)", for
+--                  `lock status`
 -- ARGV[1]  owner id (random, fresh for every attempt)
 -- ARGV[2]  ttl in ms
 -- ARGV[3]  session id     ARGV[4] host     ARGV[5] pid
 -- ARGV[6]  pid start time (clock ticks after boot, from /proc; "" when unknown)
 -- ARGV[7]  command line (display only)
--- ARGV[8]  waiter id: added to KEYS[4] when refused, removed when granted ("" = do not register)
--- ARGV[9]  how long a waiter registration lasts, ms
+-- ARGV[8]  waiter id: joins (or stays in) the queue, leaves it when granted ("" = not queued)
+-- ARGV[9]  how long a waiter registration lasts, ms: each attempt of a queued waiter renews it
 -- ARGV[10] audit log length cap
 -- ARGV[11] quarantine in ms (0 = off): see "Restart quarantine"
 -- ARGV[12] PID namespace of the requester ("" when unknown): a stale-holder check compares it
+-- ARGV[13] the waiter's place in line: a score it chose once (microseconds since the epoch at
+--          its first refusal), the same on every master, so every master orders the queue alike
+--          (equal scores: the lower waiter id first)
 -- Reply: granted     {1, token}
 --        refused     {0, pttl_ms, holder field, value, field, value, ...}
+--                    or, free but another waiter is first in line, {0, ms its place lasts}
 --        quarantined {2, ms until this node grants again}
 --
 -- Tokens never restart lower. A missing fence counter (a new lock, or a server that restarted
@@ -39,6 +46,11 @@
 -- counted from one second less (never too early). `lock init` marks a brand-new server (KEYS[6]
 -- = its run_id), which skips the quarantine; a restart changes the run_id, so an old marker,
 -- even one reloaded from disk, does not count.
+--
+-- Fairness. A free lease goes only to the head of the queue among live waiters (or to anyone
+-- when nobody waits). A waiter whose registration lapsed (it died, or stopped asking) is dropped
+-- when it reaches the head, so a dead waiter holds the line up for one registration at most; a
+-- live one that lapsed comes back at its old place with its next attempt, as its score is fixed.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
@@ -59,16 +71,38 @@ if not known and quarantine > 0 then
   end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+local me = ARGV[8]
+if me ~= '' then
+  local lasts = tonumber(ARGV[9])
+  redis.call('ZADD', KEYS[4], now + lasts, me)
+  redis.call('ZADD', KEYS[7], ARGV[13], me)
+  redis.call('PEXPIRE', KEYS[4], lasts)
+  redis.call('PEXPIRE', KEYS[7], lasts)
+  if redis.call('HEXISTS', KEYS[8], me) == 0 then
+    redis.call('HSET', KEYS[8], me, ARGV[3] .. '\t' .. ARGV[4] .. '\t' .. ARGV[5] .. '\t' .. now)
+  end
+  redis.call('PEXPIRE', KEYS[8], lasts)
+end
+-- The head of the queue among live waiters: lapsed ones ahead of it are dropped.
+local head, head_until
+while true do
+  head = redis.call('ZRANGE', KEYS[7], 0, 0)[1]
+  if not head then break end
+  head_until = redis.call('ZSCORE', KEYS[4], head)
+  if head_until then break end
+  redis.call('ZREM', KEYS[7], head)
+  redis.call('HDEL', KEYS[8], head)
+end
 
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  if ARGV[8] ~= '' then
-    redis.call('ZADD', KEYS[4], now + tonumber(ARGV[9]), ARGV[8])
-    redis.call('PEXPIRE', KEYS[4], tonumber(ARGV[9]))
-  end
   local reply = {0, redis.call('PTTL', KEYS[1])}
   local fields = redis.call('HGETALL', KEYS[3])
   for i = 1, #fields do reply[#reply + 1] = fields[i] end
   return reply
+end
+
+if head and head ~= me then
+  return {0, math.max(1, tonumber(head_until) - now)}
 end
 
 -- A holder hash without a lease: the previous holder never released; its lease expired.
@@ -89,7 +123,11 @@ redis.call('DEL', KEYS[3])
 redis.call('HSET', KEYS[3], 'owner', ARGV[1], 'session', ARGV[3], 'host', ARGV[4],
   'pid', ARGV[5], 'pid_start', ARGV[6], 'pid_ns', ARGV[12], 'command', ARGV[7], 'acquired_ms', now,
   'ttl_ms', ttl, 'token', token)
-if ARGV[8] ~= '' then redis.call('ZREM', KEYS[4], ARGV[8]) end
+if me ~= '' then
+  redis.call('ZREM', KEYS[4], me)
+  redis.call('ZREM', KEYS[7], me)
+  redis.call('HDEL', KEYS[8], me)
+end
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[10], '*',
   'event', 'grant', 'owner', ARGV[1], 'session', ARGV[3], 'host', ARGV[4], 'pid', ARGV[5], 'token', token,
   'at', now)

@@ -1,12 +1,17 @@
--- release.lua: end a lease, only while it is still ours, and wake the waiters.
+-- release.lua: end a lease, only while it is still ours, and wake the next waiter.
 --
 -- KEYS[1] lease   string, value = owner id
 -- KEYS[2] holder  hash of the holder's metadata
 -- KEYS[3] log     stream: audit trail, capped at ARGV[3] entries
+-- KEYS[4] waiters sorted set: waiter id -> registration expiry (see grant.lua)
+-- KEYS[5] queue   sorted set: waiter id -> place in line (see grant.lua)
 -- ARGV[1] owner id
 -- ARGV[2] pub/sub channel the waiters listen on
 -- ARGV[3] audit log length cap
 -- Reply: 1 released, 0 not ours: nothing changed
+--
+-- The message names the head of the queue among live waiters: only it tries at once, the
+-- others sleep on. With nobody queued it says 'released', which wakes every listener.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 local h = redis.call('HMGET', KEYS[2], 'session', 'host', 'pid', 'token')
 redis.call('DEL', KEYS[1], KEYS[2])
@@ -14,5 +19,13 @@ local t = redis.call('TIME')
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*',
   'event', 'release', 'owner', ARGV[1], 'session', h[1] or '', 'host', h[2] or '', 'pid', h[3] or '',
   'token', h[4] or '', 'at', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-redis.call('PUBLISH', ARGV[2], 'released')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+local head
+while true do
+  head = redis.call('ZRANGE', KEYS[5], 0, 0)[1]
+  if not head or redis.call('ZSCORE', KEYS[4], head) then break end
+  redis.call('ZREM', KEYS[5], head)
+end
+redis.call('PUBLISH', ARGV[2], head or 'released')
 return 1

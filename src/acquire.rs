@@ -1,4 +1,5 @@
-//! The acquire/wait loop: try the quorum, and while the lock is held wait for a release event
+//! The acquire/wait loop: try the quorum, and while the lock is held wait in line (a queue every
+//! node orders alike, kept with a heartbeat; see `lua/grant.lua`) for a release that names us
 //! (pub/sub), the holder's TTL, or a short jitter after a split vote; take over a holder on
 //! this host whose process is gone; wait out a restart quarantine; ride out a coordinator that
 //! stops answering (reconnect, resubscribe) until the wait runs out; leave the waiter set when
@@ -7,8 +8,8 @@
 use std::time::Duration;
 
 use backon::BackoffBuilder;
-use futures_util::StreamExt;
 use futures_util::stream::{BoxStream, SelectAll};
+use futures_util::{FutureExt, StreamExt};
 use tokio::time::Instant;
 
 use crate::clock::far_deadline;
@@ -18,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::holder::HolderInfo;
 use crate::keys::LockKeys;
 use crate::lease::Lease;
-use crate::node::{Eviction, GrantRequest};
+use crate::node::{Eviction, GrantRequest, WAKE_ALL};
 use crate::options::AcquireOptions;
 use crate::quorum::{Attempt, Quorum};
 
@@ -91,14 +92,20 @@ impl Coordinator {
             .without_max_times()
             .build();
         let mut reconnect = reconnect_backoff();
+        // A caller that will wait joins the queue with its first attempt, at the time it first
+        // asked (see `lua/grant.lua`); one that will not wait never queues (a place it left
+        // behind would hold the line up until it lapsed).
+        let queue_me = !opts.wait.is_zero();
+        let place = epoch_micros();
         loop {
             let req = GrantRequest {
                 keys: keys.clone(),
                 owner: uuid::Uuid::new_v4().simple().to_string(),
                 ttl: cfg.ttl,
                 identity: self.inner.identity.clone(),
-                waiter: wake.registered.then(|| waiter_id.clone()),
-                waiter_ttl: cfg.ttl.saturating_mul(2),
+                waiter: (queue_me || wake.registered).then(|| waiter_id.clone()),
+                waiter_ttl: WAITER_TTL,
+                place,
                 log_cap: cfg.log_cap,
                 // One Redis forgets as a Redlock master does: the same quarantine for both.
                 quarantine: cfg.quarantine,
@@ -106,6 +113,9 @@ impl Coordinator {
             // How long to wait before the next attempt, and whether a release event may cut it
             // short (not after a split vote: the other contenders' releases would wake everyone
             // at once and split the vote again).
+            // Calls that came in meanwhile are answered by this attempt: left in the stream,
+            // they would count towards the next wait and make us try before a majority released.
+            wake.drain();
             let attempt = quorum.grant(&req).await;
             if !matches!(attempt, Attempt::Unavailable { .. }) {
                 unreachable = None;
@@ -113,6 +123,17 @@ impl Coordinator {
             }
             let (pause, wake_early) = match attempt {
                 Attempt::Granted { token, valid_until } => {
+                    if req.waiter.is_some() && quorum.nodes().len() > 1 {
+                        // A node that refused (it had not seen the release yet) still has us
+                        // first in line and would grant nobody else until our place lapsed.
+                        let (c, id) = (self.clone(), waiter_id.clone());
+                        let keys = keys.clone();
+                        tokio::spawn(async move {
+                            if let Backend::Redis(q) = &c.inner.backend {
+                                q.leave(&keys, &id).await;
+                            }
+                        });
+                    }
                     return Ok(Lease::redis(
                         self.clone(),
                         name,
@@ -147,16 +168,16 @@ impl Coordinator {
                         .as_ref()
                         .is_some_and(|h| h.is_winding_down(&self.inner.identity));
                     last_holder = holder.or(last_holder);
-                    // Wake a little after the holder's lease runs out, in case it never releases.
-                    let pause = pttl + Duration::from_millis(1);
-                    (
-                        if soon {
-                            pause.min(Duration::from_millis(50))
-                        } else {
-                            pause
-                        },
-                        true,
-                    )
+                    // Wake a little after the holder's lease runs out, in case it never releases;
+                    // while queued, sooner: each attempt keeps our place in line alive.
+                    let mut pause = pttl + Duration::from_millis(1);
+                    if soon {
+                        pause = pause.min(Duration::from_millis(50));
+                    }
+                    if wake.registered {
+                        pause = pause.min(HEARTBEAT);
+                    }
+                    (pause, true)
                 }
                 Attempt::Split { holder } => {
                     last_holder = holder.or(last_holder);
@@ -173,8 +194,9 @@ impl Coordinator {
             }
             let now = Instant::now();
             if now >= deadline {
-                if wake.registered {
-                    // We registered as a waiter: leave, so `lock status` stops counting us.
+                if queue_me || wake.registered {
+                    // We queued: leave, so nobody waits behind us and `lock status` stops
+                    // counting us.
                     quorum.leave(&keys, &waiter_id).await;
                 }
                 if let Some(e) = unreachable {
@@ -198,15 +220,32 @@ impl Coordinator {
                 }
             }
             let until = deadline.min(now + pause);
-            tokio::select! {
-                got = wake.streams.next(), if wake_early && !wake.streams.is_empty() => {
-                    // A subscription that ended (its connection dropped) is made again before
-                    // the next attempt.
-                    if got != Some(Some(())) {
-                        wake.live = wake.live.saturating_sub(1);
+            // Calls to try, one per node that released: we try once a majority of the nodes
+            // we listen to called us (one release, one attempt), or at the timer.
+            let mut calls = 0;
+            loop {
+                let sleep_on = tokio::select! {
+                    got = wake.streams.next(), if wake_early && !wake.streams.is_empty() => {
+                        match got {
+                            // Another waiter is first in line: it tries, we sleep on.
+                            Some(Some(who)) if who != WAKE_ALL && who != waiter_id => true,
+                            Some(Some(_)) => {
+                                calls += 1;
+                                calls < quorum.needed().min(wake.live)
+                            }
+                            // A subscription that ended (its connection dropped) is made
+                            // again before the next attempt.
+                            _ => {
+                                wake.live = wake.live.saturating_sub(1);
+                                false
+                            }
+                        }
                     }
+                    _ = tokio::time::sleep_until(until) => false,
+                };
+                if !sleep_on {
+                    break;
                 }
-                _ = tokio::time::sleep_until(until) => {}
             }
         }
     }
@@ -251,6 +290,23 @@ fn quarantine_note(total: usize, quarantined: usize, left: Duration) -> String {
     }
 }
 
+/// How long a waiter keeps its place in line without asking again: a waiter that dies holds
+/// the line up for at most this long.
+const WAITER_TTL: Duration = Duration::from_millis(800);
+
+/// How often a queued waiter asks again (its heartbeat), well inside [`WAITER_TTL`] so a slow
+/// round trip or two does not cost it its place.
+const HEARTBEAT: Duration = Duration::from_millis(200);
+
+/// Microseconds since the epoch: a waiter's place in line. Waiters on one host are ordered by
+/// when they first asked; across hosts, up to the clocks' difference.
+fn epoch_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// Longest pause between attempts while the coordinator is unreachable.
 const RECONNECT_MAX: Duration = Duration::from_millis(250);
 
@@ -269,8 +325,8 @@ fn reconnect_backoff() -> impl Iterator<Item = Duration> {
 /// A waiter's release subscriptions, one per node that answered.
 #[derive(Default)]
 struct Wake {
-    /// Every subscription's events, and one `None` from each as it ends.
-    streams: SelectAll<BoxStream<'static, Option<()>>>,
+    /// Every subscription's events (who should try now), and one `None` from each as it ends.
+    streams: SelectAll<BoxStream<'static, Option<String>>>,
     /// Subscriptions still open.
     live: usize,
     /// True once we subscribed: from then on attempts register us as a waiter.
@@ -291,6 +347,15 @@ impl Wake {
             );
         }
         self.registered = true;
+    }
+
+    /// Take every event already waiting; a subscription found ended is counted as lost.
+    fn drain(&mut self) {
+        while let Some(Some(item)) = self.streams.next().now_or_never() {
+            if item.is_none() {
+                self.live = self.live.saturating_sub(1);
+            }
+        }
     }
 
     /// The connections are gone: subscribe again once a quorum answers.
@@ -354,6 +419,79 @@ mod tests {
         );
         assert_eq!(fakes[0].state().grants, grants_before + 1, "it polled");
         assert!(fakes[0].state().waiters.is_empty());
+        lease.release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_are_served_in_line_and_a_release_wakes_only_the_head() {
+        let (c, fakes) = coordinator(1, TTL);
+        fakes[0].hold("other", Duration::from_secs(60), stranger());
+        let wait = |c: crate::Coordinator| {
+            tokio::spawn(async move {
+                c.acquire("L", &AcquireOptions::wait(Duration::from_secs(120)))
+                    .await
+            })
+        };
+        let first = wait(c.clone());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let second = wait(c.clone());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(fakes[0].state().waiters.len(), 2);
+        let grants = fakes[0].state().grants;
+        assert!(fakes[0].release_now("other"));
+        let lease = first.await.unwrap().unwrap();
+        assert_eq!(
+            fakes[0].state().grants,
+            grants + 1,
+            "not only the head tried"
+        );
+        assert!(!second.is_finished(), "the second jumped the line");
+        lease.release().await.unwrap();
+        second.await.unwrap().unwrap().release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_head_of_the_line_holds_the_next_up_for_its_registration_only() {
+        let (c, fakes) = coordinator(1, TTL);
+        fakes[0].hold("other", Duration::from_secs(60), stranger());
+        // A waiter first in line that stopped asking (its process died).
+        fakes[0]
+            .state()
+            .waiters
+            .insert("dead".into(), (0, Instant::now() + super::WAITER_TTL));
+        let start = Instant::now();
+        let waiter = tokio::spawn({
+            let c = c.clone();
+            async move {
+                c.acquire("L", &AcquireOptions::wait(Duration::from_secs(120)))
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(fakes[0].release_now("other"));
+        let lease = waiter.await.unwrap().unwrap();
+        let waited = start.elapsed();
+        assert!(
+            waited >= super::WAITER_TTL && waited <= super::WAITER_TTL + super::HEARTBEAT,
+            "{waited:?}"
+        );
+        lease.release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_granted_by_a_majority_leaves_the_line_of_the_node_that_refused() {
+        let (c, fakes) = coordinator(3, TTL);
+        // A stale copy on one master: it refuses, and queues us there.
+        fakes[2].hold("other", Duration::from_secs(60), stranger());
+        let lease = c
+            .acquire("L", &AcquireOptions::wait(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(
+            fakes[2].state().waiters.is_empty(),
+            "still first in line where it was refused: nobody else would be granted there"
+        );
         lease.release().await.unwrap();
     }
 

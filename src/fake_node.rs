@@ -3,7 +3,7 @@
 //! taken down, quarantined or made to fail renewals, so the acquire loop and keep-alive run on
 //! paused time with no Redis.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -14,7 +14,9 @@ use crate::Coordinator;
 use crate::config::{Config, parse_nodes};
 use crate::holder::{HolderInfo, Identity};
 use crate::keys::LockKeys;
-use crate::node::{Eviction, GrantReply, GrantRequest, Node, NodeError, NodeFuture, WakeStream};
+use crate::node::{
+    Eviction, GrantReply, GrantRequest, Node, NodeError, NodeFuture, WAKE_ALL, WakeStream,
+};
 
 /// What the fake node does with the next requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +38,8 @@ pub(crate) struct State {
     /// Owner id, expiry, holder.
     pub(crate) lease: Option<(String, Instant, HolderInfo)>,
     pub(crate) counter: u64,
-    pub(crate) waiters: BTreeSet<String>,
+    /// The queue: waiter id -> (place in line, registration expiry).
+    pub(crate) waiters: BTreeMap<String, (u64, Instant)>,
     /// Grant requests answered (not counting refused connections).
     pub(crate) grants: usize,
     /// Waiter registrations seen.
@@ -53,7 +56,7 @@ pub(crate) struct State {
 pub(crate) struct FakeNode {
     state: Mutex<State>,
     /// Replaced (so its subscribers' streams end) when the node goes down.
-    released: Mutex<broadcast::Sender<()>>,
+    released: Mutex<broadcast::Sender<String>>,
 }
 
 impl FakeNode {
@@ -63,7 +66,7 @@ impl FakeNode {
                 mode: Mode::Up,
                 lease: None,
                 counter: 0,
-                waiters: BTreeSet::new(),
+                waiters: BTreeMap::new(),
                 grants: 0,
                 registrations: 0,
                 releases: Vec::new(),
@@ -109,14 +112,22 @@ impl FakeNode {
         let mut s = self.state();
         if s.lease.as_ref().is_some_and(|l| l.0 == owner) {
             s.lease = None;
-            self.publish();
+            self.publish(&s);
             return true;
         }
         false
     }
 
-    fn publish(&self) {
-        let _ = self.released.lock().unwrap().send(());
+    /// Wake the head of the queue among live waiters, or everyone when nobody waits.
+    fn publish(&self, s: &State) {
+        let now = Instant::now();
+        let head = s
+            .waiters
+            .iter()
+            .filter(|(_, w)| w.1 > now)
+            .min_by_key(|(id, w)| (w.0, id.as_str()))
+            .map_or_else(|| WAKE_ALL.to_owned(), |(id, _)| id.clone());
+        let _ = self.released.lock().unwrap().send(head);
     }
 
     fn gate(&self) -> Result<MutexGuard<'_, State>, NodeError> {
@@ -156,13 +167,29 @@ impl Node for FakeNode {
                     return Ok(GrantReply::Quarantined { left: until - now });
                 }
             }
+            let now = Instant::now();
+            s.waiters.retain(|_, w| w.1 > now);
+            if let Some(w) = &req.waiter {
+                s.waiters
+                    .insert(w.clone(), (req.place, now + req.waiter_ttl));
+                s.registrations += 1;
+            }
             if let Some((_, expires, holder)) = &s.lease {
-                let (pttl, holder) = (*expires - Instant::now(), holder.clone());
-                if let Some(w) = &req.waiter {
-                    s.waiters.insert(w.clone());
-                    s.registrations += 1;
-                }
+                let (pttl, holder) = (*expires - now, holder.clone());
                 return Ok(GrantReply::Refused { pttl, holder });
+            }
+            let head = s
+                .waiters
+                .iter()
+                .min_by_key(|(id, w)| (w.0, id.as_str()))
+                .map(|(id, w)| (id.clone(), w.1));
+            if let Some((head, until)) = head
+                && req.waiter.as_ref() != Some(&head)
+            {
+                return Ok(GrantReply::Refused {
+                    pttl: until - now,
+                    holder: HolderInfo::default(),
+                });
             }
             s.counter += 1;
             let id = &req.identity;
@@ -226,7 +253,8 @@ impl Node for FakeNode {
             let rx = self.released.lock().unwrap().subscribe();
             let stream = futures_util::stream::unfold(rx, |mut rx| async move {
                 match rx.recv().await {
-                    Ok(()) | Err(broadcast::error::RecvError::Lagged(_)) => Some(((), rx)),
+                    Ok(who) => Some((who, rx)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => Some((WAKE_ALL.to_owned(), rx)),
                     Err(broadcast::error::RecvError::Closed) => None,
                 }
             });
@@ -247,7 +275,7 @@ impl Node for FakeNode {
             }
             s.lease = None;
             s.evictions.push(ev.event);
-            self.publish();
+            let _ = self.released.lock().unwrap().send(WAKE_ALL.to_owned());
             Ok(true)
         })
     }

@@ -29,8 +29,14 @@ pub struct LockKeys {
     pub fence: String,
     /// Hash: the holder's metadata.
     pub holder: String,
-    /// Sorted set: waiters and their registration expiry.
+    /// Sorted set: waiters and their registration expiry (a waiter's heartbeat moves it on).
     pub waiters: String,
+    /// Sorted set: waiters and their place in line, a score each waiter chose once (see
+    /// `lua/grant.lua`); a member whose registration in `waiters` lapsed is dropped.
+    pub queue: String,
+    /// Hash: who each queued waiter is (`session`, `host`, `pid`, since when, tab-separated),
+    /// for `lock status`.
+    pub waiting: String,
     /// Stream: the lock's audit trail.
     pub log: String,
     /// Pub/sub channel announcing a release.
@@ -55,6 +61,8 @@ impl LockKeys {
             fence: format!("{base}:fence"),
             holder: format!("{base}:holder"),
             waiters: format!("{base}:waiters"),
+            queue: format!("{base}:queue"),
+            waiting: format!("{base}:waiting"),
             log: format!("{base}:log"),
             channel: format!("{base}:released"),
             init: init_key(slot_of_tag(tag.as_bytes())),
@@ -218,7 +226,9 @@ mod tests {
         for name in ["a", ".claude/session-state.json", "W", "counter", "x/y/z"] {
             let k = LockKeys::new("repo-1", name);
             let slot = redis_slot(&k.lease);
-            for key in [&k.fence, &k.holder, &k.waiters, &k.log, &k.init] {
+            for key in [
+                &k.fence, &k.holder, &k.waiters, &k.queue, &k.waiting, &k.log, &k.init,
+            ] {
                 assert_eq!(redis_slot(key), slot, "{key} is not in the slot of {name}");
             }
         }

@@ -89,7 +89,8 @@ const SUSPEND_CHECK: Duration = Duration::from_secs(1);
 
 enum Hold {
     Redis {
-        keys: LockKeys,
+        // Boxed: the keys are the largest part of a lease, and the other variants are small.
+        keys: Box<LockKeys>,
         owner: String,
     },
     Local(LocalGuard),
@@ -139,7 +140,7 @@ impl Lease {
             name: name.to_owned(),
             token,
             hold: Some(Hold::Redis {
-                keys,
+                keys: Box::new(keys),
                 owner: owner.clone(),
             }),
             state: watch::channel(Standing::Valid(valid_until)).0,
@@ -180,7 +181,7 @@ impl Lease {
         let (hold, standing) = match redis {
             Some((keys, valid_until)) => (
                 Hold::Redis {
-                    keys,
+                    keys: Box::new(keys),
                     owner: grant.owner.clone(),
                 },
                 Standing::Valid(valid_until),
@@ -455,8 +456,9 @@ impl Lease {
                 let Backend::Redis(q) = &self.coordinator.inner.backend else {
                     return Err(Error::internal("redis lease on a local coordinator"));
                 };
+                let cfg = &self.coordinator.inner.config;
                 let (confirmed, denied) = q
-                    .release_counted(&keys, &owner, self.coordinator.inner.config.log_cap)
+                    .release_counted(&keys, &owner, cfg.log_cap, cfg.node_timeout)
                     .await;
                 if confirmed >= q.needed() {
                     return Ok(());

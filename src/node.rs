@@ -27,6 +27,9 @@ pub struct GrantRequest {
     pub waiter: Option<String>,
     /// How long a waiter registration lasts.
     pub waiter_ttl: Duration,
+    /// The waiter's place in line, chosen once per wait (microseconds since the epoch at its
+    /// first refusal) and sent the same to every node, so every node orders the queue alike.
+    pub place: u64,
     /// Audit log length cap.
     pub log_cap: u32,
     /// How long after its start a node that does not know the lock (started empty, and not
@@ -91,8 +94,12 @@ impl fmt::Display for NodeError {
 }
 
 /// A stream that yields once per release announced on a subscribed channel, and ends when the
-/// subscription's connection is gone.
-pub type WakeStream = Pin<Box<dyn Stream<Item = ()> + Send>>;
+/// subscription's connection is gone. Each item names who should try now: the waiter id at the
+/// head of the queue, or [`WAKE_ALL`].
+pub type WakeStream = Pin<Box<dyn Stream<Item = String> + Send>>;
+
+/// A release announcement for every listener (nobody was queued, or a lease was evicted).
+pub const WAKE_ALL: &str = "released";
 
 /// What a node operation returns: boxed, so that nodes can sit behind `Arc<dyn Node>`.
 pub type NodeFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, NodeError>> + Send + 'a>>;
@@ -162,7 +169,8 @@ pub trait Node: Send + Sync + 'static {
         Box::pin(async { Ok(false) })
     }
 
-    /// Leave the lock's waiter set (a waiter that gives up), so `lock status` stops counting it.
+    /// Leave the lock's queue (a waiter that gives up), so nobody waits behind it and `lock
+    /// status` stops counting it.
     fn leave<'a>(&'a self, keys: &'a LockKeys, waiter: &'a str) -> NodeFuture<'a, ()>;
 
     /// The operator's view of this node, when it has one.
@@ -180,6 +188,19 @@ pub enum KeyKind {
     Log,
 }
 
+/// A waiter in a lock's queue, as `lock status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Queued {
+    /// Its session.
+    pub session: String,
+    /// Its host.
+    pub host: String,
+    /// Its pid.
+    pub pid: u32,
+    /// When it joined the queue, ms since the Unix epoch (the node's clock).
+    pub since_ms: u64,
+}
+
 /// One lock as one node sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockView {
@@ -189,6 +210,8 @@ pub struct LockView {
     pub token: u64,
     /// Waiters registered on this node.
     pub waiters: u64,
+    /// The live waiters queued on this node, first in line first.
+    pub queue: Vec<Queued>,
     /// The holder, as recorded on this node.
     pub holder: HolderInfo,
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::connect::{Backend, Coordinator};
 use crate::error::{Error, Result};
 use crate::keys::LockKeys;
-use crate::node::{KeyKind, LockView, Node, NodeAdmin};
+use crate::node::{KeyKind, LockView, Node, NodeAdmin, Queued};
 
 /// One held lock, as `lock status` shows it. `lock status --json` prints
 /// `{"namespace": .., "backend": .., "locks": [..]}` with one of these per lock.
@@ -37,6 +37,10 @@ pub struct LockStatus {
     pub stale: bool,
     /// Nodes that show this lease (1 for a single Redis).
     pub nodes: usize,
+    /// The waiters in line, first first, as the holder's node shows them (the table output
+    /// lists them; the `--json` shape does not carry them).
+    #[serde(skip)]
+    pub queue: Vec<Queued>,
 }
 
 /// One audit event, as `lock log` shows it. The `--json` output is an array of these, oldest
@@ -97,6 +101,7 @@ impl Coordinator {
                     held_ms: h.held_for().as_millis() as u64,
                     ttl_left_ms: None,
                     waiters: 0,
+                    queue: Vec::new(),
                     stale: false,
                     nodes: 1,
                     session: h.session,
@@ -139,6 +144,7 @@ impl Coordinator {
                         let LockView {
                             pttl,
                             waiters,
+                            queue,
                             holder: h,
                             ..
                         } = seen.iter().find(|s| s.holder.owner == owner)?.clone();
@@ -147,6 +153,7 @@ impl Coordinator {
                             held_ms: h.held_for().as_millis() as u64,
                             ttl_left_ms: Some(pttl.as_millis() as u64),
                             waiters,
+                            queue,
                             stale: h.is_gone_from(me),
                             nodes: count,
                             session: h.session,

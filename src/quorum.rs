@@ -198,6 +198,9 @@ impl<N: Node + ?Sized> Quorum<N> {
             }
         }
 
+        // Every node answered and none granted: there is no vote of ours to undo (a node that
+        // failed or timed out may have granted before its answer was lost).
+        let no_votes = granted.is_empty() && pending.is_empty() && causes.is_empty();
         if granted.len() >= need {
             let token = granted.iter().map(|g| g.1).max().unwrap_or(0);
             self.settle_late(&req.keys, token, pending);
@@ -220,7 +223,9 @@ impl<N: Node + ?Sized> Quorum<N> {
         }
 
         // Not ours: undo every vote we may have, on every node, before saying why.
-        self.release(&req.keys, &req.owner, req.log_cap).await;
+        if !no_votes {
+            self.release(&req.keys, &req.owner, req.log_cap).await;
+        }
         let holder = refused
             .iter()
             .map(|r| r.1.clone())
@@ -346,20 +351,38 @@ impl<N: Node + ?Sized> Quorum<N> {
         }
     }
 
-    /// End the lease on every node. Returns how many nodes confirmed it was ours. Once a
-    /// majority answered, the others get as long again as the majority took (a slow or paused
-    /// node does not hold the caller up for its whole timeout; its copy expires with the TTL).
+    /// Undo a vote on every node (an attempt that did not win). Returns how many nodes
+    /// confirmed it was ours. Once a majority answered, the others get as long again as the
+    /// majority took (a slow or paused node does not hold the next attempt up for its whole
+    /// timeout; its copy expires with the TTL).
     pub(crate) async fn release(&self, keys: &LockKeys, owner: &str, log_cap: u32) -> usize {
-        self.release_counted(keys, owner, log_cap).await.0
+        self.end(keys, owner, log_cap, Duration::ZERO).await.0
     }
 
-    /// [`Quorum::release`], also counting the nodes that answered that the lease was not ours
-    /// (expired there, broken or taken): `(confirmed, denied)`.
+    /// End a lease on every node, waiting for every node's answer up to `deadline` (the
+    /// per-node deadline) after the start: a copy left standing on a slower node would keep
+    /// the lock from the next acquirer once others fail. A node that cannot answer in that
+    /// time (paused, or reconnecting) keeps its copy until the TTL. Returns `(confirmed,
+    /// denied)`: the nodes that said it was ours, and those that said it was not (expired
+    /// there, broken or taken).
     pub(crate) async fn release_counted(
         &self,
         keys: &LockKeys,
         owner: &str,
         log_cap: u32,
+        deadline: Duration,
+    ) -> (usize, usize) {
+        self.end(keys, owner, log_cap, deadline).await
+    }
+
+    /// End the lease on every node: wait for a majority, then for the others until `wait_all`
+    /// after the start, or as long again as the majority took, whichever is longer.
+    async fn end(
+        &self,
+        keys: &LockKeys,
+        owner: &str,
+        log_cap: u32,
+        wait_all: Duration,
     ) -> (usize, usize) {
         let start = Instant::now();
         let need = self.needed();
@@ -383,7 +406,10 @@ impl<N: Node + ?Sized> Quorum<N> {
                 None => return (confirmed, denied),
             }
         }
-        let grace = start.elapsed().max(Duration::from_millis(2));
+        let grace = start
+            .elapsed()
+            .max(Duration::from_millis(2))
+            .max(wait_all.saturating_sub(start.elapsed()));
         let rest = async {
             while let Some(r) = pending.next().await {
                 count(&r);
@@ -574,7 +600,9 @@ mod tests {
             })
         }
         fn subscribe<'a>(&'a self, _: &'a LockKeys) -> NodeFuture<'a, WakeStream> {
-            Box::pin(async move { Ok(Box::pin(futures_util::stream::pending()) as WakeStream) })
+            Box::pin(async move {
+                Ok(Box::pin(futures_util::stream::pending::<String>()) as WakeStream)
+            })
         }
         fn evict<'a>(&'a self, _: &'a Eviction) -> NodeFuture<'a, bool> {
             Box::pin(async { Ok(false) })
@@ -597,6 +625,7 @@ mod tests {
             identity: Identity::current("test"),
             waiter: None,
             waiter_ttl: ttl,
+            place: 0,
             log_cap: 10,
             quarantine: Duration::ZERO,
         }
@@ -682,6 +711,22 @@ mod tests {
             "our one vote was not released"
         );
         assert_eq!(nodes[1].lease.lock().unwrap().as_deref(), Some("other"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_release_waits_for_a_slower_master_within_its_deadline() {
+        let (q, nodes) = fakes(3);
+        let req = request("a", Duration::from_secs(10));
+        assert!(matches!(q.grant(&req).await, Attempt::Granted { .. }));
+        // Two answer at once, the third 30 ms later (inside the 50 ms node deadline): a release
+        // that returned on the majority would leave the lease standing there.
+        nodes[2].set(Mode::Late(Duration::from_millis(30)));
+        let (confirmed, denied) = q.release_counted(&req.keys, "a", 10, NODE_TIMEOUT).await;
+        assert_eq!((confirmed, denied), (3, 0));
+        assert!(
+            nodes.iter().all(|n| n.lease.lock().unwrap().is_none()),
+            "the lease was left standing on the slower master"
+        );
     }
 
     #[tokio::test(start_paused = true)]

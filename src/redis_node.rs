@@ -18,7 +18,7 @@ use crate::holder::HolderInfo;
 use crate::keys::{LockKeys, init_keys, lease_pattern, log_pattern, name_from_key};
 use crate::node::{
     Eviction, GrantReply, GrantRequest, KeyKind, LockView, Node, NodeAdmin, NodeError, NodeFuture,
-    WakeStream,
+    Queued, WAKE_ALL, WakeStream,
 };
 
 static GRANT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/grant.lua")));
@@ -240,6 +240,8 @@ impl Node for RedisNode {
                         .key(&k.waiters)
                         .key(&k.log)
                         .key(&k.init)
+                        .key(&k.queue)
+                        .key(&k.waiting)
                         .arg(&req.owner)
                         .arg(req.ttl.as_millis() as u64)
                         .arg(&id.session)
@@ -252,6 +254,7 @@ impl Node for RedisNode {
                         .arg(req.log_cap)
                         .arg(req.quarantine.as_millis() as u64)
                         .arg(id.pid_ns.as_deref().unwrap_or(""))
+                        .arg(req.place)
                         .invoke_async(&mut c)
                         .await
                 })
@@ -292,6 +295,8 @@ impl Node for RedisNode {
                     .key(&keys.lease)
                     .key(&keys.holder)
                     .key(&keys.log)
+                    .key(&keys.waiters)
+                    .key(&keys.queue)
                     .arg(owner)
                     .arg(&keys.channel)
                     .arg(log_cap)
@@ -335,7 +340,10 @@ impl Node for RedisNode {
                     .subscribe(&keys.channel)
                     .await
                     .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
-                let stream: WakeStream = Box::pin(pubsub.into_on_message().map(|_| ()));
+                let stream: WakeStream = Box::pin(pubsub.into_on_message().map(|m| {
+                    m.get_payload::<String>()
+                        .unwrap_or_else(|_| WAKE_ALL.to_owned())
+                }));
                 Ok(stream)
             };
             tokio::time::timeout(self.connect_timeout, work)
@@ -393,10 +401,21 @@ impl Node for RedisNode {
     fn leave<'a>(&'a self, keys: &'a LockKeys, waiter: &'a str) -> NodeFuture<'a, ()> {
         Box::pin(async move {
             self.call(|mut c| async move {
-                redis::cmd("ZREM")
+                redis::pipe()
+                    .atomic()
+                    .cmd("ZREM")
                     .arg(&keys.waiters)
                     .arg(waiter)
-                    .query_async::<i64>(&mut c)
+                    .ignore()
+                    .cmd("ZREM")
+                    .arg(&keys.queue)
+                    .arg(waiter)
+                    .ignore()
+                    .cmd("HDEL")
+                    .arg(&keys.waiting)
+                    .arg(waiter)
+                    .ignore()
+                    .query_async::<()>(&mut c)
                     .await
             })
             .await
@@ -456,6 +475,8 @@ impl NodeAdmin for RedisNode {
                         .key(&keys.fence)
                         .key(&keys.holder)
                         .key(&keys.waiters)
+                        .key(&keys.queue)
+                        .key(&keys.waiting)
                         .invoke_async(&mut c)
                         .await
                 })
@@ -551,8 +572,24 @@ fn parse_inspect(reply: Value) -> Option<LockView> {
         pttl: Duration::from_millis(pttl),
         token: u64::try_from(num(1)?).unwrap_or(0),
         waiters: u64::try_from(num(2)?).unwrap_or(0),
-        holder: HolderInfo::from_fields(&pairs(items.get(3..).unwrap_or(&[]))),
+        queue: match items.get(3) {
+            Some(Value::Array(line)) => line.iter().filter_map(text).map(|w| queued(&w)).collect(),
+            _ => Vec::new(),
+        },
+        holder: HolderInfo::from_fields(&pairs(items.get(4..).unwrap_or(&[]))),
     })
+}
+
+/// One waiter of the queue, from `session<TAB>host<TAB>pid<TAB>since_ms`.
+fn queued(who: &str) -> Queued {
+    let mut f = who.split('\t');
+    let mut next = || f.next().unwrap_or("").to_owned();
+    Queued {
+        session: next(),
+        host: next(),
+        pid: next().parse().unwrap_or(0),
+        since_ms: next().parse().unwrap_or(0),
+    }
 }
 
 /// An XRANGE-style reply as the fields of each entry, in reply order.

@@ -21,7 +21,7 @@ pub(crate) fn section_redlock(
 ) -> Res<()> {
     println!("\n4. Redlock (library)");
     rt.block_on(five_versus_one(urls, floors, scale))?;
-    rt.block_on(contended(&urls[..3], floors, scale))?;
+    rt.block_on(contended(urls, scale))?;
     Ok(())
 }
 

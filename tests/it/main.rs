@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod fair;
 mod faults;
 mod group;
 mod lock_run;

@@ -158,6 +158,23 @@ async fn status(ctx: &Context) -> Result<i32> {
         ],
         &rows,
     )?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    for l in locks.iter().filter(|l| !l.queue.is_empty()) {
+        output::out(&format!("\nqueue of {}:", l.name))?;
+        for (i, w) in l.queue.iter().enumerate() {
+            output::out(&format!(
+                "  {}. session {} on {} pid {}, waiting {}",
+                i + 1,
+                w.session,
+                w.host,
+                w.pid,
+                human_duration(now_ms.saturating_sub(w.since_ms))
+            ))?;
+        }
+    }
     Ok(0)
 }
 

@@ -3,6 +3,10 @@
 //! release on drop. Also lifting a lock's token floor after a counter reset. A lease joined
 //! from an ancestor's (see [`crate::join`]) carries the ancestor's token, owner and TTL, is
 //! renewed and checked like any lease, and is never released here: its holder releases it.
+//!
+//! A little over 500 lines: one type's whole lifecycle (validity, renewal, loss, release, drop),
+//! which reads best in one place; the joined-lease constructors are the first thing to move
+//! out (to `join.rs`) if it grows.
 
 use std::time::Duration;
 

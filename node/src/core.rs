@@ -4,6 +4,9 @@
 //! A document crosses to JavaScript as the file's own text and comes back as the text to
 //! commit, so it is parsed once, by `JSON.parse`. A call made inside `withLock` on a file whose
 //! lock it holds joins that lease (`Leases`) instead of waiting for it.
+//!
+//! Over 500 lines on purpose: it is the one seam between the binding and the library, and
+//! splitting it would spread the library's API over several files again.
 
 use std::collections::HashMap;
 use std::future::Future;

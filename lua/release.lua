@@ -5,14 +5,19 @@
 -- KEYS[3] log     stream: audit trail, capped at ARGV[3] entries
 -- KEYS[4] waiters sorted set: waiter id -> registration expiry (see grant.lua)
 -- KEYS[5] queue   sorted set: waiter id -> place in line (see grant.lua)
+-- KEYS[6] fence   the lock's fencing counter (only read: does this node know the lock at all?)
 -- ARGV[1] owner id
 -- ARGV[2] pub/sub channel the waiters listen on
 -- ARGV[3] audit log length cap
--- Reply: 1 released, 0 not ours: nothing changed
+-- Reply: 1 released, 0 not ours: nothing changed, -1 not ours and this node knows nothing of the
+--        lock (no counter: it restarted empty since): it cannot say whose the lease was
 --
 -- The message names the head of the queue among live waiters: only it tries at once, the
 -- others sleep on. With nobody queued it says 'released', which wakes every listener.
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('EXISTS', KEYS[6]) == 0 then return -1 end
+  return 0
+end
 local h = redis.call('HMGET', KEYS[2], 'session', 'host', 'pid', 'token')
 redis.call('DEL', KEYS[1], KEYS[2])
 local t = redis.call('TIME')

@@ -292,13 +292,14 @@ impl Node for RedisNode {
         log_cap: u32,
     ) -> NodeFuture<'a, bool> {
         Box::pin(async move {
-            self.call_twice_noting(|mut c| async move {
+            self.call_twice(|mut c| async move {
                 RELEASE
                     .key(&keys.lease)
                     .key(&keys.holder)
                     .key(&keys.log)
                     .key(&keys.waiters)
                     .key(&keys.queue)
+                    .key(&keys.fence)
                     .arg(owner)
                     .arg(&keys.channel)
                     .arg(log_cap)
@@ -306,13 +307,13 @@ impl Node for RedisNode {
                     .await
             })
             .await
-            .and_then(|(n, again)| match (n == 1, again) {
-                // A server that restarted since it granted the lease and no longer knows it
-                // (an empty restart) cannot say whose it is: no answer, not a denial.
-                (false, true) => Err(NodeError::new(
-                    "restarted since it granted this lease, which it no longer knows",
+            .and_then(|n| match n {
+                // A server that restarted empty since it granted the lease knows nothing of the
+                // lock: it cannot say whose the lease was. No answer, not a denial.
+                -1 => Err(NodeError::new(
+                    "it knows nothing of this lock (restarted empty since it granted the lease)",
                 )),
-                (released, _) => Ok(released),
+                n => Ok(n == 1),
             })
         })
     }

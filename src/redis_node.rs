@@ -159,28 +159,18 @@ impl RedisNode {
         F: Fn(MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        self.call_twice_noting(f).await.map(|(v, _)| v)
-    }
-
-    /// [`Self::call_twice`], also saying whether the request had to be sent again: the server
-    /// restarted since our connection to it was opened.
-    async fn call_twice_noting<T, F, Fut>(&self, f: F) -> Result<(T, bool), NodeError>
-    where
-        F: Fn(MultiplexedConnection) -> Fut,
-        Fut: std::future::Future<Output = redis::RedisResult<T>>,
-    {
         let cached = self.conn.lock().await.is_some();
         match self.call(&f).await {
             // `call` dropped the connection: it was broken, not slow.
             Err(e) if cached && !e.timed_out && self.conn.lock().await.is_none() => {
-                self.call(&f).await.map(|v| (v, true)).map_err(|again| {
+                self.call(&f).await.map_err(|again| {
                     NodeError::new(format!(
                         "{}; again on a new connection: {}",
                         e.cause, again.cause
                     ))
                 })
             }
-            other => other.map(|v| (v, false)),
+            other => other,
         }
     }
 

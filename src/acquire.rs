@@ -273,7 +273,7 @@ impl Coordinator {
 }
 
 /// Why a wait ran out while Redis servers were in their restart quarantine.
-fn quarantine_note(total: usize, quarantined: usize, left: Duration) -> String {
+pub(crate) fn quarantine_note(total: usize, quarantined: usize, left: Duration) -> String {
     let hint = "`tractatus lock init` marks brand-new servers so they need none";
     if total == 1 {
         format!(

@@ -9,6 +9,11 @@
 //! Namespace and name are validated (see [`crate::config`]) and cannot contain `{`, `}` or glob
 //! characters, so one namespace's pattern never matches another's keys.
 //!
+//! Slot `i` of a slot set `name` (`lock run --slots`, see `slots`) is a lock of its own named
+//! `name#i` ([`slot_lock_name`]), so its keys share the tag `{<namespace>:name#i}`: no lock name
+//! a user can give contains `#`, so no plain lock shares a slot's keys, and each slot's scripts
+//! touch its own hash slot only (the slots of one set may spread over a cluster).
+//!
 //! # Finding a tag for a slot
 //! A slot is CRC16/XMODEM of the hash tag, mod 16384. The tag of slot `s` is the first string,
 //! in a fixed order over 3 characters of `[0-9a-zA-Z_-]` (262 144 candidates, every slot has
@@ -68,6 +73,27 @@ impl LockKeys {
             init: init_key(slot_of_tag(tag.as_bytes())),
         }
     }
+}
+
+/// What separates a slot set's name from the slot's index in the slot's lock name.
+pub const SLOT_MARK: char = '#';
+
+/// The lock name of slot `index` of slot set `name`: `name#index`.
+pub fn slot_lock_name(name: &str, index: u32) -> String {
+    format!("{name}{SLOT_MARK}{index}")
+}
+
+/// The slot set and index of a slot's lock name (`name#index`, the index in plain decimal);
+/// `None` for any other name.
+pub fn parse_slot_lock_name(lock: &str) -> Option<(&str, u32)> {
+    let (name, index) = lock.rsplit_once(SLOT_MARK)?;
+    let plain = !index.is_empty()
+        && index.bytes().all(|b| b.is_ascii_digit())
+        && (index == "0" || !index.starts_with('0'));
+    if name.is_empty() || name.contains(SLOT_MARK) || !plain {
+        return None;
+    }
+    Some((name, index.parse().ok()?))
 }
 
 /// The restart-quarantine marker of hash slot `slot` (0..16384).
@@ -210,6 +236,30 @@ mod tests {
             })
             .unwrap_or(key);
         slot_of_tag(tag.as_bytes())
+    }
+
+    #[test]
+    fn a_slot_has_keys_of_its_own_that_no_plain_lock_name_shares() {
+        let k = LockKeys::new("ns", &slot_lock_name("test-db", 3));
+        assert_eq!(k.lease, "tractatus:{ns:test-db#3}:lease");
+        assert_eq!(redis_slot(&k.fence), redis_slot(&k.lease));
+        assert_eq!(redis_slot(&k.init), redis_slot(&k.lease));
+        assert_eq!(name_from_key("ns", &k.lease, ":lease"), Some("test-db#3"));
+        assert!(crate::config::check_lock_name("test-db#3").is_err());
+        assert_eq!(parse_slot_lock_name("test-db#3"), Some(("test-db", 3)));
+        assert_eq!(parse_slot_lock_name("a/b.c#0"), Some(("a/b.c", 0)));
+        for not in [
+            "test-db",
+            "#3",
+            "a#",
+            "a#03",
+            "a#-1",
+            "a#b",
+            "a#1#2",
+            "a#99999999999",
+        ] {
+            assert_eq!(parse_slot_lock_name(not), None, "{not}");
+        }
     }
 
     #[test]

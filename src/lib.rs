@@ -22,6 +22,7 @@
 //! - [`settings`]: precedence of flags, environment and config file; the config file's schema
 //!   and the namespace file.
 //! - `multi`: several locks at once ([`Coordinator::acquire_all`]).
+//! - [`slots`]: one of N slots, a counting semaphore of leases ([`Coordinator::acquire_slot`]).
 //! - `sys`: what is read from `/proc` (process start times, parents, umask) and the host name.
 //! - [`group`]: the process group a `lock run` command runs in, and the guard that leads it.
 //! - [`run`]: `lock run`: a child command supervised under leases.
@@ -69,6 +70,7 @@ pub mod redis_node;
 pub mod repo;
 pub mod run;
 pub mod settings;
+pub mod slots;
 pub mod state;
 mod sys;
 pub mod workspace;

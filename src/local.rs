@@ -88,13 +88,7 @@ impl LocalBackend {
     ) -> Result<LocalGuard> {
         let started = Instant::now();
         let path = self.lock_path(name);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| io_err("cannot open", &path, e))?;
+        let file = open_lock_file(&path)?;
         let file = match file.try_lock() {
             Ok(()) => file,
             Err(TryLockError::Error(e)) => return Err(io_err("cannot lock", &path, e)),
@@ -127,10 +121,94 @@ impl LocalBackend {
                 }
             }
         };
+        self.take(name, file, identity)
+    }
+
+    /// Take any one of the locks `names` (the slots of a slot set, `display` its name in
+    /// errors), trying them in turn from `start`; when all are held, wait for the first to
+    /// be let go, up to `deadline`. Returns its index and guard.
+    ///
+    /// The wait is one `flock(2)` per lock, each on a blocking thread of its own: the kernel
+    /// wakes whichever lock is let go first, and that thread's lock is ours. The other
+    /// threads stay parked (a thread in `flock` cannot be called back) until their lock is
+    /// let go, then drop it at once: for a moment such a lock is held by nobody's command,
+    /// and a waiter blocked on it is woken again by the kernel when it is dropped.
+    pub(crate) async fn acquire_any(
+        &self,
+        display: &str,
+        names: &[String],
+        start: usize,
+        identity: &Identity,
+        opts: &AcquireOptions,
+        deadline: Instant,
+    ) -> Result<(usize, LocalGuard)> {
+        let started = Instant::now();
+        let n = names.len();
+        let mut files = Vec::with_capacity(n);
+        for name in names {
+            let path = self.lock_path(name);
+            files.push(Some(open_lock_file(&path)?));
+        }
+        let mut holder = None;
+        for k in 0..n {
+            let i = (start + k) % n;
+            let Some(file) = files[i].take() else {
+                continue;
+            };
+            match file.try_lock() {
+                Ok(()) => return Ok((i, self.take(&names[i], file, identity)?)),
+                Err(TryLockError::Error(e)) => {
+                    return Err(io_err("cannot lock", &self.lock_path(&names[i]), e));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    holder = holder.or_else(|| read_holder(&self.lock_path(&names[i])));
+                    files[i] = Some(file);
+                }
+            }
+        }
+        if let Some(p) = &opts.progress {
+            p.send_replace(holder.clone());
+        }
+        let timeout = || Error::Timeout {
+            name: display.to_owned(),
+            waited_ms: started.elapsed().as_millis(),
+            holder: holder.clone().map(Box::new),
+            note: None,
+        };
+        if Instant::now() >= deadline {
+            return Err(timeout());
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for (i, file) in files.into_iter().enumerate() {
+            let (Some(file), tx) = (file, tx.clone()) else {
+                continue;
+            };
+            // Once the receiver is closed the send fails and drops the file: unlocked.
+            tokio::task::spawn_blocking(move || {
+                let _ = tx.send((i, file.lock().map(|()| file)));
+            });
+        }
+        drop(tx);
+        let first = tokio::time::timeout_at(deadline, rx.recv()).await;
+        // Whatever else was won meanwhile goes back at once.
+        rx.close();
+        while let Ok((_, other)) = rx.try_recv() {
+            drop(other);
+        }
+        match first {
+            Ok(Some((i, Ok(file)))) => Ok((i, self.take(&names[i], file, identity)?)),
+            Ok(Some((i, Err(e)))) => Err(io_err("cannot lock", &self.lock_path(&names[i]), e)),
+            Ok(None) => Err(Error::internal("lock threads vanished")),
+            Err(_) => Err(timeout()),
+        }
+    }
+
+    /// A lock just taken: mint its token and write its holder record.
+    fn take(&self, name: &str, file: File, identity: &Identity) -> Result<LocalGuard> {
         let token = self.mint(name)?;
         let mut guard = LocalGuard { file, token };
         write_holder(&mut guard.file, identity, token)
-            .map_err(|e| io_err("cannot write", &path, e))?;
+            .map_err(|e| io_err("cannot write", &self.lock_path(name), e))?;
         Ok(guard)
     }
 
@@ -186,6 +264,17 @@ impl LocalBackend {
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
+}
+
+/// A lock file, opened (created when missing) for locking and for its holder record.
+fn open_lock_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| io_err("cannot open", path, e))
 }
 
 /// A token counter file: absent is the clock in microseconds (above every token handed out

@@ -37,6 +37,12 @@ pub struct LockStatus {
     pub stale: bool,
     /// Nodes that show this lease (1 for a single Redis).
     pub nodes: usize,
+    /// For a slot (`lock run --slots`): the slot set's name (the lock is `<slot_of>#<slot>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot_of: Option<String>,
+    /// For a slot: its index.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot: Option<u32>,
     /// The waiters in line, first first, as the holder's node shows them (the table output
     /// lists them; the `--json` shape does not carry them).
     #[serde(skip)]
@@ -97,6 +103,8 @@ impl Coordinator {
                 .held()?
                 .into_iter()
                 .map(|(name, h)| LockStatus {
+                    slot_of: slot_of(&name),
+                    slot: slot_index(&name),
                     name,
                     held_ms: h.held_for().as_millis() as u64,
                     ttl_left_ms: None,
@@ -149,6 +157,8 @@ impl Coordinator {
                             ..
                         } = seen.iter().find(|s| s.holder.owner == owner)?.clone();
                         Some(LockStatus {
+                            slot_of: slot_of(&name),
+                            slot: slot_index(&name),
                             name,
                             held_ms: h.held_for().as_millis() as u64,
                             ttl_left_ms: Some(pttl.as_millis() as u64),
@@ -211,9 +221,9 @@ impl Coordinator {
     }
 
     /// Release lock `name` whoever holds it (an operator's decision), recorded in its audit
-    /// log. Returns false when it was not held.
+    /// log. Returns false when it was not held. `name` may be a slot's (`test-db#3`).
     pub async fn break_lock(&self, name: &str) -> Result<bool> {
-        crate::config::check_lock_name(name)?;
+        crate::slots::check_lock_or_slot_name(name)?;
         match &self.inner.backend {
             Backend::Local(local) => {
                 let holder = local.held()?.into_iter().find(|(n, _)| n == name);
@@ -232,6 +242,14 @@ impl Coordinator {
             }
         }
     }
+}
+
+fn slot_of(lock: &str) -> Option<String> {
+    crate::keys::parse_slot_lock_name(lock).map(|(set, _)| set.to_owned())
+}
+
+fn slot_index(lock: &str) -> Option<u32> {
+    crate::keys::parse_slot_lock_name(lock).map(|(_, i)| i)
 }
 
 fn event_from(name: &str, fields: &[(String, String)]) -> AuditEvent {

@@ -1,7 +1,8 @@
 //! `lock run`: run a child command while holding leases, and never let go of them while any
 //! process of the command runs. The command runs in its own process group (see
 //! [`crate::group`]), recorded with the leases, inherits stdin, stdout and stderr untouched and
-//! gets `TRACTATUS_LOCK_NAME`, `TRACTATUS_FENCING_TOKEN` and `TRACTATUS_SESSION_ID`. SIGTERM and
+//! gets `TRACTATUS_LOCK_NAME`, `TRACTATUS_FENCING_TOKEN` and `TRACTATUS_SESSION_ID` (and
+//! `TRACTATUS_SLOT` under a slot, see [`crate::slots`]). SIGTERM and
 //! SIGINT that reach `tractatus` go to the whole group; SIGHUP too, unless the group has the
 //! terminal's foreground (handed to it when we had it), which then delivers it by itself.
 //!
@@ -65,6 +66,18 @@ pub async fn supervise(
     argv: &[String],
     kill_grace: Duration,
 ) -> Result<RunOutcome> {
+    supervise_with_env(leases, session_id, argv, kill_grace, &[]).await
+}
+
+/// [`supervise`], with `env` set on the command besides the `TRACTATUS_*` variables (`lock
+/// run --slots` gives `TRACTATUS_SLOT`).
+pub async fn supervise_with_env(
+    leases: &[Lease],
+    session_id: &str,
+    argv: &[String],
+    kill_grace: Duration,
+    env: &[(&str, String)],
+) -> Result<RunOutcome> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| Error::usage("no command given after --"))?;
@@ -104,6 +117,7 @@ pub async fn supervise(
         .env("TRACTATUS_FENCING_TOKEN", tokens.join(","))
         .env("TRACTATUS_SESSION_ID", session_id)
         .env(crate::join::ENV_VAR, crate::join::command_env(leases))
+        .envs(env.iter().map(|(k, v)| (*k, v)))
         .process_group(i32::try_from(group.pgid()).unwrap_or(0))
         .kill_on_drop(true)
         .spawn();

@@ -162,6 +162,10 @@ pub enum LockCommand {
         /// Lock named after a file: its path relative to the repository root (repeatable).
         #[arg(long = "file", value_name = "PATH")]
         files: Vec<PathBuf>,
+        /// Hold one of N slots of the one --name (1 to 1024): up to N runs at once, each
+        /// told its slot in TRACTATUS_SLOT (0 to N-1).
+        #[arg(long, value_name = "N")]
+        slots: Option<u32>,
         /// The command and its arguments.
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,

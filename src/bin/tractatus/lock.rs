@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use tractatus_lock::ops::{AuditEvent, LockStatus};
-use tractatus_lock::run::{RunOutcome, supervise};
+use tractatus_lock::run::{RunOutcome, supervise, supervise_with_env};
 use tractatus_lock::settings::{DEFAULT_NAMESPACE, Namespace};
-use tractatus_lock::{Error, Result};
+use tractatus_lock::{AcquireOptions, Error, Lease, Result};
 
 use crate::Context;
 use crate::cli::LockCommand;
@@ -16,6 +16,13 @@ pub async fn run(ctx: &Context, cmd: LockCommand) -> Result<i32> {
         LockCommand::Run {
             names,
             files,
+            slots: Some(slots),
+            command,
+        } => slot_run(ctx, names, files, slots, command).await,
+        LockCommand::Run {
+            names,
+            files,
+            slots: None,
             command,
         } => lock_run(ctx, names, files, command).await,
         LockCommand::Status => status(ctx).await,
@@ -67,6 +74,53 @@ async fn lock_run(
         ctx.ws.resolved().kill_grace,
     )
     .await;
+    finish_run(leases, outcome).await
+}
+
+/// `lock run --name NAME --slots N`: hold one of the N slots of NAME (see
+/// `tractatus_lock::slots`), the command told which in `TRACTATUS_SLOT`.
+async fn slot_run(
+    ctx: &Context,
+    names: Vec<String>,
+    files: Vec<PathBuf>,
+    slots: u32,
+    command: Vec<String>,
+) -> Result<i32> {
+    let [name] = names.as_slice() else {
+        return Err(Error::usage(
+            "--slots takes exactly one --name NAME (and no --file)",
+        ));
+    };
+    if !files.is_empty() {
+        return Err(Error::usage(
+            "--slots takes exactly one --name NAME (and no --file)",
+        ));
+    }
+    tractatus_lock::config::check_lock_name(name)?;
+    tractatus_lock::slots::check_slots(slots)?;
+    let coordinator = ctx.coordinator().await?;
+    let feedback = WaitFeedback::start(&format!("a slot of '{name}' (all {slots} held)"));
+    let opts = AcquireOptions {
+        wait: ctx.ws.resolved().wait,
+        progress: Some(feedback.progress()),
+    };
+    let got = coordinator.acquire_slot(name, slots, &opts).await;
+    feedback.finish();
+    let (slot, lease) = got?;
+    let leases = vec![lease];
+    let outcome = supervise_with_env(
+        &leases,
+        &coordinator.identity().session,
+        &command,
+        ctx.ws.resolved().kill_grace,
+        &[("TRACTATUS_SLOT", slot.to_string())],
+    )
+    .await;
+    finish_run(leases, outcome).await
+}
+
+/// Release what a run held (newest first) and turn the run's outcome into the exit code.
+async fn finish_run(leases: Vec<Lease>, outcome: Result<RunOutcome>) -> Result<i32> {
     let mut lost_at_release = None;
     for l in leases.into_iter().rev() {
         if let Err(e @ Error::LeaseLost { .. }) = l.release().await {
@@ -158,6 +212,7 @@ async fn status(ctx: &Context) -> Result<i32> {
         ],
         &rows,
     )?;
+    slot_summary(&locks)?;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -178,8 +233,28 @@ async fn status(ctx: &Context) -> Result<i32> {
     Ok(0)
 }
 
+/// One line per slot set: which of its slots are held (each is a row of the table).
+fn slot_summary(locks: &[LockStatus]) -> Result<()> {
+    let mut sets: std::collections::BTreeMap<&str, Vec<u32>> = Default::default();
+    for l in locks {
+        if let (Some(set), Some(i)) = (&l.slot_of, l.slot) {
+            sets.entry(set.as_str()).or_default().push(i);
+        }
+    }
+    for (set, mut held) in sets {
+        held.sort_unstable();
+        let list: Vec<String> = held.iter().map(u32::to_string).collect();
+        output::out(&format!(
+            "\nslots of {set}: {} held ({})",
+            held.len(),
+            list.join(", ")
+        ))?;
+    }
+    Ok(())
+}
+
 async fn lock_break(ctx: &Context, name: &str, force: bool) -> Result<i32> {
-    tractatus_lock::config::check_lock_name(name)?;
+    tractatus_lock::slots::check_lock_or_slot_name(name)?;
     if !force {
         return Err(Error::usage(format!(
             "refusing to break '{name}' without --force: if its holder still runs, two writers \

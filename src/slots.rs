@@ -1,0 +1,489 @@
+//! Slots: a counting semaphore made of leases ([`Coordinator::acquire_slot`], `lock run
+//! --slots N`). Slot `i` of set `name` is a lock of its own, `name#i` (see
+//! [`crate::keys::slot_lock_name`]): its own keys and hash tag, its own fencing counter, its
+//! own holder record, renewal, takeover and process-group guard, exactly as any lock. Holding
+//! one of N slots is holding one of these N locks.
+//!
+//! Taking a slot tries every slot once without waiting, from a random one (so waiters do not
+//! all press on slot 0). When all are held it subscribes to every slot's release channel, then
+//! tries them all again (a release between the two tries is not missed), then sleeps until a
+//! release or eviction of any slot, or the earliest end of a holder's lease, and tries again.
+//! A holder on this host can die without a word (SIGKILL): while waiting, the holders seen on
+//! this host are watched in `/proc` every [`SAME_HOST_LOOK`] (no Redis call), and when one's
+//! process is gone and then its command's group too, the slots are tried again at once and the
+//! gone holder is taken over, as any lock's.
+//! Slot waiters do not queue: the woken ones race for the freed slot, so there is no first-come
+//! order among them. While it waits, a waiter holds one pub/sub connection per slot and Redis.
+//!
+//! With local locks the wait is one blocking `flock` per slot (see `local`): the kernel wakes
+//! the first slot let go.
+//!
+//! N belongs to each caller, not to the set: a run with N slots uses slots `0..N`, whatever N
+//! others use, so two runs with different N never share a slot's lease, and the set admits at
+//! most the largest N at once. `--slots 1` is slot 0 alone: an exclusive lock, but not the
+//! plain lock `name` (which is another lock).
+
+use std::time::Duration;
+
+use futures_util::stream::{BoxStream, SelectAll};
+use futures_util::{FutureExt, StreamExt};
+use tokio::time::Instant;
+
+use crate::clock::far_deadline;
+use crate::config::check_lock_name;
+use crate::connect::Backend;
+use crate::error::{Error, Result};
+use crate::holder::HolderInfo;
+use crate::keys::{LockKeys, slot_lock_name};
+use crate::node::GrantRequest;
+use crate::quorum::{Attempt, Quorum};
+use crate::{AcquireOptions, Coordinator, Lease};
+
+/// Most slots one set may have: every slot a waiter watches costs it a subscription.
+pub const MAX_SLOTS: u32 = 1024;
+
+/// How often a waiter looks in `/proc` at the slots' holders on this host: such a holder may
+/// die by SIGKILL, and nobody announces that. While a holder's process runs, a look reads one
+/// `/proc` file; once it is gone and its group winds down, a look scans the processes.
+pub const SAME_HOST_LOOK: Duration = Duration::from_millis(20);
+
+/// How soon the slots are looked at again while some node's release channel is not listened
+/// to (it did not answer the subscription).
+const UNHEARD_LOOK: Duration = Duration::from_millis(250);
+
+/// Check a slot count: 1 to [`MAX_SLOTS`].
+pub fn check_slots(slots: u32) -> Result<()> {
+    if slots == 0 || slots > MAX_SLOTS {
+        return Err(Error::usage(format!(
+            "bad slot count {slots}: use 1 to {MAX_SLOTS}"
+        )));
+    }
+    Ok(())
+}
+
+/// Check a name `lock break` may take: a lock name, or a slot's (`name#i`).
+pub fn check_lock_or_slot_name(name: &str) -> Result<()> {
+    match crate::keys::parse_slot_lock_name(name) {
+        Some((set, _)) => check_lock_name(set),
+        None => check_lock_name(name),
+    }
+}
+
+/// A number to start trying the slots at: random, so waiters spread over the slots.
+fn random_start(slots: u32) -> u32 {
+    (uuid::Uuid::new_v4().as_u128() % u128::from(slots.max(1))) as u32
+}
+
+impl Coordinator {
+    /// Take one of the `slots` slots of set `name` (slot `i` is the lock `name#i`), waiting up
+    /// to `opts.wait` for one to be let go when all are held. Returns the slot's index and its
+    /// lease, whose token is that slot's fencing token.
+    ///
+    /// Fails as [`Coordinator::acquire`] does ([`Error::Timeout`] naming the set when every
+    /// slot stayed held, [`Error::Unavailable`], ...); a bad name or a slot count outside
+    /// 1..=[`MAX_SLOTS`] is a usage error. A process started under a slot of this set (its
+    /// capability inherited, see [`crate::join`]) joins that slot instead of taking another.
+    pub async fn acquire_slot(
+        &self,
+        name: &str,
+        slots: u32,
+        opts: &AcquireOptions,
+    ) -> Result<(u32, Lease)> {
+        check_lock_name(name)?;
+        check_slots(slots)?;
+        let inherited = crate::join::Capability::inherited();
+        if !inherited.is_empty() {
+            for i in 0..slots {
+                if let Some(joined) = self.try_join(&slot_lock_name(name, i), inherited).await {
+                    return Ok((i, joined));
+                }
+            }
+        }
+        let deadline = far_deadline(Instant::now(), opts.wait);
+        let start = random_start(slots);
+        let got = match &self.inner.backend {
+            Backend::Local(local) => {
+                let names: Vec<String> = (0..slots).map(|i| slot_lock_name(name, i)).collect();
+                let id = &self.inner.identity;
+                let start = start as usize;
+                local
+                    .acquire_any(name, &names, start, id, opts, deadline)
+                    .await
+                    .map(|(i, guard)| {
+                        let lease = Lease::local(self.clone(), &names[i], guard);
+                        (i as u32, lease)
+                    })
+            }
+            Backend::Redis(quorum) => {
+                self.acquire_slot_redis(quorum, name, slots, start, opts, deadline)
+                    .await
+            }
+        };
+        if let (Ok(_), Some(p)) = (&got, &opts.progress) {
+            p.send_replace(None);
+        }
+        got
+    }
+
+    async fn acquire_slot_redis(
+        &self,
+        quorum: &Quorum,
+        name: &str,
+        slots: u32,
+        start: u32,
+        opts: &AcquireOptions,
+        deadline: Instant,
+    ) -> Result<(u32, Lease)> {
+        let started = Instant::now();
+        let ns = &self.inner.config.namespace;
+        let keys: Vec<LockKeys> = (0..slots)
+            .map(|i| LockKeys::new(ns, &slot_lock_name(name, i)))
+            .collect();
+        let mut wake = Wake::default();
+        let mut round = 0u32;
+        let mut just_subscribed = false;
+        loop {
+            // Events that came in before this round are answered by it.
+            wake.drain();
+            let mut seen = Seen::default();
+            for k in 0..slots {
+                let i = (start + round + k) % slots;
+                let lock = slot_lock_name(name, i);
+                match self.try_slot(quorum, &lock, &keys[i as usize]).await {
+                    Ok(lease) => return Ok((i, lease)),
+                    Err(tried) => seen.add(tried, self),
+                }
+            }
+            round = round.wrapping_add(1);
+            if let Some(p) = &opts.progress {
+                p.send_replace(seen.holder.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(seen.unavailable.unwrap_or_else(|| Error::Timeout {
+                    name: name.to_owned(),
+                    waited_ms: now.duration_since(started).as_millis(),
+                    holder: seen.holder.map(Box::new),
+                    note: seen.note,
+                }));
+            }
+            if !wake.complete() && seen.unavailable.is_none() && !just_subscribed {
+                // Subscribed before the next round: a release between the two is not missed.
+                wake.subscribe(quorum, &keys).await;
+                just_subscribed = true;
+                continue;
+            }
+            just_subscribed = false;
+            // A node we do not listen to cannot wake us: look again a few times a second.
+            let pause = if wake.complete() {
+                seen.pause
+            } else {
+                seen.pause.min(UNHEARD_LOOK)
+            };
+            let until = deadline.min(now + pause);
+            tokio::select! {
+                _ = wake.streams.next(), if !wake.streams.is_empty() => {}
+                _ = tokio::time::sleep_until(until) => {}
+                _ = watch_here(&seen.here, &self.inner.identity) => {}
+            }
+        }
+    }
+
+    /// One try at one slot, taking over a holder gone from this host.
+    async fn try_slot(
+        &self,
+        quorum: &Quorum,
+        lock: &str,
+        keys: &LockKeys,
+    ) -> std::result::Result<Lease, Tried> {
+        let cfg = &self.inner.config;
+        // A takeover makes room; bounded, should another process take the slot each time.
+        for _ in 0..3 {
+            let req = GrantRequest {
+                keys: keys.clone(),
+                owner: uuid::Uuid::new_v4().simple().to_string(),
+                ttl: cfg.ttl,
+                identity: self.inner.identity.clone(),
+                // Slot waiters do not queue: a queue per slot would hold each slot for the
+                // waiters that took another one meanwhile.
+                waiter: None,
+                waiter_ttl: Duration::ZERO,
+                place: 0,
+                log_cap: cfg.log_cap,
+                quarantine: cfg.quarantine,
+            };
+            match quorum.grant(&req).await {
+                Attempt::Granted { token, valid_until } => {
+                    return Ok(Lease::redis(
+                        self.clone(),
+                        lock,
+                        keys.clone(),
+                        req.owner,
+                        token,
+                        valid_until,
+                    ));
+                }
+                Attempt::Held { pttl, holder } => {
+                    if let Some(h) = &holder
+                        && h.is_gone_from(&self.inner.identity)
+                        && self.evict(quorum, keys, &h.owner, "takeover").await > 0
+                    {
+                        continue;
+                    }
+                    return Err(Tried::Held { pttl, holder });
+                }
+                Attempt::Split { holder } => return Err(Tried::Split { holder }),
+                Attempt::Quarantined { left, nodes } => {
+                    return Err(Tried::Quarantined { left, nodes });
+                }
+                Attempt::Unavailable { reachable, causes } => {
+                    return Err(Tried::Unavailable(Error::Unavailable {
+                        reachable,
+                        total: quorum.nodes().len(),
+                        needed: quorum.needed(),
+                        causes,
+                    }));
+                }
+            }
+        }
+        Err(Tried::Split { holder: None })
+    }
+}
+
+/// Why one try at one slot did not take it.
+enum Tried {
+    Held {
+        pttl: Duration,
+        holder: Option<HolderInfo>,
+    },
+    Split {
+        holder: Option<HolderInfo>,
+    },
+    Quarantined {
+        left: Duration,
+        nodes: usize,
+    },
+    Unavailable(Error),
+}
+
+/// What one round over every slot found: when to look again, and what to report.
+struct Seen {
+    /// Until the next round, if no release comes first.
+    pause: Duration,
+    /// A holder to report (the one whose lease ends first).
+    holder: Option<HolderInfo>,
+    holder_pttl: Duration,
+    note: Option<String>,
+    /// Set when some slot could not be tried for want of a quorum.
+    unavailable: Option<Error>,
+    /// The holders on this host, watched while we wait.
+    here: Vec<Watched>,
+}
+
+/// A holder on this host, and how it stood when seen.
+struct Watched {
+    holder: HolderInfo,
+    /// Its process was gone and its group still ran.
+    winding_down: bool,
+}
+
+/// Returns once a holder on this host moved on (its process went, or then its group too);
+/// never when there is none.
+async fn watch_here(here: &[Watched], me: &crate::Identity) {
+    if here.is_empty() {
+        return std::future::pending().await;
+    }
+    loop {
+        tokio::time::sleep(SAME_HOST_LOOK).await;
+        let moved = here.iter().any(|w| {
+            if w.winding_down {
+                w.holder.is_gone_from(me)
+            } else {
+                w.holder.is_gone_from(me) || w.holder.is_winding_down(me)
+            }
+        });
+        if moved {
+            return;
+        }
+    }
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        Seen {
+            pause: Duration::from_secs(3600),
+            holder: None,
+            holder_pttl: Duration::MAX,
+            note: None,
+            unavailable: None,
+            here: Vec::new(),
+        }
+    }
+}
+
+impl Seen {
+    fn add(&mut self, tried: Tried, c: &Coordinator) {
+        let me = &c.inner.identity;
+        match tried {
+            Tried::Held { pttl, holder } => {
+                // A little after the lease runs out, in case its holder never releases.
+                self.pause = self.pause.min(pttl + Duration::from_millis(1));
+                if let Some(h) = &holder
+                    && h.host == me.host
+                    && h.pid_ns.is_some()
+                    && h.pid_ns == me.pid_ns
+                {
+                    self.here.push(Watched {
+                        winding_down: h.is_winding_down(me),
+                        holder: h.clone(),
+                    });
+                }
+                if pttl < self.holder_pttl || self.holder.is_none() {
+                    self.holder_pttl = pttl;
+                    self.holder = holder.or(self.holder.take());
+                }
+            }
+            Tried::Split { holder } => {
+                // Contenders split a slot's vote: a short, random pause before the next round.
+                let jitter =
+                    Duration::from_millis(2 + (uuid::Uuid::new_v4().as_u128() % 20) as u64);
+                self.pause = self.pause.min(jitter);
+                self.holder = self.holder.take().or(holder);
+            }
+            Tried::Quarantined { left, nodes } => {
+                self.pause = self.pause.min(left + Duration::from_millis(1));
+                let total = match &c.inner.backend {
+                    Backend::Redis(q) => q.nodes().len(),
+                    Backend::Local(_) => 1,
+                };
+                self.note = Some(crate::acquire::quarantine_note(total, nodes, left));
+            }
+            Tried::Unavailable(e) => {
+                self.pause = self.pause.min(UNHEARD_LOOK);
+                self.unavailable = Some(e);
+            }
+        }
+    }
+}
+
+/// A waiter's subscriptions to every slot's release channel, on every node that answered.
+#[derive(Default)]
+struct Wake {
+    streams: SelectAll<BoxStream<'static, Option<String>>>,
+    /// Subscriptions made, and how many of them ended since (their connection dropped).
+    made: usize,
+    ended: usize,
+    /// Subscriptions wanted: slots × nodes.
+    wanted: usize,
+}
+
+impl Wake {
+    /// True when every slot is listened to on every node.
+    fn complete(&self) -> bool {
+        self.wanted > 0 && self.made >= self.wanted && self.ended == 0
+    }
+
+    /// (Re)subscribe to every slot's channel on every node, replacing what we had.
+    async fn subscribe(&mut self, quorum: &Quorum, keys: &[LockKeys]) {
+        let all = futures_util::future::join_all(keys.iter().map(|k| quorum.subscribe(k))).await;
+        self.streams = SelectAll::new();
+        self.made = 0;
+        self.ended = 0;
+        self.wanted = keys.len() * quorum.nodes().len();
+        for (streams, _) in all {
+            for s in streams {
+                self.made += 1;
+                self.streams.push(
+                    s.map(Some)
+                        .chain(futures_util::stream::once(async { None }))
+                        .boxed(),
+                );
+            }
+        }
+    }
+
+    /// Take every event already waiting; an ended subscription is counted.
+    fn drain(&mut self) {
+        while let Some(Some(item)) = self.streams.next().now_or_never() {
+            if item.is_none() {
+                self.ended += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{Config, Identity};
+
+    fn local(dir: &std::path::Path, who: &str) -> Coordinator {
+        Coordinator::local(Config::new(vec![]), Identity::current(who), dir.to_owned()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn local_slots_are_shared_out_one_each_and_the_next_waits_for_a_release() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = local(tmp.path(), "a");
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(
+                c.acquire_slot("db", 3, &AcquireOptions::default())
+                    .await
+                    .unwrap(),
+            );
+        }
+        let mut got: Vec<u32> = held.iter().map(|(i, _)| *i).collect();
+        got.sort_unstable();
+        assert_eq!(got, [0, 1, 2]);
+        assert!(
+            held.iter()
+                .all(|(i, l)| l.name() == slot_lock_name("db", *i))
+        );
+        let err = c
+            .acquire_slot("db", 3, &AcquireOptions::default())
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(err.exit_code(), 75, "{err}");
+        let waiter = tokio::spawn({
+            let c = c.clone();
+            async move {
+                c.acquire_slot("db", 3, &AcquireOptions::wait(Duration::from_secs(20)))
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished());
+        let (freed, lease) = held.remove(1);
+        lease.release().await.unwrap();
+        let (i, lease) = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("not woken by the release")
+            .unwrap()
+            .unwrap();
+        assert_eq!(i, freed);
+        lease.release().await.unwrap();
+        for (_, l) in held {
+            l.release().await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bad_slot_count_or_name_is_a_usage_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = local(tmp.path(), "a");
+        for (name, n) in [("db", 0), ("db", MAX_SLOTS + 1), ("db#1", 2), ("", 2)] {
+            let err = c
+                .acquire_slot(name, n, &AcquireOptions::default())
+                .await
+                .err()
+                .unwrap();
+            assert_eq!(err.exit_code(), 64, "{name} {n}: {err}");
+        }
+        assert!(check_lock_or_slot_name("db#3").is_ok());
+        assert!(check_lock_or_slot_name("db#x").is_err());
+    }
+}

@@ -122,7 +122,23 @@ impl Coordinator {
         if let (Ok(_), Some(p)) = (&got, &opts.progress) {
             p.send_replace(None);
         }
-        got
+        got.map_err(|e| match e {
+            Error::Timeout {
+                name,
+                waited_ms,
+                holder,
+                note,
+            } => {
+                let all = format!("all {slots} slots held");
+                Error::Timeout {
+                    name,
+                    waited_ms,
+                    holder,
+                    note: Some(note.map_or_else(|| all.clone(), |n| format!("{all}; {n}"))),
+                }
+            }
+            e => e,
+        })
     }
 
     async fn acquire_slot_redis(
@@ -147,14 +163,16 @@ impl Coordinator {
             wake.drain();
             let mut seen = Seen::default();
             for k in 0..slots {
-                let i = (start + round + k) % slots;
+                let i = (start + round + k) % slots; // each term below `slots` ≤ 1024
                 let lock = slot_lock_name(name, i);
                 match self.try_slot(quorum, &lock, &keys[i as usize]).await {
                     Ok(lease) => return Ok((i, lease)),
                     Err(tried) => seen.add(tried, self),
                 }
             }
-            round = round.wrapping_add(1);
+            // The next round starts one slot further on: a slot that keeps being refused
+            // (split votes) is not always the first tried.
+            round = (round + 1) % slots;
             if let Some(p) = &opts.progress {
                 p.send_replace(seen.holder.clone());
             }
@@ -182,7 +200,12 @@ impl Coordinator {
             };
             let until = deadline.min(now + pause);
             tokio::select! {
-                _ = wake.streams.next(), if !wake.streams.is_empty() => {}
+                got = wake.streams.next(), if !wake.streams.is_empty() => {
+                    // A subscription that ended is made again before the next wait.
+                    if let Some(None) = got {
+                        wake.ended += 1;
+                    }
+                }
                 _ = tokio::time::sleep_until(until) => {}
                 _ = watch_here(&seen.here, &self.inner.identity) => {}
             }

@@ -408,7 +408,14 @@ fn bad_slot_requests_are_usage_errors_and_a_full_set_times_out() {
     // Slot 0 of a one-slot set is held: a second one-slot run times out (75) at once.
     let work = tempfile::tempdir().unwrap();
     let file = work.path().join("run");
-    let mut holder = slot_run(&repo.path(), &[url.clone()], &[], 1, &file, "30");
+    let mut holder = slot_run(
+        &repo.path(),
+        std::slice::from_ref(&url),
+        &[],
+        1,
+        &file,
+        "30",
+    );
     let _holder = Guard(
         holder
             .stdout(Stdio::null())
@@ -435,4 +442,28 @@ fn bad_slot_requests_are_usage_errors_and_a_full_set_times_out() {
     ]));
     assert_eq!(r.code, 0, "{}", r.describe());
     assert!(r.stdout.contains("broke lock 'test-db#0'"), "{}", r.stdout);
+}
+
+#[test]
+fn a_run_under_a_slot_joins_that_slot_instead_of_waiting_for_itself() {
+    // Local locks: the one slot is held by the outer run; the inner one, told not to wait,
+    // gets it only by joining it, with the same slot and token.
+    let repo = Repo::new();
+    let inner = r#"exec "$0" --wait 0 lock run --name test-db --slots 1 -- sh -c 'echo "inner $TRACTATUS_SLOT $TRACTATUS_FENCING_TOKEN"'"#;
+    let outer = format!(r#"echo "outer $TRACTATUS_SLOT $TRACTATUS_FENCING_TOKEN"; {inner}"#);
+    let r = run(tractatus(&repo.path())
+        .args([
+            "--wait", "0", "lock", "run", "--name", "test-db", "--slots", "1",
+        ])
+        .args(["--", "sh", "-c", &outer])
+        .arg(env!("CARGO_BIN_EXE_tractatus")));
+    assert_eq!(r.code, 0, "{}", r.describe());
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", r.stdout);
+    let (outer, inner) = (&lines[0]["outer ".len()..], &lines[1]["inner ".len()..]);
+    assert!(outer.starts_with("0 "), "{outer}");
+    assert_eq!(
+        outer, inner,
+        "the inner run did not join the outer one's slot"
+    );
 }

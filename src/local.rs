@@ -128,7 +128,7 @@ impl LocalBackend {
     /// errors), trying them in turn from `start`; when all are held, wait for the first to
     /// be let go, up to `deadline`. Returns its index and guard.
     ///
-    /// The wait is one `flock(2)` per lock, each on a blocking thread of its own: the kernel
+    /// The wait is one `flock(2)` per lock, each on a thread of its own: the kernel
     /// wakes whichever lock is let go first, and that thread's lock is ours. The other
     /// threads stay parked (a thread in `flock` cannot be called back) until their lock is
     /// let go, then drop it at once: for a moment such a lock is held by nobody's command,
@@ -183,10 +183,16 @@ impl LocalBackend {
             let (Some(file), tx) = (file, tx.clone()) else {
                 continue;
             };
-            // Once the receiver is closed the send fails and drops the file: unlocked.
-            tokio::task::spawn_blocking(move || {
-                let _ = tx.send((i, file.lock().map(|()| file)));
-            });
+            // A thread of its own, not tokio's blocking pool: the pool's threads are bounded
+            // (512), and a slot whose wait sat queued there would never wake us. Once the
+            // receiver is closed the send fails and drops the file: unlocked.
+            std::thread::Builder::new()
+                .name("slot-wait".into())
+                .stack_size(64 * 1024)
+                .spawn(move || {
+                    let _ = tx.send((i, file.lock().map(|()| file)));
+                })
+                .map_err(|e| Error::internal(format!("cannot start a lock thread: {e}")))?;
         }
         drop(tx);
         let first = tokio::time::timeout_at(deadline, rx.recv()).await;

@@ -9,7 +9,7 @@
 //! tries them all again (a release between the two tries is not missed), then sleeps until a
 //! release or eviction of any slot, or the earliest end of a holder's lease, and tries again.
 //! A holder on this host can die without a word (SIGKILL): while waiting, the holders seen on
-//! this host are watched in `/proc` every [`SAME_HOST_LOOK`] (no Redis call), and when one's
+//! this host are watched in `/proc` every 20 ms (no Redis call), and when one's
 //! process is gone and then its command's group too, the slots are tried again at once and the
 //! gone holder is taken over, as any lock's.
 //! Slot waiters do not queue: the woken ones race for the freed slot, so there is no first-come
@@ -45,7 +45,7 @@ pub const MAX_SLOTS: u32 = 1024;
 /// How often a waiter looks in `/proc` at the slots' holders on this host: such a holder may
 /// die by SIGKILL, and nobody announces that. While a holder's process runs, a look reads one
 /// `/proc` file; once it is gone and its group winds down, a look scans the processes.
-pub const SAME_HOST_LOOK: Duration = Duration::from_millis(20);
+const SAME_HOST_LOOK: Duration = Duration::from_millis(20);
 
 /// How soon the slots are looked at again while some node's release channel is not listened
 /// to (it did not answer the subscription).
@@ -492,6 +492,43 @@ mod tests {
         for (_, l) in held {
             l.release().await.unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn a_local_waiter_on_more_slots_than_tokio_has_blocking_threads_hears_every_slot() {
+        // 600 slots held, one waiter: the release of the last one must wake it (a wait queued
+        // behind tokio's 512 blocking threads would never run).
+        let tmp = tempfile::tempdir().unwrap();
+        let c = local(tmp.path(), "a");
+        let n = 600;
+        let mut held = Vec::new();
+        for _ in 0..n {
+            held.push(
+                c.acquire_slot("db", n, &AcquireOptions::default())
+                    .await
+                    .unwrap(),
+            );
+        }
+        let waiter = tokio::spawn({
+            let c = c.clone();
+            async move {
+                c.acquire_slot("db", n, &AcquireOptions::wait(Duration::from_secs(20)))
+                    .await
+            }
+        });
+        // Time for the waiter to find every slot held and start its waits (nothing to await:
+        // released earlier, the slot would be taken by its first round and prove nothing).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let last = held.iter().position(|(i, _)| *i == n - 1).unwrap();
+        held.remove(last).1.release().await.unwrap();
+        let (i, lease) = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("not woken by the release of the last slot")
+            .unwrap()
+            .unwrap();
+        assert_eq!(i, n - 1);
+        drop(lease);
+        drop(held);
     }
 
     #[tokio::test]

@@ -442,6 +442,67 @@ fn bad_slot_requests_are_usage_errors_and_a_full_set_times_out() {
     ]));
     assert_eq!(r.code, 0, "{}", r.describe());
     assert!(r.stdout.contains("broke lock 'test-db#0'"), "{}", r.stdout);
+    // The slot's audit trail is under the slot's name.
+    let r = run(tractatus(&repo.path()).args(["--redis", &url, "--json", "lock", "log"]));
+    let events: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let of_slot: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["name"] == "test-db#0")
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(of_slot[..2], ["grant", "break"], "{}", r.stdout);
+}
+
+#[test]
+fn runs_with_different_slot_counts_use_their_own_range_and_never_share_a_slot() {
+    // Local locks. Two runs of --slots 2 hold slots 0 and 1: another --slots 2 run finds the
+    // set full, a --slots 3 run gets slot 2.
+    let repo = Repo::new();
+    let work = tempfile::tempdir().unwrap();
+    let files: Vec<PathBuf> = (0..2)
+        .map(|k| work.path().join(format!("run{k}")))
+        .collect();
+    let _holders: Vec<Guard> = files
+        .iter()
+        .map(|f| {
+            let mut c = slot_run(&repo.path(), &[], &["--wait", "10s"], 2, f, "30");
+            Guard(
+                c.stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    wait_until(Duration::from_secs(10), "two runs hold a slot", || {
+        files
+            .iter()
+            .enumerate()
+            .all(|(k, f)| read_hold(k, f).is_some())
+    });
+    let full = run(&mut slot_run(
+        &repo.path(),
+        &[],
+        &["--wait", "0"],
+        2,
+        &work.path().join("x"),
+        "0",
+    ));
+    assert_eq!(full.code, 75, "{}", full.describe());
+    assert!(full.stderr.contains("all 2 slots held"), "{}", full.stderr);
+    let third = work.path().join("third");
+    let r = run(&mut slot_run(
+        &repo.path(),
+        &[],
+        &["--wait", "0"],
+        3,
+        &third,
+        "0",
+    ));
+    assert_eq!(r.code, 0, "{}", r.describe());
+    assert_eq!(read_hold(2, &third).unwrap().slot, 2);
 }
 
 #[test]

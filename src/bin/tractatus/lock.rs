@@ -99,7 +99,7 @@ async fn slot_run(
     tractatus_lock::config::check_lock_name(name)?;
     tractatus_lock::slots::check_slots(slots)?;
     let coordinator = ctx.coordinator().await?;
-    let feedback = WaitFeedback::start(&format!("a slot of '{name}' (all {slots} held)"));
+    let feedback = WaitFeedback::start(&format!("one of the {slots} slots of '{name}'"));
     let opts = AcquireOptions {
         wait: ctx.ws.resolved().wait,
         progress: Some(feedback.progress()),

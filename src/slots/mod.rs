@@ -7,12 +7,12 @@
 //! Taking a slot tries every slot once without waiting, from a random one (so waiters do not
 //! all press on slot 0). When all are held it subscribes to every slot's release channel, then
 //! tries them all again (a release between the two tries is not missed), then sleeps until a
-//! release or eviction of any slot, or the earliest end of a holder's lease, and tries again.
-//! A holder on this host can die without a word (SIGKILL): while waiting, the holders seen on
-//! this host are watched in `/proc` every 20 ms (no Redis call), and when one's
-//! process is gone and then its command's group too, the slots are tried again at once and the
-//! gone holder is taken over, as any lock's.
-//! Slot waiters do not queue: the woken ones race for the freed slot, so there is no first-come
+//! release or eviction of some slot (it then tries that slot), or the earliest end of a
+//! holder's lease (it then tries them all); see `wait`. A holder on this host can die without
+//! a word (SIGKILL): while waiting, the holders seen on this host are watched in `/proc` every
+//! 20 ms (no Redis call), and when one's process is gone and then its command's group too, the
+//! slots are tried again at once and the gone holder is taken over, as any lock's. Slot
+//! waiters do not queue: the woken ones race for the freed slot, so there is no first-come
 //! order among them. While it waits, a waiter holds one pub/sub connection per slot and Redis.
 //!
 //! With local locks the wait is one blocking `flock` per slot (see `local`): the kernel wakes
@@ -25,8 +25,6 @@
 
 use std::time::Duration;
 
-use futures_util::stream::{BoxStream, SelectAll};
-use futures_util::{FutureExt, StreamExt};
 use tokio::time::Instant;
 
 use crate::clock::far_deadline;
@@ -38,6 +36,8 @@ use crate::keys::{LockKeys, slot_lock_name};
 use crate::node::GrantRequest;
 use crate::quorum::{Attempt, Quorum};
 use crate::{AcquireOptions, Coordinator, Lease};
+
+mod wait;
 
 /// Most slots one set may have: every slot a waiter watches costs it a subscription.
 pub const MAX_SLOTS: u32 = 1024;
@@ -141,77 +141,6 @@ impl Coordinator {
         })
     }
 
-    async fn acquire_slot_redis(
-        &self,
-        quorum: &Quorum,
-        name: &str,
-        slots: u32,
-        start: u32,
-        opts: &AcquireOptions,
-        deadline: Instant,
-    ) -> Result<(u32, Lease)> {
-        let started = Instant::now();
-        let ns = &self.inner.config.namespace;
-        let keys: Vec<LockKeys> = (0..slots)
-            .map(|i| LockKeys::new(ns, &slot_lock_name(name, i)))
-            .collect();
-        let mut wake = Wake::default();
-        let mut round = 0u32;
-        let mut just_subscribed = false;
-        loop {
-            // Events that came in before this round are answered by it.
-            wake.drain();
-            let mut seen = Seen::default();
-            for k in 0..slots {
-                let i = (start + round + k) % slots; // each term below `slots` ≤ 1024
-                let lock = slot_lock_name(name, i);
-                match self.try_slot(quorum, &lock, &keys[i as usize]).await {
-                    Ok(lease) => return Ok((i, lease)),
-                    Err(tried) => seen.add(tried, self),
-                }
-            }
-            // The next round starts one slot further on: a slot that keeps being refused
-            // (split votes) is not always the first tried.
-            round = (round + 1) % slots;
-            if let Some(p) = &opts.progress {
-                p.send_replace(seen.holder.clone());
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(seen.unavailable.unwrap_or_else(|| Error::Timeout {
-                    name: name.to_owned(),
-                    waited_ms: now.duration_since(started).as_millis(),
-                    holder: seen.holder.map(Box::new),
-                    note: seen.note,
-                }));
-            }
-            if !wake.complete() && seen.unavailable.is_none() && !just_subscribed {
-                // Subscribed before the next round: a release between the two is not missed.
-                wake.subscribe(quorum, &keys).await;
-                just_subscribed = true;
-                continue;
-            }
-            just_subscribed = false;
-            // A node we do not listen to cannot wake us: look again a few times a second.
-            let pause = if wake.complete() {
-                seen.pause
-            } else {
-                seen.pause.min(UNHEARD_LOOK)
-            };
-            let until = deadline.min(now + pause);
-            tokio::select! {
-                got = wake.streams.next(), if !wake.streams.is_empty() => {
-                    // A subscription that ended is made again before the next wait.
-                    if let Some(None) = got {
-                        wake.ended += 1;
-                    }
-                }
-                _ = tokio::time::sleep_until(until) => {}
-                _ = watch_here(&seen.here, &self.inner.identity) => {}
-            }
-        }
-    }
-
     /// One try at one slot, taking over a holder gone from this host.
     async fn try_slot(
         &self,
@@ -287,152 +216,6 @@ enum Tried {
         nodes: usize,
     },
     Unavailable(Error),
-}
-
-/// What one round over every slot found: when to look again, and what to report.
-struct Seen {
-    /// Until the next round, if no release comes first.
-    pause: Duration,
-    /// A holder to report (the one whose lease ends first).
-    holder: Option<HolderInfo>,
-    holder_pttl: Duration,
-    note: Option<String>,
-    /// Set when some slot could not be tried for want of a quorum.
-    unavailable: Option<Error>,
-    /// The holders on this host, watched while we wait.
-    here: Vec<Watched>,
-}
-
-/// A holder on this host, and how it stood when seen.
-struct Watched {
-    holder: HolderInfo,
-    /// Its process was gone and its group still ran.
-    winding_down: bool,
-}
-
-/// Returns once a holder on this host moved on (its process went, or then its group too);
-/// never when there is none.
-async fn watch_here(here: &[Watched], me: &crate::Identity) {
-    if here.is_empty() {
-        return std::future::pending().await;
-    }
-    loop {
-        tokio::time::sleep(SAME_HOST_LOOK).await;
-        let moved = here.iter().any(|w| {
-            if w.winding_down {
-                w.holder.is_gone_from(me)
-            } else {
-                w.holder.is_gone_from(me) || w.holder.is_winding_down(me)
-            }
-        });
-        if moved {
-            return;
-        }
-    }
-}
-
-impl Default for Seen {
-    fn default() -> Self {
-        Seen {
-            pause: Duration::from_secs(3600),
-            holder: None,
-            holder_pttl: Duration::MAX,
-            note: None,
-            unavailable: None,
-            here: Vec::new(),
-        }
-    }
-}
-
-impl Seen {
-    fn add(&mut self, tried: Tried, c: &Coordinator) {
-        let me = &c.inner.identity;
-        match tried {
-            Tried::Held { pttl, holder } => {
-                // A little after the lease runs out, in case its holder never releases.
-                self.pause = self.pause.min(pttl + Duration::from_millis(1));
-                if let Some(h) = &holder
-                    && h.host == me.host
-                    && h.pid_ns.is_some()
-                    && h.pid_ns == me.pid_ns
-                {
-                    self.here.push(Watched {
-                        winding_down: h.is_winding_down(me),
-                        holder: h.clone(),
-                    });
-                }
-                if pttl < self.holder_pttl || self.holder.is_none() {
-                    self.holder_pttl = pttl;
-                    self.holder = holder.or(self.holder.take());
-                }
-            }
-            Tried::Split { holder } => {
-                // Contenders split a slot's vote: a short, random pause before the next round.
-                let jitter =
-                    Duration::from_millis(2 + (uuid::Uuid::new_v4().as_u128() % 20) as u64);
-                self.pause = self.pause.min(jitter);
-                self.holder = self.holder.take().or(holder);
-            }
-            Tried::Quarantined { left, nodes } => {
-                self.pause = self.pause.min(left + Duration::from_millis(1));
-                let total = match &c.inner.backend {
-                    Backend::Redis(q) => q.nodes().len(),
-                    Backend::Local(_) => 1,
-                };
-                self.note = Some(crate::acquire::quarantine_note(total, nodes, left));
-            }
-            Tried::Unavailable(e) => {
-                self.pause = self.pause.min(UNHEARD_LOOK);
-                self.unavailable = Some(e);
-            }
-        }
-    }
-}
-
-/// A waiter's subscriptions to every slot's release channel, on every node that answered.
-#[derive(Default)]
-struct Wake {
-    streams: SelectAll<BoxStream<'static, Option<String>>>,
-    /// Subscriptions made, and how many of them ended since (their connection dropped).
-    made: usize,
-    ended: usize,
-    /// Subscriptions wanted: slots × nodes.
-    wanted: usize,
-}
-
-impl Wake {
-    /// True when every slot is listened to on every node.
-    fn complete(&self) -> bool {
-        self.wanted > 0 && self.made >= self.wanted && self.ended == 0
-    }
-
-    /// (Re)subscribe to every slot's channel on every node, replacing what we had.
-    async fn subscribe(&mut self, quorum: &Quorum, keys: &[LockKeys]) {
-        let all = futures_util::future::join_all(keys.iter().map(|k| quorum.subscribe(k))).await;
-        self.streams = SelectAll::new();
-        self.made = 0;
-        self.ended = 0;
-        self.wanted = keys.len() * quorum.nodes().len();
-        for (streams, _) in all {
-            for s in streams {
-                self.made += 1;
-                self.streams.push(
-                    s.map(Some)
-                        .chain(futures_util::stream::once(async { None }))
-                        .boxed(),
-                );
-            }
-        }
-    }
-
-    /// Take every event already waiting; an ended subscription is counted.
-    fn drain(&mut self) {
-        while let Some(Some(item)) = self.streams.next().now_or_never() {
-            if item.is_none() {
-                self.ended += 1;
-            }
-        }
-    }
 }
 
 #[cfg(test)]

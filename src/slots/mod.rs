@@ -37,6 +37,8 @@ use crate::node::GrantRequest;
 use crate::quorum::{Attempt, Quorum};
 use crate::{AcquireOptions, Coordinator, Lease};
 
+#[cfg(test)]
+mod fake;
 mod wait;
 
 /// Most slots one set may have: every slot a waiter watches costs it a subscription.
@@ -222,6 +224,8 @@ enum Tried {
 mod tests {
     use std::time::Duration;
 
+    use tokio::time::Instant;
+
     use super::*;
     use crate::{Config, Identity};
 
@@ -312,6 +316,90 @@ mod tests {
         assert_eq!(i, n - 1);
         drop(lease);
         drop(held);
+    }
+
+    fn slot_keys(c: &Coordinator, i: u32) -> LockKeys {
+        LockKeys::new(&c.config().namespace, &slot_lock_name("db", i))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_release_wakes_a_waiter_to_take_that_slot_trying_no_other() {
+        let (c, fake) = fake::coordinator(Duration::from_secs(10));
+        for i in 0..4 {
+            fake.hold(&slot_keys(&c, i), &format!("o{i}"), Duration::from_secs(60));
+        }
+        let start = Instant::now();
+        let waiter = tokio::spawn({
+            let c = c.clone();
+            async move {
+                let got = c
+                    .acquire_slot("db", 4, &AcquireOptions::wait(Duration::from_secs(120)))
+                    .await;
+                (got, Instant::now())
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let before: Vec<usize> = (0..4).map(|i| fake.grants(&slot_keys(&c, i))).collect();
+        // It tried every slot, subscribed, and tried every slot again.
+        assert_eq!(before, [2, 2, 2, 2]);
+        assert!(fake.release_now(&slot_keys(&c, 2), "o2"));
+        let (got, at) = waiter.await.unwrap();
+        let (i, lease) = got.unwrap();
+        assert_eq!((i, lease.name()), (2, "db#2"));
+        assert_eq!(
+            at - start,
+            Duration::from_secs(1),
+            "not taken at the release"
+        );
+        let after: Vec<usize> = (0..4).map(|i| fake.grants(&slot_keys(&c, i))).collect();
+        assert_eq!(
+            after,
+            [2, 2, 3, 2],
+            "a release made the waiter try other slots"
+        );
+        lease.release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slot_never_released_is_taken_when_its_lease_ends() {
+        let (c, fake) = fake::coordinator(Duration::from_secs(10));
+        for i in 0..3 {
+            let ttl = Duration::from_secs(if i == 1 { 3 } else { 60 });
+            fake.hold(&slot_keys(&c, i), &format!("o{i}"), ttl);
+        }
+        let start = Instant::now();
+        let (i, lease) = c
+            .acquire_slot("db", 3, &AcquireOptions::wait(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        let waited = start.elapsed();
+        assert_eq!(i, 1);
+        assert!(
+            waited >= Duration::from_secs(3) && waited < Duration::from_millis(3010),
+            "{waited:?}"
+        );
+        lease.release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_set_times_out_at_the_wait_saying_every_slot_is_held() {
+        let (c, fake) = fake::coordinator(Duration::from_secs(10));
+        for i in 0..2 {
+            fake.hold(&slot_keys(&c, i), &format!("o{i}"), Duration::from_secs(60));
+        }
+        let start = Instant::now();
+        let err = c
+            .acquire_slot("db", 2, &AcquireOptions::wait(Duration::from_secs(5)))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+        assert_eq!(err.exit_code(), 75);
+        let text = err.to_string();
+        assert!(
+            text.contains("'db'") && text.contains("all 2 slots held"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

@@ -79,7 +79,8 @@ fn random_start(slots: u32) -> u32 {
 impl Coordinator {
     /// Take one of the `slots` slots of set `name` (slot `i` is the lock `name#i`), waiting up
     /// to `opts.wait` for one to be let go when all are held. Returns the slot's index and its
-    /// lease, whose token is that slot's fencing token.
+    /// lease, whose token is that slot's fencing token. As with [`Coordinator::acquire`], keep
+    /// it alive with [`Lease::keep_alive`] while work runs.
     ///
     /// Fails as [`Coordinator::acquire`] does ([`Error::Timeout`] naming the set when every
     /// slot stayed held, [`Error::Unavailable`], ...); a bad name or a slot count outside

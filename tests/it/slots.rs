@@ -528,3 +528,31 @@ fn a_run_under_a_slot_joins_that_slot_instead_of_waiting_for_itself() {
         "the inner run did not join the outer one's slot"
     );
 }
+
+#[test]
+fn a_slot_run_longer_than_its_ttl_keeps_its_slot() {
+    // Renewed like any lease: a 2.5 s run on a 1 s TTL ends well (not 76), and nobody got the
+    // slot meanwhile.
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    let work = tempfile::tempdir().unwrap();
+    let (long, other) = (work.path().join("long"), work.path().join("other"));
+    let urls = [redis.url()];
+    let flags = ["--ttl", "1s", "--wait", "0"];
+    let mut c = slot_run(&repo.path(), &urls, &flags, 1, &long, "2.5");
+    let holder = std::thread::spawn(move || run_timed(&mut c, Duration::from_secs(30)));
+    wait_until(
+        Duration::from_secs(10),
+        "the long run holds its slot",
+        || read_hold(0, &long).is_some(),
+    );
+    // Past two TTLs, the slot is still held.
+    wait_until(Duration::from_secs(10), "two TTLs pass", || {
+        now_ns() > read_hold(0, &long).unwrap().start + 2_000_000_000
+    });
+    let r = run(&mut slot_run(&repo.path(), &urls, &flags, 1, &other, "0"));
+    assert_eq!(r.code, 75, "the slot was free again: {}", r.describe());
+    let r = holder.join().unwrap();
+    assert_eq!(r.code, 0, "{}", r.describe());
+    assert!(read_hold(0, &long).unwrap().end.is_some());
+}

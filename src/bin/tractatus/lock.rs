@@ -86,16 +86,11 @@ async fn slot_run(
     slots: u32,
     command: Vec<String>,
 ) -> Result<i32> {
-    let [name] = names.as_slice() else {
+    let (Some(name), 1, true) = (names.first(), names.len(), files.is_empty()) else {
         return Err(Error::usage(
             "--slots takes exactly one --name NAME (and no --file)",
         ));
     };
-    if !files.is_empty() {
-        return Err(Error::usage(
-            "--slots takes exactly one --name NAME (and no --file)",
-        ));
-    }
     tractatus_lock::config::check_lock_name(name)?;
     tractatus_lock::slots::check_slots(slots)?;
     let coordinator = ctx.coordinator().await?;
@@ -106,7 +101,8 @@ async fn slot_run(
     };
     let got = coordinator.acquire_slot(name, slots, &opts).await;
     feedback.finish();
-    let (slot, lease) = got?;
+    let (slot, mut lease) = got?;
+    lease.keep_alive(coordinator.config().max_hold);
     let leases = vec![lease];
     let outcome = supervise_with_env(
         &leases,

@@ -43,6 +43,8 @@ async fn lock_run(
         tractatus_lock::config::check_lock_name(n)?;
     }
     let coordinator = ctx.coordinator().await?;
+    // Session registry (issue 12): this run keeps its session active until it returns.
+    let _active = crate::session::keep_active(ctx);
     // One terminal line per lock waited for, wiped before the next one starts.
     let mut feedback: Option<WaitFeedback> = None;
     let got = coordinator

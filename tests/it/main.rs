@@ -13,4 +13,5 @@ mod operate;
 mod props;
 mod redlock;
 mod restart;
+mod sessions;
 mod state;

@@ -137,8 +137,8 @@ pub struct DemoWorkerArgs {
     /// The scratch repository.
     #[arg(long)]
     pub dir: PathBuf,
-    /// This session's number.
-    #[arg(long)]
+    /// This session's number (`--worker`: `--session` is the global session id).
+    #[arg(long = "worker", id = "worker")]
     pub session: u32,
     /// How many writes.
     #[arg(long)]
@@ -152,7 +152,8 @@ pub struct DemoWorkerArgs {
 pub struct DemoEditArgs {
     /// Which file's edit (0 session-state, 1 hooks-metrics, 2 instruction-history).
     pub kind: usize,
-    /// The session making it.
+    /// The session making it (its own id: `session` is the global `--session`).
+    #[arg(id = "edit_session", value_name = "SESSION")]
     pub session: u32,
     /// Its sequence number in that session.
     pub seq: u32,
@@ -337,4 +338,25 @@ pub fn redact_words(text: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    #[test]
+    fn every_subcommand_parses_beside_the_global_session_flag() {
+        super::Cli::command().debug_assert();
+        // A subcommand's field named like a global flag panics only when that subcommand is
+        // parsed (clap propagates globals then): parse the hidden ones too.
+        for line in [
+            "tractatus --session s1 demo-edit 0 1 2",
+            "tractatus demo-worker --dir /tmp --worker 1 --writes 1 --session s1",
+            "tractatus session start --id a --session s1",
+            "tractatus state path f --session s1",
+        ] {
+            let cli = super::Cli::try_parse_from(line.split(' '));
+            assert_eq!(cli.unwrap().global.settings.session.as_deref(), Some("s1"), "{line}");
+        }
+    }
 }

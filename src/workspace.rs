@@ -151,7 +151,7 @@ impl Workspace {
         if self.session().is_none() || self.resolved.per_session.is_empty() {
             return Ok(None);
         }
-        let name = self.lock_name(path)?;
+        let name = self.shared_name(path)?;
         session_copy(&self.resolved.per_session, self.session(), &name)
     }
 
@@ -221,8 +221,17 @@ impl Workspace {
         ))
     }
 
-    /// The lock name of a file (path relative to the root).
+    /// The lock name of a file (path relative to the root). For a session, a per-session
+    /// file's lock is its copy's (`lock run --file` guards what the session's `state` writes).
     pub fn lock_name(&self, path: &Path) -> Result<String> {
+        match self.session_copy(path)? {
+            Some(copy) => Ok(copy),
+            None => self.shared_name(path),
+        }
+    }
+
+    /// The lock name of a file as it is shared by every session (path relative to the root).
+    pub fn shared_name(&self, path: &Path) -> Result<String> {
         repo::lock_name_for(self.repo_root(path)?, &self.cwd, path)
     }
 

@@ -351,6 +351,16 @@ fn sessions_are_listed_and_ended_and_bad_ids_refused(on_redis: bool) {
     assert_eq!(s.states("30m"), [("dev-a".to_owned(), "live".to_owned())]);
     let r = run(s.cli(None).args(["session", "end"]));
     assert_eq!(r.code, 64, "no session given: {}", r.stderr);
+    // `lock run --file` of a per-session file guards the session's copy.
+    let r = run(s.cli(Some("dev-a")).args([
+        "lock", "run", "--file", STATE, "--", "sh", "-c", "echo $TRACTATUS_LOCK_NAME",
+    ]));
+    assert_eq!(
+        (r.code, r.stdout.trim()),
+        (0, ".claude/sessions/dev-a/session-state.json"),
+        "{}",
+        r.stderr
+    );
 
     let shared = s.repo.read(STATE);
     for bad in ["../evil", "a/b", ".hidden", "with space", ""] {

@@ -210,7 +210,7 @@ async fn gc(ctx: &Context, older_than: &str) -> Result<i32> {
 async fn stats(ctx: &Context, file: Option<PathBuf>, fields: Vec<String>) -> Result<i32> {
     let per_session = &ctx.ws.resolved().per_session;
     let name = match &file {
-        Some(f) => ctx.ws.lock_name(f)?,
+        Some(f) => ctx.ws.shared_name(f)?,
         None => per_session.first().cloned().ok_or_else(|| {
             Error::usage(format!(
                 "no per-session files: list them in {} (per_session = [\".claude/session-state.json\"])",

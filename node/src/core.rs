@@ -235,7 +235,10 @@ fn registry(workspace: &Workspace, key: String) -> Out<Arc<Sessions>> {
 /// Tell the registry that this call's session is active; nothing when the call carries no
 /// session (or one that could not name a directory). Advisory: a failure is ignored.
 async fn touch(workspace: &Workspace, key: String) {
-    let Some(id) = workspace.session().filter(|id| check_session_id(id).is_ok()) else {
+    let Some(id) = workspace
+        .session()
+        .filter(|id| check_session_id(id).is_ok())
+    else {
         return;
     };
     if let Ok(sessions) = registry(workspace, key) {
@@ -256,9 +259,7 @@ pub async fn session_start(s: &Settings, id: Option<String>) -> Out<String> {
     let id = id.unwrap_or_else(tractatus_lock::holder::new_session_id);
     let sessions = workspace.sessions()?;
     sessions.start(&id, &command_line()).await?;
-    let _ = sessions
-        .gc(std::time::Duration::from_secs(24 * 3600))
-        .await;
+    let _ = sessions.gc(std::time::Duration::from_secs(24 * 3600)).await;
     Ok(id)
 }
 

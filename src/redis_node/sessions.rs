@@ -123,7 +123,11 @@ impl SessionStore for RedisNode {
     fn entries<'a>(&'a self, ns: &'a str) -> NodeFuture<'a, Vec<SessionEntry>> {
         Box::pin(async move {
             let k = &SessionKeys::new(ns);
-            type Reply = (HashMap<String, String>, Vec<(String, f64)>, Vec<(String, f64)>);
+            type Reply = (
+                HashMap<String, String>,
+                Vec<(String, f64)>,
+                Vec<(String, f64)>,
+            );
             let (fixed, active, ended): Reply = self
                 .call(|mut c| async move {
                     redis::pipe()

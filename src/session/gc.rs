@@ -74,12 +74,12 @@ impl Sessions {
         for r in &removed {
             if r.dir.is_some() {
                 let dir = sessions_dir.join(&r.id);
-                std::fs::remove_dir_all(&dir).or_else(gone_is_fine).map_err(|e| {
-                    Error::CannotWrite {
+                std::fs::remove_dir_all(&dir)
+                    .or_else(gone_is_fine)
+                    .map_err(|e| Error::CannotWrite {
                         path: dir.clone(),
                         source: e,
-                    }
-                })?;
+                    })?;
             }
         }
         let ids: Vec<String> = removed.iter().map(|r| r.id.clone()).collect();
@@ -103,7 +103,7 @@ fn session_dirs(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => {
             return Err(
-                Error::internal(format!("cannot list {}: {e}", dir.display())).with_source(e)
+                Error::internal(format!("cannot list {}: {e}", dir.display())).with_source(e),
             );
         }
     };

@@ -72,7 +72,9 @@ pub fn session_id_from_hook(payload: &[u8]) -> Result<String> {
         session_id: Option<serde_json::Value>,
     }
     let hook: Hook = serde_json::from_slice(payload).map_err(|e| {
-        Error::bad_data(format!("the hook payload on stdin is not a JSON object ({e})"))
+        Error::bad_data(format!(
+            "the hook payload on stdin is not a JSON object ({e})"
+        ))
     })?;
     match hook.session_id {
         Some(serde_json::Value::String(id)) => {
@@ -150,10 +152,9 @@ impl SessionEntry {
         match self.state(now_ms, idle) {
             SessionState::Live => None,
             SessionState::Ended => self.ended_ms,
-            SessionState::Silent => Some(
-                self.last_active_ms
-                    .saturating_add(idle.as_millis() as u64),
-            ),
+            SessionState::Silent => {
+                Some(self.last_active_ms.saturating_add(idle.as_millis() as u64))
+            }
         }
     }
 }
@@ -359,7 +360,9 @@ mod tests {
             check_session_id(ok).unwrap();
         }
         let long = "a".repeat(65);
-        for bad in ["", ".", "..", "../x", "a/b", "a b", "-x", ".hidden", "é", &long] {
+        for bad in [
+            "", ".", "..", "../x", "a/b", "a b", "-x", ".hidden", "é", &long,
+        ] {
             assert_eq!(check_session_id(bad).unwrap_err().exit_code(), 64, "{bad}");
         }
     }

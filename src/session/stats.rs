@@ -102,10 +102,8 @@ impl Sessions {
             .filter(|s| s.state == SessionState::Live)
             .map(|s| s.entry.id)
             .collect();
-        let mut acc: BTreeMap<String, Acc> = fields
-            .iter()
-            .map(|f| (f.clone(), Acc::default()))
-            .collect();
+        let mut acc: BTreeMap<String, Acc> =
+            fields.iter().map(|f| (f.clone(), Acc::default())).collect();
         let mut read = 0;
         for id in &live {
             let Some(rel) = session_copy(per_session, Some(id), file)? else {

@@ -253,8 +253,8 @@ pub fn resolve(
     let kill_grace =
         duration(&KILL_GRACE, &flags.kill_grace, env, &None)?.unwrap_or(DEFAULT_KILL_GRACE);
     let session = pick(&SESSION, &flags.session, env, &None).map(|p| p.value.trim().to_owned());
-    let session_idle = duration(&SESSION_IDLE, &None, env, &file.session_idle)?
-        .unwrap_or(DEFAULT_SESSION_IDLE);
+    let session_idle =
+        duration(&SESSION_IDLE, &None, env, &file.session_idle)?.unwrap_or(DEFAULT_SESSION_IDLE);
     let per_session = per_session::check(file.per_session.as_deref().unwrap_or_default())?;
     Ok(Resolved {
         config,

@@ -39,7 +39,9 @@ fn one(entry: &str) -> Result<String> {
         bad("is not a file path inside the repository (A-Z a-z 0-9 . _ - /, no '..')")
     })?;
     match parts.as_slice() {
-        [".claude", second, ..] if parts.len() >= 2 && (*second == "sessions" || *second == ".tractatus") => {
+        [".claude", second, ..]
+            if parts.len() >= 2 && (*second == "sessions" || *second == ".tractatus") =>
+        {
             Err(bad("is tractatus' own directory, not a state file"))
         }
         [".claude", _, ..] => Ok(name),
@@ -56,7 +58,10 @@ mod tests {
 
     #[test]
     fn entries_are_normalized_and_must_be_files_under_dot_claude() {
-        let ok = check(&["./.claude//session-state.json".into(), ".claude/metrics/m.json".into()]);
+        let ok = check(&[
+            "./.claude//session-state.json".into(),
+            ".claude/metrics/m.json".into(),
+        ]);
         assert_eq!(
             ok.unwrap(),
             [".claude/session-state.json", ".claude/metrics/m.json"]

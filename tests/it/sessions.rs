@@ -107,7 +107,10 @@ fn two_sessions_keep_their_own_counts_and_stats_add_them_up(on_redis: bool) {
     s.repo.write(STATE, &shared);
 
     // Two sessions at once, each with two hooks of its own writing at once: 2 x 25 each.
-    let sessions = ["019a0000-aaaa-7000-8000-000000000001", "019a0000-bbbb-7000-8000-000000000002"];
+    let sessions = [
+        "019a0000-aaaa-7000-8000-000000000001",
+        "019a0000-bbbb-7000-8000-000000000002",
+    ];
     std::thread::scope(|scope| {
         for id in sessions {
             for _ in 0..2 {
@@ -130,20 +133,26 @@ fn two_sessions_keep_their_own_counts_and_stats_add_them_up(on_redis: bool) {
         let path = own["path"].as_str().unwrap();
         assert_eq!(
             Path::new(path),
-            s.repo.file(&format!(".claude/sessions/{id}/session-state.json"))
+            s.repo
+                .file(&format!(".claude/sessions/{id}/session-state.json"))
         );
         let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         assert_eq!(doc["message_count"], 50, "session {id}");
         // Started from the shared file: its other fields came along.
         assert_eq!(doc["token_estimate"], 61234);
-        let got = run(s.cli(Some(id)).args(["state", "get", STATE, "/message_count"]));
+        let got = run(s
+            .cli(Some(id))
+            .args(["state", "get", STATE, "/message_count"]));
         assert_eq!(got.stdout.trim(), "50");
     }
     assert_eq!(s.repo.read(STATE), shared, "the shared file was touched");
     let no_session = run(s.cli(None).args(["state", "get", STATE, "/message_count"]));
     assert_eq!(no_session.stdout.trim(), "0");
 
-    let stats = s.json(None, &["session", "stats", "/message_count", "/token_estimate"]);
+    let stats = s.json(
+        None,
+        &["session", "stats", "/message_count", "/token_estimate"],
+    );
     println!("session stats: {stats}");
     assert_eq!(stats["live"], 2);
     assert_eq!(stats["fields"]["/message_count"]["sum"], 100);
@@ -152,7 +161,9 @@ fn two_sessions_keep_their_own_counts_and_stats_add_them_up(on_redis: bool) {
     assert_eq!(stats["fields"]["/token_estimate"]["sum"], 2 * 61234);
     let table = run(s.cli(None).args(["session", "stats", "/message_count"]));
     assert!(
-        table.stdout.contains("2 live sessions, 2 with .claude/session-state.json"),
+        table
+            .stdout
+            .contains("2 live sessions, 2 with .claude/session-state.json"),
         "{}",
         table.stdout
     );
@@ -182,8 +193,20 @@ fn feed(cmd: &mut Command, input: &[u8]) -> (i32, Vec<u8>, String) {
     let mut out = Vec::new();
     let mut err = String::new();
     use std::io::Read;
-    guard.0.stdout.take().unwrap().read_to_end(&mut out).unwrap();
-    guard.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    guard
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
+    guard
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     (code, out, err)
 }
 
@@ -205,7 +228,11 @@ fn session_start_from_hook_takes_the_id_and_passes_the_payload_through(on_redis:
         payload.as_bytes(),
     );
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out, payload.as_bytes(), "stdout is not the payload, byte for byte");
+    assert_eq!(
+        out,
+        payload.as_bytes(),
+        "stdout is not the payload, byte for byte"
+    );
     assert_eq!(
         std::fs::read_to_string(&env_file).unwrap(),
         format!("export TRACTATUS_SESSION_ID={id}\n")
@@ -217,11 +244,11 @@ fn session_start_from_hook_takes_the_id_and_passes_the_payload_through(on_redis:
     assert!(entry["pid"].as_u64().unwrap() > 0 && !entry["host"].as_str().unwrap().is_empty());
 
     // Not JSON, or no session id: 65, and the payload still goes on.
-    for bad in [&b"not json \xff"[..], br#"{"hook_event_name": "SessionStart"}"#] {
-        let (code, out, _) = feed(
-            s.cli(None).args(["session", "start", "--from-hook"]),
-            bad,
-        );
+    for bad in [
+        &b"not json \xff"[..],
+        br#"{"hook_event_name": "SessionStart"}"#,
+    ] {
+        let (code, out, _) = feed(s.cli(None).args(["session", "start", "--from-hook"]), bad);
         assert_eq!((code, out.as_slice()), (65, bad));
     }
     // Without --from-hook: a fresh id, printed.
@@ -266,9 +293,15 @@ fn gc_removes_exactly_the_directories_of_ended_and_silent_sessions(on_redis: boo
     let _holder = Guard(holder);
     write("ended-1");
     let r = run(s.cli(None).args(["session", "end", "ended-1"]));
-    assert_eq!((r.code, r.stdout.trim()), (0, "session ended-1 ended"), "{}", r.stderr);
+    assert_eq!(
+        (r.code, r.stdout.trim()),
+        (0, "session ended-1 ended"),
+        "{}",
+        r.stderr
+    );
     // A directory the registry never knew, last written an hour ago.
-    s.repo.write(".claude/sessions/stray-1/session-state.json", "{}");
+    s.repo
+        .write(".claude/sessions/stray-1/session-state.json", "{}");
     let hour_ago = SystemTime::now() - Duration::from_secs(3600);
     for p in [
         ".claude/sessions/stray-1/session-state.json",
@@ -279,21 +312,30 @@ fn gc_removes_exactly_the_directories_of_ended_and_silent_sessions(on_redis: boo
             .set_modified(hour_ago)
             .unwrap();
     }
-    assert_eq!(s.session_dirs(), ["ended-1", "live-1", "silent-1", "stray-1"]);
+    assert_eq!(
+        s.session_dirs(),
+        ["ended-1", "live-1", "silent-1", "stray-1"]
+    );
 
     wait_until(Duration::from_secs(30), "silent-1 is silent", || {
         s.states(idle)
             .contains(&("silent-1".to_owned(), "silent".to_owned()))
     });
     // The default keeps a day's worth.
-    let r = run(s.cli(None).env("TRACTATUS_SESSION_IDLE", idle).args(["session", "gc"]));
+    let r = run(s
+        .cli(None)
+        .env("TRACTATUS_SESSION_IDLE", idle)
+        .args(["session", "gc"]));
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(s.session_dirs().len(), 4, "{}", r.stdout);
 
-    let gc = run(s
-        .cli(None)
-        .env("TRACTATUS_SESSION_IDLE", idle)
-        .args(["--json", "session", "gc", "--older-than", "0"]));
+    let gc = run(s.cli(None).env("TRACTATUS_SESSION_IDLE", idle).args([
+        "--json",
+        "session",
+        "gc",
+        "--older-than",
+        "0",
+    ]));
     assert_eq!(gc.code, 0, "{}", gc.stderr);
     let gc: Value = serde_json::from_str(&gc.stdout).unwrap();
     let mut removed: Vec<(String, String)> = gc["removed"]
@@ -318,7 +360,11 @@ fn gc_removes_exactly_the_directories_of_ended_and_silent_sessions(on_redis: boo
     );
     assert_eq!(s.session_dirs(), ["live-1"]);
     assert_eq!(s.states(idle), [("live-1".to_owned(), "live".to_owned())]);
-    assert!(s.repo.file(".claude/sessions/live-1/session-state.json").exists());
+    assert!(
+        s.repo
+            .file(".claude/sessions/live-1/session-state.json")
+            .exists()
+    );
 }
 
 #[test]
@@ -338,7 +384,11 @@ fn sessions_are_listed_and_ended_and_bad_ids_refused(on_redis: bool) {
     assert_eq!((r.code, r.stdout.as_str()), (0, "dev-a\n"), "{}", r.stderr);
     let table = run(s.cli(None).args(["session", "list"]));
     let line = table.stdout.lines().nth(1).unwrap_or_default().to_owned();
-    assert!(line.starts_with("dev-a ") && line.ends_with("live"), "{}", table.stdout);
+    assert!(
+        line.starts_with("dev-a ") && line.ends_with("live"),
+        "{}",
+        table.stdout
+    );
     let r = run(s.cli(Some("dev-a")).args(["session", "end"]));
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(s.states("30m"), [("dev-a".to_owned(), "ended".to_owned())]);
@@ -353,7 +403,14 @@ fn sessions_are_listed_and_ended_and_bad_ids_refused(on_redis: bool) {
     assert_eq!(r.code, 64, "no session given: {}", r.stderr);
     // `lock run --file` of a per-session file guards the session's copy.
     let r = run(s.cli(Some("dev-a")).args([
-        "lock", "run", "--file", STATE, "--", "sh", "-c", "echo $TRACTATUS_LOCK_NAME",
+        "lock",
+        "run",
+        "--file",
+        STATE,
+        "--",
+        "sh",
+        "-c",
+        "echo $TRACTATUS_LOCK_NAME",
     ]));
     assert_eq!(
         (r.code, r.stdout.trim()),
@@ -375,7 +432,9 @@ fn sessions_are_listed_and_ended_and_bad_ids_refused(on_redis: bool) {
         if bad.is_empty() {
             continue;
         }
-        let r = run(s.cli(Some(bad)).args(["state", "merge", STATE, r#"{"x": 1}"#]));
+        let r = run(s
+            .cli(Some(bad))
+            .args(["state", "merge", STATE, r#"{"x": 1}"#]));
         assert_eq!(r.code, 64, "{bad}: {}", r.stderr);
         assert!(r.stderr.contains("bad session id"), "{}", r.stderr);
         assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);

@@ -356,7 +356,11 @@ mod tests {
             "tractatus state path f --session s1",
         ] {
             let cli = super::Cli::try_parse_from(line.split(' '));
-            assert_eq!(cli.unwrap().global.settings.session.as_deref(), Some("s1"), "{line}");
+            assert_eq!(
+                cli.unwrap().global.settings.session.as_deref(),
+                Some("s1"),
+                "{line}"
+            );
         }
     }
 }

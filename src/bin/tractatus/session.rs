@@ -105,9 +105,11 @@ fn export_to_claude_env(id: &str) -> Result<()> {
 }
 
 async fn end(ctx: &Context, id: Option<String>) -> Result<i32> {
-    let id = id.or_else(|| ctx.ws.session().map(str::to_owned)).ok_or_else(|| {
-        Error::usage("session end: which session? give its id, or set TRACTATUS_SESSION_ID")
-    })?;
+    let id = id
+        .or_else(|| ctx.ws.session().map(str::to_owned))
+        .ok_or_else(|| {
+            Error::usage("session end: which session? give its id, or set TRACTATUS_SESSION_ID")
+        })?;
     check_session_id(&id)?;
     let known = ctx.ws.sessions()?.end(&id).await?;
     if ctx.json {
@@ -157,7 +159,10 @@ async fn list(ctx: &Context) -> Result<i32> {
                 e.host.clone(),
                 e.pid.to_string(),
                 format_time(e.started_ms),
-                format!("{} ago", human_duration(now.saturating_sub(e.last_active_ms))),
+                format!(
+                    "{} ago",
+                    human_duration(now.saturating_sub(e.last_active_ms))
+                ),
                 match e.ended_ms {
                     Some(at) => format!("ended {} ago", human_duration(now.saturating_sub(at))),
                     None => s.state.as_str().to_owned(),
@@ -166,7 +171,14 @@ async fn list(ctx: &Context) -> Result<i32> {
         })
         .collect();
     output::table(
-        &["SESSION", "HOST", "PID", "STARTED (UTC)", "LAST ACTIVE", "STATE"],
+        &[
+            "SESSION",
+            "HOST",
+            "PID",
+            "STARTED (UTC)",
+            "LAST ACTIVE",
+            "STATE",
+        ],
         &rows,
     )?;
     Ok(0)

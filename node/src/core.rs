@@ -208,8 +208,8 @@ async fn open(s: &Settings) -> Out<Opened> {
         notice = n;
         Ok::<_, Error>(c)
     });
-    let (coordinator, ()) = tokio::join!(connect, touch(&workspace, key));
-    let coordinator = coordinator?.clone();
+    touch(&workspace, key);
+    let coordinator = connect.await?.clone();
     Ok(Opened {
         workspace,
         coordinator,
@@ -232,9 +232,11 @@ fn registry(workspace: &Workspace, key: String) -> Out<Arc<Sessions>> {
     Ok(made)
 }
 
-/// Tell the registry that this call's session is active; nothing when the call carries no
-/// session (or one that could not name a directory). Advisory: a failure is ignored.
-async fn touch(workspace: &Workspace, key: String) {
+/// Tell the registry, on the side, that this call's session is active: a task of the addon's
+/// runtime, never awaited, so it costs the call nothing (a hook that exits within a round trip
+/// of its last call may leave it unsent: the registry is advisory). Nothing when the call
+/// carries no session, or one that could not name a directory.
+fn touch(workspace: &Workspace, key: String) {
     let Some(id) = workspace
         .session()
         .filter(|id| check_session_id(id).is_ok())
@@ -242,7 +244,10 @@ async fn touch(workspace: &Workspace, key: String) {
         return;
     };
     if let Ok(sessions) = registry(workspace, key) {
-        let _ = sessions.touch(id, &command_line()).await;
+        let (id, command) = (id.to_owned(), command_line());
+        tokio::spawn(async move {
+            let _ = sessions.touch(&id, &command).await;
+        });
     }
 }
 

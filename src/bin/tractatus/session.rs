@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tractatus_lock::session::{
-    FieldTotals, SessionInfo, Stats, check_session_id, session_id_from_hook,
+    FieldTotals, SessionInfo, Sessions, Stats, check_session_id, session_id_from_hook,
 };
 use tractatus_lock::{Error, Result};
 
@@ -277,21 +277,29 @@ async fn stats(ctx: &Context, file: Option<PathBuf>, fields: Vec<String>) -> Res
     Ok(0)
 }
 
-/// Run `work` while telling the registry, on the side, that this call's session is active:
-/// the touch runs at the same time and within its own deadline, so it never adds a wait of its
-/// own beyond it, and its failure is nobody's business (the registry is advisory).
+/// Run `work` while telling the registry, on the side, that this call's session is active.
+/// The touch starts first and runs beside the work; when the work is done it gets at most the
+/// per-node deadline more (no time at all in the usual case: one round trip, long finished), so
+/// a silent Redis master never holds the call up for a connect timeout. Advisory: its failure is
+/// nobody's business.
 pub async fn with_activity<T>(ctx: &Context, work: impl Future<Output = T>) -> T {
-    let (done, ()) = tokio::join!(work, touch(ctx));
+    let touch = session_and_id(ctx).map(|(sessions, id)| {
+        let command = ctx.identity().command;
+        tokio::spawn(async move {
+            let _ = sessions.touch(&id, &command).await;
+        })
+    });
+    let done = work.await;
+    if let Some(t) = touch {
+        let _ = tokio::time::timeout(ctx.ws.resolved().config.node_timeout, t).await;
+    }
     done
 }
 
-async fn touch(ctx: &Context) {
-    let Some(id) = ctx.ws.session().filter(|id| check_session_id(id).is_ok()) else {
-        return;
-    };
-    if let Ok(sessions) = ctx.ws.sessions() {
-        let _ = sessions.touch(id, &ctx.identity().command).await;
-    }
+/// The registry and this call's session id, when it carries one that can be registered.
+fn session_and_id(ctx: &Context) -> Option<(Sessions, String)> {
+    let id = ctx.ws.session().filter(|id| check_session_id(id).is_ok())?;
+    Some((ctx.ws.sessions().ok()?, id.to_owned()))
 }
 
 /// While held, this call's session is kept active in the registry (`lock run`: at the start,
@@ -308,15 +316,7 @@ impl Drop for Activity {
 
 /// Keep this call's session active until the returned guard is dropped.
 pub fn keep_active(ctx: &Context) -> Activity {
-    let Some(id) = ctx
-        .ws
-        .session()
-        .filter(|id| check_session_id(id).is_ok())
-        .map(str::to_owned)
-    else {
-        return Activity(None);
-    };
-    let Ok(sessions) = ctx.ws.sessions() else {
+    let Some((sessions, id)) = session_and_id(ctx) else {
         return Activity(None);
     };
     let command = ctx.identity().command;

@@ -185,8 +185,7 @@ impl Workspace {
     fn registry(&self, root: &Path, namespace: String) -> Result<Sessions> {
         let config = &self.resolved.config;
         let stores: Vec<Arc<dyn SessionStore>> = if config.nodes.is_empty() {
-            let dir = root.join(repo::WORK_DIR).join("sessions");
-            vec![Arc::new(LocalSessions::new(dir))]
+            vec![Arc::new(LocalSessions::new(root))]
         } else {
             let ca = match &config.tls_ca_file {
                 Some(p) => Some(std::fs::read(p).map_err(|e| {

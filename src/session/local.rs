@@ -14,13 +14,18 @@ use crate::node::{NodeError, NodeFuture};
 
 /// The registry files of one repository.
 pub(crate) struct LocalSessions {
+    root: PathBuf,
     dir: PathBuf,
 }
 
 impl LocalSessions {
-    /// Registry files kept in `dir` (created on the first registration).
-    pub(crate) fn new(dir: PathBuf) -> Self {
-        LocalSessions { dir }
+    /// The registry of the repository at `root`, kept in its private working directory
+    /// (created, git-ignored, on the first registration: looking creates nothing).
+    pub(crate) fn new(root: &Path) -> Self {
+        LocalSessions {
+            root: root.to_path_buf(),
+            dir: root.join(crate::repo::WORK_DIR).join("sessions"),
+        }
     }
 
     fn path(&self, id: &str) -> PathBuf {
@@ -55,6 +60,7 @@ impl LocalSessions {
     /// Replace (or, with `fresh`, only create) the entry's file atomically; false when `fresh`
     /// and it existed.
     fn write(&self, entry: &SessionEntry, fresh: bool) -> Result<bool, NodeError> {
+        crate::repo::work_dir(&self.root).map_err(|e| NodeError::new(e.to_string()))?;
         std::fs::create_dir_all(&self.dir).map_err(|e| self.fail("cannot create", &self.dir, e))?;
         let path = self.path(&entry.id);
         let body = serde_json::to_vec(entry).map_err(|e| self.fail("cannot encode", &path, e))?;

@@ -459,3 +459,62 @@ fn sessions_are_listed_and_ended_and_bad_ids_refused_on_redis() {
 fn sessions_are_listed_and_ended_and_bad_ids_refused_on_local_locks() {
     sessions_are_listed_and_ended_and_bad_ids_refused(false);
 }
+
+#[test]
+fn looking_at_sessions_creates_nothing_and_registering_locally_keeps_it_out_of_git() {
+    let redis = RedisServer::start();
+    for on_redis in [true, false] {
+        let repo = Repo::new();
+        repo.write(
+            ".claude/tractatus-lock.toml",
+            &format!("namespace = \"fresh-{on_redis}\"\nper_session = [\"{STATE}\"]\n"),
+        );
+        let files = || {
+            let mut all: Vec<_> = walk(&repo.path());
+            all.sort();
+            all
+        };
+        let before = files();
+        let cli = || {
+            let mut c = tractatus(&repo.path());
+            c.env("TRACTATUS_QUIET", "1");
+            if on_redis {
+                c.env("TRACTATUS_REDIS", redis.url());
+            }
+            c
+        };
+        for args in [
+            &["session", "list"][..],
+            &["session", "gc", "--older-than", "0"],
+            &["session", "stats", "/message_count"],
+            &["--session", "s-1", "state", "path", STATE],
+            &["--session", "s-1", "state", "get", STATE],
+        ] {
+            let r = run(cli().args(args));
+            assert!(r.code == 0 || r.code == 1, "{args:?}: {}", r.stderr);
+            assert_eq!(files(), before, "{args:?} on redis: {on_redis}");
+        }
+        let r = run(cli().args(["session", "start", "--id", "s-1"]));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        if !on_redis {
+            assert_eq!(repo.read(".claude/.tractatus/.gitignore"), "*\n");
+            assert!(repo.file(".claude/.tractatus/sessions/s-1.json").is_file());
+        }
+    }
+}
+
+/// Every path under `dir`, relative.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut all = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p.clone());
+            }
+            all.push(p.strip_prefix(dir).unwrap().to_path_buf());
+        }
+    }
+    all
+}

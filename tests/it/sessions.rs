@@ -401,6 +401,27 @@ fn sessions_are_listed_and_ended_and_bad_ids_refused(on_redis: bool) {
     assert_eq!(s.states("30m"), [("dev-a".to_owned(), "live".to_owned())]);
     let r = run(s.cli(None).args(["session", "end"]));
     assert_eq!(r.code, 64, "no session given: {}", r.stderr);
+    // A silent session is live again after one write.
+    wait_until(Duration::from_secs(30), "dev-a is silent", || {
+        s.states("300ms") == [("dev-a".to_owned(), "silent".to_owned())]
+    });
+    let now_ms = || {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    let before_write = now_ms();
+    let r = run(s
+        .cli(Some("dev-a"))
+        .args(["state", "merge", STATE, r#"{"back": 1}"#]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let after = s.json(None, &["session", "list"]);
+    let last = after["sessions"][0]["last_active_ms"].as_u64().unwrap();
+    assert!(
+        (before_write..=now_ms()).contains(&last),
+        "last activity {last} is not the write's ({before_write}..)"
+    );
     // `lock run --file` of a per-session file guards the session's copy.
     let r = run(s.cli(Some("dev-a")).args([
         "lock",
@@ -517,4 +538,51 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     all
+}
+
+#[test]
+fn on_three_masters_the_registry_is_written_to_each_that_answers_and_read_as_their_union() {
+    let mut masters = crate::support::cluster(3);
+    let urls: Vec<String> = masters.iter().map(|m| m.url()).collect();
+    let repo = Repo::new();
+    repo.write(
+        ".claude/tractatus-lock.toml",
+        "namespace = \"rl-sessions\"\n",
+    );
+    let cli = || {
+        let mut c = tractatus(&repo.path());
+        c.env("TRACTATUS_QUIET", "1")
+            .env("TRACTATUS_REDIS", urls.join(","));
+        c
+    };
+    let start = |id: &str| {
+        let r = run(cli().args(["session", "start", "--id", id]));
+        assert_eq!(r.code, 0, "{id}: {}", r.stderr);
+    };
+    start("all-three");
+    // On every master (its keys share one hash slot: see `keys::tests`).
+    let keys = tractatus_lock::keys::SessionKeys::new("rl-sessions");
+    for m in &masters {
+        assert_eq!(m.cmd(&["HEXISTS", &keys.entries, "all-three"]), "1");
+    }
+    masters[0].kill();
+    start("two-of-three");
+    masters[1].kill();
+    // One master is enough for an advisory registry.
+    start("one-of-three");
+    let listed = run(cli().args(["--json", "session", "list"]));
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    let v: Value = serde_json::from_str(&listed.stdout).unwrap();
+    let mut ids: Vec<&str> = v["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["all-three", "one-of-three", "two-of-three"]);
+    masters[2].kill();
+    let r = run(cli().args(["session", "start", "--id", "none"]));
+    assert_eq!(r.code, 69, "{}", r.stderr);
+    assert!(r.stderr.contains("unavailable"), "{}", r.stderr);
 }

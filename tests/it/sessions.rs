@@ -422,6 +422,16 @@ fn sessions_are_listed_and_ended_and_bad_ids_refused(on_redis: bool) {
         (before_write..=now_ms()).contains(&last),
         "last activity {last} is not the write's ({before_write}..)"
     );
+    // A run with no session of its own hands its command none: the command writes the shared
+    // file, as the run would, not a copy of a made-up session.
+    let r = run(s.cli(None).args([
+        "lock", "run", "--name", "hook", "--", "sh", "-c",
+        "echo \"[$TRACTATUS_SESSION_ID]\"; \"$0\" state merge .claude/session-state.json '{\"hooked\": 1}'",
+        env!("CARGO_BIN_EXE_tractatus"),
+    ]));
+    assert_eq!((r.code, r.stdout.trim()), (0, "[]"), "{}", r.stderr);
+    assert!(s.repo.read(STATE).contains("hooked"));
+    assert_eq!(s.session_dirs(), ["dev-a"]);
     // `lock run --file` of a per-session file guards the session's copy.
     let r = run(s.cli(Some("dev-a")).args([
         "lock",

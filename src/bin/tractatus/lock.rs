@@ -64,7 +64,8 @@ async fn lock_run(
     let leases = got?;
     let outcome = supervise(
         &leases,
-        &coordinator.identity().session,
+        // Session registry (issue 12): no made-up session where it would pick per-session files.
+        &crate::session::for_command(ctx, coordinator.identity()),
         &command,
         ctx.ws.resolved().kill_grace,
     )

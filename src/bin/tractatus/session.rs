@@ -302,6 +302,18 @@ fn session_and_id(ctx: &Context) -> Option<(Sessions, String)> {
     Some((ctx.ws.sessions().ok()?, id.to_owned()))
 }
 
+/// The session `lock run` hands its command in `TRACTATUS_SESSION_ID`: the run's own. A run
+/// that has none (no `--session`, no `TRACTATUS_SESSION_ID`) holds its locks under a fresh id,
+/// which its command gets too, except where per-session files are configured: there a made-up
+/// id would send the command's writes to a copy of its own that no session owns, so the command
+/// gets an empty one and writes the shared files, as the run would.
+pub fn for_command(ctx: &Context, holder: &tractatus_lock::Identity) -> String {
+    match ctx.ws.session() {
+        None if !ctx.ws.resolved().per_session.is_empty() => String::new(),
+        _ => holder.session.clone(),
+    }
+}
+
 /// While held, this call's session is kept active in the registry (`lock run`: at the start,
 /// then every third of the idle time while the command runs).
 pub struct Activity(Option<tokio::task::AbortHandle>);

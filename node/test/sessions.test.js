@@ -58,6 +58,13 @@ for (const backend of ['redis', 'local']) {
         const where = cli(['state', 'path', STATE], { TRACTATUS_SESSION_ID: session })
         assert.equal(where.stdout.trim(), own)
       }
+      // withLock on the file locks the session's copy, and a write inside joins that lease.
+      const names = await t.withLock({ files: STATE }, async (lease) => {
+        const r = await t.updateJson(STATE, (d) => { d.message_count += 0 }, { ...opts, session: 'node-a' })
+        assert.equal(r.token, lease.tokens['.claude/sessions/node-a/session-state.json'])
+        return Object.keys(lease.tokens)
+      }, { ...opts, session: 'node-a' })
+      assert.deepEqual(names, ['.claude/sessions/node-a/session-state.json'])
       assert.equal(fs.readFileSync(repo.file(STATE), 'utf8'), shared)
       assert.equal(t.statePath(STATE, opts), repo.file(STATE))
       assert.equal(await t.readJson(STATE, '/message_count', opts), 0)

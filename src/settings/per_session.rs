@@ -39,9 +39,7 @@ fn one(entry: &str) -> Result<String> {
         bad("is not a file path inside the repository (A-Z a-z 0-9 . _ - /, no '..')")
     })?;
     match parts.as_slice() {
-        [".claude", second, ..]
-            if parts.len() >= 2 && (*second == "sessions" || *second == ".tractatus") =>
-        {
+        [".claude", "sessions" | ".tractatus", ..] => {
             Err(bad("is tractatus' own directory, not a state file"))
         }
         [".claude", _, ..] => Ok(name),

@@ -255,6 +255,15 @@ pub fn resolve(
     let session = pick(&SESSION, &flags.session, env, &None).map(|p| p.value.trim().to_owned());
     let session_idle =
         duration(&SESSION_IDLE, &None, env, &file.session_idle)?.unwrap_or(DEFAULT_SESSION_IDLE);
+    if session_idle.is_zero() {
+        // Every session would be silent at once, and `session gc` would take their directories.
+        let origin = pick(&SESSION_IDLE, &None, env, &file.session_idle).map(|p| p.origin);
+        return Err(Error::usage(format!(
+            "{}: a session idle time of 0 makes every session silent at once; use a duration \
+             like 30m",
+            origin.unwrap_or_default()
+        )));
+    }
     let per_session = per_session::check(file.per_session.as_deref().unwrap_or_default())?;
     Ok(Resolved {
         config,
@@ -398,6 +407,45 @@ mod tests {
         let e = resolve(&flags, &env, root).unwrap_err();
         assert!(e.to_string().starts_with("--ttl: bad duration '1x'"), "{e}");
         assert_eq!(e.exit_code(), 64);
+    }
+
+    #[test]
+    fn session_settings_come_from_flag_environment_and_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join(".claude")).unwrap();
+        std::fs::write(
+            tmp.path().join(CONFIG_FILE),
+            "session_idle = \"5m\"\nper_session = [\".claude/s.json\"]\n",
+        )
+        .unwrap();
+        let root = Some(tmp.path());
+        let r = resolve(&Flags::default(), &|_| None, root).unwrap();
+        assert_eq!(r.session_idle, Duration::from_secs(300));
+        assert_eq!(r.per_session, [".claude/s.json"]);
+        assert_eq!(r.session, None);
+        let env = |k: &str| match k {
+            "TRACTATUS_SESSION_ID" => Some(" env-s ".to_owned()),
+            "TRACTATUS_SESSION_IDLE" => Some("0".to_owned()),
+            _ => None,
+        };
+        let e = resolve(&Flags::default(), &env, root).unwrap_err();
+        assert!(e.to_string().starts_with("TRACTATUS_SESSION_IDLE: "), "{e}");
+        let env = |k: &str| (k == "TRACTATUS_SESSION_ID").then(|| " env-s ".to_owned());
+        assert_eq!(
+            resolve(&Flags::default(), &env, root)
+                .unwrap()
+                .session
+                .as_deref(),
+            Some("env-s")
+        );
+        let flags = Flags {
+            session: Some("flag-s".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(&flags, &env, root).unwrap().session.as_deref(),
+            Some("flag-s")
+        );
     }
 
     #[test]

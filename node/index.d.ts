@@ -20,7 +20,12 @@ export interface Options {
   nodeTimeout?: Duration
   /** Deadline to connect to Redis (default 1s; TRACTATUS_CONNECT_TIMEOUT). */
   connectTimeout?: Duration
-  /** Session id recorded with the lease. Default: TRACTATUS_SESSION_ID, else one id per process. */
+  /**
+   * The session this call belongs to: recorded with the lease, kept active in the session
+   * registry, and the owner of its copies of the files listed in `per_session`
+   * (`.claude/sessions/<id>/…`). Default: TRACTATUS_SESSION_ID, else one id per process (which
+   * owns no copies).
+   */
   session?: string
   /** Use local file locks even on a network filesystem (they do not protect other machines). */
   allowNetworkFs?: boolean
@@ -117,3 +122,15 @@ export declare function sessionFromHookInput(payload: string | Buffer | { sessio
 
 /** Read and parse a hook's JSON payload from standard input (or another stream). */
 export declare function readHookInput(stream?: NodeJS.ReadableStream): Promise<any>
+
+/**
+ * Where `file` lives for this session: its own copy under `.claude/sessions/<id>/` when the file
+ * is listed in `per_session` (it may not exist yet), else the file itself. An absolute path.
+ */
+export declare function statePath(file: string, options?: Options): string
+
+/**
+ * Register a live session (as `tractatus session start`): the id of a Claude Code hook payload,
+ * or a fresh one when none is given. Resolves with the id.
+ */
+export declare function sessionStart(hookInput?: string | Buffer | { session_id?: string } | null, options?: Options): Promise<string>

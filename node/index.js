@@ -302,6 +302,31 @@ async function readHookInput(stream = process.stdin) {
   }
 }
 
+/**
+ * Where `file` lives for the session of `opts` (the `session` option, else
+ * TRACTATUS_SESSION_ID): its own copy under `.claude/sessions/<id>/` when the file is listed in
+ * `per_session`, else the file itself. An absolute path; the copy may not exist yet.
+ */
+function statePath(file, opts = {}) {
+  const o = nativeOptions(opts)
+  try {
+    return addon().statePath(filePath(file), o)
+  } catch (e) {
+    throw fromNative(e)
+  }
+}
+
+/**
+ * Register a live session in the registry (`tractatus session start`): its id from a Claude Code
+ * hook payload (text, Buffer or object, as `sessionFromHookInput`), or a fresh one when none is
+ * given. Resolves with the id; also collects the directories of sessions inactive for a day.
+ */
+async function sessionStart(hookInput, opts = {}) {
+  const id = hookInput === undefined || hookInput === null ? undefined : sessionFromHookInput(hookInput)
+  const o = nativeOptions(opts)
+  return call(() => addon().sessionStart(id, o))
+}
+
 module.exports = {
   updateJson,
   readJson,
@@ -311,6 +336,8 @@ module.exports = {
   withLock,
   sessionFromHookInput,
   readHookInput,
+  statePath,
+  sessionStart,
   TractatusLockError,
   EXIT_CODES,
 }

@@ -190,6 +190,31 @@ fn fill_all_tags() {
     });
 }
 
+/// The keys of one namespace's session registry (see [`crate::session`]). They share the hash
+/// tag `{<namespace>#sessions}`, which no lock's tag can equal (a lock's holds a `:`, and `#` is
+/// in neither namespaces nor lock names), so every registry command touches one slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionKeys {
+    /// Hash: session id -> the entry (JSON: host, pid, repository, command, start time).
+    pub entries: String,
+    /// Sorted set: session id -> last activity, ms since the Unix epoch.
+    pub active: String,
+    /// Sorted set: session id -> when it ended, ms since the Unix epoch.
+    pub ended: String,
+}
+
+impl SessionKeys {
+    /// The registry keys of `namespace`.
+    pub fn new(namespace: &str) -> Self {
+        let base = format!("{PREFIX}{namespace}#sessions}}");
+        SessionKeys {
+            entries: format!("{base}:entries"),
+            active: format!("{base}:active"),
+            ended: format!("{base}:ended"),
+        }
+    }
+}
+
 /// SCAN pattern matching the lease keys of every lock in `namespace`.
 pub fn lease_pattern(namespace: &str) -> String {
     format!("{PREFIX}{namespace}:*}}:lease")
@@ -260,6 +285,15 @@ mod tests {
         ] {
             assert_eq!(parse_slot_lock_name(not), None, "{not}");
         }
+    }
+
+    #[test]
+    fn the_session_registry_keys_share_one_slot_apart_from_every_lock() {
+        let k = SessionKeys::new("repo-1");
+        assert_eq!(k.entries, "tractatus:{repo-1#sessions}:entries");
+        assert_eq!(redis_slot(&k.active), redis_slot(&k.entries));
+        assert_eq!(redis_slot(&k.ended), redis_slot(&k.entries));
+        assert_eq!(name_from_key("repo-1", &k.entries, ":entries"), None);
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! - [`holder`]: who holds a lock, and whether a holder on this host is gone.
 //! - [`workspace`]: the front ends' one entry: repository, settings, and the backend choice.
 //! - [`repo`]: repository root, lock names of files, the private working directory.
+//! - [`session`]: the live session registry, per-session state files, their cleanup and totals.
 //! - [`settings`]: precedence of flags, environment and config file; the config file's schema
 //!   and the namespace file.
 //! - `multi`: several locks at once ([`Coordinator::acquire_all`]).
@@ -69,6 +70,7 @@ mod quorum;
 pub mod redis_node;
 pub mod repo;
 pub mod run;
+pub mod session;
 pub mod settings;
 pub mod slots;
 pub mod state;

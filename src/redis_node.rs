@@ -33,6 +33,7 @@ static INSPECT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/inspect.lua")));
 
 mod admin;
+mod sessions;
 
 /// One Redis master.
 pub struct RedisNode {

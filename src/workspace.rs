@@ -4,11 +4,18 @@
 //! checkout is shared by several). Discovering writes nothing; the namespace file and the lock
 //! directory are created only when something is about to lock. The library never prints: what a
 //! user should be told (no Redis, the shared namespace outside a repository) is returned.
+//!
+//! It also knows the session a call belongs to (`--session` or `TRACTATUS_SESSION_ID`): a state
+//! file listed in `per_session` is that session's own copy under `.claude/sessions/<id>/` (see
+//! [`crate::session`]), for every front end alike.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::redis_node::RedisNode;
 use crate::repo;
+use crate::session::{LocalSessions, SessionStore, Sessions, seed_from_shared, session_copy};
 use crate::settings::{Flags, Namespace, Resolved, ensure_namespace, read_settings, resolve};
 use crate::state::StateFile;
 use crate::{Coordinator, Identity};
@@ -95,13 +102,135 @@ impl Workspace {
         self.coordinator(identity, allow_network_fs).await.map(Some)
     }
 
-    /// The state file at `path` (absolute or relative to cwd).
+    /// The state file at `path` (absolute or relative to cwd), ready to be written: for a
+    /// session, a file listed in `per_session` is the session's own copy, whose directory is
+    /// made here and which starts as a copy of the shared file when it does not exist yet.
     pub fn state_file(&self, path: &Path) -> Result<StateFile> {
-        StateFile::open(self.repo_root(path)?, &self.cwd, path)
+        let root = self.repo_root(path)?;
+        match self.session_copy(path)? {
+            Some(copy) => {
+                let file = StateFile::open(root, root, Path::new(&copy))?;
+                let shared = repo::resolve(root, &self.cwd, path)?;
+                seed_from_shared(root, &shared, file.path())?;
+                Ok(file)
+            }
+            None => StateFile::open(root, &self.cwd, path),
+        }
     }
 
-    /// The lock name of a file (path relative to the root).
+    /// The state file a read of `path` sees: the session's own copy once it exists, else the
+    /// file it would start from (the shared one). Writes nothing.
+    pub fn state_file_to_read(&self, path: &Path) -> Result<StateFile> {
+        let root = self.repo_root(path)?;
+        if let Some(copy) = self.session_copy(path)? {
+            let file = StateFile::open(root, root, Path::new(&copy))?;
+            if file.path().exists() {
+                return Ok(file);
+            }
+        }
+        StateFile::open(root, &self.cwd, path)
+    }
+
+    /// Where `path` lives for this call's session (`tractatus state path`): the session's copy
+    /// of a per-session file (whether it exists yet or not), else the file itself. Absolute.
+    pub fn state_path(&self, path: &Path) -> Result<PathBuf> {
+        let root = self.repo_root(path)?;
+        match self.session_copy(path)? {
+            Some(copy) => Ok(root.join(copy)),
+            None => repo::resolve(root, &self.cwd, path),
+        }
+    }
+
+    /// The session this call carries (`--session`, else `TRACTATUS_SESSION_ID`), unchecked.
+    pub fn session(&self) -> Option<&str> {
+        self.resolved.session.as_deref().filter(|s| !s.is_empty())
+    }
+
+    /// The session's copy of `path`, relative to the root, when it has one.
+    fn session_copy(&self, path: &Path) -> Result<Option<String>> {
+        if self.session().is_none() || self.resolved.per_session.is_empty() {
+            return Ok(None);
+        }
+        let name = self.shared_name(path)?;
+        session_copy(&self.resolved.per_session, self.session(), &name)
+    }
+
+    /// The session registry of this repository (Redis when configured, else files under
+    /// `.claude/.tractatus/sessions/`), ready to register: a fresh repository on Redis gets its
+    /// namespace file here. Connections open on first use.
+    pub fn sessions(&self) -> Result<Sessions> {
+        let root = self.repo_root(Path::new(crate::settings::SESSIONS_DIR))?;
+        let mut namespace = self.resolved.config.namespace.clone();
+        let on_redis = !self.resolved.config.nodes.is_empty();
+        if on_redis && self.resolved.namespace == Namespace::Unset {
+            namespace = ensure_namespace(root, &read_settings(root)?)?;
+        }
+        self.registry(root, namespace)
+    }
+
+    /// The session registry for looking only (list, stats, gc): `None` when nothing can have
+    /// been registered here (a repository on Redis with no namespace yet), so that looking
+    /// creates no file.
+    pub fn sessions_observer(&self) -> Result<Option<Sessions>> {
+        let root = self.repo_root(Path::new(crate::settings::SESSIONS_DIR))?;
+        match self.resolved.namespace.name() {
+            Some(ns) => self.registry(root, ns.to_owned()).map(Some),
+            None if self.resolved.config.nodes.is_empty() => {
+                self.registry(root, String::new()).map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn registry(&self, root: &Path, namespace: String) -> Result<Sessions> {
+        let config = &self.resolved.config;
+        let stores: Vec<Arc<dyn SessionStore>> = if config.nodes.is_empty() {
+            vec![Arc::new(LocalSessions::new(root))]
+        } else {
+            let ca = match &config.tls_ca_file {
+                Some(p) => Some(std::fs::read(p).map_err(|e| {
+                    Error::usage(format!("cannot read TLS CA file {}: {e}", p.display()))
+                })?),
+                None => None,
+            };
+            config
+                .nodes
+                .iter()
+                .map(|u| {
+                    RedisNode::with_tls_ca(
+                        u,
+                        config.connect_timeout,
+                        config.node_timeout,
+                        ca.as_deref(),
+                    )
+                    .map(|n| Arc::new(n) as Arc<dyn SessionStore>)
+                    .map_err(|e| Error::usage(format!("{u}: {e}")))
+                })
+                .collect::<Result<_>>()?
+        };
+        // One answer is enough (the registry is advisory), but connecting may take the whole
+        // connect deadline.
+        let timeout = config.connect_timeout + config.node_timeout;
+        Ok(Sessions::new(
+            stores,
+            namespace,
+            root.to_path_buf(),
+            self.resolved.session_idle,
+            timeout,
+        ))
+    }
+
+    /// The lock name of a file (path relative to the root). For a session, a per-session
+    /// file's lock is its copy's (`lock run --file` guards what the session's `state` writes).
     pub fn lock_name(&self, path: &Path) -> Result<String> {
+        match self.session_copy(path)? {
+            Some(copy) => Ok(copy),
+            None => self.shared_name(path),
+        }
+    }
+
+    /// The lock name of a file as it is shared by every session (path relative to the root).
+    pub fn shared_name(&self, path: &Path) -> Result<String> {
         repo::lock_name_for(self.repo_root(path)?, &self.cwd, path)
     }
 

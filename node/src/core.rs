@@ -3,7 +3,10 @@
 //! resolved and the backend chosen by the library's `Workspace`, exactly as the CLI does.
 //! A document crosses to JavaScript as the file's own text and comes back as the text to
 //! commit, so it is parsed once, by `JSON.parse`. A call made inside `withLock` on a file whose
-//! lock it holds joins that lease (`Leases`) instead of waiting for it.
+//! lock it holds joins that lease (`Leases`) instead of waiting for it. A call carrying a
+//! session (the `session` option or `TRACTATUS_SESSION_ID`) writes that session's copy of a
+//! per-session file, and tells the session registry it is active, at the same time as its own
+//! work (`touch`).
 //!
 //! Over 500 lines on purpose: it is the one seam between the binding and the library, and
 //! splitting it would spread the library's API over several files again.
@@ -16,6 +19,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use futures_util::future::{FutureExt, select_all};
 use serde_json::Value;
 use tokio::sync::watch;
+use tractatus_lock::session::{Sessions, check_session_id};
 use tractatus_lock::settings::Flags;
 use tractatus_lock::state::{Edit, PendingWrite, WriteOutcome, parse_pointer};
 use tractatus_lock::workspace::Workspace;
@@ -112,6 +116,12 @@ fn discover(s: &Settings) -> Out<Workspace> {
         node_timeout: s.node_timeout.clone(),
         connect_timeout: s.connect_timeout.clone(),
         kill_grace: None,
+        session: s
+            .session
+            .as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned),
     };
     Ok(Workspace::discover(&s.cwd, &flags, &|k| {
         std::env::var(k).ok()
@@ -192,20 +202,70 @@ async fn open(s: &Settings) -> Out<Opened> {
     );
     let acquire = AcquireOptions::wait(resolved.wait);
     let mut notice = None;
-    let coordinator = slot(key)
-        .get_or_try_init(|| async {
-            let (c, n) = workspace.coordinator(identity, s.allow_network_fs).await?;
-            notice = n;
-            Ok::<_, Error>(c)
-        })
-        .await?
-        .clone();
+    let cell = slot(key.clone());
+    let connect = cell.get_or_try_init(|| async {
+        let (c, n) = workspace.coordinator(identity, s.allow_network_fs).await?;
+        notice = n;
+        Ok::<_, Error>(c)
+    });
+    touch(&workspace, key);
+    let coordinator = connect.await?.clone();
     Ok(Opened {
         workspace,
         coordinator,
         acquire,
         notice,
     })
+}
+
+/// Registries by configuration, like the coordinators: one connection per process.
+fn registry(workspace: &Workspace, key: String) -> Out<Arc<Sessions>> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Sessions>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(found) = cache.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        return Ok(found);
+    }
+    let made = Arc::new(workspace.sessions()?);
+    if let Ok(mut m) = cache.lock() {
+        m.insert(key, made.clone());
+    }
+    Ok(made)
+}
+
+/// Tell the registry, on the side, that this call's session is active: a task of the addon's
+/// runtime, never awaited, so it costs the call nothing (a hook that exits within a round trip
+/// of its last call may leave it unsent: the registry is advisory). Nothing when the call
+/// carries no session, or one that could not name a directory.
+fn touch(workspace: &Workspace, key: String) {
+    let Some(id) = workspace
+        .session()
+        .filter(|id| check_session_id(id).is_ok())
+    else {
+        return;
+    };
+    if let Ok(sessions) = registry(workspace, key) {
+        let (id, command) = (id.to_owned(), command_line());
+        tokio::spawn(async move {
+            let _ = sessions.touch(&id, &command).await;
+        });
+    }
+}
+
+/// Where `file` lives for the session of `s` (its own copy when the file is per-session).
+pub fn state_path(s: &Settings, file: &str) -> Out<String> {
+    let path = discover(s)?.state_path(Path::new(file))?;
+    Ok(path.display().to_string())
+}
+
+/// Register session `id` (a fresh one when `None`) as live, then collect the directories of
+/// sessions inactive for a day, as `tractatus session start` does; the id.
+pub async fn session_start(s: &Settings, id: Option<String>) -> Out<String> {
+    let workspace = discover(s)?;
+    let id = id.unwrap_or_else(tractatus_lock::holder::new_session_id);
+    let sessions = workspace.sessions()?;
+    sessions.start(&id, &command_line()).await?;
+    let _ = sessions.gc(std::time::Duration::from_secs(24 * 3600)).await;
+    Ok(id)
 }
 
 fn to_text(v: &Value) -> String {
@@ -314,7 +374,7 @@ impl Pending {
 /// Read `file` (or the value at `pointer`) with no lease: JSON text, `None` when absent.
 pub fn read(s: &Settings, file: &str, pointer: Option<&str>) -> Out<Option<String>> {
     let workspace = discover(s)?;
-    let state = workspace.state_file(Path::new(file))?;
+    let state = workspace.state_file_to_read(Path::new(file))?;
     let pointer = pointer.map(parse_pointer).transpose()?;
     Ok(state.read(pointer.as_ref())?.as_ref().map(to_text))
 }

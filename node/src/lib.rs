@@ -373,6 +373,20 @@ impl HeldLocks {
     }
 }
 
+/// Where `file` lives for the session of `options` (its own copy when it is per-session).
+#[napi]
+pub fn state_path(file: String, options: Option<NativeOptions>) -> Result<String> {
+    let s = settings(options)?;
+    core::state_path(&s, &file).map_err(to_js)
+}
+
+/// Register session `id` (a fresh one when absent) in the live registry; its id.
+#[napi]
+pub async fn session_start(id: Option<String>, options: Option<NativeOptions>) -> Result<String> {
+    let s = settings(options)?;
+    core::session_start(&s, id).await.map_err(to_js)
+}
+
 /// Take the named locks and those of `files`, in sorted order.
 #[napi]
 pub async fn acquire(

@@ -34,6 +34,11 @@ pub struct FileSettings {
     pub quarantine: Option<String>,
     /// PEM file of the CA that signed the Redis servers' TLS certificates.
     pub redis_ca_file: Option<String>,
+    /// State files each session keeps its own copy of (paths under `.claude/`, relative to
+    /// the repository root), like `[".claude/session-state.json"]`. Default: none.
+    pub per_session: Option<Vec<String>>,
+    /// How long a session may be quiet before it counts as silent, like `30m`. Default: 30m.
+    pub session_idle: Option<String>,
 }
 
 /// Read the config file of `root`; an absent file gives empty settings.

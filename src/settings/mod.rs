@@ -8,12 +8,14 @@
 
 mod file;
 mod namespace;
+mod per_session;
 
 use std::path::Path;
 use std::time::Duration;
 
 pub use file::{CONFIG_FILE, FileSettings, read_settings};
 pub use namespace::{DEFAULT_NAMESPACE, Namespace, ensure_namespace};
+pub use per_session::{DEFAULT_SESSION_IDLE, SESSIONS_DIR};
 
 use crate::config::{
     Config, DEFAULT_KILL_GRACE, DEFAULT_WAIT, parse_duration, parse_nodes, split_urls,
@@ -39,6 +41,8 @@ pub struct Flags {
     pub connect_timeout: Option<String>,
     /// `--kill-grace`.
     pub kill_grace: Option<String>,
+    /// `--session`: the session this call belongs to (else `TRACTATUS_SESSION_ID`).
+    pub session: Option<String>,
 }
 
 /// Everything resolved: the coordinator's config and the per-command defaults.
@@ -54,6 +58,15 @@ pub struct Resolved {
     /// `config.namespace` is empty, which [`crate::Coordinator::connect`] refuses: settle it
     /// first with [`ensure_namespace`] (as [`crate::workspace::Workspace::coordinator`] does).
     pub namespace: Namespace,
+    /// The session this call carries (`--session`, else `TRACTATUS_SESSION_ID`), trimmed and
+    /// not yet checked (see [`crate::session::check_session_id`]); `None` when neither is set.
+    pub session: Option<String>,
+    /// The files each session keeps its own copy of (`per_session` in the config file), as
+    /// paths relative to the repository root, each under `.claude/`. Default: none.
+    pub per_session: Vec<String>,
+    /// How long a session may be quiet before it counts as silent (`session_idle`,
+    /// `TRACTATUS_SESSION_IDLE`). Default: [`DEFAULT_SESSION_IDLE`].
+    pub session_idle: Duration,
 }
 
 /// One setting's names: its flag, its environment variable, its key in the config file.
@@ -84,6 +97,8 @@ const KILL_GRACE: Names = names(Some("--kill-grace"), "TRACTATUS_KILL_GRACE", No
 const QUARANTINE: Names = names(None, "TRACTATUS_QUARANTINE", Some("quarantine"));
 const CA_FILE: Names = names(None, "TRACTATUS_REDIS_CA_FILE", Some("redis_ca_file"));
 const NAMESPACE: Names = names(Some("--namespace"), "TRACTATUS_NAMESPACE", None);
+const SESSION: Names = names(Some("--session"), "TRACTATUS_SESSION_ID", None);
+const SESSION_IDLE: Names = names(None, "TRACTATUS_SESSION_IDLE", Some("session_idle"));
 
 /// The environment variable behind each flag that has one, for a `--help` that names them all.
 pub const FLAG_ENV: &[(&str, &str)] = &[
@@ -95,6 +110,7 @@ pub const FLAG_ENV: &[(&str, &str)] = &[
     ("--node-timeout", NODE_TIMEOUT.env),
     ("--connect-timeout", CONNECT_TIMEOUT.env),
     ("--kill-grace", KILL_GRACE.env),
+    ("--session", SESSION.env),
 ];
 
 /// A value and where it came from (`--ttl`, `TRACTATUS_TTL`, `` `ttl` in <config file> ``).
@@ -236,11 +252,27 @@ pub fn resolve(
     let wait = duration(&WAIT, &flags.wait, env, &file.wait)?.unwrap_or(DEFAULT_WAIT);
     let kill_grace =
         duration(&KILL_GRACE, &flags.kill_grace, env, &None)?.unwrap_or(DEFAULT_KILL_GRACE);
+    let session = pick(&SESSION, &flags.session, env, &None).map(|p| p.value.trim().to_owned());
+    let session_idle =
+        duration(&SESSION_IDLE, &None, env, &file.session_idle)?.unwrap_or(DEFAULT_SESSION_IDLE);
+    if session_idle.is_zero() {
+        // Every session would be silent at once, and `session gc` would take their directories.
+        let origin = pick(&SESSION_IDLE, &None, env, &file.session_idle).map(|p| p.origin);
+        return Err(Error::usage(format!(
+            "{}: a session idle time of 0 makes every session silent at once; use a duration \
+             like 30m",
+            origin.unwrap_or_default()
+        )));
+    }
+    let per_session = per_session::check(file.per_session.as_deref().unwrap_or_default())?;
     Ok(Resolved {
         config,
         wait,
         kill_grace,
         namespace,
+        session,
+        per_session,
+        session_idle,
     })
 }
 
@@ -375,6 +407,45 @@ mod tests {
         let e = resolve(&flags, &env, root).unwrap_err();
         assert!(e.to_string().starts_with("--ttl: bad duration '1x'"), "{e}");
         assert_eq!(e.exit_code(), 64);
+    }
+
+    #[test]
+    fn session_settings_come_from_flag_environment_and_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join(".claude")).unwrap();
+        std::fs::write(
+            tmp.path().join(CONFIG_FILE),
+            "session_idle = \"5m\"\nper_session = [\".claude/s.json\"]\n",
+        )
+        .unwrap();
+        let root = Some(tmp.path());
+        let r = resolve(&Flags::default(), &|_| None, root).unwrap();
+        assert_eq!(r.session_idle, Duration::from_secs(300));
+        assert_eq!(r.per_session, [".claude/s.json"]);
+        assert_eq!(r.session, None);
+        let env = |k: &str| match k {
+            "TRACTATUS_SESSION_ID" => Some(" env-s ".to_owned()),
+            "TRACTATUS_SESSION_IDLE" => Some("0".to_owned()),
+            _ => None,
+        };
+        let e = resolve(&Flags::default(), &env, root).unwrap_err();
+        assert!(e.to_string().starts_with("TRACTATUS_SESSION_IDLE: "), "{e}");
+        let env = |k: &str| (k == "TRACTATUS_SESSION_ID").then(|| " env-s ".to_owned());
+        assert_eq!(
+            resolve(&Flags::default(), &env, root)
+                .unwrap()
+                .session
+                .as_deref(),
+            Some("env-s")
+        );
+        let flags = Flags {
+            session: Some("flag-s".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            resolve(&flags, &env, root).unwrap().session.as_deref(),
+            Some("flag-s")
+        );
     }
 
     #[test]

@@ -14,4 +14,5 @@ mod props;
 mod redlock;
 mod restart;
 mod slots;
+mod sessions;
 mod state;

@@ -65,6 +65,10 @@ pub struct SettingArgs {
     /// Env: TRACTATUS_KILL_GRACE.
     #[arg(long, value_name = "DUR", global = true)]
     pub kill_grace: Option<String>,
+    /// The session this call belongs to: shown with its locks, kept alive in the session
+    /// registry, and the owner of its per-session state files. Env: TRACTATUS_SESSION_ID.
+    #[arg(long, value_name = "ID", global = true)]
+    pub session: Option<String>,
 }
 
 impl From<SettingArgs> for Flags {
@@ -78,6 +82,7 @@ impl From<SettingArgs> for Flags {
             node_timeout,
             connect_timeout,
             kill_grace,
+            session,
         } = a;
         Flags {
             redis,
@@ -88,6 +93,7 @@ impl From<SettingArgs> for Flags {
             node_timeout,
             connect_timeout,
             kill_grace,
+            session,
         }
     }
 }
@@ -100,7 +106,7 @@ pub enum Command {
     /// Read and write JSON state files under their lock, committed atomically.
     #[command(subcommand)]
     State(StateCommand),
-    /// Session ids.
+    /// Sessions: ids, the live registry, per-session files' cleanup and totals.
     #[command(subcommand)]
     Session(SessionCommand),
     /// Show what the locks are for: simulated sessions write Tractatus-shaped files at once,
@@ -131,8 +137,8 @@ pub struct DemoWorkerArgs {
     /// The scratch repository.
     #[arg(long)]
     pub dir: PathBuf,
-    /// This session's number.
-    #[arg(long)]
+    /// This session's number (`--worker`: `--session` is the global session id).
+    #[arg(long = "worker", id = "worker")]
     pub session: u32,
     /// How many writes.
     #[arg(long)]
@@ -146,7 +152,8 @@ pub struct DemoWorkerArgs {
 pub struct DemoEditArgs {
     /// Which file's edit (0 session-state, 1 hooks-metrics, 2 instruction-history).
     pub kind: usize,
-    /// The session making it.
+    /// The session making it (its own id: `session` is the global `--session`).
+    #[arg(id = "edit_session", value_name = "SESSION")]
     pub session: u32,
     /// Its sequence number in that session.
     pub seq: u32,
@@ -236,12 +243,52 @@ pub enum StateCommand {
         /// Where, like /instructions/0.
         pointer: Option<String>,
     },
+    /// Print where FILE lives for this session (its own copy when FILE is per-session).
+    Path {
+        /// The state file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum SessionCommand {
     /// Print a fresh session id (a UUID v7).
     New,
+    /// Register a live session and print its id (a fresh one unless --id or --from-hook); then
+    /// collect the directories of sessions inactive for a day (as `session gc`).
+    Start {
+        /// The session's id.
+        #[arg(long, value_name = "ID", conflicts_with = "from_hook")]
+        id: Option<String>,
+        /// Take the id from Claude Code's hook payload on stdin (`session_id`) and pass the
+        /// payload through to stdout untouched (nothing else is printed there).
+        #[arg(long)]
+        from_hook: bool,
+    },
+    /// Mark a session ended (default: this call's session).
+    End {
+        /// The session (else --session or TRACTATUS_SESSION_ID).
+        id: Option<String>,
+    },
+    /// List live, silent and recently ended sessions.
+    List,
+    /// Remove the directories (.claude/sessions/ID/) and registry entries of sessions that
+    /// ended or went silent; never a live one.
+    Gc {
+        /// Only those inactive for at least this long (0: all ended and silent ones).
+        #[arg(long, value_name = "DUR", default_value = "24h")]
+        older_than: String,
+    },
+    /// Sum, max and count of numeric fields (JSON pointers) across live sessions' copies of a
+    /// per-session file.
+    Stats {
+        /// The per-session file (default: the first of `per_session`).
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// Fields, like /message_count (default: every numeric top-level field).
+        #[arg(value_name = "FIELD")]
+        fields: Vec<String>,
+    },
 }
 
 /// The command line, or the exit code to leave with after clap's answer (help and version:
@@ -295,4 +342,29 @@ pub fn redact_words(text: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    #[test]
+    fn every_subcommand_parses_beside_the_global_session_flag() {
+        super::Cli::command().debug_assert();
+        // A subcommand's field named like a global flag panics only when that subcommand is
+        // parsed (clap propagates globals then): parse the hidden ones too.
+        for line in [
+            "tractatus --session s1 demo-edit 0 1 2",
+            "tractatus demo-worker --dir /tmp --worker 1 --writes 1 --session s1",
+            "tractatus session start --id a --session s1",
+            "tractatus state path f --session s1",
+        ] {
+            let cli = super::Cli::try_parse_from(line.split(' '));
+            assert_eq!(
+                cli.unwrap().global.settings.session.as_deref(),
+                Some("s1"),
+                "{line}"
+            );
+        }
+    }
 }

@@ -187,7 +187,7 @@ async fn one_run(
             .arg("--dir")
             .arg(root)
             .args([
-                "--session",
+                "--worker",
                 &s.to_string(),
                 "--writes",
                 &args.writes.to_string(),

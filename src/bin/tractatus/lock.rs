@@ -50,6 +50,8 @@ async fn lock_run(
         tractatus_lock::config::check_lock_name(n)?;
     }
     let coordinator = ctx.coordinator().await?;
+    // Session registry (issue 12): this run keeps its session active until it returns.
+    let _active = crate::session::keep_active(ctx);
     // One terminal line per lock waited for, wiped before the next one starts.
     let mut feedback: Option<WaitFeedback> = None;
     let got = coordinator
@@ -69,7 +71,8 @@ async fn lock_run(
     let leases = got?;
     let outcome = supervise(
         &leases,
-        &coordinator.identity().session,
+        // Session registry (issue 12): no made-up session where it would pick per-session files.
+        &crate::session::for_command(ctx, coordinator.identity()),
         &command,
         ctx.ws.resolved().kill_grace,
     )
@@ -94,6 +97,8 @@ async fn slot_run(
     tractatus_lock::config::check_lock_name(name)?;
     tractatus_lock::slots::check_slots(slots)?;
     let coordinator = ctx.coordinator().await?;
+    // Session registry (issue 12): this run keeps its session active until it returns.
+    let _active = crate::session::keep_active(ctx);
     let feedback = WaitFeedback::start(&format!("one of the {slots} slots of '{name}'"));
     let opts = AcquireOptions {
         wait: ctx.ws.resolved().wait,
@@ -106,7 +111,7 @@ async fn slot_run(
     let leases = vec![lease];
     let outcome = supervise_with_env(
         &leases,
-        &coordinator.identity().session,
+        &crate::session::for_command(ctx, coordinator.identity()),
         &command,
         ctx.ws.resolved().kill_grace,
         &[("TRACTATUS_SLOT", slot.to_string())],

@@ -54,6 +54,7 @@ async fn run(cli: Cli) -> Result<i32> {
     let Cli { global, command } = cli;
     match command {
         Command::Session(SessionCommand::New) => session::new(global.json),
+        Command::Session(cmd) => session::run(&Context::resolve(global)?, cmd).await,
         Command::DemoEdit(args) => demo::edit(&args),
         Command::DemoWorker(args) => demo::worker(&args).await,
         Command::Demo(args) => demo::run(&args, global).await,
@@ -88,7 +89,7 @@ impl Context {
     pub async fn coordinator(&self) -> Result<Coordinator> {
         let (c, notice) = self
             .ws
-            .coordinator(identity(), self.allow_network_fs)
+            .coordinator(self.identity(), self.allow_network_fs)
             .await?;
         self.notice(notice);
         Ok(c)
@@ -96,11 +97,23 @@ impl Context {
 
     /// The coordinator for looking only; `None` when nothing was ever locked here.
     pub async fn observer(&self) -> Result<Option<Coordinator>> {
-        let found = self.ws.observer(identity(), self.allow_network_fs).await?;
+        let found = self
+            .ws
+            .observer(self.identity(), self.allow_network_fs)
+            .await?;
         Ok(found.map(|(c, notice)| {
             self.notice(notice);
             c
         }))
+    }
+
+    /// This process as a holder shows it, in the session given by `--session` when there is one.
+    pub fn identity(&self) -> Identity {
+        let mut id = identity();
+        if let Some(s) = self.ws.session() {
+            id.session = s.to_owned();
+        }
+        id
     }
 
     fn notice(&self, notice: Option<String>) {
@@ -118,7 +131,7 @@ fn is_truthy(v: &str) -> bool {
 }
 
 /// This process, as a holder shows it in `lock status` (any password in a URL masked).
-fn identity() -> Identity {
+pub fn identity() -> Identity {
     let words: Vec<String> = std::env::args().map(|w| cli::redact_words(&w)).collect();
     Identity::current(words.join(" ").chars().take(300).collect::<String>())
 }

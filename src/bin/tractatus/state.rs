@@ -11,6 +11,7 @@ use crate::output::{self, WaitFeedback};
 
 pub async fn run(ctx: &Context, cmd: StateCommand) -> Result<i32> {
     let (path, edit): (&Path, Option<Edit>) = match &cmd {
+        StateCommand::Path { file } => return path_of(ctx, file),
         StateCommand::Get { file, .. } => (file, None),
         StateCommand::Update { file, command } => (file, Some(Edit::Update(command.clone()))),
         StateCommand::Merge { file, patch } => (file, Some(Edit::merge(patch)?)),
@@ -31,8 +32,8 @@ pub async fn run(ctx: &Context, cmd: StateCommand) -> Result<i32> {
         } => Some(tractatus_lock::state::parse_pointer(p)?),
         _ => None,
     };
-    let file = ctx.ws.state_file(path)?;
     let Some(edit) = edit else {
+        let file = ctx.ws.state_file_to_read(path)?;
         // No lease and no coordinator: commits are atomic renames, so a read is always whole.
         // Missing is not bad data (65 asks for a human): 1, as `grep` says "not found".
         return Ok(match file.read(pointer.as_ref())? {
@@ -53,15 +54,40 @@ pub async fn run(ctx: &Context, cmd: StateCommand) -> Result<i32> {
             }
         });
     };
-    let coordinator = ctx.coordinator().await?;
-    let feedback = WaitFeedback::start(&format!("lock '{}'", file.name()));
-    let opts = AcquireOptions {
-        wait: ctx.ws.resolved().wait,
-        progress: Some(feedback.progress()),
+    let file = ctx.ws.state_file(path)?;
+    let write = async {
+        let coordinator = ctx.coordinator().await?;
+        let feedback = WaitFeedback::start(&format!("lock '{}'", file.name()));
+        let opts = AcquireOptions {
+            wait: ctx.ws.resolved().wait,
+            progress: Some(feedback.progress()),
+        };
+        let outcome = file.write(&coordinator, &opts, edit).await;
+        feedback.finish();
+        outcome
     };
-    let outcome = file.write(&coordinator, &opts, edit).await;
-    feedback.finish();
+    let outcome = crate::session::with_activity(ctx, write).await;
     Ok(written(ctx, outcome?))
+}
+
+/// `state path`: where FILE lives for this call's session.
+fn path_of(ctx: &Context, file: &Path) -> Result<i32> {
+    let path = ctx.ws.state_path(file)?;
+    if ctx.json {
+        let sessions = ctx
+            .ws
+            .root()
+            .map(|r| r.join(tractatus_lock::settings::SESSIONS_DIR));
+        let own = sessions.is_some_and(|d| path.starts_with(d));
+        output::json(&serde_json::json!({
+            "path": path,
+            "session": ctx.ws.session(),
+            "per_session": own,
+        }))?;
+    } else {
+        output::out(&path.display().to_string())?;
+    }
+    Ok(0)
 }
 
 /// Report a finished write; its exit code. Once committed, the write stands: a stdout that

@@ -1,0 +1,30 @@
+//! The seam between the registry ([`super::Sessions`]) and one backend: a Redis node
+//! (`redis_node/sessions.rs`) or the local files (`local.rs`). Every call is bounded by the
+//! caller's deadline; nothing above this trait talks to a backend.
+
+use crate::node::NodeFuture;
+
+use super::SessionEntry;
+
+/// The registry operations one backend serves, for the namespace `ns`.
+pub trait SessionStore: Send + Sync {
+    /// Name for messages (a Redis URL without its password, or a directory).
+    fn label(&self) -> String;
+
+    /// Record `entry` as live from its `last_active_ms`, not ended (a session started again
+    /// under the same id is live again).
+    fn register<'a>(&'a self, ns: &'a str, entry: &'a SessionEntry) -> NodeFuture<'a, ()>;
+
+    /// Note activity at `entry.last_active_ms` (never moving it back); a session not known yet
+    /// is recorded as `entry`; an ended one stays ended.
+    fn touch<'a>(&'a self, ns: &'a str, entry: &'a SessionEntry) -> NodeFuture<'a, ()>;
+
+    /// Mark session `id` ended at `at_ms`; true when it was known.
+    fn end<'a>(&'a self, ns: &'a str, id: &'a str, at_ms: u64) -> NodeFuture<'a, bool>;
+
+    /// Every session held, with its last activity and end.
+    fn entries<'a>(&'a self, ns: &'a str) -> NodeFuture<'a, Vec<SessionEntry>>;
+
+    /// Drop the entries of `ids`.
+    fn forget<'a>(&'a self, ns: &'a str, ids: &'a [String]) -> NodeFuture<'a, ()>;
+}

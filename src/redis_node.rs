@@ -234,6 +234,7 @@ impl Node for RedisNode {
                         .key(&k.init)
                         .key(&k.queue)
                         .key(&k.waiting)
+                        .key(&k.epoch)
                         .arg(&req.owner)
                         .arg(req.ttl.as_millis() as u64)
                         .arg(&id.session)

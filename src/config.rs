@@ -58,15 +58,26 @@ pub struct NodeUrl {
 }
 
 impl NodeUrl {
-    /// Check one `redis://` or `rediss://` URL.
+    /// Check one `redis://` or `rediss://` URL, or a `redis+sentinel://` (`rediss+sentinel://`)
+    /// URL naming sentinels and a service (see [`crate::redis_node::sentinel`]).
     pub fn parse(url: &str) -> Result<Self> {
         let url = url.trim();
+        if crate::redis_node::sentinel::is_sentinel_url(url) {
+            crate::redis_node::sentinel::parse(url).map_err(|e| {
+                Error::usage(format!("bad Sentinel URL '{}': {e}", redact(url)))
+            })?;
+            return Ok(NodeUrl {
+                url: url.to_owned(),
+                shown: redact(url),
+            });
+        }
         let rest = url
             .strip_prefix("redis://")
             .or_else(|| url.strip_prefix("rediss://"))
             .ok_or_else(|| {
                 Error::usage(format!(
-                    "bad Redis URL '{}': it must start with redis:// or rediss://",
+                    "bad Redis URL '{}': it must start with redis://, rediss:// or \
+                     redis+sentinel://",
                     redact(url)
                 ))
             })?;
@@ -143,12 +154,29 @@ pub fn has_password(url: &str) -> bool {
 }
 
 /// Each URL of a list whose entries may each hold several, comma-separated (`--redis a,b`,
-/// `TRACTATUS_REDIS=a,b,c`), trimmed, empty ones dropped.
+/// `TRACTATUS_REDIS=a,b,c`), trimmed, empty ones dropped. A piece without a scheme (`://`)
+/// belongs to the URL before it: a Sentinel URL lists its sentinels with commas
+/// (`redis+sentinel://h1:26379,h2:26380/mymaster`).
 pub fn split_urls<S: AsRef<str>>(urls: &[S]) -> impl Iterator<Item = &str> {
     urls.iter()
-        .flat_map(|u| u.as_ref().split(','))
+        .flat_map(|u| split_one(u.as_ref()))
         .map(str::trim)
         .filter(|u| !u.is_empty())
+}
+
+/// The URLs of one comma-separated entry: a new URL begins at each piece with a scheme (or
+/// after an empty piece); the other pieces extend the URL before them.
+fn split_one(list: &str) -> Vec<&str> {
+    let (mut urls, mut start, mut at) = (Vec::new(), 0, 0);
+    for piece in list.split(',') {
+        if at > start && (piece.contains("://") || piece.trim().is_empty()) {
+            urls.push(&list[start..at - 1]);
+            start = at;
+        }
+        at += piece.len() + 1;
+    }
+    urls.push(&list[start..]);
+    urls
 }
 
 /// Parse the Redis endpoints (flags or `TRACTATUS_REDIS`): none (local locks), one, or three
@@ -350,6 +378,29 @@ mod tests {
         let e = parse_nodes(&["redis://a:1", "redis://b:1"]).unwrap_err();
         assert_eq!(e.exit_code(), 64);
         assert!(e.to_string().contains("majority"));
+    }
+
+    #[test]
+    fn a_sentinel_url_keeps_its_sentinels_when_urls_are_split_on_commas() {
+        let urls = ["redis://a:1, redis+sentinel://h1:26379,h2:26380/m ,redis://b:1,,redis://c:1,"];
+        assert_eq!(
+            split_urls(&urls).collect::<Vec<_>>(),
+            [
+                "redis://a:1",
+                "redis+sentinel://h1:26379,h2:26380/m",
+                "redis://b:1",
+                "redis://c:1"
+            ]
+        );
+        let one = parse_nodes(&["redis+sentinel://:s3cret@h1,h2:26380/m"]).unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].to_string(), "redis+sentinel://:***@h1,h2:26380/m");
+        let e = parse_nodes(&["redis+sentinel://:s3cret@h1:x/m"]).unwrap_err();
+        assert_eq!(e.exit_code(), 64);
+        assert!(e.to_string().contains("bad sentinel port"), "{e}");
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        let e = parse_nodes(&["redis+sentinel://h1:26379"]).unwrap_err();
+        assert!(e.to_string().contains("names no service"), "{e}");
     }
 
     #[test]

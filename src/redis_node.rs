@@ -33,11 +33,14 @@ static INSPECT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/inspect.lua")));
 
 mod admin;
+pub mod sentinel;
+
+use sentinel::Endpoint;
 
 /// One Redis master.
 pub struct RedisNode {
     url: NodeUrl,
-    client: redis::Client,
+    endpoint: Endpoint,
     conn: Mutex<Option<MultiplexedConnection>>,
     connect_timeout: Duration,
     op_timeout: Duration,
@@ -62,6 +65,13 @@ impl RedisNode {
         tls_ca: Option<&[u8]>,
     ) -> Result<Self, NodeError> {
         install_crypto_provider();
+        if sentinel::is_sentinel_url(url.secret_url()) {
+            let parsed = sentinel::parse(url.secret_url())
+                .map_err(|e| NodeError::new(format!("bad Sentinel URL {url}: {e}")))?;
+            let endpoint = Endpoint::sentinel(&parsed, tls_ca)
+                .map_err(|e| NodeError::new(describe(&e, url)))?;
+            return Ok(Self::with_endpoint(url, endpoint, connect_timeout, op_timeout));
+        }
         let client = match tls_ca {
             Some(pem) if url.secret_url().starts_with("rediss://") => {
                 redis::Client::build_with_tls(
@@ -75,13 +85,27 @@ impl RedisNode {
             _ => redis::Client::open(url.secret_url()),
         }
         .map_err(|e| NodeError::new(describe(&e, url)))?;
-        Ok(RedisNode {
+        Ok(Self::with_endpoint(
+            url,
+            Endpoint::Direct(client),
+            connect_timeout,
+            op_timeout,
+        ))
+    }
+
+    fn with_endpoint(
+        url: &NodeUrl,
+        endpoint: Endpoint,
+        connect_timeout: Duration,
+        op_timeout: Duration,
+    ) -> Self {
+        RedisNode {
             url: url.clone(),
-            client,
+            endpoint,
             conn: Mutex::new(None),
             connect_timeout,
             op_timeout,
-        })
+        }
     }
 
     /// Open the connection (once) within the connect timeout.
@@ -93,11 +117,13 @@ impl RedisNode {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(None);
-        let conn = tokio::time::timeout(
-            self.connect_timeout,
-            self.client
-                .get_multiplexed_async_connection_with_config(&config),
-        )
+        let open = async {
+            let client = self.endpoint.client().await?;
+            client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+        };
+        let conn = tokio::time::timeout(self.connect_timeout, open)
         .await
         .map_err(|_| NodeError::timeout(self.connect_timeout))?
         .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
@@ -129,7 +155,13 @@ impl RedisNode {
             match f(conn).await {
                 Ok(v) => Ok(v),
                 Err(e) => {
-                    if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
+                    // READONLY: the server was demoted to a replica (a failover); behind
+                    // Sentinel the next connect finds the new master.
+                    if e.is_io_error()
+                        || e.is_connection_dropped()
+                        || e.is_unrecoverable_error()
+                        || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+                    {
                         *self.conn.lock().await = None;
                     }
                     Err(NodeError::new(describe(&e, &self.url)))
@@ -326,7 +358,10 @@ impl Node for RedisNode {
         Box::pin(async move {
             let work = async {
                 let mut pubsub = self
-                    .client
+                    .endpoint
+                    .client()
+                    .await
+                    .map_err(|e| NodeError::new(describe(&e, &self.url)))?
                     .get_async_pubsub()
                     .await
                     .map_err(|e| NodeError::new(describe(&e, &self.url)))?;

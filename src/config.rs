@@ -21,6 +21,9 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// `lock init`) refuses to grant locks it does not know, when none is given: 10 s. Every
 /// client's TTL must fit in it.
 pub const DEFAULT_QUARANTINE: Duration = Duration::from_secs(10);
+/// How long a grant waits for `wait_replicas` replicas to acknowledge it when none is given:
+/// 100 ms.
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_millis(100);
 /// Longest lease TTL accepted: 1 h (longer holds renew; see `max_hold`).
 pub const MAX_TTL: Duration = Duration::from_secs(3600);
 /// Time a command gets between SIGTERM and SIGKILL after its lease is lost: 5 s.
@@ -265,6 +268,14 @@ pub struct Config {
     /// the longest TTL any client uses; [`Config::check`] refuses a TTL above it. Default:
     /// [`DEFAULT_QUARANTINE`].
     pub quarantine: Duration,
+    /// After each grant, wait (Redis `WAIT`, on the connection that granted) until this many
+    /// replicas acknowledged the lease and its token, so that it survives a failover to one of
+    /// them; 0 turns it off. A grant that fewer replicas acknowledge in `wait_timeout` still
+    /// stands (see the README, "Failover"). Default: 0.
+    pub wait_replicas: u32,
+    /// How long a grant waits for `wait_replicas`; at most a third of the TTL. Default:
+    /// [`DEFAULT_WAIT_TIMEOUT`].
+    pub wait_timeout: Duration,
 }
 
 impl Config {
@@ -280,6 +291,8 @@ impl Config {
             log_cap: 1000,
             tls_ca_file: None,
             quarantine: DEFAULT_QUARANTINE,
+            wait_replicas: 0,
+            wait_timeout: DEFAULT_WAIT_TIMEOUT,
         }
     }
 
@@ -308,6 +321,15 @@ impl Config {
             return Err(Error::usage(format!(
                 "node timeout {} ms must be above 0 and at most a third of the ttl ({} ms)",
                 self.node_timeout.as_millis(),
+                self.ttl.as_millis()
+            )));
+        }
+        if self.wait_replicas > 0
+            && (self.wait_timeout.is_zero() || self.wait_timeout.saturating_mul(3) > self.ttl)
+        {
+            return Err(Error::usage(format!(
+                "replica wait timeout {} ms must be above 0 and at most a third of the ttl ({} ms)",
+                self.wait_timeout.as_millis(),
                 self.ttl.as_millis()
             )));
         }

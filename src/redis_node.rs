@@ -33,6 +33,7 @@ static INSPECT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/inspect.lua")));
 
 mod admin;
+mod replicas;
 pub mod sentinel;
 
 use sentinel::Endpoint;
@@ -44,6 +45,8 @@ pub struct RedisNode {
     conn: Mutex<Option<MultiplexedConnection>>,
     connect_timeout: Duration,
     op_timeout: Duration,
+    /// Replicas each grant waits for, and how long (see `replicas`).
+    wait: Option<(u32, Duration)>,
 }
 
 impl RedisNode {
@@ -105,7 +108,15 @@ impl RedisNode {
             conn: Mutex::new(None),
             connect_timeout,
             op_timeout,
+            wait: None,
         }
+    }
+
+    /// Wait after each grant until `replicas` replicas acknowledged it, up to `timeout` (Redis
+    /// `WAIT`); 0 replicas: no wait.
+    pub fn with_replica_wait(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.wait = (replicas > 0).then_some((replicas, timeout));
+        self
     }
 
     /// Open the connection (once) within the connect timeout.
@@ -284,7 +295,12 @@ impl Node for RedisNode {
                         .await
                 })
                 .await?;
-            parse_grant(reply).ok_or_else(|| NodeError::new("unexpected reply to grant"))
+            let reply =
+                parse_grant(reply).ok_or_else(|| NodeError::new("unexpected reply to grant"))?;
+            if let GrantReply::Granted { token } = reply {
+                self.await_replicas(req, token).await;
+            }
+            Ok(reply)
         })
     }
 

@@ -34,6 +34,10 @@ pub struct FileSettings {
     pub quarantine: Option<String>,
     /// PEM file of the CA that signed the Redis servers' TLS certificates.
     pub redis_ca_file: Option<String>,
+    /// Replicas that must acknowledge each grant (Redis `WAIT`), like `1`; 0 = off.
+    pub wait_replicas: Option<u32>,
+    /// How long a grant waits for them, like `100ms`.
+    pub wait_timeout: Option<String>,
 }
 
 /// Read the config file of `root`; an absent file gives empty settings.

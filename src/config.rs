@@ -66,9 +66,8 @@ impl NodeUrl {
     pub fn parse(url: &str) -> Result<Self> {
         let url = url.trim();
         if crate::redis_node::sentinel::is_sentinel_url(url) {
-            crate::redis_node::sentinel::parse(url).map_err(|e| {
-                Error::usage(format!("bad Sentinel URL '{}': {e}", redact(url)))
-            })?;
+            crate::redis_node::sentinel::parse(url)
+                .map_err(|e| Error::usage(format!("bad Sentinel URL '{}': {e}", redact(url))))?;
             return Ok(NodeUrl {
                 url: url.to_owned(),
                 shown: redact(url),

@@ -241,8 +241,7 @@ mod tests {
             let k = LockKeys::new("repo-1", name);
             let slot = redis_slot(&k.lease);
             for key in [
-                &k.fence, &k.holder, &k.waiters, &k.queue, &k.waiting, &k.log, &k.init,
-                &k.epoch,
+                &k.fence, &k.holder, &k.waiters, &k.queue, &k.waiting, &k.log, &k.init, &k.epoch,
             ] {
                 assert_eq!(redis_slot(key), slot, "{key} is not in the slot of {name}");
             }

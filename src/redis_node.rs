@@ -73,7 +73,12 @@ impl RedisNode {
                 .map_err(|e| NodeError::new(format!("bad Sentinel URL {url}: {e}")))?;
             let endpoint = Endpoint::sentinel(&parsed, tls_ca)
                 .map_err(|e| NodeError::new(describe(&e, url)))?;
-            return Ok(Self::with_endpoint(url, endpoint, connect_timeout, op_timeout));
+            return Ok(Self::with_endpoint(
+                url,
+                endpoint,
+                connect_timeout,
+                op_timeout,
+            ));
         }
         let client = match tls_ca {
             Some(pem) if url.secret_url().starts_with("rediss://") => {
@@ -135,9 +140,9 @@ impl RedisNode {
                 .await
         };
         let conn = tokio::time::timeout(self.connect_timeout, open)
-        .await
-        .map_err(|_| NodeError::timeout(self.connect_timeout))?
-        .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
+            .await
+            .map_err(|_| NodeError::timeout(self.connect_timeout))?
+            .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
         *slot = Some(conn.clone());
         Ok(conn)
     }

@@ -54,9 +54,9 @@ pub fn parse(url: &str) -> Result<SentinelUrl, String> {
         .iter()
         .find_map(|(s, tls)| url.strip_prefix(s).map(|r| (r, *tls)))
         .ok_or("it must start with redis+sentinel:// or rediss+sentinel://")?;
-    let (authority, path) = rest.split_once('/').ok_or(
-        "it names no service: redis+sentinel://host:26379[,host:port...]/SERVICE[/db]",
-    )?;
+    let (authority, path) = rest
+        .split_once('/')
+        .ok_or("it names no service: redis+sentinel://host:26379[,host:port...]/SERVICE[/db]")?;
     let (userinfo, hosts) = match authority.rfind('@') {
         Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
         None => (None, authority),

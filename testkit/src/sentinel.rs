@@ -95,10 +95,7 @@ impl Sentinel {
 
     /// The port of the master this sentinel names now.
     pub fn master_port(&self) -> Option<u16> {
-        let v = query(
-            self.port,
-            &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE],
-        )?;
+        let v = query(self.port, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE])?;
         match v {
             redis::Value::Array(a) => match a.get(1)? {
                 redis::Value::BulkString(b) => String::from_utf8_lossy(b).parse().ok(),
@@ -168,12 +165,16 @@ impl SentinelGroup {
         let sentinels: Vec<Sentinel> = (0..3)
             .map(|_| Sentinel::start(master.port, down_after).unwrap_or_else(|e| panic!("{e}")))
             .collect();
-        wait_until(LIMIT, "every sentinel sees the replica and the others", || {
-            sentinels.iter().all(|s| {
-                s.master_field("num-other-sentinels").as_deref() == Some("2")
-                    && s.master_field("num-slaves").as_deref() == Some("1")
-            })
-        });
+        wait_until(
+            LIMIT,
+            "every sentinel sees the replica and the others",
+            || {
+                sentinels.iter().all(|s| {
+                    s.master_field("num-other-sentinels").as_deref() == Some("2")
+                        && s.master_field("num-slaves").as_deref() == Some("1")
+                })
+            },
+        );
         SentinelGroup {
             servers: vec![master, replica],
             sentinels,
@@ -213,9 +214,7 @@ impl SentinelGroup {
     pub fn await_promotion(&self, i: usize) {
         let port = self.servers[i].port;
         wait_until(LIMIT, "the replica is promoted", || {
-            self.sentinels
-                .iter()
-                .all(|s| s.master_port() == Some(port))
+            self.sentinels.iter().all(|s| s.master_port() == Some(port))
                 && replication_field(port, "role").as_deref() == Some("master")
         });
     }

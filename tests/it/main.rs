@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod failover;
 mod fair;
 mod faults;
 mod group;

@@ -4,6 +4,32 @@
 //!
 //! Why no pool (deadpool-redis): a multiplexed connection is already shared by all tasks, and a
 //! pool's recycle check (UNWATCH + PING) would add a round trip to every lock operation.
+//!
+//! # Failover: why tokens never repeat and holders stay apart
+//! Behind Sentinel (`sentinel`), or in a cluster with replicas, a replica promoted to master
+//! may lack the last writes of the old master: replication is asynchronous. Two rules of
+//! `lua/grant.lua` make a promoted replica as safe as a master restarted empty:
+//!
+//! - **Tokens are a hybrid logical clock**: each grant mints max(counter + 1, clock in µs).
+//!   The old master's last token `t` was minted at its clock reading `c` and is at most `c`
+//!   plus the grants of that same microsecond, so `t` is about `c`. The promoted replica mints
+//!   its first token from its own clock at least the failover's duration later (seconds: a
+//!   dead master must first be noticed, then a replica elected), so above `t` unless its clock
+//!   is behind the old master's by more than that. The counters it did receive only push it
+//!   higher. So no token repeats or goes back, without knowing what was lost.
+//! - **Failover quarantine, per hash slot**: promotion gives the node a new replication id.
+//!   A slot's stamp (`keys::epoch_key`) names the replication id it last granted under; a
+//!   promoted node that finds another id (or none) refuses the slot's free leases for one
+//!   quarantine (at least every TTL), so a lease the old master granted and this node never
+//!   received has expired before anyone else gets it; its holder, renewing on the new master,
+//!   finds it gone at its next renewal and stops. A restart that is not a promotion keeps the
+//!   restart rules.
+//!
+//! What stays open: a partition in which the old master keeps granting after the promotion
+//! (until Sentinel demotes it) can hand a lease out twice; Redis' `min-replicas-to-write`
+//! bounds that, and the fencing token (higher on the new master) refuses the stale holder's
+//! write where it lands. `wait_replicas` (`replicas`) makes the lease reach replicas before its
+//! holder starts, so a failover usually keeps it.
 
 use std::sync::LazyLock;
 use std::time::Duration;

@@ -402,3 +402,50 @@ async fn what_a_replica_wait_and_the_failover_check_cost() {
         println!("{name}: p50 {p50:?}, p90 {p90:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_process_follows_a_sentinel_failover_on_its_own_connection() {
+    use tractatus_lock::{AcquireOptions, Config, Coordinator, Identity, config::parse_nodes};
+    let group = SentinelGroup::start(Duration::from_millis(500), &[]);
+    assert_eq!(mark_initialized(&group.servers[0].url()), 1);
+    let mut config = Config::new(parse_nodes(&[group.url()]).unwrap());
+    config.namespace = "failover".into();
+    config.ttl = Duration::from_secs(1);
+    config.quarantine = Duration::from_secs(1);
+    let c = Coordinator::connect(config, Identity::current("t"))
+        .await
+        .unwrap();
+    let before = c.try_acquire("L").await.unwrap();
+    let t1 = before.token();
+    before.release().await.unwrap();
+
+    // A graceful failover: the old master is demoted and keeps running. Sentinel closes its
+    // clients' connections when it demotes it, so the cached connection breaks and the next
+    // call asks the sentinels again (a server demoted by other means answers READONLY, which
+    // drops the connection as well).
+    let sentinel = group.sentinels[0].port;
+    tractatus_testkit::sentinel::query(sentinel, &["SENTINEL", "FAILOVER", "mymaster"])
+        .expect("SENTINEL FAILOVER");
+    group.await_promotion(1);
+    // Until the sentinels demote the old master it still grants (the window the README names);
+    // once demoted it answers writes with READONLY.
+    wait_until(Duration::from_secs(30), "the old master is demoted", || {
+        replication_field(group.servers[0].port, "role").as_deref() == Some("slave")
+    });
+    let wait = AcquireOptions::wait(Duration::from_secs(10));
+    let started = Instant::now();
+    let mut after = c.acquire("L", &wait).await;
+    if let Err(e) = &after {
+        // The first call may meet the demoted master; the next one asks the sentinels.
+        println!("first acquire after the failover: {e}");
+        after = c.acquire("L", &wait).await;
+    }
+    let after = after.unwrap();
+    println!(
+        "tokens {t1} then {}, {:?} after the promotion",
+        after.token(),
+        started.elapsed()
+    );
+    assert!(after.token() > t1);
+    after.release().await.unwrap();
+}

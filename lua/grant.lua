@@ -11,6 +11,9 @@
 -- KEYS[7] queue    sorted set: waiter id -> place in line (ARGV[13]); lowest first
 -- KEYS[8] waiting  hash: waiter id -> "session<TAB>host<TAB>pid<TAB>queued since (ms)", for
 --                  `lock status`
+-- KEYS[9] epoch    hash in this lock's hash slot, shared by the locks of the slot: `replid`, the
+--                  replication id the slot last granted under, and `until`, the end (ms, Redis
+--                  clock) of a failover quarantine; see "Failover quarantine"
 -- ARGV[1]  owner id (random, fresh for every attempt)
 -- ARGV[2]  ttl in ms
 -- ARGV[3]  session id     ARGV[4] host     ARGV[5] pid
@@ -29,14 +32,16 @@
 --                    or, free but another waiter is first in line, {0, ms its place lasts}
 --        quarantined {2, ms until this node grants again}
 --
--- Tokens never restart lower. A missing fence counter (a new lock, or a server that restarted
--- without its data) is seeded from the server clock in microseconds (TIME: sec * 10^6 + usec,
--- about 1.8e15, below 2^53 so exact in Lua's doubles; written from TIME's digits, never from a
--- Lua number, which Redis may format as 1.8e+15) before the INCR. Each grant adds one, so a
--- counter seeded at clock T holds at most T + (grants since) and, while fewer than one token per
--- microsecond was minted on average, stays at or below the clock. A server that comes back empty
--- seeds at its clock then, above every token handed out before, provided its clock did not go
--- back. Tokens are written as strings for the same reason as the seed.
+-- Tokens: a hybrid logical clock. Each grant mints max(counter + 1, clock), the clock being
+-- TIME in microseconds (sec * 10^6 + usec, about 1.8e15, below 2^53 so exact in Lua's doubles),
+-- and stores it as the counter. When the clock wins, the counter is written from TIME's digits,
+-- never from a Lua number (Redis may format one as 1.8e+15); otherwise it is INCR'd. So a token
+-- is above every token this node minted before (the counter) and at least the clock. A node that
+-- lost the last grants (restarted empty, or a replica promoted before they reached it) mints
+-- from its clock, above every token handed out before, as long as its clock is not behind the
+-- old master's by more than the time the restart or failover took (seconds): a token minted at
+-- clock C by the old master is at most C plus the tokens minted at the same microsecond, which
+-- is far below any later clock reading. A missing counter is the same case (counter 0).
 --
 -- Restart quarantine. A server that restarted empty forgot the leases it granted. It refuses to
 -- grant a lock it does not know (fence counter missing) until its uptime reaches the quarantine
@@ -47,6 +52,33 @@
 -- = its run_id), which skips the quarantine; a restart changes the run_id, so an old marker,
 -- even one reloaded from disk, does not count.
 --
+-- Failover quarantine. A replica promoted to master (Sentinel, Cluster failover, REPLICAOF NO
+-- ONE) may lack the last writes of the old master (replication is asynchronous), leases
+-- included: it could grant a lease the old master granted and the holder still uses. Promotion
+-- gives the node a new replication id (INFO replication: master_replid) and keeps the old one
+-- as master_replid2, with second_repl_offset >= 0. The slot's stamp (KEYS[9]) names the replid
+-- the slot last granted under (written by the master, replicated with the leases). When the
+-- lease is free and the quarantine is on:
+--   - `until` in the future: refuse ({2, ms left});
+--   - stamp names the current replid: normal rules;
+--   - it names another replid, or none, and this node was promoted (second_repl_offset >= 0):
+--     the slot refuses every grant for one quarantine from now (`until` = now + ARGV[11]), so
+--     every lease the old master granted has expired (a lease is granted before the promotion,
+--     and a TTL is at most the quarantine), unless `lock init` marked this server run
+--     (KEYS[6] holds its run_id: an operator marked the new master after the failover);
+--   - otherwise (a restart with or without data, a slot migrated in): stamp the current replid,
+--     and the restart rules above apply.
+-- A held lease is refused as always and needs no check: the hot path gains one INFO call when
+-- the lease is free, and one HSET per slot and replication id.
+-- What Redis 7.0.15 does, measured (tests/it/failover.rs exercises the promotions):
+--   - restart without persistence, or with RDB/AOF of a master that never had a replica: new
+--     master_replid, second_repl_offset -1: a plain restart;
+--   - restart from RDB of a master that had replicas (a backlog): new master_replid, the old one
+--     as master_replid2, second_repl_offset >= 0: taken as a promotion (its snapshot may lack the
+--     last writes, so the quarantine is right there too);
+--   - REPLICAOF NO ONE, a Sentinel failover, CLUSTER FAILOVER on a replica: new master_replid,
+--     the old master's as master_replid2, second_repl_offset = offset + 1, run_id unchanged.
+--
 -- Fairness. A free lease goes only to the head of the queue among live waiters (or to anyone
 -- when nobody waits). A waiter whose registration lapsed (it died, or stopped asking) is dropped
 -- when it reaches the head, so a dead waiter holds the line up for one registration at most; a
@@ -54,20 +86,51 @@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
-local known = redis.call('EXISTS', KEYS[2]) == 1
+local counter = redis.call('GET', KEYS[2])
+local known = counter ~= false
 local quarantine = tonumber(ARGV[11])
-if not known and quarantine > 0 then
+local run_id
+-- This server run's run_id, and its uptime in seconds.
+local function server()
   local info = redis.call('INFO', 'server')
-  local run_id = string.match(info, 'run_id:(%x+)')
+  local id = string.match(info, 'run_id:(%x+)')
   local uptime = tonumber(string.match(info, 'uptime_in_seconds:(%d+)') or '')
-  if not run_id or not uptime then
-    return redis.error_reply('INFO server lacks run_id or uptime_in_seconds')
+  if not id or not uptime then
+    error('INFO server lacks run_id or uptime_in_seconds')
   end
+  return id, uptime
+end
+if not known and quarantine > 0 then
+  local uptime
+  run_id, uptime = server()
   if redis.call('GET', KEYS[6]) ~= run_id then
     local left = quarantine - (uptime - 1) * 1000
     if left > 0 then
       return {2, left}
     end
+  end
+end
+if quarantine > 0 and redis.call('EXISTS', KEYS[1]) == 0 then
+  local stamp = redis.call('HMGET', KEYS[9], 'replid', 'until')
+  local until_ms = tonumber(stamp[2] or '0') or 0
+  if until_ms > now then
+    return {2, until_ms - now}
+  end
+  local info = redis.call('INFO', 'replication')
+  local replid = string.match(info, 'master_replid:(%x+)')
+  local second = tonumber(string.match(info, 'second_repl_offset:(%-?%d+)') or '')
+  if not replid or not second then
+    error('INFO replication lacks master_replid or second_repl_offset')
+  end
+  if stamp[1] ~= replid then
+    if second >= 0 then
+      if not run_id then run_id = server() end
+      if redis.call('GET', KEYS[6]) ~= run_id then
+        redis.call('HSET', KEYS[9], 'replid', replid, 'until', now + quarantine)
+        return {2, quarantine}
+      end
+    end
+    redis.call('HSET', KEYS[9], 'replid', replid, 'until', 0)
   end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
@@ -114,10 +177,13 @@ if previous[1] then
 end
 
 local ttl = tonumber(ARGV[2])
-if not known then
-  redis.call('SET', KEYS[2], t[1] .. string.format('%06d', tonumber(t[2])))
+local token
+if tonumber(t[1]) * 1000000 + tonumber(t[2]) > tonumber(counter or '0') then
+  token = t[1] .. string.format('%06d', tonumber(t[2]))
+  redis.call('SET', KEYS[2], token)
+else
+  token = string.format('%d', redis.call('INCR', KEYS[2]))
 end
-local token = string.format('%d', redis.call('INCR', KEYS[2]))
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
 redis.call('DEL', KEYS[3])
 redis.call('HSET', KEYS[3], 'owner', ARGV[1], 'session', ARGV[3], 'host', ARGV[4],

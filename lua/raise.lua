@@ -1,5 +1,7 @@
 -- raise.lua: lift this node's fencing counter to at least a value seen on a quorum.
 -- Used with several masters, so that a majority remembers the highest token handed out.
+-- Consistent with grant.lua's clock-based tokens: a raise only lifts the counter, and the next
+-- grant mints max(counter + 1, clock), so it stays above the raised value and the clock alike.
 --
 -- KEYS[1] fence   integer counter
 -- ARGV[1] the token handed out

@@ -277,14 +277,14 @@ pub(crate) fn quarantine_note(total: usize, quarantined: usize, left: Duration) 
     let hint = "`tractatus lock init` marks brand-new servers so they need none";
     if total == 1 {
         format!(
-            "Redis started empty (new, or restarted without its data) and is in its restart \
-             quarantine (it grants again in {} ms; {hint})",
+            "Redis started empty (new, or restarted without its data) or took over in a \
+             failover, and is in its restart quarantine (it grants again in {} ms; {hint})",
             left.as_millis()
         )
     } else {
         format!(
-            "{quarantined} of {total} Redis masters started empty and are in their restart \
-             quarantine (the first grants again in {} ms; {hint})",
+            "{quarantined} of {total} Redis masters started empty or took over in a failover, \
+             and are in their restart quarantine (the first grants again in {} ms; {hint})",
             left.as_millis()
         )
     }

@@ -21,6 +21,9 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// `lock init`) refuses to grant locks it does not know, when none is given: 10 s. Every
 /// client's TTL must fit in it.
 pub const DEFAULT_QUARANTINE: Duration = Duration::from_secs(10);
+/// How long a grant waits for `wait_replicas` replicas to acknowledge it when none is given:
+/// 100 ms.
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_millis(100);
 /// Longest lease TTL accepted: 1 h (longer holds renew; see `max_hold`).
 pub const MAX_TTL: Duration = Duration::from_secs(3600);
 /// Time a command gets between SIGTERM and SIGKILL after its lease is lost: 5 s.
@@ -58,15 +61,25 @@ pub struct NodeUrl {
 }
 
 impl NodeUrl {
-    /// Check one `redis://` or `rediss://` URL.
+    /// Check one `redis://` or `rediss://` URL, or a `redis+sentinel://` (`rediss+sentinel://`)
+    /// URL naming sentinels and a service (see [`crate::redis_node::sentinel`]).
     pub fn parse(url: &str) -> Result<Self> {
         let url = url.trim();
+        if crate::redis_node::sentinel::is_sentinel_url(url) {
+            crate::redis_node::sentinel::parse(url)
+                .map_err(|e| Error::usage(format!("bad Sentinel URL '{}': {e}", redact(url))))?;
+            return Ok(NodeUrl {
+                url: url.to_owned(),
+                shown: redact(url),
+            });
+        }
         let rest = url
             .strip_prefix("redis://")
             .or_else(|| url.strip_prefix("rediss://"))
             .ok_or_else(|| {
                 Error::usage(format!(
-                    "bad Redis URL '{}': it must start with redis:// or rediss://",
+                    "bad Redis URL '{}': it must start with redis://, rediss:// or \
+                     redis+sentinel://",
                     redact(url)
                 ))
             })?;
@@ -143,12 +156,29 @@ pub fn has_password(url: &str) -> bool {
 }
 
 /// Each URL of a list whose entries may each hold several, comma-separated (`--redis a,b`,
-/// `TRACTATUS_REDIS=a,b,c`), trimmed, empty ones dropped.
+/// `TRACTATUS_REDIS=a,b,c`), trimmed, empty ones dropped. A piece without a scheme (`://`)
+/// belongs to the URL before it: a Sentinel URL lists its sentinels with commas
+/// (`redis+sentinel://h1:26379,h2:26380/mymaster`).
 pub fn split_urls<S: AsRef<str>>(urls: &[S]) -> impl Iterator<Item = &str> {
     urls.iter()
-        .flat_map(|u| u.as_ref().split(','))
+        .flat_map(|u| split_one(u.as_ref()))
         .map(str::trim)
         .filter(|u| !u.is_empty())
+}
+
+/// The URLs of one comma-separated entry: a new URL begins at each piece with a scheme (or
+/// after an empty piece); the other pieces extend the URL before them.
+fn split_one(list: &str) -> Vec<&str> {
+    let (mut urls, mut start, mut at) = (Vec::new(), 0, 0);
+    for piece in list.split(',') {
+        if at > start && (piece.contains("://") || piece.trim().is_empty()) {
+            urls.push(&list[start..at - 1]);
+            start = at;
+        }
+        at += piece.len() + 1;
+    }
+    urls.push(&list[start..]);
+    urls
 }
 
 /// Parse the Redis endpoints (flags or `TRACTATUS_REDIS`): none (local locks), one, or three
@@ -237,6 +267,14 @@ pub struct Config {
     /// the longest TTL any client uses; [`Config::check`] refuses a TTL above it. Default:
     /// [`DEFAULT_QUARANTINE`].
     pub quarantine: Duration,
+    /// After each grant, wait (Redis `WAIT`, on the connection that granted) until this many
+    /// replicas acknowledged the lease and its token, so that it survives a failover to one of
+    /// them; 0 turns it off. A grant that fewer replicas acknowledge in `wait_timeout` still
+    /// stands (see the README, "Failover"). Default: 0.
+    pub wait_replicas: u32,
+    /// How long a grant waits for `wait_replicas`; at most a third of the TTL. Default:
+    /// [`DEFAULT_WAIT_TIMEOUT`].
+    pub wait_timeout: Duration,
 }
 
 impl Config {
@@ -252,6 +290,8 @@ impl Config {
             log_cap: 1000,
             tls_ca_file: None,
             quarantine: DEFAULT_QUARANTINE,
+            wait_replicas: 0,
+            wait_timeout: DEFAULT_WAIT_TIMEOUT,
         }
     }
 
@@ -280,6 +320,15 @@ impl Config {
             return Err(Error::usage(format!(
                 "node timeout {} ms must be above 0 and at most a third of the ttl ({} ms)",
                 self.node_timeout.as_millis(),
+                self.ttl.as_millis()
+            )));
+        }
+        if self.wait_replicas > 0
+            && (self.wait_timeout.is_zero() || self.wait_timeout.saturating_mul(3) > self.ttl)
+        {
+            return Err(Error::usage(format!(
+                "replica wait timeout {} ms must be above 0 and at most a third of the ttl ({} ms)",
+                self.wait_timeout.as_millis(),
                 self.ttl.as_millis()
             )));
         }
@@ -350,6 +399,29 @@ mod tests {
         let e = parse_nodes(&["redis://a:1", "redis://b:1"]).unwrap_err();
         assert_eq!(e.exit_code(), 64);
         assert!(e.to_string().contains("majority"));
+    }
+
+    #[test]
+    fn a_sentinel_url_keeps_its_sentinels_when_urls_are_split_on_commas() {
+        let urls = ["redis://a:1, redis+sentinel://h1:26379,h2:26380/m ,redis://b:1,,redis://c:1,"];
+        assert_eq!(
+            split_urls(&urls).collect::<Vec<_>>(),
+            [
+                "redis://a:1",
+                "redis+sentinel://h1:26379,h2:26380/m",
+                "redis://b:1",
+                "redis://c:1"
+            ]
+        );
+        let one = parse_nodes(&["redis+sentinel://:s3cret@h1,h2:26380/m"]).unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].to_string(), "redis+sentinel://:***@h1,h2:26380/m");
+        let e = parse_nodes(&["redis+sentinel://:s3cret@h1:x/m"]).unwrap_err();
+        assert_eq!(e.exit_code(), 64);
+        assert!(e.to_string().contains("bad sentinel port"), "{e}");
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        let e = parse_nodes(&["redis+sentinel://h1:26379"]).unwrap_err();
+        assert!(e.to_string().contains("names no service"), "{e}");
     }
 
     #[test]

@@ -55,6 +55,7 @@ impl Coordinator {
                     config.node_timeout,
                     tls_ca.as_deref(),
                 )
+                .map(|n| n.with_replica_wait(config.wait_replicas, config.wait_timeout))
                 .map(Arc::new)
                 .map_err(|e| Error::usage(format!("{u}: {e}")))
             })

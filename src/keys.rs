@@ -5,7 +5,7 @@
 //! node-wide key: the one thing a node knows about itself, the restart-quarantine marker written
 //! by `lock init`, is kept once per hash slot, as `tractatus:init:{<tag>}` where `<tag>` is a
 //! short string whose slot is the slot of the lock ([`init_key`]), so the grant script reads the
-//! marker of its own slot.
+//! marker of its own slot. The failover stamp ([`epoch_key`]) is kept per slot the same way.
 //! Namespace and name are validated (see [`crate::config`]) and cannot contain `{`, `}` or glob
 //! characters, so one namespace's pattern never matches another's keys.
 //!
@@ -49,6 +49,10 @@ pub struct LockKeys {
     /// String, in the lock's hash slot but shared by every lock of that slot: the run id of the
     /// server run that `lock init` marked as brand-new (see [`init_key`]).
     pub init: String,
+    /// Hash, in the lock's hash slot but shared by every lock of that slot: the replication id
+    /// the slot was last granted under and, after a failover, until when the slot is in
+    /// quarantine (see [`epoch_key`] and `lua/grant.lua`).
+    pub epoch: String,
 }
 
 const PREFIX: &str = "tractatus:{";
@@ -61,6 +65,7 @@ impl LockKeys {
     pub fn new(namespace: &str, name: &str) -> Self {
         let tag = format!("{namespace}:{name}");
         let base = format!("{PREFIX}{tag}}}");
+        let slot = slot_of_tag(tag.as_bytes());
         LockKeys {
             lease: format!("{base}:lease"),
             fence: format!("{base}:fence"),
@@ -70,7 +75,8 @@ impl LockKeys {
             waiting: format!("{base}:waiting"),
             log: format!("{base}:log"),
             channel: format!("{base}:released"),
-            init: init_key(slot_of_tag(tag.as_bytes())),
+            init: init_key(slot),
+            epoch: epoch_key(slot),
         }
     }
 }
@@ -99,6 +105,14 @@ pub fn parse_slot_lock_name(lock: &str) -> Option<(&str, u32)> {
 /// The restart-quarantine marker of hash slot `slot` (0..16384).
 pub fn init_key(slot: u16) -> String {
     format!("tractatus:init:{{{}}}", tag_for_slot(slot))
+}
+
+/// The failover stamp of hash slot `slot` (0..16384): a hash `{replid, until}` telling which
+/// replication history (a master's `master_replid`) last granted in the slot, and until when
+/// the slot refuses grants after a promoted replica took over (see `lua/grant.lua`). In the
+/// slot's own hash tag, so the grant script of any lock of the slot may touch it.
+pub fn epoch_key(slot: u16) -> String {
+    format!("tractatus:epoch:{{{}}}", tag_for_slot(slot))
 }
 
 /// Every slot's marker, in slot order: what `lock init` writes on each node.
@@ -311,7 +325,7 @@ mod tests {
             let k = LockKeys::new("repo-1", name);
             let slot = redis_slot(&k.lease);
             for key in [
-                &k.fence, &k.holder, &k.waiters, &k.queue, &k.waiting, &k.log, &k.init,
+                &k.fence, &k.holder, &k.waiters, &k.queue, &k.waiting, &k.log, &k.init, &k.epoch,
             ] {
                 assert_eq!(redis_slot(key), slot, "{key} is not in the slot of {name}");
             }

@@ -27,11 +27,10 @@
 //! tokens increasing and holders apart, for one master, a majority or all of them, and for one
 //! Redis (N = 1) alike:
 //!
-//! - **Counters never restart lower.** A missing counter is seeded from the node's clock in
-//!   microseconds before its `INCR` (`lua/grant.lua`). A counter seeded at clock `S` and
-//!   incremented `k` times holds `S + k`, which stays at or below the clock while fewer than one
-//!   token per microsecond is minted on average; a raise copies a value that was at or below
-//!   another node's clock. So every token handed out by time `T` is at most the highest clock
+//! - **Counters never restart lower.** Each grant mints max(counter + 1, the node's clock in
+//!   microseconds) (`lua/grant.lua`; a missing counter counts as 0), so a counter stays at or
+//!   about the clock while fewer than one token per microsecond is minted on average; a raise
+//!   copies a value that was at or below another node's clock. So every token handed out by time `T` is at most the highest clock
 //!   among the nodes at `T`. A node that comes back empty seeds at its own clock once its
 //!   quarantine is over, above every earlier token as long as no clock went back and the
 //!   clocks agree to within the quarantine. (A clock further off could let a token go back; the

@@ -4,6 +4,32 @@
 //!
 //! Why no pool (deadpool-redis): a multiplexed connection is already shared by all tasks, and a
 //! pool's recycle check (UNWATCH + PING) would add a round trip to every lock operation.
+//!
+//! # Failover: why tokens never repeat and holders stay apart
+//! Behind Sentinel (`sentinel`), or in a cluster with replicas, a replica promoted to master
+//! may lack the last writes of the old master: replication is asynchronous. Two rules of
+//! `lua/grant.lua` make a promoted replica as safe as a master restarted empty:
+//!
+//! - **Tokens are a hybrid logical clock**: each grant mints max(counter + 1, clock in µs).
+//!   The old master's last token `t` was minted at its clock reading `c` and is at most `c`
+//!   plus the grants of that same microsecond, so `t` is about `c`. The promoted replica mints
+//!   its first token from its own clock at least the failover's duration later (seconds: a
+//!   dead master must first be noticed, then a replica elected), so above `t` unless its clock
+//!   is behind the old master's by more than that. The counters it did receive only push it
+//!   higher. So no token repeats or goes back, without knowing what was lost.
+//! - **Failover quarantine, per hash slot**: promotion gives the node a new replication id.
+//!   A slot's stamp (`keys::epoch_key`) names the replication id it last granted under; a
+//!   promoted node that finds another id (or none) refuses the slot's free leases for one
+//!   quarantine (at least every TTL), so a lease the old master granted and this node never
+//!   received has expired before anyone else gets it; its holder, renewing on the new master,
+//!   finds it gone at its next renewal and stops. A restart that is not a promotion keeps the
+//!   restart rules.
+//!
+//! What stays open: a partition in which the old master keeps granting after the promotion
+//! (until Sentinel demotes it) can hand a lease out twice; Redis' `min-replicas-to-write`
+//! bounds that, and the fencing token (higher on the new master) refuses the stale holder's
+//! write where it lands. `wait_replicas` (`replicas`) makes the lease reach replicas before its
+//! holder starts, so a failover usually keeps it.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -33,15 +59,21 @@ static INSPECT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/inspect.lua")));
 
 mod admin;
+mod replicas;
+pub mod sentinel;
 mod sessions;
+
+use sentinel::Endpoint;
 
 /// One Redis master.
 pub struct RedisNode {
     url: NodeUrl,
-    client: redis::Client,
+    endpoint: Endpoint,
     conn: Mutex<Option<MultiplexedConnection>>,
     connect_timeout: Duration,
     op_timeout: Duration,
+    /// Replicas each grant waits for, and how long (see `replicas`).
+    wait: Option<(u32, Duration)>,
 }
 
 impl RedisNode {
@@ -63,6 +95,18 @@ impl RedisNode {
         tls_ca: Option<&[u8]>,
     ) -> Result<Self, NodeError> {
         install_crypto_provider();
+        if sentinel::is_sentinel_url(url.secret_url()) {
+            let parsed = sentinel::parse(url.secret_url())
+                .map_err(|e| NodeError::new(format!("bad Sentinel URL {url}: {e}")))?;
+            let endpoint = Endpoint::sentinel(&parsed, tls_ca)
+                .map_err(|e| NodeError::new(describe(&e, url)))?;
+            return Ok(Self::with_endpoint(
+                url,
+                endpoint,
+                connect_timeout,
+                op_timeout,
+            ));
+        }
         let client = match tls_ca {
             Some(pem) if url.secret_url().starts_with("rediss://") => {
                 redis::Client::build_with_tls(
@@ -76,13 +120,35 @@ impl RedisNode {
             _ => redis::Client::open(url.secret_url()),
         }
         .map_err(|e| NodeError::new(describe(&e, url)))?;
-        Ok(RedisNode {
+        Ok(Self::with_endpoint(
+            url,
+            Endpoint::Direct(client),
+            connect_timeout,
+            op_timeout,
+        ))
+    }
+
+    fn with_endpoint(
+        url: &NodeUrl,
+        endpoint: Endpoint,
+        connect_timeout: Duration,
+        op_timeout: Duration,
+    ) -> Self {
+        RedisNode {
             url: url.clone(),
-            client,
+            endpoint,
             conn: Mutex::new(None),
             connect_timeout,
             op_timeout,
-        })
+            wait: None,
+        }
+    }
+
+    /// Wait after each grant until `replicas` replicas acknowledged it, up to `timeout` (Redis
+    /// `WAIT`); 0 replicas: no wait.
+    pub fn with_replica_wait(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.wait = (replicas > 0).then_some((replicas, timeout));
+        self
     }
 
     /// Open the connection (once) within the connect timeout.
@@ -94,14 +160,16 @@ impl RedisNode {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(None);
-        let conn = tokio::time::timeout(
-            self.connect_timeout,
-            self.client
-                .get_multiplexed_async_connection_with_config(&config),
-        )
-        .await
-        .map_err(|_| NodeError::timeout(self.connect_timeout))?
-        .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
+        let open = async {
+            let client = self.endpoint.client().await?;
+            client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+        };
+        let conn = tokio::time::timeout(self.connect_timeout, open)
+            .await
+            .map_err(|_| NodeError::timeout(self.connect_timeout))?
+            .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
         *slot = Some(conn.clone());
         Ok(conn)
     }
@@ -130,7 +198,13 @@ impl RedisNode {
             match f(conn).await {
                 Ok(v) => Ok(v),
                 Err(e) => {
-                    if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
+                    // READONLY: the server was demoted to a replica (a failover); behind
+                    // Sentinel the next connect finds the new master.
+                    if e.is_io_error()
+                        || e.is_connection_dropped()
+                        || e.is_unrecoverable_error()
+                        || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+                    {
                         *self.conn.lock().await = None;
                     }
                     Err(NodeError::new(describe(&e, &self.url)))
@@ -235,6 +309,7 @@ impl Node for RedisNode {
                         .key(&k.init)
                         .key(&k.queue)
                         .key(&k.waiting)
+                        .key(&k.epoch)
                         .arg(&req.owner)
                         .arg(req.ttl.as_millis() as u64)
                         .arg(&id.session)
@@ -252,7 +327,12 @@ impl Node for RedisNode {
                         .await
                 })
                 .await?;
-            parse_grant(reply).ok_or_else(|| NodeError::new("unexpected reply to grant"))
+            let reply =
+                parse_grant(reply).ok_or_else(|| NodeError::new("unexpected reply to grant"))?;
+            if let GrantReply::Granted { token } = reply {
+                self.await_replicas(req, token).await;
+            }
+            Ok(reply)
         })
     }
 
@@ -326,7 +406,10 @@ impl Node for RedisNode {
         Box::pin(async move {
             let work = async {
                 let mut pubsub = self
-                    .client
+                    .endpoint
+                    .client()
+                    .await
+                    .map_err(|e| NodeError::new(describe(&e, &self.url)))?
                     .get_async_pubsub()
                     .await
                     .map_err(|e| NodeError::new(describe(&e, &self.url)))?;

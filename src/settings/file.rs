@@ -39,6 +39,10 @@ pub struct FileSettings {
     pub per_session: Option<Vec<String>>,
     /// How long a session may be quiet before it counts as silent, like `30m`. Default: 30m.
     pub session_idle: Option<String>,
+    /// Replicas that must acknowledge each grant (Redis `WAIT`), like `1`; 0 = off.
+    pub wait_replicas: Option<u32>,
+    /// How long a grant waits for them, like `100ms`.
+    pub wait_timeout: Option<String>,
 }
 
 /// Read the config file of `root`; an absent file gives empty settings.

@@ -96,6 +96,8 @@ const CONNECT_TIMEOUT: Names = names(
 const KILL_GRACE: Names = names(Some("--kill-grace"), "TRACTATUS_KILL_GRACE", None);
 const QUARANTINE: Names = names(None, "TRACTATUS_QUARANTINE", Some("quarantine"));
 const CA_FILE: Names = names(None, "TRACTATUS_REDIS_CA_FILE", Some("redis_ca_file"));
+const WAIT_REPLICAS: Names = names(None, "TRACTATUS_REDIS_WAIT_REPLICAS", Some("wait_replicas"));
+const WAIT_TIMEOUT: Names = names(None, "TRACTATUS_REDIS_WAIT_TIMEOUT", Some("wait_timeout"));
 const NAMESPACE: Names = names(Some("--namespace"), "TRACTATUS_NAMESPACE", None);
 const SESSION: Names = names(Some("--session"), "TRACTATUS_SESSION_ID", None);
 const SESSION_IDLE: Names = names(None, "TRACTATUS_SESSION_IDLE", Some("session_idle"));
@@ -245,6 +247,18 @@ pub fn resolve(
     if let Some(d) = duration(&QUARANTINE, &None, env, &file.quarantine)? {
         config.quarantine = d;
     }
+    let replicas = file.wait_replicas.map(|n| n.to_string());
+    if let Some(p) = pick(&WAIT_REPLICAS, &None, env, &replicas) {
+        config.wait_replicas = p.value.trim().parse().map_err(|_| {
+            Error::usage(format!(
+                "{}: bad replica count '{}': expected a whole number (0 = off)",
+                p.origin, p.value
+            ))
+        })?;
+    }
+    if let Some(d) = duration(&WAIT_TIMEOUT, &None, env, &file.wait_timeout)? {
+        config.wait_timeout = d;
+    }
     // An unset namespace is checked as a valid stand-in: the fresh id it will get always passes.
     config.namespace = namespace.name().unwrap_or(DEFAULT_NAMESPACE).to_owned();
     config.check()?;
@@ -379,6 +393,36 @@ mod tests {
         assert_eq!(
             with_credentials("redis://alice@h:1", None, None),
             "redis://alice@h:1"
+        );
+    }
+
+    #[test]
+    fn the_replica_wait_comes_from_the_environment_or_the_file_and_must_fit_the_ttl() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join(".claude")).unwrap();
+        std::fs::write(
+            tmp.path().join(CONFIG_FILE),
+            "redis = [\"redis://h:1\"]\nwait_replicas = 1\nwait_timeout = \"50ms\"\n",
+        )
+        .unwrap();
+        let root = Some(tmp.path());
+        let r = resolve(&Flags::default(), &|_| None, root).unwrap();
+        assert_eq!(r.config.wait_replicas, 1);
+        assert_eq!(r.config.wait_timeout, Duration::from_millis(50));
+        let env = |k: &str| match k {
+            "TRACTATUS_REDIS_WAIT_REPLICAS" => Some("2".to_owned()),
+            "TRACTATUS_REDIS_WAIT_TIMEOUT" => Some("5s".to_owned()),
+            _ => None,
+        };
+        let e = resolve(&Flags::default(), &env, root).unwrap_err();
+        assert_eq!(e.exit_code(), 64);
+        assert!(e.to_string().contains("third of the ttl"), "{e}");
+        let env = |k: &str| (k == "TRACTATUS_REDIS_WAIT_REPLICAS").then(|| "one".to_owned());
+        let e = resolve(&Flags::default(), &env, root).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("TRACTATUS_REDIS_WAIT_REPLICAS: bad replica count 'one'"),
+            "{e}"
         );
     }
 

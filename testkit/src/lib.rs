@@ -15,6 +15,7 @@
 //! # Layout
 //! - [`redis_server`]: [`RedisServer`], [`cluster`], [`free_port`], [`answers_ping`].
 //! - [`repo`]: [`Repo`], a temp directory with `.git/` and `.claude/`.
+//! - [`sentinel`]: [`SentinelGroup`], a master, its replica and three sentinels.
 //! - [`process`]: [`run_timed`] and [`Ran`], [`Guard`], [`KillPid`], [`alive`], [`signal`],
 //!   [`wait_until`].
 //! - [`cli`]: [`Cli`], where the `tractatus` binary is and how to run it.
@@ -28,6 +29,7 @@ pub mod fixtures;
 pub mod process;
 pub mod redis_server;
 pub mod repo;
+pub mod sentinel;
 
 pub use cli::Cli;
 pub use fixtures::{CRITICAL, HISTORY, fixture, instruction_history, instruction_history_varied};
@@ -36,6 +38,7 @@ pub use process::{
 };
 pub use redis_server::{RedisServer, answers_ping, cluster, free_port};
 pub use repo::Repo;
+pub use sentinel::SentinelGroup;
 
 /// Re-exported so that users of [`signal`] need no `nix` dependency of their own.
 pub use nix::sys::signal::Signal;

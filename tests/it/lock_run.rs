@@ -205,11 +205,8 @@ fn paused_holder_learns_it_lost_its_lease_and_its_command_is_stopped() {
         "echo $TRACTATUS_FENCING_TOKEN",
     ]));
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(
-        r.stdout.trim(),
-        (paused_token + 1).to_string(),
-        "the new holder's token"
-    );
+    let token: u64 = r.stdout.trim().parse().unwrap();
+    assert!(token > paused_token, "the new holder's token {token}");
     assert!(
         alive(cmd_pid),
         "the paused holder's command still runs before SIGCONT"

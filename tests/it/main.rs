@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod failover;
 mod fair;
 mod faults;
 mod group;
@@ -13,6 +14,6 @@ mod operate;
 mod props;
 mod redlock;
 mod restart;
-mod slots;
 mod sessions;
+mod slots;
 mod state;

@@ -55,6 +55,7 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
 pub struct NodeUrl {
     url: String,
     shown: String,
+    cluster: Option<bool>,
 }
 
 impl NodeUrl {
@@ -76,16 +77,24 @@ impl NodeUrl {
                 redact(url)
             )));
         }
-        redis::parse_redis_url(url).ok_or_else(|| {
+        let (plain, cluster) = take_cluster_param(url)?;
+        redis::parse_redis_url(&plain).ok_or_else(|| {
             Error::usage(format!(
                 "bad Redis URL '{}': it does not parse",
                 redact(url)
             ))
         })?;
         Ok(NodeUrl {
-            url: url.to_owned(),
+            url: plain,
             shown: redact(url),
+            cluster,
         })
+    }
+
+    /// What the URL's `cluster` parameter says: `Some(true)` a Redis Cluster, `Some(false)` one
+    /// plain server, `None` find out (see `redis_node::cluster`).
+    pub fn cluster(&self) -> Option<bool> {
+        self.cluster
     }
 
     /// The full URL, password included: for connecting only, never for display.
@@ -104,6 +113,36 @@ impl fmt::Debug for NodeUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "NodeUrl({})", self.shown)
     }
+}
+
+/// The URL without its `cluster=true|false` query parameter (ours, not the `redis` crate's),
+/// and what that parameter said.
+fn take_cluster_param(url: &str) -> Result<(String, Option<bool>)> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), None));
+    };
+    let mut cluster = None;
+    let mut kept = Vec::new();
+    for pair in query.split('&') {
+        match pair.strip_prefix("cluster=") {
+            Some("true") => cluster = Some(true),
+            Some("false") => cluster = Some(false),
+            Some(other) => {
+                return Err(Error::usage(format!(
+                    "bad Redis URL '{}': cluster={} must be true or false",
+                    redact(url),
+                    other.escape_default()
+                )));
+            }
+            None => kept.push(pair),
+        }
+    }
+    let plain = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((plain, cluster))
 }
 
 /// Replace the userinfo of a URL (`user:password@`) with `user:***@`, keeping the rest.
@@ -336,6 +375,23 @@ mod tests {
         );
         let e = NodeUrl::parse("http://u:s3cret@h").unwrap_err();
         assert!(!e.to_string().contains("s3cret"));
+    }
+
+    #[test]
+    fn the_cluster_parameter_is_ours_and_stripped() {
+        let u = NodeUrl::parse("redis://:pw@h:1?cluster=true").unwrap();
+        assert_eq!(
+            (u.cluster(), u.secret_url()),
+            (Some(true), "redis://:pw@h:1")
+        );
+        assert_eq!(u.to_string(), "redis://:***@h:1?cluster=true");
+        let u = NodeUrl::parse("redis://h:1/0?protocol=resp3&cluster=false").unwrap();
+        assert_eq!(u.cluster(), Some(false));
+        assert_eq!(u.secret_url(), "redis://h:1/0?protocol=resp3");
+        assert_eq!(NodeUrl::parse("redis://h:1").unwrap().cluster(), None);
+        let e = NodeUrl::parse("redis://:s3cret@h:1?cluster=yes").unwrap_err();
+        assert_eq!(e.exit_code(), 64);
+        assert!(e.to_string().contains("true or false") && !e.to_string().contains("s3cret"));
     }
 
     #[test]

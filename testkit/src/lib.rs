@@ -14,6 +14,7 @@
 //!
 //! # Layout
 //! - [`redis_server`]: [`RedisServer`], [`cluster`], [`free_port`], [`answers_ping`].
+//! - [`redis_cluster`]: [`RedisCluster`], a real Redis Cluster (masters, replicas, slot moves).
 //! - [`repo`]: [`Repo`], a temp directory with `.git/` and `.claude/`.
 //! - [`process`]: [`run_timed`] and [`Ran`], [`Guard`], [`KillPid`], [`alive`], [`signal`],
 //!   [`wait_until`].
@@ -26,6 +27,7 @@
 pub mod cli;
 pub mod fixtures;
 pub mod process;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod repo;
 
@@ -34,6 +36,7 @@ pub use fixtures::{CRITICAL, HISTORY, fixture, instruction_history, instruction_
 pub use process::{
     Guard, KillPid, RUN_LIMIT, Ran, alive, run, run_timed, run_to, signal, wait_until,
 };
+pub use redis_cluster::RedisCluster;
 pub use redis_server::{RedisServer, answers_ping, cluster, free_port};
 pub use repo::Repo;
 

@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod cluster;
 mod fair;
 mod faults;
 mod group;

@@ -191,6 +191,16 @@ impl RedisCluster {
         self.index_of(port)
     }
 
+    /// The slot ranges node `i` serves now (none for a replica), as the first live node sees it.
+    pub fn slot_ranges(&self, i: usize) -> Vec<(u16, u16)> {
+        let first = self.live().next().expect("a live node");
+        self.lines_of(self.nodes[first].port)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_iter()
+            .find(|l| l.port == self.nodes[i].port && l.master)
+            .map_or(Vec::new(), |l| l.slots)
+    }
+
     /// The index of the node listening on `port`.
     pub fn index_of(&self, port: u16) -> usize {
         self.nodes

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::runtime::Runtime;
 use tractatus_lock::keys::slot_of_tag;
-use tractatus_testkit::{RedisCluster, Repo, run_timed};
+use tractatus_testkit::{RedisCluster, RedisServer, Repo, run_timed};
 
 use crate::children::{run_parallel, run_sequential};
 use crate::cli::Cli;
@@ -18,14 +18,21 @@ use crate::{CHILD_LIMIT, LOOP_BUDGET, Res, THREADS, acquire_release, connect};
 
 pub(crate) fn section_cluster(
     rt: &Runtime,
-    plain: &str,
     floors: &Floors,
     scale: Scale,
     cli: Option<&Cli>,
 ) -> Res<()> {
     println!("\n5. Redis Cluster (3 masters) beside 1 plain Redis");
+    // Both fresh, so neither carries the keys and history of the sections before.
+    let single = RedisServer::try_start(&[])?;
     let cluster = RedisCluster::try_start(3, 0)?;
-    println!("  cluster:    {}", cluster.describe());
+    println!(
+        "  servers:    plain {}; cluster {}",
+        single.port,
+        cluster.describe()
+    );
+    let plain = single.url();
+    let plain = plain.as_str();
     let seed = cluster.url();
     let explicit = format!("{seed}?cluster=true");
     // A lock the URL's node does not serve: the worst case, every request goes elsewhere.
@@ -35,6 +42,10 @@ pub(crate) fn section_cluster(
         .ok_or("no lock name off the first master")?;
     let marked = rt.block_on(async {
         let c = connect(std::slice::from_ref(&seed), None).await?;
+        connect(&[plain.to_owned()], None)
+            .await?
+            .mark_initialized()
+            .await?;
         Ok::<_, crate::BoxError>(c.mark_initialized().await?)
     })?;
     println!("  lock init:  {marked} masters marked");
@@ -73,15 +84,18 @@ async fn uncontended(
     let budget = Budget::new(LOOP_BUDGET);
     let (mut s1, mut sf, mut ss, mut failures) =
         (Vec::new(), Vec::new(), Vec::new(), Failures::default());
-    for _ in 0..n {
+    for i in 0..n {
         if budget.exhausted() {
             break;
         }
-        for (c, lock, into) in [
+        // Each goes first in turn: whoever follows another's release pays for its wake-ups.
+        let mut order = [
             (&one, plain_name, &mut s1),
             (&found, name, &mut sf),
             (&said, name, &mut ss),
-        ] {
+        ];
+        order.rotate_left(i % 3);
+        for (c, lock, into) in order {
             match acquire_release(c, lock).await {
                 Ok(d) => into.push(d),
                 Err(e) => failures.add(e),

@@ -114,7 +114,7 @@ fn main() -> Res<()> {
         None => println!("\n3. State files (CLI): skipped, see above"),
     }
     section_redlock(&rt, &urls, &floors, scale)?;
-    crate::cluster::section_cluster(&rt, &urls[0], &floors, scale, cli.as_ref())?;
+    crate::cluster::section_cluster(&rt, &floors, scale, cli.as_ref())?;
 
     println!("\ntotal run time {:.1} s", started.elapsed().as_secs_f64());
     drop(rt);

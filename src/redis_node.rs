@@ -1,7 +1,7 @@
-//! A coordinator node that is a real Redis (one server, or a Redis Cluster: see [`cluster`]): one
-//! multiplexed connection (shared by every operation of this process), the Lua scripts of
-//! `lua/`, and a deadline on every call. Every Redis command the crate sends is here, behind
-//! [`Node`] and [`NodeAdmin`].
+//! A coordinator node that is a real Redis (one server, or a Redis Cluster: see
+//! `redis_node/cluster.rs`): one multiplexed connection (shared by every operation of this
+//! process), the Lua scripts of `lua/`, and a deadline on every call. Every Redis command the
+//! crate sends is here, behind [`Node`] and [`NodeAdmin`].
 //!
 //! Why no pool (deadpool-redis): a multiplexed connection is already shared by all tasks, and a
 //! pool's recycle check (UNWATCH + PING) would add a round trip to every lock operation.

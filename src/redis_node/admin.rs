@@ -91,7 +91,8 @@ impl NodeAdmin for RedisNode {
     fn mark_initialized(&self) -> NodeFuture<'_, Vec<String>> {
         Box::pin(async move {
             let shards = self.shards().await?;
-            let one_server = shards.len() == 1 && !self.is_cluster().await?;
+            // `shards` found out whether this is a cluster.
+            let one_server = !self.cluster.is_on();
             let mut run_ids = Vec::new();
             for shard in &shards {
                 run_ids.push(self.mark_shard(shard, one_server).await?);

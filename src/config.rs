@@ -56,6 +56,7 @@ pub struct NodeUrl {
     url: String,
     shown: String,
     cluster: Option<bool>,
+    seeds: Vec<(String, u16)>,
 }
 
 impl NodeUrl {
@@ -77,7 +78,11 @@ impl NodeUrl {
                 redact(url)
             )));
         }
-        let (plain, cluster) = take_cluster_param(url)?;
+        let ClusterParams {
+            plain,
+            cluster,
+            seeds,
+        } = take_cluster_params(url)?;
         redis::parse_redis_url(&plain).ok_or_else(|| {
             Error::usage(format!(
                 "bad Redis URL '{}': it does not parse",
@@ -88,6 +93,7 @@ impl NodeUrl {
             url: plain,
             shown: redact(url),
             cluster,
+            seeds,
         })
     }
 
@@ -95,6 +101,12 @@ impl NodeUrl {
     /// plain server, `None` find out (see `redis_node::cluster`).
     pub fn cluster(&self) -> Option<bool> {
         self.cluster
+    }
+
+    /// Further nodes of the same Redis Cluster (`seed=host:port`, repeatable) that a new
+    /// connection may learn the cluster from when the URL's own node is down.
+    pub fn seeds(&self) -> &[(String, u16)] {
+        &self.seeds
     }
 
     /// The full URL, password included: for connecting only, never for display.
@@ -115,34 +127,72 @@ impl fmt::Debug for NodeUrl {
     }
 }
 
-/// The URL without its `cluster=true|false` query parameter (ours, not the `redis` crate's),
-/// and what that parameter said.
-fn take_cluster_param(url: &str) -> Result<(String, Option<bool>)> {
+/// What [`take_cluster_params`] takes out of a URL.
+struct ClusterParams {
+    /// The URL without them, for the `redis` crate.
+    plain: String,
+    /// `cluster=true|false`; `Some(true)` also when seeds are given.
+    cluster: Option<bool>,
+    /// `seed=host:port`, in order.
+    seeds: Vec<(String, u16)>,
+}
+
+/// The query parameters that are ours, not the `redis` crate's: `cluster=true|false` and
+/// `seed=host:port` (repeatable; a seed says the URL names a cluster).
+fn take_cluster_params(url: &str) -> Result<ClusterParams> {
     let Some((base, query)) = url.split_once('?') else {
-        return Ok((url.to_owned(), None));
+        return Ok(ClusterParams {
+            plain: url.to_owned(),
+            cluster: None,
+            seeds: Vec::new(),
+        });
     };
+    let bad = |what: String| Error::usage(format!("bad Redis URL '{}': {what}", redact(url)));
     let mut cluster = None;
+    let mut seeds = Vec::new();
     let mut kept = Vec::new();
     for pair in query.split('&') {
-        match pair.strip_prefix("cluster=") {
-            Some("true") => cluster = Some(true),
-            Some("false") => cluster = Some(false),
-            Some(other) => {
-                return Err(Error::usage(format!(
-                    "bad Redis URL '{}': cluster={} must be true or false",
-                    redact(url),
-                    other.escape_default()
-                )));
-            }
-            None => kept.push(pair),
+        if let Some(value) = pair.strip_prefix("cluster=") {
+            cluster = match value {
+                "true" => Some(true),
+                "false" => Some(false),
+                other => {
+                    return Err(bad(format!(
+                        "cluster={} must be true or false",
+                        other.escape_default()
+                    )));
+                }
+            };
+        } else if let Some(value) = pair.strip_prefix("seed=") {
+            let seed = value
+                .rsplit_once(':')
+                .filter(|(host, _)| !host.is_empty() && !host.contains(['@', '/']))
+                .and_then(|(host, port)| Some((host.to_owned(), port.parse::<u16>().ok()?)))
+                .ok_or_else(|| bad(format!("seed={} must be host:port", value.escape_default())))?;
+            seeds.push(seed);
+        } else {
+            kept.push(pair);
         }
+    }
+    if !seeds.is_empty() {
+        if cluster == Some(false) {
+            return Err(bad(
+                "seed= names further nodes of a Redis Cluster, and cluster=false says it is none"
+                    .to_owned(),
+            ));
+        }
+        cluster = Some(true);
     }
     let plain = if kept.is_empty() {
         base.to_owned()
     } else {
         format!("{base}?{}", kept.join("&"))
     };
-    Ok((plain, cluster))
+    Ok(ClusterParams {
+        plain,
+        cluster,
+        seeds,
+    })
 }
 
 /// Replace the userinfo of a URL (`user:password@`) with `user:***@`, keeping the rest.
@@ -392,6 +442,17 @@ mod tests {
         let e = NodeUrl::parse("redis://:s3cret@h:1?cluster=yes").unwrap_err();
         assert_eq!(e.exit_code(), 64);
         assert!(e.to_string().contains("true or false") && !e.to_string().contains("s3cret"));
+        let u = NodeUrl::parse("redis://h:1?seed=h2:2&seed=10.0.0.3:3").unwrap();
+        assert_eq!(u.cluster(), Some(true));
+        assert_eq!(
+            u.seeds(),
+            [("h2".to_owned(), 2), ("10.0.0.3".to_owned(), 3)]
+        );
+        assert_eq!(u.secret_url(), "redis://h:1");
+        for bad in ["seed=h2", "seed=:2", "seed=h2:x", "cluster=false&seed=h2:2"] {
+            let e = NodeUrl::parse(&format!("redis://h:1?{bad}")).unwrap_err();
+            assert_eq!(e.exit_code(), 64, "{bad}");
+        }
     }
 
     #[test]

@@ -27,8 +27,8 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{
-    AsyncConnectionConfig, Cmd, ConnectionAddr, ErrorKind, Pipeline, RedisError, RedisFuture,
-    ServerErrorKind, Value,
+    AsyncConnectionConfig, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo,
+    Pipeline, RedisError, RedisFuture, ServerErrorKind, Value,
 };
 
 use super::{RedisNode, describe, text};
@@ -92,18 +92,21 @@ const RETRY_MAX_MS: u64 = 50;
 
 impl ClusterSide {
     pub(crate) fn new(url: &NodeUrl, tls: Option<redis::TlsCertificates>) -> Self {
-        let mut builder = ClusterClient::builder([url.secret_url()])
-            .retries(RETRIES)
-            .min_retry_wait(RETRY_MIN_MS)
-            .max_retry_wait(RETRY_MAX_MS)
-            .retry_wait_formula(5, 2);
-        if let Some(certs) = tls {
-            builder = builder.certs(certs);
-        }
+        let client = seed_nodes(url).and_then(|seeds| {
+            let mut builder = ClusterClient::builder(seeds)
+                .retries(RETRIES)
+                .min_retry_wait(RETRY_MIN_MS)
+                .max_retry_wait(RETRY_MAX_MS)
+                .retry_wait_formula(5, 2);
+            if let Some(certs) = tls {
+                builder = builder.certs(certs);
+            }
+            builder.build()
+        });
         ClusterSide {
             asked: url.cluster(),
             detected: AtomicBool::new(false),
-            client: builder.build().map_err(|e| describe(&e, url)),
+            client: client.map_err(|e| describe(&e, url)),
         }
     }
 
@@ -115,6 +118,38 @@ impl ClusterSide {
     /// True when a redirect may still reveal a cluster.
     fn detecting(&self) -> bool {
         self.asked.is_none() && !self.detected.load(Ordering::Relaxed)
+    }
+}
+
+/// The nodes a cluster connection learns the cluster from: the URL's, then its `seed=`s (with
+/// the URL's credentials and TLS).
+fn seed_nodes(url: &NodeUrl) -> redis::RedisResult<Vec<ConnectionInfo>> {
+    let first = url.secret_url().into_connection_info()?;
+    let mut all = vec![first.clone()];
+    for (host, port) in url.seeds() {
+        let at = Addr {
+            host: host.clone(),
+            port: *port,
+        };
+        all.push(first.clone().set_addr(addr_like(first.addr(), &at)));
+    }
+    Ok(all)
+}
+
+/// `addr`'s kind of address (plain or TLS, with its TLS settings) at `at`.
+fn addr_like(addr: &ConnectionAddr, at: &Addr) -> ConnectionAddr {
+    match addr {
+        ConnectionAddr::TcpTls {
+            insecure,
+            tls_params,
+            ..
+        } => ConnectionAddr::TcpTls {
+            host: at.host.clone(),
+            port: at.port,
+            insecure: *insecure,
+            tls_params: tls_params.clone(),
+        },
+        _ => ConnectionAddr::Tcp(at.host.clone(), at.port),
     }
 }
 
@@ -286,19 +321,7 @@ impl RedisNode {
     /// that node's address.
     fn client_at(&self, addr: &Addr) -> Result<redis::Client, NodeError> {
         let info = self.client.get_connection_info().clone();
-        let at = match info.addr() {
-            ConnectionAddr::TcpTls {
-                insecure,
-                tls_params,
-                ..
-            } => ConnectionAddr::TcpTls {
-                host: addr.host.clone(),
-                port: addr.port,
-                insecure: *insecure,
-                tls_params: tls_params.clone(),
-            },
-            _ => ConnectionAddr::Tcp(addr.host.clone(), addr.port),
-        };
+        let at = addr_like(info.addr(), addr);
         redis::Client::open(info.set_addr(at)).map_err(|e| NodeError::new(describe(&e, &self.url)))
     }
 

@@ -475,3 +475,42 @@ fn a_waiter_whose_node_dies_listens_on_another_and_is_still_served() {
     drop(holder);
     assert_eq!(waiter.wait_code(Duration::from_secs(60)), Some(0));
 }
+
+#[test]
+fn seeds_let_a_new_process_in_while_the_urls_node_is_down() {
+    let mut c = RedisCluster::start(3, 1);
+    assert_eq!(mark_initialized(&c.url()), 3);
+    let repo = Repo::new();
+    let seeded = format!(
+        "{}?seed=127.0.0.1:{}&seed=127.0.0.1:{}",
+        c.url(),
+        c.node(1).port,
+        c.node(2).port
+    );
+    let take = |url: &str, name: &str, wait: &str| {
+        run(cli(&repo.path(), url).args([
+            "--wait",
+            wait,
+            "--connect-timeout",
+            "500ms",
+            "lock",
+            "run",
+            "--name",
+            name,
+            "--",
+            "true",
+        ]))
+    };
+    let r = take(&seeded, "job-00", "20s");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    c.kill(0);
+    c.settle();
+    // Every lock, those of the dead node's slots too (its replica took them over).
+    for n in names() {
+        let r = take(&seeded, &n, "20s");
+        assert_eq!(r.code, 0, "{n}: {}", r.stderr);
+    }
+    // Without seeds, the URL's node was the only way in.
+    let r = take(&format!("{}?cluster=true", c.url()), "job-00", "0");
+    assert_eq!(r.code, 69, "{}", r.stderr);
+}

@@ -33,14 +33,15 @@ fn state_file(k: usize) -> String {
     format!(".claude/s{k}.json")
 }
 
-/// `tractatus` in `repo` against `url`, namespace [`NS`], TTL and quarantine 3 s.
+/// `tractatus` in `repo` against `url`, namespace [`NS`], TTL and quarantine 3 s (set through
+/// the environment, so a flag may override them).
 fn cli(repo: &Path, url: &str) -> Command {
     let mut c = tractatus(repo);
     c.env("TRACTATUS_REDIS", url)
         .env("TRACTATUS_NAMESPACE", NS)
         .env("TRACTATUS_QUARANTINE", "3s")
         .env("TRACTATUS_WAIT", "60s")
-        .args(["--ttl", "3s"]);
+        .env("TRACTATUS_TTL", "3s");
     c
 }
 
@@ -279,9 +280,16 @@ fn a_url_without_the_parameter_finds_the_cluster_and_cluster_false_forces_one_se
 
 /// A `lock run` holding `name` around `sleep 60`; returns once its command runs.
 fn hold(repo: &Path, url: &str, name: &str) -> Guard {
+    hold_for(repo, url, name, "3s")
+}
+
+/// [`hold`] with a lease TTL of `ttl` (and a quarantine as long).
+fn hold_for(repo: &Path, url: &str, name: &str, ttl: &str) -> Guard {
     let ready = repo.join(format!("{name}.ready"));
     let g = Guard(
         cli(repo, url)
+            .env("TRACTATUS_QUARANTINE", ttl)
+            .env("TRACTATUS_TTL", ttl)
             .args([
                 "lock",
                 "run",
@@ -441,11 +449,14 @@ fn a_waiter_whose_node_dies_listens_on_another_and_is_still_served() {
         .unwrap();
     let master = c.master_of_slot(slot(&name));
     let channel = tractatus_lock::keys::LockKeys::new(NS, &name).channel;
-    let holder = hold(&repo.path(), &seed, &name);
+    // A TTL that outlasts the failover, so the holder keeps its lease and the waiter must wait
+    // (and listen) throughout.
+    let holder = hold_for(&repo.path(), &seed, &name, "30s");
     let log = repo.file("waiter.log");
     let mut waiter = Guard(
         cli(&repo.path(), &seed)
-            .args(["lock", "run", "--name", &name, "--", "true"])
+            .env("TRACTATUS_QUARANTINE", "30s")
+            .args(["--ttl", "30s", "lock", "run", "--name", &name, "--", "true"])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -461,12 +472,19 @@ fn a_waiter_whose_node_dies_listens_on_another_and_is_still_served() {
     let listens = || (0..c.len()).any(|i| subscribers(&c, i, &channel) == 1);
     let t = std::time::Instant::now();
     while !listens() && t.elapsed() < Duration::from_secs(45) {
+        assert!(
+            matches!(waiter.0.try_wait(), Ok(None)),
+            "the waiter ended before it listened again: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(
         listens(),
-        "the waiter listens nowhere; it said: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
+        "the waiter listens nowhere after {:?}; it said: {}; the cluster: {}",
+        t.elapsed(),
+        std::fs::read_to_string(&log).unwrap_or_default(),
+        c.node(0).cmd(&["CLUSTER", "NODES"])
     );
     let on: Vec<usize> = (0..c.len())
         .filter(|&i| subscribers(&c, i, &channel) == 1)

@@ -91,6 +91,7 @@ const RETRY_MIN_MS: u64 = 2;
 const RETRY_MAX_MS: u64 = 50;
 
 impl ClusterSide {
+    /// What `url` says and the cluster client it seeds (built now, connected only when used).
     pub(crate) fn new(url: &NodeUrl, tls: Option<redis::TlsCertificates>) -> Self {
         let client = seed_nodes(url).and_then(|seeds| {
             let mut builder = ClusterClient::builder(seeds)

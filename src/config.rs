@@ -58,6 +58,8 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
 pub struct NodeUrl {
     url: String,
     shown: String,
+    cluster: Option<bool>,
+    seeds: Vec<(String, u16)>,
 }
 
 impl NodeUrl {
@@ -68,9 +70,12 @@ impl NodeUrl {
         if crate::redis_node::sentinel::is_sentinel_url(url) {
             crate::redis_node::sentinel::parse(url)
                 .map_err(|e| Error::usage(format!("bad Sentinel URL '{}': {e}", redact(url))))?;
+            // A Sentinel names a master, never a cluster: no cluster parameters.
             return Ok(NodeUrl {
                 url: url.to_owned(),
                 shown: redact(url),
+                cluster: Some(false),
+                seeds: Vec::new(),
             });
         }
         let rest = url
@@ -89,16 +94,35 @@ impl NodeUrl {
                 redact(url)
             )));
         }
-        redis::parse_redis_url(url).ok_or_else(|| {
+        let ClusterParams {
+            plain,
+            cluster,
+            seeds,
+        } = take_cluster_params(url)?;
+        redis::parse_redis_url(&plain).ok_or_else(|| {
             Error::usage(format!(
                 "bad Redis URL '{}': it does not parse",
                 redact(url)
             ))
         })?;
         Ok(NodeUrl {
-            url: url.to_owned(),
+            url: plain,
             shown: redact(url),
+            cluster,
+            seeds,
         })
+    }
+
+    /// What the URL's `cluster` parameter says: `Some(true)` a Redis Cluster, `Some(false)` one
+    /// plain server, `None` find out (see `redis_node::cluster`).
+    pub fn cluster(&self) -> Option<bool> {
+        self.cluster
+    }
+
+    /// Further nodes of the same Redis Cluster (`seed=host:port`, repeatable) that a new
+    /// connection may learn the cluster from when the URL's own node is down.
+    pub fn seeds(&self) -> &[(String, u16)] {
+        &self.seeds
     }
 
     /// The full URL, password included: for connecting only, never for display.
@@ -117,6 +141,74 @@ impl fmt::Debug for NodeUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "NodeUrl({})", self.shown)
     }
+}
+
+/// What [`take_cluster_params`] takes out of a URL.
+struct ClusterParams {
+    /// The URL without them, for the `redis` crate.
+    plain: String,
+    /// `cluster=true|false`; `Some(true)` also when seeds are given.
+    cluster: Option<bool>,
+    /// `seed=host:port`, in order.
+    seeds: Vec<(String, u16)>,
+}
+
+/// The query parameters that are ours, not the `redis` crate's: `cluster=true|false` and
+/// `seed=host:port` (repeatable; a seed says the URL names a cluster).
+fn take_cluster_params(url: &str) -> Result<ClusterParams> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok(ClusterParams {
+            plain: url.to_owned(),
+            cluster: None,
+            seeds: Vec::new(),
+        });
+    };
+    let bad = |what: String| Error::usage(format!("bad Redis URL '{}': {what}", redact(url)));
+    let mut cluster = None;
+    let mut seeds = Vec::new();
+    let mut kept = Vec::new();
+    for pair in query.split('&') {
+        if let Some(value) = pair.strip_prefix("cluster=") {
+            cluster = match value {
+                "true" => Some(true),
+                "false" => Some(false),
+                other => {
+                    return Err(bad(format!(
+                        "cluster={} must be true or false",
+                        other.escape_default()
+                    )));
+                }
+            };
+        } else if let Some(value) = pair.strip_prefix("seed=") {
+            let seed = value
+                .rsplit_once(':')
+                .filter(|(host, _)| !host.is_empty() && !host.contains(['@', '/']))
+                .and_then(|(host, port)| Some((host.to_owned(), port.parse::<u16>().ok()?)))
+                .ok_or_else(|| bad(format!("seed={} must be host:port", value.escape_default())))?;
+            seeds.push(seed);
+        } else {
+            kept.push(pair);
+        }
+    }
+    if !seeds.is_empty() {
+        if cluster == Some(false) {
+            return Err(bad(
+                "seed= names further nodes of a Redis Cluster, and cluster=false says it is none"
+                    .to_owned(),
+            ));
+        }
+        cluster = Some(true);
+    }
+    let plain = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok(ClusterParams {
+        plain,
+        cluster,
+        seeds,
+    })
 }
 
 /// Replace the userinfo of a URL (`user:password@`) with `user:***@`, keeping the rest.
@@ -385,6 +477,34 @@ mod tests {
         );
         let e = NodeUrl::parse("http://u:s3cret@h").unwrap_err();
         assert!(!e.to_string().contains("s3cret"));
+    }
+
+    #[test]
+    fn the_cluster_parameter_is_ours_and_stripped() {
+        let u = NodeUrl::parse("redis://:pw@h:1?cluster=true").unwrap();
+        assert_eq!(
+            (u.cluster(), u.secret_url()),
+            (Some(true), "redis://:pw@h:1")
+        );
+        assert_eq!(u.to_string(), "redis://:***@h:1?cluster=true");
+        let u = NodeUrl::parse("redis://h:1/0?protocol=resp3&cluster=false").unwrap();
+        assert_eq!(u.cluster(), Some(false));
+        assert_eq!(u.secret_url(), "redis://h:1/0?protocol=resp3");
+        assert_eq!(NodeUrl::parse("redis://h:1").unwrap().cluster(), None);
+        let e = NodeUrl::parse("redis://:s3cret@h:1?cluster=yes").unwrap_err();
+        assert_eq!(e.exit_code(), 64);
+        assert!(e.to_string().contains("true or false") && !e.to_string().contains("s3cret"));
+        let u = NodeUrl::parse("redis://h:1?seed=h2:2&seed=10.0.0.3:3").unwrap();
+        assert_eq!(u.cluster(), Some(true));
+        assert_eq!(
+            u.seeds(),
+            [("h2".to_owned(), 2), ("10.0.0.3".to_owned(), 3)]
+        );
+        assert_eq!(u.secret_url(), "redis://h:1");
+        for bad in ["seed=h2", "seed=:2", "seed=h2:x", "cluster=false&seed=h2:2"] {
+            let e = NodeUrl::parse(&format!("redis://h:1?{bad}")).unwrap_err();
+            assert_eq!(e.exit_code(), 64, "{bad}");
+        }
     }
 
     #[test]

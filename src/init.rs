@@ -10,8 +10,8 @@ use crate::error::{Error, Result};
 
 impl Coordinator {
     /// Mark every Redis node as brand-new for its current run: its grants skip the restart
-    /// quarantine until it restarts. Returns how many nodes were marked (0 for local locks,
-    /// which have no quarantine).
+    /// quarantine until it restarts. Returns how many servers were marked (each master of a
+    /// Redis Cluster counts; 0 for local locks, which have no quarantine).
     ///
     /// Only for servers that are new, or whose data survived: marking a server that restarted
     /// empty lets it grant a lease it forgot while its holder still runs.
@@ -33,10 +33,13 @@ impl Coordinator {
                 (node.label(), result)
             })
             .collect();
-        let (mut marked, mut causes) = (0, Vec::new());
+        let (mut marked, mut nodes_marked, mut causes) = (0, 0, Vec::new());
         while let Some((label, result)) = pending.next().await {
             match result {
-                Ok(_) => marked += 1,
+                Ok(run_ids) => {
+                    marked += run_ids.len();
+                    nodes_marked += 1;
+                }
                 Err(cause) => causes.push((label, cause)),
             }
         }
@@ -44,7 +47,7 @@ impl Coordinator {
             Ok(marked)
         } else {
             Err(Error::Unavailable {
-                reachable: marked,
+                reachable: nodes_marked,
                 total: nodes.len(),
                 needed: nodes.len(),
                 causes,

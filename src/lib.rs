@@ -6,7 +6,8 @@
 //! - [`config`]: raw flags, environment and config file become a checked [`Config`].
 //! - [`keys`]: the one place that knows the Redis key layout.
 //! - [`node`]: the [`node::Node`] and [`node::NodeAdmin`] traits: the one seam to Redis.
-//! - [`redis_node`]: a node that is a real Redis: every Redis command and the Lua of `lua/`.
+//! - [`redis_node`]: a node that is a real Redis (one server or a Redis Cluster): every Redis
+//!   command and the Lua of `lua/`.
 //! - `clock`: elapsed time that counts system suspend, for lease validity.
 //! - `quorum`: Redlock arithmetic (majority, validity, drift) and monotonic fencing tokens.
 //! - `options`: [`AcquireOptions`]: how long to wait, and where wait feedback goes.

@@ -235,6 +235,7 @@ pub trait NodeAdmin: Send + Sync {
 
     /// Mark this server run as brand-new, so its grants skip the restart quarantine: write the
     /// marker of every hash slot (see [`crate::keys::init_key`]) with the server's run id, and
-    /// return that run id.
-    fn mark_initialized(&self) -> NodeFuture<'_, String>;
+    /// return that run id. A Redis Cluster marks each master's slots with that master's run
+    /// id, and returns one run id per master.
+    fn mark_initialized(&self) -> NodeFuture<'_, Vec<String>>;
 }

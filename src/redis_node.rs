@@ -1,6 +1,7 @@
-//! A coordinator node that is a real Redis: one multiplexed connection (shared by every
-//! operation of this process), the Lua scripts of `lua/`, and a deadline on every call. Every
-//! Redis command the crate sends is here, behind [`Node`] and [`NodeAdmin`].
+//! A coordinator node that is a real Redis (one server, or a Redis Cluster: see
+//! `redis_node/cluster.rs`): one multiplexed connection (shared by every operation of this
+//! process), the Lua scripts of `lua/`, and a deadline on every call. Every Redis command the
+//! crate sends is here, behind [`Node`] and [`NodeAdmin`].
 //!
 //! Why no pool (deadpool-redis): a multiplexed connection is already shared by all tasks, and a
 //! pool's recycle check (UNWATCH + PING) would add a round trip to every lock operation.
@@ -34,9 +35,7 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Script, Value};
+use redis::{Script, Value};
 use tokio::sync::Mutex;
 
 use crate::config::NodeUrl;
@@ -44,7 +43,7 @@ use crate::holder::HolderInfo;
 use crate::keys::{LockKeys, init_keys, lease_pattern, log_pattern, name_from_key};
 use crate::node::{
     Eviction, GrantReply, GrantRequest, KeyKind, LockView, Node, NodeAdmin, NodeError, NodeFuture,
-    Queued, WAKE_ALL, WakeStream,
+    Queued, WakeStream,
 };
 
 static GRANT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/grant.lua")));
@@ -59,17 +58,21 @@ static INSPECT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/inspect.lua")));
 
 mod admin;
+mod cluster;
 mod replicas;
 pub mod sentinel;
 mod sessions;
 
 use sentinel::Endpoint;
 
-/// One Redis master.
+use cluster::{ClusterSide, Conn};
+
+/// One Redis master (or one Redis Cluster).
 pub struct RedisNode {
     url: NodeUrl,
     endpoint: Endpoint,
-    conn: Mutex<Option<MultiplexedConnection>>,
+    cluster: ClusterSide,
+    conn: Mutex<Option<Conn>>,
     connect_timeout: Duration,
     op_timeout: Duration,
     /// Replicas each grant waits for, and how long (see `replicas`).
@@ -103,26 +106,27 @@ impl RedisNode {
             return Ok(Self::with_endpoint(
                 url,
                 endpoint,
+                ClusterSide::new(url, None),
                 connect_timeout,
                 op_timeout,
             ));
         }
-        let client = match tls_ca {
-            Some(pem) if url.secret_url().starts_with("rediss://") => {
-                redis::Client::build_with_tls(
-                    url.secret_url(),
-                    redis::TlsCertificates {
-                        client_tls: None,
-                        root_cert: Some(pem.to_vec()),
-                    },
-                )
-            }
-            _ => redis::Client::open(url.secret_url()),
+        let certs = tls_ca
+            .filter(|_| url.secret_url().starts_with("rediss://"))
+            .map(|pem| redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.to_vec()),
+            });
+        let cluster = ClusterSide::new(url, certs.clone());
+        let client = match certs {
+            Some(certs) => redis::Client::build_with_tls(url.secret_url(), certs),
+            None => redis::Client::open(url.secret_url()),
         }
         .map_err(|e| NodeError::new(describe(&e, url)))?;
         Ok(Self::with_endpoint(
             url,
             Endpoint::Direct(client),
+            cluster,
             connect_timeout,
             op_timeout,
         ))
@@ -131,12 +135,14 @@ impl RedisNode {
     fn with_endpoint(
         url: &NodeUrl,
         endpoint: Endpoint,
+        cluster: ClusterSide,
         connect_timeout: Duration,
         op_timeout: Duration,
     ) -> Self {
         RedisNode {
             url: url.clone(),
             endpoint,
+            cluster,
             conn: Mutex::new(None),
             connect_timeout,
             op_timeout,
@@ -151,25 +157,18 @@ impl RedisNode {
         self
     }
 
-    /// Open the connection (once) within the connect timeout.
-    pub async fn connect(&self) -> Result<MultiplexedConnection, NodeError> {
+    /// Open the connection (once) within the connect timeout: a plain one, or a cluster
+    /// connection when the URL says `cluster=true` or the node turned out to be part of one.
+    pub async fn connect(&self) -> Result<(), NodeError> {
+        self.connection().await.map(|_| ())
+    }
+
+    async fn connection(&self) -> Result<Conn, NodeError> {
         let mut slot = self.conn.lock().await;
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(None);
-        let open = async {
-            let client = self.endpoint.client().await?;
-            client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
-        };
-        let conn = tokio::time::timeout(self.connect_timeout, open)
-            .await
-            .map_err(|_| NodeError::timeout(self.connect_timeout))?
-            .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
+        let conn = self.open().await?;
         *slot = Some(conn.clone());
         Ok(conn)
     }
@@ -178,7 +177,7 @@ impl RedisNode {
     /// connection is dropped so the next call reconnects.
     async fn call<T, F, Fut>(&self, f: F) -> Result<T, NodeError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         self.call_for(self.op_timeout, f).await
@@ -188,26 +187,57 @@ impl RedisNode {
     /// init`), which a lease's per-node deadline does not fit.
     async fn call_for<T, F, Fut>(&self, deadline: Duration, f: F) -> Result<T, NodeError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         // Connecting has its own deadline (the connect timeout, which a TLS handshake or a
         // distant node may need), outside the operation's.
-        let conn = self.connect().await?;
+        let conn = self.connection().await?;
+        match self.attempt(deadline, &f, conn).await {
+            Err(Redirected) => {
+                // The URL's node is part of a Redis Cluster that serves this lock's slot
+                // elsewhere; the request did not run. Once more, through the whole cluster.
+                let conn = self.switch_to_cluster().await?;
+                self.attempt(deadline, &f, conn)
+                    .await
+                    .map_err(|_| NodeError::new("redirected again by the Redis Cluster"))?
+            }
+            Ok(r) => r,
+        }
+    }
+
+    /// One try of [`Self::call_for`]; `Err(Redirected)` when a plain connection's cluster node
+    /// sent the request elsewhere (see [`cluster`]).
+    async fn attempt<T, F, Fut>(
+        &self,
+        deadline: Duration,
+        f: &F,
+        conn: Conn,
+    ) -> Result<Result<T, NodeError>, Redirected>
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        // The cluster connection reconnects to its nodes itself; only a plain one is dropped.
+        let plain = matches!(conn, Conn::Plain(_));
         let work = async {
-            match f(conn).await {
-                Ok(v) => Ok(v),
+            match f(conn.clone()).await {
+                Ok(v) => Ok(Ok(v)),
+                Err(e) if self.redirected(&conn, &e) => Err(Redirected),
                 Err(e) => {
                     // READONLY: the server was demoted to a replica (a failover); behind
-                    // Sentinel the next connect finds the new master.
-                    if e.is_io_error()
-                        || e.is_connection_dropped()
-                        || e.is_unrecoverable_error()
-                        || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+                    // Sentinel the next connect finds the new master. The cluster connection
+                    // reconnects to its nodes itself; only a plain one is dropped.
+                    if plain
+                        && (e.is_io_error()
+                            || e.is_connection_dropped()
+                            || e.is_unrecoverable_error()
+                            || e.kind()
+                                == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly))
                     {
                         *self.conn.lock().await = None;
                     }
-                    Err(NodeError::new(describe(&e, &self.url)))
+                    Ok(Err(NodeError::new(describe(&e, &self.url))))
                 }
             }
         };
@@ -216,10 +246,10 @@ impl RedisNode {
             Err(_) => {
                 // No answer in time: the connection may be half-open (a host gone without a
                 // reset), which would never recover. Drop it; the next call reconnects.
-                if let Ok(mut slot) = self.conn.try_lock() {
+                if plain && let Ok(mut slot) = self.conn.try_lock() {
                     *slot = None;
                 }
-                Err(NodeError::timeout(deadline))
+                Ok(Err(NodeError::timeout(deadline)))
             }
         }
     }
@@ -231,7 +261,7 @@ impl RedisNode {
     /// woken.
     async fn call_twice<T, F, Fut>(&self, f: F) -> Result<T, NodeError>
     where
-        F: Fn(MultiplexedConnection) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let cached = self.conn.lock().await.is_some();
@@ -254,6 +284,9 @@ impl RedisNode {
         &self.url
     }
 }
+
+/// A plain connection's request was redirected by a Redis Cluster node, and did not run.
+struct Redirected;
 
 /// rustls needs one process-wide crypto provider; ours is ring. Installing twice is harmless.
 fn install_crypto_provider() {
@@ -282,6 +315,11 @@ fn describe(e: &redis::RedisError, url: &NodeUrl) -> String {
     } else if text.contains("unauthenticated") {
         // Redis drops a client that sends a long request before AUTH.
         format!("authentication required: no password given? ({text})")
+    } else if cluster::is_redirect(e) {
+        format!(
+            "{text} (a Redis Cluster node that serves this lock elsewhere: leave out \
+             ?cluster=false)"
+        )
     } else if text.contains("Parse error") || text.contains("Incompatible type") {
         format!("the server does not speak the Redis protocol: is this a Redis port? ({text})")
     } else {
@@ -403,30 +441,7 @@ impl Node for RedisNode {
     }
 
     fn subscribe<'a>(&'a self, keys: &'a LockKeys) -> NodeFuture<'a, WakeStream> {
-        Box::pin(async move {
-            let work = async {
-                let mut pubsub = self
-                    .endpoint
-                    .client()
-                    .await
-                    .map_err(|e| NodeError::new(describe(&e, &self.url)))?
-                    .get_async_pubsub()
-                    .await
-                    .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
-                pubsub
-                    .subscribe(&keys.channel)
-                    .await
-                    .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
-                let stream: WakeStream = Box::pin(pubsub.into_on_message().map(|m| {
-                    m.get_payload::<String>()
-                        .unwrap_or_else(|_| WAKE_ALL.to_owned())
-                }));
-                Ok(stream)
-            };
-            tokio::time::timeout(self.connect_timeout, work)
-                .await
-                .unwrap_or_else(|_| Err(NodeError::timeout(self.connect_timeout)))
-        })
+        Box::pin(self.subscribe_anywhere(&keys.channel, &keys.lease))
     }
 
     fn evict<'a>(&'a self, ev: &'a Eviction) -> NodeFuture<'a, bool> {

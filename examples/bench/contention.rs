@@ -21,11 +21,11 @@ const THINK: Duration = Duration::from_millis(5);
 const SLACK: Duration = Duration::from_millis(1);
 
 /// What one contended run measured.
-struct Run {
-    stats: Stats,
-    ops_per_s: f64,
+pub(crate) struct Run {
+    pub(crate) stats: Stats,
+    pub(crate) ops_per_s: f64,
     over_ttl: usize,
-    overlaps: usize,
+    pub(crate) overlaps: usize,
     out_of_order: usize,
 }
 
@@ -53,15 +53,15 @@ pub(crate) async fn contended(urls: &[String], scale: Scale) -> Res<()> {
             dir.path().to_path_buf(),
         )?);
     }
-    let floor = run(flock, "bench/contended-flock", rounds).await?;
+    let floor = contend(flock, "bench/contended-flock", rounds).await?;
     let mut one = Vec::with_capacity(THREADS);
     let mut three = Vec::with_capacity(THREADS);
     for _ in 0..THREADS {
         one.push(connect(&urls[..1], None).await?);
         three.push(connect(&urls[..3], None).await?);
     }
-    let one = run(one, "bench/contended-1", rounds).await?;
-    let three = run(three, "bench/contended-3", rounds).await?;
+    let one = contend(one, "bench/contended-1", rounds).await?;
+    let three = contend(three, "bench/contended-3", rounds).await?;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     for (label, r) in [
         ("local flock", &floor),
@@ -99,7 +99,7 @@ pub(crate) async fn contended(urls: &[String], scale: Scale) -> Res<()> {
 }
 
 /// One contended run: every coordinator in `cs` loops on lock `name`.
-async fn run(cs: Vec<Coordinator>, name: &'static str, rounds: usize) -> Res<Run> {
+pub(crate) async fn contend(cs: Vec<Coordinator>, name: &'static str, rounds: usize) -> Res<Run> {
     for c in &cs {
         // Open connections and load the scripts before the clock starts.
         acquire_release(c, name).await?;

@@ -23,6 +23,7 @@
 //! - `state_files.rs`: section 3, `state append` through the CLI.
 //! - `redlock.rs`: section 4, 5 masters vs 1.
 //! - `contention.rs`: section 4, contended Redlock.
+//! - `cluster.rs`: section 5, a 3-master Redis Cluster beside one plain Redis.
 //!
 //! The processes, repositories and timed children come from the shared test kit
 //! (`tractatus-testkit`); of the library it uses the crate-root re-exports and the two items
@@ -30,6 +31,7 @@
 
 mod children;
 mod cli;
+mod cluster;
 mod contention;
 mod floors;
 mod lease;
@@ -112,6 +114,7 @@ fn main() -> Res<()> {
         None => println!("\n3. State files (CLI): skipped, see above"),
     }
     section_redlock(&rt, &urls, &floors, scale)?;
+    crate::cluster::section_cluster(&rt, &floors, scale, cli.as_ref())?;
 
     println!("\ntotal run time {:.1} s", started.elapsed().as_secs_f64());
     drop(rt);

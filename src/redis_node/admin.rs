@@ -2,6 +2,7 @@
 //! one lock's holder and queue (`lua/inspect.lua`), its audit log, and the `lock init` markers.
 //! Kept apart from the lease operations in the parent module, which the hot path uses.
 
+use super::cluster::Shard;
 use super::*;
 
 impl NodeAdmin for RedisNode {
@@ -11,34 +12,36 @@ impl NodeAdmin for RedisNode {
             KeyKind::Log => (log_pattern(namespace), ":log"),
         };
         Box::pin(async move {
+            // On a cluster, every master holds its own slots' locks: each is walked.
             let mut names = Vec::new();
-            let mut cursor: u64 = 0;
-            // One SCAN page per call, so a large keyspace is not held to one deadline.
-            loop {
-                let pattern = &pattern;
-                let (next, batch): (u64, Vec<String>) = self
-                    .call(move |mut c| async move {
-                        redis::cmd("SCAN")
-                            .arg(cursor)
-                            .arg("MATCH")
-                            .arg(pattern)
-                            .arg("COUNT")
-                            .arg(1000)
-                            .query_async(&mut c)
-                            .await
-                    })
-                    .await?;
-                names.extend(
-                    batch
-                        .iter()
-                        .filter_map(|k| name_from_key(namespace, k, suffix))
-                        .map(str::to_owned),
-                );
-                if next == 0 {
-                    return Ok(names);
+            let mut seen = std::collections::HashSet::new();
+            for shard in self.shards().await? {
+                let mut cursor: u64 = 0;
+                // One SCAN page per request, so a large keyspace is not held to one deadline.
+                loop {
+                    let mut conn = shard.conn.clone();
+                    let mut scan = redis::cmd("SCAN");
+                    scan.arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000);
+                    let page = scan.query_async::<(u64, Vec<String>)>(&mut conn);
+                    let (next, batch) = self.on_shard(&shard, self.op_timeout, page).await?;
+                    for key in &batch {
+                        if let Some(name) = name_from_key(namespace, key, suffix)
+                            && seen.insert(name.to_owned())
+                        {
+                            names.push(name.to_owned());
+                        }
+                    }
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
                 }
-                cursor = next;
             }
+            Ok(names)
         })
     }
 
@@ -85,50 +88,107 @@ impl NodeAdmin for RedisNode {
         })
     }
 
-    fn mark_initialized(&self) -> NodeFuture<'_, String> {
+    fn mark_initialized(&self) -> NodeFuture<'_, Vec<String>> {
         Box::pin(async move {
-            let before = self.run_id().await?;
-            // Pages of markers, one MSET each (one append-only-file write with `appendfsync
-            // always`), each under the connect deadline (at least the operation deadline): an
-            // operator's one-off bulk write, not a lease's hot path.
-            let deadline = self.connect_timeout.max(self.op_timeout);
-            for page in init_keys().chunks(MARKERS_PER_PIPELINE) {
-                let before = &before;
-                self.call_for(deadline, move |mut c| async move {
-                    let mut mset = redis::cmd("MSET");
-                    for key in page {
-                        mset.arg(key).arg(before);
-                    }
-                    mset.query_async::<()>(&mut c).await
-                })
-                .await?;
+            let shards = self.shards().await?;
+            // `shards` found out whether this is a cluster.
+            let one_server = !self.cluster.is_on();
+            let mut run_ids = Vec::new();
+            for shard in &shards {
+                run_ids.push(self.mark_shard(shard, one_server).await?);
             }
-            // A restart in between would leave markers of a run that no longer exists: they
-            // would not count, and the node would not be marked after all.
-            let after = self.run_id().await?;
-            if after != before {
-                return Err(NodeError::new(
-                    "the server restarted while it was being marked: run init again",
-                ));
-            }
-            Ok(after)
+            Ok(run_ids)
         })
     }
 }
 
-/// Markers written per pipeline by [`NodeAdmin::mark_initialized`].
+/// Markers written per request by [`NodeAdmin::mark_initialized`].
 const MARKERS_PER_PIPELINE: usize = 2048;
 
 impl RedisNode {
+    /// Mark the slots of one server (one Redis: all of them; a cluster master: its own) with
+    /// its run id, and return that run id.
+    async fn mark_shard(&self, shard: &Shard, one_server: bool) -> Result<String, NodeError> {
+        let before = self.run_id(shard).await?;
+        let keys = init_keys();
+        let mine: Vec<&String> = shard
+            .slots
+            .iter()
+            .flat_map(|r| keys[usize::from(*r.start())..=usize::from(*r.end())].iter())
+            .collect();
+        // Pages of markers, each under the connect deadline (at least the operation deadline):
+        // an operator's one-off bulk write, not a lease's hot path. One server takes a page as
+        // one MSET (one append-only-file write with `appendfsync always`); a cluster master
+        // refuses a multi-key command across slots, so it gets a pipeline of SETs.
+        let deadline = self.connect_timeout.max(self.op_timeout);
+        for page in mine.chunks(MARKERS_PER_PIPELINE) {
+            let mut conn = shard.conn.clone();
+            if one_server {
+                let mut mset = redis::cmd("MSET");
+                for key in page {
+                    mset.arg(key).arg(&before);
+                }
+                self.on_shard(shard, deadline, mset.query_async::<()>(&mut conn))
+                    .await?;
+            } else {
+                let mut pipe = redis::pipe();
+                for key in page {
+                    pipe.cmd("SET").arg(key).arg(&before).ignore();
+                }
+                self.on_shard(shard, deadline, pipe.query_async::<()>(&mut conn))
+                    .await?;
+            }
+        }
+        // A restart in between would leave markers of a run that no longer exists: they
+        // would not count, and the server would not be marked after all.
+        let after = self.run_id(shard).await?;
+        if after != before {
+            return Err(NodeError::new(format!(
+                "{}: the server restarted while it was being marked: run init again",
+                shard.label
+            )));
+        }
+        Ok(after)
+    }
+
     /// The server's run id: random, new at every start.
-    async fn run_id(&self) -> Result<String, NodeError> {
+    async fn run_id(&self, shard: &Shard) -> Result<String, NodeError> {
+        let mut conn = shard.conn.clone();
         let info: String = self
-            .call(|mut c| async move { redis::cmd("INFO").arg("server").query_async(&mut c).await })
+            .on_shard(
+                shard,
+                self.op_timeout,
+                redis::cmd("INFO").arg("server").query_async(&mut conn),
+            )
             .await?;
         info.lines()
             .find_map(|l| l.trim().strip_prefix("run_id:"))
             .map(str::to_owned)
-            .ok_or_else(|| NodeError::new("INFO server shows no run_id"))
+            .ok_or_else(|| NodeError::new(format!("{}: INFO server shows no run_id", shard.label)))
+    }
+
+    /// One request to one master within `deadline`; a failure names the master on a cluster.
+    async fn on_shard<T>(
+        &self,
+        shard: &Shard,
+        deadline: Duration,
+        request: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, NodeError> {
+        let named = |cause: String| {
+            if shard.label == self.url.to_string() {
+                cause
+            } else {
+                format!("master {}: {cause}", shard.label)
+            }
+        };
+        match tokio::time::timeout(deadline, request).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(NodeError::new(named(describe(&e, &self.url)))),
+            Err(_) => Err(NodeError {
+                cause: named(NodeError::timeout(deadline).cause),
+                timed_out: true,
+            }),
+        }
     }
 }
 

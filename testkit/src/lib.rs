@@ -14,6 +14,7 @@
 //!
 //! # Layout
 //! - [`redis_server`]: [`RedisServer`], [`cluster`], [`free_port`], [`answers_ping`].
+//! - [`redis_cluster`]: [`RedisCluster`], a real Redis Cluster (masters, replicas, slot moves).
 //! - [`repo`]: [`Repo`], a temp directory with `.git/` and `.claude/`.
 //! - [`sentinel`]: [`SentinelGroup`], a master, its replica and three sentinels.
 //! - [`process`]: [`run_timed`] and [`Ran`], [`Guard`], [`KillPid`], [`alive`], [`signal`],
@@ -27,6 +28,7 @@
 pub mod cli;
 pub mod fixtures;
 pub mod process;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod repo;
 pub mod sentinel;
@@ -36,6 +38,7 @@ pub use fixtures::{CRITICAL, HISTORY, fixture, instruction_history, instruction_
 pub use process::{
     Guard, KillPid, RUN_LIMIT, Ran, alive, run, run_timed, run_to, signal, wait_until,
 };
+pub use redis_cluster::RedisCluster;
 pub use redis_server::{RedisServer, answers_ping, cluster, free_port};
 pub use repo::Repo;
 pub use sentinel::SentinelGroup;

@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod cluster;
 mod failover;
 mod fair;
 mod faults;

@@ -1,0 +1,528 @@
+//! Redis Cluster under one [`RedisNode`]: which connection a node uses ([`Conn`]: one plain
+//! multiplexed connection, or the `redis` crate's cluster connection, which follows MOVED and
+//! ASK and retries TRYAGAIN), how a URL that does not say `?cluster=true|false` finds out, and
+//! the cluster's shape for the requests that must visit every master (`lock status`, `lock log`
+//! and `lock init` walk each master's keyspace) or any live node (a waiter's subscription).
+//!
+//! Detection is lazy because a hook is a fresh process per tool call: a URL without `cluster=`
+//! starts with a plain connection, which costs no more than for one Redis, and keeps it as long
+//! as every request lands on the node it names. The first MOVED, ASK or TRYAGAIN reply (which
+//! Redis sends before it runs anything, so the script did not run) marks the node as a cluster:
+//! the request is sent once more through a cluster connection seeded with the URL, and so is
+//! everything after it. The operator's commands ask `INFO cluster` up front instead, since a
+//! keyspace walk has no key to be redirected by.
+//!
+//! Every script touches the keys of one hash slot (see [`crate::keys`]), so a cluster runs them
+//! as one server would; while a slot migrates, Redis refuses a script whose keys are split
+//! between the two masters (TRYAGAIN) rather than running it on half the lock, and the cluster
+//! connection retries within the node's deadline. A release's PUBLISH goes over the cluster bus
+//! to every node, so a waiter may listen on any live node; it listens on the slot's master as
+//! the cluster sees it when it subscribes (quickest), and when that one is gone, on any other.
+
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster::{ClusterClient, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{
+    AsyncConnectionConfig, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo,
+    Pipeline, RedisError, RedisFuture, ServerErrorKind, Value,
+};
+
+use super::{RedisNode, describe, text};
+use crate::config::NodeUrl;
+use crate::keys::slot_of_tag;
+use crate::node::NodeError;
+
+/// The connection a node's requests go through.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    /// One server (or a cluster node whose slots we have not left yet).
+    Plain(MultiplexedConnection),
+    /// Every master of a Redis Cluster, requests routed by key.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Plain(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Plain(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Plain(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// What a node knows about being part of a Redis Cluster.
+pub(crate) struct ClusterSide {
+    /// The URL's `cluster=` parameter.
+    asked: Option<bool>,
+    /// True once a redirect or `INFO cluster` showed a cluster (URL without `cluster=`).
+    detected: AtomicBool,
+    /// The cluster client seeded with the URL, or why the URL cannot seed one.
+    client: Result<ClusterClient, String>,
+}
+
+/// Retries of one request inside the cluster connection (MOVED, ASK, TRYAGAIN, a node that
+/// went away), all inside the node's deadline: the crate's default first wait (over a second)
+/// would outlast every lease operation.
+const RETRIES: u32 = 8;
+const RETRY_MIN_MS: u64 = 2;
+const RETRY_MAX_MS: u64 = 50;
+
+impl ClusterSide {
+    /// What `url` says and the cluster client it seeds (built now, connected only when used).
+    pub(crate) fn new(url: &NodeUrl, tls: Option<redis::TlsCertificates>) -> Self {
+        let client = seed_nodes(url).and_then(|seeds| {
+            let mut builder = ClusterClient::builder(seeds)
+                .retries(RETRIES)
+                .min_retry_wait(RETRY_MIN_MS)
+                .max_retry_wait(RETRY_MAX_MS)
+                .retry_wait_formula(5, 2);
+            if let Some(certs) = tls {
+                builder = builder.certs(certs);
+            }
+            builder.build()
+        });
+        ClusterSide {
+            asked: url.cluster(),
+            detected: AtomicBool::new(false),
+            client: client.map_err(|e| describe(&e, url)),
+        }
+    }
+
+    /// True when requests go through a cluster connection.
+    pub(crate) fn is_on(&self) -> bool {
+        self.asked == Some(true) || self.detected.load(Ordering::Relaxed)
+    }
+
+    /// True when a redirect may still reveal a cluster.
+    fn detecting(&self) -> bool {
+        self.asked.is_none() && !self.detected.load(Ordering::Relaxed)
+    }
+}
+
+/// The nodes a cluster connection learns the cluster from: the URL's, then its `seed=`s (with
+/// the URL's credentials and TLS).
+fn seed_nodes(url: &NodeUrl) -> redis::RedisResult<Vec<ConnectionInfo>> {
+    let first = url.secret_url().into_connection_info()?;
+    let mut all = vec![first.clone()];
+    for (host, port) in url.seeds() {
+        let at = Addr {
+            host: host.clone(),
+            port: *port,
+        };
+        all.push(first.clone().set_addr(addr_like(first.addr(), &at)));
+    }
+    Ok(all)
+}
+
+/// `addr`'s kind of address (plain or TLS, with its TLS settings) at `at`.
+fn addr_like(addr: &ConnectionAddr, at: &Addr) -> ConnectionAddr {
+    match addr {
+        ConnectionAddr::TcpTls {
+            insecure,
+            tls_params,
+            ..
+        } => ConnectionAddr::TcpTls {
+            host: at.host.clone(),
+            port: at.port,
+            insecure: *insecure,
+            tls_params: tls_params.clone(),
+        },
+        _ => ConnectionAddr::Tcp(at.host.clone(), at.port),
+    }
+}
+
+/// True for the replies a cluster node gives to a request for a slot it does not serve (now):
+/// the request was not run.
+pub(crate) fn is_redirect(e: &RedisError) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::Moved | ServerErrorKind::Ask | ServerErrorKind::TryAgain
+        )
+    )
+}
+
+/// One master of a cluster (or the one server) and the hash slots it serves.
+pub(crate) struct Shard {
+    /// `host:port`, for messages.
+    pub(crate) label: String,
+    /// A plain connection to it.
+    pub(crate) conn: Conn,
+    /// Its slots.
+    pub(crate) slots: Vec<RangeInclusive<u16>>,
+}
+
+/// A node of the cluster as `CLUSTER SLOTS` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Addr {
+    host: String,
+    port: u16,
+}
+
+/// One slot range of `CLUSTER SLOTS`: its master and replicas.
+#[derive(Debug, Clone)]
+struct SlotRange {
+    slots: RangeInclusive<u16>,
+    master: Addr,
+    replicas: Vec<Addr>,
+}
+
+impl RedisNode {
+    /// A new connection of the kind this node uses now, within the connect timeout.
+    pub(super) async fn open(&self) -> Result<Conn, NodeError> {
+        if !self.cluster.is_on() {
+            // Behind Sentinel, asking the sentinels for the master counts against the
+            // connect deadline too.
+            let client = tokio::time::timeout(self.connect_timeout, self.endpoint.client())
+                .await
+                .map_err(|_| NodeError::timeout(self.connect_timeout))?
+                .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
+            return self.open_plain(&client).await.map(Conn::Plain);
+        }
+        let client = self.cluster.client.as_ref().map_err(|e| {
+            NodeError::new(format!(
+                "this URL cannot seed a Redis Cluster connection: {e}"
+            ))
+        })?;
+        let config = ClusterConfig::new()
+            .set_connection_timeout(self.connect_timeout)
+            .set_response_timeout(self.op_timeout.max(Duration::from_millis(1)));
+        tokio::time::timeout(
+            self.connect_timeout,
+            client.get_async_connection_with_config(config),
+        )
+        .await
+        .map_err(|_| NodeError::timeout(self.connect_timeout))?
+        .map(Conn::Cluster)
+        .map_err(|e| NodeError::new(describe(&e, &self.url)))
+    }
+
+    async fn open_plain(&self, client: &redis::Client) -> Result<MultiplexedConnection, NodeError> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(None);
+        tokio::time::timeout(
+            self.connect_timeout,
+            client.get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
+        .map_err(|_| NodeError::timeout(self.connect_timeout))?
+        .map_err(|e| NodeError::new(describe(&e, &self.url)))
+    }
+
+    /// True when `e`, the reply to a request sent on `conn`, means that the URL's node is part
+    /// of a cluster that serves the request elsewhere, and the request should go through a
+    /// cluster connection instead.
+    pub(super) fn redirected(&self, conn: &Conn, e: &RedisError) -> bool {
+        matches!(conn, Conn::Plain(_)) && self.cluster.detecting() && is_redirect(e)
+    }
+
+    /// From now on, requests go through a cluster connection: the one that replaces the plain
+    /// connection, opened now.
+    pub(super) async fn switch_to_cluster(&self) -> Result<Conn, NodeError> {
+        self.cluster.detected.store(true, Ordering::Relaxed);
+        {
+            let mut slot = self.conn.lock().await;
+            if matches!(slot.as_ref(), Some(Conn::Plain(_))) {
+                *slot = None;
+            }
+        }
+        self.connection().await
+    }
+
+    /// True when this node is part of a Redis Cluster: the URL said so, a redirect showed it,
+    /// or (asked once, for the operator's commands) `INFO cluster` says so.
+    pub(super) async fn is_cluster(&self) -> Result<bool, NodeError> {
+        if !self.cluster.detecting() {
+            return Ok(self.cluster.is_on());
+        }
+        let info: String = self
+            .call(
+                |mut c| async move { redis::cmd("INFO").arg("cluster").query_async(&mut c).await },
+            )
+            .await?;
+        if info.lines().any(|l| l.trim() == "cluster_enabled:1") {
+            self.switch_to_cluster().await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// The masters a keyspace walk must visit, each with a plain connection of its own: this
+    /// one server (every slot), or every master of its cluster.
+    pub(super) async fn shards(&self) -> Result<Vec<Shard>, NodeError> {
+        if !self.is_cluster().await? {
+            return Ok(vec![Shard {
+                label: self.url.to_string(),
+                conn: self.connection().await?,
+                slots: vec![0..=crate::keys::SLOTS - 1],
+            }]);
+        }
+        let ranges = self.cluster_slots().await?;
+        let mut shards: Vec<(Addr, Vec<RangeInclusive<u16>>)> = Vec::new();
+        for r in ranges {
+            match shards.iter_mut().find(|s| s.0 == r.master) {
+                Some(s) => s.1.push(r.slots),
+                None => shards.push((r.master, vec![r.slots])),
+            }
+        }
+        let mut out = Vec::new();
+        for (addr, slots) in shards {
+            let label = format!("{}:{}", addr.host, addr.port);
+            let client = self.client_at(&addr)?;
+            let conn = self
+                .open_plain(&client)
+                .await
+                .map_err(|e| NodeError::new(format!("master {label}: {}", e.cause)))?;
+            out.push(Shard {
+                label,
+                conn: Conn::Plain(conn),
+                slots,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The cluster's slot ranges, as any live node it knows answers.
+    async fn cluster_slots(&self) -> Result<Vec<SlotRange>, NodeError> {
+        let reply: Value = self
+            .call(
+                |mut c| async move { redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut c).await },
+            )
+            .await?;
+        let seed_host = match self.seed_client()?.get_connection_info().addr() {
+            ConnectionAddr::Tcp(host, _) | ConnectionAddr::TcpTls { host, .. } => host.clone(),
+            _ => String::new(),
+        };
+        let ranges = parse_cluster_slots(&reply, &seed_host);
+        if ranges.is_empty() {
+            return Err(NodeError::new("CLUSTER SLOTS names no master"));
+        }
+        Ok(ranges)
+    }
+
+    /// The client of the URL's own node, which a cluster is learned from (a Sentinel URL names
+    /// no node of its own, and is never a cluster's).
+    fn seed_client(&self) -> Result<&redis::Client, NodeError> {
+        match &self.endpoint {
+            super::sentinel::Endpoint::Direct(c) => Ok(c),
+            super::sentinel::Endpoint::Sentinel(_) => Err(NodeError::new(
+                "a Sentinel URL cannot reach a Redis Cluster: give a cluster node's URL",
+            )),
+        }
+    }
+
+    /// A client for another node of the cluster: the URL's credentials, TLS and database, at
+    /// that node's address.
+    fn client_at(&self, addr: &Addr) -> Result<redis::Client, NodeError> {
+        let info = self.seed_client()?.get_connection_info().clone();
+        let at = addr_like(info.addr(), addr);
+        redis::Client::open(info.set_addr(at)).map_err(|e| NodeError::new(describe(&e, &self.url)))
+    }
+
+    /// Subscribe to `channel`: on one server, there; on a cluster, on the master of `key`'s
+    /// slot as the cluster sees it now, then (that one gone) its replicas, the other nodes and
+    /// the URL's node. The release's PUBLISH runs on the slot's master and reaches the other
+    /// nodes over the cluster bus, which adds a tail (on loopback: p99 2-3 ms, at worst 40 ms,
+    /// against 0.2 ms on the master itself), so listening there hears it at once.
+    pub(super) async fn subscribe_anywhere(
+        &self,
+        channel: &str,
+        key: &str,
+    ) -> Result<super::WakeStream, NodeError> {
+        if !self.cluster.is_on() {
+            let client = tokio::time::timeout(self.connect_timeout, self.endpoint.client())
+                .await
+                .map_err(|_| NodeError::timeout(self.connect_timeout))?
+                .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
+            return self.subscribe_at(&client, channel).await;
+        }
+        let mut candidates: Vec<Addr> = Vec::new();
+        let mut last = match self.cluster_slots().await {
+            Ok(ranges) => {
+                let slot = slot_of_key(key);
+                let owner = ranges.iter().filter(|r| r.slots.contains(&slot));
+                let others = ranges.iter().filter(|r| !r.slots.contains(&slot));
+                for r in owner.chain(others) {
+                    for a in std::iter::once(&r.master).chain(&r.replicas) {
+                        if !candidates.contains(a) {
+                            candidates.push(a.clone());
+                        }
+                    }
+                }
+                Err(NodeError::new("CLUSTER SLOTS names no node"))
+            }
+            Err(e) => Err(e),
+        };
+        for addr in candidates {
+            let client = self.client_at(&addr)?;
+            last = self.subscribe_at(&client, channel).await;
+            if last.is_ok() {
+                return last;
+            }
+        }
+        match self.subscribe_at(self.seed_client()?, channel).await {
+            Ok(s) => Ok(s),
+            Err(e) => Err(and_then(last, e)),
+        }
+    }
+
+    /// One subscription on the node of `client`, within the connect timeout.
+    async fn subscribe_at(
+        &self,
+        client: &redis::Client,
+        channel: &str,
+    ) -> Result<super::WakeStream, NodeError> {
+        use futures_util::StreamExt;
+        let work = async {
+            let mut pubsub = client
+                .get_async_pubsub()
+                .await
+                .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
+            pubsub
+                .subscribe(channel)
+                .await
+                .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
+            let stream: super::WakeStream = Box::pin(pubsub.into_on_message().map(|m| {
+                m.get_payload::<String>()
+                    .unwrap_or_else(|_| crate::node::WAKE_ALL.to_owned())
+            }));
+            Ok(stream)
+        };
+        tokio::time::timeout(self.connect_timeout, work)
+            .await
+            .unwrap_or_else(|_| Err(NodeError::timeout(self.connect_timeout)))
+    }
+}
+
+/// The hash slot of `key`: its hash tag's (the text between the first `{` and the next `}`,
+/// when not empty), or the whole key's.
+fn slot_of_key(key: &str) -> u16 {
+    let tag = key
+        .split_once('{')
+        .and_then(|(_, rest)| rest.split_once('}'))
+        .map(|(tag, _)| tag)
+        .filter(|t| !t.is_empty())
+        .unwrap_or(key);
+    slot_of_tag(tag.as_bytes())
+}
+
+/// The first failure's cause followed by the next one's.
+fn and_then<T>(first: Result<T, NodeError>, next: NodeError) -> NodeError {
+    match first {
+        Err(e) => NodeError::new(format!("{}; then {}", e.cause, next.cause)),
+        Ok(_) => next,
+    }
+}
+
+/// `CLUSTER SLOTS`: `[[start, end, [host, port, id, ..], [replica host, port, ..]..]..]`. A
+/// node that announces no host (an empty string or `?`) is at the host we reached it by.
+fn parse_cluster_slots(reply: &Value, seed_host: &str) -> Vec<SlotRange> {
+    let Value::Array(entries) = reply else {
+        return Vec::new();
+    };
+    let addr = |v: &Value| {
+        let Value::Array(parts) = v else { return None };
+        let host = text(parts.first()?)?;
+        let port = u16::try_from(match parts.get(1)? {
+            Value::Int(n) => *n,
+            _ => return None,
+        })
+        .ok()?;
+        let host = if host.is_empty() || host == "?" {
+            seed_host.to_owned()
+        } else {
+            host
+        };
+        Some(Addr { host, port })
+    };
+    entries
+        .iter()
+        .filter_map(|e| {
+            let Value::Array(parts) = e else { return None };
+            let bound = |i: usize| match parts.get(i)? {
+                Value::Int(n) => u16::try_from(*n).ok(),
+                _ => None,
+            };
+            Some(SlotRange {
+                slots: bound(0)?..=bound(1)?,
+                master: addr(parts.get(2)?)?,
+                replicas: parts.iter().skip(3).filter_map(addr).collect(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn cluster_slots_names_masters_replicas_and_fills_in_an_unannounced_host() {
+        let node = |h: &str, p: i64| Value::Array(vec![bulk(h), Value::Int(p), bulk("id")]);
+        let reply = Value::Array(vec![
+            Value::Array(vec![
+                Value::Int(0),
+                Value::Int(5460),
+                node("10.0.0.1", 7001),
+                node("10.0.0.4", 7004),
+            ]),
+            Value::Array(vec![Value::Int(5461), Value::Int(16383), node("", 7002)]),
+        ]);
+        let r = parse_cluster_slots(&reply, "seed");
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].slots, 0..=5460);
+        assert_eq!(r[0].master.port, 7001);
+        assert_eq!(r[0].replicas[0].host, "10.0.0.4");
+        assert_eq!(
+            (r[1].master.host.as_str(), r[1].replicas.len()),
+            ("seed", 0)
+        );
+    }
+
+    #[test]
+    fn a_lock_is_looked_up_in_the_slot_of_its_hash_tag() {
+        let k = crate::keys::LockKeys::new("ns", "a");
+        assert_eq!(slot_of_key(&k.lease), slot_of_tag(b"ns:a"));
+        assert_eq!(slot_of_key("foo"), 12182);
+    }
+
+    #[test]
+    fn only_the_replies_sent_before_anything_ran_count_as_redirects() {
+        let moved = RedisError::from((
+            ErrorKind::Server(ServerErrorKind::Moved),
+            "moved",
+            "1 127.0.0.1:7002".to_owned(),
+        ));
+        assert!(is_redirect(&moved));
+        let down = RedisError::from((ErrorKind::Server(ServerErrorKind::ClusterDown), "down"));
+        assert!(!is_redirect(&down));
+    }
+}

@@ -449,3 +449,52 @@ async fn one_process_follows_a_sentinel_failover_on_its_own_connection() {
     assert!(after.token() > t1);
     after.release().await.unwrap();
 }
+
+#[test]
+fn a_cluster_master_sigkilled_mid_run_is_replaced_by_its_replica_and_no_token_repeats() {
+    let mut cluster = tractatus_testkit::RedisCluster::start(3, 1);
+    assert_eq!(mark_initialized(&cluster.url()), 3);
+    let repo = Repo::new();
+    // The first lock writes the repository's namespace, which places W's keys.
+    let warm = run(tractatus(&repo.path())
+        .env("TRACTATUS_REDIS", format!("{}?cluster=true", cluster.url()))
+        .args(["lock", "run", "--name", "W", "--", "true"]));
+    assert_eq!(warm.code, 0, "{}", warm.stderr);
+    let w_slot = tractatus_lock::keys::slot_of_tag(format!("{}:W", repo.namespace()).as_bytes());
+    let victim = cluster.master_of_slot(w_slot);
+    // The URL names a node that survives, and every other node as a seed.
+    let entry = (0..cluster.len()).find(|&i| i != victim).unwrap();
+    let seeds: Vec<String> = (0..cluster.len())
+        .filter(|&i| i != entry)
+        .map(|i| format!("seed=127.0.0.1:{}", cluster.node(i).port))
+        .collect();
+    let url = format!(
+        "{}?cluster=true&{}",
+        cluster.node(entry).url(),
+        seeds.join("&")
+    );
+    let mut failover = Duration::ZERO;
+    let counts = eight_workers(&repo, &url, "2s", 40, |p| {
+        wait_until(Duration::from_secs(30), "four holders ran", || {
+            p.holders() >= 4
+        });
+        let before = p.holders();
+        let killed = Instant::now();
+        cluster.kill(victim);
+        cluster.settle();
+        failover = killed.elapsed();
+        assert_ne!(
+            cluster.master_of_slot(w_slot),
+            victim,
+            "W's slot has a new master"
+        );
+        wait_until(
+            Duration::from_secs(40),
+            "four holders ran after the promotion",
+            || p.holders() >= before + 4,
+        );
+    });
+    println!("cluster failover took {failover:?}; {counts:?}");
+    counts.assert_clean();
+    assert!(counts.holders >= 8 && counts.appended > 0, "{counts:?}");
+}

@@ -5,9 +5,9 @@
 -- KEYS[3] holder   hash: who holds (or last held) the lease; deleted on release
 -- KEYS[4] waiters  sorted set: waiter id -> expiry (ms, Redis clock); counted by `lock status`
 -- KEYS[5] log      stream: this lock's audit trail, capped at ARGV[10] entries
--- KEYS[6] init     string in this lock's hash slot, shared by the locks of the slot: the run_id
---                  of the server run that `lock init` marked as brand-new (read only when the
---                  fence counter is missing and ARGV[11] > 0)
+-- KEYS[6] init     string in this lock's hash slot, shared by the locks of the slot:
+--                  "<run_id>:<master_replid>" of the server run (and role) that `lock init`
+--                  marked as brand-new (read only when a quarantine may apply, ARGV[11] > 0)
 -- KEYS[7] queue    sorted set: waiter id -> place in line (ARGV[13]); lowest first
 -- KEYS[8] waiting  hash: waiter id -> "session<TAB>host<TAB>pid<TAB>queued since (ms)", for
 --                  `lock status`
@@ -49,8 +49,8 @@
 -- knows (counter present: its data survived, e.g. AOF) is not held up. INFO's uptime counts
 -- whole seconds from the start's whole second, so it may be up to 1 s ahead: the time left is
 -- counted from one second less (never too early). `lock init` marks a brand-new server (KEYS[6]
--- = its run_id), which skips the quarantine; a restart changes the run_id, so an old marker,
--- even one reloaded from disk, does not count.
+-- = its run_id and replication id), which skips the quarantine; a restart changes the run_id,
+-- so an old marker, even one reloaded from disk, does not count.
 --
 -- Failover quarantine. A replica promoted to master (Sentinel, Cluster failover, REPLICAOF NO
 -- ONE) may lack the last writes of the old master (replication is asynchronous), leases
@@ -64,8 +64,11 @@
 --   - it names another replid, or none, and this node was promoted (second_repl_offset >= 0):
 --     the slot refuses every grant for one quarantine from now (`until` = now + ARGV[11]), so
 --     every lease the old master granted has expired (a lease is granted before the promotion,
---     and a TTL is at most the quarantine), unless `lock init` marked this server run
---     (KEYS[6] holds its run_id: an operator marked the new master after the failover);
+--     and a TTL is at most the quarantine), unless `lock init` marked this server run in its
+--     current role (KEYS[6] holds its run_id and its new replid: an operator marked the new
+--     master after the failover). The replid in the marker matters: a master marked, demoted
+--     to a replica (its own marker comes back to it through replication) and promoted again
+--     keeps its run_id, and must not skip the quarantine with the old marker;
 --   - otherwise (a restart with or without data, a slot migrated in): stamp the current replid,
 --     and the restart rules above apply.
 -- A held lease is refused as always and needs no check: the hot path gains one INFO call when
@@ -89,21 +92,36 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local counter = redis.call('GET', KEYS[2])
 local known = counter ~= false
 local quarantine = tonumber(ARGV[11])
-local run_id
 -- This server run's run_id, and its uptime in seconds.
+local run_id, uptime
 local function server()
   local info = redis.call('INFO', 'server')
-  local id = string.match(info, 'run_id:(%x+)')
-  local uptime = tonumber(string.match(info, 'uptime_in_seconds:(%d+)') or '')
-  if not id or not uptime then
+  run_id = string.match(info, 'run_id:(%x+)')
+  uptime = tonumber(string.match(info, 'uptime_in_seconds:(%d+)') or '')
+  if not run_id or not uptime then
     error('INFO server lacks run_id or uptime_in_seconds')
   end
-  return id, uptime
+end
+-- This node's replication id, and second_repl_offset (>= 0: it was promoted from a replica).
+local replid, second
+local function replication()
+  local info = redis.call('INFO', 'replication')
+  replid = string.match(info, 'master_replid:(%x+)')
+  second = tonumber(string.match(info, 'second_repl_offset:(%-?%d+)') or '')
+  if not replid or not second then
+    error('INFO replication lacks master_replid or second_repl_offset')
+  end
+end
+-- True when `lock init` marked this slot in this server run and role: the marker is
+-- "<run_id>:<master_replid>" (src/redis_node/admin.rs), so a marker written before a restart,
+-- or before a demotion and a promotion again, does not count.
+local function marked()
+  if not run_id then server() end
+  if not replid then replication() end
+  return redis.call('GET', KEYS[6]) == run_id .. ':' .. replid
 end
 if not known and quarantine > 0 then
-  local uptime
-  run_id, uptime = server()
-  if redis.call('GET', KEYS[6]) ~= run_id then
+  if not marked() then
     local left = quarantine - (uptime - 1) * 1000
     if left > 0 then
       return {2, left}
@@ -116,19 +134,11 @@ if quarantine > 0 and redis.call('EXISTS', KEYS[1]) == 0 then
   if until_ms > now then
     return {2, until_ms - now}
   end
-  local info = redis.call('INFO', 'replication')
-  local replid = string.match(info, 'master_replid:(%x+)')
-  local second = tonumber(string.match(info, 'second_repl_offset:(%-?%d+)') or '')
-  if not replid or not second then
-    error('INFO replication lacks master_replid or second_repl_offset')
-  end
+  if not replid then replication() end
   if stamp[1] ~= replid then
-    if second >= 0 then
-      if not run_id then run_id = server() end
-      if redis.call('GET', KEYS[6]) ~= run_id then
-        redis.call('HSET', KEYS[9], 'replid', replid, 'until', now + quarantine)
-        return {2, quarantine}
-      end
+    if second >= 0 and not marked() then
+      redis.call('HSET', KEYS[9], 'replid', replid, 'until', now + quarantine)
+      return {2, quarantine}
     end
     redis.call('HSET', KEYS[9], 'replid', replid, 'until', 0)
   end

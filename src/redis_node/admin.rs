@@ -109,7 +109,7 @@ impl RedisNode {
     /// Mark the slots of one server (one Redis: all of them; a cluster master: its own) with
     /// its run id, and return that run id.
     async fn mark_shard(&self, shard: &Shard, one_server: bool) -> Result<String, NodeError> {
-        let before = self.run_id(shard).await?;
+        let before = self.marker(shard).await?;
         let keys = init_keys();
         let mine: Vec<&String> = shard
             .slots
@@ -141,7 +141,7 @@ impl RedisNode {
         }
         // A restart in between would leave markers of a run that no longer exists: they
         // would not count, and the server would not be marked after all.
-        let after = self.run_id(shard).await?;
+        let after = self.marker(shard).await?;
         if after != before {
             return Err(NodeError::new(format!(
                 "{}: the server restarted while it was being marked: run init again",
@@ -151,20 +151,32 @@ impl RedisNode {
         Ok(after)
     }
 
-    /// The server's run id: random, new at every start.
-    async fn run_id(&self, shard: &Shard) -> Result<String, NodeError> {
-        let mut conn = shard.conn.clone();
-        let info: String = self
-            .on_shard(
-                shard,
-                self.op_timeout,
-                redis::cmd("INFO").arg("server").query_async(&mut conn),
-            )
-            .await?;
-        info.lines()
-            .find_map(|l| l.trim().strip_prefix("run_id:"))
-            .map(str::to_owned)
-            .ok_or_else(|| NodeError::new(format!("{}: INFO server shows no run_id", shard.label)))
+    /// What `lock init` writes into every slot of `shard`: `<run_id>:<master_replid>`. The run
+    /// id is new at every start; the replication id is new at every promotion (and taken from
+    /// its master while a replica), so a marker of this run and role counts only until the
+    /// server restarts or changes role: a master marked, then demoted and promoted again, is
+    /// not taken as marked (`lua/grant.lua` builds the same string to compare).
+    async fn marker(&self, shard: &Shard) -> Result<String, NodeError> {
+        let field = |section: &'static str, name: &'static str| {
+            let mut conn = shard.conn.clone();
+            async move {
+                let info: String = self
+                    .on_shard(
+                        shard,
+                        self.op_timeout,
+                        redis::cmd("INFO").arg(section).query_async(&mut conn),
+                    )
+                    .await?;
+                info.lines()
+                    .find_map(|l| l.trim().strip_prefix(name).map(str::to_owned))
+                    .ok_or_else(|| {
+                        NodeError::new(format!("{}: INFO {section} shows no {name}", shard.label))
+                    })
+            }
+        };
+        let run_id = field("server", "run_id:").await?;
+        let replid = field("replication", "master_replid:").await?;
+        Ok(format!("{run_id}:{replid}"))
     }
 
     /// One request to one master within `deadline`; a failure names the master on a cluster.

@@ -498,3 +498,55 @@ fn a_cluster_master_sigkilled_mid_run_is_replaced_by_its_replica_and_no_token_re
     counts.assert_clean();
     assert!(counts.holders >= 8 && counts.appended > 0, "{counts:?}");
 }
+
+/// Redis' role switch by hand: `promoted` becomes the master, `demoted` its replica; returns
+/// once the link is up.
+fn switch_roles(promoted: u16, demoted: u16) {
+    let cli = |port: u16, args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(cli(promoted, &["REPLICAOF", "NO", "ONE"]), "OK");
+    let p = promoted.to_string();
+    assert_eq!(cli(demoted, &["REPLICAOF", "127.0.0.1", &p]), "OK");
+    wait_until(
+        Duration::from_secs(10),
+        "the new replica's link is up",
+        || replication_field(demoted, "master_link_status").as_deref() == Some("up"),
+    );
+}
+
+#[test]
+fn a_marked_master_demoted_and_promoted_again_is_quarantined_like_any_promotion() {
+    // `a` is marked by `lock init` (the test kit marks every server it starts); its marker
+    // comes back to it through replication while it is a replica, and its run_id survives the
+    // role changes: only the replication id in the marker tells the marker is old.
+    let (a, b) = master_and_replica();
+    let repo = Repo::new();
+    token_of(&token_run(&repo.path(), &a.url(), "L", "5s"));
+    switch_roles(b.port, a.port);
+    // The promoted `b` waits out the leases it may lack, then grants.
+    let r = token_run(&repo.path(), &b.url(), "L", "0");
+    assert_eq!(
+        r.code, 75,
+        "b granted at once after its promotion: {}",
+        r.stderr
+    );
+    token_of(&token_run(&repo.path(), &b.url(), "L", "10s"));
+    // Back to `a`: a lease `b` granted may not have reached it, so it waits too.
+    switch_roles(a.port, b.port);
+    let r = token_run(&repo.path(), &a.url(), "L", "0");
+    assert_eq!(
+        r.code, 75,
+        "a, marked before its demotion, granted at once after its promotion again: {}",
+        r.stderr
+    );
+    // Marked again in its new role, it grants at once in slots it has not granted in.
+    assert_eq!(mark_initialized(&a.url()), 1);
+    let r = token_run(&repo.path(), &a.url(), "fresh", "0");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}

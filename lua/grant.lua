@@ -112,16 +112,25 @@ local function replication()
     error('INFO replication lacks master_replid or second_repl_offset')
   end
 end
--- True when `lock init` marked this slot in this server run and role: the marker is
--- "<run_id>:<master_replid>" (src/redis_node/admin.rs), so a marker written before a restart,
--- or before a demotion and a promotion again, does not count.
-local function marked()
+-- `lock init`'s marker of this slot (KEYS[6]): "<run_id>:<master_replid>" of the server when
+-- it was marked (src/redis_node/admin.rs). `run` says whether it marked this server run (a
+-- restart changes the run_id), `role` whether it also marked it in its current role: a
+-- promotion gives a new replid, while a master's first replica changes it too, so only the
+-- failover rule asks for the role. A master marked, demoted to a replica (its own marker comes
+-- back to it through replication) and promoted again keeps its run_id: its old marker must not
+-- lift the failover quarantine.
+local function marked(role)
   if not run_id then server() end
-  if not replid then replication() end
-  return redis.call('GET', KEYS[6]) == run_id .. ':' .. replid
+  local marker = redis.call('GET', KEYS[6])
+  if not marker then return false end
+  if role then
+    if not replid then replication() end
+    return marker == run_id .. ':' .. replid
+  end
+  return marker == run_id or string.sub(marker, 1, #run_id + 1) == run_id .. ':'
 end
 if not known and quarantine > 0 then
-  if not marked() then
+  if not marked(false) then
     local left = quarantine - (uptime - 1) * 1000
     if left > 0 then
       return {2, left}
@@ -136,7 +145,7 @@ if quarantine > 0 and redis.call('EXISTS', KEYS[1]) == 0 then
   end
   if not replid then replication() end
   if stamp[1] ~= replid then
-    if second >= 0 and not marked() then
+    if second >= 0 and not marked(true) then
       redis.call('HSET', KEYS[9], 'replid', replid, 'until', now + quarantine)
       return {2, quarantine}
     end

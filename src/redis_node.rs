@@ -194,7 +194,7 @@ impl RedisNode {
         // distant node may need), outside the operation's.
         let conn = self.connection().await?;
         match self.attempt(deadline, &f, conn).await {
-            Err(Redirected) => {
+            Err(NotRun::Redirected) => {
                 // The URL's node is part of a Redis Cluster that serves this lock's slot
                 // elsewhere; the request did not run. Once more, through the whole cluster.
                 let conn = self.switch_to_cluster().await?;
@@ -202,18 +202,31 @@ impl RedisNode {
                     .await
                     .map_err(|_| NodeError::new("redirected again by the Redis Cluster"))?
             }
+            Err(NotRun::Demoted) => {
+                // The server became a replica (a failover) and refused the request's first
+                // write, so nothing of it ran. Once more on a new connection: behind Sentinel
+                // that one goes to the new master.
+                let conn = self.connection().await?;
+                self.attempt(deadline, &f, conn).await.map_err(|_| {
+                    NodeError::new(format!(
+                        "{}: the server is a replica (READONLY), also on a new connection",
+                        self.url
+                    ))
+                })?
+            }
             Ok(r) => r,
         }
     }
 
-    /// One try of [`Self::call_for`]; `Err(Redirected)` when a plain connection's cluster node
-    /// sent the request elsewhere (see [`cluster`]).
+    /// One try of [`Self::call_for`]; `Err(NotRun)` when the request did not run and may go
+    /// once more: a plain connection's cluster node sent it elsewhere (see [`cluster`]), or
+    /// the server was demoted to a replica.
     async fn attempt<T, F, Fut>(
         &self,
         deadline: Duration,
         f: &F,
         conn: Conn,
-    ) -> Result<Result<T, NodeError>, Redirected>
+    ) -> Result<Result<T, NodeError>, NotRun>
     where
         F: Fn(Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
@@ -223,17 +236,25 @@ impl RedisNode {
         let work = async {
             match f(conn.clone()).await {
                 Ok(v) => Ok(Ok(v)),
-                Err(e) if self.redirected(&conn, &e) => Err(Redirected),
+                Err(e) if self.redirected(&conn, &e) => Err(NotRun::Redirected),
+                // READONLY: the server was demoted to a replica (a failover); every script
+                // refuses at its first write, before which it wrote nothing. The connection
+                // goes; behind Sentinel the next connect finds the new master.
+                Err(e)
+                    if plain
+                        && e.kind()
+                            == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly) =>
+                {
+                    *self.conn.lock().await = None;
+                    Err(NotRun::Demoted)
+                }
                 Err(e) => {
-                    // READONLY: the server was demoted to a replica (a failover); behind
-                    // Sentinel the next connect finds the new master. The cluster connection
-                    // reconnects to its nodes itself; only a plain one is dropped.
+                    // The cluster connection reconnects to its nodes itself; only a plain one
+                    // is dropped.
                     if plain
                         && (e.is_io_error()
                             || e.is_connection_dropped()
-                            || e.is_unrecoverable_error()
-                            || e.kind()
-                                == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly))
+                            || e.is_unrecoverable_error())
                     {
                         *self.conn.lock().await = None;
                     }
@@ -285,8 +306,13 @@ impl RedisNode {
     }
 }
 
-/// A plain connection's request was redirected by a Redis Cluster node, and did not run.
-struct Redirected;
+/// Why a request did not run on a plain connection, and may be sent once more.
+enum NotRun {
+    /// A Redis Cluster node redirected it (MOVED, ASK, TRYAGAIN).
+    Redirected,
+    /// The server is a replica now (READONLY).
+    Demoted,
+}
 
 /// rustls needs one process-wide crypto provider; ours is ring. Installing twice is harmless.
 fn install_crypto_provider() {

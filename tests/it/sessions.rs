@@ -719,7 +719,10 @@ fn activity_registers_no_session_and_ending_an_unknown_one_changes_nothing(on_re
     let redis = on_redis.then(RedisServer::start);
     repo.write(
         ".claude/tractatus-lock.toml",
-        &format!("namespace = \"phantoms-{}\"\n", std::process::id()),
+        &format!(
+            "namespace = \"phantoms-{on_redis}-{}\"\n",
+            std::process::id()
+        ),
     );
     let cli = || {
         let mut c = tractatus(&repo.path());
@@ -798,4 +801,39 @@ fn activity_registers_no_session_and_ending_an_unknown_one_changes_nothing_on_re
 #[test]
 fn activity_registers_no_session_and_ending_an_unknown_one_changes_nothing_on_local_locks() {
     activity_registers_no_session_and_ending_an_unknown_one_changes_nothing(false);
+}
+
+#[test]
+fn on_redis_a_config_file_without_a_namespace_says_which_line_to_add() {
+    let repo = Repo::new();
+    let redis = RedisServer::start();
+    repo.write(
+        ".claude/tractatus-lock.toml",
+        &format!("per_session = [\"{STATE}\"]\n"),
+    );
+    let r = run(tractatus(&repo.path())
+        .env("TRACTATUS_REDIS", redis.url())
+        .args(["state", "merge", STATE, r#"{"a": 1}"#]));
+    assert_eq!(r.code, 64, "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    let line = r
+        .stderr
+        .split("e.g. `")
+        .nth(1)
+        .and_then(|t| t.split('`').next());
+    let line = line.unwrap_or_else(|| panic!("no line to add: {}", r.stderr));
+    assert!(
+        line.starts_with("namespace = \"") && line.len() > 20,
+        "{line}"
+    );
+    // The line as given works.
+    repo.write(
+        ".claude/tractatus-lock.toml",
+        &format!("{line}\nper_session = [\"{STATE}\"]\n"),
+    );
+    let r = run(tractatus(&repo.path())
+        .env("TRACTATUS_REDIS", redis.url())
+        .env("TRACTATUS_QUIET", "1")
+        .args(["state", "merge", STATE, r#"{"a": 1}"#]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
 }

@@ -221,7 +221,9 @@ impl Workspace {
     }
 
     /// The lock name of a file (path relative to the root). For a session, a per-session
-    /// file's lock is its copy's (`lock run --file` guards what the session's `state` writes).
+    /// file's lock is its copy's (what the session's `state` writes take, and Node's `withLock`,
+    /// whose writes join it). `lock run --file` takes [`Workspace::shared_name`] instead: its
+    /// command is opaque and may write the shared path itself.
     pub fn lock_name(&self, path: &Path) -> Result<String> {
         match self.session_copy(path)? {
             Some(copy) => Ok(copy),

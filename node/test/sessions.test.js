@@ -36,6 +36,8 @@ for (const backend of ['redis', 'local']) {
     const cli = (args, env = {}) => run(cliPath(), args, { cwd: repo.root, env: childEnv(redis?.url, { TRACTATUS_QUIET: '1', ...env }) })
 
     it('two sessions count apart, in this process and in hooks of their own, and the CLI totals them', async () => {
+      // Only a start registers a session; the writes then keep it live.
+      for (const s of ['node-a', 'node-b']) assert.equal(cli(['session', 'start', '--id', s]).status, 0)
       const bump = (session) => t.updateJson(STATE, (d) => { d.message_count++ }, { ...opts, session })
       // In this process: 10 increments per session, all at once.
       await Promise.all(['node-a', 'node-b'].flatMap((s) => Array.from({ length: 10 }, () => bump(s))))
@@ -68,7 +70,7 @@ for (const backend of ['redis', 'local']) {
       assert.equal(fs.readFileSync(repo.file(STATE), 'utf8'), shared)
       assert.equal(t.statePath(STATE, opts), repo.file(STATE))
       assert.equal(await t.readJson(STATE, '/message_count', opts), 0)
-      // Both sessions registered themselves by their writes.
+      // Both sessions, started above, are live.
       const stats = cli(['--json', 'session', 'stats', '/message_count'])
       assert.equal(stats.status, 0, stats.stderr)
       const totals = JSON.parse(stats.stdout)

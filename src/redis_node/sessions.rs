@@ -1,14 +1,23 @@
 //! The session registry on a Redis node ([`SessionStore`]): a hash of entries, a sorted set of
 //! last activity and a sorted set of ends, all under the namespace's one hash tag
-//! ([`SessionKeys`]), each operation one atomic pipeline (MULTI/EXEC) in one slot. A touch, on
-//! the hot path of every `state` write, is one round trip: `HSETNX` of the entry (a session
-//! registers itself by its first activity) and `ZADD GT` of the time (never moving it back).
+//! ([`SessionKeys`]), each operation one atomic pipeline (MULTI/EXEC), command or script in one
+//! slot. A touch, on the hot path of every `state` write, is one `ZADD XX GT`: only a session
+//! that `session start` registered is refreshed (activity never registers one), and its time
+//! never moves back. An end is a small script: an unknown id changes nothing.
 
 use std::collections::HashMap;
 
 use super::*;
 use crate::keys::SessionKeys;
 use crate::session::{SessionEntry, SessionStore};
+
+/// Ends a registered session (an earlier end stays); an unknown id changes nothing. Both keys
+/// share the namespace's hash tag.
+const END_SCRIPT: &str = r"
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[1])
+return 1
+";
 
 /// The fields of an entry that do not change after its start (activity and end are kept in
 /// the sorted sets).
@@ -73,22 +82,16 @@ impl SessionStore for RedisNode {
 
     fn touch<'a>(&'a self, ns: &'a str, entry: &'a SessionEntry) -> NodeFuture<'a, ()> {
         Box::pin(async move {
-            let (k, body) = (SessionKeys::new(ns), encode(entry));
-            let (k, body) = (&k, &body);
+            let k = &SessionKeys::new(ns);
             self.call(|mut c| async move {
-                redis::pipe()
-                    .atomic()
-                    .cmd("HSETNX")
-                    .arg(&k.entries)
-                    .arg(&entry.id)
-                    .arg(body)
-                    .ignore()
-                    .cmd("ZADD")
+                // XX: only a registered session (a member since its start) is refreshed; GT:
+                // never moved back.
+                redis::cmd("ZADD")
                     .arg(&k.active)
+                    .arg("XX")
                     .arg("GT")
                     .arg(entry.last_active_ms)
                     .arg(&entry.id)
-                    .ignore()
                     .query_async::<()>(&mut c)
                     .await
             })
@@ -99,19 +102,15 @@ impl SessionStore for RedisNode {
     fn end<'a>(&'a self, ns: &'a str, id: &'a str, at_ms: u64) -> NodeFuture<'a, bool> {
         Box::pin(async move {
             let k = &SessionKeys::new(ns);
-            let (known,): (bool,) = self
+            let known: bool = self
                 .call(|mut c| async move {
-                    redis::pipe()
-                        .atomic()
-                        .cmd("HEXISTS")
+                    redis::cmd("EVAL")
+                        .arg(END_SCRIPT)
+                        .arg(2)
                         .arg(&k.entries)
-                        .arg(id)
-                        .cmd("ZADD")
                         .arg(&k.ended)
-                        .arg("NX")
-                        .arg(at_ms)
                         .arg(id)
-                        .ignore()
+                        .arg(at_ms)
                         .query_async(&mut c)
                         .await
                 })

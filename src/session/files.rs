@@ -30,32 +30,27 @@ pub(crate) fn session_copy(
 /// when it does not exist yet but `shared` does, it starts as a copy of `shared`. The copy is
 /// linked into place only if nothing is there (two first writes of one session at once: the
 /// first copy stays, the second is dropped), so a session's own writes are never overwritten.
-/// `.claude/sessions/` of `root` gets a `.gitignore` that keeps the copies out of git.
+/// The template must be valid JSON: a torn or broken shared file is bad data (65) naming it, and
+/// no copy is made (the session would otherwise be stuck with it after the shared file is
+/// repaired). `.claude/sessions/` of `root` gets a `.gitignore` that keeps the copies out of git.
 pub(crate) fn seed_from_shared(root: &Path, shared: &Path, copy: &Path) -> Result<()> {
     let dir = copy.parent().unwrap_or(Path::new("/"));
     let cannot = |path: &Path, source: std::io::Error| Error::CannotWrite {
         path: path.to_owned(),
         source,
     };
+    let template = if copy.exists() {
+        None
+    } else {
+        read_template(shared)?
+    };
     std::fs::create_dir_all(dir).map_err(|e| cannot(dir, e))?;
     let ignore = root.join(SESSIONS_DIR).join(".gitignore");
     if !ignore.exists() {
         std::fs::write(&ignore, "*\n").map_err(|e| cannot(&ignore, e))?;
     }
-    if copy.exists() {
+    let Some(template) = template else {
         return Ok(());
-    }
-    // Commits are atomic renames: this read sees one whole committed document.
-    let template = match std::fs::read(shared) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => {
-            return Err(Error::usage(format!(
-                "cannot read {} (the template of this session's copy): {e}",
-                shared.display()
-            ))
-            .with_source(e));
-        }
     };
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| cannot(dir, e))?;
     tmp.write_all(&template)
@@ -73,6 +68,43 @@ pub(crate) fn seed_from_shared(root: &Path, shared: &Path, copy: &Path) -> Resul
         Ok(_) => Ok(()),
         Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(cannot(copy, e.error)),
+    }
+}
+
+/// How long to wait before reading a broken template a second time: Tractatus' own hooks write
+/// the shared files in place, unguarded, and a read may land in the middle of one such write.
+const REREAD_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The shared file's bytes, checked to be JSON (read twice at most); `None` when it does not
+/// exist.
+fn read_template(shared: &Path) -> Result<Option<Vec<u8>>> {
+    let read = || match std::fs::read(shared) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::usage(format!(
+            "cannot read {} (the template of this session's copy): {e}",
+            shared.display()
+        ))
+        .with_source(e)),
+    };
+    let check = |b: &[u8]| serde_json::from_slice::<serde::de::IgnoredAny>(b).map(drop);
+    let Some(bytes) = read()? else {
+        return Ok(None);
+    };
+    if check(&bytes).is_ok() {
+        return Ok(Some(bytes));
+    }
+    std::thread::sleep(REREAD_AFTER);
+    let Some(bytes) = read()? else {
+        return Ok(None);
+    };
+    match check(&bytes) {
+        Ok(()) => Ok(Some(bytes)),
+        Err(e) => Err(Error::bad_data(format!(
+            "{} is not valid JSON ({e}): it is the template this session's copy starts from; \
+             repair it (nothing written, no copy made)",
+            shared.display()
+        ))),
     }
 }
 
@@ -123,5 +155,24 @@ mod tests {
         seed_from_shared(&shared, &copy).unwrap();
         assert_eq!(std::fs::read_to_string(&copy).unwrap(), "{\"n\": 7}");
         assert_eq!(std::fs::read_to_string(&shared).unwrap(), "{ \"n\": 1 }");
+    }
+
+    #[test]
+    fn a_broken_template_makes_no_copy_and_names_the_shared_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let shared = root.join("shared.json");
+        let copy = root.join(".claude/sessions/a/shared.json");
+        std::fs::write(&shared, "{\"message_count\": 1\n").unwrap();
+        let e = seed_from_shared(root, &shared, &copy).unwrap_err();
+        assert_eq!(e.exit_code(), 65);
+        assert!(e.to_string().contains(&shared.display().to_string()), "{e}");
+        assert!(!copy.exists());
+        std::fs::write(&shared, "{\"message_count\": 1}").unwrap();
+        seed_from_shared(root, &shared, &copy).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&copy).unwrap(),
+            "{\"message_count\": 1}"
+        );
     }
 }

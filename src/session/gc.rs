@@ -30,18 +30,26 @@ pub struct Removed {
 impl Sessions {
     /// Remove the directories and registry entries of the sessions that ended or went silent
     /// at least `older_than` ago (zero: all of them); live sessions are kept, whatever else.
+    ///
+    /// A session may come back to life while this runs, so nothing is removed on the first
+    /// look alone: each doomed directory is first renamed to a tombstone (`.gc-<id>-<pid>`, no
+    /// session's name, so a late write of the session recreates its own directory rather than
+    /// landing in the doomed one), then the registry is read again and the tombstone's files
+    /// looked at again, and only a session still inactive (and a directory nobody wrote since)
+    /// is deleted; any other is renamed back (or, if the session made a new directory
+    /// meanwhile, its tombstone is left for a look by hand).
     pub async fn gc(&self, older_than: Duration) -> Result<Vec<Removed>> {
         let now = now_ms();
         let cutoff = now.saturating_sub(older_than.as_millis() as u64);
         let known = self.list().await?;
-        let mut removed = Vec::new();
+        let mut candidates = Vec::new();
         let mut live = std::collections::HashSet::new();
         for s in &known {
             match s.entry.inactive_since(now, self.idle) {
                 None => {
                     live.insert(s.entry.id.clone());
                 }
-                Some(since) if since <= cutoff => removed.push(Removed {
+                Some(since) if since <= cutoff => candidates.push(Removed {
                     id: s.entry.id.clone(),
                     state: s.state.as_str().to_owned(),
                     inactive_since_ms: since,
@@ -57,12 +65,12 @@ impl Sessions {
                 continue;
             }
             let rel = Some(format!("{SESSIONS_DIR}/{id}/"));
-            if let Some(r) = removed.iter_mut().find(|r| r.id == id) {
+            if let Some(r) = candidates.iter_mut().find(|r| r.id == id) {
                 r.dir = rel;
             } else if !known.iter().any(|s| s.entry.id == id) {
-                let since = newest_mtime(&dir).saturating_add(idle);
+                let since = newest_mtime(&dir, true).saturating_add(idle);
                 if since <= cutoff {
-                    removed.push(Removed {
+                    candidates.push(Removed {
                         id,
                         state: "unknown".into(),
                         inactive_since_ms: since,
@@ -71,17 +79,56 @@ impl Sessions {
                 }
             }
         }
-        for r in &removed {
+        // First look done: move the doomed directories aside, then look again.
+        let mut doomed = Vec::new();
+        for r in &candidates {
             if r.dir.is_some() {
                 let dir = sessions_dir.join(&r.id);
-                std::fs::remove_dir_all(&dir)
-                    .or_else(gone_is_fine)
-                    .map_err(|e| Error::CannotWrite {
-                        path: dir.clone(),
-                        source: e,
-                    })?;
+                let seen = newest_mtime(&dir, true);
+                let tomb = sessions_dir.join(format!(".gc-{}-{}", r.id, std::process::id()));
+                match std::fs::rename(&dir, &tomb) {
+                    Ok(()) => doomed.push((r.id.clone(), tomb, seen)),
+                    // Another cleanup took it first.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(Error::CannotWrite {
+                            path: dir,
+                            source: e,
+                        });
+                    }
+                }
             }
         }
+        let again = self.list().await?;
+        let now = now_ms();
+        let still_inactive = |id: &str| match again.iter().find(|s| s.entry.id == id) {
+            Some(s) => s
+                .entry
+                .inactive_since(now, self.idle)
+                .is_some_and(|since| since <= cutoff),
+            // Unknown, or forgotten by another cleanup meanwhile.
+            None => true,
+        };
+        let mut kept = std::collections::HashSet::new();
+        for (id, tomb, seen) in doomed {
+            let dir = sessions_dir.join(&id);
+            if still_inactive(&id) && newest_mtime(&tomb, false) <= seen {
+                std::fs::remove_dir_all(&tomb)
+                    .or_else(gone_is_fine)
+                    .map_err(|e| Error::CannotWrite {
+                        path: tomb.clone(),
+                        source: e,
+                    })?;
+            } else {
+                // Back to life: its directory back in place (unless it made a new one).
+                let _ = std::fs::rename(&tomb, &dir);
+                kept.insert(id);
+            }
+        }
+        let removed: Vec<Removed> = candidates
+            .into_iter()
+            .filter(|r| !kept.contains(&r.id) && still_inactive(&r.id))
+            .collect();
         let ids: Vec<String> = removed.iter().map(|r| r.id.clone()).collect();
         self.forget(&ids).await?;
         Ok(removed)
@@ -118,8 +165,9 @@ fn session_dirs(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
         .collect())
 }
 
-/// The newest modification time of `dir` and anything below it, ms since the Unix epoch.
-fn newest_mtime(dir: &Path) -> u64 {
+/// The newest modification time of anything below `dir` (and of `dir` itself with `own`), ms
+/// since the Unix epoch.
+fn newest_mtime(dir: &Path, own: bool) -> u64 {
     let mtime = |p: &Path| {
         std::fs::symlink_metadata(p)
             .and_then(|m| m.modified())
@@ -127,7 +175,7 @@ fn newest_mtime(dir: &Path) -> u64 {
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_millis() as u64)
     };
-    let mut newest = mtime(dir);
+    let mut newest = if own { mtime(dir) } else { 0 };
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for item in std::fs::read_dir(&d).into_iter().flatten().flatten() {
@@ -139,4 +187,92 @@ fn newest_mtime(dir: &Path) -> u64 {
         }
     }
     newest
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::node::NodeFuture;
+    use crate::session::{SessionEntry, SessionStore};
+
+    /// A registry holding one session, `s1`: silent at the first look, then (when
+    /// `comes_back`) active again from the second look on, as if it wrote in between.
+    struct Flaky {
+        looks: AtomicUsize,
+        comes_back: bool,
+    }
+
+    impl SessionStore for Flaky {
+        fn label(&self) -> String {
+            "flaky".into()
+        }
+        fn register<'a>(&'a self, _: &'a str, _: &'a SessionEntry) -> NodeFuture<'a, ()> {
+            Box::pin(async { Ok(()) })
+        }
+        fn touch<'a>(&'a self, _: &'a str, _: &'a SessionEntry) -> NodeFuture<'a, ()> {
+            Box::pin(async { Ok(()) })
+        }
+        fn end<'a>(&'a self, _: &'a str, _: &'a str, _: u64) -> NodeFuture<'a, bool> {
+            Box::pin(async { Ok(false) })
+        }
+        fn entries<'a>(&'a self, _: &'a str) -> NodeFuture<'a, Vec<SessionEntry>> {
+            let first = self.looks.fetch_add(1, Ordering::SeqCst) == 0;
+            let active = if first || !self.comes_back {
+                1
+            } else {
+                now_ms()
+            };
+            Box::pin(async move {
+                Ok(vec![SessionEntry {
+                    id: "s1".into(),
+                    started_ms: 1,
+                    last_active_ms: active,
+                    ..Default::default()
+                }])
+            })
+        }
+        fn forget<'a>(&'a self, _: &'a str, _: &'a [String]) -> NodeFuture<'a, ()> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    async fn gc_with(comes_back: bool) -> (Vec<Removed>, Vec<String>) {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let dir = root.join(SESSIONS_DIR).join("s1");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("session-state.json"), "{}").unwrap();
+        let store = Arc::new(Flaky {
+            looks: AtomicUsize::new(0),
+            comes_back,
+        });
+        let sessions = Sessions::new(
+            vec![store],
+            "ns".into(),
+            root.to_path_buf(),
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+        );
+        let removed = sessions.gc(Duration::ZERO).await.unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(root.join(SESSIONS_DIR))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        (removed, left)
+    }
+
+    #[tokio::test]
+    async fn a_session_that_comes_back_to_life_during_cleanup_keeps_its_directory() {
+        let (removed, left) = gc_with(true).await;
+        assert_eq!(removed, []);
+        assert_eq!(left, ["s1"], "no tombstone left, the directory back");
+        let (removed, left) = gc_with(false).await;
+        assert_eq!(removed.len(), 1);
+        assert!(left.is_empty(), "{left:?}");
+    }
 }

@@ -87,11 +87,9 @@ impl LocalSessions {
             Ok(f) => f
                 .set_times(FileTimes::new().set_modified(at))
                 .map_err(|e| self.fail("cannot touch", &path, e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // Not known yet: registered by its first activity (another process of the
-                // session may do the same at once; the first file stays).
-                self.write(entry, true).map(drop)
-            }
+            // Not registered (never started, or collected): activity registers nothing, or
+            // every `lock run` without a session would leave a phantom behind.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.fail("cannot touch", &path, e)),
         }
     }
@@ -112,17 +110,14 @@ impl SessionStore for LocalSessions {
 
     fn end<'a>(&'a self, _ns: &'a str, id: &'a str, at_ms: u64) -> NodeFuture<'a, bool> {
         Box::pin(async move {
-            let found = self.read(&self.path(id))?;
-            let known = found.is_some();
-            let mut entry = found.unwrap_or_else(|| SessionEntry {
-                id: id.to_owned(),
-                started_ms: at_ms,
-                last_active_ms: at_ms,
-                ..Default::default()
-            });
-            entry.ended_ms.get_or_insert(at_ms);
-            self.write(&entry, false)?;
-            Ok(known)
+            let Some(mut entry) = self.read(&self.path(id))? else {
+                return Ok(false);
+            };
+            if entry.ended_ms.is_none() {
+                entry.ended_ms = Some(at_ms);
+                self.write(&entry, false)?;
+            }
+            Ok(true)
         })
     }
 

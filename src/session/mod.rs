@@ -5,8 +5,9 @@
 //! `session_id`, or one `tractatus session start` makes). The registry keeps one entry per
 //! session (id, host, pid, repository, command, start time, last activity, end time) in Redis
 //! (keys of [`crate::keys::SessionKeys`], one hash slot) or, with local locks, in files under
-//! `.claude/.tractatus/sessions/`. Every `state` write and `lock run` carrying a session id
-//! refreshes its last activity; quiet for longer than the idle time, a session is *silent*.
+//! `.claude/.tractatus/sessions/`. `session start` registers a session; every `state` write and
+//! `lock run` carrying the id of a registered session refreshes its last activity (an id never
+//! started, or collected, registers nothing); quiet for longer than the idle time, a session is *silent*.
 //! With several Redlock masters the registry is written to every master that answers and read
 //! as the union of what they hold: it is advisory (it says who is around, it guards nothing),
 //! so a master that missed a write costs accuracy, never safety.
@@ -240,8 +241,9 @@ impl Sessions {
         Ok(entry)
     }
 
-    /// Note that session `id` is active now: an unknown session is registered by it, an ended
-    /// one stays ended (a straggling write does not undo `session end`).
+    /// Note that session `id` is active now, if it is registered: an unknown session stays
+    /// unknown (only [`Sessions::start`] registers), an ended one stays ended (a straggling
+    /// write does not undo `session end`).
     pub async fn touch(&self, id: &str, command: &str) -> Result<()> {
         check_session_id(id)?;
         let entry = self.fresh_entry(id, command);
@@ -249,7 +251,7 @@ impl Sessions {
         self.each(|s| s.touch(ns, &entry)).await.map(drop)
     }
 
-    /// Mark session `id` ended; true when the registry knew it.
+    /// Mark session `id` ended; true when the registry knew it (an unknown id changes nothing).
     pub async fn end(&self, id: &str) -> Result<bool> {
         check_session_id(id)?;
         let (ns, at) = (&self.namespace, now_ms());

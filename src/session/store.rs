@@ -15,11 +15,12 @@ pub trait SessionStore: Send + Sync {
     /// under the same id is live again).
     fn register<'a>(&'a self, ns: &'a str, entry: &'a SessionEntry) -> NodeFuture<'a, ()>;
 
-    /// Note activity at `entry.last_active_ms` (never moving it back); a session not known yet
-    /// is recorded as `entry`; an ended one stays ended.
+    /// Note activity at `entry.last_active_ms` (never moving it back) of a registered session;
+    /// a session not registered stays unregistered, an ended one stays ended.
     fn touch<'a>(&'a self, ns: &'a str, entry: &'a SessionEntry) -> NodeFuture<'a, ()>;
 
-    /// Mark session `id` ended at `at_ms`; true when it was known.
+    /// Mark session `id` ended at `at_ms` (an earlier end stays); true when it was registered.
+    /// An unknown id changes nothing.
     fn end<'a>(&'a self, ns: &'a str, id: &'a str, at_ms: u64) -> NodeFuture<'a, bool>;
 
     /// Every session held, with its last activity and end.

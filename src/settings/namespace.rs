@@ -54,8 +54,10 @@ pub fn ensure_namespace(root: &Path, settings: &FileSettings) -> Result<String> 
             return Ok(ns);
         }
         return Err(Error::usage(format!(
-            "{} has no `namespace = \"...\"` line: add one (any id shared by every clone of this repository)",
-            path.display()
+            "{} has no `namespace = \"...\"` line: add one (any id shared by every clone of \
+             this repository, e.g. `namespace = \"{}\"`) and commit it",
+            path.display(),
+            uuid::Uuid::new_v4().simple()
         )));
     }
     let ns = uuid::Uuid::new_v4().simple().to_string();

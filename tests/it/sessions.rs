@@ -25,11 +25,14 @@ struct Setup {
 impl Setup {
     fn new(on_redis: bool) -> Setup {
         let repo = Repo::new();
-        // A namespace of its own: the test's Redis is fresh, but say which one anyway.
+        // A namespace of its own: the test's Redis is fresh, but `lock run` looks for earlier
+        // holders' process groups on this host by namespace and lock name, across tests.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         repo.write(
             ".claude/tractatus-lock.toml",
             &format!(
-                "namespace = \"sessions-{}\"\nper_session = [\"{STATE}\", \".claude/token-checkpoints.json\"]\n",
+                "namespace = \"sessions-{}-{n}\"\nper_session = [\"{STATE}\", \".claude/token-checkpoints.json\"]\n",
                 std::process::id()
             ),
         );
@@ -56,6 +59,12 @@ impl Setup {
         let r = run(self.cli(session).arg("--json").args(args));
         assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
         serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", r.stdout))
+    }
+
+    /// `session start --id ID`: only a start registers a session.
+    fn start(&self, id: &str) {
+        let r = run(self.cli(None).args(["session", "start", "--id", id]));
+        assert_eq!(r.code, 0, "{id}: {}", r.stderr);
     }
 
     /// Each registered session's state, by id.
@@ -111,6 +120,9 @@ fn two_sessions_keep_their_own_counts_and_stats_add_them_up(on_redis: bool) {
         "019a0000-aaaa-7000-8000-000000000001",
         "019a0000-bbbb-7000-8000-000000000002",
     ];
+    for id in sessions {
+        s.start(id);
+    }
     std::thread::scope(|scope| {
         for id in sessions {
             for _ in 0..2 {
@@ -279,6 +291,9 @@ fn gc_removes_exactly_the_directories_of_ended_and_silent_sessions(on_redis: boo
             .args(["state", "merge", STATE, r#"{"seen": true}"#]));
         assert_eq!(r.code, 0, "{id}: {}", r.stderr);
     };
+    for id in ["silent-1", "live-1", "ended-1"] {
+        s.start(id);
+    }
     // The silent one writes first, and then says nothing.
     write("silent-1");
     // The live one keeps writing through a `lock run` that outlasts the test (it refreshes its
@@ -432,7 +447,8 @@ fn sessions_are_listed_and_ended_and_bad_ids_refused(on_redis: bool) {
     assert_eq!((r.code, r.stdout.trim()), (0, "[]"), "{}", r.stderr);
     assert!(s.repo.read(STATE).contains("hooked"));
     assert_eq!(s.session_dirs(), ["dev-a"]);
-    // `lock run --file` of a per-session file guards the session's copy.
+    // `lock run --file` of a per-session file takes the shared file's lock: its command is
+    // opaque and may write the shared path itself.
     let r = run(s.cli(Some("dev-a")).args([
         "lock",
         "run",
@@ -443,12 +459,7 @@ fn sessions_are_listed_and_ended_and_bad_ids_refused(on_redis: bool) {
         "-c",
         "echo $TRACTATUS_LOCK_NAME",
     ]));
-    assert_eq!(
-        (r.code, r.stdout.trim()),
-        (0, ".claude/sessions/dev-a/session-state.json"),
-        "{}",
-        r.stderr
-    );
+    assert_eq!((r.code, r.stdout.trim()), (0, STATE), "{}", r.stderr);
 
     let shared = s.repo.read(STATE);
     for bad in ["../evil", "a/b", ".hidden", "with space", ""] {
@@ -595,4 +606,234 @@ fn on_three_masters_the_registry_is_written_to_each_that_answers_and_read_as_the
     let r = run(cli().args(["session", "start", "--id", "none"]));
     assert_eq!(r.code, 69, "{}", r.stderr);
     assert!(r.stderr.contains("unavailable"), "{}", r.stderr);
+}
+
+#[test]
+fn a_broken_shared_file_seeds_no_copy_and_the_session_recovers_once_it_is_repaired() {
+    let s = Setup::new(false);
+    // Torn, as an unguarded in-place writer leaves it.
+    s.repo.write(STATE, "{\"message_count\": 1\n");
+    let copy = s.repo.file(".claude/sessions/abc/session-state.json");
+    let r = run(s
+        .cli(Some("abc"))
+        .args(["state", "merge", STATE, r#"{"x": 1}"#]));
+    assert_eq!(r.code, 65, "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("session-state.json") && !r.stderr.contains(".claude/sessions/"),
+        "names the shared file: {}",
+        r.stderr
+    );
+    assert!(!copy.exists(), "a copy of the torn template was made");
+    assert_eq!(s.repo.read(STATE), "{\"message_count\": 1\n");
+    s.repo.write(STATE, r#"{"message_count": 1}"#);
+    let r = run(s
+        .cli(Some("abc"))
+        .args(["state", "merge", STATE, r#"{"x": 1}"#]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&copy).unwrap()).unwrap();
+    assert_eq!(doc, serde_json::json!({"message_count": 1, "x": 1}));
+    assert_eq!(s.repo.read(STATE), r#"{"message_count": 1}"#);
+}
+
+/// Start and end times (ns) each command under `lock run` wrote to `log`.
+fn intervals(log: &Path) -> Vec<(u128, u128)> {
+    let text = std::fs::read_to_string(log).unwrap();
+    let mut all: Vec<(u128, u128)> = text
+        .lines()
+        .map(|l| {
+            let (a, b) = l.split_once(' ').unwrap();
+            (a.parse().unwrap(), b.parse().unwrap())
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+fn lock_run_file_of_a_per_session_file_takes_the_shared_lock(on_redis: bool) {
+    let s = Setup::new(on_redis);
+    s.repo.write(STATE, r#"{"message_count": 0}"#);
+    let log = s.repo.file("runs.log");
+    // Each run writes "start end" (ns) in one line when its command is done.
+    let body = format!(
+        "a=$(date +%s%N); sleep 0.5; echo \"$a $(date +%s%N)\" >> {}",
+        log.display()
+    );
+    std::thread::scope(|scope| {
+        for id in ["sess-a", "sess-b", "sess-c"] {
+            let (s, body) = (&s, &body);
+            scope.spawn(move || {
+                let r = run(s
+                    .cli(Some(id))
+                    .args([
+                        "--wait", "30s", "lock", "run", "--file", STATE, "--", "sh", "-c",
+                    ])
+                    .arg(body));
+                assert_eq!(r.code, 0, "{id}: {}", r.stderr);
+            });
+        }
+    });
+    let all = intervals(&log);
+    assert_eq!(all.len(), 3);
+    for w in all.windows(2) {
+        assert!(w[0].1 <= w[1].0, "runs of two sessions overlapped: {all:?}");
+    }
+    // A `state` call inside still writes the session's copy, at once (its own lock).
+    let started = std::time::Instant::now();
+    let r = run(s.cli(Some("sess-a")).args([
+        "--wait",
+        "0",
+        "lock",
+        "run",
+        "--file",
+        STATE,
+        "--",
+        env!("CARGO_BIN_EXE_tractatus"),
+        "state",
+        "merge",
+        STATE,
+        r#"{"inner": 1}"#,
+    ]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        s.repo
+            .read(".claude/sessions/sess-a/session-state.json")
+            .contains("inner")
+    );
+    assert_eq!(s.repo.read(STATE), r#"{"message_count": 0}"#);
+}
+
+#[test]
+fn lock_run_file_of_a_per_session_file_takes_the_shared_lock_on_redis() {
+    lock_run_file_of_a_per_session_file_takes_the_shared_lock(true);
+}
+
+#[test]
+fn lock_run_file_of_a_per_session_file_takes_the_shared_lock_on_local_locks() {
+    lock_run_file_of_a_per_session_file_takes_the_shared_lock(false);
+}
+
+fn activity_registers_no_session_and_ending_an_unknown_one_changes_nothing(on_redis: bool) {
+    let repo = Repo::new();
+    let redis = on_redis.then(RedisServer::start);
+    repo.write(
+        ".claude/tractatus-lock.toml",
+        &format!(
+            "namespace = \"phantoms-{on_redis}-{}\"\n",
+            std::process::id()
+        ),
+    );
+    let cli = || {
+        let mut c = tractatus(&repo.path());
+        c.env("TRACTATUS_QUIET", "1");
+        if let Some(r) = &redis {
+            c.env("TRACTATUS_REDIS", r.url());
+        }
+        c
+    };
+    let listed = || {
+        let r = run(cli().args(["--json", "session", "list"]));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let v: Value = serde_json::from_str(&r.stdout).unwrap();
+        v["sessions"].as_array().unwrap().len()
+    };
+    // A run with no session hands its command a made-up id; its nested writes register nothing.
+    for _ in 0..3 {
+        let r = run(cli().args([
+            "lock",
+            "run",
+            "--name",
+            "x",
+            "--",
+            env!("CARGO_BIN_EXE_tractatus"),
+            "state",
+            "merge",
+            ".claude/f.json",
+            r#"{"a": 1}"#,
+        ]));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    // Nor does a write or a run in a session never started.
+    let r = run(cli().env("TRACTATUS_SESSION_ID", "never-started").args([
+        "state",
+        "merge",
+        ".claude/f.json",
+        r#"{"b": 1}"#,
+    ]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run(cli()
+        .env("TRACTATUS_SESSION_ID", "never-started")
+        .args(["lock", "run", "--name", "y", "--", "true"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(listed(), 0, "activity registered a session");
+    // Ending an unknown id: 1, one line, nothing recorded.
+    let r = run(cli().args(["session", "end", "ghost"]));
+    assert_eq!((r.code, r.stdout.as_str()), (1, ""), "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("not registered"), "{}", r.stderr);
+    let r = run(cli().args(["--json", "session", "end", "ghost"]));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        (v["ended"].as_bool(), v["known"].as_bool()),
+        (Some(false), Some(false))
+    );
+    assert_eq!(listed(), 0, "ending an unknown id registered it");
+    // A started one is refreshed by its activity, and ends with 0.
+    let r = run(cli().args(["session", "start", "--id", "real-1"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(listed(), 1);
+    let r = run(cli().args(["session", "end", "real-1"]));
+    assert_eq!(
+        (r.code, r.stdout.trim()),
+        (0, "session real-1 ended"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn activity_registers_no_session_and_ending_an_unknown_one_changes_nothing_on_redis() {
+    activity_registers_no_session_and_ending_an_unknown_one_changes_nothing(true);
+}
+
+#[test]
+fn activity_registers_no_session_and_ending_an_unknown_one_changes_nothing_on_local_locks() {
+    activity_registers_no_session_and_ending_an_unknown_one_changes_nothing(false);
+}
+
+#[test]
+fn on_redis_a_config_file_without_a_namespace_says_which_line_to_add() {
+    let repo = Repo::new();
+    let redis = RedisServer::start();
+    repo.write(
+        ".claude/tractatus-lock.toml",
+        &format!("per_session = [\"{STATE}\"]\n"),
+    );
+    let r = run(tractatus(&repo.path())
+        .env("TRACTATUS_REDIS", redis.url())
+        .args(["state", "merge", STATE, r#"{"a": 1}"#]));
+    assert_eq!(r.code, 64, "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    let line = r
+        .stderr
+        .split("e.g. `")
+        .nth(1)
+        .and_then(|t| t.split('`').next());
+    let line = line.unwrap_or_else(|| panic!("no line to add: {}", r.stderr));
+    assert!(
+        line.starts_with("namespace = \"") && line.len() > 20,
+        "{line}"
+    );
+    // The line as given works.
+    repo.write(
+        ".claude/tractatus-lock.toml",
+        &format!("{line}\nper_session = [\"{STATE}\"]\n"),
+    );
+    let r = run(tractatus(&repo.path())
+        .env("TRACTATUS_REDIS", redis.url())
+        .env("TRACTATUS_QUIET", "1")
+        .args(["state", "merge", STATE, r#"{"a": 1}"#]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
 }

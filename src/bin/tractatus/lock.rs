@@ -38,8 +38,10 @@ async fn lock_run(
     files: Vec<PathBuf>,
     command: Vec<String>,
 ) -> Result<i32> {
+    // The shared file's lock even for a per-session file: CMD is opaque, and may write the
+    // shared path itself (a `state` call inside it still finds the session's copy).
     for f in &files {
-        names.push(ctx.ws.lock_name(f)?);
+        names.push(ctx.ws.shared_name(f)?);
     }
     if names.is_empty() {
         return Err(Error::usage(

@@ -60,16 +60,24 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> Result<()> {
     out(&text)
 }
 
-/// A duration for a table: `4.2s` under 10 s, `42s` under 10 min, else `12m`.
+/// A duration for a table: `4.2s` under 10 s, `42s` under 10 min, `12m` under 3 h, `26h` under
+/// 2 days, else `9d`.
 pub fn human_duration(ms: u64) -> String {
     if ms < 10_000 {
         format!("{:.1}s", ms as f64 / 1000.0)
     } else if ms < 600_000 {
         format!("{}s", ms / 1000)
-    } else {
+    } else if ms < 3 * HOUR_MS {
         format!("{}m", ms / 60_000)
+    } else if ms < 2 * DAY_MS {
+        format!("{}h", ms / HOUR_MS)
+    } else {
+        format!("{}d", ms / DAY_MS)
     }
 }
+
+const HOUR_MS: u64 = 3_600_000;
+const DAY_MS: u64 = 24 * HOUR_MS;
 
 /// `YYYY-MM-DD HH:MM:SS.mmm` in UTC, from ms since the epoch.
 pub fn format_time(ms: u64) -> String {
@@ -171,5 +179,9 @@ mod tests {
         assert_eq!(human_duration(4_200), "4.2s");
         assert_eq!(human_duration(42_000), "42s");
         assert_eq!(human_duration(720_000), "12m");
+        assert_eq!(human_duration(3 * HOUR_MS - 1), "179m");
+        assert_eq!(human_duration(24 * HOUR_MS), "24h");
+        assert_eq!(human_duration(2 * DAY_MS - 1), "47h");
+        assert_eq!(human_duration(9 * DAY_MS + 5 * HOUR_MS), "9d");
     }
 }

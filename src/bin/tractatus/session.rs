@@ -113,15 +113,19 @@ async fn end(ctx: &Context, id: Option<String>) -> Result<i32> {
     check_session_id(&id)?;
     let known = ctx.ws.sessions()?.end(&id).await?;
     if ctx.json {
-        output::json(&serde_json::json!({ "session": id, "ended": true, "known": known }))?;
+        output::json(&serde_json::json!({ "session": id, "ended": known, "known": known }))?;
     } else if known {
         output::out(&format!("session {id} ended"))?;
-    } else {
-        output::out(&format!(
-            "session {id} ended (it was not registered: no start, no activity seen)"
-        ))?;
     }
-    Ok(0)
+    if known {
+        return Ok(0);
+    }
+    // Like `state get` of something missing: not bad data, just not there (1), and nothing
+    // recorded (a made-up end would list a session nobody started).
+    output::note(&format!(
+        "session {id} is not registered (never started, or collected): nothing changed"
+    ));
+    Ok(1)
 }
 
 fn backend(ctx: &Context) -> &'static str {

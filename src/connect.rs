@@ -133,6 +133,27 @@ impl Coordinator {
     pub fn is_local(&self) -> bool {
         matches!(self.inner.backend, Backend::Local(_))
     }
+
+    /// Where this coordinator's locks live, as one line without secrets: the Redis endpoints
+    /// (sorted, passwords hidden) or the local lock directory. Two coordinators with the same
+    /// namespace but another scope hold other locks (two clones of one repository, say, or two
+    /// Redis deployments), which the process-group guards must not mistake for each other.
+    pub(crate) fn location(&self) -> String {
+        match &self.inner.backend {
+            Backend::Local(local) => local.dir().display().to_string(),
+            Backend::Redis(_) => {
+                let mut urls: Vec<String> = self
+                    .inner
+                    .config
+                    .nodes
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect();
+                urls.sort();
+                urls.join(",")
+            }
+        }
+    }
 }
 
 /// The PEM certificate authority named by the configuration, checked to hold a certificate.

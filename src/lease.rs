@@ -252,6 +252,16 @@ impl Lease {
         &self.coordinator.inner.config
     }
 
+    /// The lock's identity among the process-group guards of this host: namespace and where
+    /// the locks live (see `Coordinator::location`).
+    pub(crate) fn guard_scope(&self) -> String {
+        format!(
+            "{}@{}",
+            self.coordinator.inner.config.namespace,
+            self.coordinator.location()
+        )
+    }
+
     /// This lease's fencing token.
     pub fn token(&self) -> FencingToken {
         self.token

@@ -93,17 +93,22 @@ pub async fn supervise_with_env(
     // renewed a third of a TTL ago runs out.
     let guard_grace = ttl.map_or(kill_grace, |t| (t / 3).min(kill_grace));
     let host = crate::holder::this_host();
+    // Each lock as the guards know it: namespace and coordinator (a lock of the same name in
+    // another repository's clone or on another Redis is another lock), and name.
+    let scopes: Vec<String> = leases.iter().map(Lease::guard_scope).collect();
     let locks: Vec<(&str, &str)> = leases
         .iter()
-        .map(|l| (l.config().namespace.as_str(), l.name()))
+        .zip(&scopes)
+        .map(|(l, scope)| (scope.as_str(), l.name()))
         .collect();
     let mut group = Group::start(guard_grace, &host, &locks).await?;
     // A joined lease is our ancestor's: its group (which we run in) is not an earlier holder's
     // to wait for, and its holder record keeps naming the ancestor's group.
     let own_locks: Vec<(&str, &str)> = leases
         .iter()
-        .filter(|l| !l.is_joined())
-        .map(|l| (l.config().namespace.as_str(), l.name()))
+        .zip(&scopes)
+        .filter(|(l, _)| !l.is_joined())
+        .map(|(l, scope)| (scope.as_str(), l.name()))
         .collect();
     if let Err(e) = prepare(leases, &group, &host, &own_locks, kill_grace).await {
         group.finish().await;

@@ -325,3 +325,58 @@ fn a_grant_over_a_stopped_holder_on_this_host_waits_for_its_group() {
     assert_eq!(first.wait_code(Duration::from_secs(10)), Some(76));
     assert!(!alive(worker));
 }
+
+#[test]
+fn a_lock_of_the_same_name_on_another_redis_is_another_lock_for_the_guards_too() {
+    // Two clones of one repository (one namespace, committed in its config file) on two Redis
+    // deployments: lock `build` of one is not lock `build` of the other. Before the guards
+    // knew where a lock lives, the second run waited for the first one's command, then
+    // SIGKILLed it after the kill grace.
+    let (a, b) = (RedisServer::start(), RedisServer::start());
+    let (one, two) = (Repo::new(), Repo::new());
+    let take = |repo: &Repo, url: &str, command: &str| {
+        let mut c = tractatus(&repo.path());
+        c.env("TRACTATUS_REDIS", url)
+            .env("TRACTATUS_NAMESPACE", "shared-ns")
+            .args([
+                "--kill-grace",
+                "200ms",
+                "lock",
+                "run",
+                "--name",
+                "build",
+                "--",
+            ])
+            .args(["sh", "-c", command]);
+        c
+    };
+    let started = one.file("started");
+    let mut first = Guard(
+        take(
+            &one,
+            &a.url(),
+            &format!("touch {}; sleep 2", started.display()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap(),
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the first run's command started",
+        || started.exists(),
+    );
+    let second = run(&mut take(&two, &b.url(), "true"));
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert!(
+        second.elapsed < Duration::from_millis(1500),
+        "the run on the other Redis waited for a lock it does not share: {:?}",
+        second.elapsed
+    );
+    assert_eq!(
+        first.wait_code(Duration::from_secs(10)),
+        Some(0),
+        "the first run's command was killed by a run on another Redis"
+    );
+}

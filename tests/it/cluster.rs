@@ -321,15 +321,21 @@ fn init_status_and_log_see_every_master() {
     let r = run(cli(&repo.path(), &url).args(["lock", "init"]));
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("marked 3 Redis servers"), "{}", r.stdout);
-    // Every master's slots carry that master's own run id.
+    // Every master's slots carry that master's own run id and replication id.
     let mut total = 0;
     for m in c.current_masters() {
-        let run_id = c.node(m).cmd(&["INFO", "server"]);
-        let run_id = run_id
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("run_id:"))
-            .unwrap()
-            .to_owned();
+        let field = |section: &str, name: &str| {
+            c.node(m)
+                .cmd(&["INFO", section])
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(name).map(str::to_owned))
+                .unwrap()
+        };
+        let run_id = format!(
+            "{}:{}",
+            field("server", "run_id:"),
+            field("replication", "master_replid:")
+        );
         let ranges = c.slot_ranges(m);
         let count: usize = ranges.iter().map(|&(a, b)| usize::from(b - a) + 1).sum();
         for &(a, b) in &ranges {

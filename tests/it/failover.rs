@@ -170,6 +170,32 @@ pub(crate) fn eight_workers(
     }
 }
 
+/// [`eight_workers`] (40 rounds, quarantine 2 s) on `url` with a failover in the middle: once
+/// four holders ran, `fail_over` kills the master and returns when a replica took over; then
+/// four more holders must run. Returns how long the failover took and the counts, checked
+/// clean.
+fn failover_mid_run(repo: &Repo, url: &str, fail_over: impl FnOnce()) -> (Duration, Counts) {
+    let mut took = Duration::ZERO;
+    let counts = eight_workers(repo, url, "2s", 40, |p| {
+        wait_until(Duration::from_secs(30), "four holders ran", || {
+            p.holders() >= 4
+        });
+        let before = p.holders();
+        let killed = Instant::now();
+        fail_over();
+        took = killed.elapsed();
+        wait_until(
+            Duration::from_secs(40),
+            "four holders ran after the promotion",
+            || p.holders() >= before + 4,
+        );
+    });
+    counts.assert_clean();
+    assert!(counts.holders >= 8 && counts.appended > 0, "{counts:?}");
+    assert!(counts.codes.contains_key(&0), "{counts:?}");
+    (took, counts)
+}
+
 #[test]
 fn sentinel_failover_mid_run_loses_nothing_and_repeats_no_token() {
     let mut group = SentinelGroup::start(Duration::from_millis(500), &[]);
@@ -180,26 +206,11 @@ fn sentinel_failover_mid_run_loses_nothing_and_repeats_no_token() {
         .env("TRACTATUS_REDIS", &url)
         .args(["lock", "run", "--name", "W", "--", "true"]));
     assert_eq!(warm.code, 0, "{}", warm.stderr);
-    let mut failover = Duration::ZERO;
-    let counts = eight_workers(&repo, &url, "2s", 40, |p| {
-        wait_until(Duration::from_secs(30), "four holders ran", || {
-            p.holders() >= 4
-        });
-        let before = p.holders();
-        let killed = Instant::now();
+    let (failover, counts) = failover_mid_run(&repo, &url, || {
         let old = group.kill_master();
         group.await_promotion(1 - old);
-        failover = killed.elapsed();
-        wait_until(
-            Duration::from_secs(40),
-            "four holders ran after the promotion",
-            || p.holders() >= before + 4,
-        );
     });
     println!("sentinel failover took {failover:?}; {counts:?}");
-    counts.assert_clean();
-    assert!(counts.holders >= 8 && counts.appended > 0, "{counts:?}");
-    assert!(counts.codes.contains_key(&0), "{counts:?}");
 }
 
 /// `lock run --name NAME --ttl 1s -- echo $TRACTATUS_FENCING_TOKEN` against `url` with a 2 s
@@ -469,30 +480,16 @@ fn a_cluster_master_sigkilled_mid_run_is_replaced_by_its_replica_and_no_token_re
         cluster.node(entry).url(),
         seeds.join("&")
     );
-    let mut failover = Duration::ZERO;
-    let counts = eight_workers(&repo, &url, "2s", 40, |p| {
-        wait_until(Duration::from_secs(30), "four holders ran", || {
-            p.holders() >= 4
-        });
-        let before = p.holders();
-        let killed = Instant::now();
+    let (failover, counts) = failover_mid_run(&repo, &url, || {
         cluster.kill(victim);
         cluster.settle();
-        failover = killed.elapsed();
         assert_ne!(
             cluster.master_of_slot(w_slot),
             victim,
             "W's slot has a new master"
         );
-        wait_until(
-            Duration::from_secs(40),
-            "four holders ran after the promotion",
-            || p.holders() >= before + 4,
-        );
     });
     println!("cluster failover took {failover:?}; {counts:?}");
-    counts.assert_clean();
-    assert!(counts.holders >= 8 && counts.appended > 0, "{counts:?}");
 }
 
 /// Redis' role switch by hand: `promoted` becomes the master, `demoted` its replica; returns

@@ -6,8 +6,8 @@
 -- KEYS[4] waiters  sorted set: waiter id -> expiry (ms, Redis clock); counted by `lock status`
 -- KEYS[5] log      stream: this lock's audit trail, capped at ARGV[10] entries
 -- KEYS[6] init     string in this lock's hash slot, shared by the locks of the slot:
---                  "<run_id>:<master_replid>" of the server run (and role) that `lock init`
---                  marked as brand-new (read only when a quarantine may apply, ARGV[11] > 0)
+--                  "<run_id>:<master_replid>" of the server run that `lock init` marked as
+--                  brand-new (read only when the restart quarantine may apply)
 -- KEYS[7] queue    sorted set: waiter id -> place in line (ARGV[13]); lowest first
 -- KEYS[8] waiting  hash: waiter id -> "session<TAB>host<TAB>pid<TAB>queued since (ms)", for
 --                  `lock status`
@@ -64,13 +64,12 @@
 --   - it names another replid, or none, and this node was promoted (second_repl_offset >= 0):
 --     the slot refuses every grant for one quarantine from now (`until` = now + ARGV[11]), so
 --     every lease the old master granted has expired (a lease is granted before the promotion,
---     and a TTL is at most the quarantine), unless `lock init` marked this server run in its
---     current role (KEYS[6] holds its run_id and its new replid: an operator marked the new
---     master after the failover). The replid in the marker matters: a master marked, demoted
---     to a replica (its own marker comes back to it through replication) and promoted again
---     keeps its run_id, and must not skip the quarantine with the old marker;
---   - otherwise (a restart with or without data, a slot migrated in): stamp the current replid,
---     and the restart rules above apply.
+--     and a TTL is at most the quarantine). No operator override: `lock init` on the promoted
+--     server cannot know that no lease is in flight. The stamp cannot tell a slot that lost a
+--     grant from one migrated in (MIGRATE carries the old master's stamp): a slot moved into a
+--     server that was ever promoted waits one quarantine at its first grant too;
+--   - otherwise (a restart with or without data, a slot migrated into a never-promoted
+--     server): stamp the current replid, and the restart rules above apply.
 -- A held lease is refused as always and needs no check: the hot path gains one INFO call when
 -- the lease is free, and one HSET per slot and replication id.
 -- What Redis 7.0.15 does, measured (tests/it/failover.rs exercises the promotions):
@@ -113,24 +112,24 @@ local function replication()
   end
 end
 -- `lock init`'s marker of this slot (KEYS[6]): "<run_id>:<master_replid>" of the server when
--- it was marked (src/redis_node/admin.rs). `run` says whether it marked this server run (a
--- restart changes the run_id), `role` whether it also marked it in its current role: a
--- promotion gives a new replid, while a master's first replica changes it too, so only the
--- failover rule asks for the role. A master marked, demoted to a replica (its own marker comes
--- back to it through replication) and promoted again keeps its run_id: its old marker must not
--- lift the failover quarantine.
-local function marked(role)
+-- it was marked (src/redis_node/admin.rs); it counts for the restart rule while the run_id is
+-- this run's (a master's first replica changes its replid, so that part is not compared). The
+-- failover rule has no marker exception: a replica promoted while a lease it never received is
+-- held must wait that lease out, whoever marks it.
+local function marked()
   if not run_id then server() end
   local marker = redis.call('GET', KEYS[6])
   if not marker then return false end
-  if role then
-    if not replid then replication() end
-    return marker == run_id .. ':' .. replid
-  end
   return marker == run_id or string.sub(marker, 1, #run_id + 1) == run_id .. ':'
 end
+-- Our own lease already: this very request ran once and its reply was lost (a cluster
+-- connection sends a request again after a dropped connection or a response timeout). The
+-- same answer again, rather than a refusal naming ourselves as the holder.
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return {1, tonumber(redis.call('HGET', KEYS[3], 'token'))}
+end
 if not known and quarantine > 0 then
-  if not marked(false) then
+  if not marked() then
     local left = quarantine - (uptime - 1) * 1000
     if left > 0 then
       return {2, left}
@@ -145,7 +144,7 @@ if quarantine > 0 and redis.call('EXISTS', KEYS[1]) == 0 then
   end
   if not replid then replication() end
   if stamp[1] ~= replid then
-    if second >= 0 and not marked(true) then
+    if second >= 0 then
       redis.call('HSET', KEYS[9], 'replid', replid, 'until', now + quarantine)
       return {2, quarantine}
     end

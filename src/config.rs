@@ -183,8 +183,22 @@ fn take_cluster_params(url: &str) -> Result<ClusterParams> {
             let seed = value
                 .rsplit_once(':')
                 .filter(|(host, _)| !host.is_empty() && !host.contains(['@', '/']))
+                // An IPv6 address comes in brackets, as in a URL: `seed=[::1]:7302`.
+                .map(|(host, port)| {
+                    let host = host
+                        .strip_prefix('[')
+                        .and_then(|h| h.strip_suffix(']'))
+                        .unwrap_or(host);
+                    (host, port)
+                })
+                .filter(|(host, _)| !host.is_empty())
                 .and_then(|(host, port)| Some((host.to_owned(), port.parse::<u16>().ok()?)))
-                .ok_or_else(|| bad(format!("seed={} must be host:port", value.escape_default())))?;
+                .ok_or_else(|| {
+                    bad(format!(
+                        "seed={} must be host:port (IPv6: [address]:port)",
+                        value.escape_default()
+                    ))
+                })?;
             seeds.push(seed);
         } else {
             kept.push(pair);
@@ -494,6 +508,8 @@ mod tests {
         let e = NodeUrl::parse("redis://:s3cret@h:1?cluster=yes").unwrap_err();
         assert_eq!(e.exit_code(), 64);
         assert!(e.to_string().contains("true or false") && !e.to_string().contains("s3cret"));
+        let v6 = NodeUrl::parse("redis://h:1?seed=[::1]:7302").unwrap();
+        assert_eq!(v6.seeds(), &[("::1".to_owned(), 7302)]);
         let u = NodeUrl::parse("redis://h:1?seed=h2:2&seed=10.0.0.3:3").unwrap();
         assert_eq!(u.cluster(), Some(true));
         assert_eq!(

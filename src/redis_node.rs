@@ -208,10 +208,10 @@ impl RedisNode {
                 // that one goes to the new master.
                 let conn = self.connection().await?;
                 self.attempt(deadline, &f, conn).await.map_err(|_| {
-                    NodeError::new(format!(
-                        "{}: the server is a replica (READONLY), also on a new connection",
-                        self.url
-                    ))
+                    NodeError::new(
+                        "the server is a replica (READONLY), also on a new connection: \
+                         point at the master, or at its sentinels (redis+sentinel://)",
+                    )
                 })?
             }
             Ok(r) => r,
@@ -345,6 +345,13 @@ fn describe(e: &redis::RedisError, url: &NodeUrl) -> String {
         format!(
             "{text} (a Redis Cluster node that serves this lock elsewhere: leave out \
              ?cluster=false)"
+        )
+    } else if text.contains("CROSSSLOT") || text.contains("CrossSlot") {
+        format!("{text} (a Redis Cluster node: leave out ?cluster=false, or say ?cluster=true)")
+    } else if text.contains("MasterNameNotFoundBySentinel") {
+        format!(
+            "no sentinel named a master for this service: a failover under way, or a wrong \
+             service name? ({text})"
         )
     } else if text.contains("Parse error") || text.contains("Incompatible type") {
         format!("the server does not speak the Redis protocol: is this a Redis port? ({text})")

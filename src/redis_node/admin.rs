@@ -151,11 +151,10 @@ impl RedisNode {
         Ok(after)
     }
 
-    /// What `lock init` writes into every slot of `shard`: `<run_id>:<master_replid>`. The run
-    /// id is new at every start; the replication id is new at every promotion (and taken from
-    /// its master while a replica), so a marker of this run and role counts only until the
-    /// server restarts or changes role: a master marked, then demoted and promoted again, is
-    /// not taken as marked (`lua/grant.lua` builds the same string to compare).
+    /// What `lock init` writes into every slot of `shard`: `<run_id>:<master_replid>`. The
+    /// grant script counts it while the run id is this server run's (a restart makes a new
+    /// one); the replication id says which role the server had when marked, for the operator
+    /// reading the keys. A marker lifts the restart quarantine only, never the failover one.
     async fn marker(&self, shard: &Shard) -> Result<String, NodeError> {
         let field = |section: &'static str, name: &'static str| {
             let mut conn = shard.conn.clone();

@@ -209,7 +209,7 @@ impl RedisNode {
         })?;
         let config = ClusterConfig::new()
             .set_connection_timeout(self.connect_timeout)
-            .set_response_timeout(self.op_timeout.max(Duration::from_millis(1)));
+            .set_response_timeout(self.cluster_response_timeout());
         tokio::time::timeout(
             self.connect_timeout,
             client.get_async_connection_with_config(config),
@@ -218,6 +218,14 @@ impl RedisNode {
         .map_err(|_| NodeError::timeout(self.connect_timeout))?
         .map(Conn::Cluster)
         .map_err(|e| NodeError::new(describe(&e, &self.url)))
+    }
+
+    /// How long the cluster connection waits for one reply before it gives up (and, the crate
+    /// being what it is, sends the request again): the per-node deadline, and for a grant's
+    /// `WAIT` its timeout on top. Our own deadline on each call bounds the whole anyway.
+    fn cluster_response_timeout(&self) -> Duration {
+        let wait = self.wait.map_or(Duration::ZERO, |(_, t)| t);
+        (self.op_timeout + wait).max(Duration::from_millis(1))
     }
 
     async fn open_plain(&self, client: &redis::Client) -> Result<MultiplexedConnection, NodeError> {
@@ -237,7 +245,9 @@ impl RedisNode {
     /// of a cluster that serves the request elsewhere, and the request should go through a
     /// cluster connection instead.
     pub(super) fn redirected(&self, conn: &Conn, e: &RedisError) -> bool {
-        matches!(conn, Conn::Plain(_)) && self.cluster.detecting() && is_redirect(e)
+        // Not `detecting()`: a request still in flight on the plain connection when another
+        // task switched must follow the switch too.
+        matches!(conn, Conn::Plain(_)) && self.cluster.asked != Some(false) && is_redirect(e)
     }
 
     /// From now on, requests go through a cluster connection: the one that replaces the plain
@@ -420,7 +430,7 @@ impl RedisNode {
 
 /// The hash slot of `key`: its hash tag's (the text between the first `{` and the next `}`,
 /// when not empty), or the whole key's.
-fn slot_of_key(key: &str) -> u16 {
+pub(super) fn slot_of_key(key: &str) -> u16 {
     let tag = key
         .split_once('{')
         .and_then(|(_, rest)| rest.split_once('}'))

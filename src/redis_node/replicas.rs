@@ -12,7 +12,10 @@
 
 use std::time::Duration;
 
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+
 use super::RedisNode;
+use super::cluster::{Conn, slot_of_key};
 use crate::node::GrantRequest;
 
 impl RedisNode {
@@ -22,14 +25,27 @@ impl RedisNode {
             return;
         };
         let ms = timeout.as_millis() as u64;
+        let slot = slot_of_key(&req.keys.lease);
         // The server answers by the timeout; the margin covers the round trip.
         let acked = self
-            .call_for(timeout + self.op_timeout, |mut c| async move {
-                redis::cmd("WAIT")
-                    .arg(wanted)
-                    .arg(ms)
-                    .query_async::<i64>(&mut c)
-                    .await
+            .call_for(timeout + self.op_timeout, |c| async move {
+                let mut wait = redis::cmd("WAIT");
+                wait.arg(wanted).arg(ms);
+                match c {
+                    Conn::Plain(mut c) => wait.query_async::<i64>(&mut c).await,
+                    // A cluster connection would send a keyless WAIT to every master and
+                    // answer the least count: the lock's own master is the one that granted.
+                    Conn::Cluster(mut c) => {
+                        let route = Route::new(slot, SlotAddr::Master);
+                        let v = c
+                            .route_command(
+                                wait,
+                                RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                            )
+                            .await?;
+                        Ok(redis::from_redis_value::<i64>(v)?)
+                    }
+                }
             })
             .await
             .unwrap_or(-1);

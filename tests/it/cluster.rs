@@ -738,7 +738,19 @@ fn sessions_on_a_cluster_are_listed_counted_ended_and_collected() {
             .find(|ns| c.master_of_slot(registry_slot(ns)) != node)
             .unwrap()
     };
-    two_sessions_on_the_cluster(&c, &c.url(), &ns_away_from(0, "detect"));
+    let detect = ns_away_from(0, "detect");
+    two_sessions_on_the_cluster(&c, &c.url(), &detect);
+    // `?cluster=false` keeps one plain server: the registry's refused MULTI says why.
+    let repo = Repo::new();
+    let r = run(cli(&repo.path(), &format!("{}?cluster=false", c.url()))
+        .env("TRACTATUS_NAMESPACE", &detect)
+        .args(["session", "start", "--id", "sess-c"]));
+    assert_eq!(r.code, 69, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("leave out ?cluster=false"),
+        "{}",
+        r.stderr
+    );
     let explicit = with_param(&c.node(1).url());
     two_sessions_on_the_cluster(&c, &explicit, &ns_away_from(1, "param"));
 }

@@ -155,14 +155,25 @@ fn addr_like(addr: &ConnectionAddr, at: &Addr) -> ConnectionAddr {
 }
 
 /// True for the replies a cluster node gives to a request for a slot it does not serve (now):
-/// the request was not run.
+/// the request was not run. A pipeline sent there gets one such reply per command, which
+/// `redis` reports as one error listing them (an atomic pipeline, the session registry's
+/// MULTI, as an aborted transaction: EXECABORT, nothing ran): it counts when every error it
+/// lists is a redirect. Every pipeline of the crate touches one slot, so its commands are all
+/// redirected or none is.
 pub(crate) fn is_redirect(e: &RedisError) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::Server(
-            ServerErrorKind::Moved | ServerErrorKind::Ask | ServerErrorKind::TryAgain
+    let redirect = |k: Option<ServerErrorKind>| {
+        matches!(
+            k,
+            Some(ServerErrorKind::Moved | ServerErrorKind::Ask | ServerErrorKind::TryAgain)
         )
-    )
+    };
+    match e.clone().into_server_errors() {
+        Some(all) => !all.is_empty() && all.iter().all(|(_, s)| redirect(s.kind())),
+        None => match e.kind() {
+            ErrorKind::Server(k) => redirect(Some(k)),
+            _ => false,
+        },
+    }
 }
 
 /// One master of a cluster (or the one server) and the hash slots it serves.

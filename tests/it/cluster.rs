@@ -1,7 +1,9 @@
 //! Redis Cluster as the coordinator: 8 processes over 16 locks spread across 3 masters lose no
 //! append, let no two holders in and repeat no token, also while the locks' slots migrate; a
 //! URL without `?cluster=true` finds out by itself; `lock init`, `lock status` and `lock log`
-//! see every master; a cluster is one Redlock member among plain servers.
+//! see every master; a cluster is one Redlock member among plain servers; sessions (registry,
+//! per-session files, stats, end, gc) and `lock run --slots` work on a cluster, the slot
+//! waiters listening on each slot's own master.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -537,4 +539,423 @@ fn seeds_let_a_new_process_in_while_the_urls_node_is_down() {
     // Without seeds, the URL's node was the only way in.
     let r = take(&format!("{}?cluster=true", c.url()), "job-00", "0");
     assert_eq!(r.code, 69, "{}", r.stderr);
+}
+
+/// The shared file of the session tests, per-session in their repositories.
+const STATE: &str = ".claude/session-state.json";
+
+/// A Python one-liner for `state update`: `message_count + 1`, the rest kept.
+const INCREMENT: &str = "import json,sys; d=json.load(sys.stdin); d['message_count'] += 1; \
+                         sys.stdout.write(json.dumps(d, indent=2))";
+
+/// The hash slot of namespace `ns`'s session registry.
+fn registry_slot(ns: &str) -> u16 {
+    slot_of_tag(format!("{ns}#sessions").as_bytes())
+}
+
+/// `cmd` with `input` on its stdin: exit code and stdout.
+fn feed(cmd: &mut Command, input: &[u8]) -> (Option<i32>, String) {
+    use std::io::{Read, Write};
+    let mut g = Guard(
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    g.0.stdin.take().unwrap().write_all(input).unwrap();
+    let code = g.wait_code(Duration::from_secs(30));
+    let mut out = String::new();
+    g.0.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    (code, out)
+}
+
+/// Each session's state in `session list --json`, sorted by id.
+fn session_states(list: &serde_json::Value) -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> = list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let text = |k: &str| s[k].as_str().unwrap().to_owned();
+            (text("id"), text("state"))
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+    p.iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect()
+}
+
+/// Two sessions on the cluster through `url`, namespace `ns`: one started with `--id`, one from
+/// a hook's payload; 20 increments of each one's copy of [`STATE`] at once (5 writers each);
+/// both listed live, their counts summed; one ended and collected; `lock status` and `lock log`
+/// unbothered by the registry's keys.
+fn two_sessions_on_the_cluster(c: &RedisCluster, url: &str, ns: &str) {
+    let repo = Repo::new();
+    repo.write(
+        ".claude/tractatus-lock.toml",
+        &format!("namespace = \"{ns}\"\nper_session = [\"{STATE}\"]\n"),
+    );
+    let shared = "{\n  \"message_count\": 0,\n  \"kept\": true\n}";
+    repo.write(STATE, shared);
+    let call = |session: Option<&str>| {
+        let mut cmd = cli(&repo.path(), url);
+        cmd.env("TRACTATUS_NAMESPACE", ns)
+            .env("TRACTATUS_QUIET", "1");
+        if let Some(s) = session {
+            cmd.env("TRACTATUS_SESSION_ID", s);
+        }
+        cmd
+    };
+    let json = |args: &[&str]| -> serde_json::Value {
+        let r = run(call(None).arg("--json").args(args));
+        assert_eq!(r.code, 0, "{ns} {args:?}: {}", r.stderr);
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", r.stdout))
+    };
+    let (a, b) = ("sess-a", "sess-b");
+    let r = run(call(None).args(["session", "start", "--id", a]));
+    assert_eq!((r.code, r.stdout.as_str()), (0, "sess-a\n"), "{}", r.stderr);
+    let payload = format!(
+        "{{\"session_id\": \"{b}\", \"hook_event_name\": \"SessionStart\", \"source\": \"startup\"}}"
+    );
+    let (code, out) = feed(
+        call(None).args(["session", "start", "--from-hook"]),
+        payload.as_bytes(),
+    );
+    assert_eq!((code, out.as_str()), (Some(0), payload.as_str()));
+
+    std::thread::scope(|scope| {
+        for id in [a, b] {
+            for w in 0..5 {
+                let call = &call;
+                scope.spawn(move || {
+                    for _ in 0..4 {
+                        let r = run(call(Some(id))
+                            .args(["state", "update", STATE, "--", "python3", "-c", INCREMENT]));
+                        assert_eq!(r.code, 0, "{id}: {}", r.stderr);
+                    }
+                    if w == 0 {
+                        let patch = format!("{{\"owner\": \"{id}\"}}");
+                        let r = run(call(Some(id)).args(["state", "merge", STATE, &patch]));
+                        assert_eq!(r.code, 0, "{id}: {}", r.stderr);
+                    }
+                });
+            }
+        }
+    });
+    for id in [a, b] {
+        let copy = repo.read(&format!(".claude/sessions/{id}/session-state.json"));
+        let doc: serde_json::Value = serde_json::from_str(&copy).unwrap();
+        assert_eq!(
+            (&doc["message_count"], &doc["owner"], &doc["kept"]),
+            (&20.into(), &id.into(), &true.into()),
+            "{ns}: session {id}: {copy}"
+        );
+    }
+    assert_eq!(repo.read(STATE), shared, "the shared file was touched");
+
+    let live = pairs(&[(a, "live"), (b, "live")]);
+    assert_eq!(session_states(&json(&["session", "list"])), live);
+    let stats = json(&["session", "stats", "/message_count"]);
+    assert_eq!(
+        (&stats["live"], &stats["fields"]["/message_count"]["sum"]),
+        (&2.into(), &40.into()),
+        "{stats}"
+    );
+    let r = run(call(None).args(["session", "end", a]));
+    assert_eq!(
+        (r.code, r.stdout.trim()),
+        (0, "session sess-a ended"),
+        "{}",
+        r.stderr
+    );
+    let ended = pairs(&[(a, "ended"), (b, "live")]);
+    assert_eq!(session_states(&json(&["session", "list"])), ended);
+    let gc = json(&["session", "gc", "--older-than", "0"]);
+    let removed: Vec<(&str, &str)> = gc["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap(), r["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(removed, [(a, "ended")], "{gc}");
+    assert!(!repo.file(&format!(".claude/sessions/{a}")).exists());
+    assert!(repo.file(&format!(".claude/sessions/{b}")).exists());
+    assert_eq!(
+        session_states(&json(&["session", "list"])),
+        pairs(&[(b, "live")])
+    );
+    // The registry lives on its slot's master alone, collected entries gone.
+    let keys = tractatus_lock::keys::SessionKeys::new(ns);
+    let owner = c.master_of_slot(registry_slot(ns));
+    let mut conn = redis::Client::open(c.node(owner).url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let held: Vec<String> = redis::cmd("HKEYS")
+        .arg(&keys.entries)
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(held, [b]);
+
+    // The operator's views walk every master past the registry's keys.
+    let status = json(&["lock", "status"]);
+    assert_eq!(
+        status["locks"].as_array().map(Vec::len),
+        Some(0),
+        "{status}"
+    );
+    let log = json(&["lock", "log", "--limit", "1000"]);
+    let grants = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event"] == "grant")
+        .count();
+    assert_eq!(grants, 42, "{ns}: one grant per state write: {log}");
+    println!(
+        "{ns} on {url}: registry in slot {} (node {owner}); 2 sessions x 20 increments, sum 40; \
+         {grants} grants logged",
+        registry_slot(ns)
+    );
+}
+
+#[test]
+fn sessions_on_a_cluster_are_listed_counted_ended_and_collected() {
+    let c = RedisCluster::start(3, 0);
+    assert_eq!(mark_initialized(&c.url()), 3);
+    // Through a node that does not serve the registry: without the parameter, the first
+    // registry request (a MULTI) is redirected and the node finds out it is a cluster's; with
+    // it, the cluster connection routes every request.
+    let ns_away_from = |node: usize, what: &str| {
+        (0..)
+            .map(|k| format!("cluster-sessions-{what}-{k}"))
+            .find(|ns| c.master_of_slot(registry_slot(ns)) != node)
+            .unwrap()
+    };
+    let detect = ns_away_from(0, "detect");
+    two_sessions_on_the_cluster(&c, &c.url(), &detect);
+    // `?cluster=false` keeps one plain server: the registry's refused MULTI says why.
+    let repo = Repo::new();
+    let r = run(cli(&repo.path(), &format!("{}?cluster=false", c.url()))
+        .env("TRACTATUS_NAMESPACE", &detect)
+        .args(["session", "start", "--id", "sess-c"]));
+    assert_eq!(r.code, 69, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("leave out ?cluster=false"),
+        "{}",
+        r.stderr
+    );
+    let explicit = with_param(&c.node(1).url());
+    two_sessions_on_the_cluster(&c, &explicit, &ns_away_from(1, "param"));
+}
+
+/// A slot run's command: note (slot, start, token) in `$1`, wait for the gate file `$2`, hold
+/// `$3` seconds more, note the end.
+const SLOT_HOLD: &str = r#"echo "start $TRACTATUS_SLOT $(date +%s%N) $TRACTATUS_FENCING_TOKEN" >> "$1"
+while [ ! -e "$2" ]; do sleep 0.01; done
+sleep "$3"
+echo "end $TRACTATUS_SLOT $(date +%s%N) $TRACTATUS_FENCING_TOKEN" >> "$1""#;
+
+/// One slot run as its file tells: slot, start and end (ns since the epoch), token.
+#[derive(Debug, Clone)]
+struct SlotHold {
+    run: usize,
+    slot: u32,
+    start: u128,
+    end: Option<u128>,
+    token: u64,
+}
+
+fn read_slot_hold(run: usize, file: &Path) -> Option<SlotHold> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let mut hold: Option<SlotHold> = None;
+    for line in text.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        match w.first().copied() {
+            Some("start") => {
+                hold = Some(SlotHold {
+                    run,
+                    slot: w.get(1)?.parse().ok()?,
+                    start: w.get(2)?.parse().ok()?,
+                    end: None,
+                    token: w.get(3)?.parse().ok()?,
+                })
+            }
+            Some("end") => hold.as_mut()?.end = w.get(2)?.parse().ok(),
+            _ => {}
+        }
+    }
+    hold
+}
+
+#[test]
+fn six_runs_share_four_slots_whose_locks_live_on_different_masters() {
+    let c = RedisCluster::start(3, 0);
+    assert_eq!(mark_initialized(&c.url()), 3);
+    let slot_name = |i: u32| tractatus_lock::keys::slot_lock_name("test-db", i);
+    let masters: Vec<usize> = (0..4)
+        .map(|i| c.master_of_slot(slot(&slot_name(i))))
+        .collect();
+    let spread: std::collections::BTreeSet<_> = masters.iter().collect();
+    assert!(
+        spread.len() >= 2 && masters.iter().any(|&m| m != 0),
+        "the four slots' locks sit on masters {masters:?}"
+    );
+    let channels: Vec<String> = (0..4)
+        .map(|i| tractatus_lock::keys::LockKeys::new(NS, &slot_name(i)).channel)
+        .collect();
+    let repo = Repo::new();
+    let work = tempfile::tempdir().unwrap();
+    let gate = work.path().join("gate");
+    let files: Vec<PathBuf> = (0..6)
+        .map(|k| work.path().join(format!("run{k}")))
+        .collect();
+    // Every run through the URL of node 0, which finds out it is a cluster's by itself.
+    let url = c.url();
+    let threads: Vec<_> = files
+        .iter()
+        .enumerate()
+        .map(|(k, f)| {
+            let mut cmd = cli(&repo.path(), &url);
+            cmd.args([
+                "--wait", "30s", "lock", "run", "--name", "test-db", "--slots", "4",
+            ])
+            .args(["--", "sh", "-c", SLOT_HOLD, "sh"])
+            .arg(f)
+            .arg(&gate)
+            .arg(format!("0.{}", 5 + k));
+            std::thread::spawn(move || crate::support::run_timed(&mut cmd, Duration::from_secs(60)))
+        })
+        .collect();
+    // Four hold; the two others listen for every slot's release on that slot's master.
+    let started = || {
+        files
+            .iter()
+            .enumerate()
+            .filter(|(k, f)| read_slot_hold(*k, f).is_some())
+            .count()
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "four runs hold and two listen on every slot's master",
+        || started() == 4 && (0..4).all(|i| subscribers(&c, masters[i], &channels[i]) == 2),
+    );
+    for (i, ch) in channels.iter().enumerate() {
+        let elsewhere: Vec<usize> = (0..c.len())
+            .filter(|&n| n != masters[i] && subscribers(&c, n, ch) > 0)
+            .collect();
+        assert!(
+            elsewhere.is_empty(),
+            "slot {i} is listened to on {elsewhere:?}"
+        );
+    }
+    // `lock status` finds the four slots on their masters, through either kind of URL.
+    for status_url in [url.clone(), with_param(&c.node(2).url())] {
+        let r = run(cli(&repo.path(), &status_url).args(["--json", "lock", "status"]));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        let mut shown: Vec<(String, u64)> = v["locks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["slot_of"] == "test-db")
+            .map(|l| {
+                (
+                    l["name"].as_str().unwrap().to_owned(),
+                    l["slot"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        shown.sort();
+        let all: Vec<(String, u64)> = (0..4).map(|i| (slot_name(i), u64::from(i))).collect();
+        assert_eq!(shown, all, "{status_url}: {}", r.stdout);
+    }
+    std::fs::write(&gate, "").unwrap();
+    for t in threads {
+        let r = t.join().unwrap();
+        assert_eq!(r.code, 0, "a run failed: {}", r.describe());
+    }
+    let holds: Vec<SlotHold> = files
+        .iter()
+        .enumerate()
+        .map(|(k, f)| read_slot_hold(k, f).unwrap_or_else(|| panic!("run {k} left no record")))
+        .collect();
+    let end = |h: &SlotHold| h.end.unwrap_or_else(|| panic!("unfinished: {h:?}"));
+    let mut events: Vec<(u128, i32)> = holds
+        .iter()
+        .flat_map(|h| [(h.start, 1), (end(h), -1)])
+        .collect();
+    events.sort();
+    let (mut now, mut most) = (0, 0);
+    for (_, d) in &events {
+        now += d;
+        most = most.max(now);
+    }
+    assert_eq!(most, 4, "at most four at once, and four did: {holds:#?}");
+    for a in &holds {
+        assert!(a.slot < 4, "{a:?}");
+        for b in holds.iter().filter(|b| b.run != a.run && b.slot == a.slot) {
+            assert!(
+                end(a) <= b.start || end(b) <= a.start,
+                "two runs on slot {} at once: {a:?} {b:?}",
+                a.slot
+            );
+            if a.start < b.start {
+                assert!(
+                    a.token < b.token,
+                    "slot {} token went back: {a:?} {b:?}",
+                    a.slot
+                );
+            }
+        }
+    }
+    let mut by_start = holds.clone();
+    by_start.sort_by_key(|h| h.start);
+    let mut gaps = Vec::new();
+    for late in &by_start[4..] {
+        let freed_by = holds
+            .iter()
+            .filter(|h| h.slot == late.slot && h.run != late.run && end(h) <= late.start)
+            .max_by_key(|h| end(h))
+            .unwrap_or_else(|| panic!("run {} did not wait for a slot: {holds:#?}", late.run));
+        gaps.push((late.slot, (late.start - end(freed_by)) as f64 / 1e6));
+    }
+    println!(
+        "6 runs on 4 slots on masters {masters:?}: at most {most} at once; the 5th and 6th \
+         started {gaps:.1?} (slot, ms) after their slot's holder ended"
+    );
+    for (s, g) in &gaps {
+        assert!(
+            *g < 100.0,
+            "a waiter started {g:.1} ms after slot {s} was freed"
+        );
+    }
+    // `lock log` shows every slot's grants and releases, from each slot's master.
+    let r = run(cli(&repo.path(), &url).args(["--json", "lock", "log", "--limit", "1000"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let log: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    for i in 0..4 {
+        let n = slot_name(i);
+        let count = |event: &str| {
+            log.as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["name"] == n.as_str() && e["event"] == event)
+                .count()
+        };
+        let runs = holds.iter().filter(|h| h.slot == i).count();
+        assert_eq!(
+            (count("grant"), count("release")),
+            (runs, runs),
+            "{n}: {log}"
+        );
+    }
+    let r = run(cli(&repo.path(), &url).args(["--json", "lock", "status"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
 }

@@ -240,11 +240,7 @@ impl RedisNode {
                 // READONLY: the server was demoted to a replica (a failover); every script
                 // refuses at its first write, before which it wrote nothing. The connection
                 // goes; behind Sentinel the next connect finds the new master.
-                Err(e)
-                    if plain
-                        && e.kind()
-                            == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly) =>
-                {
+                Err(e) if plain && cluster::is_readonly(&e) => {
                     *self.conn.lock().await = None;
                     Err(NotRun::Demoted)
                 }

@@ -161,16 +161,27 @@ fn addr_like(addr: &ConnectionAddr, at: &Addr) -> ConnectionAddr {
 /// lists is a redirect. Every pipeline of the crate touches one slot, so its commands are all
 /// redirected or none is.
 pub(crate) fn is_redirect(e: &RedisError) -> bool {
-    let redirect = |k: Option<ServerErrorKind>| {
+    every_server_error(e, |k| {
         matches!(
             k,
-            Some(ServerErrorKind::Moved | ServerErrorKind::Ask | ServerErrorKind::TryAgain)
+            ServerErrorKind::Moved | ServerErrorKind::Ask | ServerErrorKind::TryAgain
         )
-    };
+    })
+}
+
+/// True when the server refused `e`'s request as a replica (READONLY), one command or every
+/// command of a pipeline or transaction: nothing of it was written.
+pub(crate) fn is_readonly(e: &RedisError) -> bool {
+    every_server_error(e, |k| matches!(k, ServerErrorKind::ReadOnly))
+}
+
+/// True when `e` is a server error of a kind `wanted` accepts, or a pipeline's (transaction's)
+/// error whose every listed error is.
+fn every_server_error(e: &RedisError, wanted: impl Fn(ServerErrorKind) -> bool) -> bool {
     match e.clone().into_server_errors() {
-        Some(all) => !all.is_empty() && all.iter().all(|(_, s)| redirect(s.kind())),
+        Some(all) => !all.is_empty() && all.iter().all(|(_, s)| s.kind().is_some_and(&wanted)),
         None => match e.kind() {
-            ErrorKind::Server(k) => redirect(Some(k)),
+            ErrorKind::Server(k) => wanted(k),
             _ => false,
         },
     }

@@ -31,8 +31,8 @@ const SCHEMES: [(&str, bool); 2] = [("redis+sentinel://", false), ("rediss+senti
 /// Port of a sentinel when the URL names none.
 pub const DEFAULT_PORT: u16 = 26379;
 
-/// A parsed `redis+sentinel://` URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A parsed `redis+sentinel://` URL; its `Debug` hides the passwords.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SentinelUrl {
     /// TLS to the sentinels and the master (`rediss+sentinel://`).
     pub tls: bool,
@@ -50,6 +50,22 @@ pub struct SentinelUrl {
     pub sentinel_username: Option<String>,
     /// The sentinels' password (`sentinel_password=`), if any.
     pub sentinel_password: Option<String>,
+}
+
+impl std::fmt::Debug for SentinelUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |p: &Option<String>| p.as_ref().map(|_| "***");
+        f.debug_struct("SentinelUrl")
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &hidden(&self.password))
+            .field("sentinels", &self.sentinels)
+            .field("service", &self.service)
+            .field("db", &self.db)
+            .field("sentinel_username", &self.sentinel_username)
+            .field("sentinel_password", &hidden(&self.sentinel_password))
+            .finish()
+    }
 }
 
 /// The query parameters of a Sentinel URL (the sentinels' credentials).
@@ -345,6 +361,7 @@ mod tests {
         assert_eq!(u.password.as_deref(), Some("m"));
         assert_eq!(u.sentinel_username.as_deref(), Some("s@m"));
         assert_eq!(u.sentinel_password.as_deref(), Some("a&b"));
+        assert!(!format!("{u:?}").contains("a&b"), "{u:?}");
         let u = parse("redis+sentinel://h1/m?sentinel_password=p").unwrap();
         assert_eq!(
             (u.sentinel_username, u.sentinel_password.as_deref()),

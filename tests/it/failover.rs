@@ -677,12 +677,14 @@ fn lock_run_goes_through_sentinels_that_want_a_password_of_their_own() {
     // locking goes on through the promoted replica.
     let old = group.kill_master();
     group.await_promotion(1 - old);
-    let promoted = format!(
-        "redis://:{master_pw}@127.0.0.1:{}",
-        group.servers[1 - old].port
-    );
-    assert_eq!(mark_initialized(&promoted), 1);
-    let r = lock(&group.url(), &both);
+    // The promoted replica waits out one failover quarantine (2 s) before it grants.
+    let r = run(tractatus(&repo.path())
+        .env("TRACTATUS_REDIS", group.url())
+        .envs(both.iter().copied())
+        .env("TRACTATUS_QUARANTINE", "2s")
+        .args([
+            "--ttl", "1s", "--wait", "10s", "lock", "run", "--name", "x", "--", "true",
+        ]));
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
 
@@ -702,7 +704,7 @@ fn readonly_errors(port: u16) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_demoted_master_that_keeps_its_clients_answers_readonly_and_the_grant_goes_to_the_new_one()
  {
-    use tractatus_lock::{Config, Coordinator, Identity, config::parse_nodes};
+    use tractatus_lock::{AcquireOptions, Config, Coordinator, Identity, config::parse_nodes};
     let down = Duration::from_millis(500);
     let group = SentinelGroup::start(down, &[]);
     assert_eq!(mark_initialized(&group.servers[0].url()), 1);
@@ -723,8 +725,23 @@ async fn a_demoted_master_that_keeps_its_clients_answers_readonly_and_the_grant_
     let (old, new) = (group.servers[0].port, group.servers[1].port);
     switch_roles(new, old);
     group.repoint(1, down);
-    // The new master's slots skip the failover quarantine: this test is about the connection.
-    assert_eq!(mark_initialized(&group.servers[1].url()), 1);
+    // Another client meets the new master first and waits out L's failover quarantine, so
+    // that what follows is about the connection only.
+    let mut other = Config::new(parse_nodes(&[group.servers[1].url()]).unwrap());
+    other.namespace = "readonly".into();
+    other.ttl = Duration::from_secs(1);
+    other.quarantine = Duration::from_secs(1);
+    let other = Coordinator::connect(other, Identity::current("t"))
+        .await
+        .unwrap();
+    let wait = AcquireOptions::wait(Duration::from_secs(10));
+    other
+        .acquire("L", &wait)
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
     let refused_before = readonly_errors(old);
 
     // No wait: the first grant meets READONLY on the cached connection, and only the retry on

@@ -68,8 +68,14 @@ impl NodeUrl {
     pub fn parse(url: &str) -> Result<Self> {
         let url = url.trim();
         if crate::redis_node::sentinel::is_sentinel_url(url) {
-            crate::redis_node::sentinel::parse(url)
-                .map_err(|e| Error::usage(format!("bad Sentinel URL '{}': {e}", redact(url))))?;
+            crate::redis_node::sentinel::parse(url).map_err(|e| {
+                // Without its query: a misspelt parameter's value may be a password.
+                let shown = match url.split_once('?') {
+                    Some((base, _)) => format!("{}?...", redact(base)),
+                    None => redact(url),
+                };
+                Error::usage(format!("bad Sentinel URL '{shown}': {e}"))
+            })?;
             // A Sentinel names a master, never a cluster: no cluster parameters.
             return Ok(NodeUrl {
                 url: url.to_owned(),
@@ -91,6 +97,13 @@ impl NodeUrl {
         if rest.is_empty() || rest.starts_with('/') {
             return Err(Error::usage(format!(
                 "bad Redis URL '{}': it names no host",
+                redact(url)
+            )));
+        }
+        if url.contains("?sentinel_") || url.contains("&sentinel_") {
+            return Err(Error::usage(format!(
+                "bad Redis URL '{}': sentinel_username= and sentinel_password= belong to a \
+                 redis+sentinel:// URL",
                 redact(url)
             )));
         }
@@ -225,8 +238,12 @@ fn take_cluster_params(url: &str) -> Result<ClusterParams> {
     })
 }
 
-/// Replace the userinfo of a URL (`user:password@`) with `user:***@`, keeping the rest.
+/// Replace the userinfo of a URL (`user:password@`) with `user:***@`, and the value of a
+/// Sentinel URL's `sentinel_password=` with `***`, keeping the rest.
 pub fn redact(url: &str) -> String {
+    // The query's secret first: its value may hold an '@', which the userinfo's search below
+    // would take for the userinfo's end.
+    let url = &redact_params(url);
     let Some(scheme_end) = url.find("://") else {
         return url.to_owned();
     };
@@ -251,9 +268,35 @@ pub fn redact(url: &str) -> String {
     )
 }
 
-/// True when `url` carries a password (`user:password@` or `:password@`); a user name alone
-/// is not one.
+/// The byte ranges of the values of `sentinel_password=` parameters in `url` (after a `?` or
+/// an `&`).
+fn secret_params(url: &str) -> Vec<std::ops::Range<usize>> {
+    let key = format!("{}=", crate::redis_node::sentinel::PASSWORD_PARAM);
+    url.match_indices(&key)
+        .filter(|(i, _)| *i > 0 && matches!(url.as_bytes()[i - 1], b'?' | b'&'))
+        .map(|(i, _)| {
+            let start = i + key.len();
+            let end = url[start..].find('&').map_or(url.len(), |n| start + n);
+            start..end
+        })
+        .collect()
+}
+
+fn redact_params(url: &str) -> String {
+    let mut out = url.to_owned();
+    for r in secret_params(url).into_iter().rev() {
+        out.replace_range(r, "***");
+    }
+    out
+}
+
+/// True when `url` carries a password (`user:password@` or `:password@`, or a Sentinel URL's
+/// `sentinel_password=`); a user name alone is not one.
 pub fn has_password(url: &str) -> bool {
+    if secret_params(url).iter().any(|r| !r.is_empty()) {
+        return true;
+    }
+    let url = &redact_params(url);
     let Some(i) = url.find("://") else {
         return false;
     };
@@ -558,6 +601,35 @@ mod tests {
         assert!(!e.to_string().contains("s3cret"), "{e}");
         let e = parse_nodes(&["redis+sentinel://h1:26379"]).unwrap_err();
         assert!(e.to_string().contains("names no service"), "{e}");
+    }
+
+    #[test]
+    fn the_sentinels_password_is_hidden_and_counts_as_a_password() {
+        let url = "redis+sentinel://:m@st@h1,h2/m/1?sentinel_username=sam&sentinel_password=p@ss";
+        assert_eq!(
+            NodeUrl::parse(url).unwrap().to_string(),
+            "redis+sentinel://:***@h1,h2/m/1?sentinel_username=sam&sentinel_password=***"
+        );
+        assert!(has_password("redis+sentinel://h1/m?sentinel_password=x"));
+        assert!(has_password(
+            "redis+sentinel://h1/m?sentinel_username=u&sentinel_password=x"
+        ));
+        assert!(!has_password("redis+sentinel://h1/m?sentinel_username=u"));
+        assert!(!has_password("redis+sentinel://sam@h1/m"));
+        assert_eq!(
+            redact("redis+sentinel://h/m?sentinel_password=a%26b"),
+            "redis+sentinel://h/m?sentinel_password=***"
+        );
+        for bad in [
+            "redis+sentinel://h1/m?sentinel_pasword=s3cret",
+            "redis+sentinel://h1/m?sentinel_password=",
+            "redis+sentinel://h1/m?sentinel_password=s3cret&sentinel_password=s3cret",
+            "redis://h1:1?sentinel_password=s3cret",
+        ] {
+            let e = NodeUrl::parse(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 64, "{bad}");
+            assert!(!e.to_string().contains("s3cret"), "{e}");
+        }
     }
 
     #[test]

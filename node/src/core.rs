@@ -191,7 +191,10 @@ async fn open(s: &Settings) -> Out<Opened> {
             [
                 "TRACTATUS_REDIS_USERNAME",
                 "TRACTATUS_REDIS_PASSWORD",
-                "TRACTATUS_REDIS_PASSWORD_FILE"
+                "TRACTATUS_REDIS_PASSWORD_FILE",
+                "TRACTATUS_SENTINEL_USERNAME",
+                "TRACTATUS_SENTINEL_PASSWORD",
+                "TRACTATUS_SENTINEL_PASSWORD_FILE"
             ]
             .map(|k| std::env::var(k).ok())
         ),

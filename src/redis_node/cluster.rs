@@ -218,10 +218,10 @@ impl RedisNode {
         if !self.cluster.is_on() {
             // Behind Sentinel, asking the sentinels for the master counts against the
             // connect deadline too.
-            let client = tokio::time::timeout(self.connect_timeout, self.endpoint.client())
-                .await
-                .map_err(|_| NodeError::timeout(self.connect_timeout))?
-                .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
+            let client =
+                tokio::time::timeout(self.connect_timeout, self.endpoint.client(&self.url))
+                    .await
+                    .map_err(|_| NodeError::timeout(self.connect_timeout))??;
             return self.open_plain(&client).await.map(Conn::Plain);
         }
         let client = self.cluster.client.as_ref().map_err(|e| {
@@ -386,10 +386,10 @@ impl RedisNode {
         key: &str,
     ) -> Result<super::WakeStream, NodeError> {
         if !self.cluster.is_on() {
-            let client = tokio::time::timeout(self.connect_timeout, self.endpoint.client())
-                .await
-                .map_err(|_| NodeError::timeout(self.connect_timeout))?
-                .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
+            let client =
+                tokio::time::timeout(self.connect_timeout, self.endpoint.client(&self.url))
+                    .await
+                    .map_err(|_| NodeError::timeout(self.connect_timeout))??;
             return self.subscribe_at(&client, channel).await;
         }
         let mut candidates: Vec<Addr> = Vec::new();

@@ -10,14 +10,20 @@
 //! Whether the new master lacks the last writes is the grant script's business (see
 //! `lua/grant.lua`, "Failover quarantine").
 //!
-//! URL: `redis+sentinel://[user[:password]@]host[:port][,host[:port]]...]/service[/db]`, port
-//! 26379 by default. The credentials and the database are the master's; the sentinels are
-//! asked without a password. `rediss+sentinel://` speaks TLS to the sentinels and the master,
-//! trusting the configured certificate authority if any.
+//! URL: `redis+sentinel://[user[:password]@]host[:port][,host[:port]]...]/service[/db]
+//! [?sentinel_username=U&sentinel_password=P]`, port 26379 by default. The userinfo and the
+//! database are the master's; the query parameters are the sentinels' own credentials
+//! (`requirepass` or an ACL user on the sentinels), sent to no master. `rediss+sentinel://`
+//! speaks TLS to the sentinels and the master, trusting the configured certificate authority if
+//! any.
 
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
-use redis::{ConnectionAddr, RedisResult, TlsCertificates, TlsMode};
+use redis::{ConnectionAddr, ErrorKind, RedisResult, TlsCertificates, TlsMode};
 use tokio::sync::Mutex;
+
+use super::describe;
+use crate::config::NodeUrl;
+use crate::node::NodeError;
 
 /// The schemes of a Sentinel URL.
 const SCHEMES: [(&str, bool); 2] = [("redis+sentinel://", false), ("rediss+sentinel://", true)];
@@ -25,8 +31,8 @@ const SCHEMES: [(&str, bool); 2] = [("redis+sentinel://", false), ("rediss+senti
 /// Port of a sentinel when the URL names none.
 pub const DEFAULT_PORT: u16 = 26379;
 
-/// A parsed `redis+sentinel://` URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A parsed `redis+sentinel://` URL; its `Debug` hides the passwords.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SentinelUrl {
     /// TLS to the sentinels and the master (`rediss+sentinel://`).
     pub tls: bool,
@@ -40,7 +46,32 @@ pub struct SentinelUrl {
     pub service: String,
     /// The master's database number.
     pub db: i64,
+    /// The sentinels' ACL user (`sentinel_username=`), if any.
+    pub sentinel_username: Option<String>,
+    /// The sentinels' password (`sentinel_password=`), if any.
+    pub sentinel_password: Option<String>,
 }
+
+impl std::fmt::Debug for SentinelUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |p: &Option<String>| p.as_ref().map(|_| "***");
+        f.debug_struct("SentinelUrl")
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &hidden(&self.password))
+            .field("sentinels", &self.sentinels)
+            .field("service", &self.service)
+            .field("db", &self.db)
+            .field("sentinel_username", &self.sentinel_username)
+            .field("sentinel_password", &hidden(&self.sentinel_password))
+            .finish()
+    }
+}
+
+/// The query parameters of a Sentinel URL (the sentinels' credentials).
+pub const USERNAME_PARAM: &str = "sentinel_username";
+/// See [`USERNAME_PARAM`]; its value is a secret, hidden wherever a URL is shown.
+pub const PASSWORD_PARAM: &str = "sentinel_password";
 
 /// True when `url` is a Sentinel URL (whatever else is wrong with it).
 pub fn is_sentinel_url(url: &str) -> bool {
@@ -75,6 +106,11 @@ pub fn parse(url: &str) -> Result<SentinelUrl, String> {
         .split(',')
         .map(host_port)
         .collect::<Result<Vec<_>, _>>()?;
+    let (path, query) = match path.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (path, None),
+    };
+    let (sentinel_username, sentinel_password) = sentinel_credentials(query)?;
     let mut parts = path.split('/');
     let service = parts.next().unwrap_or("");
     if service.is_empty() {
@@ -100,7 +136,40 @@ pub fn parse(url: &str) -> Result<SentinelUrl, String> {
         sentinels,
         service: decode(service)?,
         db,
+        sentinel_username,
+        sentinel_password,
     })
+}
+
+/// The sentinels' user and password from the URL's query; any other parameter is refused (a
+/// misspelt one would otherwise leave the sentinels asked without a password). Errors name the
+/// parameter, never its value.
+fn sentinel_credentials(query: Option<&str>) -> Result<(Option<String>, Option<String>), String> {
+    let (mut username, mut password) = (None, None);
+    for pair in query.into_iter().flat_map(|q| q.split('&')) {
+        if pair.is_empty() {
+            continue;
+        }
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let slot = match key {
+            USERNAME_PARAM => &mut username,
+            PASSWORD_PARAM => &mut password,
+            _ => {
+                return Err(format!(
+                    "unknown parameter '{}': a Sentinel URL takes {USERNAME_PARAM}= and \
+                     {PASSWORD_PARAM}= (the sentinels' own credentials)",
+                    key.escape_default()
+                ));
+            }
+        };
+        if value.is_empty() {
+            return Err(format!("{key}= is empty"));
+        }
+        if slot.replace(decode(value)?).is_some() {
+            return Err(format!("{key}= is given twice"));
+        }
+    }
+    Ok((username, password))
 }
 
 fn host_port(text: &str) -> Result<(String, u16), String> {
@@ -156,7 +225,15 @@ pub enum Endpoint {
     /// One server, always the same.
     Direct(redis::Client),
     /// The master a group of sentinels names at the time of connecting.
-    Sentinel(Mutex<SentinelClient>),
+    Sentinel(Sentinels),
+}
+
+/// The sentinels of an [`Endpoint`].
+pub struct Sentinels {
+    /// Asks the sentinels, then connects to the master they name.
+    client: Mutex<SentinelClient>,
+    /// The URL gave the sentinels a password (said when they refuse).
+    with_password: bool,
 }
 
 impl Endpoint {
@@ -182,6 +259,12 @@ impl Endpoint {
         if let Some(p) = &url.password {
             b = b.set_client_to_redis_password(p);
         }
+        if let Some(u) = &url.sentinel_username {
+            b = b.set_client_to_sentinel_username(u);
+        }
+        if let Some(p) = &url.sentinel_password {
+            b = b.set_client_to_sentinel_password(p);
+        }
         if url.tls {
             b = b
                 .set_client_to_redis_tls_mode(TlsMode::Secure)
@@ -196,17 +279,60 @@ impl Endpoint {
                     .set_client_to_sentinel_certificates(certs());
             }
         }
-        Ok(Endpoint::Sentinel(Mutex::new(b.build()?)))
+        Ok(Endpoint::Sentinel(Sentinels {
+            client: Mutex::new(b.build()?),
+            with_password: url.sentinel_password.is_some(),
+        }))
     }
 
     /// The client to open a connection with now: for Sentinel, the current master's (asked of
-    /// the sentinels, and checked to say it is a master).
-    pub async fn client(&self) -> RedisResult<redis::Client> {
-        match self {
-            Endpoint::Direct(c) => Ok(c.clone()),
-            Endpoint::Sentinel(s) => s.lock().await.async_get_client().await,
-        }
+    /// the sentinels, and checked to say it is a master). A refused password says whose it was.
+    pub async fn client(&self, url: &NodeUrl) -> Result<redis::Client, NodeError> {
+        let (s, with_password) = match self {
+            Endpoint::Direct(c) => return Ok(c.clone()),
+            Endpoint::Sentinel(s) => (&s.client, s.with_password),
+        };
+        let mut s = s.lock().await;
+        let e = match s.async_get_client().await {
+            Ok(c) => return Ok(c),
+            Err(e) if refused_auth(&e) => e,
+            Err(e) => return Err(NodeError::new(describe(&e, url))),
+        };
+        // The sentinels and the master refuse in the same words: asking a sentinel alone (only
+        // on this failure path) tells whose password is wrong.
+        let cause = match s.async_get_sentinel_client().await {
+            Err(se) if refused_auth(&se) => {
+                let said = se
+                    .to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                if with_password {
+                    format!(
+                        "the sentinels refused their password ({said}): check \
+                         TRACTATUS_SENTINEL_PASSWORD or the URL's {PASSWORD_PARAM}= (and \
+                         {USERNAME_PARAM}=)"
+                    )
+                } else {
+                    format!(
+                        "the sentinels want a password, and none was given ({said}): set \
+                         TRACTATUS_SENTINEL_PASSWORD(_FILE) or the URL's {PASSWORD_PARAM}="
+                    )
+                }
+            }
+            _ => format!("the master the sentinels name: {}", describe(&e, url)),
+        };
+        Err(NodeError::new(cause))
     }
+}
+
+/// True when `e` is a server refusing the credentials (or their absence).
+fn refused_auth(e: &redis::RedisError) -> bool {
+    let text = e.to_string();
+    e.kind() == ErrorKind::AuthenticationFailed
+        || ["WRONGPASS", "NOAUTH", "unauthenticated"]
+            .iter()
+            .any(|w| text.contains(w))
 }
 
 #[cfg(test)]
@@ -229,7 +355,22 @@ mod tests {
         assert_eq!((u.db, u.tls), (3, true));
         let u = parse("redis+sentinel://:pw@h/m").unwrap();
         assert_eq!((u.username, u.password.as_deref()), (None, Some("pw")));
+        let u = parse("redis+sentinel://:m@h1/m/2?sentinel_username=s%40m&sentinel_password=a%26b")
+            .unwrap();
+        assert_eq!((u.service.as_str(), u.db), ("m", 2));
+        assert_eq!(u.password.as_deref(), Some("m"));
+        assert_eq!(u.sentinel_username.as_deref(), Some("s@m"));
+        assert_eq!(u.sentinel_password.as_deref(), Some("a&b"));
+        assert!(!format!("{u:?}").contains("a&b"), "{u:?}");
+        let u = parse("redis+sentinel://h1/m?sentinel_password=p").unwrap();
+        assert_eq!(
+            (u.sentinel_username, u.sentinel_password.as_deref()),
+            (None, Some("p"))
+        );
         for bad in [
+            "redis+sentinel://h1/m?sentinel_password",
+            "redis+sentinel://h1/m?password=p",
+            "redis+sentinel://h1/m?sentinel_username=a&sentinel_username=b",
             "redis+sentinel://h1:26379",
             "redis+sentinel://h1/",
             "redis+sentinel:///m",

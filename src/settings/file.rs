@@ -18,7 +18,8 @@ pub const CONFIG_FILE: &str = ".claude/tractatus-lock.toml";
 pub struct FileSettings {
     /// The repository's namespace: shared by every clone and mount of it.
     pub namespace: Option<String>,
-    /// Redis URLs (without passwords: use `TRACTATUS_REDIS_PASSWORD(_FILE)`).
+    /// Redis URLs (without passwords: use `TRACTATUS_REDIS_PASSWORD(_FILE)`, and
+    /// `TRACTATUS_SENTINEL_PASSWORD(_FILE)` for the sentinels').
     pub redis: Option<Vec<String>>,
     /// Lease TTL, like `10s`.
     pub ttl: Option<String>,

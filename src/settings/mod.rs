@@ -2,7 +2,8 @@
 //! repository's config file (`.claude/tractatus-lock.toml`, see [`FileSettings`]), which
 //! overrides the defaults. A value that does not parse is named by where it came from (`--ttl`,
 //! `TRACTATUS_TTL`, or `ttl` in the config file). Passwords can come from
-//! `TRACTATUS_REDIS_PASSWORD` or `TRACTATUS_REDIS_PASSWORD_FILE`, so they need not sit in a URL,
+//! `TRACTATUS_REDIS_PASSWORD` or `TRACTATUS_REDIS_PASSWORD_FILE` (the sentinels' own from
+//! `TRACTATUS_SENTINEL_PASSWORD(_FILE)`), so they need not sit in a URL,
 //! a shell history or a committed file. Resolving reads and never writes: the namespace of a
 //! fresh repository stays [`Namespace::Unset`] until something locks ([`ensure_namespace`]).
 
@@ -182,7 +183,8 @@ pub fn resolve(
     {
         return Err(Error::usage(format!(
             "{CONFIG_FILE} holds a password in `redis = [...]` ({}); that file is committed: \
-             remove it and use TRACTATUS_REDIS_PASSWORD or TRACTATUS_REDIS_PASSWORD_FILE",
+             remove it and use TRACTATUS_REDIS_PASSWORD or TRACTATUS_REDIS_PASSWORD_FILE \
+             (TRACTATUS_SENTINEL_PASSWORD(_FILE) for the sentinels' own)",
             crate::config::redact(u)
         )));
     }
@@ -193,27 +195,19 @@ pub fn resolve(
     } else {
         file.redis.clone().unwrap_or_default()
     };
-    let password = match (
-        env("TRACTATUS_REDIS_PASSWORD"),
-        env("TRACTATUS_REDIS_PASSWORD_FILE"),
-    ) {
-        (Some(p), _) if !p.is_empty() => Some(p),
-        (_, Some(path)) if !path.is_empty() => Some(
-            std::fs::read_to_string(&path)
-                .map_err(|e| {
-                    Error::usage(format!(
-                        "cannot read TRACTATUS_REDIS_PASSWORD_FILE {path}: {e}"
-                    ))
-                    .with_source(e)
-                })?
-                .trim_end_matches(['\n', '\r'])
-                .to_owned(),
-        ),
-        _ => None,
-    };
+    let password = secret(env, "TRACTATUS_REDIS_PASSWORD")?;
     let username = env("TRACTATUS_REDIS_USERNAME").filter(|u| !u.is_empty());
+    let sentinel_password = secret(env, "TRACTATUS_SENTINEL_PASSWORD")?;
+    let sentinel_username = env("TRACTATUS_SENTINEL_USERNAME").filter(|u| !u.is_empty());
     let urls: Vec<String> = split_urls(&urls)
         .map(|u| with_credentials(u, username.as_deref(), password.as_deref()))
+        .map(|u| {
+            with_sentinel_credentials(
+                &u,
+                sentinel_username.as_deref(),
+                sentinel_password.as_deref(),
+            )
+        })
         .collect();
     let mut config = Config::new(parse_nodes(&urls)?);
 
@@ -288,6 +282,45 @@ pub fn resolve(
         per_session,
         session_idle,
     })
+}
+
+/// The secret in the variable `name`, or in the file that `{name}_FILE` names (its last line
+/// break dropped); the variable wins.
+fn secret(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Result<Option<String>> {
+    if let Some(p) = env(name).filter(|p| !p.is_empty()) {
+        return Ok(Some(p));
+    }
+    let Some(path) = env(&format!("{name}_FILE")).filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::usage(format!("cannot read {name}_FILE {path}: {e}")).with_source(e))?;
+    Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned()))
+}
+
+/// Give a Sentinel URL that names no password for its sentinels (`sentinel_password=`) the
+/// one from the environment, and `username` as `sentinel_username=` unless it names one. Other
+/// URLs are returned as they are.
+fn with_sentinel_credentials(url: &str, username: Option<&str>, password: Option<&str>) -> String {
+    use crate::redis_node::sentinel::{PASSWORD_PARAM, USERNAME_PARAM, is_sentinel_url};
+    let Some(password) = password.filter(|_| is_sentinel_url(url)) else {
+        return url.to_owned();
+    };
+    let has = |key: &str| {
+        let key = format!("{key}=");
+        url.split_once('?')
+            .is_some_and(|(_, q)| q.split('&').any(|p| p.starts_with(&key)))
+    };
+    if has(PASSWORD_PARAM) {
+        return url.to_owned();
+    }
+    let mut params = Vec::new();
+    if let Some(u) = username.filter(|_| !has(USERNAME_PARAM)) {
+        params.push(format!("{USERNAME_PARAM}={}", percent_encode(u)));
+    }
+    params.push(format!("{PASSWORD_PARAM}={}", percent_encode(password)));
+    let joint = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{joint}{}", params.join("&"))
 }
 
 /// Put `username`/`password` into a URL that carries no password. A URL that names a user
@@ -382,6 +415,58 @@ mod tests {
         let node = &r.config.nodes[0];
         assert_eq!(node.secret_url(), "redis://:p%40ss%3Aw%2Frd@127.0.0.1:1");
         assert!(!node.to_string().contains("ss"));
+    }
+
+    #[test]
+    fn the_sentinels_password_comes_from_the_environment_to_sentinel_urls_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pwfile = tmp.path().join("sentinel-pw");
+        std::fs::write(&pwfile, "from&file\n").unwrap();
+        let pwfile = pwfile.display().to_string();
+        let env = |k: &str| {
+            match k {
+            "TRACTATUS_REDIS" => Some(
+                "redis://a:1,redis+sentinel://h1,h2:2/m/1,redis+sentinel://h3/n?sentinel_username=own"
+                    .to_owned(),
+            ),
+            "TRACTATUS_REDIS_PASSWORD" => Some("master".to_owned()),
+            "TRACTATUS_SENTINEL_USERNAME" => Some("sam".to_owned()),
+            "TRACTATUS_SENTINEL_PASSWORD_FILE" => Some(pwfile.clone()),
+            _ => None,
+        }
+        };
+        let r = resolve(&Flags::default(), &env, None).unwrap();
+        let urls: Vec<&str> = r.config.nodes.iter().map(|n| n.secret_url()).collect();
+        assert_eq!(
+            urls,
+            [
+                "redis://:master@a:1",
+                "redis+sentinel://:master@h1,h2:2/m/1?sentinel_username=sam&sentinel_password=from%26file",
+                "redis+sentinel://:master@h3/n?sentinel_username=own&sentinel_password=from%26file",
+            ]
+        );
+        for n in &r.config.nodes {
+            assert!(!n.to_string().contains("from"), "{n}");
+            assert!(!n.to_string().contains("master"), "{n}");
+        }
+        // A URL's own sentinel password stays.
+        let own = "redis+sentinel://h/m?sentinel_password=mine";
+        assert_eq!(with_sentinel_credentials(own, Some("u"), Some("env")), own);
+    }
+
+    #[test]
+    fn a_sentinel_password_in_the_committed_config_file_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join(".claude")).unwrap();
+        std::fs::write(
+            tmp.path().join(CONFIG_FILE),
+            "redis = [\"redis+sentinel://h:1/m?sentinel_password=hunter2\"]\n",
+        )
+        .unwrap();
+        let e = resolve(&Flags::default(), &|_| None, Some(tmp.path())).unwrap_err();
+        assert_eq!(e.exit_code(), 64);
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert!(e.to_string().contains("TRACTATUS_SENTINEL_PASSWORD"), "{e}");
     }
 
     #[test]

@@ -590,3 +590,191 @@ async fn a_grant_sent_twice_answers_granted_with_its_token_again() {
         GrantReply::Refused { .. }
     ));
 }
+
+/// `url` with `:password@` before its hosts.
+fn with_password(url: &str, password: &str) -> String {
+    url.replacen("://", &format!("://:{password}@"), 1)
+}
+
+#[test]
+fn lock_run_goes_through_sentinels_that_want_a_password_of_their_own() {
+    use tractatus_testkit::sentinel::Passwords;
+    let (master_pw, sentinel_pw) = ("master-pw-31", "sentinel-pw-47");
+    let pw = Passwords {
+        servers: Some(master_pw.into()),
+        sentinels: Some(sentinel_pw.into()),
+    };
+    let mut group = SentinelGroup::start_with_passwords(Duration::from_millis(500), &[], &pw);
+    let master = format!("redis://:{master_pw}@127.0.0.1:{}", group.servers[0].port);
+    assert_eq!(mark_initialized(&master), 1);
+    let repo = Repo::new();
+    let lock = |url: &str, env: &[(&str, &str)]| {
+        run(tractatus(&repo.path())
+            .env("TRACTATUS_REDIS", url)
+            .envs(env.iter().copied())
+            .args(["--wait", "5s", "lock", "run", "--name", "x", "--", "true"]))
+    };
+    // Both passwords from the environment.
+    let both = [
+        ("TRACTATUS_REDIS_PASSWORD", master_pw),
+        ("TRACTATUS_SENTINEL_PASSWORD", sentinel_pw),
+    ];
+    let r = lock(&group.url(), &both);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // Both in the URL.
+    let in_url = format!(
+        "{}?sentinel_password={sentinel_pw}",
+        with_password(&group.url(), master_pw)
+    );
+    let r = lock(&in_url, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    // The sentinels' password missing, or wrong: one line that names the sentinels, 69.
+    let refused = |r: &crate::support::Ran, secrets: &[&str]| {
+        assert_eq!(r.code, 69, "{}", r.stderr);
+        assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+        for s in secrets {
+            assert!(!r.stderr.contains(s), "{}", r.stderr);
+        }
+        println!("{}", r.stderr.trim());
+    };
+    let r = lock(&group.url(), &[("TRACTATUS_REDIS_PASSWORD", master_pw)]);
+    refused(&r, &[master_pw]);
+    assert!(
+        r.stderr.contains("the sentinels want a password"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("TRACTATUS_SENTINEL_PASSWORD"),
+        "{}",
+        r.stderr
+    );
+    let wrong = [
+        ("TRACTATUS_REDIS_PASSWORD", master_pw),
+        ("TRACTATUS_SENTINEL_PASSWORD", "wrong-sentinel-pw"),
+    ];
+    let r = lock(&group.url(), &wrong);
+    refused(&r, &[master_pw, "wrong-sentinel-pw"]);
+    assert!(
+        r.stderr.contains("the sentinels refused their password"),
+        "{}",
+        r.stderr
+    );
+    // The sentinels let us in, the master does not: the message says it is the master.
+    let r = lock(
+        &format!("{}?sentinel_password={sentinel_pw}", group.url()),
+        &[("TRACTATUS_REDIS_PASSWORD", "wrong-master-pw")],
+    );
+    refused(&r, &[sentinel_pw, "wrong-master-pw"]);
+    assert!(
+        r.stderr.contains("the master the sentinels name"),
+        "{}",
+        r.stderr
+    );
+
+    // The sentinels reach each other and the servers with their passwords: a failover, and
+    // locking goes on through the promoted replica.
+    let old = group.kill_master();
+    group.await_promotion(1 - old);
+    // The promoted replica waits out one failover quarantine (2 s) before it grants.
+    let r = run(tractatus(&repo.path())
+        .env("TRACTATUS_REDIS", group.url())
+        .envs(both.iter().copied())
+        .env("TRACTATUS_QUARANTINE", "2s")
+        .args([
+            "--ttl", "1s", "--wait", "10s", "lock", "run", "--name", "x", "--", "true",
+        ]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+/// `errorstat_READONLY` of `INFO errorstats` on `port`: the READONLY errors it answered.
+fn readonly_errors(port: u16) -> u64 {
+    let Some(redis::Value::BulkString(b)) =
+        tractatus_testkit::sentinel::query(port, &["INFO", "errorstats"])
+    else {
+        panic!("INFO errorstats on {port}");
+    };
+    String::from_utf8_lossy(&b)
+        .lines()
+        .find_map(|l| l.strip_prefix("errorstat_READONLY:count="))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demoted_master_that_keeps_its_clients_answers_readonly_and_the_grant_goes_to_the_new_one()
+ {
+    use tractatus_lock::{AcquireOptions, Config, Coordinator, Identity, config::parse_nodes};
+    let down = Duration::from_millis(500);
+    let group = SentinelGroup::start(down, &[]);
+    assert_eq!(mark_initialized(&group.servers[0].url()), 1);
+    let mut config = Config::new(parse_nodes(&[group.url()]).unwrap());
+    config.namespace = "readonly".into();
+    config.ttl = Duration::from_secs(1);
+    config.quarantine = Duration::from_secs(1);
+    let c = Coordinator::connect(config, Identity::current("t"))
+        .await
+        .unwrap();
+    let before = c.try_acquire("L").await.unwrap();
+    let t1 = before.token();
+    before.release().await.unwrap();
+
+    // A switch by hand, which closes no client connection (unlike Sentinel's, which kills the
+    // demoted master's clients): the coordinator's cached connection still reaches the old
+    // master, now a replica. Then the sentinels are pointed at the new master.
+    let (old, new) = (group.servers[0].port, group.servers[1].port);
+    switch_roles(new, old);
+    group.repoint(1, down);
+    // Another client meets the new master first and waits out L's failover quarantine, so
+    // that what follows is about the connection only.
+    let mut other = Config::new(parse_nodes(&[group.servers[1].url()]).unwrap());
+    other.namespace = "readonly".into();
+    other.ttl = Duration::from_secs(1);
+    other.quarantine = Duration::from_secs(1);
+    let other = Coordinator::connect(other, Identity::current("t"))
+        .await
+        .unwrap();
+    let wait = AcquireOptions::wait(Duration::from_secs(10));
+    other
+        .acquire("L", &wait)
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
+    let refused_before = readonly_errors(old);
+
+    // No wait: the first grant meets READONLY on the cached connection, and only the retry on
+    // a new connection (asking the sentinels) can make this succeed.
+    let after = c.try_acquire("L").await.unwrap();
+    assert_eq!(
+        readonly_errors(old),
+        refused_before + 1,
+        "the grant did not meet the demoted master"
+    );
+    println!("tokens {t1} then {}", after.token());
+    assert!(after.token() > t1);
+    after.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_url_on_a_demoted_master_says_readonly_also_on_a_new_connection() {
+    use tractatus_lock::{Config, Coordinator, Identity, config::parse_nodes};
+    let (a, b) = master_and_replica();
+    let mut config = Config::new(parse_nodes(&[a.url()]).unwrap());
+    config.namespace = "readonly".into();
+    let c = Coordinator::connect(config, Identity::current("t"))
+        .await
+        .unwrap();
+    c.try_acquire("L").await.unwrap().release().await.unwrap();
+    switch_roles(b.port, a.port);
+    let refused_before = readonly_errors(a.port);
+    let Err(e) = c.try_acquire("L").await else {
+        panic!("a demoted master granted");
+    };
+    let e = e.to_string();
+    println!("{e}");
+    assert!(e.contains("READONLY), also on a new connection"), "{e}");
+    assert_eq!(e.matches(&a.url()).count(), 1, "{e}");
+    assert_eq!(readonly_errors(a.port), refused_before + 2, "{e}");
+}

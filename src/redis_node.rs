@@ -58,6 +58,7 @@ static INSPECT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/inspect.lua")));
 
 mod admin;
+mod call;
 mod cluster;
 mod replicas;
 pub mod sentinel;
@@ -65,6 +66,7 @@ mod sessions;
 
 use sentinel::Endpoint;
 
+use call::describe;
 use cluster::{ClusterSide, Conn};
 
 /// One Redis master (or one Redis Cluster).
@@ -157,157 +159,10 @@ impl RedisNode {
         self
     }
 
-    /// Open the connection (once) within the connect timeout: a plain one, or a cluster
-    /// connection when the URL says `cluster=true` or the node turned out to be part of one.
-    pub async fn connect(&self) -> Result<(), NodeError> {
-        self.connection().await.map(|_| ())
-    }
-
-    async fn connection(&self) -> Result<Conn, NodeError> {
-        let mut slot = self.conn.lock().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
-        }
-        let conn = self.open().await?;
-        *slot = Some(conn.clone());
-        Ok(conn)
-    }
-
-    /// Run one request against this node within the operation deadline; a broken or silent
-    /// connection is dropped so the next call reconnects.
-    async fn call<T, F, Fut>(&self, f: F) -> Result<T, NodeError>
-    where
-        F: Fn(Conn) -> Fut,
-        Fut: std::future::Future<Output = redis::RedisResult<T>>,
-    {
-        self.call_for(self.op_timeout, f).await
-    }
-
-    /// [`Self::call`] with a deadline of its own, for the operator's bulk requests (`lock
-    /// init`), which a lease's per-node deadline does not fit.
-    async fn call_for<T, F, Fut>(&self, deadline: Duration, f: F) -> Result<T, NodeError>
-    where
-        F: Fn(Conn) -> Fut,
-        Fut: std::future::Future<Output = redis::RedisResult<T>>,
-    {
-        // Connecting has its own deadline (the connect timeout, which a TLS handshake or a
-        // distant node may need), outside the operation's.
-        let conn = self.connection().await?;
-        match self.attempt(deadline, &f, conn).await {
-            Err(NotRun::Redirected) => {
-                // The URL's node is part of a Redis Cluster that serves this lock's slot
-                // elsewhere; the request did not run. Once more, through the whole cluster.
-                let conn = self.switch_to_cluster().await?;
-                self.attempt(deadline, &f, conn)
-                    .await
-                    .map_err(|_| NodeError::new("redirected again by the Redis Cluster"))?
-            }
-            Err(NotRun::Demoted) => {
-                // The server became a replica (a failover) and refused the request's first
-                // write, so nothing of it ran. Once more on a new connection: behind Sentinel
-                // that one goes to the new master.
-                let conn = self.connection().await?;
-                self.attempt(deadline, &f, conn).await.map_err(|_| {
-                    NodeError::new(
-                        "the server is a replica (READONLY), also on a new connection: \
-                         point at the master, or at its sentinels (redis+sentinel://)",
-                    )
-                })?
-            }
-            Ok(r) => r,
-        }
-    }
-
-    /// One try of [`Self::call_for`]; `Err(NotRun)` when the request did not run and may go
-    /// once more: a plain connection's cluster node sent it elsewhere (see [`cluster`]), or
-    /// the server was demoted to a replica.
-    async fn attempt<T, F, Fut>(
-        &self,
-        deadline: Duration,
-        f: &F,
-        conn: Conn,
-    ) -> Result<Result<T, NodeError>, NotRun>
-    where
-        F: Fn(Conn) -> Fut,
-        Fut: std::future::Future<Output = redis::RedisResult<T>>,
-    {
-        // The cluster connection reconnects to its nodes itself; only a plain one is dropped.
-        let plain = matches!(conn, Conn::Plain(_));
-        let work = async {
-            match f(conn.clone()).await {
-                Ok(v) => Ok(Ok(v)),
-                Err(e) if self.redirected(&conn, &e) => Err(NotRun::Redirected),
-                // READONLY: the server was demoted to a replica (a failover); every script
-                // refuses at its first write, before which it wrote nothing. The connection
-                // goes; behind Sentinel the next connect finds the new master.
-                Err(e) if plain && cluster::is_readonly(&e) => {
-                    *self.conn.lock().await = None;
-                    Err(NotRun::Demoted)
-                }
-                Err(e) => {
-                    // The cluster connection reconnects to its nodes itself; only a plain one
-                    // is dropped.
-                    if plain
-                        && (e.is_io_error()
-                            || e.is_connection_dropped()
-                            || e.is_unrecoverable_error())
-                    {
-                        *self.conn.lock().await = None;
-                    }
-                    Ok(Err(NodeError::new(describe(&e, &self.url))))
-                }
-            }
-        };
-        match tokio::time::timeout(deadline, work).await {
-            Ok(r) => r,
-            Err(_) => {
-                // No answer in time: the connection may be half-open (a host gone without a
-                // reset), which would never recover. Drop it; the next call reconnects.
-                if plain && let Ok(mut slot) = self.conn.try_lock() {
-                    *slot = None;
-                }
-                Ok(Err(NodeError::timeout(deadline)))
-            }
-        }
-    }
-
-    /// [`Self::call`] for requests that may safely run twice (the owner-checked renew and
-    /// release): when the cached connection turns out broken (the server restarted since it was
-    /// opened), the request is sent once more on a fresh connection. Without this, the first
-    /// release after a Redis restart fails, and the waiters wait out the TTL instead of being
-    /// woken.
-    async fn call_twice<T, F, Fut>(&self, f: F) -> Result<T, NodeError>
-    where
-        F: Fn(Conn) -> Fut,
-        Fut: std::future::Future<Output = redis::RedisResult<T>>,
-    {
-        let cached = self.conn.lock().await.is_some();
-        match self.call(&f).await {
-            // `call` dropped the connection: it was broken, not slow.
-            Err(e) if cached && !e.timed_out && self.conn.lock().await.is_none() => {
-                self.call(&f).await.map_err(|again| {
-                    NodeError::new(format!(
-                        "{}; again on a new connection: {}",
-                        e.cause, again.cause
-                    ))
-                })
-            }
-            other => other,
-        }
-    }
-
     /// The node's URL, password hidden.
     pub fn url(&self) -> &NodeUrl {
         &self.url
     }
-}
-
-/// Why a request did not run on a plain connection, and may be sent once more.
-enum NotRun {
-    /// A Redis Cluster node redirected it (MOVED, ASK, TRYAGAIN).
-    Redirected,
-    /// The server is a replica now (READONLY).
-    Demoted,
 }
 
 /// rustls needs one process-wide crypto provider; ours is ring. Installing twice is harmless.
@@ -316,44 +171,6 @@ fn install_crypto_provider() {
     ONCE.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
-}
-
-/// A Redis error as one line, with no password in it.
-fn describe(e: &redis::RedisError, url: &NodeUrl) -> String {
-    // One line, whatever the server or the parser said.
-    let text = e
-        .to_string()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
-    let text = text.replace(url.secret_url(), &url.to_string());
-    if e.is_connection_refusal() {
-        "connection refused".to_owned()
-    } else if matches!(e.kind(), redis::ErrorKind::AuthenticationFailed)
-        || text.contains("WRONGPASS")
-        || text.contains("NOAUTH")
-    {
-        format!("authentication refused ({text})")
-    } else if text.contains("unauthenticated") {
-        // Redis drops a client that sends a long request before AUTH.
-        format!("authentication required: no password given? ({text})")
-    } else if cluster::is_redirect(e) {
-        format!(
-            "{text} (a Redis Cluster node that serves this lock elsewhere: leave out \
-             ?cluster=false)"
-        )
-    } else if text.contains("CROSSSLOT") || text.contains("CrossSlot") {
-        format!("{text} (a Redis Cluster node: leave out ?cluster=false, or say ?cluster=true)")
-    } else if text.contains("MasterNameNotFoundBySentinel") {
-        format!(
-            "no sentinel named a master for this service: a failover under way, or a wrong \
-             service name? ({text})"
-        )
-    } else if text.contains("Parse error") || text.contains("Incompatible type") {
-        format!("the server does not speak the Redis protocol: is this a Redis port? ({text})")
-    } else {
-        text
-    }
 }
 
 impl Node for RedisNode {

@@ -15,6 +15,7 @@ use std::time::Duration;
 use tractatus_lock::keys::{SLOTS, init_key, slot_of_tag};
 use tractatus_testkit::RedisCluster;
 
+use crate::slots::{Hold, check_four_slots, read_hold};
 use crate::support::{
     CRITICAL, Guard, RedisServer, Repo, mark_initialized, run, tractatus, wait_until,
 };
@@ -762,38 +763,6 @@ while [ ! -e "$2" ]; do sleep 0.01; done
 sleep "$3"
 echo "end $TRACTATUS_SLOT $(date +%s%N) $TRACTATUS_FENCING_TOKEN" >> "$1""#;
 
-/// One slot run as its file tells: slot, start and end (ns since the epoch), token.
-#[derive(Debug, Clone)]
-struct SlotHold {
-    run: usize,
-    slot: u32,
-    start: u128,
-    end: Option<u128>,
-    token: u64,
-}
-
-fn read_slot_hold(run: usize, file: &Path) -> Option<SlotHold> {
-    let text = std::fs::read_to_string(file).ok()?;
-    let mut hold: Option<SlotHold> = None;
-    for line in text.lines() {
-        let w: Vec<&str> = line.split_whitespace().collect();
-        match w.first().copied() {
-            Some("start") => {
-                hold = Some(SlotHold {
-                    run,
-                    slot: w.get(1)?.parse().ok()?,
-                    start: w.get(2)?.parse().ok()?,
-                    end: None,
-                    token: w.get(3)?.parse().ok()?,
-                })
-            }
-            Some("end") => hold.as_mut()?.end = w.get(2)?.parse().ok(),
-            _ => {}
-        }
-    }
-    hold
-}
-
 #[test]
 fn six_runs_share_four_slots_whose_locks_live_on_different_masters() {
     let c = RedisCluster::start(3, 0);
@@ -838,7 +807,7 @@ fn six_runs_share_four_slots_whose_locks_live_on_different_masters() {
         files
             .iter()
             .enumerate()
-            .filter(|(k, f)| read_slot_hold(*k, f).is_some())
+            .filter(|(k, f)| read_hold(*k, f).is_some())
             .count()
     };
     wait_until(
@@ -881,59 +850,20 @@ fn six_runs_share_four_slots_whose_locks_live_on_different_masters() {
         let r = t.join().unwrap();
         assert_eq!(r.code, 0, "a run failed: {}", r.describe());
     }
-    let holds: Vec<SlotHold> = files
+    let holds: Vec<Hold> = files
         .iter()
         .enumerate()
-        .map(|(k, f)| read_slot_hold(k, f).unwrap_or_else(|| panic!("run {k} left no record")))
+        .map(|(k, f)| read_hold(k, f).unwrap_or_else(|| panic!("run {k} left no record")))
         .collect();
-    let end = |h: &SlotHold| h.end.unwrap_or_else(|| panic!("unfinished: {h:?}"));
-    let mut events: Vec<(u128, i32)> = holds
-        .iter()
-        .flat_map(|h| [(h.start, 1), (end(h), -1)])
-        .collect();
-    events.sort();
-    let (mut now, mut most) = (0, 0);
-    for (_, d) in &events {
-        now += d;
-        most = most.max(now);
-    }
-    assert_eq!(most, 4, "at most four at once, and four did: {holds:#?}");
-    for a in &holds {
-        assert!(a.slot < 4, "{a:?}");
-        for b in holds.iter().filter(|b| b.run != a.run && b.slot == a.slot) {
-            assert!(
-                end(a) <= b.start || end(b) <= a.start,
-                "two runs on slot {} at once: {a:?} {b:?}",
-                a.slot
-            );
-            if a.start < b.start {
-                assert!(
-                    a.token < b.token,
-                    "slot {} token went back: {a:?} {b:?}",
-                    a.slot
-                );
-            }
-        }
-    }
-    let mut by_start = holds.clone();
-    by_start.sort_by_key(|h| h.start);
-    let mut gaps = Vec::new();
-    for late in &by_start[4..] {
-        let freed_by = holds
-            .iter()
-            .filter(|h| h.slot == late.slot && h.run != late.run && end(h) <= late.start)
-            .max_by_key(|h| end(h))
-            .unwrap_or_else(|| panic!("run {} did not wait for a slot: {holds:#?}", late.run));
-        gaps.push((late.slot, (late.start - end(freed_by)) as f64 / 1e6));
-    }
+    let (most, gaps) = check_four_slots(&holds);
     println!(
         "6 runs on 4 slots on masters {masters:?}: at most {most} at once; the 5th and 6th \
-         started {gaps:.1?} (slot, ms) after their slot's holder ended"
+         started {gaps:.1?} ms after their slot's holder ended"
     );
-    for (s, g) in &gaps {
+    for g in &gaps {
         assert!(
             *g < 100.0,
-            "a waiter started {g:.1} ms after slot {s} was freed"
+            "a waiter started {g:.1} ms after its slot was freed"
         );
     }
     // `lock log` shows every slot's grants and releases, from each slot's master.

@@ -46,17 +46,19 @@ fn slot_run(
     c
 }
 
+/// One slot run as its file tells: slot, start and end (ns since the epoch), token, lock name.
 #[derive(Debug, Clone)]
-struct Hold {
-    run: usize,
-    slot: u32,
-    start: u128,
-    end: Option<u128>,
-    token: u64,
-    lock: String,
+pub(crate) struct Hold {
+    pub(crate) run: usize,
+    pub(crate) slot: u32,
+    pub(crate) start: u128,
+    pub(crate) end: Option<u128>,
+    pub(crate) token: u64,
+    pub(crate) lock: String,
 }
 
-fn read_hold(run: usize, file: &Path) -> Option<Hold> {
+/// The record a run's command wrote: `start SLOT NS TOKEN [LOCK]`, then `end SLOT NS ...`.
+pub(crate) fn read_hold(run: usize, file: &Path) -> Option<Hold> {
     let text = std::fs::read_to_string(file).ok()?;
     let mut hold: Option<Hold> = None;
     for line in text.lines() {
@@ -90,6 +92,63 @@ fn ms(ns: u128) -> f64 {
     ns as f64 / 1e6
 }
 
+/// The checks of six runs on four slots: never more than four at once (and four reached), no
+/// two runs on one slot at once, each slot's tokens rising from holder to holder, and the
+/// fifth and sixth to start each waited for a slot: how long after it was let go they started
+/// (ms). Returns the most at once and those two delays.
+pub(crate) fn check_four_slots(holds: &[Hold]) -> (i32, Vec<f64>) {
+    let end = |h: &Hold| h.end.unwrap();
+
+    // Never more than four at once (an end and a start at one instant: the end first).
+    let mut events: Vec<(u128, i32)> = holds
+        .iter()
+        .flat_map(|h| [(h.start, 1), (end(h), -1)])
+        .collect();
+    events.sort();
+    let (mut now, mut most) = (0, 0);
+    for (_, d) in &events {
+        now += d;
+        most = most.max(now);
+    }
+    assert!(most <= 4, "{most} runs held at once: {holds:#?}");
+    assert_eq!(
+        most, 4,
+        "the four slots were never held at once: {holds:#?}"
+    );
+
+    // No two holders of one slot at once; each slot's tokens rise from holder to holder.
+    for a in holds {
+        for b in holds.iter().filter(|b| b.run != a.run && b.slot == a.slot) {
+            assert!(
+                end(a) <= b.start || end(b) <= a.start,
+                "two runs on slot {} at once: {a:?} {b:?}",
+                a.slot
+            );
+            if a.start < b.start {
+                assert!(
+                    a.token < b.token,
+                    "slot {} token went back: {a:?} {b:?}",
+                    a.slot
+                );
+            }
+        }
+    }
+
+    // The fifth and sixth to start waited, and started right after their slot was let go.
+    let mut by_start = holds.to_vec();
+    by_start.sort_by_key(|h| h.start);
+    let mut gaps = Vec::new();
+    for late in &by_start[4..] {
+        let freed_by = holds
+            .iter()
+            .filter(|h| h.slot == late.slot && h.run != late.run && end(h) <= late.start)
+            .max_by_key(|h| end(h))
+            .unwrap_or_else(|| panic!("run {} did not wait for a slot: {holds:#?}", late.run));
+        gaps.push(ms(late.start - end(freed_by)));
+    }
+    (most, gaps)
+}
+
 /// Six runs of about 1 s on four slots, started at once: at most four hold at once, never two
 /// on one slot, each slot's tokens rise, and the fifth and sixth start right after a slot is
 /// let go. Returns the two gaps (ms) from the freeing run's end to their start.
@@ -120,55 +179,7 @@ fn six_runs_on_four_slots(urls: &[String], what: &str) -> Vec<f64> {
         assert!(h.slot < 4, "{h:?}");
         assert_eq!(h.lock, format!("test-db#{}", h.slot), "{h:?}");
     }
-    let end = |h: &Hold| h.end.unwrap();
-
-    // Never more than four at once (an end and a start at one instant: the end first).
-    let mut events: Vec<(u128, i32)> = holds
-        .iter()
-        .flat_map(|h| [(h.start, 1), (end(h), -1)])
-        .collect();
-    events.sort();
-    let (mut now, mut most) = (0, 0);
-    for (_, d) in &events {
-        now += d;
-        most = most.max(now);
-    }
-    assert!(most <= 4, "{most} runs held at once: {holds:#?}");
-    assert_eq!(
-        most, 4,
-        "the four slots were never held at once: {holds:#?}"
-    );
-
-    // No two holders of one slot at once; each slot's tokens rise from holder to holder.
-    for a in &holds {
-        for b in holds.iter().filter(|b| b.run != a.run && b.slot == a.slot) {
-            assert!(
-                end(a) <= b.start || end(b) <= a.start,
-                "two runs on slot {} at once: {a:?} {b:?}",
-                a.slot
-            );
-            if a.start < b.start {
-                assert!(
-                    a.token < b.token,
-                    "slot {} token went back: {a:?} {b:?}",
-                    a.slot
-                );
-            }
-        }
-    }
-
-    // The fifth and sixth to start waited, and started right after their slot was let go.
-    let mut by_start = holds.clone();
-    by_start.sort_by_key(|h| h.start);
-    let mut gaps = Vec::new();
-    for late in &by_start[4..] {
-        let freed_by = holds
-            .iter()
-            .filter(|h| h.slot == late.slot && h.run != late.run && end(h) <= late.start)
-            .max_by_key(|h| end(h))
-            .unwrap_or_else(|| panic!("run {} did not wait for a slot: {holds:#?}", late.run));
-        gaps.push(ms(late.start - end(freed_by)));
-    }
+    let (most, gaps) = check_four_slots(&holds);
     println!(
         "{what}: 6 runs on 4 slots: at most {most} at once; the 5th and 6th started {:.1} ms \
          and {:.1} ms after their slot's holder ended",

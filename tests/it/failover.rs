@@ -419,21 +419,29 @@ async fn what_a_replica_wait_and_the_failover_check_cost() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_process_follows_a_sentinel_failover_on_its_own_connection() {
-    use tractatus_lock::{AcquireOptions, Config, Coordinator, Identity, config::parse_nodes};
-    let group = SentinelGroup::start(Duration::from_millis(500), &[]);
-    assert_eq!(mark_initialized(&group.servers[0].url()), 1);
-    let mut config = Config::new(parse_nodes(&[group.url()]).unwrap());
-    config.namespace = "failover".into();
+/// A long-lived coordinator on `url` (TTL and quarantine 1 s, namespace `ns`) that took and
+/// released lock L once: the coordinator and that token.
+async fn sentinel_coordinator(url: &str, ns: &str) -> (tractatus_lock::Coordinator, u64) {
+    use tractatus_lock::{Config, Coordinator, Identity, config::parse_nodes};
+    let mut config = Config::new(parse_nodes(&[url]).unwrap());
+    config.namespace = ns.into();
     config.ttl = Duration::from_secs(1);
     config.quarantine = Duration::from_secs(1);
     let c = Coordinator::connect(config, Identity::current("t"))
         .await
         .unwrap();
     let before = c.try_acquire("L").await.unwrap();
-    let t1 = before.token();
+    let token = before.token();
     before.release().await.unwrap();
+    (c, token)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_process_follows_a_sentinel_failover_on_its_own_connection() {
+    use tractatus_lock::AcquireOptions;
+    let group = SentinelGroup::start(Duration::from_millis(500), &[]);
+    assert_eq!(mark_initialized(&group.servers[0].url()), 1);
+    let (c, t1) = sentinel_coordinator(&group.url(), "failover").await;
 
     // A graceful failover: the old master is demoted and keeps running. Sentinel closes its
     // clients' connections when it demotes it, so the cached connection breaks and the next
@@ -708,16 +716,7 @@ async fn a_demoted_master_that_keeps_its_clients_answers_readonly_and_the_grant_
     let down = Duration::from_millis(500);
     let group = SentinelGroup::start(down, &[]);
     assert_eq!(mark_initialized(&group.servers[0].url()), 1);
-    let mut config = Config::new(parse_nodes(&[group.url()]).unwrap());
-    config.namespace = "readonly".into();
-    config.ttl = Duration::from_secs(1);
-    config.quarantine = Duration::from_secs(1);
-    let c = Coordinator::connect(config, Identity::current("t"))
-        .await
-        .unwrap();
-    let before = c.try_acquire("L").await.unwrap();
-    let t1 = before.token();
-    before.release().await.unwrap();
+    let (c, t1) = sentinel_coordinator(&group.url(), "readonly").await;
 
     // A switch by hand, which closes no client connection (unlike Sentinel's, which kills the
     // demoted master's clients): the coordinator's cached connection still reaches the old

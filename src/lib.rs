@@ -11,6 +11,8 @@
 //! - `clock`: elapsed time that counts system suspend, for lease validity.
 //! - `quorum`: Redlock arithmetic (majority, validity, drift) and monotonic fencing tokens.
 //! - `options`: [`AcquireOptions`]: how long to wait, and where wait feedback goes.
+//! - `dir_handle`: files below the root through directory handles (never a symlink, never a
+//!   FIFO, reads capped).
 //! - `connect`: building a [`Coordinator`]: Redis nodes (TLS included) or local file locks.
 //! - `acquire`: the wait loop: release events, takeover of a gone holder, jitter, quarantine.
 //! - `init`: marking brand-new Redis servers initialized, so they skip the restart quarantine.
@@ -55,6 +57,7 @@ mod acquire;
 mod clock;
 pub mod config;
 mod connect;
+mod dir_handle;
 pub mod error;
 pub mod group;
 pub mod holder;

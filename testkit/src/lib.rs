@@ -20,12 +20,15 @@
 //! - [`process`]: [`run_timed`] and [`Ran`], [`Guard`], [`KillPid`], [`alive`], [`signal`],
 //!   [`wait_until`].
 //! - [`cli`]: [`Cli`], where the `tractatus` binary is and how to run it.
+//! - [`couser`]: [`SharedCheckout`], a victim and an attacker (two uids, one group) in one
+//!   setgid, group-writable checkout, run through `setpriv`.
 //! - [`fixtures`]: [`instruction_history`], [`instruction_history_varied`], [`fixture`],
 //!   [`CRITICAL`], [`HISTORY`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod couser;
 pub mod fixtures;
 pub mod process;
 pub mod redis_cluster;
@@ -34,6 +37,7 @@ pub mod repo;
 pub mod sentinel;
 
 pub use cli::Cli;
+pub use couser::{SharedCheckout, Who};
 pub use fixtures::{CRITICAL, HISTORY, fixture, instruction_history, instruction_history_varied};
 pub use process::{
     Guard, KillPid, RUN_LIMIT, Ran, alive, run, run_timed, run_to, signal, wait_until,

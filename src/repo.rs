@@ -4,9 +4,11 @@
 //! the private working directory. The config file and the namespace are the settings' (see
 //! [`crate::settings`]).
 
+use std::ffi::OsStr;
 use std::path::{Component, Path, PathBuf};
 
 use crate::config::check_lock_name;
+use crate::dir_handle::DirHandle;
 use crate::error::{Error, Result};
 
 pub use crate::settings::CONFIG_FILE;
@@ -115,18 +117,53 @@ fn canonicalize_existing(dir: &Path, for_path: &Path) -> Result<PathBuf> {
 }
 
 /// The private working directory of `root` (`.claude/.tractatus`), created with a
-/// `.gitignore` that keeps everything in it out of git.
+/// `.gitignore` that keeps everything in it out of git. Path form of [`work_dir_at`], for
+/// callers not yet on directory handles.
 pub fn work_dir(root: &Path) -> Result<PathBuf> {
-    let dir = root.join(WORK_DIR);
-    if !dir.join(".gitignore").exists() {
-        std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::write(dir.join(".gitignore"), "*\n"))
-            .map_err(|source| Error::CannotWrite {
-                path: dir.clone(),
-                source,
-            })?;
+    let handle = open_root(root)?;
+    work_dir_at(&handle, None)?;
+    Ok(root.join(WORK_DIR))
+}
+
+/// The repository root, opened once as a directory handle: everything below it is reached
+/// through handles that never follow a symlink (see [`crate::dir_handle`]).
+pub(crate) fn open_root(root: &Path) -> Result<DirHandle> {
+    DirHandle::open_root(root).map_err(|e| Error::CannotWrite {
+        path: root.to_path_buf(),
+        source: e,
+    })
+}
+
+/// The private working directory (`.claude/.tractatus`) below `root`'s handle, or its
+/// subdirectory `sub` (`locks`, `fence`, `sessions`), created when missing (0775 less the
+/// umask). Its `.gitignore` is written by temp file and rename, so a full disk cannot leave it
+/// empty (and the working directory tracked by git). A symlink on the way is refused (73,
+/// naming it): it is our bookkeeping, and a co-user may have planted it.
+pub(crate) fn work_dir_at(root: &DirHandle, sub: Option<&str>) -> Result<DirHandle> {
+    let cannot = |path: PathBuf, e: std::io::Error| Error::CannotWrite { path, source: e };
+    let dir = root
+        .create_dir_all(Path::new(WORK_DIR), 0o775)
+        .map_err(|e| cannot(root.child_path(WORK_DIR), e))?;
+    let ignore = OsStr::new(".gitignore");
+    let holds = dir.read_capped(ignore, 64).ok().flatten();
+    if holds.as_deref() != Some(b"*\n".as_slice()) {
+        let (mut f, tmp) = dir
+            .create_temp(".gitignore.", ".tmp", 0o664)
+            .map_err(|e| cannot(dir.child_path(ignore), e))?;
+        let written = std::io::Write::write_all(&mut f, b"*\n")
+            .and_then(|()| f.sync_all())
+            .and_then(|()| dir.rename(&tmp, ignore));
+        if let Err(e) = written {
+            let _ = dir.remove_file(&tmp);
+            return Err(cannot(dir.child_path(ignore), e));
+        }
     }
-    Ok(dir)
+    match sub {
+        None => Ok(dir),
+        Some(sub) => dir
+            .create_dir_all(Path::new(sub), 0o775)
+            .map_err(|e| cannot(dir.child_path(sub), e)),
+    }
 }
 
 /// This process's umask (see [`crate::sys::umask`]).

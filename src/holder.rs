@@ -125,8 +125,8 @@ impl fmt::Display for HolderInfo {
         write!(
             f,
             "session {} on {} pid {}, for {:.1}s, token {}",
-            self.session,
-            self.host,
+            crate::shown::field(&self.session),
+            crate::shown::field(&self.host),
             self.pid,
             self.held_for().as_secs_f64(),
             self.token

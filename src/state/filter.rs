@@ -29,12 +29,12 @@ const LEFTOVER_GRACE: Duration = Duration::from_secs(1);
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
 /// The least output accepted from the command: 64 MiB.
-pub(crate) const OUTPUT_FLOOR: u64 = 64 << 20;
+const OUTPUT_FLOOR: u64 = 64 << 20;
 
 /// The most output read from the command: four times the document it was given, and at least
 /// [`OUTPUT_FLOOR`]. A document rarely grows fourfold in one update; a command that prints
 /// without end must not take all memory (the output is held whole, to be parsed).
-pub(crate) fn output_cap(input_len: usize) -> u64 {
+fn output_cap(input_len: usize) -> u64 {
     u64::try_from(input_len)
         .unwrap_or(u64::MAX)
         .saturating_mul(4)

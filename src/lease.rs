@@ -405,14 +405,31 @@ impl Lease {
     }
 
     /// Renew in the background at a third of the TTL until released, lost, or held for
-    /// `max_hold`. Loss is reported through [`Lease::lost`] and [`Lease::state`].
+    /// `max_hold`. Loss is reported through [`Lease::lost`] and [`Lease::state`]. A local lock
+    /// needs no renewal, but is lost all the same once held for `max_hold`: a hung command must
+    /// not keep it for good there either.
     pub fn keep_alive(&mut self, max_hold: Duration) {
-        let Some(Hold::Redis { keys, owner }) = &self.hold else {
-            return;
-        };
-        let (coordinator, keys, owner) = (self.coordinator.clone(), keys.clone(), owner.clone());
-        let state = self.state.clone();
         let stop_at = far_deadline(self.acquired, max_hold);
+        let state = self.state.clone();
+        let (coordinator, keys, owner) = match &self.hold {
+            Some(Hold::Redis { keys, owner }) => {
+                (self.coordinator.clone(), keys.clone(), owner.clone())
+            }
+            Some(Hold::Local(_)) => {
+                self.keeper = Some(tokio::spawn(async move {
+                    tokio::time::sleep_until(stop_at).await;
+                    state.send_if_modified(|s| {
+                        let held = matches!(s, Standing::Held);
+                        if held {
+                            *s = Standing::Lost(max_hold_reached(max_hold));
+                        }
+                        held
+                    });
+                }));
+                return;
+            }
+            _ => return,
+        };
         let ttl = self.ttl;
         self.keeper = Some(tokio::spawn(async move {
             let mut next = Instant::now() + ttl / 3;
@@ -428,10 +445,7 @@ impl Lease {
                     return;
                 }
                 if now >= stop_at {
-                    state.send_replace(Standing::Lost(format!(
-                        "held for the maximum of {} s (--max-hold); renewal stopped",
-                        max_hold.as_secs()
-                    )));
+                    state.send_replace(Standing::Lost(max_hold_reached(max_hold)));
                     return;
                 }
                 // Counted from the attempt's start, like the validity it buys: a slow renewal
@@ -498,6 +512,13 @@ impl Lease {
             Some(Hold::JoinedLocal { .. }) | None => Ok(()),
         }
     }
+}
+
+fn max_hold_reached(max_hold: Duration) -> String {
+    format!(
+        "held for the maximum of {} s (--max-hold); renewal stopped",
+        max_hold.as_secs()
+    )
 }
 
 /// One renewal on the quorum, recorded in `state`. True when it succeeded.

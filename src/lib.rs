@@ -32,6 +32,7 @@
 //! - [`run`]: `lock run`: a child command supervised under leases.
 //! - [`state`]: guarded JSON read-modify-write with atomic, fenced commits.
 //! - [`ops`]: the operator's views: status, audit log, break.
+//! - [`shown`]: text from other processes and the environment, escaped and cut for display.
 //! - [`error`]: the one error type and its exit codes.
 //!
 //! # Example
@@ -76,6 +77,7 @@ pub mod repo;
 pub mod run;
 pub mod session;
 pub mod settings;
+pub mod shown;
 pub mod slots;
 pub mod state;
 mod sys;

@@ -232,7 +232,8 @@ impl Coordinator {
                     Some((_, h)) => Err(Error::usage(format!(
                         "'{name}' is a local lock held by pid {} on {}: the kernel releases it \
                          when that process exits; stop the process instead",
-                        h.pid, h.host
+                        h.pid,
+                        crate::shown::field(&h.host)
                     ))),
                 }
             }

@@ -89,7 +89,7 @@ for (const backend of ['redis', 'local']) {
       assert.ok(live.includes('hook-sess-1') && live.includes(fresh), live.join(' '))
     })
 
-    it('a session id that cannot name a directory is refused for per-session files only', async () => {
+    it('a session id that cannot name a directory is refused, for any file', async () => {
       for (const bad of ['../evil', 'a/b', '.x']) {
         await assert.rejects(t.updateJson(STATE, (d) => { d.x = 1 }, { ...opts, session: bad }),
           (e) => e.code === 'USAGE' && e.exitCode === 64 && /bad session id/.test(e.message))
@@ -97,8 +97,9 @@ for (const backend of ['redis', 'local']) {
         await assert.rejects(t.sessionStart({ session_id: bad }, opts), (e) => e.code === 'USAGE')
       }
       assert.equal(fs.readFileSync(repo.file(STATE), 'utf8'), shared)
-      const other = await t.setJson('.claude/other.json', '/n', 1, { ...opts, session: 'a/b' })
-      assert.equal(other.committed, true)
+      // Refused where it enters (issue 18): the id is recorded with the lease and shown to others.
+      await assert.rejects(t.setJson('.claude/other.json', '/n', 1, { ...opts, session: 'a/b' }),
+        (e) => e.code === 'USAGE' && e.exitCode === 64 && /--session: bad session id/.test(e.message))
     })
   })
 }

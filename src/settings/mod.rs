@@ -260,7 +260,9 @@ pub fn resolve(
     let wait = duration(&WAIT, &flags.wait, env, &file.wait)?.unwrap_or(DEFAULT_WAIT);
     let kill_grace =
         duration(&KILL_GRACE, &flags.kill_grace, env, &None)?.unwrap_or(DEFAULT_KILL_GRACE);
-    let session = pick(&SESSION, &flags.session, env, &None).map(|p| p.value.trim().to_owned());
+    let session = pick(&SESSION, &flags.session, env, &None);
+    crate::holder::check_entered(env, session.as_ref().map(|p| (&*p.origin, &*p.value)))?;
+    let session = session.map(|p| p.value.trim().to_owned());
     let session_idle =
         duration(&SESSION_IDLE, &None, env, &file.session_idle)?.unwrap_or(DEFAULT_SESSION_IDLE);
     if session_idle.is_zero() {

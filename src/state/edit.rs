@@ -49,7 +49,9 @@ pub enum Edit {
     Append(Pointer, Value),
     /// RFC 7396 merge patch.
     Merge(Value),
-    /// Pipe the document through a command (stdin) and take its stdout.
+    /// Pipe the document through a command (stdin) and take its stdout. The command runs
+    /// under `lock run`'s process-group guard, so a program that uses this calls
+    /// [`crate::group::guard_main`] first in its `main`, as for [`crate::run::supervise`].
     Update(Vec<String>),
 }
 

@@ -485,11 +485,18 @@ fn sessions_are_listed_and_ended_and_bad_ids_refused(on_redis: bool) {
     }
     assert_eq!(s.repo.read(STATE), shared);
     assert!(!s.repo.file(".claude/evil").exists());
-    // A file that is not per-session does not care about the session id.
+    // Refused where it enters, even for a file that is not per-session: the id is recorded
+    // with the lease and shown to every operator (issue 18).
     let r = run(s
         .cli(Some("with space"))
         .args(["state", "set", ".claude/other.json", "/n", "1"]));
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.code, 64, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("TRACTATUS_SESSION_ID: bad session id"),
+        "{}",
+        r.stderr
+    );
+    assert!(!s.repo.file(".claude/other.json").exists());
 }
 
 #[test]

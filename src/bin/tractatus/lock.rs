@@ -10,6 +10,7 @@ use tractatus_lock::{AcquireOptions, Error, Lease, Result};
 use crate::Context;
 use crate::cli::LockCommand;
 use crate::output::{self, WaitFeedback, format_time, human_duration};
+use tractatus_lock::shown::field;
 
 pub async fn run(ctx: &Context, cmd: LockCommand) -> Result<i32> {
     match cmd {
@@ -221,13 +222,13 @@ async fn status(ctx: &Context) -> Result<i32> {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     for l in locks.iter().filter(|l| !l.queue.is_empty()) {
-        output::out(&format!("\nqueue of {}:", l.name))?;
+        output::out(&format!("\nqueue of {}:", field(&l.name)))?;
         for (i, w) in l.queue.iter().enumerate() {
             output::out(&format!(
                 "  {}. session {} on {} pid {}, waiting {}",
                 i + 1,
-                w.session,
-                w.host,
+                field(&w.session),
+                field(&w.host),
                 w.pid,
                 human_duration(now_ms.saturating_sub(w.since_ms))
             ))?;
@@ -248,7 +249,8 @@ fn slot_summary(locks: &[LockStatus]) -> Result<()> {
         held.sort_unstable();
         let list: Vec<String> = held.iter().map(u32::to_string).collect();
         output::out(&format!(
-            "\nslots of {set}: {} held ({})",
+            "\nslots of {}: {} held ({})",
+            field(set),
             held.len(),
             list.join(", ")
         ))?;

@@ -1,6 +1,9 @@
 //! Everything the binary shows: stdout lines that never panic (a closed pipe or a full disk is
 //! an error with an exit code, not a backtrace), stderr notes, tables, times, JSON, and the
-//! terminal line that names the holder while we wait.
+//! terminal line that names the holder while we wait. Text that came from elsewhere (session
+//! ids, host names, commands, lock names, error text quoting them) is shown only through
+//! `tractatus_lock::shown`: escaped, and cut in tables. JSON output is exact JSON (it escapes
+//! control characters by itself).
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -8,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tractatus_lock::WaitProgress;
+use tractatus_lock::shown::{escape, field};
 use tractatus_lock::{Error, HolderInfo, Result};
 
 /// Write `text` and a newline to stdout, flushed; a failure (closed pipe, full disk) is
@@ -30,34 +34,47 @@ pub fn json<T: serde::Serialize>(value: &T) -> Result<()> {
     out(&text)
 }
 
-/// One `tractatus: ...` line on stderr. Nothing to do if stderr is gone.
+/// One `tractatus: ...` line on stderr, escaped (an error may quote a holder's session or host,
+/// a command, a server's reply): one line, whatever it quotes. Nothing to do if stderr is gone.
 pub fn note(text: &str) {
-    let _ = writeln!(std::io::stderr(), "tractatus: {text}");
+    let _ = writeln!(std::io::stderr(), "tractatus: {}", escape(text));
 }
 
-/// A table with a header, columns padded to their widest cell.
+/// A table with a header, columns padded to their widest cell. Every cell is escaped and cut
+/// to `shown::FIELD_MAX` characters: a cell is one line, and the table stays readable.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> Result<()> {
+    let cells = |r: &[String]| r.iter().map(|c| field(c)).collect::<Vec<String>>();
+    let header: Vec<String> = header.iter().map(|h| field(h)).collect();
+    let rows: Vec<Vec<String>> = rows.iter().map(|r| cells(r)).collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for r in rows {
+    for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
         }
     }
-    let line = |cells: &[String]| {
-        let parts: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        parts.join("  ").trim_end().to_owned()
-    };
-    let header: Vec<String> = header.iter().map(|s| s.to_string()).collect();
-    let mut text = line(&header);
-    for r in rows {
+    let mut text = line(&header, &widths);
+    for r in &rows {
         text.push('\n');
-        text.push_str(&line(r));
+        text.push_str(&line(r, &widths));
     }
     out(&text)
+}
+
+/// One table line: each cell padded to its column's width. Padded by hand: a width in a format
+/// string is at most 65,535 and panics beyond it.
+fn line(cells: &[String], widths: &[usize]) -> String {
+    let mut text = String::new();
+    for (c, w) in cells.iter().zip(widths) {
+        if !text.is_empty() {
+            text.push_str("  ");
+        }
+        text.push_str(c);
+        text.extend(std::iter::repeat_n(
+            ' ',
+            w.saturating_sub(c.chars().count()),
+        ));
+    }
+    text.trim_end().to_owned()
 }
 
 /// A duration for a table: `4.2s` under 10 s, `42s` under 10 min, `12m` under 3 h, `26h` under
@@ -113,7 +130,7 @@ impl WaitFeedback {
     pub fn start(what: &str) -> Self {
         let (tx, mut rx) = watch::channel::<Option<HolderInfo>>(None);
         let task = std::io::stderr().is_terminal().then(|| {
-            let what = what.to_owned();
+            let what = field(what);
             tokio::spawn(async move {
                 let started = Instant::now();
                 let mut shown = false;
@@ -126,8 +143,8 @@ impl WaitFeedback {
                         format!(
                             "\rtractatus: waiting {:.1}s for {what}: held by session {} on {} pid {} for {:.1}s\x1b[K",
                             started.elapsed().as_secs_f64(),
-                            h.session,
-                            h.host,
+                            field(&h.session),
+                            field(&h.host),
                             h.pid,
                             h.held_for().as_secs_f64()
                         )
@@ -183,5 +200,12 @@ mod tests {
         assert_eq!(human_duration(24 * HOUR_MS), "24h");
         assert_eq!(human_duration(2 * DAY_MS - 1), "47h");
         assert_eq!(human_duration(9 * DAY_MS + 5 * HOUR_MS), "9d");
+    }
+
+    #[test]
+    fn a_line_pads_by_hand_past_the_format_width_limit() {
+        let wide = "x".repeat(70_000);
+        let text = line(&[wide.clone(), "b".into()], &[70_001, 1]);
+        assert_eq!(text, format!("{wide}   b"));
     }
 }

@@ -14,6 +14,7 @@ use tractatus_lock::{Error, Result};
 use crate::Context;
 use crate::cli::SessionCommand;
 use crate::output::{self, format_time, human_duration};
+use tractatus_lock::shown::field;
 
 /// `session new`: a fresh UUID v7.
 pub fn new(json: bool) -> Result<i32> {
@@ -213,10 +214,15 @@ async fn gc(ctx: &Context, older_than: &str) -> Result<i32> {
     for r in &removed {
         let since = human_duration(now.saturating_sub(r.inactive_since_ms));
         match &r.dir {
-            Some(dir) => output::out(&format!("removed {dir} ({}, inactive {since})", r.state))?,
+            Some(dir) => output::out(&format!(
+                "removed {} ({}, inactive {since})",
+                field(dir),
+                r.state
+            ))?,
             None => output::out(&format!(
                 "forgot session {} ({}, inactive {since}; it had no directory)",
-                r.id, r.state
+                field(&r.id),
+                r.state
             ))?,
         }
     }

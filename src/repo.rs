@@ -117,7 +117,7 @@ fn canonicalize_existing(dir: &Path, for_path: &Path) -> Result<PathBuf> {
 }
 
 /// The private working directory of `root` (`.claude/.tractatus`), created with a
-/// `.gitignore` that keeps everything in it out of git. Path form of [`work_dir_at`], for
+/// `.gitignore` that keeps everything in it out of git. Path form of `work_dir_at`, for
 /// callers not yet on directory handles.
 pub fn work_dir(root: &Path) -> Result<PathBuf> {
     let handle = open_root(root)?;

@@ -410,6 +410,10 @@ pub struct Config {
     /// PEM file of the certificate authority that signed the Redis servers' TLS certificates
     /// (`rediss://`). Default: none, the system's trust store.
     pub tls_ca_file: Option<std::path::PathBuf>,
+    /// The repository these locks belong to (canonical), if any: a `tls_ca_file` inside it is
+    /// read through directory handles that follow no symlink below it, since a co-user may
+    /// plant one there. Default: none.
+    pub repo_root: Option<std::path::PathBuf>,
     /// How long after its start a Redis server (one Redis or a Redlock master) refuses to grant
     /// a lock it does not know, unless `lock init` marked it as brand-new: a server that
     /// restarted empty forgot its leases, and they must have expired first. Must be at least
@@ -438,6 +442,7 @@ impl Config {
             max_hold: DEFAULT_MAX_HOLD,
             log_cap: 1000,
             tls_ca_file: None,
+            repo_root: None,
             quarantine: DEFAULT_QUARANTINE,
             wait_replicas: 0,
             wait_timeout: DEFAULT_WAIT_TIMEOUT,

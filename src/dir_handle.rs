@@ -321,6 +321,30 @@ impl DirHandle {
         )?)
     }
 
+    /// Rename `from` to `to`, both in this directory, unless `to` exists (as anything, a
+    /// symlink included): then `AlreadyExists`, and `from` stays. Two first writers of one file
+    /// thus agree on the first one's.
+    pub(crate) fn rename_noreplace(&self, from: &OsStr, to: &OsStr) -> io::Result<()> {
+        let (from, to) = (check_name(from)?, check_name(to)?);
+        #[cfg(target_os = "linux")]
+        match rustix::fs::renameat_with(
+            &self.fd,
+            from,
+            &self.fd,
+            to,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            Err(
+                rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::OPNOTSUPP,
+            ) => {}
+            r => return Ok(r?),
+        }
+        // Without renameat2 (another OS, or a filesystem without it): a new hard link fails
+        // when `to` exists, whatever it is.
+        rustix::fs::linkat(&self.fd, from, &self.fd, to, AtFlags::empty())?;
+        self.remove_file(from)
+    }
+
     /// Rename `from` in this directory to `to` in `other` (same filesystem).
     pub(crate) fn rename_to(&self, from: &OsStr, other: &DirHandle, to: &OsStr) -> io::Result<()> {
         Ok(rustix::fs::renameat(
@@ -416,6 +440,33 @@ impl DirHandle {
     pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// The bytes of the regular file at `path`, which the user named and which may lie outside any
+/// repository (a CA bundle in `/etc/ssl`): symlinks on the way are the user's and are followed,
+/// but the file is opened `O_NONBLOCK` and judged by `fstat`, so a FIFO or a device is refused
+/// at once, and it is read with the cap `cap`. A file inside the repository is read through
+/// [`DirHandle`]s instead.
+pub(crate) fn read_capped_path(path: &Path, cap: u64) -> io::Result<Vec<u8>> {
+    let fd = rustix::fs::open(path, FILE_FLAGS | OFlags::RDONLY, Mode::empty())?;
+    let stat = rustix::fs::fstat(&fd)?;
+    if !is_regular(&stat) {
+        return Err(refused(
+            path,
+            &format!("is {}, not a regular file", kind_of(&stat)),
+        ));
+    }
+    let mut bytes = Vec::new();
+    File::from(fd)
+        .take(cap.saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > cap {
+        return Err(refused(
+            path,
+            &format!("is larger than {cap} bytes, more than it can be"),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Why a directory component could not be opened, with the path in words: `ELOOP` (a

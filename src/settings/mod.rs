@@ -14,6 +14,7 @@ mod per_session;
 use std::path::Path;
 use std::time::Duration;
 
+pub(crate) use file::is_refusal;
 pub use file::{CONFIG_FILE, FileSettings, read_settings};
 pub use namespace::{DEFAULT_NAMESPACE, Namespace, ensure_namespace};
 pub use per_session::{DEFAULT_SESSION_IDLE, SESSIONS_DIR};
@@ -212,6 +213,7 @@ pub fn resolve(
     let mut config = Config::new(parse_nodes(&urls)?);
 
     config.tls_ca_file = pick(&CA_FILE, &None, env, &file.redis_ca_file).map(|p| p.value.into());
+    config.repo_root = root.map(Path::to_path_buf);
     let namespace = match (pick(&NAMESPACE, &flags.namespace, env, &None), root) {
         (Some(p), _) => Namespace::Given(p.value),
         (None, Some(_)) => match &file.namespace {

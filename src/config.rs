@@ -26,6 +26,12 @@ pub const DEFAULT_QUARANTINE: Duration = Duration::from_secs(10);
 pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_millis(100);
 /// Longest lease TTL accepted: 1 h (longer holds renew; see `max_hold`).
 pub const MAX_TTL: Duration = Duration::from_secs(3600);
+/// Longest wait for a held lock the settings accept: 24 h (a longer one is a typo, and would
+/// keep a hook or a CI job waiting for days).
+pub const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+/// Longest hold the settings accept: 30 days. The shortest is the TTL: below it, a lease
+/// would be given up at its first renewal.
+pub const MAX_MAX_HOLD: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Time a command gets between SIGTERM and SIGKILL after its lease is lost: 5 s.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
 
@@ -104,6 +110,15 @@ impl NodeUrl {
             return Err(Error::usage(format!(
                 "bad Redis URL '{}': sentinel_username= and sentinel_password= belong to a \
                  redis+sentinel:// URL",
+                redact(url)
+            )));
+        }
+        if let Some(key) = credential_param(url) {
+            return Err(Error::usage(format!(
+                "bad Redis URL '{}': {key}= in its query is not used by the Redis client (the \
+                 connection would go unauthenticated): give the password in \
+                 TRACTATUS_REDIS_PASSWORD or TRACTATUS_REDIS_PASSWORD_FILE and the user in \
+                 TRACTATUS_REDIS_USERNAME",
                 redact(url)
             )));
         }
@@ -238,10 +253,27 @@ fn take_cluster_params(url: &str) -> Result<ClusterParams> {
     })
 }
 
-/// Replace the userinfo of a URL (`user:password@`) with `user:***@`, and the value of a
-/// Sentinel URL's `sentinel_password=` with `***`, keeping the rest.
+/// Query parameters whose values are secrets: masked wherever a URL is shown, and a password
+/// for the committed file's check. `password=` is no parameter of ours nor of the Redis client
+/// (a plain URL holding it is refused), but whoever wrote it meant a secret.
+const SECRET_PARAMS: [&str; 2] = ["password", crate::redis_node::sentinel::PASSWORD_PARAM];
+
+/// The credential a plain Redis URL's query names (`password=`, `username=`), which the Redis
+/// client ignores.
+fn credential_param(url: &str) -> Option<&'static str> {
+    let (_, query) = url.split_once('?')?;
+    query.split('&').find_map(|pair| {
+        let key = pair.split('=').next().unwrap_or("");
+        ["password", "username"].into_iter().find(|k| *k == key)
+    })
+}
+
+/// Replace the userinfo of a URL (`user:password@`) with `user:***@`, and the values of the
+/// query's secrets (`password=`, a Sentinel URL's `sentinel_password=`) with `***`, keeping the
+/// rest. Whatever the password holds (spaces, `@`, `%`, `/`, any script), none of it is kept:
+/// everything between the scheme and the last `@` is the userinfo.
 pub fn redact(url: &str) -> String {
-    // The query's secret first: its value may hold an '@', which the userinfo's search below
+    // The query's secrets first: a value may hold an '@', which the userinfo's search below
     // would take for the userinfo's end.
     let url = &redact_params(url);
     let Some(scheme_end) = url.find("://") else {
@@ -254,11 +286,9 @@ pub fn redact(url: &str) -> String {
         return url.to_owned();
     };
     let userinfo = &after[..at];
-    let user = userinfo.split(':').next().unwrap_or("");
-    let shown_user = if userinfo.contains(':') {
-        format!("{user}:***")
-    } else {
-        "***".to_owned()
+    let shown_user = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => "***".to_owned(),
     };
     format!(
         "{}{}@{}",
@@ -268,18 +298,54 @@ pub fn redact(url: &str) -> String {
     )
 }
 
-/// The byte ranges of the values of `sentinel_password=` parameters in `url` (after a `?` or
-/// an `&`).
-fn secret_params(url: &str) -> Vec<std::ops::Range<usize>> {
-    let key = format!("{}=", crate::redis_node::sentinel::PASSWORD_PARAM);
-    url.match_indices(&key)
-        .filter(|(i, _)| *i > 0 && matches!(url.as_bytes()[i - 1], b'?' | b'&'))
-        .map(|(i, _)| {
-            let start = i + key.len();
-            let end = url[start..].find('&').map_or(url.len(), |n| start + n);
-            start..end
+/// `text` (an argument, an error message) with every Redis URL in it redacted (see
+/// [`redact`]). A URL runs from its scheme to the next URL's scheme or the end of the text, not
+/// to the next space: a password may hold spaces. More than the URL may be masked; never less.
+pub fn redact_text(text: &str) -> String {
+    let starts: Vec<usize> = text
+        .match_indices("://")
+        .filter_map(|(i, _)| {
+            let head = &text[..i];
+            let start = head
+                .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '+'))
+                .map_or(0, |j| j + 1);
+            matches!(
+                &head[start..],
+                "redis" | "rediss" | "redis+sentinel" | "rediss+sentinel"
+            )
+            .then_some(start)
         })
-        .collect()
+        .collect();
+    let Some(&first) = starts.first() else {
+        return text.to_owned();
+    };
+    let mut out = text[..first].to_owned();
+    for (k, &start) in starts.iter().enumerate() {
+        let end = starts.get(k + 1).copied().unwrap_or(text.len());
+        out.push_str(&redact(&text[start..end]));
+    }
+    out
+}
+
+/// The byte ranges of the values of secret parameters ([`SECRET_PARAMS`]) in `url` (after a
+/// `?` or an `&`).
+fn secret_params(url: &str) -> Vec<std::ops::Range<usize>> {
+    let mut out: Vec<std::ops::Range<usize>> = SECRET_PARAMS
+        .iter()
+        .flat_map(|name| {
+            let key = format!("{name}=");
+            url.match_indices(&key)
+                .filter(|(i, _)| *i > 0 && matches!(url.as_bytes()[i - 1], b'?' | b'&'))
+                .map(|(i, _)| {
+                    let start = i + key.len();
+                    let end = url[start..].find('&').map_or(url.len(), |n| start + n);
+                    start..end
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    out.sort_by_key(|r| r.start);
+    out
 }
 
 fn redact_params(url: &str) -> String {
@@ -290,8 +356,8 @@ fn redact_params(url: &str) -> String {
     out
 }
 
-/// True when `url` carries a password (`user:password@` or `:password@`, or a Sentinel URL's
-/// `sentinel_password=`); a user name alone is not one.
+/// True when `url` carries a password (`user:password@` or `:password@`, a `password=` in its
+/// query, or a Sentinel URL's `sentinel_password=`); a user name alone is not one.
 pub fn has_password(url: &str) -> bool {
     if secret_params(url).iter().any(|r| !r.is_empty()) {
         return true;
@@ -539,6 +605,46 @@ mod tests {
         );
         let e = NodeUrl::parse("http://u:s3cret@h").unwrap_err();
         assert!(!e.to_string().contains("s3cret"));
+    }
+
+    #[test]
+    fn no_character_of_a_password_survives_redaction() {
+        for pw in ["pq ss", "qq@zz@kk", "p%zz%41", "é ü 密码", "xq/yq?zq&wq"] {
+            for text in [
+                format!("redis://:{pw}@h:1/0"),
+                format!("--redis=redis://alice:{pw}@h:1"),
+                format!("unexpected argument 'rediss://u:{pw}@h:1' found"),
+                format!("redis://:{pw}@h1:1,redis://:{pw}@h2:2"),
+            ] {
+                let shown = redact_text(&text);
+                assert!(!shown.contains(pw), "{pw}: {shown}");
+                let first = pw.split([' ', '@', '/']).next().unwrap();
+                assert!(!shown.contains(first), "{pw}: {shown}");
+                assert!(shown.contains("***@h"), "{shown}");
+            }
+        }
+        assert_eq!(redact_text("no url here"), "no url here");
+        assert_eq!(
+            redact_text("a redis://h:1 and redis+sentinel://:x y@s/m ok"),
+            "a redis://h:1 and redis+sentinel://:***@s/m ok"
+        );
+    }
+
+    #[test]
+    fn a_password_in_the_query_is_found_hidden_and_refused() {
+        assert!(has_password("redis://h:1/?password=x"));
+        assert!(has_password("redis://h:1/?db=0&password=a@b"));
+        assert!(!has_password("redis://h:1/?xpassword=x"));
+        assert_eq!(
+            redact("redis://u@h:1/?password=a@b&cluster=false"),
+            "redis://***@h:1/?password=***&cluster=false"
+        );
+        for url in ["redis://h:1/?password=s3cret", "redis://h:1/?username=u"] {
+            let e = NodeUrl::parse(url).unwrap_err();
+            assert_eq!(e.exit_code(), 64);
+            assert!(!e.to_string().contains("s3cret"), "{e}");
+            assert!(e.to_string().contains("TRACTATUS_REDIS_PASSWORD"), "{e}");
+        }
     }
 
     #[test]

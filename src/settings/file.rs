@@ -21,7 +21,9 @@ pub struct FileSettings {
     /// The repository's namespace: shared by every clone and mount of it.
     pub namespace: Option<String>,
     /// Redis URLs (without passwords: use `TRACTATUS_REDIS_PASSWORD(_FILE)`, and
-    /// `TRACTATUS_SENTINEL_PASSWORD(_FILE)` for the sentinels').
+    /// `TRACTATUS_SENTINEL_PASSWORD(_FILE)` for the sentinels'). Credentials from the
+    /// environment go to them only when the user trusts them (`TRACTATUS_TRUSTED_REDIS` or
+    /// `~/.config/tractatus/trusted-redis`).
     pub redis: Option<Vec<String>>,
     /// Lease TTL, like `10s`.
     pub ttl: Option<String>,
@@ -35,7 +37,8 @@ pub struct FileSettings {
     pub connect_timeout: Option<String>,
     /// Redlock restart quarantine, like `10s` (at least the longest TTL of any client).
     pub quarantine: Option<String>,
-    /// PEM file of the CA that signed the Redis servers' TLS certificates.
+    /// PEM file of the CA that signed the Redis servers' TLS certificates (at most 1 MiB;
+    /// inside the repository, reached without following a symlink).
     pub redis_ca_file: Option<String>,
     /// State files each session keeps its own copy of (paths under `.claude/`, relative to
     /// the repository root), like `[".claude/session-state.json"]`. Default: none.

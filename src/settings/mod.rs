@@ -4,7 +4,8 @@
 //! `TRACTATUS_TTL`, or `ttl` in the config file). Passwords can come from
 //! `TRACTATUS_REDIS_PASSWORD` or `TRACTATUS_REDIS_PASSWORD_FILE` (the sentinels' own from
 //! `TRACTATUS_SENTINEL_PASSWORD(_FILE)`), so they need not sit in a URL,
-//! a shell history or a committed file. Resolving reads and never writes: the namespace of a
+//! a shell history or a committed file, and they go only to endpoints the user named or
+//! trusts (see `trust`). Resolving reads and never writes: the namespace of a
 //! fresh repository stays [`Namespace::Unset`] until something locks ([`ensure_namespace`]).
 
 mod file;
@@ -344,8 +345,11 @@ fn secret(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Result<Option<Str
     let Some(path) = env(&format!("{name}_FILE")).filter(|p| !p.is_empty()) else {
         return Ok(None);
     };
-    let text = std::fs::read_to_string(&path)
+    // Never waited on (a FIFO is refused) and capped: 64 KiB is far more than any password.
+    let bytes = crate::dir_handle::read_capped_path(Path::new(&path), 64 * 1024)
         .map_err(|e| Error::usage(format!("cannot read {name}_FILE {path}: {e}")).with_source(e))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::usage(format!("{name}_FILE {path} is not UTF-8 text")))?;
     Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned()))
 }
 

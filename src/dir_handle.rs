@@ -448,7 +448,8 @@ impl DirHandle {
 /// at once, and it is read with the cap `cap`. A file inside the repository is read through
 /// [`DirHandle`]s instead.
 pub(crate) fn read_capped_path(path: &Path, cap: u64) -> io::Result<Vec<u8>> {
-    let fd = rustix::fs::open(path, FILE_FLAGS | OFlags::RDONLY, Mode::empty())?;
+    let flags = FILE_FLAGS.difference(OFlags::NOFOLLOW) | OFlags::RDONLY;
+    let fd = rustix::fs::open(path, flags, Mode::empty())?;
     let stat = rustix::fs::fstat(&fd)?;
     if !is_regular(&stat) {
         return Err(refused(
@@ -582,5 +583,40 @@ mod tests {
         );
         let names: Vec<_> = root.entries().unwrap().into_iter().map(|e| e.0).collect();
         assert_eq!(names, vec![OsString::from("doc.json")]);
+    }
+
+    #[test]
+    fn a_rename_that_must_replace_nothing_replaces_nothing_not_even_a_link() {
+        let (tmp, root) = root();
+        let outside = tempfile::tempdir().unwrap();
+        symlink(outside.path().join("x"), tmp.path().join("taken")).unwrap();
+        let (_, name) = root.create_temp(".t-", ".tmp", 0o600).unwrap();
+        let e = root
+            .rename_noreplace(&name, OsStr::new("taken"))
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert!(!outside.path().join("x").exists());
+        root.rename_noreplace(&name, OsStr::new("free")).unwrap();
+        assert!(tmp.path().join("free").is_file());
+        assert!(!tmp.path().join(&name).exists());
+    }
+
+    #[test]
+    fn a_file_named_by_path_is_capped_and_never_waited_on() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = read_capped_path(&fifo, 10).unwrap_err();
+        assert!(e.to_string().contains("a FIFO"), "{e}");
+        let e = read_capped_path(Path::new("/dev/zero"), 10).unwrap_err();
+        assert!(e.to_string().contains("a device"), "{e}");
+        std::fs::write(tmp.path().join("f"), "12345").unwrap();
+        symlink(tmp.path().join("f"), tmp.path().join("link")).unwrap();
+        assert_eq!(
+            read_capped_path(&tmp.path().join("link"), 5).unwrap(),
+            b"12345"
+        );
+        let e = read_capped_path(&tmp.path().join("f"), 4).unwrap_err();
+        assert!(e.to_string().contains("larger than 4 bytes"), "{e}");
     }
 }

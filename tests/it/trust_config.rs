@@ -197,10 +197,10 @@ fn the_first_lock_writes_no_config_file_through_a_symlinked_claude_directory() {
             .args(["lock", "run", "--name", "x", "--", "true"]),
         HANG_LIMIT,
     );
+    co.assert_private_files_untouched();
     assert_eq!(r.code, 65, "{}", r.describe());
     assert!(r.stderr.contains(".claude"), "{}", r.stderr);
     assert!(r.stderr.contains("symbolic link"), "{}", r.stderr);
-    co.assert_private_files_untouched();
 }
 
 // --- The CA file ------------------------------------------------------------------------------
@@ -319,6 +319,9 @@ fn an_endpoint_named_only_by_the_committed_file_never_receives_the_victims_passw
             ]),
             HANG_LIMIT,
         );
+        let got = fake.received();
+        assert!(!shows_password(&got), "the fake endpoint got the password");
+        assert!(!contains(&got, USERNAME), "the fake endpoint got the user");
         assert_eq!(r.code, 64, "{env:?}: {}", r.describe());
         let endpoint = format!("127.0.0.1:{}", fake.port);
         assert!(r.stderr.contains(&endpoint), "{}", r.stderr);
@@ -349,13 +352,16 @@ fn sentinels_named_only_by_the_committed_file_never_receive_the_sentinel_passwor
             .args(["state", "merge", ".claude/x.json", "{\"b\": 2}"]),
         HANG_LIMIT,
     );
+    assert!(
+        !shows_password(&fake.received()),
+        "the fake sentinel got the password"
+    );
     assert_eq!(r.code, 64, "{}", r.describe());
     assert!(
         r.stderr.contains(&format!("127.0.0.1:{}", fake.port)),
         "{}",
         r.stderr
     );
-    assert!(!shows_password(&fake.received()));
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+pub use crate::redact::{has_password, redact, redact_text};
 
 /// Lease time-to-live when none is given: 10 s.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
@@ -253,11 +254,6 @@ fn take_cluster_params(url: &str) -> Result<ClusterParams> {
     })
 }
 
-/// Query parameters whose values are secrets: masked wherever a URL is shown, and a password
-/// for the committed file's check. `password=` is no parameter of ours nor of the Redis client
-/// (a plain URL holding it is refused), but whoever wrote it meant a secret.
-const SECRET_PARAMS: [&str; 2] = ["password", crate::redis_node::sentinel::PASSWORD_PARAM];
-
 /// The credential a plain Redis URL's query names (`password=`, `username=`), which the Redis
 /// client ignores.
 fn credential_param(url: &str) -> Option<&'static str> {
@@ -266,108 +262,6 @@ fn credential_param(url: &str) -> Option<&'static str> {
         let key = pair.split('=').next().unwrap_or("");
         ["password", "username"].into_iter().find(|k| *k == key)
     })
-}
-
-/// Replace the userinfo of a URL (`user:password@`) with `user:***@`, and the values of the
-/// query's secrets (`password=`, a Sentinel URL's `sentinel_password=`) with `***`, keeping the
-/// rest. Whatever the password holds (spaces, `@`, `%`, `/`, any script), none of it is kept:
-/// everything between the scheme and the last `@` is the userinfo.
-pub fn redact(url: &str) -> String {
-    // The query's secrets first: a value may hold an '@', which the userinfo's search below
-    // would take for the userinfo's end.
-    let url = &redact_params(url);
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let after = &url[scheme_end + 3..];
-    // The last '@' anywhere: a password may hold an unescaped '/' (a Redis URL's path, the
-    // database number, never holds an '@').
-    let Some(at) = after.rfind('@') else {
-        return url.to_owned();
-    };
-    let userinfo = &after[..at];
-    let shown_user = match userinfo.split_once(':') {
-        Some((user, _)) => format!("{user}:***"),
-        None => "***".to_owned(),
-    };
-    format!(
-        "{}{}@{}",
-        &url[..scheme_end + 3],
-        shown_user,
-        &after[at + 1..]
-    )
-}
-
-/// `text` (an argument, an error message) with every Redis URL in it redacted (see
-/// [`redact`]). A URL runs from its scheme to the next URL's scheme or the end of the text, not
-/// to the next space: a password may hold spaces. More than the URL may be masked; never less.
-pub fn redact_text(text: &str) -> String {
-    let starts: Vec<usize> = text
-        .match_indices("://")
-        .filter_map(|(i, _)| {
-            let head = &text[..i];
-            let start = head
-                .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '+'))
-                .map_or(0, |j| j + 1);
-            matches!(
-                &head[start..],
-                "redis" | "rediss" | "redis+sentinel" | "rediss+sentinel"
-            )
-            .then_some(start)
-        })
-        .collect();
-    let Some(&first) = starts.first() else {
-        return text.to_owned();
-    };
-    let mut out = text[..first].to_owned();
-    for (k, &start) in starts.iter().enumerate() {
-        let end = starts.get(k + 1).copied().unwrap_or(text.len());
-        out.push_str(&redact(&text[start..end]));
-    }
-    out
-}
-
-/// The byte ranges of the values of secret parameters ([`SECRET_PARAMS`]) in `url` (after a
-/// `?` or an `&`).
-fn secret_params(url: &str) -> Vec<std::ops::Range<usize>> {
-    let mut out: Vec<std::ops::Range<usize>> = SECRET_PARAMS
-        .iter()
-        .flat_map(|name| {
-            let key = format!("{name}=");
-            url.match_indices(&key)
-                .filter(|(i, _)| *i > 0 && matches!(url.as_bytes()[i - 1], b'?' | b'&'))
-                .map(|(i, _)| {
-                    let start = i + key.len();
-                    let end = url[start..].find('&').map_or(url.len(), |n| start + n);
-                    start..end
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    out.sort_by_key(|r| r.start);
-    out
-}
-
-fn redact_params(url: &str) -> String {
-    let mut out = url.to_owned();
-    for r in secret_params(url).into_iter().rev() {
-        out.replace_range(r, "***");
-    }
-    out
-}
-
-/// True when `url` carries a password (`user:password@` or `:password@`, a `password=` in its
-/// query, or a Sentinel URL's `sentinel_password=`); a user name alone is not one.
-pub fn has_password(url: &str) -> bool {
-    if secret_params(url).iter().any(|r| !r.is_empty()) {
-        return true;
-    }
-    let url = &redact_params(url);
-    let Some(i) = url.find("://") else {
-        return false;
-    };
-    let after = &url[i + 3..];
-    after.rfind('@').is_some_and(|at| after[..at].contains(':'))
 }
 
 /// Each URL of a list whose entries may each hold several, comma-separated (`--redis a,b`,
@@ -605,29 +499,6 @@ mod tests {
         );
         let e = NodeUrl::parse("http://u:s3cret@h").unwrap_err();
         assert!(!e.to_string().contains("s3cret"));
-    }
-
-    #[test]
-    fn no_character_of_a_password_survives_redaction() {
-        for pw in ["pq ss", "qq@zz@kk", "p%zz%41", "é ü 密码", "xq/yq?zq&wq"] {
-            for text in [
-                format!("redis://:{pw}@h:1/0"),
-                format!("--redis=redis://alice:{pw}@h:1"),
-                format!("unexpected argument 'rediss://u:{pw}@h:1' found"),
-                format!("redis://:{pw}@h1:1,redis://:{pw}@h2:2"),
-            ] {
-                let shown = redact_text(&text);
-                assert!(!shown.contains(pw), "{pw}: {shown}");
-                let first = pw.split([' ', '@', '/']).next().unwrap();
-                assert!(!shown.contains(first), "{pw}: {shown}");
-                assert!(shown.contains("***@h"), "{shown}");
-            }
-        }
-        assert_eq!(redact_text("no url here"), "no url here");
-        assert_eq!(
-            redact_text("a redis://h:1 and redis+sentinel://:x y@s/m ok"),
-            "a redis://h:1 and redis+sentinel://:***@s/m ok"
-        );
     }
 
     #[test]

@@ -779,4 +779,20 @@ mod tests {
             .collect();
         assert_eq!(names, ["tractatus-lock.toml"]);
     }
+
+    #[test]
+    fn a_password_file_that_is_a_fifo_is_refused_at_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("pw");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let path = fifo.display().to_string();
+        let env = |k: &str| (k == "TRACTATUS_REDIS_PASSWORD_FILE").then(|| path.clone());
+        let flags = Flags {
+            redis: vec!["redis://h:1".into()],
+            ..Default::default()
+        };
+        let e = resolve(&flags, &env, None).unwrap_err();
+        assert_eq!(e.exit_code(), 64);
+        assert!(e.to_string().contains("a FIFO"), "{e}");
+    }
 }

@@ -39,22 +39,23 @@ pub fn redact(url: &str) -> String {
     )
 }
 
-/// `text` (an argument, an error message) with every Redis URL in it redacted (see
-/// [`redact`]). A URL runs from its scheme to the next URL's scheme or the end of the text, not
-/// to the next space: a password may hold spaces. More than the URL may be masked; never less.
+/// `text` (an argument, an error message) with every URL in it redacted (see [`redact`]). A
+/// URL starts at a scheme (`redis://`, `REDIS://`, `http://`...) that begins the text or follows
+/// a space, a quote, `=`, `,` or a bracket, and runs to the next such start or the end of the
+/// text, not to the next space: a password may hold spaces. More than the URL may be masked;
+/// never less.
 pub fn redact_text(text: &str) -> String {
+    let is_scheme = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '.' | '-');
     let starts: Vec<usize> = text
         .match_indices("://")
         .filter_map(|(i, _)| {
             let head = &text[..i];
-            let start = head
-                .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '+'))
-                .map_or(0, |j| j + 1);
-            matches!(
-                &head[start..],
-                "redis" | "rediss" | "redis+sentinel" | "rediss+sentinel"
-            )
-            .then_some(start)
+            let start = head.rfind(|c: char| !is_scheme(c)).map_or(0, |j| j + 1);
+            let before = head[..start].chars().next_back();
+            let begins = before.is_none_or(|c| {
+                c.is_whitespace() || matches!(c, '\'' | '"' | '`' | '=' | ',' | '(' | '[' | '<')
+            });
+            (start < i && begins).then_some(start)
         })
         .collect();
     let Some(&first) = starts.first() else {
@@ -132,6 +133,11 @@ mod tests {
             }
         }
         assert_eq!(redact_text("no url here"), "no url here");
+        // Any scheme, and a "://" inside a password starts no URL.
+        assert_eq!(
+            redact_text("'HTTP://u:a b@h' and x=rediss://:p://q@h2"),
+            "'HTTP://u:***@h' and x=rediss://:***@h2"
+        );
         assert_eq!(
             redact_text("a redis://h:1 and redis+sentinel://:x y@s/m ok"),
             "a redis://h:1 and redis+sentinel://:***@s/m ok"

@@ -6,6 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+pub use crate::redact::{has_password, redact, redact_text};
 
 /// Lease time-to-live when none is given: 10 s.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
@@ -26,6 +27,12 @@ pub const DEFAULT_QUARANTINE: Duration = Duration::from_secs(10);
 pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_millis(100);
 /// Longest lease TTL accepted: 1 h (longer holds renew; see `max_hold`).
 pub const MAX_TTL: Duration = Duration::from_secs(3600);
+/// Longest wait for a held lock the settings accept: 24 h (a longer one is a typo, and would
+/// keep a hook or a CI job waiting for days).
+pub const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+/// Longest hold the settings accept: 30 days. The shortest is the TTL: below it, a lease
+/// would be given up at its first renewal.
+pub const MAX_MAX_HOLD: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Time a command gets between SIGTERM and SIGKILL after its lease is lost: 5 s.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
 
@@ -104,6 +111,15 @@ impl NodeUrl {
             return Err(Error::usage(format!(
                 "bad Redis URL '{}': sentinel_username= and sentinel_password= belong to a \
                  redis+sentinel:// URL",
+                redact(url)
+            )));
+        }
+        if let Some(key) = credential_param(url) {
+            return Err(Error::usage(format!(
+                "bad Redis URL '{}': {key}= in its query is not used by the Redis client (the \
+                 connection would go unauthenticated): give the password in \
+                 TRACTATUS_REDIS_PASSWORD or TRACTATUS_REDIS_PASSWORD_FILE and the user in \
+                 TRACTATUS_REDIS_USERNAME",
                 redact(url)
             )));
         }
@@ -238,70 +254,14 @@ fn take_cluster_params(url: &str) -> Result<ClusterParams> {
     })
 }
 
-/// Replace the userinfo of a URL (`user:password@`) with `user:***@`, and the value of a
-/// Sentinel URL's `sentinel_password=` with `***`, keeping the rest.
-pub fn redact(url: &str) -> String {
-    // The query's secret first: its value may hold an '@', which the userinfo's search below
-    // would take for the userinfo's end.
-    let url = &redact_params(url);
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let after = &url[scheme_end + 3..];
-    // The last '@' anywhere: a password may hold an unescaped '/' (a Redis URL's path, the
-    // database number, never holds an '@').
-    let Some(at) = after.rfind('@') else {
-        return url.to_owned();
-    };
-    let userinfo = &after[..at];
-    let user = userinfo.split(':').next().unwrap_or("");
-    let shown_user = if userinfo.contains(':') {
-        format!("{user}:***")
-    } else {
-        "***".to_owned()
-    };
-    format!(
-        "{}{}@{}",
-        &url[..scheme_end + 3],
-        shown_user,
-        &after[at + 1..]
-    )
-}
-
-/// The byte ranges of the values of `sentinel_password=` parameters in `url` (after a `?` or
-/// an `&`).
-fn secret_params(url: &str) -> Vec<std::ops::Range<usize>> {
-    let key = format!("{}=", crate::redis_node::sentinel::PASSWORD_PARAM);
-    url.match_indices(&key)
-        .filter(|(i, _)| *i > 0 && matches!(url.as_bytes()[i - 1], b'?' | b'&'))
-        .map(|(i, _)| {
-            let start = i + key.len();
-            let end = url[start..].find('&').map_or(url.len(), |n| start + n);
-            start..end
-        })
-        .collect()
-}
-
-fn redact_params(url: &str) -> String {
-    let mut out = url.to_owned();
-    for r in secret_params(url).into_iter().rev() {
-        out.replace_range(r, "***");
-    }
-    out
-}
-
-/// True when `url` carries a password (`user:password@` or `:password@`, or a Sentinel URL's
-/// `sentinel_password=`); a user name alone is not one.
-pub fn has_password(url: &str) -> bool {
-    if secret_params(url).iter().any(|r| !r.is_empty()) {
-        return true;
-    }
-    let url = &redact_params(url);
-    let Some(i) = url.find("://") else {
-        return false;
-    };
-    let after = &url[i + 3..];
-    after.rfind('@').is_some_and(|at| after[..at].contains(':'))
+/// The credential a plain Redis URL's query names (`password=`, `username=`), which the Redis
+/// client ignores.
+fn credential_param(url: &str) -> Option<&'static str> {
+    let (_, query) = url.split_once('?')?;
+    query.split('&').find_map(|pair| {
+        let key = pair.split('=').next().unwrap_or("");
+        ["password", "username"].into_iter().find(|k| *k == key)
+    })
 }
 
 /// Each URL of a list whose entries may each hold several, comma-separated (`--redis a,b`,
@@ -410,6 +370,10 @@ pub struct Config {
     /// PEM file of the certificate authority that signed the Redis servers' TLS certificates
     /// (`rediss://`). Default: none, the system's trust store.
     pub tls_ca_file: Option<std::path::PathBuf>,
+    /// The repository these locks belong to (canonical), if any: a `tls_ca_file` inside it is
+    /// read through directory handles that follow no symlink below it, since a co-user may
+    /// plant one there. Default: none.
+    pub repo_root: Option<std::path::PathBuf>,
     /// How long after its start a Redis server (one Redis or a Redlock master) refuses to grant
     /// a lock it does not know, unless `lock init` marked it as brand-new: a server that
     /// restarted empty forgot its leases, and they must have expired first. Must be at least
@@ -438,6 +402,7 @@ impl Config {
             max_hold: DEFAULT_MAX_HOLD,
             log_cap: 1000,
             tls_ca_file: None,
+            repo_root: None,
             quarantine: DEFAULT_QUARANTINE,
             wait_replicas: 0,
             wait_timeout: DEFAULT_WAIT_TIMEOUT,
@@ -534,6 +499,23 @@ mod tests {
         );
         let e = NodeUrl::parse("http://u:s3cret@h").unwrap_err();
         assert!(!e.to_string().contains("s3cret"));
+    }
+
+    #[test]
+    fn a_password_in_the_query_is_found_hidden_and_refused() {
+        assert!(has_password("redis://h:1/?password=x"));
+        assert!(has_password("redis://h:1/?db=0&password=a@b"));
+        assert!(!has_password("redis://h:1/?xpassword=x"));
+        assert_eq!(
+            redact("redis://u@h:1/?password=a@b&cluster=false"),
+            "redis://***@h:1/?password=***&cluster=false"
+        );
+        for url in ["redis://h:1/?password=s3cret", "redis://h:1/?username=u"] {
+            let e = NodeUrl::parse(url).unwrap_err();
+            assert_eq!(e.exit_code(), 64);
+            assert!(!e.to_string().contains("s3cret"), "{e}");
+            assert!(e.to_string().contains("TRACTATUS_REDIS_PASSWORD"), "{e}");
+        }
     }
 
     #[test]

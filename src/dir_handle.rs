@@ -321,6 +321,30 @@ impl DirHandle {
         )?)
     }
 
+    /// Rename `from` to `to`, both in this directory, unless `to` exists (as anything, a
+    /// symlink included): then `AlreadyExists`, and `from` stays. Two first writers of one file
+    /// thus agree on the first one's.
+    pub(crate) fn rename_noreplace(&self, from: &OsStr, to: &OsStr) -> io::Result<()> {
+        let (from, to) = (check_name(from)?, check_name(to)?);
+        #[cfg(target_os = "linux")]
+        match rustix::fs::renameat_with(
+            &self.fd,
+            from,
+            &self.fd,
+            to,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            Err(
+                rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::OPNOTSUPP,
+            ) => {}
+            r => return Ok(r?),
+        }
+        // Without renameat2 (another OS, or a filesystem without it): a new hard link fails
+        // when `to` exists, whatever it is.
+        rustix::fs::linkat(&self.fd, from, &self.fd, to, AtFlags::empty())?;
+        self.remove_file(from)
+    }
+
     /// Rename `from` in this directory to `to` in `other` (same filesystem).
     pub(crate) fn rename_to(&self, from: &OsStr, other: &DirHandle, to: &OsStr) -> io::Result<()> {
         Ok(rustix::fs::renameat(
@@ -416,6 +440,34 @@ impl DirHandle {
     pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// The bytes of the regular file at `path`, which the user named and which may lie outside any
+/// repository (a CA bundle in `/etc/ssl`): symlinks on the way are the user's and are followed,
+/// but the file is opened `O_NONBLOCK` and judged by `fstat`, so a FIFO or a device is refused
+/// at once, and it is read with the cap `cap`. A file inside the repository is read through
+/// [`DirHandle`]s instead.
+pub(crate) fn read_capped_path(path: &Path, cap: u64) -> io::Result<Vec<u8>> {
+    let flags = FILE_FLAGS.difference(OFlags::NOFOLLOW) | OFlags::RDONLY;
+    let fd = rustix::fs::open(path, flags, Mode::empty())?;
+    let stat = rustix::fs::fstat(&fd)?;
+    if !is_regular(&stat) {
+        return Err(refused(
+            path,
+            &format!("is {}, not a regular file", kind_of(&stat)),
+        ));
+    }
+    let mut bytes = Vec::new();
+    File::from(fd)
+        .take(cap.saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > cap {
+        return Err(refused(
+            path,
+            &format!("is larger than {cap} bytes, more than it can be"),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Why a directory component could not be opened, with the path in words: `ELOOP` (a
@@ -531,5 +583,40 @@ mod tests {
         );
         let names: Vec<_> = root.entries().unwrap().into_iter().map(|e| e.0).collect();
         assert_eq!(names, vec![OsString::from("doc.json")]);
+    }
+
+    #[test]
+    fn a_rename_that_must_replace_nothing_replaces_nothing_not_even_a_link() {
+        let (tmp, root) = root();
+        let outside = tempfile::tempdir().unwrap();
+        symlink(outside.path().join("x"), tmp.path().join("taken")).unwrap();
+        let (_, name) = root.create_temp(".t-", ".tmp", 0o600).unwrap();
+        let e = root
+            .rename_noreplace(&name, OsStr::new("taken"))
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert!(!outside.path().join("x").exists());
+        root.rename_noreplace(&name, OsStr::new("free")).unwrap();
+        assert!(tmp.path().join("free").is_file());
+        assert!(!tmp.path().join(&name).exists());
+    }
+
+    #[test]
+    fn a_file_named_by_path_is_capped_and_never_waited_on() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = read_capped_path(&fifo, 10).unwrap_err();
+        assert!(e.to_string().contains("a FIFO"), "{e}");
+        let e = read_capped_path(Path::new("/dev/zero"), 10).unwrap_err();
+        assert!(e.to_string().contains("a device"), "{e}");
+        std::fs::write(tmp.path().join("f"), "12345").unwrap();
+        symlink(tmp.path().join("f"), tmp.path().join("link")).unwrap();
+        assert_eq!(
+            read_capped_path(&tmp.path().join("link"), 5).unwrap(),
+            b"12345"
+        );
+        let e = read_capped_path(&tmp.path().join("f"), 4).unwrap_err();
+        assert!(e.to_string().contains("larger than 4 bytes"), "{e}");
     }
 }

@@ -13,6 +13,7 @@
 //! - `options`: [`AcquireOptions`]: how long to wait, and where wait feedback goes.
 //! - `dir_handle`: files below the root through directory handles (never a symlink, never a
 //!   FIFO, reads capped).
+//! - `redact`: passwords out of every URL and text we show (re-exported by [`config`]).
 //! - `connect`: building a [`Coordinator`]: Redis nodes (TLS included) or local file locks.
 //! - `acquire`: the wait loop: release events, takeover of a gone holder, jitter, quarantine.
 //! - `init`: marking brand-new Redis servers initialized, so they skip the restart quarantine.
@@ -72,6 +73,7 @@ pub mod node;
 pub mod ops;
 mod options;
 mod quorum;
+mod redact;
 pub mod redis_node;
 pub mod repo;
 pub mod run;

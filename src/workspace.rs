@@ -187,12 +187,7 @@ impl Workspace {
         let stores: Vec<Arc<dyn SessionStore>> = if config.nodes.is_empty() {
             vec![Arc::new(LocalSessions::new(root))]
         } else {
-            let ca = match &config.tls_ca_file {
-                Some(p) => Some(std::fs::read(p).map_err(|e| {
-                    Error::usage(format!("cannot read TLS CA file {}: {e}", p.display()))
-                })?),
-                None => None,
-            };
+            let ca = crate::connect::read_tls_ca(config)?;
             config
                 .nodes
                 .iter()

@@ -4,22 +4,26 @@
 //! `TRACTATUS_TTL`, or `ttl` in the config file). Passwords can come from
 //! `TRACTATUS_REDIS_PASSWORD` or `TRACTATUS_REDIS_PASSWORD_FILE` (the sentinels' own from
 //! `TRACTATUS_SENTINEL_PASSWORD(_FILE)`), so they need not sit in a URL,
-//! a shell history or a committed file. Resolving reads and never writes: the namespace of a
+//! a shell history or a committed file, and they go only to endpoints the user named or
+//! trusts (see `trust`). Resolving reads and never writes: the namespace of a
 //! fresh repository stays [`Namespace::Unset`] until something locks ([`ensure_namespace`]).
 
 mod file;
 mod namespace;
 mod per_session;
+mod trust;
 
 use std::path::Path;
 use std::time::Duration;
 
+pub(crate) use file::is_refusal;
 pub use file::{CONFIG_FILE, FileSettings, read_settings};
 pub use namespace::{DEFAULT_NAMESPACE, Namespace, ensure_namespace};
 pub use per_session::{DEFAULT_SESSION_IDLE, SESSIONS_DIR};
 
 use crate::config::{
-    Config, DEFAULT_KILL_GRACE, DEFAULT_WAIT, parse_duration, parse_nodes, split_urls,
+    Config, DEFAULT_KILL_GRACE, DEFAULT_WAIT, MAX_MAX_HOLD, MAX_WAIT, parse_duration, parse_nodes,
+    split_urls,
 };
 use crate::error::{Error, Result};
 
@@ -188,17 +192,31 @@ pub fn resolve(
             crate::config::redact(u)
         )));
     }
-    let urls: Vec<String> = if !flags.redis.is_empty() {
-        flags.redis.clone()
+    let (urls, origin) = if !flags.redis.is_empty() {
+        (flags.redis.clone(), Some("--redis"))
     } else if let Some(v) = env("TRACTATUS_REDIS").filter(|v| !v.trim().is_empty()) {
-        vec![v]
+        (vec![v], Some("TRACTATUS_REDIS"))
     } else {
-        file.redis.clone().unwrap_or_default()
+        (file.redis.clone().unwrap_or_default(), None)
     };
+    if !urls.is_empty() && split_urls(&urls).next().is_none() {
+        // `TRACTATUS_REDIS=',,,'`: meant to name Redis, names nothing; local locks would be a
+        // silent downgrade.
+        return Err(Error::usage(format!(
+            "{}: no Redis URL in it (only commas and spaces): name one, or leave it unset for \
+             local locks",
+            origin.map_or_else(|| format!("`redis` in {CONFIG_FILE}"), str::to_owned)
+        )));
+    }
     let password = secret(env, "TRACTATUS_REDIS_PASSWORD")?;
     let username = env("TRACTATUS_REDIS_USERNAME").filter(|u| !u.is_empty());
     let sentinel_password = secret(env, "TRACTATUS_SENTINEL_PASSWORD")?;
     let sentinel_username = env("TRACTATUS_SENTINEL_USERNAME").filter(|u| !u.is_empty());
+    if origin.is_none() {
+        // Endpoints only the committed file names get no credentials unless trusted.
+        let sources = credential_sources(env);
+        trust::check(&parse_nodes(&urls)?, &sources, env, root)?;
+    }
     let urls: Vec<String> = split_urls(&urls)
         .map(|u| with_credentials(u, username.as_deref(), password.as_deref()))
         .map(|u| {
@@ -212,6 +230,7 @@ pub fn resolve(
     let mut config = Config::new(parse_nodes(&urls)?);
 
     config.tls_ca_file = pick(&CA_FILE, &None, env, &file.redis_ca_file).map(|p| p.value.into());
+    config.repo_root = root.map(Path::to_path_buf);
     let namespace = match (pick(&NAMESPACE, &flags.namespace, env, &None), root) {
         (Some(p), _) => Namespace::Given(p.value),
         (None, Some(_)) => match &file.namespace {
@@ -224,6 +243,16 @@ pub fn resolve(
         config.ttl = d;
     }
     if let Some(d) = duration(&MAX_HOLD, &flags.max_hold, env, &file.max_hold)? {
+        if d < config.ttl || d > MAX_MAX_HOLD {
+            // Below one TTL the lease is given up at its first renewal, however well it stands.
+            let origin = pick(&MAX_HOLD, &flags.max_hold, env, &file.max_hold).map(|p| p.origin);
+            return Err(Error::usage(format!(
+                "{}: a longest hold of {} ms is out of range: use the ttl ({} ms) to 30 days",
+                origin.unwrap_or_default(),
+                d.as_millis(),
+                config.ttl.as_millis()
+            )));
+        }
         config.max_hold = d;
     }
     let node_timeout = duration(&NODE_TIMEOUT, &flags.node_timeout, env, &file.node_timeout)?;
@@ -258,6 +287,14 @@ pub fn resolve(
     config.check()?;
     config.namespace = namespace.name().unwrap_or_default().to_owned();
     let wait = duration(&WAIT, &flags.wait, env, &file.wait)?.unwrap_or(DEFAULT_WAIT);
+    if wait > MAX_WAIT {
+        let origin = pick(&WAIT, &flags.wait, env, &file.wait).map(|p| p.origin);
+        return Err(Error::usage(format!(
+            "{}: a wait of {} s is out of range: use 0 to 24h",
+            origin.unwrap_or_default(),
+            wait.as_secs()
+        )));
+    }
     let kill_grace =
         duration(&KILL_GRACE, &flags.kill_grace, env, &None)?.unwrap_or(DEFAULT_KILL_GRACE);
     let session = pick(&SESSION, &flags.session, env, &None);
@@ -286,6 +323,21 @@ pub fn resolve(
     })
 }
 
+/// The variables that hold credentials for Redis or the sentinels, of those set.
+fn credential_sources(env: &dyn Fn(&str) -> Option<String>) -> Vec<&'static str> {
+    [
+        "TRACTATUS_REDIS_PASSWORD",
+        "TRACTATUS_REDIS_PASSWORD_FILE",
+        "TRACTATUS_REDIS_USERNAME",
+        "TRACTATUS_SENTINEL_PASSWORD",
+        "TRACTATUS_SENTINEL_PASSWORD_FILE",
+        "TRACTATUS_SENTINEL_USERNAME",
+    ]
+    .into_iter()
+    .filter(|name| env(name).is_some_and(|v| !v.is_empty()))
+    .collect()
+}
+
 /// The secret in the variable `name`, or in the file that `{name}_FILE` names (its last line
 /// break dropped); the variable wins.
 fn secret(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Result<Option<String>> {
@@ -295,8 +347,11 @@ fn secret(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Result<Option<Str
     let Some(path) = env(&format!("{name}_FILE")).filter(|p| !p.is_empty()) else {
         return Ok(None);
     };
-    let text = std::fs::read_to_string(&path)
+    // Never waited on (a FIFO is refused) and capped: 64 KiB is far more than any password.
+    let bytes = crate::dir_handle::read_capped_path(Path::new(&path), 64 * 1024)
         .map_err(|e| Error::usage(format!("cannot read {name}_FILE {path}: {e}")).with_source(e))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::usage(format!("{name}_FILE {path} is not UTF-8 text")))?;
     Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned()))
 }
 
@@ -590,5 +645,156 @@ mod tests {
         let r = resolve(&Flags::default(), &env, None).unwrap();
         assert_eq!(r.namespace, Namespace::Default);
         assert_eq!(r.config.namespace, "default");
+    }
+
+    fn with_file(text: &str) -> tempfile::TempDir {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join(".claude")).unwrap();
+        std::fs::write(tmp.path().join(CONFIG_FILE), text).unwrap();
+        tmp
+    }
+
+    #[test]
+    fn credentials_go_only_to_endpoints_the_user_named_or_trusts() {
+        let tmp = with_file("redis = [\"redis://far.example:7000\"]\n");
+        let root = Some(tmp.path());
+        let env = |k: &str| (k == "TRACTATUS_REDIS_PASSWORD").then(|| "pw x".to_owned());
+        let e = resolve(&Flags::default(), &env, root).unwrap_err();
+        assert_eq!(e.exit_code(), 64);
+        assert!(e.to_string().contains("far.example:7000"), "{e}");
+        assert!(!e.to_string().contains("pw x"), "{e}");
+        // Without credentials, the file's endpoints are used as they are.
+        let r = resolve(&Flags::default(), &|_| None, root).unwrap();
+        assert_eq!(r.config.nodes[0].secret_url(), "redis://far.example:7000");
+        // Named by the user, or trusted: the password goes along.
+        let flags = Flags {
+            redis: vec!["redis://far.example:7000".into()],
+            ..Default::default()
+        };
+        let r = resolve(&flags, &env, root).unwrap();
+        assert_eq!(
+            r.config.nodes[0].secret_url(),
+            "redis://:pw%20x@far.example:7000"
+        );
+        let trusted = |k: &str| match k {
+            "TRACTATUS_TRUSTED_REDIS" => Some("far.example:7000".to_owned()),
+            _ => env(k),
+        };
+        let r = resolve(&Flags::default(), &trusted, root).unwrap();
+        assert_eq!(
+            r.config.nodes[0].secret_url(),
+            "redis://:pw%20x@far.example:7000"
+        );
+    }
+
+    #[test]
+    fn durations_out_of_their_range_are_refused_naming_where_they_came_from() {
+        for (line, origin) in [
+            ("wait = \"999999999999h\"", "`wait` in"),
+            ("wait = \"25h\"", "`wait` in"),
+            ("max_hold = \"0s\"", "`max_hold` in"),
+            ("max_hold = \"9s\"", "`max_hold` in"),
+            ("max_hold = \"721h\"", "`max_hold` in"),
+        ] {
+            let tmp = with_file(&format!("{line}\n"));
+            let e = resolve(&Flags::default(), &|_| None, Some(tmp.path())).unwrap_err();
+            assert_eq!(e.exit_code(), 64, "{line}");
+            assert!(e.to_string().starts_with(origin), "{line}: {e}");
+        }
+        let tmp = with_file("wait = \"24h\"\nmax_hold = \"10s\"\n");
+        let r = resolve(&Flags::default(), &|_| None, Some(tmp.path())).unwrap();
+        assert_eq!(r.wait, Duration::from_secs(86_400));
+        assert_eq!(r.config.max_hold, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_redis_setting_that_names_no_url_is_refused_not_taken_for_local_locks() {
+        let env = |k: &str| (k == "TRACTATUS_REDIS").then(|| ",,,".to_owned());
+        let e = resolve(&Flags::default(), &env, None).unwrap_err();
+        assert_eq!(e.exit_code(), 64);
+        assert!(e.to_string().starts_with("TRACTATUS_REDIS:"), "{e}");
+        let tmp = with_file("redis = [\" , \"]\n");
+        let e = resolve(&Flags::default(), &|_| None, Some(tmp.path())).unwrap_err();
+        assert!(e.to_string().starts_with("`redis` in"), "{e}");
+        let tmp = with_file("redis = []\n");
+        let r = resolve(&Flags::default(), &|_| None, Some(tmp.path())).unwrap();
+        assert!(r.config.nodes.is_empty());
+    }
+
+    #[test]
+    fn a_per_session_list_past_its_cap_is_refused_before_any_entry_is_checked() {
+        let list: Vec<String> = (0..=256)
+            .map(|i| format!("\".claude/s{i}.json\""))
+            .collect();
+        let tmp = with_file(&format!("per_session = [{}]\n", list.join(",")));
+        let e = resolve(&Flags::default(), &|_| None, Some(tmp.path())).unwrap_err();
+        assert_eq!(e.exit_code(), 64);
+        assert!(e.to_string().contains("at most 256"), "{e}");
+    }
+
+    #[test]
+    fn a_config_file_that_is_a_link_fifo_or_too_big_is_refused_as_bad_data() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("t.toml"), "namespace = \"theirs\"\n").unwrap();
+        std::os::unix::fs::symlink(outside.path(), tmp.path().join(".claude")).unwrap();
+        let e = read_settings(tmp.path()).unwrap_err();
+        assert_eq!(e.exit_code(), 65, "{e}");
+        assert!(e.to_string().contains(".claude is a symbolic link"), "{e}");
+        std::fs::remove_file(tmp.path().join(".claude")).unwrap();
+        std::fs::create_dir(tmp.path().join(".claude")).unwrap();
+        let cfg = tmp.path().join(CONFIG_FILE);
+        std::os::unix::fs::symlink(outside.path().join("t.toml"), &cfg).unwrap();
+        assert_eq!(read_settings(tmp.path()).unwrap_err().exit_code(), 65);
+        std::fs::remove_file(&cfg).unwrap();
+        nix::unistd::mkfifo(&cfg, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = read_settings(tmp.path()).unwrap_err();
+        assert!(e.to_string().contains("a FIFO"), "{e}");
+        std::fs::remove_file(&cfg).unwrap();
+        std::fs::write(&cfg, vec![b'#'; 1024 * 1024 + 1]).unwrap();
+        let e = read_settings(tmp.path()).unwrap_err();
+        assert!(e.to_string().contains("larger than 1048576 bytes"), "{e}");
+    }
+
+    #[test]
+    fn the_first_namespace_is_written_through_handles_and_never_through_a_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), tmp.path().join(".claude")).unwrap();
+        let e = ensure_namespace(tmp.path(), &FileSettings::default()).unwrap_err();
+        assert_eq!(e.exit_code(), 65, "{e}");
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        std::fs::remove_file(tmp.path().join(".claude")).unwrap();
+        let ns = ensure_namespace(tmp.path(), &FileSettings::default()).unwrap();
+        assert_eq!(
+            read_settings(tmp.path()).unwrap().namespace,
+            Some(ns.clone())
+        );
+        assert_eq!(
+            ensure_namespace(tmp.path(), &FileSettings::default()).unwrap(),
+            ns
+        );
+        // Nothing but the config file is left in .claude (no temp file).
+        let names: Vec<_> = std::fs::read_dir(tmp.path().join(".claude"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["tractatus-lock.toml"]);
+    }
+
+    #[test]
+    fn a_password_file_that_is_a_fifo_is_refused_at_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("pw");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let path = fifo.display().to_string();
+        let env = |k: &str| (k == "TRACTATUS_REDIS_PASSWORD_FILE").then(|| path.clone());
+        let flags = Flags {
+            redis: vec!["redis://h:1".into()],
+            ..Default::default()
+        };
+        let e = resolve(&flags, &env, None).unwrap_err();
+        assert_eq!(e.exit_code(), 64);
+        assert!(e.to_string().contains("a FIFO"), "{e}");
     }
 }

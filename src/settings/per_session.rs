@@ -15,10 +15,21 @@ pub const SESSIONS_DIR: &str = ".claude/sessions";
 /// A session quiet for longer than this counts as silent: 30 minutes.
 pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
 
+/// The most files `per_session` may list: 256. Each session keeps a copy of every one, and
+/// every call reads the list.
+pub(super) const MAX_ENTRIES: usize = 256;
+
 /// The entries, normalized (`./` and repeated `/` dropped): each a file under `.claude/`,
 /// outside `.claude/sessions/` and tractatus' own `.claude/.tractatus/`, named as a lock name
 /// may be.
 pub(super) fn check(entries: &[String]) -> Result<Vec<String>> {
+    if entries.len() > MAX_ENTRIES {
+        // Refused before any entry is looked at: every call pays for the list.
+        return Err(Error::usage(format!(
+            "`per_session` in {CONFIG_FILE} lists {} files: at most {MAX_ENTRIES} are allowed",
+            entries.len()
+        )));
+    }
     entries.iter().map(|e| one(e)).collect()
 }
 

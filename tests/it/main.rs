@@ -18,4 +18,5 @@ mod restart;
 mod sessions;
 mod slots;
 mod state;
+mod trust_config;
 mod trust_output;

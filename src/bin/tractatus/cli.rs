@@ -330,18 +330,10 @@ pub fn parse() -> Result<Cli, u8> {
     Err(64)
 }
 
-/// `text` with the password of every URL in it masked.
+/// `text` with the password of every URL in it masked, whatever characters it holds (see
+/// [`tractatus_lock::config::redact_text`]).
 pub fn redact_words(text: &str) -> String {
-    text.split(' ')
-        .map(|w| {
-            if w.contains("://") {
-                tractatus_lock::config::redact(w)
-            } else {
-                w.to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    tractatus_lock::config::redact_text(text)
 }
 
 #[cfg(test)]

@@ -103,15 +103,15 @@ fn session_start_and_gc_refuse_a_symlinked_sessions_directory_and_delete_nothing
         Some(&file),
     );
     assert_eq!(ran.stdout, text, "the payload still passes through");
-    assert_refused(&ran, ".claude/sessions");
     shared.assert_private_files_untouched();
+    assert_refused(&ran, ".claude/sessions");
     let ran = tractatus(
         &shared,
         Who::Victim,
         &["session", "gc", "--older-than", "0"],
     );
-    assert_refused(&ran, ".claude/sessions");
     shared.assert_private_files_untouched();
+    assert_refused(&ran, ".claude/sessions");
 }
 
 #[test]
@@ -133,15 +133,15 @@ fn session_start_and_gc_refuse_a_symlinked_dot_claude_and_touch_nothing_outside(
         Some(&file),
     );
     assert_eq!(ran.stdout, text, "the payload still passes through");
-    assert_refused(&ran, ".claude");
     shared.assert_private_files_untouched();
+    assert_refused(&ran, ".claude");
     let ran = tractatus(
         &shared,
         Who::Victim,
         &["session", "gc", "--older-than", "0"],
     );
-    assert_refused(&ran, ".claude");
     shared.assert_private_files_untouched();
+    assert_refused(&ran, ".claude");
 }
 
 #[test]
@@ -214,8 +214,8 @@ fn a_symlink_planted_at_the_next_lock_file_is_refused_and_the_victims_file_is_un
     shared.write_as(Who::Victim, ".claude/metrics.json", "{\"n\": 0}\n");
     plant_link(&shared, LOCK_FILE, &shared.private_file("secret.json"));
     let ran = merge(&shared);
-    assert_refused(&ran, "metrics.json.lock");
     shared.assert_private_files_untouched();
+    assert_refused(&ran, "metrics.json.lock");
     assert_eq!(
         std::fs::read_to_string(shared.file(".claude/metrics.json")).unwrap(),
         "{\"n\": 0}\n"
@@ -228,8 +228,8 @@ fn a_symlink_planted_at_the_token_counter_is_refused_and_the_victims_file_is_unt
     shared.write_as(Who::Victim, ".claude/metrics.json", "{\"n\": 0}\n");
     plant_link(&shared, COUNTER_FILE, &shared.private_file("secret.json"));
     let ran = merge(&shared);
-    assert_refused(&ran, "metrics.json.fence");
     shared.assert_private_files_untouched();
+    assert_refused(&ran, "metrics.json.fence");
     assert_eq!(
         std::fs::read_to_string(shared.file(".claude/metrics.json")).unwrap(),
         "{\"n\": 0}\n"

@@ -5,9 +5,10 @@
 //! directory handles from the root (see [`crate::dir_handle`]): a co-user's symlink under
 //! `.claude/` leads nowhere.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::check_session_id;
 use crate::dir_handle::DirHandle;
@@ -62,9 +63,7 @@ pub(crate) fn seed_from_shared(root: &Path, shared: &Path, copy: &Path) -> Resul
     if sessions.stat(ignore).map_err(|e| cannot(sessions.child_path(ignore), e))?.is_none() {
         publish(&sessions, ignore, b"*\n").map_err(|e| cannot(sessions.child_path(ignore), e))?;
     }
-    let dir = sessions
-        .create_dir_all(parent, 0o775)
-        .map_err(|e| cannot(sessions.child_path(parent), e))?;
+    let dir = session_dir(&sessions, parent)?;
     if dir.stat(name).map_err(|e| cannot(copy.to_owned(), e))?.is_some() {
         return Ok(());
     }
@@ -72,6 +71,74 @@ pub(crate) fn seed_from_shared(root: &Path, shared: &Path, copy: &Path) -> Resul
         return Ok(());
     };
     publish(&dir, name, &template).map_err(|e| cannot(copy.to_owned(), e))
+}
+
+/// How long a session's write waits for a cleanup that holds the session's earlier directory
+/// as a tombstone to decide on it (it renames it back or removes it within moments).
+const TOMBSTONE_WAIT: Duration = Duration::from_secs(10);
+
+/// The directory `parent` below `.claude/sessions` (its first component the session's id),
+/// made when missing. A fresh directory is never made under the id while `session gc` holds
+/// the session's earlier one as a tombstone (`.gc-<id>-<pid>`): the session's state is in
+/// there, and gc renames it back when the session turns out to be alive, which a fresh
+/// directory in its place would prevent (the state stranded in the tombstone, the session
+/// restarted from the template; issue 19). So the write waits for gc to decide: back in place
+/// (the write goes on in it) or removed (the session starts afresh, as after any cleanup). A
+/// tombstone still there after [`TOMBSTONE_WAIT`] (a cleanup that died) is refused (73,
+/// naming it) for a human to look at.
+///
+/// No race is left open: `rename` moves a directory to its tombstone in one step, so when the
+/// id is absent and no tombstone is there, gc holds nothing of the session; a directory that
+/// exists is used as it is (were it entombed after, the write lands in the tombstone, whose
+/// newer time makes gc put it back).
+fn session_dir(sessions: &DirHandle, parent: &Path) -> Result<DirHandle> {
+    let cannot = |path: PathBuf, source: std::io::Error| Error::CannotWrite { path, source };
+    let Some(std::path::Component::Normal(id)) = parent.components().next() else {
+        return Err(Error::internal(format!(
+            "{} names no session",
+            parent.display()
+        )));
+    };
+    let deadline = Instant::now() + TOMBSTONE_WAIT;
+    loop {
+        let present = sessions
+            .stat(id)
+            .map_err(|e| cannot(sessions.child_path(id), e))?
+            .is_some();
+        let tomb = if present {
+            None
+        } else {
+            tombstone_of(sessions, id).map_err(|e| cannot(sessions.path().to_owned(), e))?
+        };
+        let Some(tomb) = tomb else {
+            return sessions
+                .create_dir_all(parent, 0o775)
+                .map_err(|e| cannot(sessions.child_path(parent), e));
+        };
+        if Instant::now() >= deadline {
+            return Err(cannot(
+                sessions.child_path(&tomb),
+                std::io::Error::other(format!(
+                    "holds the earlier state of session {} for a cleanup (session gc) that \
+                     has not finished; if no cleanup runs, rename it back to {} to keep that \
+                     state, or remove it",
+                    id.to_string_lossy(),
+                    id.to_string_lossy()
+                )),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A tombstone of session `id` in `sessions` (`.gc-<id>-<pid>`), if there is one.
+fn tombstone_of(sessions: &DirHandle, id: &OsStr) -> std::io::Result<Option<OsString>> {
+    let prefix = format!(".gc-{}-", id.to_string_lossy());
+    Ok(sessions.entries()?.into_iter().find_map(|(name, _)| {
+        let pid = name.to_str()?.strip_prefix(&prefix)?;
+        let digits = !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit());
+        digits.then_some(name)
+    }))
 }
 
 /// Write `bytes` to a new temp file in `dir` and link it in as `name` unless something has

@@ -344,4 +344,98 @@ mod tests {
         assert_eq!(removed.len(), 1);
         assert!(left.is_empty(), "{left:?}");
     }
+
+    /// A registry holding one session, `s1`, silent at the first look; at the second look
+    /// (while gc holds `s1`'s directory as a tombstone) the session comes back: it writes its
+    /// per-session file (a first write seeds the copy from the shared template) and is active.
+    struct Returning {
+        looks: AtomicUsize,
+        root: std::path::PathBuf,
+        writer: std::sync::Mutex<Option<std::thread::JoinHandle<crate::Result<()>>>>,
+    }
+
+    impl SessionStore for Returning {
+        fn label(&self) -> String {
+            "returning".into()
+        }
+        fn register<'a>(&'a self, _: &'a str, _: &'a SessionEntry) -> NodeFuture<'a, ()> {
+            Box::pin(async { Ok(()) })
+        }
+        fn touch<'a>(&'a self, _: &'a str, _: &'a SessionEntry) -> NodeFuture<'a, ()> {
+            Box::pin(async { Ok(()) })
+        }
+        fn end<'a>(&'a self, _: &'a str, _: &'a str, _: u64) -> NodeFuture<'a, bool> {
+            Box::pin(async { Ok(false) })
+        }
+        fn entries<'a>(&'a self, _: &'a str) -> NodeFuture<'a, Vec<SessionEntry>> {
+            let first = self.looks.fetch_add(1, Ordering::SeqCst) == 0;
+            if !first {
+                let root = self.root.clone();
+                let (done, finished) = std::sync::mpsc::channel();
+                let writer = std::thread::spawn(move || {
+                    let copy = root.join(SESSIONS_DIR).join("s1/session-state.json");
+                    let r = crate::session::seed_from_shared(
+                        &root,
+                        &root.join(".claude/session-state.json"),
+                        &copy,
+                    );
+                    let _ = done.send(());
+                    r
+                });
+                // A seeding that does not wait for gc is done by now; one that waits is not.
+                let _ = finished.recv_timeout(Duration::from_millis(300));
+                *self.writer.lock().unwrap() = Some(writer);
+            }
+            let active = if first { 1 } else { now_ms() };
+            Box::pin(async move {
+                Ok(vec![SessionEntry {
+                    id: "s1".into(),
+                    started_ms: 1,
+                    last_active_ms: active,
+                    ..Default::default()
+                }])
+            })
+        }
+        fn forget<'a>(&'a self, _: &'a str, _: &'a [String]) -> NodeFuture<'a, ()> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_that_writes_while_cleanup_holds_its_directory_keeps_its_state() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join(SESSIONS_DIR).join("s1")).unwrap();
+        std::fs::write(root.join(".claude/session-state.json"), "{\"n\": 0}").unwrap();
+        let copy = root.join(SESSIONS_DIR).join("s1/session-state.json");
+        std::fs::write(&copy, "{\"n\": 7}").unwrap();
+        let store = Arc::new(Returning {
+            looks: AtomicUsize::new(0),
+            root: root.clone(),
+            writer: std::sync::Mutex::new(None),
+        });
+        let sessions = Sessions::new(
+            vec![store.clone()],
+            "ns".into(),
+            root.clone(),
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+        );
+        let removed = sessions.gc(Duration::ZERO).await.unwrap();
+        let writer = store.writer.lock().unwrap().take().unwrap();
+        writer.join().unwrap().unwrap();
+        assert_eq!(removed, []);
+        let left: Vec<String> = std::fs::read_dir(root.join(SESSIONS_DIR))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().into_string().unwrap())
+            .filter(|n| n != ".gitignore")
+            .collect();
+        assert_eq!(left, ["s1"], "no tombstone left");
+        assert_eq!(
+            std::fs::read_to_string(&copy).unwrap(),
+            "{\"n\": 7}",
+            "the session's own state, not the template"
+        );
+    }
 }

@@ -347,7 +347,10 @@ impl LocalBackend {
         // A lock on another open file description conflicts even within one process, so this
         // sees the holder's lock wherever it runs. Dropping `f` lets go of a shared lock taken.
         let locked = matches!(f.try_lock_shared(), Err(TryLockError::WouldBlock));
-        locked && self.read_holder(name).is_some_and(|h| h.pid == pid && h.token == token)
+        locked
+            && self
+                .read_holder(name)
+                .is_some_and(|h| h.pid == pid && h.token == token)
     }
 
     /// Every lock currently held, with its holder.

@@ -60,11 +60,19 @@ pub(crate) fn seed_from_shared(root: &Path, shared: &Path, copy: &Path) -> Resul
         .create_dir_all(Path::new(SESSIONS_DIR), 0o775)
         .map_err(|e| cannot(root.join(SESSIONS_DIR), e))?;
     let ignore = OsStr::new(".gitignore");
-    if sessions.stat(ignore).map_err(|e| cannot(sessions.child_path(ignore), e))?.is_none() {
+    if sessions
+        .stat(ignore)
+        .map_err(|e| cannot(sessions.child_path(ignore), e))?
+        .is_none()
+    {
         publish(&sessions, ignore, b"*\n").map_err(|e| cannot(sessions.child_path(ignore), e))?;
     }
     let dir = session_dir(&sessions, parent)?;
-    if dir.stat(name).map_err(|e| cannot(copy.to_owned(), e))?.is_some() {
+    if dir
+        .stat(name)
+        .map_err(|e| cannot(copy.to_owned(), e))?
+        .is_some()
+    {
         return Ok(());
     }
     let Some(template) = read_template(&handle, root, shared)? else {

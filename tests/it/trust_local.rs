@@ -49,7 +49,11 @@ fn as_attacker(shared: &SharedCheckout, program: &str, args: &[&str]) {
     let mut cmd = shared.command(Who::Attacker, Path::new(program));
     cmd.args(args);
     let ran = run_timed(&mut cmd, LIMIT);
-    assert!(ran.ok(), "{program} {args:?} as the attacker: {}", ran.describe());
+    assert!(
+        ran.ok(),
+        "{program} {args:?} as the attacker: {}",
+        ran.describe()
+    );
 }
 
 /// Make everything in the victim's private directory look ten days old, so that a cleanup that
@@ -79,8 +83,15 @@ fn payload(shared: &SharedCheckout, id: &str) -> (PathBuf, String) {
 
 fn assert_refused(ran: &Ran, names: &str) {
     assert_eq!(ran.code, 73, "{}", ran.describe());
-    assert!(ran.stderr.contains(names), "names {names}: {}", ran.describe());
-    let lines = ran.stderr.lines().filter(|l| !l.contains("no Redis configured"));
+    assert!(
+        ran.stderr.contains(names),
+        "names {names}: {}",
+        ran.describe()
+    );
+    let lines = ran
+        .stderr
+        .lines()
+        .filter(|l| !l.contains("no Redis configured"));
     assert_eq!(lines.count(), 1, "one line: {}", ran.stderr);
     assert!(ran.elapsed < PROMPT, "took {:?}", ran.elapsed);
 }
@@ -148,7 +159,11 @@ fn session_start_and_gc_refuse_a_symlinked_dot_claude_and_touch_nothing_outside(
 fn gc_removes_old_session_directories_but_not_what_is_planted_among_them() {
     let shared = SharedCheckout::new();
     age_private_dir(&shared);
-    shared.write_as(Who::Victim, ".claude/sessions/old-1/session-state.json", "{}");
+    shared.write_as(
+        Who::Victim,
+        ".claude/sessions/old-1/session-state.json",
+        "{}",
+    );
     shared.write_as(Who::Attacker, ".claude/sessions/not-a-dir", "x");
     let old = SystemTime::now() - Duration::from_secs(10 * 24 * 3600);
     let times = std::fs::FileTimes::new().set_modified(old);
@@ -173,7 +188,10 @@ fn gc_removes_old_session_directories_but_not_what_is_planted_among_them() {
         &["session", "gc", "--older-than", "1h"],
     );
     assert!(ran.ok(), "{}", ran.describe());
-    assert!(!shared.file(".claude/sessions/old-1").exists(), "the old session is collected");
+    assert!(
+        !shared.file(".claude/sessions/old-1").exists(),
+        "the old session is collected"
+    );
     assert!(shared.file(".claude/sessions/not-a-dir").exists());
     assert!(
         std::fs::symlink_metadata(shared.file(".claude/sessions/linked-1")).is_ok(),
@@ -189,8 +207,16 @@ const COUNTER_FILE: &str = ".claude/.tractatus/locks/.claude%2Fmetrics.json.fenc
 /// The attacker makes the lock directory (as a first lock would) and plants `link -> target`
 /// at `rel` in it.
 fn plant_link(shared: &SharedCheckout, rel: &str, target: &Path) {
-    as_attacker(shared, "/usr/bin/mkdir", &["-p", ".claude/.tractatus/locks"]);
-    as_attacker(shared, "/usr/bin/ln", &["-s", target.to_str().unwrap(), rel]);
+    as_attacker(
+        shared,
+        "/usr/bin/mkdir",
+        &["-p", ".claude/.tractatus/locks"],
+    );
+    as_attacker(
+        shared,
+        "/usr/bin/ln",
+        &["-s", target.to_str().unwrap(), rel],
+    );
 }
 
 fn merge(shared: &SharedCheckout) -> Ran {
@@ -238,7 +264,11 @@ fn a_symlink_planted_at_the_token_counter_is_refused_and_the_victims_file_is_unt
 
 /// A FIFO at `rel`, made by the attacker.
 fn plant_fifo(shared: &SharedCheckout, rel: &str) {
-    as_attacker(shared, "/usr/bin/mkdir", &["-p", ".claude/.tractatus/locks"]);
+    as_attacker(
+        shared,
+        "/usr/bin/mkdir",
+        &["-p", ".claude/.tractatus/locks"],
+    );
     as_attacker(shared, "/usr/bin/mkfifo", &[rel]);
 }
 
@@ -294,7 +324,11 @@ fn a_fifo_or_symlink_in_the_session_registry_neither_hangs_nor_touches_the_victi
         ".claude/tractatus-lock.toml",
         "per_session = [\".claude/session-state.json\"]\n",
     );
-    let start = tractatus(&shared, Who::Victim, &["session", "start", "--id", "victim-1"]);
+    let start = tractatus(
+        &shared,
+        Who::Victim,
+        &["session", "start", "--id", "victim-1"],
+    );
     assert!(start.ok(), "{}", start.describe());
     as_attacker(
         &shared,
@@ -306,7 +340,11 @@ fn a_fifo_or_symlink_in_the_session_registry_neither_hangs_nor_touches_the_victi
     as_attacker(
         &shared,
         "/usr/bin/ln",
-        &["-s", secret.to_str().unwrap(), ".claude/.tractatus/sessions/link-1.json"],
+        &[
+            "-s",
+            secret.to_str().unwrap(),
+            ".claude/.tractatus/sessions/link-1.json",
+        ],
     );
     let list = tractatus(&shared, Who::Victim, &["session", "list", "--json"]);
     assert!(list.ok(), "{}", list.describe());
@@ -337,4 +375,125 @@ fn a_fifo_or_symlink_in_the_session_registry_neither_hangs_nor_touches_the_victi
         before,
         "the victim's file's mtime moved through the link"
     );
+}
+
+/// The entry of session `s1` in the local registry, silent for a day.
+fn make_silent(repo: &tractatus_testkit::Repo) {
+    repo.write(
+        ".claude/.tractatus/sessions/s1.json",
+        "{\"id\":\"s1\",\"host\":\"h\",\"pid\":0,\"repository\":\"r\",\"command\":\"t\",\
+         \"started_ms\":1,\"last_active_ms\":1}",
+    );
+    let old = SystemTime::now() - Duration::from_secs(24 * 3600);
+    std::fs::File::options()
+        .write(true)
+        .open(repo.file(".claude/.tractatus/sessions/s1.json"))
+        .and_then(|f| f.set_times(std::fs::FileTimes::new().set_modified(old)))
+        .unwrap();
+}
+
+fn log_of(repo: &tractatus_testkit::Repo) -> Option<Vec<u64>> {
+    let text = std::fs::read_to_string(repo.file(".claude/sessions/s1/session-state.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    Some(
+        v["log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect(),
+    )
+}
+
+/// Issue 19 item 5, with real processes: each round the silent session `s1` writes while
+/// `session gc --older-than 0` collects it. Whichever wins, nothing acknowledged is lost: the
+/// session's log either goes on from where it was, or (gc removed it first) starts afresh
+/// from the template, and no tombstone is ever left behind.
+#[test]
+fn a_session_writing_while_gc_collects_it_loses_no_acknowledged_state_over_many_rounds() {
+    const ROUNDS: u64 = 40;
+    const LIVE_SESSIONS: usize = 3000;
+    let repo = tractatus_testkit::Repo::new();
+    repo.write(
+        ".claude/tractatus-lock.toml",
+        "per_session = [\".claude/session-state.json\"]\n",
+    );
+    repo.write(".claude/session-state.json", "{\"log\": []}\n");
+    // Many live sessions: gc's looks at the registry take a while, as in a busy repository,
+    // which leaves the returning session time to write while gc holds its directory.
+    let live = SystemTime::now() + Duration::from_secs(365 * 24 * 3600);
+    let live_ms = live
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    for i in 0..LIVE_SESSIONS {
+        repo.write(
+            &format!(".claude/.tractatus/sessions/live-{i}.json"),
+            &format!(
+                "{{\"id\":\"live-{i}\",\"host\":\"h\",\"pid\":0,\"repository\":\"r\",\
+                 \"command\":\"t\",\"started_ms\":1,\"last_active_ms\":{live_ms}}}"
+            ),
+        );
+    }
+    let cli = tractatus_testkit::Cli::new(bin());
+    let (mut collected, mut refused) = (0, 0);
+    for round in 0..ROUNDS {
+        make_silent(&repo);
+        let before = log_of(&repo).unwrap_or_default();
+        let mut gc = cli.command(&repo.path());
+        gc.args(["--json", "session", "gc", "--older-than", "0"]);
+        // The writer starts a little later each round (0 to 78 ms), to meet gc at every step.
+        let mut write = Command::new("sh");
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("TRACTATUS_") {
+                write.env_remove(k);
+            }
+        }
+        write.env("DELAY", format!("{:.3}", (round % 40) as f64 * 0.002));
+        write.current_dir(repo.path()).args([
+            "-c",
+            "sleep \"$DELAY\"; exec \"$0\" \"$@\"",
+            bin().to_str().unwrap(),
+            "--session",
+            "s1",
+            "--quiet",
+            "state",
+            "append",
+            ".claude/session-state.json",
+            "/log",
+            &round.to_string(),
+        ]);
+        let gc = std::thread::spawn(move || run_timed(&mut gc, LIMIT));
+        let wrote = run_timed(&mut write, LIMIT);
+        let gc = gc.join().unwrap();
+        assert!(gc.ok(), "round {round}: gc {}", gc.describe());
+        let removed = gc.stdout.contains("\"s1\"");
+        collected += usize::from(removed);
+        let left: Vec<String> = std::fs::read_dir(repo.file(".claude/sessions"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(".gc-"))
+            .collect();
+        assert!(left.is_empty(), "round {round}: tombstones left {left:?}");
+        let after = log_of(&repo);
+        if wrote.ok() {
+            let after = after.unwrap_or_else(|| panic!("round {round}: acknowledged, no copy"));
+            let mut kept = before.clone();
+            kept.push(round);
+            assert!(
+                after == kept || (removed && after == [round]),
+                "round {round}: log {after:?} after {before:?} (gc removed s1: {removed})"
+            );
+        } else {
+            refused += 1;
+            eprintln!("round {round}: refused: {}", wrote.describe());
+            assert!(
+                after.as_ref() == Some(&before) || removed,
+                "round {round}: a refused write changed {before:?} to {after:?}: {}",
+                wrote.describe()
+            );
+        }
+    }
+    eprintln!("{ROUNDS} rounds: gc collected s1 {collected} times, {refused} writes refused");
 }

@@ -251,8 +251,10 @@ fn newest_below(dir: &DirHandle, depth: usize, budget: &mut usize, newest: &mut 
     }
 }
 
-/// A stat's modification time, ms since the Unix epoch (0 before it).
-fn mtime_ms(s: &Stat) -> u64 {
+/// A stat's modification time, ms since the Unix epoch (0 before it). The fields' types differ
+/// between targets, hence the conversions.
+#[allow(clippy::useless_conversion)]
+pub(super) fn mtime_ms(s: &Stat) -> u64 {
     let secs = u64::try_from(s.st_mtime).unwrap_or(0);
     let nanos = u64::try_from(s.st_mtime_nsec).unwrap_or(0);
     secs.saturating_mul(1000).saturating_add(nanos / 1_000_000)

@@ -86,10 +86,7 @@ impl LocalSessions {
         }
         let mut entry: SessionEntry =
             serde_json::from_slice(&bytes).map_err(|e| self.fail("bad entry", &path, e))?;
-        let touched = u64::try_from(stat.st_mtime)
-            .unwrap_or(0)
-            .saturating_mul(1000)
-            .saturating_add(u64::try_from(stat.st_mtime_nsec).unwrap_or(0) / 1_000_000);
+        let touched = super::gc::mtime_ms(&stat);
         // An end rewrites the file: its mtime then says when it ended, not when it was active.
         if entry.ended_ms.is_none() {
             entry.last_active_ms = entry.last_active_ms.max(touched);

@@ -497,3 +497,48 @@ fn a_session_writing_while_gc_collects_it_loses_no_acknowledged_state_over_many_
     }
     eprintln!("{ROUNDS} rounds: gc collected s1 {collected} times, {refused} writes refused");
 }
+
+#[test]
+fn session_stats_skips_a_fifo_planted_as_a_live_sessions_copy_without_waiting() {
+    let shared = SharedCheckout::new();
+    shared.write_as(
+        Who::Victim,
+        ".claude/tractatus-lock.toml",
+        "per_session = [\".claude/session-state.json\"]\n",
+    );
+    for id in ["victim-1", "fifo-1"] {
+        let ran = tractatus(&shared, Who::Victim, &["session", "start", "--id", id]);
+        assert!(ran.ok(), "{}", ran.describe());
+    }
+    shared.write_as(
+        Who::Victim,
+        ".claude/sessions/victim-1/session-state.json",
+        "{\"n\": 2}",
+    );
+    as_attacker(
+        &shared,
+        "/usr/bin/mkdir",
+        &["-p", ".claude/sessions/fifo-1"],
+    );
+    as_attacker(
+        &shared,
+        "/usr/bin/mkfifo",
+        &[".claude/sessions/fifo-1/session-state.json"],
+    );
+    let ran = tractatus(
+        &shared,
+        Who::Victim,
+        &[
+            "--json",
+            "session",
+            "stats",
+            "--file",
+            ".claude/session-state.json",
+        ],
+    );
+    assert!(ran.ok(), "{}", ran.describe());
+    assert!(ran.elapsed < PROMPT, "took {:?}", ran.elapsed);
+    let v: serde_json::Value = serde_json::from_str(&ran.stdout).unwrap();
+    assert_eq!(v["read"], 1, "{v}");
+    assert_eq!(v["fields"]["/n"]["sum"], 2, "{v}");
+}

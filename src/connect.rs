@@ -120,6 +120,22 @@ impl Coordinator {
         })
     }
 
+    /// As [`Coordinator::local`], with the locks in `locks`, a directory reached through
+    /// handles (the repository's `.claude/.tractatus/locks`: nothing in it is followed).
+    pub(crate) fn local_in(
+        config: Config,
+        identity: Identity,
+        locks: crate::dir_handle::DirHandle,
+    ) -> Self {
+        Coordinator {
+            inner: Arc::new(Inner {
+                backend: Backend::Local(LocalBackend::at(locks)),
+                config,
+                identity,
+            }),
+        }
+    }
+
     /// The checked configuration.
     pub fn config(&self) -> &Config {
         &self.inner.config

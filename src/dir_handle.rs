@@ -48,8 +48,27 @@ pub(crate) fn is_refused_link(e: &io::Error) -> bool {
         || e.to_string().contains(LINK_REFUSED)
 }
 
+/// True when `e` is any refusal by this module: a symlink, a FIFO, device or directory where a
+/// regular file should be, a second hard link, a file over its cap, a mount point. Such a file
+/// was planted or damaged, never a passing failure: 73 for our bookkeeping, never retried.
+pub(crate) fn is_refusal(e: &io::Error) -> bool {
+    is_refused_link(e) || e.get_ref().is_some_and(|inner| inner.is::<Refused>())
+}
+
+/// The message of a refusal, typed so that [`is_refusal`] knows it from the OS's errors.
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
 fn refused(path: &Path, what: &str) -> io::Error {
-    io::Error::other(format!("{} {what}", path.display()))
+    io::Error::other(Refused(format!("{} {what}", path.display())))
 }
 
 fn link_refused(path: &Path) -> io::Error {

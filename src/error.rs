@@ -170,6 +170,13 @@ impl Error {
         matches!(self, Error::BadData { .. })
     }
 
+    /// A file or directory of ours was refused as planted or damaged (a symlink, FIFO, device
+    /// or second hard link where ours should be, or a file past its size): never a passing
+    /// failure, a human should look.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, Error::CannotWrite { source, .. } if crate::dir_handle::is_refusal(source))
+    }
+
     /// The exit code the `tractatus` binary uses for this error (the table "exit | meaning"
     /// in README.md).
     pub fn exit_code(&self) -> i32 {

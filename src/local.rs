@@ -5,22 +5,29 @@
 //! missing counter file (a new lock, or one whose file was removed) counts as the system clock
 //! in microseconds, so tokens never restart lower: the same argument as Redis's counters (see
 //! `lua/grant.lua`), with std's clock.
+//!
+//! A co-user can write into the lock directory, so every file in it is reached through the
+//! directory's handle ([`DirHandle`]): a lock file is opened `O_NOFOLLOW | O_NONBLOCK`, must be
+//! a regular file with one link, and a counter or holder record is read with a size cap. A
+//! symlink, FIFO, device or hard link planted there is refused (73, naming it), never followed,
+//! waited on or written through.
 
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{Read, Seek, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::ffi::{OsStr, OsString};
+use std::fs::{File, TryLockError};
+use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
+use crate::dir_handle::{DirHandle, is_refusal};
 use crate::error::{Error, Result};
 use crate::holder::{HolderInfo, Identity};
 use crate::options::AcquireOptions;
 
-/// Local file locks in one directory.
+/// Local file locks in one directory, reached through its handle.
 pub(crate) struct LocalBackend {
-    dir: PathBuf,
+    dir: DirHandle,
 }
 
 /// A held local lock: the locked file and the token minted under it.
@@ -46,10 +53,24 @@ fn file_stem(name: &str) -> String {
     name.replace('/', "%2F")
 }
 
-/// A failure of the lock files themselves: permissions or a full disk are the user's to fix
-/// (73, nothing written), anything else is ours (70).
+/// The longest counter file: 20 digits and a newline are all a u64 takes.
+const COUNTER_CAP: u64 = 64;
+
+/// The longest holder record read back (a record is a few hundred bytes; a longer one was not
+/// written by us and is shown as an unknown holder).
+const HOLDER_CAP: u64 = 64 * 1024;
+
+/// A failure of the lock files themselves: a planted link, FIFO, device or hard link, a damaged
+/// file, permissions or a full disk are the user's to fix (73, nothing written), anything else is
+/// ours (70).
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
     use std::io::ErrorKind::{PermissionDenied, QuotaExceeded, ReadOnlyFilesystem, StorageFull};
+    if is_refusal(&e) {
+        return Error::CannotWrite {
+            path: path.to_owned(),
+            source: e,
+        };
+    }
     match e.kind() {
         PermissionDenied | StorageFull | QuotaExceeded | ReadOnlyFilesystem => Error::CannotWrite {
             path: path.to_owned(),
@@ -60,23 +81,47 @@ fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
 }
 
 impl LocalBackend {
-    /// Locks kept in `dir` (created when missing).
+    /// Locks kept in `dir` (created when missing), a directory the caller chose: symlinks on
+    /// its own path are the caller's choice, nothing below it is followed.
     pub(crate) fn new(dir: PathBuf) -> Result<Self> {
         std::fs::create_dir_all(&dir).map_err(|e| io_err("cannot create", &dir, e))?;
-        Ok(LocalBackend { dir })
+        let handle = DirHandle::open_root(&dir).map_err(|e| io_err("cannot open", &dir, e))?;
+        Ok(LocalBackend { dir: handle })
+    }
+
+    /// Locks kept in the directory `dir` (the repository's `.claude/.tractatus/locks`, reached
+    /// from the root without following a symlink).
+    pub(crate) fn at(dir: DirHandle) -> Self {
+        LocalBackend { dir }
     }
 
     /// The directory holding the lock files.
     pub(crate) fn dir(&self) -> &Path {
-        &self.dir
+        self.dir.path()
+    }
+
+    fn lock_file(name: &str) -> OsString {
+        OsString::from(format!("{}.lock", file_stem(name)))
     }
 
     fn lock_path(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{}.lock", file_stem(name)))
+        self.dir.child_path(Self::lock_file(name))
     }
 
-    fn fence_path(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{}.fence", file_stem(name)))
+    fn fence_file(name: &str) -> OsString {
+        OsString::from(format!("{}.fence", file_stem(name)))
+    }
+
+    /// A lock file, opened (created when missing) for locking and for its holder record.
+    fn open_lock_file(&self, name: &str) -> Result<File> {
+        self.dir
+            .open_rw(&Self::lock_file(name), 0o666)
+            .map_err(|e| io_err("cannot open", &self.lock_path(name), e))
+    }
+
+    /// The holder record of lock `name`, if it can be read as one.
+    fn read_holder(&self, name: &str) -> Option<HolderInfo> {
+        read_holder(&self.dir, &Self::lock_file(name))
     }
 
     pub(crate) async fn acquire(
@@ -88,12 +133,12 @@ impl LocalBackend {
     ) -> Result<LocalGuard> {
         let started = Instant::now();
         let path = self.lock_path(name);
-        let file = open_lock_file(&path)?;
+        let file = self.open_lock_file(name)?;
         let file = match file.try_lock() {
             Ok(()) => file,
             Err(TryLockError::Error(e)) => return Err(io_err("cannot lock", &path, e)),
             Err(TryLockError::WouldBlock) => {
-                let holder = read_holder(&path);
+                let holder = self.read_holder(name);
                 if let Some(p) = &opts.progress {
                     p.send_replace(holder.clone());
                 }
@@ -146,8 +191,7 @@ impl LocalBackend {
         let n = names.len();
         let mut files = Vec::with_capacity(n);
         for name in names {
-            let path = self.lock_path(name);
-            files.push(Some(open_lock_file(&path)?));
+            files.push(Some(self.open_lock_file(name)?));
         }
         let mut holder = None;
         for k in 0..n {
@@ -161,7 +205,7 @@ impl LocalBackend {
                     return Err(io_err("cannot lock", &self.lock_path(&names[i]), e));
                 }
                 Err(TryLockError::WouldBlock) => {
-                    holder = holder.or_else(|| read_holder(&self.lock_path(&names[i])));
+                    holder = holder.or_else(|| self.read_holder(&names[i]));
                     files[i] = Some(file);
                 }
             }
@@ -218,20 +262,78 @@ impl LocalBackend {
         Ok(guard)
     }
 
-    /// Next token for `name`: counter file + 1, written back before use (under the lock).
+    /// Next token for `name`: counter file + 1, written back before use (under the lock). A
+    /// counter at `u64::MAX` has no next token: it is refused as exhausted (73), never handed
+    /// out again (the state file's fence would refuse the repeat as a lost lease, 76, which
+    /// would send the user looking for another writer).
     fn mint(&self, name: &str) -> Result<u64> {
-        let path = self.fence_path(name);
-        let token = read_counter(&path)?.saturating_add(1);
-        write_counter(&path, token)?;
+        let file = Self::fence_file(name);
+        let last = self.read_counter(&file)?;
+        let token = last.checked_add(1).ok_or_else(|| Error::CannotWrite {
+            path: self.dir.child_path(&file),
+            source: std::io::Error::other(format!(
+                "the token counter is exhausted (it holds {last}, the largest token there is): \
+                 it was damaged or set by hand. When no writer runs, remove it, and the fence \
+                 records of the files this lock guards if they hold the same value \
+                 (.claude/.tractatus/fence/); tokens then start again from the clock"
+            )),
+        })?;
+        self.write_counter(&file, token)?;
         Ok(token)
     }
 
     /// Raise the counter of `name` to at least `floor` (after a reset, so new tokens pass the
     /// state files' fencing check).
     pub(crate) fn raise(&self, name: &str, floor: u64) -> Result<()> {
-        let path = self.fence_path(name);
-        if read_counter(&path)? < floor {
-            write_counter(&path, floor)?;
+        let file = Self::fence_file(name);
+        if self.read_counter(&file)? < floor {
+            self.write_counter(&file, floor)?;
+        }
+        Ok(())
+    }
+
+    /// A token counter file: absent is the clock in microseconds (above every token handed out
+    /// before it went missing, while fewer than one token per microsecond was minted and the
+    /// clock did not go back); unreadable or damaged is an error (73: read as 0, it would hand
+    /// out tokens again). Read with a cap, never through a link, never from a FIFO or device.
+    fn read_counter(&self, file: &OsStr) -> Result<u64> {
+        let path = self.dir.child_path(file);
+        match self.dir.read_capped(file, COUNTER_CAP) {
+            Ok(Some(bytes)) => std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| Error::CannotWrite {
+                    path,
+                    source: std::io::Error::other(
+                        "the token counter is damaged (not a number); remove it only when no \
+                         writer runs",
+                    ),
+                }),
+            Ok(None) => Ok(clock_micros()),
+            Err(e) => Err(io_err("cannot read", &path, e)),
+        }
+    }
+
+    /// Replace a counter file whole (temp file, rename, both in the lock directory's handle: a
+    /// link planted at its name is replaced, never followed), so a process that dies mid-write
+    /// leaves the old value or the new one, never an empty file. Not fsynced (it would cost a
+    /// millisecond per lock): after a power loss the counter may be an older value (every holder
+    /// of that boot is gone by then; state files keep their own fence record) or, on filesystems
+    /// without ext4's replace-by-rename ordering, damaged, which [`LocalBackend::read_counter`]
+    /// refuses rather than read as 0.
+    fn write_counter(&self, file: &OsStr, value: u64) -> Result<()> {
+        let path = self.dir.child_path(file);
+        // Readable by whoever may take the lock: 0666 less the umask.
+        let (mut tmp, tmp_name) = self
+            .dir
+            .create_temp(".counter-", ".tmp", 0o666)
+            .map_err(|e| io_err("cannot write", &path, e))?;
+        let written = tmp
+            .write_all(value.to_string().as_bytes())
+            .and_then(|()| self.dir.rename(&tmp_name, file));
+        if let Err(e) = written {
+            let _ = self.dir.remove_file(&tmp_name);
+            return Err(io_err("cannot write", &path, e));
         }
         Ok(())
     }
@@ -239,31 +341,34 @@ impl LocalBackend {
     /// True when lock `name` is held now and its record names holder `pid` and `token`: what
     /// a lease joined from that holder checks (the kernel, not a TTL, ends a local lease).
     pub(crate) fn held_by(&self, name: &str, pid: u32, token: u64) -> bool {
-        let path = self.lock_path(name);
-        let Ok(f) = File::open(&path) else {
+        let Some(f) = open_regular(&self.dir, &Self::lock_file(name)) else {
             return false;
         };
         // A lock on another open file description conflicts even within one process, so this
         // sees the holder's lock wherever it runs. Dropping `f` lets go of a shared lock taken.
         let locked = matches!(f.try_lock_shared(), Err(TryLockError::WouldBlock));
-        locked && read_holder(&path).is_some_and(|h| h.pid == pid && h.token == token)
+        locked
+            && self
+                .read_holder(name)
+                .is_some_and(|h| h.pid == pid && h.token == token)
     }
 
     /// Every lock currently held, with its holder.
     pub(crate) fn held(&self) -> Result<Vec<(String, HolderInfo)>> {
         let mut out = Vec::new();
-        let entries =
-            std::fs::read_dir(&self.dir).map_err(|e| io_err("cannot list", &self.dir, e))?;
-        for entry in entries.flatten() {
-            let file_name = entry.file_name().to_string_lossy().into_owned();
-            let Some(stem) = file_name.strip_suffix(".lock") else {
+        let entries = self
+            .dir
+            .entries()
+            .map_err(|e| io_err("cannot list", self.dir.path(), e))?;
+        for (file_name, _) in entries {
+            let Some(stem) = file_name.to_str().and_then(|n| n.strip_suffix(".lock")) else {
                 continue;
             };
-            let Ok(f) = File::open(entry.path()) else {
+            let Some(f) = open_regular(&self.dir, &file_name) else {
                 continue;
             };
             if let Err(TryLockError::WouldBlock) = f.try_lock_shared() {
-                let holder = read_holder(&entry.path()).unwrap_or_default();
+                let holder = read_holder(&self.dir, &file_name).unwrap_or_default();
                 out.push((stem.replace("%2F", "/"), holder));
             }
         }
@@ -272,55 +377,12 @@ impl LocalBackend {
     }
 }
 
-/// A lock file, opened (created when missing) for locking and for its holder record.
-fn open_lock_file(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| io_err("cannot open", path, e))
-}
-
-/// A token counter file: absent is the clock in microseconds (above every token handed out
-/// before it went missing, while fewer than one token per microsecond was minted and the clock
-/// did not go back); unreadable or damaged is an error (read as 0, it would hand out tokens
-/// again).
-fn read_counter(path: &Path) -> Result<u64> {
-    match std::fs::read_to_string(path) {
-        Ok(s) => s.trim().parse().map_err(|_| {
-            Error::internal(format!(
-                "token counter {} is damaged; remove it only when no writer runs",
-                path.display()
-            ))
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(clock_micros()),
-        Err(e) => Err(io_err("cannot read", path, e)),
-    }
-}
-
-/// Replace a counter file whole (temp file, rename), so a process that dies mid-write leaves the
-/// old value or the new one, never an empty file. Not fsynced (it would cost a millisecond per
-/// lock): after a power loss the counter may be an older value (every holder of that boot is gone
-/// by then; state files keep their own fence record) or, on filesystems without ext4's
-/// replace-by-rename ordering, damaged, which [`read_counter`] refuses rather than read as 0.
-fn write_counter(path: &Path, value: u64) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let write = || -> std::io::Result<()> {
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".counter-")
-            .tempfile_in(dir)?;
-        tmp.write_all(value.to_string().as_bytes())?;
-        // Readable by whoever may take the lock (the temp file is 0600).
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(
-                0o666 & !crate::repo::process_umask(),
-            ))?;
-        tmp.persist(path).map_err(|e| e.error)?;
-        Ok(())
-    };
-    write().map_err(|e| io_err("cannot write", path, e))
+/// The regular file `name` of `dir`, opened for reading (never a link, FIFO or device); `None`
+/// when it is absent or anything else.
+fn open_regular(dir: &DirHandle, name: &OsStr) -> Option<File> {
+    let (file, stat) = dir.open_read(name).ok()??;
+    let regular = rustix::fs::FileType::from_raw_mode(stat.st_mode).is_file();
+    regular.then_some(file)
 }
 
 /// The system clock in microseconds since the Unix epoch (0 before it, which no clock shows).
@@ -345,10 +407,9 @@ fn write_holder(file: &mut File, id: &Identity, token: u64) -> std::io::Result<(
     file.write_all(info.to_string().as_bytes())
 }
 
-fn read_holder(path: &Path) -> Option<HolderInfo> {
-    let mut text = String::new();
-    File::open(path).ok()?.read_to_string(&mut text).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+fn read_holder(dir: &DirHandle, name: &OsStr) -> Option<HolderInfo> {
+    let bytes = dir.read_capped(name, HOLDER_CAP).ok()??;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
     let n = |k: &str| v.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
     Some(HolderInfo {
@@ -406,7 +467,7 @@ mod tests {
         assert!(first > before, "{first} not above the clock {before}");
         assert_eq!(backend.mint("a/b").unwrap(), first + 1);
         // The counter file is lost: the next token still comes above the last one.
-        std::fs::remove_file(backend.fence_path("a/b")).unwrap();
+        std::fs::remove_file(tmp.path().join(LocalBackend::fence_file("a/b"))).unwrap();
         let again = backend.mint("a/b").unwrap();
         assert!(again > first + 1, "{again} after {}", first + 1);
     }

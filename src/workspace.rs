@@ -71,8 +71,8 @@ impl Workspace {
         let mut config = self.resolved.config.clone();
         if config.nodes.is_empty() {
             let root = self.local_root(allow_network_fs)?;
-            let dir = repo::work_dir(root)?.join("locks");
-            let coordinator = Coordinator::local(config, identity, dir)?;
+            let locks = repo::work_dir_at(&repo::open_root(root)?, Some("locks"))?;
+            let coordinator = Coordinator::local_in(config, identity, locks);
             return Ok((coordinator, Some(NO_REDIS_NOTICE.to_owned())));
         }
         if let (Namespace::Unset, Some(root)) = (&self.resolved.namespace, &self.root) {
@@ -92,7 +92,16 @@ impl Workspace {
     ) -> Result<Option<(Coordinator, Option<String>)>> {
         let never_locked = if self.resolved.config.nodes.is_empty() {
             let root = self.local_root(allow_network_fs)?;
-            !root.join(repo::WORK_DIR).join("locks").is_dir()
+            // Through handles: a symlinked `.claude` or lock directory is refused (73), not
+            // looked through.
+            let locks = Path::new(repo::WORK_DIR).join("locks");
+            repo::open_root(root)?
+                .open_dir(&locks)
+                .map_err(|source| Error::CannotWrite {
+                    path: root.join(&locks),
+                    source,
+                })?
+                .is_none()
         } else {
             self.resolved.namespace == Namespace::Unset
         };
@@ -185,7 +194,7 @@ impl Workspace {
     fn registry(&self, root: &Path, namespace: String) -> Result<Sessions> {
         let config = &self.resolved.config;
         let stores: Vec<Arc<dyn SessionStore>> = if config.nodes.is_empty() {
-            vec![Arc::new(LocalSessions::new(root))]
+            vec![Arc::new(LocalSessions::open(root)?)]
         } else {
             let ca = crate::connect::read_tls_ca(config)?;
             config

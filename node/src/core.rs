@@ -267,8 +267,12 @@ pub async fn session_start(s: &Settings, id: Option<String>) -> Out<String> {
     let id = id.unwrap_or_else(tractatus_lock::holder::new_session_id);
     let sessions = workspace.sessions()?;
     sessions.start(&id, &command_line()).await?;
-    let _ = sessions.gc(std::time::Duration::from_secs(24 * 3600)).await;
-    Ok(id)
+    // Cleanup is a courtesy, but a planted link where our sessions directory should be is
+    // refused aloud, as the CLI does (73); the registration stands.
+    match sessions.gc(std::time::Duration::from_secs(24 * 3600)).await {
+        Err(e) if e.is_refused() => Err(e.into()),
+        _ => Ok(id),
+    }
 }
 
 fn to_text(v: &Value) -> String {

@@ -3,13 +3,22 @@
 //! live session's directory is never removed. A directory the registry does not know (a Redis
 //! that was flushed, a session of another backend) counts as silent from its newest file's
 //! modification time plus the idle time.
+//!
+//! A co-user can write into `.claude/`, so everything is found through the handle of
+//! `.claude/sessions`, opened from the root's handle without following a symlink: a symlinked
+//! `.claude` or `.claude/sessions` is refused (73, naming it) before anything is looked at. Only
+//! a real directory named like a session id is collected, it is renamed and removed through
+//! that handle, and the removal crosses neither a symlink nor a mount point.
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
+use std::ffi::{OsStr, OsString};
+use std::path::Path;
+use std::time::Duration;
 
+use rustix::fs::{FileType, Stat};
 use serde::Serialize;
 
 use super::{Sessions, check_session_id, now_ms};
+use crate::dir_handle::DirHandle;
 use crate::error::{Error, Result};
 use crate::settings::SESSIONS_DIR;
 
@@ -39,6 +48,8 @@ impl Sessions {
     /// is deleted; any other is renamed back (or, if the session made a new directory
     /// meanwhile, its tombstone is left for a look by hand).
     pub async fn gc(&self, older_than: Duration) -> Result<Vec<Removed>> {
+        // First, and before any registry: a planted link is refused before anything is read.
+        let sessions_dir = open_sessions_dir(&self.root)?;
         let now = now_ms();
         let cutoff = now.saturating_sub(older_than.as_millis() as u64);
         let known = self.list().await?;
@@ -58,17 +69,22 @@ impl Sessions {
                 Some(_) => {}
             }
         }
-        let sessions_dir = self.root.join(SESSIONS_DIR);
         let idle = self.idle.as_millis() as u64;
-        for (id, dir) in session_dirs(&sessions_dir)? {
+        let dirs = match &sessions_dir {
+            Some(d) => session_dirs(d)?,
+            None => Vec::new(),
+        };
+        for id in dirs {
             if live.contains(&id) {
                 continue;
             }
             let rel = Some(format!("{SESSIONS_DIR}/{id}/"));
             if let Some(r) = candidates.iter_mut().find(|r| r.id == id) {
                 r.dir = rel;
-            } else if !known.iter().any(|s| s.entry.id == id) {
-                let since = newest_mtime(&dir, true).saturating_add(idle);
+            } else if !known.iter().any(|s| s.entry.id == id)
+                && let Some(d) = &sessions_dir
+            {
+                let since = newest_mtime(d, OsStr::new(&id), true).saturating_add(idle);
                 if since <= cutoff {
                     candidates.push(Removed {
                         id,
@@ -81,21 +97,11 @@ impl Sessions {
         }
         // First look done: move the doomed directories aside, then look again.
         let mut doomed = Vec::new();
-        for r in &candidates {
-            if r.dir.is_some() {
-                let dir = sessions_dir.join(&r.id);
-                let seen = newest_mtime(&dir, true);
-                let tomb = sessions_dir.join(format!(".gc-{}-{}", r.id, std::process::id()));
-                match std::fs::rename(&dir, &tomb) {
-                    Ok(()) => doomed.push((r.id.clone(), tomb, seen)),
-                    // Another cleanup took it first.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(Error::CannotWrite {
-                            path: dir,
-                            source: e,
-                        });
-                    }
+        if let Some(d) = &sessions_dir {
+            for r in candidates.iter().filter(|r| r.dir.is_some()) {
+                let seen = newest_mtime(d, OsStr::new(&r.id), true);
+                if let Some(tomb) = entomb(d, &r.id)? {
+                    doomed.push((r.id.clone(), tomb, seen));
                 }
             }
         }
@@ -111,17 +117,15 @@ impl Sessions {
         };
         let mut kept = std::collections::HashSet::new();
         for (id, tomb, seen) in doomed {
-            let dir = sessions_dir.join(&id);
-            if still_inactive(&id) && newest_mtime(&tomb, false) <= seen {
-                std::fs::remove_dir_all(&tomb)
-                    .or_else(gone_is_fine)
-                    .map_err(|e| Error::CannotWrite {
-                        path: tomb.clone(),
-                        source: e,
-                    })?;
+            let Some(d) = &sessions_dir else { break };
+            if still_inactive(&id) && newest_mtime(d, &tomb, false) <= seen {
+                d.remove_tree(&tomb).map_err(|e| Error::CannotWrite {
+                    path: d.child_path(&tomb),
+                    source: e,
+                })?;
             } else {
                 // Back to life: its directory back in place (unless it made a new one).
-                let _ = std::fs::rename(&tomb, &dir);
+                let _ = rename_back(d, &tomb, &id);
                 kept.insert(id);
             }
         }
@@ -135,58 +139,125 @@ impl Sessions {
     }
 }
 
-fn gone_is_fine(e: std::io::Error) -> std::io::Result<()> {
-    if e.kind() == std::io::ErrorKind::NotFound {
-        Ok(())
-    } else {
-        Err(e)
+/// `.claude/sessions` of `root`, reached from the root's handle without following a symlink;
+/// `None` when it does not exist. A symlink (or a file) at `.claude` or `.claude/sessions` is
+/// refused (73, naming it).
+pub(crate) fn open_sessions_dir(root: &Path) -> Result<Option<DirHandle>> {
+    crate::repo::open_root(root)?
+        .open_dir(Path::new(SESSIONS_DIR))
+        .map_err(|source| Error::CannotWrite {
+            path: root.join(SESSIONS_DIR),
+            source,
+        })
+}
+
+/// The lstat of `name` in `dir` when it is a real directory (not a link, not a file).
+fn real_dir(dir: &DirHandle, name: &OsStr) -> Option<Stat> {
+    dir.stat(name)
+        .ok()
+        .flatten()
+        .filter(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory)
+}
+
+/// Rename the directory of session `id` to its tombstone, through the sessions handle; the
+/// tombstone's name, or `None` when there is nothing (any more) to collect: gone (another
+/// cleanup took it), or not a real directory (a link or file planted under a session's name is
+/// never a session's directory, and stays where it is).
+fn entomb(dir: &DirHandle, id: &str) -> Result<Option<OsString>> {
+    if real_dir(dir, OsStr::new(id)).is_none() {
+        return Ok(None);
     }
+    let tomb = OsString::from(format!(".gc-{id}-{}", std::process::id()));
+    match dir.rename(OsStr::new(id), &tomb) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(Error::CannotWrite {
+                path: dir.child_path(id),
+                source: e,
+            });
+        }
+    }
+    // Swapped for a link between the look and the rename: put it back, touch nothing.
+    if real_dir(dir, &tomb).is_none() {
+        let _ = rename_back(dir, &tomb, id);
+        return Ok(None);
+    }
+    Ok(Some(tomb))
+}
+
+/// The tombstone back under the session's name, unless the session made a new directory
+/// meanwhile (then the tombstone stays for a look by hand).
+fn rename_back(dir: &DirHandle, tomb: &OsStr, id: &str) -> std::io::Result<()> {
+    if dir.stat(OsStr::new(id))?.is_some() {
+        return Ok(());
+    }
+    dir.rename(tomb, OsStr::new(id))
 }
 
 /// The directories under `.claude/sessions/` named like session ids (a symlink is not one).
-fn session_dirs(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
-    let listing = match std::fs::read_dir(dir) {
-        Ok(l) => l,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(
-                Error::internal(format!("cannot list {}: {e}", dir.display())).with_source(e),
-            );
-        }
-    };
+fn session_dirs(dir: &DirHandle) -> Result<Vec<String>> {
+    let listing = dir.entries().map_err(|e| {
+        Error::internal(format!("cannot list {}: {e}", dir.path().display())).with_source(e)
+    })?;
     Ok(listing
-        .flatten()
-        .filter(|i| i.file_type().is_ok_and(|t| t.is_dir()))
-        .filter_map(|i| {
-            let id = i.file_name().into_string().ok()?;
+        .into_iter()
+        .filter(|(_, kind)| *kind == FileType::Directory)
+        .filter_map(|(name, _)| {
+            let id = name.into_string().ok()?;
             check_session_id(&id).ok()?;
-            Some((id, i.path()))
+            Some(id)
         })
         .collect())
 }
 
-/// The newest modification time of anything below `dir` (and of `dir` itself with `own`), ms
-/// since the Unix epoch.
-fn newest_mtime(dir: &Path, own: bool) -> u64 {
-    let mtime = |p: &Path| {
-        std::fs::symlink_metadata(p)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_millis() as u64)
+/// The most entries [`newest_mtime`] looks at, and the deepest it goes: a session's directory
+/// holds a few state files; a co-user's tree of millions is not walked whole.
+const MTIME_ENTRIES: usize = 100_000;
+const MTIME_DEPTH: usize = 64;
+
+/// The newest modification time of anything below the directory `name` of `dir` (and of the
+/// directory itself with `own`), ms since the Unix epoch; through handles, never through a
+/// link.
+fn newest_mtime(dir: &DirHandle, name: &OsStr, own: bool) -> u64 {
+    let mut newest = if own {
+        real_dir(dir, name).map_or(0, |s| mtime_ms(&s))
+    } else {
+        0
     };
-    let mut newest = if own { mtime(dir) } else { 0 };
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for item in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = item.path();
-            newest = newest.max(mtime(&p));
-            if item.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(p);
-            }
-        }
+    if let Ok(Some(top)) = dir.open_dir(Path::new(name)) {
+        let mut budget = MTIME_ENTRIES;
+        newest_below(&top, 0, &mut budget, &mut newest);
     }
     newest
+}
+
+/// Depth first, so that at most [`MTIME_DEPTH`] handles are open at once.
+fn newest_below(dir: &DirHandle, depth: usize, budget: &mut usize, newest: &mut u64) {
+    for (entry, kind) in dir.entries().unwrap_or_default() {
+        if *budget == 0 {
+            return;
+        }
+        *budget -= 1;
+        if let Ok(Some(s)) = dir.stat(&entry) {
+            *newest = (*newest).max(mtime_ms(&s));
+        }
+        if kind == FileType::Directory
+            && depth < MTIME_DEPTH
+            && let Ok(Some(sub)) = dir.open_dir(Path::new(&entry))
+        {
+            newest_below(&sub, depth + 1, budget, newest);
+        }
+    }
+}
+
+/// A stat's modification time, ms since the Unix epoch (0 before it). The fields' types differ
+/// between targets, hence the conversions.
+#[allow(clippy::useless_conversion)]
+pub(super) fn mtime_ms(s: &Stat) -> u64 {
+    let secs = u64::try_from(s.st_mtime).unwrap_or(0);
+    let nanos = u64::try_from(s.st_mtime_nsec).unwrap_or(0);
+    secs.saturating_mul(1000).saturating_add(nanos / 1_000_000)
 }
 
 #[cfg(test)]
@@ -274,5 +345,99 @@ mod tests {
         let (removed, left) = gc_with(false).await;
         assert_eq!(removed.len(), 1);
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    /// A registry holding one session, `s1`, silent at the first look; at the second look
+    /// (while gc holds `s1`'s directory as a tombstone) the session comes back: it writes its
+    /// per-session file (a first write seeds the copy from the shared template) and is active.
+    struct Returning {
+        looks: AtomicUsize,
+        root: std::path::PathBuf,
+        writer: std::sync::Mutex<Option<std::thread::JoinHandle<crate::Result<()>>>>,
+    }
+
+    impl SessionStore for Returning {
+        fn label(&self) -> String {
+            "returning".into()
+        }
+        fn register<'a>(&'a self, _: &'a str, _: &'a SessionEntry) -> NodeFuture<'a, ()> {
+            Box::pin(async { Ok(()) })
+        }
+        fn touch<'a>(&'a self, _: &'a str, _: &'a SessionEntry) -> NodeFuture<'a, ()> {
+            Box::pin(async { Ok(()) })
+        }
+        fn end<'a>(&'a self, _: &'a str, _: &'a str, _: u64) -> NodeFuture<'a, bool> {
+            Box::pin(async { Ok(false) })
+        }
+        fn entries<'a>(&'a self, _: &'a str) -> NodeFuture<'a, Vec<SessionEntry>> {
+            let first = self.looks.fetch_add(1, Ordering::SeqCst) == 0;
+            if !first {
+                let root = self.root.clone();
+                let (done, finished) = std::sync::mpsc::channel();
+                let writer = std::thread::spawn(move || {
+                    let copy = root.join(SESSIONS_DIR).join("s1/session-state.json");
+                    let r = crate::session::seed_from_shared(
+                        &root,
+                        &root.join(".claude/session-state.json"),
+                        &copy,
+                    );
+                    let _ = done.send(());
+                    r
+                });
+                // A seeding that does not wait for gc is done by now; one that waits is not.
+                let _ = finished.recv_timeout(Duration::from_millis(300));
+                *self.writer.lock().unwrap() = Some(writer);
+            }
+            let active = if first { 1 } else { now_ms() };
+            Box::pin(async move {
+                Ok(vec![SessionEntry {
+                    id: "s1".into(),
+                    started_ms: 1,
+                    last_active_ms: active,
+                    ..Default::default()
+                }])
+            })
+        }
+        fn forget<'a>(&'a self, _: &'a str, _: &'a [String]) -> NodeFuture<'a, ()> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_that_writes_while_cleanup_holds_its_directory_keeps_its_state() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        std::fs::create_dir_all(root.join(SESSIONS_DIR).join("s1")).unwrap();
+        std::fs::write(root.join(".claude/session-state.json"), "{\"n\": 0}").unwrap();
+        let copy = root.join(SESSIONS_DIR).join("s1/session-state.json");
+        std::fs::write(&copy, "{\"n\": 7}").unwrap();
+        let store = Arc::new(Returning {
+            looks: AtomicUsize::new(0),
+            root: root.clone(),
+            writer: std::sync::Mutex::new(None),
+        });
+        let sessions = Sessions::new(
+            vec![store.clone()],
+            "ns".into(),
+            root.clone(),
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+        );
+        let removed = sessions.gc(Duration::ZERO).await.unwrap();
+        let writer = store.writer.lock().unwrap().take().unwrap();
+        writer.join().unwrap().unwrap();
+        assert_eq!(removed, []);
+        let left: Vec<String> = std::fs::read_dir(root.join(SESSIONS_DIR))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().into_string().unwrap())
+            .filter(|n| n != ".gitignore")
+            .collect();
+        assert_eq!(left, ["s1"], "no tombstone left");
+        assert_eq!(
+            std::fs::read_to_string(&copy).unwrap(),
+            "{\"n\": 7}",
+            "the session's own state, not the template"
+        );
     }
 }

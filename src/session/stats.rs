@@ -3,12 +3,16 @@
 //! own numbers; a team view adds them up here, without contaminating any of them.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::Serialize;
 use serde_json::{Number, Value};
 
 use super::{SessionState, Sessions, session_copy};
 use crate::error::{Error, Result};
+
+/// The largest copy read for totals (a state file is far smaller).
+const COPY_CAP: u64 = 256 * 1024 * 1024;
 
 /// The totals of one field.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -105,12 +109,26 @@ impl Sessions {
         let mut acc: BTreeMap<String, Acc> =
             fields.iter().map(|f| (f.clone(), Acc::default())).collect();
         let mut read = 0;
+        // Through the handle of `.claude/sessions` (a symlinked one is refused, 73): a copy
+        // that is a link, FIFO or device, or past the cap, is skipped like an unreadable one.
+        let sessions_dir = super::gc::open_sessions_dir(&self.root)?;
         for id in &live {
-            let Some(rel) = session_copy(per_session, Some(id), file)? else {
+            let (Some(rel), Some(dir)) =
+                (session_copy(per_session, Some(id), file)?, &sessions_dir)
+            else {
                 continue;
             };
-            let Some(doc) = std::fs::read(self.root.join(&rel))
+            let below = Path::new(&rel)
+                .strip_prefix(crate::settings::SESSIONS_DIR)
+                .unwrap_or(Path::new(&rel));
+            let (Some(parent), Some(name)) = (below.parent(), below.file_name()) else {
+                continue;
+            };
+            let Some(doc) = dir
+                .open_dir(parent)
                 .ok()
+                .flatten()
+                .and_then(|d| d.read_capped(name, COPY_CAP).ok().flatten())
                 .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
             else {
                 continue;

@@ -19,4 +19,5 @@ mod sessions;
 mod slots;
 mod state;
 mod trust_config;
+mod trust_local;
 mod trust_output;

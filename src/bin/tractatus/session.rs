@@ -67,8 +67,11 @@ async fn start(ctx: &Context, id: Option<String>, from_hook: bool) -> Result<i32
             output::out(&id)?;
         }
     }
-    // Cleanup is a courtesy here: its failure does not undo the registration.
+    // Cleanup is a courtesy here: its failure does not undo the registration. A planted link
+    // (or FIFO) where our sessions directory should be is no passing failure, though: it is
+    // refused with its error and exit code (73), the registration standing.
     match sessions.gc(START_GC_AFTER).await {
+        Err(e) if e.is_refused() => return Err(e),
         Ok(removed) if !removed.is_empty() && !ctx.quiet => output::note(&format!(
             "removed {} inactive session{} (see `tractatus session gc`)",
             removed.len(),

@@ -82,7 +82,12 @@ fn payload(shared: &SharedCheckout, id: &str) -> (PathBuf, String) {
 }
 
 fn assert_refused(ran: &Ran, names: &str) {
-    assert_eq!(ran.code, 73, "{}", ran.describe());
+    assert_refused_with(ran, names, 73);
+}
+
+/// Refused with `code`, in one line naming `names`.
+fn assert_refused_with(ran: &Ran, names: &str, code: i32) {
+    assert_eq!(ran.code, code, "{}", ran.describe());
     assert!(
         ran.stderr.contains(names),
         "names {names}: {}",
@@ -137,6 +142,8 @@ fn session_start_and_gc_refuse_a_symlinked_dot_claude_and_touch_nothing_outside(
         &["-s", private.to_str().unwrap(), ".claude"],
     );
     let (file, text) = payload(&shared, "victim-1");
+    // The config file is read first, through `.claude`: a symlinked `.claude` is refused
+    // there (65, the repository's shared input), before any bookkeeping file is reached.
     let ran = tractatus_with_stdin(
         &shared,
         Who::Victim,
@@ -145,14 +152,14 @@ fn session_start_and_gc_refuse_a_symlinked_dot_claude_and_touch_nothing_outside(
     );
     assert_eq!(ran.stdout, text, "the payload still passes through");
     shared.assert_private_files_untouched();
-    assert_refused(&ran, ".claude");
+    assert_refused_with(&ran, ".claude", 65);
     let ran = tractatus(
         &shared,
         Who::Victim,
         &["session", "gc", "--older-than", "0"],
     );
     shared.assert_private_files_untouched();
-    assert_refused(&ran, ".claude");
+    assert_refused_with(&ran, ".claude", 65);
 }
 
 #[test]

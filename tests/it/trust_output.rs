@@ -342,6 +342,8 @@ fn a_hung_update_on_local_locks_is_stopped_at_max_hold() {
     let r = run(tractatus(&repo.path())
         .args([
             "--quiet",
+            "--ttl",
+            "1s",
             "--max-hold",
             "2s",
             "state",

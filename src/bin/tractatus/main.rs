@@ -54,6 +54,13 @@ async fn run(cli: Cli) -> Result<i32> {
     let Cli { global, command } = cli;
     match command {
         Command::Session(SessionCommand::New) => session::new(global.json),
+        Command::Session(SessionCommand::Start {
+            id,
+            from_hook: true,
+        }) => {
+            let payload = session::take_hook_payload()?;
+            session::start(&Context::resolve(global)?, id, Some(payload)).await
+        }
         Command::Session(cmd) => session::run(&Context::resolve(global)?, cmd).await,
         Command::DemoEdit(args) => demo::edit(&args),
         Command::DemoWorker(args) => demo::worker(&args).await,

@@ -30,7 +30,7 @@ pub fn new(json: bool) -> Result<i32> {
 pub async fn run(ctx: &Context, cmd: SessionCommand) -> Result<i32> {
     match cmd {
         SessionCommand::New => new(ctx.json),
-        SessionCommand::Start { id, from_hook } => start(ctx, id, from_hook).await,
+        SessionCommand::Start { id, .. } => start(ctx, id, None).await,
         SessionCommand::End { id } => end(ctx, id).await,
         SessionCommand::List => list(ctx).await,
         SessionCommand::Gc { older_than } => gc(ctx, &older_than).await,
@@ -41,15 +41,23 @@ pub async fn run(ctx: &Context, cmd: SessionCommand) -> Result<i32> {
 /// How long `session start` keeps the directories of inactive sessions.
 const START_GC_AFTER: Duration = Duration::from_secs(24 * 3600);
 
-async fn start(ctx: &Context, id: Option<String>, from_hook: bool) -> Result<i32> {
-    let id = if from_hook {
-        let mut payload = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut payload)
-            .map_err(|e| Error::bad_data(format!("cannot read the hook payload on stdin: {e}")))?;
-        // Passed on first and whatever happens next: a hook chained after this one still gets
-        // its input.
-        pass_through(&payload)?;
+/// `session start --from-hook`'s input: the hook payload read from stdin and passed on to stdout
+/// at once, before anything can fail (the settings included: a planted link where the config file
+/// should be still leaves a hook chained after this one its input).
+pub fn take_hook_payload() -> Result<Vec<u8>> {
+    let mut payload = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut payload)
+        .map_err(|e| Error::bad_data(format!("cannot read the hook payload on stdin: {e}")))?;
+    pass_through(&payload)?;
+    Ok(payload)
+}
+
+/// `session start`: with `payload` (`--from-hook`, already passed through) the id is the
+/// payload's, else `id` or a new one.
+pub async fn start(ctx: &Context, id: Option<String>, payload: Option<Vec<u8>>) -> Result<i32> {
+    let from_hook = payload.is_some();
+    let id = if let Some(payload) = payload {
         let id = session_id_from_hook(&payload)?;
         export_to_claude_env(&id)?;
         id

@@ -341,7 +341,7 @@ impl StateFile {
         serde_json::from_slice(bytes).map_err(|e| self.not_json(e))
     }
 
-    fn not_json(&self, e: serde_json::Error) -> Error {
+    pub(super) fn not_json(&self, e: serde_json::Error) -> Error {
         Error::bad_data(format!(
             "{} is not valid JSON ({e}); nothing written",
             self.path.display()

@@ -284,6 +284,12 @@ impl PendingWrite {
             })?,
             None => "{}",
         };
+        // The syntax check at read skips `\u` escapes; a lone surrogate (which Node writes for
+        // a string cut inside a pair) cannot become a Rust string, so the lean edit could not
+        // re-lay it out. Refused as `merge` and `get` refuse it (65), the file untouched.
+        if has_surrogate_escape(text) {
+            serde_json::from_str::<Value>(text).map_err(|e| self.file.not_json(e))?;
+        }
         let new = lean::edit_text(text, edit, self.file.name())?;
         self.land(new).await
     }
@@ -366,10 +372,16 @@ fn check_text(text: &str) -> std::result::Result<(), String> {
     }
     let invalid = |e: serde_json::Error| format!("is not valid JSON ({e})");
     serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(invalid)?;
-    if text.contains("\\ud") || text.contains("\\uD") {
+    if has_surrogate_escape(text) {
         serde_json::from_str::<Value>(text).map_err(invalid)?;
     }
     Ok(())
+}
+
+/// Whether `text` has a `\u` escape of a UTF-16 surrogate (rare; such text is parsed whole to
+/// judge it).
+fn has_surrogate_escape(text: &str) -> bool {
+    text.contains("\\ud") || text.contains("\\uD")
 }
 
 /// True when the JSON text `bytes` nests deeper than `limit`. `serde_json` enforces its limit

@@ -1,9 +1,9 @@
-//! The commit: write a temp file in the same directory, fsync it, give it the old file's mode,
-//! then, holding the file's fence record, compare the file with the bytes read, check that the
-//! lease is still valid and that no higher fencing token (nor an equal one of another lease)
-//! has committed, record our token and owner hash, rename
-//! over the target, fsync the directory. Also the cleanup of temp files that crashed writers
-//! left behind.
+//! The commit, through the handle of the file's directory that the read used: write a temp file
+//! there (`O_EXCL`), give it the old file's owner, group and mode, fsync it, then, holding the
+//! file's fence record, compare the file with the bytes read, check that the lease is still
+//! valid and that no higher fencing token (nor an equal one of another lease) has committed,
+//! record our token and owner hash, rename over the target, fsync the directory. Also the
+//! cleanup of temp files that crashed writers left behind.
 
 use std::ffi::OsString;
 use std::io::Write;

@@ -2,15 +2,21 @@
 //! file, and the commit is atomic and fenced. A read takes no lease: it sees one committed
 //! document, whole.
 //!
-//! Commit: write a temp file in the same directory, fsync it, give it the old file's mode, then,
-//! holding the file's fence record (`.claude/.tractatus/fence/<name>`, under `flock`), check that
-//! the lease is still valid and that no higher fencing token (nor the same token of another
-//! lease) has committed, record our token, rename over the target, fsync the directory. A
-//! process started under the file's lease (a hook under `lock run`, `update`'s command) joins
-//! that lease rather than waiting for it, and commits under its token (see [`crate::join`]). A reader sees the old document or the new one,
-//! whole. The window that remains: a holder that pauses *between* the validity check and the
-//! rename (a few microseconds, measured by the tests) can still land one write after its lease
-//! ran out; writers that all go through `tractatus` are serialized by the fence record's lock,
+//! Every step goes through one handle on the file's directory, opened from the repository
+//! root without following a symlink (see `dir_handle.rs`): a co-user who swaps a
+//! directory or the file for a symlink mid-write can neither move the write out of the
+//! checkout nor make us read a file it cannot read.
+//!
+//! Commit: write a temp file in the same directory, give it the old file's owner, group and
+//! mode (as far as the writer may), fsync it, then, holding the file's fence record
+//! (`.claude/.tractatus/fence/<name>`, under `flock`), check that the lease is still valid and
+//! that no higher fencing token (nor the same token of another lease) has committed, record our
+//! token (synced), rename over the target, fsync the directory. A process started under the
+//! file's lease (a hook under `lock run`, `update`'s command) joins that lease rather than
+//! waiting for it, and commits under its token (see [`crate::join`]). A reader sees the old
+//! document or the new one, whole. The window that remains: a holder that pauses *between*
+//! the validity check and the rename (a few microseconds, measured by the tests) can still land
+//! one write after its lease ran out; writers that all go through `tractatus` are serialized by the fence record's lock,
 //! so even then a lower token never overwrites a higher one on one machine. Across machines on a
 //! network filesystem the fence record's `flock` is as good as the filesystem's locking.
 //!
@@ -25,7 +31,8 @@
 //! - `edit.rs`: [`Pointer`], [`Edit`] and applying an edit in memory.
 //! - `lean.rs`: `set` and `append` on the bytes read, without building the document.
 //! - `filter.rs`: running `state update`'s command.
-//! - `load.rs`: reading the file (regular files only, never waiting on a FIFO).
+//! - `load.rs`: reading the file through its directory's handle (regular files only, never a
+//!   symlink, never waiting on a FIFO).
 //! - `commit.rs`: the atomic, fenced compare-and-swap commit and abandoned temp files.
 //! - `fence.rs`: the fence record of committed tokens.
 //! - `node_json.rs`: [`to_node_json`], the `JSON.stringify(x, null, 2)` layout.
@@ -88,7 +95,7 @@ pub enum WriteOutcome {
 ///
 /// Its directory is reached from the repository root's handle one component at a time, never
 /// through a symlink, and a write goes through that one directory handle from the read to the
-/// rename (see [`crate::dir_handle`]): a directory swapped for a symlink mid-write cannot send
+/// rename (see `dir_handle.rs`): a directory swapped for a symlink mid-write cannot send
 /// the write, the compare or the temp file anywhere else.
 #[derive(Debug, Clone)]
 pub struct StateFile {

@@ -102,7 +102,7 @@ pub(crate) fn normalize(path: &Path) -> PathBuf {
 }
 
 /// The private working directory of `root` (`.claude/.tractatus`), created with a
-/// `.gitignore` that keeps everything in it out of git. Path form of [`work_dir_at`], for
+/// `.gitignore` that keeps everything in it out of git. Path form of `work_dir_at`, for
 /// callers not yet on directory handles.
 pub fn work_dir(root: &Path) -> Result<PathBuf> {
     let handle = open_root(root)?;

@@ -426,3 +426,39 @@ fn a_replaced_state_file_keeps_its_owner_and_group_where_the_writer_may_set_them
     let text = std::fs::read_to_string(co.file(rel)).unwrap();
     assert!(text.contains("\"a\": 2"), "{text}");
 }
+
+#[test]
+fn a_fence_record_planted_as_a_link_or_a_fifo_is_refused_at_once_and_nothing_is_touched() {
+    let co = SharedCheckout::new();
+    let rel = ".claude/s.json";
+    co.write_as(Who::Victim, rel, "{}\n");
+    // The working directory, as the attacker's own first use makes it.
+    shell(
+        &co,
+        Who::Attacker,
+        &format!("{} state get {rel}", bin().display()),
+    );
+    shell(&co, Who::Attacker, "mkdir -p .claude/.tractatus/fence");
+    let record = ".claude/.tractatus/fence/.claude%2Fs.json";
+    let diary = co.private_file("notes/diary.txt");
+    for plant in [
+        format!("ln -s {} {record}", diary.display()),
+        format!("mkfifo {record}"),
+    ] {
+        shell(&co, Who::Attacker, &format!("rm -f {record} && {plant}"));
+        let mut set = Guard(
+            co.command(Who::Victim, bin())
+                .args(["--wait", "2s", "state", "set", rel, "/a", "1"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let code = set.wait_code(Duration::from_secs(20));
+        let stderr = stderr_of(&mut set);
+        assert_eq!(code, Some(73), "{plant}: {stderr}");
+        assert!(stderr.contains("fence"), "{plant}: {stderr}");
+        assert_eq!(std::fs::read_to_string(co.file(rel)).unwrap(), "{}\n");
+        co.assert_private_files_untouched();
+    }
+}

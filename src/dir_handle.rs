@@ -209,6 +209,16 @@ impl DirHandle {
         }
     }
 
+    /// The target of the symlink `name` in this directory, as written in the link (to judge
+    /// where it leads, never to follow it); `None` when `name` is not a symlink.
+    pub(crate) fn read_link(&self, name: &OsStr) -> io::Result<Option<PathBuf>> {
+        match rustix::fs::readlinkat(&self.fd, check_name(name)?, Vec::new()) {
+            Ok(target) => Ok(Some(PathBuf::from(OsStr::from_bytes(target.as_bytes())))),
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// `fstat` of this directory.
     pub(crate) fn stat_self(&self) -> io::Result<Stat> {
         Ok(rustix::fs::fstat(&self.fd)?)

@@ -27,16 +27,10 @@ pub fn find_root(start: &Path) -> Option<PathBuf> {
 }
 
 /// The lock name of `path` (absolute, or relative to `cwd`): its path relative to `root`,
-/// with `/` separators. The file itself need not exist; its directory must.
+/// with `/` separators. Lexical (see [`below_root`]): nothing below the root is looked at, so
+/// the file and its directory need not exist.
 pub fn lock_name_for(root: &Path, cwd: &Path, path: &Path) -> Result<String> {
-    let abs = resolve(root, cwd, path)?;
-    let rel = abs.strip_prefix(root).map_err(|_| {
-        Error::usage(format!(
-            "{} is outside the repository at {}",
-            path.display(),
-            root.display()
-        ))
-    })?;
+    let rel = below_root(root, cwd, path)?;
     let parts: Vec<&str> = rel
         .components()
         .filter_map(|c| match c {
@@ -49,71 +43,62 @@ pub fn lock_name_for(root: &Path, cwd: &Path, path: &Path) -> Result<String> {
     Ok(name)
 }
 
-/// The canonical absolute path of `path` inside `root`: a symlink at the last component is
-/// followed (a state file that is a link is locked and written as the file it points to), the
-/// directory is canonicalized (symlinks and `..` resolve; directories that do not exist yet are
-/// kept as named), and paths outside `root` are refused.
+/// The absolute path of `path` inside `root` (`root` joined with [`below_root`]'s answer).
+/// Paths outside `root` are refused (64). Nothing below the root is followed: a symlink there
+/// is refused when the file is opened (see [`crate::state::StateFile::open`]).
 pub fn resolve(root: &Path, cwd: &Path, path: &Path) -> Result<PathBuf> {
-    let mut joined = cwd.join(path);
-    for _ in 0..40 {
-        match std::fs::symlink_metadata(&joined) {
-            Ok(m) if m.file_type().is_symlink() => {
-                let target = std::fs::read_link(&joined).map_err(|e| {
-                    Error::usage(format!("cannot read the link {}: {e}", path.display()))
-                        .with_source(e)
-                })?;
-                joined = joined.parent().unwrap_or(Path::new("/")).join(target);
-            }
-            _ => break,
-        }
-    }
-    let file_name = joined
-        .file_name()
-        .filter(|n| *n != "..")
-        .ok_or_else(|| Error::usage(format!("{} does not name a file", path.display())))?
-        .to_owned();
-    let dir = canonicalize_existing(joined.parent().unwrap_or(Path::new("/")), path)?;
-    let abs = dir.join(file_name);
-    if !abs.starts_with(root) || abs == root {
-        return Err(Error::usage(format!(
+    Ok(root.join(below_root(root, cwd, path)?))
+}
+
+/// `path` (absolute, or relative to `cwd`) relative to the canonical `root`: plain names only,
+/// `.` and `..` folded lexically. Symlinks *above* the root are the user's own choice of path
+/// and are followed (a prefix of the path that canonicalizes to `root` is the root); nothing
+/// below it is resolved here, so a planted symlink cannot move the answer. Outside the root,
+/// or the root itself, is a usage error (64).
+pub fn below_root(root: &Path, cwd: &Path, path: &Path) -> Result<PathBuf> {
+    let outside = || {
+        Error::usage(format!(
             "{} is outside the repository at {}: state files must live inside it",
             path.display(),
             root.display()
-        )));
+        ))
+    };
+    let joined = normalize(&cwd.join(path));
+    let rel = match joined.strip_prefix(root) {
+        Ok(rel) => rel.to_path_buf(),
+        // Reached through a symlink above the root (a checkout mounted or linked elsewhere):
+        // the shortest prefix that is the root, so a link below the root back to it is never
+        // taken for the root.
+        Err(_) => joined
+            .ancestors()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .find(|a| a.canonicalize().is_ok_and(|c| c == root))
+            .and_then(|a| joined.strip_prefix(a).ok())
+            .map(Path::to_path_buf)
+            .ok_or_else(outside)?,
+    };
+    if rel.as_os_str().is_empty() {
+        return Err(outside());
     }
-    Ok(abs)
+    Ok(rel)
 }
 
-/// `dir` canonicalized as far as it exists, with the missing tail appended as named.
-fn canonicalize_existing(dir: &Path, for_path: &Path) -> Result<PathBuf> {
-    let mut missing = Vec::new();
-    let mut cur = dir;
-    loop {
-        match cur.canonicalize() {
-            Ok(mut found) => {
-                found.extend(missing.iter().rev());
-                return Ok(found);
+/// `path` with `.` dropped and `..` taking off the component before it (at `/`, nothing), as
+/// text: no link is looked at.
+pub(crate) fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let (Some(name), Some(parent)) = (cur.file_name(), cur.parent()) else {
-                    return Err(Error::usage(format!(
-                        "directory of {} not found: {e}",
-                        for_path.display()
-                    ))
-                    .with_source(e));
-                };
-                missing.push(name.to_owned());
-                cur = parent;
-            }
-            Err(e) => {
-                return Err(Error::usage(format!(
-                    "directory of {} cannot be read: {e}",
-                    for_path.display()
-                ))
-                .with_source(e));
-            }
+            c => out.push(c),
         }
     }
+    out
 }
 
 /// The private working directory of `root` (`.claude/.tractatus`), created with a
@@ -188,5 +173,18 @@ mod tests {
         assert_eq!(dotted.unwrap(), name);
         let outside = lock_name_for(&root, &root, Path::new("../x.json")).unwrap_err();
         assert_eq!(outside.exit_code(), 64);
+        let outside = lock_name_for(&root, &root, Path::new("/etc/x.json")).unwrap_err();
+        assert_eq!(outside.exit_code(), 64);
+        let at_root = lock_name_for(&root, &root, Path::new(".claude/..")).unwrap_err();
+        assert_eq!(at_root.exit_code(), 64);
+        // Through a symlink above the root: the user's path, the same name.
+        let links = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(&root, links.path().join("co")).unwrap();
+        let linked = links.path().join("co/.claude/metrics/x.json");
+        assert_eq!(lock_name_for(&root, &root, &linked).unwrap(), name);
+        // A symlink below the root is not resolved: its own name, refused when opened.
+        std::os::unix::fs::symlink(root.join(".claude"), root.join("l")).unwrap();
+        let below = lock_name_for(&root, &root, Path::new("l/metrics/x.json")).unwrap();
+        assert_eq!(below, "l/metrics/x.json");
     }
 }

@@ -1,63 +1,77 @@
-//! The commit: write a temp file in the same directory, fsync it, give it the old file's mode,
-//! then, holding the file's fence record, compare the file with the bytes read, check that the
-//! lease is still valid and that no higher fencing token (nor an equal one of another lease)
-//! has committed, record our token and owner hash, rename
-//! over the target, fsync the directory. Also the cleanup of temp files that crashed writers
-//! left behind.
+//! The commit, through the handle of the file's directory that the read used: write a temp file
+//! there (`O_EXCL`), give it the old file's owner, group and mode, fsync it, then, holding the
+//! file's fence record, compare the file with the bytes read, check that the lease is still
+//! valid and that no higher fencing token (nor an equal one of another lease) has committed,
+//! record our token and owner hash, rename over the target, fsync the directory. Also the
+//! cleanup of temp files that crashed writers left behind.
 
-use std::fs::File;
+use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use rustix::fs::FileType;
+
+use super::StateFile;
 use super::fence::FenceRecord;
-use super::{StateFile, load};
+use super::load::{self, Loaded};
+use crate::dir_handle::DirHandle;
 use crate::holder::{pid_namespace, process_start_ticks, this_host};
 use crate::repo;
 use crate::{Error, Lease, Result};
 
 impl StateFile {
     fn temp_prefix(&self) -> String {
-        let file_name = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        format!(".{file_name}.tractatus-")
+        format!(".{}.tractatus-", self.file_name.to_string_lossy())
     }
 
-    /// Returns the length of the window between the last validity check and the rename.
+    /// Returns the length of the window between the last validity check and the rename. Every
+    /// step goes through `dir`, the handle the file was read through: the temp file, its
+    /// owner and mode, the compare, the rename and the directory's fsync.
     pub(super) async fn commit(
         &self,
+        dir: Option<&DirHandle>,
         lease: &Lease,
         fence: &FenceRecord,
-        read: Option<&[u8]>,
+        read: Option<&Loaded>,
         bytes: &[u8],
-        mode: Option<u32>,
     ) -> Result<Duration> {
-        let dir = self.path.parent().unwrap_or(Path::new("/"));
         let cannot = |e: std::io::Error| Error::CannotWrite {
             path: self.path.clone(),
             source: e,
         };
+        let dir_path = self.root.child_path(&self.rel_dir);
+        let Some(dir) = dir else {
+            return Err(cannot(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("its directory {} does not exist", dir_path.display()),
+            )));
+        };
         let pid = std::process::id();
         let start = process_start_ticks(pid).unwrap_or(0);
         let host = temp_owner_tag();
-        let mut tmp = tempfile::Builder::new()
-            .prefix(&format!("{}{host}-{pid}-{start}-", self.temp_prefix()))
-            .suffix(".tmp")
-            .rand_bytes(6)
-            .tempfile_in(dir)
-            .map_err(|e| cannot(in_dir(dir, e)))?;
-        tmp.write_all(bytes).map_err(cannot)?;
-        // Keep the file's mode; a new file gets what `open(2)` would give it (0666 less the
-        // umask), not the temp file's 0600.
-        let mode = mode.unwrap_or(0o666 & !repo::process_umask());
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(mode))
+        let prefix = format!("{}{host}-{pid}-{start}-", self.temp_prefix());
+        let (mut file, name) = dir
+            .create_temp(&prefix, ".tmp", 0o600)
+            .map_err(|e| cannot(in_dir(&dir_path, e)))?;
+        let mut tmp = TempFile {
+            dir,
+            name,
+            renamed: false,
+        };
+        file.write_all(bytes).map_err(cannot)?;
+        // A replaced file keeps its owner and group where we may set them (root may; a member
+        // of the file's group may keep the group), then its mode (after: chown clears setuid).
+        // A new file gets what `open(2)` would give it (0666 less the umask), not 0600.
+        if let Some(r) = read {
+            keep_owner(&file, r.uid, r.gid);
+        }
+        let mode = read.map_or(0o666 & !repo::process_umask(), |r| r.mode);
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(cannot)?;
-        tmp.as_file().sync_all().map_err(cannot)?;
+        file.sync_all().map_err(cannot)?;
+        drop(file);
 
         let mut record = fence.lock(lease).await?;
         // Compare and swap: the file must still hold what we read. A writer whose lease was
@@ -65,7 +79,8 @@ impl StateFile {
         // or a program that takes no lock may have written it; writing over that would lose its
         // update, so we refuse and the change is redone on the new document. Bytes, not
         // metadata: a same-size rewrite within one coarse mtime tick would pass a stat check.
-        if !load::holds(&self.path, read).map_err(cannot)? {
+        let expected = read.map(|r| r.bytes.as_slice());
+        if !load::holds(dir, &self.file_name, expected).map_err(cannot)? {
             return Err(Error::Conflict {
                 name: self.name.clone(),
             });
@@ -86,28 +101,30 @@ impl StateFile {
         // The last check: from here to the rename is the window no lease can close.
         lease.check_valid()?;
         let checked = std::time::Instant::now();
-        tmp.persist(&self.path).map_err(|e| cannot(e.error))?;
+        dir.rename(&tmp.name, &self.file_name).map_err(cannot)?;
         let window = checked.elapsed();
+        tmp.renamed = true;
         // The new document is in place and every reader sees it: a failed directory fsync
         // (only durability across a power loss is in doubt) must not report "nothing written".
-        let _ = File::open(dir).and_then(|d| d.sync_all());
+        let _ = dir.sync();
         Ok(window)
     }
 
-    /// Remove temp files of this state file whose writer is gone (crashed mid-commit). A temp
-    /// file of a live writer, or of another host younger than the longest hold, is kept.
-    pub(super) fn remove_abandoned_temp_files(&self, lease: &Lease) {
-        let Some(dir) = self.path.parent() else {
-            return;
-        };
-        let Ok(entries) = std::fs::read_dir(dir) else {
+    /// Remove temp files of this state file whose writer is gone (crashed mid-commit), through
+    /// `dir`. A temp file of a live writer, or of another host younger than the longest hold,
+    /// is kept; only regular files are removed.
+    pub(super) fn remove_abandoned_temp_files(&self, dir: &DirHandle, lease: &Lease) {
+        let Ok(entries) = dir.entries() else {
             return;
         };
         let prefix = self.temp_prefix();
         let me = temp_owner_tag();
         let old_enough = lease_max_age(lease);
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
+        for (entry, kind) in entries {
+            if kind != FileType::RegularFile {
+                continue;
+            }
+            let name = entry.to_string_lossy().into_owned();
             let Some(rest) = name
                 .strip_prefix(&prefix)
                 .and_then(|r| r.strip_suffix(".tmp"))
@@ -129,41 +146,57 @@ impl StateFile {
                         Some(now) => start.parse::<u64>().ok() != Some(now),
                     }
             } else {
-                entry
-                    .metadata()
-                    .and_then(|m| m.modified())
+                dir.stat(&entry)
                     .ok()
+                    .flatten()
+                    .and_then(|s| u64::try_from(s.st_mtime).ok())
+                    .map(|t| SystemTime::UNIX_EPOCH + Duration::from_secs(t))
                     .and_then(|t| SystemTime::now().duration_since(t).ok())
                     .is_some_and(|age| age > old_enough)
             };
             if gone {
-                let _ = std::fs::remove_file(entry.path());
+                let _ = dir.remove_file(&entry);
             }
         }
     }
 }
 
-/// The temp file's own path in an error (tempfile adds it) is 200 characters of noise: name the
-/// directory, which is what a missing or read-only directory is about.
+/// A temp file not yet renamed into place: removed (through its directory's handle) when the
+/// commit stops before the rename.
+struct TempFile<'a> {
+    dir: &'a DirHandle,
+    name: OsString,
+    renamed: bool,
+}
+
+impl Drop for TempFile<'_> {
+    fn drop(&mut self) {
+        if !self.renamed {
+            let _ = self.dir.remove_file(&self.name);
+        }
+    }
+}
+
+/// Give the new file the old one's owner and group, as far as we may: both (root, or the
+/// owner itself), else the group alone (a member of it), else neither (the file becomes the
+/// writer's, as any replacement by rename makes it).
+fn keep_owner(file: &std::fs::File, uid: u32, gid: u32) {
+    use rustix::fs::{Gid, Uid, fchown};
+    let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
+    if fchown(file, Some(uid), Some(gid)).is_err() {
+        let _ = fchown(file, None, Some(gid));
+    }
+}
+
+/// Why no temp file could be made in `dir`, naming the directory (the temp file's own name is
+/// noise to the reader).
 fn in_dir(dir: &Path, e: std::io::Error) -> std::io::Error {
-    let kind = e.kind();
-    // tempfile wraps the OS error with the path; the OS error is its source.
-    let os = e.raw_os_error().or_else(|| {
-        e.get_ref()
-            .and_then(|inner| std::error::Error::source(inner))
-            .and_then(|source| source.downcast_ref::<std::io::Error>())
-            .and_then(std::io::Error::raw_os_error)
-    });
-    let cause = match os {
-        Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
-        None => kind.to_string(),
-    };
-    let what = if kind == std::io::ErrorKind::NotFound {
+    let what = if e.kind() == std::io::ErrorKind::NotFound {
         format!("its directory {} does not exist", dir.display())
     } else {
-        format!("cannot create a file in {}: {cause}", dir.display())
+        format!("cannot create a file in {}: {e}", dir.display())
     };
-    std::io::Error::new(kind, what)
+    std::io::Error::new(e.kind(), what)
 }
 
 /// Who writes a temp file, in its name: the host name (letters, digits and dots kept) and the

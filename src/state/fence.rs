@@ -11,18 +11,28 @@
 //! refused, as it always was. A binary from before the hash reads the new record as damaged
 //! (70, nothing written): upgrade every writer of a repository together.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::ffi::OsString;
+use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::dir_handle::DirHandle;
 use crate::repo;
 use crate::{Error, Lease, Result};
 
-/// The highest token committed to one state file, kept in the repository's working directory.
+/// A record is 37 bytes; anything much longer is not one of ours.
+const RECORD_CAP: u64 = 64;
+
+/// The highest token committed to one state file, kept in the repository's working directory
+/// (`.claude/.tractatus/fence/`, reached through handles: never a symlink, a FIFO or a file
+/// with a second hard link).
 pub(super) struct FenceRecord {
+    dir: Arc<DirHandle>,
+    file_name: OsString,
     path: PathBuf,
 }
 
@@ -32,30 +42,28 @@ pub(super) struct LockedRecord {
 }
 
 impl FenceRecord {
-    pub(super) fn new(work_dir: &Path, name: &str) -> Result<Self> {
-        let dir = work_dir.join("fence");
-        if !dir.is_dir() {
-            if let Some(root) = work_dir.parent().and_then(Path::parent) {
-                repo::work_dir(root)?;
-            }
-            std::fs::create_dir_all(&dir).map_err(|e| Error::CannotWrite {
-                path: dir.clone(),
-                source: e,
-            })?;
-        }
+    pub(super) fn new(root: &DirHandle, name: &str) -> Result<Self> {
+        let dir = repo::work_dir_at(root, Some("fence"))?;
+        let file_name = OsString::from(name.replace('/', "%2F"));
         Ok(FenceRecord {
-            path: dir.join(name.replace('/', "%2F")),
+            path: dir.child_path(&file_name),
+            dir: Arc::new(dir),
+            file_name,
         })
     }
 
+    fn cannot(&self, e: std::io::Error) -> Error {
+        Error::CannotWrite {
+            path: self.path.clone(),
+            source: e,
+        }
+    }
+
     pub(super) fn read(&self) -> Result<Committed> {
-        match std::fs::read_to_string(&self.path) {
-            Ok(s) => parse_record(&self.path, &s),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Committed::default()),
-            Err(e) => Err(Error::CannotWrite {
-                path: self.path.clone(),
-                source: e,
-            }),
+        match self.dir.read_capped(&self.file_name, RECORD_CAP) {
+            Ok(Some(bytes)) => parse_record(&self.path, &String::from_utf8_lossy(&bytes)),
+            Ok(None) => Ok(Committed::default()),
+            Err(e) => Err(self.cannot(e)),
         }
     }
 
@@ -64,17 +72,8 @@ impl FenceRecord {
     /// is lost (76) or one TTL has passed (75): the record is held for microseconds by a
     /// writer that runs, so that long means the writer holding it is stuck.
     pub(super) async fn lock(&self, lease: &Lease) -> Result<LockedRecord> {
-        let cannot = |e| Error::CannotWrite {
-            path: self.path.clone(),
-            source: e,
-        };
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&self.path)
-            .map_err(cannot)?;
+        let cannot = |e| self.cannot(e);
+        let file = self.dir.open_rw(&self.file_name, 0o666).map_err(cannot)?;
         let start = Instant::now();
         let mut pause = Duration::from_millis(1);
         loop {
@@ -126,22 +125,25 @@ impl Committed {
 
 impl LockedRecord {
     pub(super) fn read(&mut self) -> Result<Committed> {
-        let mut s = String::new();
+        let mut bytes = Vec::new();
         self.file
             .rewind()
-            .and_then(|()| self.file.read_to_string(&mut s))
+            .and_then(|()| (&self.file).take(RECORD_CAP).read_to_end(&mut bytes))
             .map_err(|e| Error::internal(format!("fence record: {e}")))?;
-        parse_record(&self.path, &s)
+        parse_record(&self.path, &String::from_utf8_lossy(&bytes))
     }
 
     /// Overwrite in place with a fixed width (20 digits hold any u64, 16 hex digits the hash),
     /// never truncating first: a crash mid-write cannot leave an empty record that would
-    /// forget the committed token. An old, shorter record is overwritten whole.
+    /// forget the committed token. An old, shorter record is overwritten whole. Synced before
+    /// the state file is renamed: after a power loss the record must not be older than the
+    /// document, or a lower token would pass.
     pub(super) fn write(&mut self, lease: &Lease) -> Result<()> {
         let text = format!("{:020} {:016x}", lease.token(), lease.owner_tag());
         self.file
             .rewind()
             .and_then(|()| self.file.write_all(text.as_bytes()))
+            .and_then(|()| self.file.sync_data())
             .map_err(|e| Error::internal(format!("fence record: {e}")))
     }
 }

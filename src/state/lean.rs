@@ -180,8 +180,16 @@ fn write_items<'i, 'a: 'i>(
     Ok(())
 }
 
-/// An untouched subtree, re-laid out from its bytes one level at a time.
+/// An untouched subtree, re-laid out from its bytes one level at a time. A number too large
+/// for a double (`1e400`) is written as the file spells it: the edit was not about it.
 fn write_raw(out: &mut String, raw: &RawValue, depth: usize) -> Result<()> {
+    let text = raw.get();
+    if matches!(text.as_bytes().first(), Some(b'-' | b'0'..=b'9'))
+        && text.parse::<f64>().is_ok_and(|f| !f.is_finite())
+    {
+        out.push_str(text);
+        return Ok(());
+    }
     let mut node = Lazy::Raw(raw);
     node.open()?;
     node.write(out, depth)

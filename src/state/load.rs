@@ -1,88 +1,82 @@
-//! Reading a state file from disk: only a regular file is read, and opening never waits. A FIFO
-//! opened for reading blocks until a writer appears, and a device may never answer, so the file
-//! is opened non-blocking and judged by `fstat` of what was opened (not of the path, which could
-//! be swapped in between) before a byte is read. Also the compare-and-swap's question "does the
-//! file still hold these bytes?", answered in chunks rather than with a second copy in memory.
+//! Reading a state file through its directory's handle: only a regular file is read, never
+//! through a symlink, and opening never waits. A FIFO opened for reading blocks until a writer
+//! appears, and a device may never answer, so the file is opened `O_NOFOLLOW | O_NONBLOCK` and
+//! judged by `fstat` of what was opened (not of the path, which could be swapped in between)
+//! before a byte is read. Also the compare-and-swap's question "does the file still hold these
+//! bytes?", asked through the same handle and answered in chunks rather than with a second copy
+//! in memory.
 
-use std::fs::File;
+use std::ffi::OsStr;
 use std::io::{ErrorKind, Read};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use nix::fcntl::OFlag;
+use rustix::fs::{FileType, Stat};
 
+use crate::dir_handle::{DirHandle, is_refused_link, kind_of};
 use crate::{Error, Result};
 
-/// A state file's bytes and mode, as read.
+/// A state file's bytes, mode and owner, as read.
 #[derive(Debug)]
 pub(super) struct Loaded {
     pub(super) bytes: Vec<u8>,
     pub(super) mode: u32,
+    pub(super) uid: u32,
+    pub(super) gid: u32,
 }
 
-/// Open `path` for reading without waiting, with its `fstat`; `None` when it does not exist.
-fn open(path: &Path) -> std::io::Result<Option<(File, std::fs::Metadata)>> {
-    let file = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags((OFlag::O_NONBLOCK | OFlag::O_NOCTTY).bits())
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
+fn is_regular(stat: &Stat) -> bool {
+    FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile
+}
+
+/// The file `name` in `dir` (`path` names it in messages): its bytes, mode and owner; `None`
+/// when it does not exist. A symlink, or anything but a regular file, is bad data (65).
+pub(super) fn load(dir: &DirHandle, name: &OsStr, path: &Path) -> Result<Option<Loaded>> {
+    let cannot = |e: std::io::Error| {
+        if is_refused_link(&e) {
+            Error::bad_data(format!("{e}; nothing written"))
+        } else {
+            Error::bad_data(format!("cannot read {}: {e}", path.display()))
+        }
     };
-    let meta = file.metadata()?;
-    Ok(Some((file, meta)))
-}
-
-fn file_kind(t: &std::fs::FileType) -> &'static str {
-    if t.is_dir() {
-        "a directory"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_socket() {
-        "a socket"
-    } else if t.is_char_device() || t.is_block_device() {
-        "a device"
-    } else {
-        "a special file"
-    }
-}
-
-/// The file's bytes and mode; `None` when it does not exist. Anything but a regular file is bad
-/// data (65).
-pub(super) fn load(path: &Path) -> Result<Option<Loaded>> {
-    let cannot =
-        |e: std::io::Error| Error::bad_data(format!("cannot read {}: {e}", path.display()));
-    let Some((mut file, meta)) = open(path).map_err(cannot)? else {
+    let Some((mut file, stat)) = dir.open_read(name).map_err(cannot)? else {
         return Ok(None);
     };
-    if !meta.is_file() {
+    if !is_regular(&stat) {
         return Err(Error::bad_data(format!(
             "{} is {}, not a regular file; a state file must be a regular file; nothing written",
             path.display(),
-            file_kind(&meta.file_type())
+            kind_of(&stat)
         )));
     }
     // Sized from fstat: growing a buffer by doubling would hold up to twice the file.
-    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    let mut bytes = Vec::with_capacity(usize::try_from(stat.st_size).unwrap_or(0));
     file.read_to_end(&mut bytes).map_err(cannot)?;
     Ok(Some(Loaded {
         bytes,
-        mode: meta.permissions().mode(),
+        mode: stat.st_mode & 0o7777,
+        uid: stat.st_uid,
+        gid: stat.st_gid,
     }))
 }
 
-/// True when the file at `path` holds exactly `expected` (`None`: it does not exist). A file
-/// that is no longer a regular file does not hold it.
-pub(super) fn holds(path: &Path, expected: Option<&[u8]>) -> std::io::Result<bool> {
-    let Some((mut file, meta)) = open(path)? else {
+/// True when the file `name` in `dir` holds exactly `expected` (`None`: it does not exist). A
+/// file that is no longer a regular file (a symlink or a FIFO swapped in) does not hold it.
+pub(super) fn holds(
+    dir: &DirHandle,
+    name: &OsStr,
+    expected: Option<&[u8]>,
+) -> std::io::Result<bool> {
+    let opened = match dir.open_read(name) {
+        Err(e) if is_refused_link(&e) => return Ok(false),
+        other => other?,
+    };
+    let Some((mut file, stat)) = opened else {
         return Ok(expected.is_none());
     };
     let Some(mut expected) = expected else {
         return Ok(false);
     };
-    if !meta.is_file() || meta.len() != expected.len() as u64 {
+    if !is_regular(&stat) || stat.st_size as u64 != expected.len() as u64 {
         return Ok(false);
     }
     let mut chunk = vec![0u8; 64 * 1024];
@@ -106,33 +100,56 @@ pub(super) fn holds(path: &Path, expected: Option<&[u8]>) -> std::io::Result<boo
 mod tests {
     use super::*;
 
-    #[test]
-    fn holds_compares_whole_contents() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f.json");
-        assert!(holds(&p, None).unwrap());
-        assert!(!holds(&p, Some(b"{}")).unwrap());
-        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-        std::fs::write(&p, &big).unwrap();
-        assert!(holds(&p, Some(&big)).unwrap());
-        assert!(!holds(&p, None).unwrap());
-        let mut other = big.clone();
-        other[150_000] ^= 1;
-        assert!(!holds(&p, Some(&other)).unwrap());
-        assert!(!holds(&p, Some(&big[..big.len() - 1])).unwrap());
+    fn dir() -> (tempfile::TempDir, DirHandle) {
+        let tmp = tempfile::tempdir().unwrap();
+        let h = DirHandle::open_root(&tmp.path().canonicalize().unwrap()).unwrap();
+        (tmp, h)
     }
 
     #[test]
-    fn only_regular_files_are_read() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(load(&dir.path().join("missing")).unwrap().is_none());
-        let e = load(dir.path()).unwrap_err();
+    fn holds_compares_whole_contents() {
+        let (tmp, d) = dir();
+        let n = OsStr::new("f.json");
+        let p = tmp.path().join(n);
+        assert!(holds(&d, n, None).unwrap());
+        assert!(!holds(&d, n, Some(b"{}")).unwrap());
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&p, &big).unwrap();
+        assert!(holds(&d, n, Some(&big)).unwrap());
+        assert!(!holds(&d, n, None).unwrap());
+        let mut other = big.clone();
+        other[150_000] ^= 1;
+        assert!(!holds(&d, n, Some(&other)).unwrap());
+        assert!(!holds(&d, n, Some(&big[..big.len() - 1])).unwrap());
+        // A link to a file with the same bytes does not hold them: it is not our file.
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("same"), &big).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("same"), &p).unwrap();
+        assert!(!holds(&d, n, Some(&big)).unwrap());
+    }
+
+    #[test]
+    fn only_regular_files_are_read_and_never_through_a_link() {
+        let (tmp, d) = dir();
+        let at = |n: &str| tmp.path().join(n);
+        assert!(
+            load(&d, OsStr::new("missing"), &at("missing"))
+                .unwrap()
+                .is_none()
+        );
+        std::fs::create_dir(at("sub")).unwrap();
+        let e = load(&d, OsStr::new("sub"), &at("sub")).unwrap_err();
         assert_eq!(e.exit_code(), 65);
         assert!(e.to_string().contains("a directory"), "{e}");
-        let fifo = dir.path().join("fifo");
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let e = load(&fifo).unwrap_err();
+        nix::unistd::mkfifo(&at("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = load(&d, OsStr::new("fifo"), &at("fifo")).unwrap_err();
         assert!(e.to_string().contains("a FIFO"), "{e}");
-        assert!(!holds(&fifo, None).unwrap());
+        assert!(!holds(&d, OsStr::new("fifo"), None).unwrap());
+        std::fs::write(at("real"), "{}").unwrap();
+        std::os::unix::fs::symlink(at("real"), at("link")).unwrap();
+        let e = load(&d, OsStr::new("link"), &at("link")).unwrap_err();
+        assert_eq!(e.exit_code(), 65);
+        assert!(e.to_string().contains("symbolic link"), "{e}");
     }
 }

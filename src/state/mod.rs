@@ -2,15 +2,21 @@
 //! file, and the commit is atomic and fenced. A read takes no lease: it sees one committed
 //! document, whole.
 //!
-//! Commit: write a temp file in the same directory, fsync it, give it the old file's mode, then,
-//! holding the file's fence record (`.claude/.tractatus/fence/<name>`, under `flock`), check that
-//! the lease is still valid and that no higher fencing token (nor the same token of another
-//! lease) has committed, record our token, rename over the target, fsync the directory. A
-//! process started under the file's lease (a hook under `lock run`, `update`'s command) joins
-//! that lease rather than waiting for it, and commits under its token (see [`crate::join`]). A reader sees the old document or the new one,
-//! whole. The window that remains: a holder that pauses *between* the validity check and the
-//! rename (a few microseconds, measured by the tests) can still land one write after its lease
-//! ran out; writers that all go through `tractatus` are serialized by the fence record's lock,
+//! Every step goes through one handle on the file's directory, opened from the repository
+//! root without following a symlink (see `dir_handle.rs`): a co-user who swaps a
+//! directory or the file for a symlink mid-write can neither move the write out of the
+//! checkout nor make us read a file it cannot read.
+//!
+//! Commit: write a temp file in the same directory, give it the old file's owner, group and
+//! mode (as far as the writer may), fsync it, then, holding the file's fence record
+//! (`.claude/.tractatus/fence/<name>`, under `flock`), check that the lease is still valid and
+//! that no higher fencing token (nor the same token of another lease) has committed, record our
+//! token (synced), rename over the target, fsync the directory. A process started under the
+//! file's lease (a hook under `lock run`, `update`'s command) joins that lease rather than
+//! waiting for it, and commits under its token (see [`crate::join`]). A reader sees the old
+//! document or the new one, whole. The window that remains: a holder that pauses *between*
+//! the validity check and the rename (a few microseconds, measured by the tests) can still land
+//! one write after its lease ran out; writers that all go through `tractatus` are serialized by the fence record's lock,
 //! so even then a lower token never overwrites a higher one on one machine. Across machines on a
 //! network filesystem the fence record's `flock` is as good as the filesystem's locking.
 //!
@@ -25,7 +31,8 @@
 //! - `edit.rs`: [`Pointer`], [`Edit`] and applying an edit in memory.
 //! - `lean.rs`: `set` and `append` on the bytes read, without building the document.
 //! - `filter.rs`: running `state update`'s command.
-//! - `load.rs`: reading the file (regular files only, never waiting on a FIFO).
+//! - `load.rs`: reading the file through its directory's handle (regular files only, never a
+//!   symlink, never waiting on a FIFO).
 //! - `commit.rs`: the atomic, fenced compare-and-swap commit and abandoned temp files.
 //! - `fence.rs`: the fence record of committed tokens.
 //! - `node_json.rs`: [`to_node_json`], the `JSON.stringify(x, null, 2)` layout.
@@ -39,11 +46,16 @@ mod load;
 mod node_json;
 mod pending;
 
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustix::fs::FileType;
 
 use serde_json::{Map, Value};
 
+use crate::dir_handle::{DirHandle, is_refused_link};
 use crate::repo;
 use crate::{AcquireOptions, Coordinator, Error, FencingToken, Lease, Result};
 
@@ -80,33 +92,131 @@ pub enum WriteOutcome {
 }
 
 /// A state file inside a repository, and its lock.
+///
+/// Its directory is reached from the repository root's handle one component at a time, never
+/// through a symlink, and a write goes through that one directory handle from the read to the
+/// rename (see `dir_handle.rs`): a directory swapped for a symlink mid-write cannot send
+/// the write, the compare or the temp file anywhere else.
 #[derive(Debug, Clone)]
 pub struct StateFile {
     path: PathBuf,
     name: String,
-    work_dir: PathBuf,
+    root: Arc<DirHandle>,
+    /// The directory, relative to the root.
+    rel_dir: PathBuf,
+    file_name: OsString,
+    /// The directory's handle, when it existed when the file was opened.
+    dir: Option<Arc<DirHandle>>,
 }
 
 impl StateFile {
     /// The state file at `path` (absolute or relative to `cwd`) in the repository at `root`.
-    /// Refuses paths outside the repository (64).
+    /// Refuses paths outside the repository (64), and a symlink anywhere below the root, the
+    /// file itself included (65; 64 when the link leads out of the repository).
     pub fn open(root: &Path, cwd: &Path, path: &Path) -> Result<Self> {
         let root = root
             .canonicalize()
             .map_err(|e| Error::usage(format!("repository root {}: {e}", root.display())))?;
-        let abs = repo::resolve(&root, cwd, path)?;
-        let name = repo::lock_name_for(&root, cwd, path)?;
-        if abs.starts_with(root.join(repo::WORK_DIR)) {
+        let rel = repo::below_root(&root, cwd, path)?;
+        let name = repo::lock_name_for(&root, &root, &rel)?;
+        if rel.starts_with(repo::WORK_DIR) {
             return Err(Error::usage(format!(
                 "{} is tractatus' own working file, not a state file",
                 path.display()
             )));
         }
-        Ok(StateFile {
-            path: abs,
+        let file_name = rel
+            .file_name()
+            .ok_or_else(|| Error::usage(format!("{} does not name a file", path.display())))?
+            .to_owned();
+        let rel_dir = rel.parent().unwrap_or(Path::new("")).to_path_buf();
+        let handle = repo::open_root(&root)?;
+        let mut file = StateFile {
+            path: root.join(&rel),
             name,
-            work_dir: root.join(repo::WORK_DIR),
-        })
+            root: Arc::new(handle),
+            rel_dir,
+            file_name,
+            dir: None,
+        };
+        file.dir = file.open_dir()?.map(Arc::new);
+        if let Some(dir) = &file.dir {
+            let is_link = dir
+                .stat(&file.file_name)
+                .ok()
+                .flatten()
+                .is_some_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Symlink);
+            if is_link {
+                return Err(file.link_refused(dir, &file.file_name));
+            }
+        }
+        Ok(file)
+    }
+
+    /// The file's directory, opened from the root one component at a time with `O_NOFOLLOW`;
+    /// `None` when it does not exist (yet).
+    fn open_dir(&self) -> Result<Option<DirHandle>> {
+        let mut cur = self.root.try_clone().map_err(|e| self.unreadable(e))?;
+        for c in self.rel_dir.components() {
+            let name = c.as_os_str();
+            match cur.open_dir(Path::new(name)) {
+                Ok(Some(next)) => cur = next,
+                Ok(None) => return Ok(None),
+                Err(e) if is_refused_link(&e) => {
+                    let is_link = cur.read_link(name).ok().flatten().is_some();
+                    return Err(if is_link {
+                        self.link_refused(&cur, name)
+                    } else {
+                        Error::bad_data(format!("{e}; nothing written"))
+                    });
+                }
+                Err(e) => return Err(self.unreadable(e)),
+            }
+        }
+        Ok(Some(cur))
+    }
+
+    /// The directory handle a write goes through: the one opened with the file, else (the
+    /// directory was made since, as a session's copy's is) opened now.
+    pub(super) fn dir_handle(&self) -> Result<Option<Arc<DirHandle>>> {
+        match &self.dir {
+            Some(d) => Ok(Some(d.clone())),
+            None => Ok(self.open_dir()?.map(Arc::new)),
+        }
+    }
+
+    fn unreadable(&self, e: std::io::Error) -> Error {
+        Error::usage(format!(
+            "directory of {} cannot be read: {e}",
+            self.path.display()
+        ))
+        .with_source(e)
+    }
+
+    /// The refusal of the symlink `name` in `dir`: outside the repository (64) when it leads
+    /// out of the root (as far as its own text says), else bad data (65). Never followed.
+    fn link_refused(&self, dir: &DirHandle, name: &OsStr) -> Error {
+        let link = dir.child_path(name);
+        let leads_out = match dir.read_link(name) {
+            Ok(Some(target)) => {
+                !repo::normalize(&dir.path().join(target)).starts_with(self.root.path())
+            }
+            _ => false,
+        };
+        if leads_out {
+            Error::usage(format!(
+                "{} is a symbolic link that leads outside the repository at {}: state files must \
+                 live inside it",
+                link.display(),
+                self.root.path().display()
+            ))
+        } else {
+            Error::bad_data(format!(
+                "{} is a symbolic link; tractatus never follows a symlink below the repository \
+                 root (a co-user may have planted it); nothing written",
+                link.display()
+            ))
+        }
     }
 
     /// The lock name (path relative to the repository root).
@@ -124,7 +234,10 @@ impl StateFile {
     /// exist or nothing is at the pointer. Bad data (65) when the file is not a regular file or
     /// not valid JSON.
     pub fn read(&self, pointer: Option<&Pointer>) -> Result<Option<Value>> {
-        let Some(loaded) = load::load(&self.path)? else {
+        let Some(dir) = self.dir_handle()? else {
+            return Ok(None);
+        };
+        let Some(loaded) = load::load(&dir, &self.file_name, &self.path)? else {
             return Ok(None);
         };
         let doc = self.parse(&loaded.bytes)?;
@@ -235,7 +348,7 @@ impl StateFile {
         serde_json::from_slice(bytes).map_err(|e| self.not_json(e))
     }
 
-    fn not_json(&self, e: serde_json::Error) -> Error {
+    pub(super) fn not_json(&self, e: serde_json::Error) -> Error {
         Error::bad_data(format!(
             "{} is not valid JSON ({e}); nothing written",
             self.path.display()

@@ -97,7 +97,9 @@ fn write_number(out: &mut String, n: &serde_json::Number) {
             let mut buf = ryu_js::Buffer::new();
             out.push_str(buf.format(f));
         }
-        _ => out.push_str("null"),
+        // Too large for a double (`1e400`): Node would write `null`, losing the value; we keep
+        // what the file says, as for long integers. It is valid JSON and reads back the same.
+        _ => out.push_str(text),
     }
 }
 

@@ -599,46 +599,70 @@ fn first_use_by_many_processes_at_once_agrees_on_one_namespace() {
 }
 
 #[test]
-fn a_symlinked_state_file_is_locked_and_written_as_its_target() {
+fn a_symlinked_state_file_is_refused_and_neither_link_nor_target_is_touched() {
     let redis = RedisServer::start();
     let url = redis.url();
     let repo = Repo::new();
     let real = ".claude/session-state.json";
     repo.write(real, "{\n  \"n\": 1\n}");
-    std::os::unix::fs::symlink(real, repo.file("state-link.json")).unwrap();
-    // Holding the real path holds the link too.
-    let holder = {
-        let pidfile = repo.file("p2");
-        let mut c = tractatus(&repo.path());
-        c.args([
-            "--redis", &url, "lock", "run", "--file", real, "--", "sh", "-c",
-        ])
-        .arg(format!("echo $$ > {}; exec sleep 60", pidfile.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        let g = Guard(c.spawn().unwrap());
-        wait_until(Duration::from_secs(10), "the holder runs", || {
-            std::fs::read_to_string(&pidfile).is_ok_and(|s| !s.trim().is_empty())
-        });
-        g
-    };
-    let r = try_lock(&repo.path(), &url, ["--file", "state-link.json"]);
-    assert_eq!(r.code, 75, "{}", r.stderr);
-    drop(holder);
-    // A write through the link lands in the real file; the link stays a link.
+    std::os::unix::fs::symlink("session-state.json", repo.file(".claude/state-link.json")).unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("o.json"), "{}").unwrap();
+    std::os::unix::fs::symlink(outside.path().join("o.json"), repo.file("out-link.json")).unwrap();
+    // A link inside the repository is bad data (65); one that leads out is outside (64).
+    for (link, code) in [(".claude/state-link.json", 65), ("out-link.json", 64)] {
+        for args in [
+            vec!["set", link, "/n", "2"],
+            vec!["merge", link, "{\"n\":2}"],
+            vec!["append", link, "/l", "1"],
+            vec!["get", link],
+        ] {
+            let r = run(tractatus(&repo.path())
+                .args(["--redis", &url, "state"])
+                .args(&args));
+            assert_eq!(r.code, code, "{args:?}: {}", r.stderr);
+            assert!(r.stderr.contains(link), "{args:?}: {}", r.stderr);
+            assert!(r.stderr.contains("symbolic link"), "{args:?}: {}", r.stderr);
+        }
+        let r = try_lock(&repo.path(), &url, ["--file", link]);
+        assert_eq!(r.code, 0, "a lease was left: {}", r.stderr);
+    }
+    assert_eq!(repo.read(real), "{\n  \"n\": 1\n}");
+    assert_eq!(
+        std::fs::read_to_string(outside.path().join("o.json")).unwrap(),
+        "{}"
+    );
+    for link in [".claude/state-link.json", "out-link.json"] {
+        let meta = std::fs::symlink_metadata(repo.file(link)).unwrap();
+        assert!(meta.file_type().is_symlink(), "{link}");
+    }
+    // A symlinked directory on the way is refused the same way, and nothing lands behind it.
+    std::os::unix::fs::symlink(outside.path(), repo.file(".claude/dir-link")).unwrap();
     let r = run(tractatus(&repo.path()).args([
         "--redis",
         &url,
         "state",
         "set",
-        "state-link.json",
-        "/n",
-        "2",
+        ".claude/dir-link/new.json",
+        "",
+        "{}",
     ]));
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(repo.read(real), "{\n  \"n\": 2\n}");
-    let link = std::fs::symlink_metadata(repo.file("state-link.json")).unwrap();
-    assert!(link.file_type().is_symlink());
+    assert_eq!(r.code, 64, "{}", r.stderr);
+    assert!(!outside.path().join("new.json").exists());
+    std::fs::create_dir(repo.file(".claude/real-dir")).unwrap();
+    std::os::unix::fs::symlink("real-dir", repo.file(".claude/in-link")).unwrap();
+    let r = run(tractatus(&repo.path()).args([
+        "--redis",
+        &url,
+        "state",
+        "set",
+        ".claude/in-link/new.json",
+        "",
+        "{}",
+    ]));
+    assert_eq!(r.code, 65, "{}", r.stderr);
+    assert!(r.stderr.contains(".claude/in-link"), "{}", r.stderr);
+    assert!(!repo.file(".claude/real-dir/new.json").exists());
     // A lock on a file whose directory does not exist yet (hooks-metrics before the first run).
     let r = try_lock(
         &repo.path(),

@@ -50,7 +50,7 @@ impl Coordinator {
         check_lock_name(name)?;
         let inherited = crate::join::Capability::inherited();
         if !inherited.is_empty()
-            && let Some(joined) = self.try_join(name, inherited).await
+            && let Some(joined) = self.join_within(name, inherited, opts.wait).await?
         {
             return Ok(joined);
         }
@@ -98,9 +98,11 @@ impl Coordinator {
         let queue_me = !opts.wait.is_zero();
         let place = epoch_micros();
         loop {
+            let secret = crate::join::new_secret();
             let req = GrantRequest {
                 keys: keys.clone(),
                 owner: uuid::Uuid::new_v4().simple().to_string(),
+                join_hash: crate::join::secret_hash(&secret),
                 ttl: cfg.ttl,
                 identity: self.inner.identity.clone(),
                 waiter: (queue_me || wake.registered).then(|| waiter_id.clone()),
@@ -139,6 +141,7 @@ impl Coordinator {
                         name,
                         keys,
                         req.owner,
+                        secret,
                         token,
                         valid_until,
                     ));

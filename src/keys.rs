@@ -46,6 +46,9 @@ pub struct LockKeys {
     pub log: String,
     /// Pub/sub channel announcing a release.
     pub channel: String,
+    /// String: the id of the joiner whose turn it is among the joiners of the lease (see
+    /// `lua/join.lua`), expiring unless refreshed.
+    pub turn: String,
     /// String, in the lock's hash slot but shared by every lock of that slot: the run id of the
     /// server run that `lock init` marked as brand-new (see [`init_key`]).
     pub init: String,
@@ -75,6 +78,7 @@ impl LockKeys {
             waiting: format!("{base}:waiting"),
             log: format!("{base}:log"),
             channel: format!("{base}:released"),
+            turn: format!("{base}:turn"),
             init: init_key(slot),
             epoch: epoch_key(slot),
         }
@@ -326,6 +330,7 @@ mod tests {
             let slot = redis_slot(&k.lease);
             for key in [
                 &k.fence, &k.holder, &k.waiters, &k.queue, &k.waiting, &k.log, &k.init, &k.epoch,
+                &k.turn,
             ] {
                 assert_eq!(redis_slot(key), slot, "{key} is not in the slot of {name}");
             }

@@ -20,9 +20,10 @@ use crate::clock::{Deadline, far_deadline};
 use crate::config::Config;
 use crate::connect::Backend;
 use crate::error::{Error, Result};
-use crate::join::{Grant, Origin, owner_tag};
+use crate::join::{Grant, Joined, Origin, TURN_TTL, join_on, leave_turn_on, owner_tag};
 use crate::keys::LockKeys;
-use crate::local::LocalGuard;
+use crate::local::{Joinable, LocalGuard};
+use crate::node::JoinRequest;
 use crate::quorum::Renewal;
 
 // Kept here so `tractatus_lock::lease::{AcquireOptions, Coordinator, WaitProgress}` still name
@@ -98,10 +99,15 @@ enum Hold {
         owner: String,
     },
     Local(LocalGuard),
+    /// A Redis lease joined from its holder: confirmed (and the turn among its joiners
+    /// refreshed) by asking again, never renewed from here.
+    JoinedRedis(Box<JoinRequest>),
     /// A local lock held by another process (an ancestor, or this one): the lock file must
-    /// still be locked and name that pid and token.
+    /// still be locked by that pid and name its token and secret; `_turn` is our flock on the
+    /// joiners' turn file, given up when dropped.
     JoinedLocal {
         pid: u32,
+        _turn: std::fs::File,
     },
 }
 
@@ -120,9 +126,11 @@ pub struct Lease {
     /// What a renewal extends it by: the granting holder's TTL (a joined lease must not
     /// shorten its holder's lease with a shorter TTL of its own).
     ttl: Duration,
-    /// The secret owner id: the Redis lease value; random for local locks. Only its hash is
-    /// ever written (the fence record), and only a joiner's environment carries it.
+    /// The owner id: the Redis lease value (public); random for local locks. Its hash tells
+    /// leases apart in the fence record.
     owner: String,
+    /// What lets a process join it (see [`crate::join`]): only its SHA-256 is ever written.
+    secret: String,
     /// The process that holds it (this one, or the ancestor it was joined from).
     origin: Origin,
     joined: bool,
@@ -134,6 +142,7 @@ impl Lease {
         name: &str,
         keys: LockKeys,
         owner: String,
+        secret: String,
         token: FencingToken,
         valid_until: Deadline,
     ) -> Self {
@@ -152,6 +161,7 @@ impl Lease {
             keeper: None,
             ttl,
             owner,
+            secret,
             origin,
             joined: false,
         }
@@ -164,6 +174,7 @@ impl Lease {
             coordinator,
             name: name.to_owned(),
             token: guard.token,
+            secret: guard.secret.clone(),
             hold: Some(Hold::Local(guard)),
             state: watch::channel(Standing::Held).0,
             acquired: Instant::now(),
@@ -175,23 +186,57 @@ impl Lease {
         }
     }
 
-    /// A lease joined from `grant`, whose holder the coordinator just confirmed: on Redis
-    /// (its keys given) valid until the deadline; locally, held while the lock file says so.
-    pub(crate) fn joined(
+    /// A Redis lease joined from `grant` (the quorum just confirmed it and gave `joiner` the
+    /// turn), valid until the deadline; `ttl` is the holder's.
+    pub(crate) fn joined_redis(
         coordinator: Coordinator,
         grant: &Grant,
-        redis: Option<(LockKeys, Deadline)>,
+        keys: LockKeys,
+        joiner: String,
+        ttl: Duration,
+        valid_until: Deadline,
     ) -> Self {
-        let (hold, standing) = match redis {
-            Some((keys, valid_until)) => (
-                Hold::Redis {
-                    keys: Box::new(keys),
-                    owner: grant.owner.clone(),
-                },
-                Standing::Valid(valid_until),
-            ),
-            None => (Hold::JoinedLocal { pid: grant.pid }, Standing::Held),
+        let req = JoinRequest {
+            keys,
+            owner: grant.owner.clone(),
+            secret_hash: crate::join::secret_hash(&grant.secret),
+            token: grant.token,
+            joiner,
+            turn_ttl: TURN_TTL,
+            take_from: String::new(),
+            by: coordinator.identity().clone(),
+            log_cap: coordinator.inner.config.log_cap,
         };
+        Self::joined(
+            coordinator,
+            grant,
+            Hold::JoinedRedis(Box::new(req)),
+            Standing::Valid(valid_until),
+            ttl,
+        )
+    }
+
+    /// A local lock joined from `grant` (its holder just confirmed), with our turn's flock.
+    pub(crate) fn joined_local(
+        coordinator: Coordinator,
+        grant: &Grant,
+        turn: std::fs::File,
+    ) -> Self {
+        let ttl = coordinator.inner.config.ttl;
+        let hold = Hold::JoinedLocal {
+            pid: grant.pid,
+            _turn: turn,
+        };
+        Self::joined(coordinator, grant, hold, Standing::Held, ttl)
+    }
+
+    fn joined(
+        coordinator: Coordinator,
+        grant: &Grant,
+        hold: Hold,
+        standing: Standing,
+        ttl: Duration,
+    ) -> Self {
         Lease {
             coordinator,
             name: grant.name.clone(),
@@ -200,8 +245,9 @@ impl Lease {
             state: watch::channel(standing).0,
             acquired: Instant::now(),
             keeper: None,
-            ttl: Duration::from_millis(grant.ttl_ms),
+            ttl,
             owner: grant.owner.clone(),
+            secret: grant.secret.clone(),
             origin: grant.origin(),
             joined: true,
         }
@@ -220,10 +266,10 @@ impl Lease {
             name: self.name.clone(),
             token: self.token,
             owner: self.owner.clone(),
+            secret: self.secret.clone(),
             pid: self.origin.pid,
             start: self.origin.start,
             ns: self.origin.ns.clone(),
-            ttl_ms: u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX),
         }
     }
 
@@ -270,9 +316,14 @@ impl Lease {
     /// Where the lease stands now (validity is judged on a clock that counts system suspend;
     /// see `clock`).
     pub fn state(&self) -> LeaseState {
-        if let Some(Hold::JoinedLocal { pid }) = &self.hold
+        if let Some(Hold::JoinedLocal { pid, .. }) = &self.hold
             && let Backend::Local(local) = &self.coordinator.inner.backend
-            && !local.held_by(&self.name, *pid, self.token)
+            && local.joinable(
+                &self.name,
+                *pid,
+                self.token,
+                &crate::join::secret_hash(&self.secret),
+            ) != Joinable::Held
         {
             self.state.send_if_modified(|s| match s {
                 Standing::Held => {
@@ -396,6 +447,11 @@ impl Lease {
 
     /// Extend the lease once. Errors with [`Error::LeaseLost`] when it is no longer ours.
     pub async fn renew(&self) -> Result<()> {
+        if let Some(Hold::JoinedRedis(req)) = &self.hold {
+            self.check_valid()?;
+            confirm_once(&self.coordinator, req, &self.state).await;
+            return self.check_valid();
+        }
         let Some(Hold::Redis { keys, owner }) = &self.hold else {
             return self.check_valid();
         };
@@ -407,6 +463,14 @@ impl Lease {
     /// Renew in the background at a third of the TTL until released, lost, or held for
     /// `max_hold`. Loss is reported through [`Lease::lost`] and [`Lease::state`].
     pub fn keep_alive(&mut self, max_hold: Duration) {
+        if let Some(Hold::JoinedRedis(req)) = &self.hold {
+            self.keeper = Some(tokio::spawn(keep_joined(
+                self.coordinator.clone(),
+                req.clone(),
+                self.state.clone(),
+            )));
+            return;
+        }
         let Some(Hold::Redis { keys, owner }) = &self.hold else {
             return;
         };
@@ -455,8 +519,13 @@ impl Lease {
         }
         let lost = self.state();
         if self.joined {
-            // Its holder releases it; a joined lease only says whether it was still valid.
-            self.hold = None;
+            // Its holder releases it; a joined lease gives its turn back and says whether it
+            // was still valid.
+            if let (Some(Hold::JoinedRedis(req)), Backend::Redis(q)) =
+                (self.hold.take(), &self.coordinator.inner.backend)
+            {
+                leave_turn_on(q, &req.keys, &req.joiner).await;
+            }
             return match lost {
                 LeaseState::Lost(reason) => Err(Error::LeaseLost {
                     name: self.name.clone(),
@@ -495,7 +564,7 @@ impl Lease {
                 })
             }
             Some(Hold::Local(guard)) => guard.release(),
-            Some(Hold::JoinedLocal { .. }) | None => Ok(()),
+            Some(Hold::JoinedRedis(_) | Hold::JoinedLocal { .. }) | None => Ok(()),
         }
     }
 }
@@ -534,23 +603,95 @@ async fn renew_once(
     }
 }
 
+/// One confirmation of a joined lease (see `lua/join.lua`), recorded in `state`. True when it
+/// stands and the turn is still ours.
+async fn confirm_once(
+    coordinator: &Coordinator,
+    req: &JoinRequest,
+    state: &watch::Sender<Standing>,
+) -> bool {
+    let Backend::Redis(q) = &coordinator.inner.backend else {
+        return true;
+    };
+    let lost = match join_on(q, req).await {
+        Joined::Yes { valid_until, .. } => {
+            state.send_if_modified(|s| match s {
+                Standing::Valid(d) if !d.has_passed() => {
+                    *s = Standing::Valid(valid_until);
+                    true
+                }
+                _ => false,
+            });
+            return true;
+        }
+        Joined::Undecided => return false,
+        Joined::Ended | Joined::Mismatch => {
+            "the lease it joined ended (released, expired or broken)"
+        }
+        Joined::Busy { .. } => "its turn among the lease's joiners lapsed and another took it",
+    };
+    state.send_replace(Standing::Lost(lost.into()));
+    false
+}
+
+/// A joined lease's keep-alive: confirm it and refresh the turn every [`TURN_REFRESH`]
+/// (sooner after a failed ask), until it is lost.
+async fn keep_joined(
+    coordinator: Coordinator,
+    req: Box<JoinRequest>,
+    state: watch::Sender<Standing>,
+) {
+    loop {
+        let valid_until = match &*state.borrow() {
+            Standing::Valid(d) => *d,
+            _ => return,
+        };
+        let pause = if valid_until.has_passed() {
+            state.send_replace(Standing::Lost(VALIDITY_RAN_OUT.into()));
+            return;
+        } else {
+            crate::join::TURN_REFRESH
+        };
+        tokio::time::sleep(pause).await;
+        if matches!(&*state.borrow(), Standing::Lost(_)) {
+            return;
+        }
+        if !confirm_once(&coordinator, &req, &state).await {
+            if matches!(&*state.borrow(), Standing::Lost(_)) {
+                return;
+            }
+            tokio::time::sleep(crate::join::TURN_REFRESH / 10).await;
+        }
+    }
+}
+
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(k) = self.keeper.take() {
             k.abort();
         }
-        if let Some(Hold::Redis { keys, owner }) = self.hold.take()
-            && !self.joined
-        {
-            let coordinator = self.coordinator.clone();
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    if let Backend::Redis(q) = &coordinator.inner.backend {
-                        q.release(&keys, &owner, coordinator.inner.config.log_cap)
-                            .await;
+        let end = match self.hold.take() {
+            Some(Hold::Redis { keys, owner }) if !self.joined => Some((keys, Ok(owner))),
+            // A joiner dropped without release gives its turn back (else it lapses).
+            Some(Hold::JoinedRedis(req)) => Some((Box::new(req.keys), Err(req.joiner))),
+            _ => None,
+        };
+        let Some((keys, who)) = end else {
+            return;
+        };
+        let coordinator = self.coordinator.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Backend::Redis(q) = &coordinator.inner.backend {
+                    match who {
+                        Ok(owner) => {
+                            q.release(&keys, &owner, coordinator.inner.config.log_cap)
+                                .await;
+                        }
+                        Err(joiner) => leave_turn_on(q, &keys, &joiner).await,
                     }
-                });
-            }
+                }
+            });
         }
     }
 }

@@ -18,3 +18,4 @@ mod restart;
 mod sessions;
 mod slots;
 mod state;
+mod trust_lease;

@@ -1,0 +1,39 @@
+-- join.lua: confirm a lease to a process that joins it (see src/join.rs), and give that joiner
+-- the lease's turn: joiners of one lease take turns. Writes nothing of the lease itself: a
+-- joiner cannot extend, shorten or end it.
+--
+-- KEYS[1] lease   string, value = owner id
+-- KEYS[2] fence   the lock's fencing counter: equal to the lease's token while it is held (a
+--                 granting node minted it or was raised to it, and nothing grants meanwhile)
+-- KEYS[3] holder  hash of the holder's metadata; `join` = SHA-256 (hex) of the lease's secret
+-- KEYS[4] log     stream: audit trail, capped at ARGV[9] entries
+-- KEYS[5] turn    string, value = id of the joiner whose turn it is, expires with PX ARGV[5]
+-- ARGV[1] owner id the joiner names
+-- ARGV[2] SHA-256 (hex) of the secret it presents
+-- ARGV[3] the token it names
+-- ARGV[4] joiner id (random, fresh for every join)
+-- ARGV[5] how long a turn lasts without a refresh, ms
+-- ARGV[6] joiner's session   ARGV[7] joiner's host   ARGV[8] joiner's pid
+-- ARGV[9] audit log length cap
+-- ARGV[10] a joiner id to take the turn from (its process is gone), or ""
+-- Reply: {1, lease pttl ms, the holder's ttl ms}  joined (or the turn refreshed)
+--        {0}                                       the lease is not that owner's (ended)
+--        {-1}                                      it is, but the secret or token is wrong
+--        {2, turn pttl ms, joiner id}              another joiner's turn: try again
+local lease = redis.call('GET', KEYS[1])
+if lease ~= ARGV[1] then return {0} end
+local h = redis.call('HMGET', KEYS[3], 'join', 'session', 'host', 'pid', 'ttl_ms')
+if not h[1] or h[1] ~= ARGV[2] or redis.call('GET', KEYS[2]) ~= ARGV[3] then return {-1} end
+local turn = redis.call('GET', KEYS[5])
+if turn and turn ~= ARGV[4] and turn ~= ARGV[10] then
+  return {2, redis.call('PTTL', KEYS[5]), turn}
+end
+redis.call('SET', KEYS[5], ARGV[4], 'PX', tonumber(ARGV[5]))
+if turn ~= ARGV[4] then
+  local t = redis.call('TIME')
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[9], '*',
+    'event', 'join', 'owner', ARGV[4], 'session', h[2] or '', 'host', h[3] or '', 'pid', h[4] or '',
+    'token', ARGV[3], 'by_session', ARGV[6], 'by_host', ARGV[7], 'by_pid', ARGV[8],
+    'at', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+end
+return {1, redis.call('PTTL', KEYS[1]), tonumber(h[5] or '0') or 0}

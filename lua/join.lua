@@ -7,7 +7,9 @@
 --                 granting node minted it or was raised to it, and nothing grants meanwhile)
 -- KEYS[3] holder  hash of the holder's metadata; `join` = SHA-256 (hex) of the lease's secret
 -- KEYS[4] log     stream: audit trail, capped at ARGV[9] entries
--- KEYS[5] turn    string, value = id of the joiner whose turn it is, expires with PX ARGV[5]
+-- KEYS[5] turn    string, value = id of the joiner whose turn it is, expires with PX ARGV[5];
+--                 one per nesting depth (a joiner's command joins under its turn, one deeper)
+-- KEYS[6] parent  the turn one level up (depth 2 and more; else KEYS[5] again)
 -- ARGV[1] owner id the joiner names
 -- ARGV[2] SHA-256 (hex) of the secret it presents
 -- ARGV[3] the token it names
@@ -16,6 +18,7 @@
 -- ARGV[6] joiner's session   ARGV[7] joiner's host   ARGV[8] joiner's pid
 -- ARGV[9] audit log length cap
 -- ARGV[10] a joiner id to take the turn from (its process is gone), or ""
+-- ARGV[11] the joiner one level up whose turn KEYS[6] must be, or "" at depth 1
 -- Reply: {1, lease pttl ms, the holder's ttl ms}  joined (or the turn refreshed)
 --        {0}                                       the lease is not that owner's (ended)
 --        {-1}                                      it is, but the secret or token is wrong
@@ -24,6 +27,8 @@ local lease = redis.call('GET', KEYS[1])
 if lease ~= ARGV[1] then return {0} end
 local h = redis.call('HMGET', KEYS[3], 'join', 'session', 'host', 'pid', 'ttl_ms')
 if not h[1] or h[1] ~= ARGV[2] or redis.call('GET', KEYS[2]) ~= ARGV[3] then return {-1} end
+-- The joiner this one works under has left: its capability is stale.
+if ARGV[11] ~= '' and redis.call('GET', KEYS[6]) ~= ARGV[11] then return {0} end
 local turn = redis.call('GET', KEYS[5])
 if turn and turn ~= ARGV[4] and turn ~= ARGV[10] then
   return {2, redis.call('PTTL', KEYS[5]), turn}

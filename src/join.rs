@@ -66,14 +66,6 @@ pub const ENV_VAR: &str = "TRACTATUS_LEASE";
 /// do not occur, and a loop in a `/proc` read racing with exits must end.
 const MAX_ANCESTORS: usize = 1024;
 
-/// How long a joiner's turn lasts on Redis unless refreshed: how long a joiner that stopped
-/// (frozen, or on another host's view gone) can hold the others up. A joiner whose process is
-/// gone is passed over at once.
-pub const TURN_TTL: Duration = Duration::from_secs(3);
-
-/// How often a joined lease refreshes its turn and its view of the holder's lease.
-pub(crate) const TURN_REFRESH: Duration = Duration::from_secs(1);
-
 /// How long a joiner waits between asks while another joiner has the turn, at most.
 const TURN_POLL: Duration = Duration::from_millis(20);
 
@@ -164,6 +156,10 @@ pub(crate) struct Grant {
     pub(crate) pid: u32,
     pub(crate) start: u64,
     pub(crate) ns: String,
+    /// The joiners (ids) whose turns the bearer works under, outermost first: empty when the
+    /// lease is the holder's own; a joined lease adds its own for its command.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) turns: Vec<String>,
 }
 
 impl Grant {
@@ -256,8 +252,9 @@ pub(crate) fn owner_tag(owner: &str) -> u64 {
     u64::from_be_bytes(first)
 }
 
-/// A joiner's id: its pid and start time (so another joiner can tell it is gone), and random.
-fn joiner_id(me: &Identity) -> String {
+/// A joiner's id: its pid and start time (so another joiner can tell it is gone, and one
+/// nested under it that it is its ancestor), and random.
+pub(crate) fn joiner_id(me: &Identity) -> String {
     format!(
         "{}-{}-{}",
         me.pid,
@@ -266,17 +263,19 @@ fn joiner_id(me: &Identity) -> String {
     )
 }
 
+/// The pid and start time a joiner id names.
+fn joiner_process(id: &str) -> Option<(u32, u64)> {
+    let mut parts = id.splitn(3, '-');
+    let pid = parts.next()?.parse().ok()?;
+    let start = parts.next()?.parse().ok()?;
+    Some((pid, start)).filter(|p| p.1 != 0)
+}
+
 /// True when the joiner `id` names (pid and start time, in our PID namespace: every joiner of
 /// a lease is in its holder's tree) is no longer running.
 fn joiner_is_gone(id: &str) -> bool {
-    let mut parts = id.splitn(3, '-');
-    let (Some(pid), Some(start)) = (parts.next(), parts.next()) else {
-        return false;
-    };
-    let (Ok(pid), Ok(start)) = (pid.parse::<u32>(), start.parse::<u64>()) else {
-        return false;
-    };
-    start != 0 && crate::sys::process_start_ticks(pid) != Some(start)
+    joiner_process(id)
+        .is_some_and(|(pid, start)| crate::sys::process_start_ticks(pid) != Some(start))
 }
 
 /// How one join on the quorum ended.
@@ -309,7 +308,7 @@ pub(crate) async fn join_on(q: &Quorum, req: &JoinRequest) -> Joined {
         match reply {
             Ok(JoinReply::Joined { pttl, ttl }) => {
                 yes += 1;
-                let pttl = pttl.min(TURN_TTL);
+                let pttl = pttl.min(req.turn_ttl);
                 shortest = Some(shortest.map_or((pttl, ttl), |(p, t)| (p.min(pttl), t.max(ttl))));
             }
             Ok(JoinReply::Ended) => ended += 1,
@@ -343,11 +342,11 @@ pub(crate) async fn join_on(q: &Quorum, req: &JoinRequest) -> Joined {
 }
 
 /// Give the turn back on every node (best effort: a node that misses it lets it lapse).
-pub(crate) async fn leave_turn_on(q: &Quorum, keys: &LockKeys, joiner: &str) {
+pub(crate) async fn leave_turn_on(q: &Quorum, req: &JoinRequest) {
     let all: FuturesUnordered<_> = q
         .nodes()
         .iter()
-        .map(|node| node.leave_turn(keys, joiner))
+        .map(|node| node.leave_turn(&req.keys, req.depth, &req.joiner))
         .collect();
     let _ = all.collect::<Vec<_>>().await;
 }
@@ -390,6 +389,23 @@ impl Coordinator {
         if !grant.origin().is_self_or_ancestor() {
             return Ok(None);
         }
+        // Under a joiner's turn: that joiner must be this process or an ancestor too (a
+        // process it left behind works under nobody's turn any more).
+        let parent = grant.turns.last().cloned().unwrap_or_default();
+        if !parent.is_empty()
+            && !joiner_process(&parent).is_some_and(|(pid, start)| {
+                Origin {
+                    pid,
+                    start,
+                    ns: grant.ns.clone(),
+                }
+                .is_self_or_ancestor()
+            })
+        {
+            return Ok(None);
+        }
+        let depth = grant.turns.len() + 1;
+        let joiner = joiner_id(&self.inner.identity);
         let deadline = far_deadline(Instant::now(), wait);
         let started = Instant::now();
         let timeout = || Error::Timeout {
@@ -400,74 +416,90 @@ impl Coordinator {
         };
         match &self.inner.backend {
             Backend::Redis(q) => {
-                let keys = LockKeys::new(&self.inner.config.namespace, name);
-                let joiner = joiner_id(&self.inner.identity);
-                let mut take_from = String::new();
+                let mut req = JoinRequest {
+                    keys: LockKeys::new(&self.inner.config.namespace, name),
+                    owner: grant.owner.clone(),
+                    secret_hash: secret_hash(&grant.secret),
+                    token: grant.token,
+                    joiner: joiner.clone(),
+                    depth,
+                    parent,
+                    turn_ttl: self.inner.config.ttl,
+                    take_from: String::new(),
+                    by: self.inner.identity.clone(),
+                    log_cap: self.inner.config.log_cap,
+                };
                 loop {
-                    let req = JoinRequest {
-                        keys: keys.clone(),
-                        owner: grant.owner.clone(),
-                        secret_hash: secret_hash(&grant.secret),
-                        token: grant.token,
-                        joiner: joiner.clone(),
-                        turn_ttl: TURN_TTL,
-                        take_from: std::mem::take(&mut take_from),
-                        by: self.inner.identity.clone(),
-                        log_cap: self.inner.config.log_cap,
-                    };
-                    let pause = match join_on(q, &req).await {
+                    let outcome = join_on(q, &req).await;
+                    req.take_from.clear();
+                    let pause = match outcome {
                         Joined::Yes { valid_until, ttl } => {
                             return Ok(Some(Lease::joined_redis(
                                 self.clone(),
                                 grant,
-                                keys,
-                                joiner,
+                                req,
                                 ttl,
                                 valid_until,
                             )));
                         }
                         Joined::Ended => {
-                            leave_turn_on(q, &keys, &joiner).await;
+                            leave_turn_on(q, &req).await;
                             return Ok(None);
                         }
                         Joined::Mismatch => {
-                            leave_turn_on(q, &keys, &joiner).await;
+                            leave_turn_on(q, &req).await;
                             return Err(refused(name));
                         }
                         Joined::Busy { left, by } => {
-                            leave_turn_on(q, &keys, &joiner).await;
+                            leave_turn_on(q, &req).await;
                             if joiner_is_gone(&by) {
-                                take_from = by;
+                                req.take_from = by;
                                 Duration::ZERO
                             } else {
                                 left.min(TURN_POLL)
                             }
                         }
                         Joined::Undecided => {
-                            leave_turn_on(q, &keys, &joiner).await;
+                            leave_turn_on(q, &req).await;
                             TURN_POLL
                         }
                     };
                     if Instant::now() >= deadline {
                         return Err(timeout());
                     }
+                    // Jitter, so that waiting joiners do not ask in step.
                     let jitter =
                         Duration::from_micros(u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * 20);
-                    tokio::time::sleep_until((Instant::now() + pause / 2 + jitter).min(deadline))
-                        .await;
+                    let next = Instant::now() + pause / 2 + jitter;
+                    tokio::time::sleep_until(next.min(deadline)).await;
                 }
             }
             Backend::Local(local) => {
                 let hash = secret_hash(&grant.secret);
-                match local.joinable(name, grant.pid, grant.token, &hash) {
+                let parent_pid = joiner_process(&parent).map(|p| p.0);
+                let check = || match local.joinable(name, grant.pid, grant.token, &hash) {
+                    Joinable::Held
+                        if parent_pid
+                            .is_some_and(|pid| !local.turn_held_by(name, depth - 1, pid)) =>
+                    {
+                        Joinable::Ended
+                    }
+                    j => j,
+                };
+                match check() {
                     Joinable::Ended => return Ok(None),
                     Joinable::Forged => return Err(refused(name)),
                     Joinable::Held => {}
                 }
-                let turn = local.take_turn(name, deadline).await?.ok_or_else(timeout)?;
+                let turn = local
+                    .take_turn(name, depth, deadline)
+                    .await?
+                    .ok_or_else(timeout)?;
                 // The holder may have let go while we waited for the turn.
-                match local.joinable(name, grant.pid, grant.token, &hash) {
-                    Joinable::Held => Ok(Some(Lease::joined_local(self.clone(), grant, turn))),
+                match check() {
+                    Joinable::Held => {
+                        Ok(Some(Lease::joined_local(self.clone(), grant, joiner, turn)))
+                    }
                     Joinable::Ended => Ok(None),
                     Joinable::Forged => Err(refused(name)),
                 }

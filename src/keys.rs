@@ -85,6 +85,18 @@ impl LockKeys {
     }
 }
 
+impl LockKeys {
+    /// The turn among the joiners at nesting `depth` (1: joiners of the holder; 2: joiners of
+    /// a joiner, under its turn; ...): [`LockKeys::turn`], then `turn:<depth>`.
+    pub fn turn_at(&self, depth: usize) -> String {
+        if depth <= 1 {
+            self.turn.clone()
+        } else {
+            format!("{}:{depth}", self.turn)
+        }
+    }
+}
+
 /// What separates a slot set's name from the slot's index in the slot's lock name.
 pub const SLOT_MARK: char = '#';
 

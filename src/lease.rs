@@ -20,7 +20,7 @@ use crate::clock::{Deadline, far_deadline};
 use crate::config::Config;
 use crate::connect::Backend;
 use crate::error::{Error, Result};
-use crate::join::{Grant, Joined, Origin, TURN_TTL, join_on, leave_turn_on, owner_tag};
+use crate::join::{Grant, Joined, Origin, join_on, leave_turn_on, owner_tag};
 use crate::keys::LockKeys;
 use crate::local::{Joinable, LocalGuard};
 use crate::node::JoinRequest;
@@ -131,6 +131,9 @@ pub struct Lease {
     owner: String,
     /// What lets a process join it (see [`crate::join`]): only its SHA-256 is ever written.
     secret: String,
+    /// The joiners whose turns it works under, outermost first, its own last (joined leases
+    /// only): its command joins under its turn.
+    turns: Vec<String>,
     /// The process that holds it (this one, or the ancestor it was joined from).
     origin: Origin,
     joined: bool,
@@ -162,6 +165,7 @@ impl Lease {
             ttl,
             owner,
             secret,
+            turns: Vec::new(),
             origin,
             joined: false,
         }
@@ -175,6 +179,7 @@ impl Lease {
             name: name.to_owned(),
             token: guard.token,
             secret: guard.secret.clone(),
+            turns: Vec::new(),
             hold: Some(Hold::Local(guard)),
             state: watch::channel(Standing::Held).0,
             acquired: Instant::now(),
@@ -186,40 +191,32 @@ impl Lease {
         }
     }
 
-    /// A Redis lease joined from `grant` (the quorum just confirmed it and gave `joiner` the
-    /// turn), valid until the deadline; `ttl` is the holder's.
+    /// A Redis lease joined from `grant` by `req` (the quorum just confirmed it and gave us
+    /// the turn), valid until the deadline; `ttl` is the holder's.
     pub(crate) fn joined_redis(
         coordinator: Coordinator,
         grant: &Grant,
-        keys: LockKeys,
-        joiner: String,
+        req: JoinRequest,
         ttl: Duration,
         valid_until: Deadline,
     ) -> Self {
-        let req = JoinRequest {
-            keys,
-            owner: grant.owner.clone(),
-            secret_hash: crate::join::secret_hash(&grant.secret),
-            token: grant.token,
-            joiner,
-            turn_ttl: TURN_TTL,
-            take_from: String::new(),
-            by: coordinator.identity().clone(),
-            log_cap: coordinator.inner.config.log_cap,
-        };
+        let joiner = req.joiner.clone();
         Self::joined(
             coordinator,
             grant,
+            joiner,
             Hold::JoinedRedis(Box::new(req)),
             Standing::Valid(valid_until),
             ttl,
         )
     }
 
-    /// A local lock joined from `grant` (its holder just confirmed), with our turn's flock.
+    /// A local lock joined from `grant` (its holder just confirmed) by `joiner`, with our
+    /// turn's flock.
     pub(crate) fn joined_local(
         coordinator: Coordinator,
         grant: &Grant,
+        joiner: String,
         turn: std::fs::File,
     ) -> Self {
         let ttl = coordinator.inner.config.ttl;
@@ -227,16 +224,19 @@ impl Lease {
             pid: grant.pid,
             _turn: turn,
         };
-        Self::joined(coordinator, grant, hold, Standing::Held, ttl)
+        Self::joined(coordinator, grant, joiner, hold, Standing::Held, ttl)
     }
 
     fn joined(
         coordinator: Coordinator,
         grant: &Grant,
+        joiner: String,
         hold: Hold,
         standing: Standing,
         ttl: Duration,
     ) -> Self {
+        let mut turns = grant.turns.clone();
+        turns.push(joiner);
         Lease {
             coordinator,
             name: grant.name.clone(),
@@ -248,6 +248,7 @@ impl Lease {
             ttl,
             owner: grant.owner.clone(),
             secret: grant.secret.clone(),
+            turns,
             origin: grant.origin(),
             joined: true,
         }
@@ -270,6 +271,7 @@ impl Lease {
             pid: self.origin.pid,
             start: self.origin.start,
             ns: self.origin.ns.clone(),
+            turns: self.turns.clone(),
         }
     }
 
@@ -524,7 +526,7 @@ impl Lease {
             if let (Some(Hold::JoinedRedis(req)), Backend::Redis(q)) =
                 (self.hold.take(), &self.coordinator.inner.backend)
             {
-                leave_turn_on(q, &req.keys, &req.joiner).await;
+                leave_turn_on(q, &req).await;
             }
             return match lost {
                 LeaseState::Lost(reason) => Err(Error::LeaseLost {
@@ -634,34 +636,29 @@ async fn confirm_once(
     false
 }
 
-/// A joined lease's keep-alive: confirm it and refresh the turn every [`TURN_REFRESH`]
-/// (sooner after a failed ask), until it is lost.
+/// A joined lease's keep-alive: confirm it and refresh the turn every third of the turn's TTL
+/// (every tenth after a failed ask), until it is lost.
 async fn keep_joined(
     coordinator: Coordinator,
     req: Box<JoinRequest>,
     state: watch::Sender<Standing>,
 ) {
+    let mut pause = req.turn_ttl / 3;
     loop {
-        let valid_until = match &*state.borrow() {
-            Standing::Valid(d) => *d,
-            _ => return,
-        };
-        let pause = if valid_until.has_passed() {
-            state.send_replace(Standing::Lost(VALIDITY_RAN_OUT.into()));
-            return;
-        } else {
-            crate::join::TURN_REFRESH
-        };
         tokio::time::sleep(pause).await;
-        if matches!(&*state.borrow(), Standing::Lost(_)) {
-            return;
-        }
-        if !confirm_once(&coordinator, &req, &state).await {
-            if matches!(&*state.borrow(), Standing::Lost(_)) {
+        match &*state.borrow() {
+            Standing::Valid(d) if d.has_passed() => {
+                state.send_replace(Standing::Lost(VALIDITY_RAN_OUT.into()));
                 return;
             }
-            tokio::time::sleep(crate::join::TURN_REFRESH / 10).await;
+            Standing::Valid(_) => {}
+            _ => return,
         }
+        pause = if confirm_once(&coordinator, &req, &state).await {
+            req.turn_ttl / 3
+        } else {
+            req.turn_ttl / 10
+        };
     }
 }
 
@@ -673,7 +670,7 @@ impl Drop for Lease {
         let end = match self.hold.take() {
             Some(Hold::Redis { keys, owner }) if !self.joined => Some((keys, Ok(owner))),
             // A joiner dropped without release gives its turn back (else it lapses).
-            Some(Hold::JoinedRedis(req)) => Some((Box::new(req.keys), Err(req.joiner))),
+            Some(Hold::JoinedRedis(req)) => Some((Box::new(req.keys.clone()), Err(req))),
             _ => None,
         };
         let Some((keys, who)) = end else {
@@ -688,7 +685,7 @@ impl Drop for Lease {
                             q.release(&keys, &owner, coordinator.inner.config.log_cap)
                                 .await;
                         }
-                        Err(joiner) => leave_turn_on(q, &keys, &joiner).await,
+                        Err(req) => leave_turn_on(q, &req).await,
                     }
                 }
             });

@@ -282,11 +282,33 @@ impl LocalBackend {
         Joinable::Held
     }
 
-    /// Take the turn among the joiners of lock `name` (a `flock` on `<lock>.join`), waiting up
-    /// to `deadline`; `None` when it did not come. The kernel gives it up with the file, or
-    /// when its process dies.
-    pub(crate) async fn take_turn(&self, name: &str, deadline: Instant) -> Result<Option<File>> {
-        let path = self.dir.join(format!("{}.join", file_stem(name)));
+    /// The file whose `flock` is the turn among the joiners of lock `name` at nesting `depth`
+    /// (see [`crate::keys::LockKeys::turn_at`]): `<lock>.join`, then `<lock>.join<depth>`.
+    fn turn_path(&self, name: &str, depth: usize) -> PathBuf {
+        let suffix = if depth <= 1 {
+            String::new()
+        } else {
+            depth.to_string()
+        };
+        self.dir.join(format!("{}.join{suffix}", file_stem(name)))
+    }
+
+    /// True when process `pid` has the turn at `depth` among the joiners of lock `name`, as
+    /// the kernel's lock table says.
+    pub(crate) fn turn_held_by(&self, name: &str, depth: usize, pid: u32) -> bool {
+        File::open(self.turn_path(name, depth)).is_ok_and(|f| flock_holder(&f) == Some(pid))
+    }
+
+    /// Take the turn among the joiners of lock `name` at nesting `depth` (a `flock` on its
+    /// turn file), waiting up to `deadline`; `None` when it did not come. The kernel gives it
+    /// up with the file, or when its process dies.
+    pub(crate) async fn take_turn(
+        &self,
+        name: &str,
+        depth: usize,
+        deadline: Instant,
+    ) -> Result<Option<File>> {
+        let path = self.turn_path(name, depth);
         let file = open_lock_file(&path)?;
         match file.try_lock() {
             Ok(()) => return Ok(Some(file)),

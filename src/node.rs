@@ -135,6 +135,12 @@ pub struct JoinRequest {
     pub token: u64,
     /// This join's id: whose turn it is among the joiners.
     pub joiner: String,
+    /// Nesting depth of this join: 1 for a joiner of the holder, one more for each joined
+    /// lease between (a joiner's command joining under its turn).
+    pub depth: usize,
+    /// At depth 2 and more: the joiner whose turn (one level up) this one works under; that
+    /// turn must still be its.
+    pub parent: String,
     /// How long a turn lasts unless refreshed.
     pub turn_ttl: Duration,
     /// A joiner whose turn may be taken (its process is gone), or empty.
@@ -225,9 +231,15 @@ pub trait Node: Send + Sync + 'static {
         Box::pin(async { Err(NodeError::new("this node cannot confirm a join")) })
     }
 
-    /// End `joiner`'s turn among the joiners of a lease, if it is still its turn.
-    fn leave_turn<'a>(&'a self, keys: &'a LockKeys, joiner: &'a str) -> NodeFuture<'a, ()> {
-        let _ = (keys, joiner);
+    /// End `joiner`'s turn at nesting `depth` among the joiners of a lease, if it is still
+    /// its turn.
+    fn leave_turn<'a>(
+        &'a self,
+        keys: &'a LockKeys,
+        depth: usize,
+        joiner: &'a str,
+    ) -> NodeFuture<'a, ()> {
+        let _ = (keys, depth, joiner);
         Box::pin(async { Ok(()) })
     }
 

@@ -350,7 +350,8 @@ impl Node for RedisNode {
                         .key(&k.fence)
                         .key(&k.holder)
                         .key(&k.log)
-                        .key(&k.turn)
+                        .key(k.turn_at(req.depth))
+                        .key(k.turn_at(req.depth.saturating_sub(1)))
                         .arg(&req.owner)
                         .arg(&req.secret_hash)
                         .arg(req.token.to_string())
@@ -361,6 +362,7 @@ impl Node for RedisNode {
                         .arg(by.pid)
                         .arg(req.log_cap)
                         .arg(&req.take_from)
+                        .arg(&req.parent)
                         .invoke_async(&mut c)
                         .await
                 })
@@ -369,11 +371,16 @@ impl Node for RedisNode {
         })
     }
 
-    fn leave_turn<'a>(&'a self, keys: &'a LockKeys, joiner: &'a str) -> NodeFuture<'a, ()> {
+    fn leave_turn<'a>(
+        &'a self,
+        keys: &'a LockKeys,
+        depth: usize,
+        joiner: &'a str,
+    ) -> NodeFuture<'a, ()> {
         Box::pin(async move {
             self.call_twice(|mut c| async move {
                 LEAVE_TURN
-                    .key(&keys.turn)
+                    .key(keys.turn_at(depth))
                     .arg(joiner)
                     .invoke_async::<i64>(&mut c)
                     .await

@@ -387,3 +387,41 @@ fn the_secret_is_written_nowhere_but_the_holders_environment() {
         }
     }
 }
+
+#[test]
+fn a_joiner_killed_in_its_turn_holds_the_next_one_up_for_less_than_a_second() {
+    // The inner `lock run` joins and takes the turn; once its command runs, it is killed
+    // (SIGKILL: no release, no leave), and another joiner of the same lease goes in.
+    let script = r#"
+        mkfifo "$3/in"
+        "$1" lock run --file "$2" -- sh -c 'echo in > "$0/in"; exec sleep 60' "$3" & j=$!
+        read x < "$3/in"
+        kill -9 $j
+        start=$(date +%s%N)
+        "$1" state merge "$2" '{"after":1}' || exit 9
+        echo $(( ($(date +%s%N) - start) / 1000000 )) > "$3/ms"
+    "#;
+    for redis in [Some(RedisServer::start()), None] {
+        let repo = Repo::new();
+        let work = tempfile::tempdir().unwrap();
+        let mut c = tractatus(&repo.path());
+        c.env("TRACTATUS_QUIET", "1").env("TRACTATUS_WAIT", "20s");
+        if let Some(r) = &redis {
+            c.env("TRACTATUS_REDIS", r.url());
+        }
+        let r = run(c
+            .args([
+                "lock", "run", "--file", FILE, "--", "sh", "-c", script, "sh", BIN, FILE,
+            ])
+            .arg(work.path()));
+        let backend = if redis.is_some() { "redis" } else { "local" };
+        assert_eq!(r.code, 0, "{backend}: {}", r.describe());
+        let ms: u64 = std::fs::read_to_string(work.path().join("ms"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        println!("{backend}: the next joiner went in {ms} ms after the kill");
+        assert!(ms < 1000, "{backend}: {ms} ms");
+    }
+}

@@ -7,8 +7,10 @@
 --                 granting node minted it or was raised to it, and nothing grants meanwhile)
 -- KEYS[3] holder  hash of the holder's metadata; `join` = SHA-256 (hex) of the lease's secret
 -- KEYS[4] log     stream: audit trail, capped at ARGV[9] entries
--- KEYS[5] turn    string, value = id of the joiner whose turn it is, expires with PX ARGV[5];
---                 one per nesting depth (a joiner's command joins under its turn, one deeper)
+-- KEYS[5] turn    string, value = "<owner id> <joiner id>": whose turn it is among the joiners
+--                 of that lease, expires with PX ARGV[5]; one per nesting depth (a joiner's
+--                 command joins under its turn, one deeper). A turn of another lease (one
+--                 that ended while a joiner was stopped) is no turn.
 -- KEYS[6] parent  the turn one level up (depth 2 and more; else KEYS[5] again)
 -- ARGV[1] owner id the joiner names
 -- ARGV[2] SHA-256 (hex) of the secret it presents
@@ -19,7 +21,7 @@
 -- ARGV[9] audit log length cap
 -- ARGV[10] a joiner id to take the turn from (its process is gone), or ""
 -- ARGV[11] the joiner one level up whose turn KEYS[6] must be, or "" at depth 1
--- Reply: {1, lease pttl ms, the holder's ttl ms}  joined (or the turn refreshed)
+-- Reply: {1, lease pttl ms, the holder's ttl ms}  joined (or the turn refreshed: no new event)
 --        {0}                                       the lease is not that owner's (ended)
 --        {-1}                                      it is, but the secret or token is wrong
 --        {2, turn pttl ms, joiner id}              another joiner's turn: try again
@@ -27,14 +29,16 @@ local lease = redis.call('GET', KEYS[1])
 if lease ~= ARGV[1] then return {0} end
 local h = redis.call('HMGET', KEYS[3], 'join', 'session', 'host', 'pid', 'ttl_ms')
 if not h[1] or h[1] ~= ARGV[2] or redis.call('GET', KEYS[2]) ~= ARGV[3] then return {-1} end
+local mine, of_lease = ARGV[1] .. ' ' .. ARGV[4], ARGV[1] .. ' '
 -- The joiner this one works under has left: its capability is stale.
-if ARGV[11] ~= '' and redis.call('GET', KEYS[6]) ~= ARGV[11] then return {0} end
+if ARGV[11] ~= '' and redis.call('GET', KEYS[6]) ~= of_lease .. ARGV[11] then return {0} end
 local turn = redis.call('GET', KEYS[5])
-if turn and turn ~= ARGV[4] and turn ~= ARGV[10] then
-  return {2, redis.call('PTTL', KEYS[5]), turn}
+if turn and turn ~= mine and turn ~= of_lease .. ARGV[10]
+    and string.sub(turn, 1, #of_lease) == of_lease then
+  return {2, redis.call('PTTL', KEYS[5]), string.sub(turn, #of_lease + 1)}
 end
-redis.call('SET', KEYS[5], ARGV[4], 'PX', tonumber(ARGV[5]))
-if turn ~= ARGV[4] then
+redis.call('SET', KEYS[5], mine, 'PX', tonumber(ARGV[5]))
+if turn ~= mine then
   local t = redis.call('TIME')
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[9], '*',
     'event', 'join', 'owner', ARGV[4], 'session', h[2] or '', 'host', h[3] or '', 'pid', h[4] or '',

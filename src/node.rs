@@ -231,15 +231,9 @@ pub trait Node: Send + Sync + 'static {
         Box::pin(async { Err(NodeError::new("this node cannot confirm a join")) })
     }
 
-    /// End `joiner`'s turn at nesting `depth` among the joiners of a lease, if it is still
-    /// its turn.
-    fn leave_turn<'a>(
-        &'a self,
-        keys: &'a LockKeys,
-        depth: usize,
-        joiner: &'a str,
-    ) -> NodeFuture<'a, ()> {
-        let _ = (keys, depth, joiner);
+    /// End the turn `req` took among the joiners of a lease, if it is still its turn.
+    fn leave_turn<'a>(&'a self, req: &'a JoinRequest) -> NodeFuture<'a, ()> {
+        let _ = req;
         Box::pin(async { Ok(()) })
     }
 

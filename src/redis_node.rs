@@ -371,17 +371,14 @@ impl Node for RedisNode {
         })
     }
 
-    fn leave_turn<'a>(
-        &'a self,
-        keys: &'a LockKeys,
-        depth: usize,
-        joiner: &'a str,
-    ) -> NodeFuture<'a, ()> {
+    fn leave_turn<'a>(&'a self, req: &'a JoinRequest) -> NodeFuture<'a, ()> {
         Box::pin(async move {
+            let (key, mine) = (req.keys.turn_at(req.depth), turn_value(req));
+            let (key, mine) = (&key, &mine);
             self.call_twice(|mut c| async move {
                 LEAVE_TURN
-                    .key(keys.turn_at(depth))
-                    .arg(joiner)
+                    .key(key)
+                    .arg(mine)
                     .invoke_async::<i64>(&mut c)
                     .await
             })
@@ -442,6 +439,11 @@ fn parse_grant(v: Value) -> Option<GrantReply> {
         }
         _ => None,
     }
+}
+
+/// A joiner's turn as `lua/join.lua` records it: the lease's owner id and the joiner's.
+fn turn_value(req: &JoinRequest) -> String {
+    format!("{} {}", req.owner, req.joiner)
 }
 
 fn parse_join(v: Value) -> Option<JoinReply> {

@@ -1,12 +1,13 @@
 //! A held lock, [`Lease`], from grant to release: its fencing token, renewal (once, or in the
 //! background while the work runs), noticing loss or coming expiry at once, release, and the
 //! release on drop. Also lifting a lock's token floor after a counter reset. A lease joined
-//! from an ancestor's (see [`crate::join`]) carries the ancestor's token, owner and TTL, is
-//! renewed and checked like any lease, and is never released here: its holder releases it.
+//! from an ancestor's (see [`crate::join`]) carries the ancestor's token and owner; it is never
+//! renewed or released from here (its holder does both): its keep-alive asks again whether the
+//! holder's lease stands and refreshes its turn among the joiners, and its release gives that
+//! turn back.
 //!
 //! A little over 500 lines: one type's whole lifecycle (validity, renewal, loss, release, drop),
-//! which reads best in one place; the joined-lease constructors are the first thing to move
-//! out (to `join.rs`) if it grows.
+//! which reads best in one place; a joined lease's making and keep-alive are in `joined.rs`.
 
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use crate::clock::{Deadline, far_deadline};
 use crate::config::Config;
 use crate::connect::Backend;
 use crate::error::{Error, Result};
-use crate::join::{Grant, Joined, Origin, join_on, leave_turn_on, owner_tag};
+use crate::join::{Grant, Origin, leave_turn_on, owner_tag};
 use crate::keys::LockKeys;
 use crate::local::{Joinable, LocalGuard};
 use crate::node::JoinRequest;
@@ -30,6 +31,10 @@ use crate::quorum::Renewal;
 // them, as they did before connecting and waiting moved out.
 pub use crate::connect::Coordinator;
 pub use crate::options::{AcquireOptions, WaitProgress};
+
+mod joined;
+
+use joined::{confirm_once, keep_joined};
 
 /// Why a lease whose deadline passed is lost.
 const VALIDITY_RAN_OUT: &str = "its validity ran out without a successful renewal";
@@ -123,8 +128,8 @@ pub struct Lease {
     state: watch::Sender<Standing>,
     acquired: Instant,
     keeper: Option<JoinHandle<()>>,
-    /// What a renewal extends it by: the granting holder's TTL (a joined lease must not
-    /// shorten its holder's lease with a shorter TTL of its own).
+    /// What a renewal extends it by: the granting holder's TTL (a joined lease has its
+    /// holder's, as the coordinator reports it, and renews nothing).
     ttl: Duration,
     /// The owner id: the Redis lease value (public); random for local locks. Its hash tells
     /// leases apart in the fence record.
@@ -188,69 +193,6 @@ impl Lease {
             owner: uuid::Uuid::new_v4().simple().to_string(),
             origin,
             joined: false,
-        }
-    }
-
-    /// A Redis lease joined from `grant` by `req` (the quorum just confirmed it and gave us
-    /// the turn), valid until the deadline; `ttl` is the holder's.
-    pub(crate) fn joined_redis(
-        coordinator: Coordinator,
-        grant: &Grant,
-        req: JoinRequest,
-        ttl: Duration,
-        valid_until: Deadline,
-    ) -> Self {
-        let joiner = req.joiner.clone();
-        Self::joined(
-            coordinator,
-            grant,
-            joiner,
-            Hold::JoinedRedis(Box::new(req)),
-            Standing::Valid(valid_until),
-            ttl,
-        )
-    }
-
-    /// A local lock joined from `grant` (its holder just confirmed) by `joiner`, with our
-    /// turn's flock.
-    pub(crate) fn joined_local(
-        coordinator: Coordinator,
-        grant: &Grant,
-        joiner: String,
-        turn: std::fs::File,
-    ) -> Self {
-        let ttl = coordinator.inner.config.ttl;
-        let hold = Hold::JoinedLocal {
-            pid: grant.pid,
-            _turn: turn,
-        };
-        Self::joined(coordinator, grant, joiner, hold, Standing::Held, ttl)
-    }
-
-    fn joined(
-        coordinator: Coordinator,
-        grant: &Grant,
-        joiner: String,
-        hold: Hold,
-        standing: Standing,
-        ttl: Duration,
-    ) -> Self {
-        let mut turns = grant.turns.clone();
-        turns.push(joiner);
-        Lease {
-            coordinator,
-            name: grant.name.clone(),
-            token: grant.token,
-            hold: Some(hold),
-            state: watch::channel(standing).0,
-            acquired: Instant::now(),
-            keeper: None,
-            ttl,
-            owner: grant.owner.clone(),
-            secret: grant.secret.clone(),
-            turns,
-            origin: grant.origin(),
-            joined: true,
         }
     }
 
@@ -602,63 +544,6 @@ async fn renew_once(
             false
         }
         Renewal::Undecided { .. } => false,
-    }
-}
-
-/// One confirmation of a joined lease (see `lua/join.lua`), recorded in `state`. True when it
-/// stands and the turn is still ours.
-async fn confirm_once(
-    coordinator: &Coordinator,
-    req: &JoinRequest,
-    state: &watch::Sender<Standing>,
-) -> bool {
-    let Backend::Redis(q) = &coordinator.inner.backend else {
-        return true;
-    };
-    let lost = match join_on(q, req).await {
-        Joined::Yes { valid_until, .. } => {
-            state.send_if_modified(|s| match s {
-                Standing::Valid(d) if !d.has_passed() => {
-                    *s = Standing::Valid(valid_until);
-                    true
-                }
-                _ => false,
-            });
-            return true;
-        }
-        Joined::Undecided => return false,
-        Joined::Ended | Joined::Mismatch => {
-            "the lease it joined ended (released, expired or broken)"
-        }
-        Joined::Busy { .. } => "its turn among the lease's joiners lapsed and another took it",
-    };
-    state.send_replace(Standing::Lost(lost.into()));
-    false
-}
-
-/// A joined lease's keep-alive: confirm it and refresh the turn every third of the turn's TTL
-/// (every tenth after a failed ask), until it is lost.
-async fn keep_joined(
-    coordinator: Coordinator,
-    req: Box<JoinRequest>,
-    state: watch::Sender<Standing>,
-) {
-    let mut pause = req.turn_ttl / 3;
-    loop {
-        tokio::time::sleep(pause).await;
-        match &*state.borrow() {
-            Standing::Valid(d) if d.has_passed() => {
-                state.send_replace(Standing::Lost(VALIDITY_RAN_OUT.into()));
-                return;
-            }
-            Standing::Valid(_) => {}
-            _ => return,
-        }
-        pause = if confirm_once(&coordinator, &req, &state).await {
-            req.turn_ttl / 3
-        } else {
-            req.turn_ttl / 10
-        };
     }
 }
 

@@ -245,47 +245,60 @@ const SIBLINGS: &str = r#"
     wait $a || exit 9; wait $b || exit 9
 "#;
 
+/// Runs [`SIBLINGS`] under one `lock run` on `redis` (URLs; none: local locks) and checks that
+/// no two critical sections overlapped and no increment was lost.
+fn siblings_take_turns(redis: Option<&str>, backend: &str) {
+    let repo = Repo::new();
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("counter"), "0").unwrap();
+    let mut c = tractatus(&repo.path());
+    c.env("TRACTATUS_QUIET", "1").env("TRACTATUS_WAIT", "60s");
+    if let Some(urls) = redis {
+        c.env("TRACTATUS_REDIS", urls);
+    }
+    let r = run(c
+        .args(["lock", "run", "--file", FILE, "--", "sh", "-c", SIBLINGS, "sh", BIN, FILE])
+        .arg(work.path()));
+    assert_eq!(r.code, 0, "{backend}: {}", r.describe());
+    let times = std::fs::read_to_string(work.path().join("times")).unwrap();
+    let (mut inside, mut most, mut overlaps) = (0, 0, 0);
+    let mut events: Vec<(u128, i32)> = times
+        .lines()
+        .map(|l| {
+            let (what, at) = l.split_once(' ').unwrap();
+            (at.parse().unwrap(), if what == "in" { 1 } else { -1 })
+        })
+        .collect();
+    events.sort();
+    for (_, d) in &events {
+        inside += d;
+        if inside > 1 {
+            overlaps += 1;
+        }
+        most = most.max(inside);
+    }
+    let counter = std::fs::read_to_string(work.path().join("counter")).unwrap();
+    println!("{backend}: {overlaps} overlaps, counter {}", counter.trim());
+    assert_eq!(events.len(), 200, "{backend}");
+    assert_eq!(overlaps, 0, "{backend}: at most {most} inside at once");
+    assert_eq!(counter.trim(), "100", "{backend}");
+}
+
 #[test]
 fn sibling_joiners_of_one_lease_take_turns() {
-    for redis in [Some(RedisServer::start()), None] {
-        let repo = Repo::new();
-        let work = tempfile::tempdir().unwrap();
-        std::fs::write(work.path().join("counter"), "0").unwrap();
-        let mut c = tractatus(&repo.path());
-        c.env("TRACTATUS_QUIET", "1").env("TRACTATUS_WAIT", "60s");
-        if let Some(r) = &redis {
-            c.env("TRACTATUS_REDIS", r.url());
-        }
-        let r = run(c
-            .args([
-                "lock", "run", "--file", FILE, "--", "sh", "-c", SIBLINGS, "sh", BIN, FILE,
-            ])
-            .arg(work.path()));
-        let backend = if redis.is_some() { "redis" } else { "local" };
-        assert_eq!(r.code, 0, "{backend}: {}", r.describe());
-        let times = std::fs::read_to_string(work.path().join("times")).unwrap();
-        let (mut inside, mut most, mut overlaps) = (0, 0, 0);
-        let mut events: Vec<(u128, i32)> = times
-            .lines()
-            .map(|l| {
-                let (what, at) = l.split_once(' ').unwrap();
-                (at.parse().unwrap(), if what == "in" { 1 } else { -1 })
-            })
-            .collect();
-        events.sort();
-        for (_, d) in &events {
-            inside += d;
-            if inside > 1 {
-                overlaps += 1;
-            }
-            most = most.max(inside);
-        }
-        let counter = std::fs::read_to_string(work.path().join("counter")).unwrap();
-        println!("{backend}: {overlaps} overlaps, counter {}", counter.trim());
-        assert_eq!(events.len(), 200, "{backend}");
-        assert_eq!(overlaps, 0, "{backend}: at most {most} inside at once");
-        assert_eq!(counter.trim(), "100", "{backend}");
-    }
+    let redis = RedisServer::start();
+    siblings_take_turns(Some(&redis.url()), "redis");
+    siblings_take_turns(None, "local");
+}
+
+#[test]
+fn sibling_joiners_take_turns_on_three_masters_and_on_a_cluster() {
+    let masters = crate::support::cluster(3);
+    let urls: Vec<String> = masters.iter().map(|m| m.url()).collect();
+    siblings_take_turns(Some(&urls.join(",")), "redlock");
+    let c = tractatus_testkit::RedisCluster::start(3, 0);
+    crate::support::mark_initialized(&c.url());
+    siblings_take_turns(Some(&c.url()), "cluster");
 }
 
 #[test]

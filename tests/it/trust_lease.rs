@@ -257,7 +257,9 @@ fn siblings_take_turns(redis: Option<&str>, backend: &str) {
         c.env("TRACTATUS_REDIS", urls);
     }
     let r = run(c
-        .args(["lock", "run", "--file", FILE, "--", "sh", "-c", SIBLINGS, "sh", BIN, FILE])
+        .args([
+            "lock", "run", "--file", FILE, "--", "sh", "-c", SIBLINGS, "sh", BIN, FILE,
+        ])
         .arg(work.path()));
     assert_eq!(r.code, 0, "{backend}: {}", r.describe());
     let times = std::fs::read_to_string(work.path().join("times")).unwrap();

@@ -195,6 +195,10 @@ impl Coordinator {
                     by: self.inner.identity.clone(),
                     log_cap: self.inner.config.log_cap,
                 };
+                // With several nodes, a refusal may follow turns taken on some of them: give
+                // those back. One node that answered gave us nothing; one that did not may
+                // have (Undecided).
+                let several = q.nodes().len() > 1;
                 loop {
                     let outcome = join_on(q, &req).await;
                     req.take_from.clear();
@@ -209,15 +213,21 @@ impl Coordinator {
                             )));
                         }
                         Joined::Ended => {
-                            leave_turn_on(q, &req).await;
+                            if several {
+                                leave_turn_on(q, &req).await;
+                            }
                             return Ok(None);
                         }
                         Joined::Mismatch => {
-                            leave_turn_on(q, &req).await;
+                            if several {
+                                leave_turn_on(q, &req).await;
+                            }
                             return Err(refused(name));
                         }
                         Joined::Busy { left, by } => {
-                            leave_turn_on(q, &req).await;
+                            if several {
+                                leave_turn_on(q, &req).await;
+                            }
                             if joiner_is_gone(&by) {
                                 req.take_from = by;
                                 Duration::ZERO

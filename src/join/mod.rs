@@ -7,7 +7,7 @@
 //! Redis lease value, which any Redis client can read), the holding process (pid, start time,
 //! PID namespace) and the lease's **secret**: 256 random bits made at the grant, written
 //! nowhere but this environment. Redis keeps only its SHA-256 in the holder record (`join`),
-//! and so does a local lock file. [`Coordinator::acquire`] joins a lease named there, instead
+//! and so does a local lock file. [`crate::Coordinator::acquire`] joins a lease named there, instead
 //! of waiting, only when both hold:
 //! - the holding process, with the same start time and in our PID namespace, is this process
 //!   or one of its ancestors (`/proc` parents): a copy of the capability given to a process
@@ -18,7 +18,7 @@
 //!   locks: the lock file is locked, the kernel (`/proc/locks`) says by that pid, and its record
 //!   names that token and the secret's hash. A lease that ended is no capability (acquired as
 //!   usual); one that stands but whose secret, token or locking process does not match was
-//!   forged or edited: refused, [`Error::LeaseLost`] (76), since the caller claims to work
+//!   forged or edited: refused, [`crate::Error::LeaseLost`] (76), since the caller claims to work
 //!   under a lease it does not have.
 //!
 //! A joiner has no power over the lease: a join writes nothing of it (no renewal, no TTL, no
@@ -27,12 +27,17 @@
 //! audit log (`join`, with the joiner's session, host and pid as `by`).
 //!
 //! Joiners of one lease take turns, among themselves and within one process alike: on Redis
-//! the turn is a key in the lock's hash slot (`turn`) taken by the join script, lasting
-//! [`TURN_TTL`] unless the joiner refreshes it (a joined lease's keep-alive does), and given up
-//! at release; a waiting joiner asks again every few milliseconds, and takes over at once a
-//! turn whose joiner's process is gone. Locally the turn is a `flock` on `<lock>.join`, which
-//! the kernel gives up when its joiner dies. The holder itself does not take turns: its own
-//! work and its joiners' are its to order.
+//! the turn is a key in the lock's hash slot (`turn`, naming the lease and the joiner) taken by
+//! the join script, lasting one TTL unless the joiner refreshes it (a joined lease's
+//! keep-alive does, every third), and given up at release or drop; a waiting joiner asks again
+//! every 10 to 15 ms, and takes over at once a turn whose joiner's process is gone (all joiners
+//! run on the holder's host, in its PID namespace). Locally the turn is a `flock` on
+//! `<lock>.join`, which the kernel gives up when its joiner dies. Turns nest: a joined lease's
+//! command joins under its turn, one level deeper (`turn:<depth>`, `<lock>.join<depth>`), so a
+//! nested `lock run` under a joiner does not wait for itself, while its own children still take
+//! turns. The holder itself does not take turns: its own work and its joiners' are its to
+//! order. Waiters for a turn are not queued: who goes next among several is up to timing,
+//! within `--wait`.
 //!
 //! A joined [`Lease`] has the holder's token and TTL, and its release leaves the holder's lease
 //! held. Commits stay fenced: the fence record keeps a hash of the committing owner, so only

@@ -440,3 +440,33 @@ fn a_joiner_killed_in_its_turn_holds_the_next_one_up_for_less_than_a_second() {
         assert!(ms < 1000, "{backend}: {ms} ms");
     }
 }
+
+#[test]
+fn with_one_of_three_masters_down_a_nested_call_still_joins_and_a_forged_one_is_refused() {
+    let mut masters = crate::support::cluster(3);
+    masters[2].kill();
+    let urls: Vec<String> = masters.iter().map(|m| m.url()).collect();
+    let repo = Repo::new();
+    repo.write(FILE, "{\"x\": 0}\n");
+    // The real capability joins on the two live masters; the same with the token edited does
+    // not.
+    let script = r#"
+        "$1" state merge "$2" '{"a":1}' || exit 9
+        up=$(printf %s "$TRACTATUS_LEASE" | sed 's/"token":\([0-9]*\)/"token":9\1/')
+        TRACTATUS_LEASE="$up" "$1" state merge "$2" '{"b":1}'; echo $? > "$3/up"
+    "#;
+    let work = tempfile::tempdir().unwrap();
+    let r = run(tractatus(&repo.path())
+        .env("TRACTATUS_REDIS", urls.join(","))
+        .env("TRACTATUS_WAIT", "5s")
+        .env("TRACTATUS_QUIET", "1")
+        .args([
+            "lock", "run", "--file", FILE, "--", "sh", "-c", script, "sh", BIN, FILE,
+        ])
+        .arg(work.path()));
+    assert_eq!(r.code, 0, "{}", r.describe());
+    let up = std::fs::read_to_string(work.path().join("up")).unwrap();
+    assert_eq!(up.trim(), "76");
+    let doc: serde_json::Value = serde_json::from_str(&repo.read(FILE)).unwrap();
+    assert_eq!(doc, serde_json::json!({"x": 0, "a": 1}));
+}

@@ -303,7 +303,7 @@ const HEARTBEAT: Duration = Duration::from_millis(200);
 
 /// Microseconds since the epoch: a waiter's place in line. Waiters on one host are ordered by
 /// when they first asked; across hosts, up to the clocks' difference.
-fn epoch_micros() -> u64 {
+pub(crate) fn epoch_micros() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))

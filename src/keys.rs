@@ -95,6 +95,13 @@ impl LockKeys {
             format!("{}:{depth}", self.turn)
         }
     }
+
+    /// The line for the turn at `depth`: sorted sets of the waiting joiners' places
+    /// (`<turn>:queue`) and registration expiries (`<turn>:waiting`), in the lock's slot.
+    pub fn turn_line_at(&self, depth: usize) -> [String; 2] {
+        let turn = self.turn_at(depth);
+        [format!("{turn}:queue"), format!("{turn}:waiting")]
+    }
 }
 
 /// What separates a slot set's name from the slot's index in the slot's lock name.
@@ -341,8 +348,18 @@ mod tests {
             let k = LockKeys::new("repo-1", name);
             let slot = redis_slot(&k.lease);
             for key in [
-                &k.fence, &k.holder, &k.waiters, &k.queue, &k.waiting, &k.log, &k.init, &k.epoch,
+                &k.fence,
+                &k.holder,
+                &k.waiters,
+                &k.queue,
+                &k.waiting,
+                &k.log,
+                &k.init,
+                &k.epoch,
                 &k.turn,
+                &k.turn_at(3),
+                &k.turn_line_at(1)[0],
+                &k.turn_line_at(2)[1],
             ] {
                 assert_eq!(redis_slot(key), slot, "{key} is not in the slot of {name}");
             }

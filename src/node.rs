@@ -143,8 +143,11 @@ pub struct JoinRequest {
     pub parent: String,
     /// How long a turn lasts unless refreshed.
     pub turn_ttl: Duration,
-    /// A joiner whose turn may be taken (its process is gone), or empty.
+    /// A joiner whose turn (or place in line) may be taken (its process is gone), or empty.
     pub take_from: String,
+    /// The joiner's place in line for the turn: microseconds since the epoch at its first
+    /// ask, the same on every node.
+    pub place: u64,
     /// Who joins, recorded in the audit log.
     pub by: Identity,
     /// Audit log length cap.

@@ -343,6 +343,8 @@ impl Node for RedisNode {
     fn join<'a>(&'a self, req: &'a JoinRequest) -> NodeFuture<'a, JoinReply> {
         Box::pin(async move {
             let (k, by) = (&req.keys, &req.by);
+            let line = k.turn_line_at(req.depth);
+            let line = &line;
             // Sent again after a dropped reply, it answers the same: the turn is already ours.
             let reply: Value = self
                 .call_twice(|mut c| async move {
@@ -352,6 +354,8 @@ impl Node for RedisNode {
                         .key(&k.log)
                         .key(k.turn_at(req.depth))
                         .key(k.turn_at(req.depth.saturating_sub(1)))
+                        .key(&line[0])
+                        .key(&line[1])
                         .arg(&req.owner)
                         .arg(&req.secret_hash)
                         .arg(req.token.to_string())
@@ -363,6 +367,8 @@ impl Node for RedisNode {
                         .arg(req.log_cap)
                         .arg(&req.take_from)
                         .arg(&req.parent)
+                        .arg(req.place)
+                        .arg(TURN_LINE.as_millis() as u64)
                         .invoke_async(&mut c)
                         .await
                 })
@@ -374,10 +380,13 @@ impl Node for RedisNode {
     fn leave_turn<'a>(&'a self, req: &'a JoinRequest) -> NodeFuture<'a, ()> {
         Box::pin(async move {
             let (key, mine) = (req.keys.turn_at(req.depth), turn_value(req));
-            let (key, mine) = (&key, &mine);
+            let line = req.keys.turn_line_at(req.depth);
+            let (key, mine, line) = (&key, &mine, &line);
             self.call_twice(|mut c| async move {
                 LEAVE_TURN
                     .key(key)
+                    .key(&line[0])
+                    .key(&line[1])
                     .arg(mine)
                     .invoke_async::<i64>(&mut c)
                     .await
@@ -440,6 +449,10 @@ fn parse_grant(v: Value) -> Option<GrantReply> {
         _ => None,
     }
 }
+
+/// How long a joiner's place in line for a turn lasts without another ask (it asks every few
+/// tens of milliseconds): how long one that stopped asking holds the line up.
+const TURN_LINE: Duration = Duration::from_secs(1);
 
 /// A joiner's turn as `lua/join.lua` records it: the lease's owner id and the joiner's.
 fn turn_value(req: &JoinRequest) -> String {

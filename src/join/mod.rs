@@ -36,8 +36,9 @@
 //! command joins under its turn, one level deeper (`turn:<depth>`, `<lock>.join<depth>`), so a
 //! nested `lock run` under a joiner does not wait for itself, while its own children still take
 //! turns. The holder itself does not take turns: its own work and its joiners' are its to
-//! order. Waiters for a turn are not queued: who goes next among several is up to timing,
-//! within `--wait`.
+//! order. On Redis waiting joiners are served in line (the order they first asked; a place
+//! lapses a second after its joiner stops asking), so one that leaves and asks again at once
+//! does not pass them; locally the kernel picks among waiters on the `flock`.
 //!
 //! A joined [`Lease`] has the holder's token and TTL, and its release leaves the holder's lease
 //! held. Commits stay fenced: the fence record keeps a hash of the committing owner, so only

@@ -192,6 +192,7 @@ impl Coordinator {
                     parent,
                     turn_ttl: self.inner.config.ttl,
                     take_from: String::new(),
+                    place: crate::acquire::epoch_micros(),
                     by: self.inner.identity.clone(),
                     log_cap: self.inner.config.log_cap,
                 };
@@ -241,6 +242,8 @@ impl Coordinator {
                         }
                     };
                     if Instant::now() >= deadline {
+                        // Out of the line, so that nobody waits behind a joiner that left.
+                        leave_turn_on(q, &req).await;
                         return Err(timeout());
                     }
                     // Jitter, so that waiting joiners do not ask in step.

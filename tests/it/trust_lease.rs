@@ -470,3 +470,36 @@ fn with_one_of_three_masters_down_a_nested_call_still_joins_and_a_forged_one_is_
     let doc: serde_json::Value = serde_json::from_str(&repo.read(FILE)).unwrap();
     assert_eq!(doc, serde_json::json!({"x": 0, "a": 1}));
 }
+
+#[test]
+fn on_redis_a_joiner_waiting_for_its_turn_goes_before_one_that_asks_again_at_once() {
+    let redis = RedisServer::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let config = Config::new(parse_nodes(&[redis.url().as_str()]).unwrap());
+        let c = Coordinator::connect(config, Identity::current("t"))
+            .await
+            .unwrap();
+        let held = c.acquire("fair", &AcquireOptions::default()).await.unwrap();
+        for round in 0..5 {
+            let first = held.join().await.unwrap();
+            let mut waiting = Box::pin(held.join());
+            // It asks, finds the turn taken, and gets in line.
+            assert!(
+                tokio::time::timeout(Duration::from_millis(100), &mut waiting)
+                    .await
+                    .is_err()
+            );
+            // The first leaves and at once asks again: the one in line goes first.
+            first.release().await.unwrap();
+            let mut again = Box::pin(held.join());
+            let winner = tokio::select! {
+                w = &mut waiting => { w.unwrap().release().await.unwrap(); "waiting" }
+                a = &mut again => { a.unwrap().release().await.unwrap(); "again" }
+            };
+            assert_eq!(winner, "waiting", "round {round}");
+            let _ = tokio::time::timeout(Duration::from_secs(5), again).await;
+        }
+        held.release().await.unwrap();
+    });
+}

@@ -27,6 +27,8 @@
 -- ARGV[13] the waiter's place in line: a score it chose once (microseconds since the epoch at
 --          its first refusal), the same on every master, so every master orders the queue alike
 --          (equal scores: the lower waiter id first)
+-- ARGV[14] SHA-256 (hex) of the lease's secret, kept as the holder record's `join`: a process
+--          joining the lease presents the secret (lua/join.lua); the secret is never sent here
 -- Reply: granted     {1, token}
 --        refused     {0, pttl_ms, holder field, value, field, value, ...}
 --                    or, free but another waiter is first in line, {0, ms its place lasts}
@@ -206,7 +208,7 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
 redis.call('DEL', KEYS[3])
 redis.call('HSET', KEYS[3], 'owner', ARGV[1], 'session', ARGV[3], 'host', ARGV[4],
   'pid', ARGV[5], 'pid_start', ARGV[6], 'pid_ns', ARGV[12], 'command', ARGV[7], 'acquired_ms', now,
-  'ttl_ms', ttl, 'token', token)
+  'ttl_ms', ttl, 'token', token, 'join', ARGV[14])
 if me ~= '' then
   redis.call('ZREM', KEYS[4], me)
   redis.call('ZREM', KEYS[7], me)

@@ -50,7 +50,7 @@ impl Coordinator {
         check_lock_name(name)?;
         let inherited = crate::join::Capability::inherited();
         if !inherited.is_empty()
-            && let Some(joined) = self.try_join(name, inherited).await
+            && let Some(joined) = self.join_within(name, inherited, opts.wait).await?
         {
             return Ok(joined);
         }
@@ -98,9 +98,11 @@ impl Coordinator {
         let queue_me = !opts.wait.is_zero();
         let place = epoch_micros();
         loop {
+            let secret = crate::join::new_secret();
             let req = GrantRequest {
                 keys: keys.clone(),
                 owner: uuid::Uuid::new_v4().simple().to_string(),
+                join_hash: crate::join::secret_hash(&secret),
                 ttl: cfg.ttl,
                 identity: self.inner.identity.clone(),
                 waiter: (queue_me || wake.registered).then(|| waiter_id.clone()),
@@ -139,6 +141,7 @@ impl Coordinator {
                         name,
                         keys,
                         req.owner,
+                        secret,
                         token,
                         valid_until,
                     ));
@@ -300,7 +303,7 @@ const HEARTBEAT: Duration = Duration::from_millis(200);
 
 /// Microseconds since the epoch: a waiter's place in line. Waiters on one host are ordered by
 /// when they first asked; across hosts, up to the clocks' difference.
-fn epoch_micros() -> u64 {
+pub(crate) fn epoch_micros() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))

@@ -46,6 +46,9 @@ pub struct LockKeys {
     pub log: String,
     /// Pub/sub channel announcing a release.
     pub channel: String,
+    /// String: the id of the joiner whose turn it is among the joiners of the lease (see
+    /// `lua/join.lua`), expiring unless refreshed.
+    pub turn: String,
     /// String, in the lock's hash slot but shared by every lock of that slot: the run id of the
     /// server run that `lock init` marked as brand-new (see [`init_key`]).
     pub init: String,
@@ -75,9 +78,29 @@ impl LockKeys {
             waiting: format!("{base}:waiting"),
             log: format!("{base}:log"),
             channel: format!("{base}:released"),
+            turn: format!("{base}:turn"),
             init: init_key(slot),
             epoch: epoch_key(slot),
         }
+    }
+}
+
+impl LockKeys {
+    /// The turn among the joiners at nesting `depth` (1: joiners of the holder; 2: joiners of
+    /// a joiner, under its turn; ...): [`LockKeys::turn`], then `turn:<depth>`.
+    pub fn turn_at(&self, depth: usize) -> String {
+        if depth <= 1 {
+            self.turn.clone()
+        } else {
+            format!("{}:{depth}", self.turn)
+        }
+    }
+
+    /// The line for the turn at `depth`: sorted sets of the waiting joiners' places
+    /// (`<turn>:queue`) and registration expiries (`<turn>:waiting`), in the lock's slot.
+    pub fn turn_line_at(&self, depth: usize) -> [String; 2] {
+        let turn = self.turn_at(depth);
+        [format!("{turn}:queue"), format!("{turn}:waiting")]
     }
 }
 
@@ -325,7 +348,18 @@ mod tests {
             let k = LockKeys::new("repo-1", name);
             let slot = redis_slot(&k.lease);
             for key in [
-                &k.fence, &k.holder, &k.waiters, &k.queue, &k.waiting, &k.log, &k.init, &k.epoch,
+                &k.fence,
+                &k.holder,
+                &k.waiters,
+                &k.queue,
+                &k.waiting,
+                &k.log,
+                &k.init,
+                &k.epoch,
+                &k.turn,
+                &k.turn_at(3),
+                &k.turn_line_at(1)[0],
+                &k.turn_line_at(2)[1],
             ] {
                 assert_eq!(redis_slot(key), slot, "{key} is not in the slot of {name}");
             }

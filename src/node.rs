@@ -19,6 +19,9 @@ pub struct GrantRequest {
     pub keys: LockKeys,
     /// Owner id of this attempt: random, never reused.
     pub owner: String,
+    /// SHA-256 (hex) of the lease's secret: what a process joining the lease must present the
+    /// preimage of (see [`crate::join`]). The secret itself never leaves the holder's tree.
+    pub join_hash: String,
     /// Lease TTL.
     pub ttl: Duration,
     /// Who asks.
@@ -119,6 +122,61 @@ pub struct Eviction {
     pub log_cap: u32,
 }
 
+/// What a process joining a held lease asks of one node (see `lua/join.lua`).
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    /// The lock's keys.
+    pub keys: LockKeys,
+    /// The lease's owner id, as the joiner's capability names it.
+    pub owner: String,
+    /// SHA-256 (hex) of the secret the joiner presents.
+    pub secret_hash: String,
+    /// The lease's token, as the capability names it.
+    pub token: u64,
+    /// This join's id: whose turn it is among the joiners.
+    pub joiner: String,
+    /// Nesting depth of this join: 1 for a joiner of the holder, one more for each joined
+    /// lease between (a joiner's command joining under its turn).
+    pub depth: usize,
+    /// At depth 2 and more: the joiner whose turn (one level up) this one works under; that
+    /// turn must still be its.
+    pub parent: String,
+    /// How long a turn lasts unless refreshed.
+    pub turn_ttl: Duration,
+    /// A joiner whose turn (or place in line) may be taken (its process is gone), or empty.
+    pub take_from: String,
+    /// The joiner's place in line for the turn: microseconds since the epoch at its first
+    /// ask, the same on every node.
+    pub place: u64,
+    /// Who joins, recorded in the audit log.
+    pub by: Identity,
+    /// Audit log length cap.
+    pub log_cap: u32,
+}
+
+/// One node's answer to a join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinReply {
+    /// The lease stands, as named, and the turn is the joiner's.
+    Joined {
+        /// Time left on the holder's lease.
+        pttl: Duration,
+        /// The TTL the holder renews it by.
+        ttl: Duration,
+    },
+    /// The lease is not that owner's (it ended, or another holds the lock).
+    Ended,
+    /// The owner matches but the secret or the token does not: forged or edited.
+    Mismatch,
+    /// Another joiner's turn, for up to `left` unless refreshed.
+    Busy {
+        /// Time left on that turn.
+        left: Duration,
+        /// That joiner's id.
+        by: String,
+    },
+}
+
 /// The operations a lease needs from each node. Every call must finish on its own within the
 /// node's timeout (an implementation applies it), so a slow node cannot hold the quorum up.
 /// Nothing above this trait (and [`NodeAdmin`]) sends a backend command.
@@ -167,6 +225,19 @@ pub trait Node: Send + Sync + 'static {
     ) -> NodeFuture<'a, bool> {
         let _ = (keys, owner, group, group_start);
         Box::pin(async { Ok(false) })
+    }
+
+    /// Confirm a held lease to a joiner and give it the lease's turn (see `lua/join.lua`).
+    /// Nothing of the lease itself is written. A node that cannot says so as an error.
+    fn join<'a>(&'a self, req: &'a JoinRequest) -> NodeFuture<'a, JoinReply> {
+        let _ = req;
+        Box::pin(async { Err(NodeError::new("this node cannot confirm a join")) })
+    }
+
+    /// End the turn `req` took among the joiners of a lease, if it is still its turn.
+    fn leave_turn<'a>(&'a self, req: &'a JoinRequest) -> NodeFuture<'a, ()> {
+        let _ = req;
+        Box::pin(async { Ok(()) })
     }
 
     /// Leave the lock's queue (a waiter that gives up), so nobody waits behind it and `lock

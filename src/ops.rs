@@ -55,7 +55,8 @@ pub struct LockStatus {
 pub struct AuditEvent {
     /// When, ms since the Unix epoch (coordinator's clock).
     pub at_ms: u64,
-    /// `grant`, `release`, `expired`, `takeover` or `break`.
+    /// `grant`, `release`, `expired`, `takeover`, `break` or `join` (a process joined the
+    /// lease: the holder's fields, the joiner as `by`).
     pub event: String,
     /// Lock name.
     pub name: String,
@@ -67,7 +68,7 @@ pub struct AuditEvent {
     pub pid: u32,
     /// The lease's fencing token.
     pub token: u64,
-    /// Who acted, for `takeover` and `break`: `session@host pid N`.
+    /// Who acted, for `takeover`, `break` and `join`: `session@host pid N`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
     #[serde(skip)]

@@ -620,6 +620,7 @@ mod tests {
         GrantRequest {
             keys: LockKeys::new("ns", "lock"),
             owner: owner.into(),
+            join_hash: String::new(),
             ttl,
             identity: Identity::current("test"),
             waiter: None,

@@ -42,8 +42,8 @@ use crate::config::NodeUrl;
 use crate::holder::HolderInfo;
 use crate::keys::{LockKeys, init_keys, lease_pattern, log_pattern, name_from_key};
 use crate::node::{
-    Eviction, GrantReply, GrantRequest, KeyKind, LockView, Node, NodeAdmin, NodeError, NodeFuture,
-    Queued, WakeStream,
+    Eviction, GrantReply, GrantRequest, JoinReply, JoinRequest, KeyKind, LockView, Node, NodeAdmin,
+    NodeError, NodeFuture, Queued, WakeStream,
 };
 
 static GRANT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/grant.lua")));
@@ -54,6 +54,9 @@ static RAISE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../l
 static EVICT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/evict.lua")));
 static RECORD_GROUP: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/record_group.lua")));
+static JOIN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/join.lua")));
+static LEAVE_TURN: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/leave_turn.lua")));
 static INSPECT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/inspect.lua")));
 
@@ -207,6 +210,7 @@ impl Node for RedisNode {
                         .arg(req.quarantine.as_millis() as u64)
                         .arg(id.pid_ns.as_deref().unwrap_or(""))
                         .arg(req.place)
+                        .arg(&req.join_hash)
                         .invoke_async(&mut c)
                         .await
                 })
@@ -336,6 +340,62 @@ impl Node for RedisNode {
         })
     }
 
+    fn join<'a>(&'a self, req: &'a JoinRequest) -> NodeFuture<'a, JoinReply> {
+        Box::pin(async move {
+            let (k, by) = (&req.keys, &req.by);
+            let line = k.turn_line_at(req.depth);
+            let line = &line;
+            // Sent again after a dropped reply, it answers the same: the turn is already ours.
+            let reply: Value = self
+                .call_twice(|mut c| async move {
+                    JOIN.key(&k.lease)
+                        .key(&k.fence)
+                        .key(&k.holder)
+                        .key(&k.log)
+                        .key(k.turn_at(req.depth))
+                        .key(k.turn_at(req.depth.saturating_sub(1)))
+                        .key(&line[0])
+                        .key(&line[1])
+                        .arg(&req.owner)
+                        .arg(&req.secret_hash)
+                        .arg(req.token.to_string())
+                        .arg(&req.joiner)
+                        .arg(req.turn_ttl.as_millis() as u64)
+                        .arg(&by.session)
+                        .arg(&by.host)
+                        .arg(by.pid)
+                        .arg(req.log_cap)
+                        .arg(&req.take_from)
+                        .arg(&req.parent)
+                        .arg(req.place)
+                        .arg(TURN_LINE.as_millis() as u64)
+                        .invoke_async(&mut c)
+                        .await
+                })
+                .await?;
+            parse_join(reply).ok_or_else(|| NodeError::new("unexpected reply to join"))
+        })
+    }
+
+    fn leave_turn<'a>(&'a self, req: &'a JoinRequest) -> NodeFuture<'a, ()> {
+        Box::pin(async move {
+            let (key, mine) = (req.keys.turn_at(req.depth), turn_value(req));
+            let line = req.keys.turn_line_at(req.depth);
+            let (key, mine, line) = (&key, &mine, &line);
+            self.call_twice(|mut c| async move {
+                LEAVE_TURN
+                    .key(key)
+                    .key(&line[0])
+                    .key(&line[1])
+                    .arg(mine)
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
+            .await
+            .map(|_| ())
+        })
+    }
+
     fn leave<'a>(&'a self, keys: &'a LockKeys, waiter: &'a str) -> NodeFuture<'a, ()> {
         Box::pin(async move {
             self.call(|mut c| async move {
@@ -386,6 +446,37 @@ fn parse_grant(v: Value) -> Option<GrantReply> {
                 holder: HolderInfo::from_fields(&pairs(&items[2..])),
             })
         }
+        _ => None,
+    }
+}
+
+/// How long a joiner's place in line for a turn lasts without another ask (it asks every few
+/// tens of milliseconds): how long one that stopped asking holds the line up.
+const TURN_LINE: Duration = Duration::from_secs(1);
+
+/// A joiner's turn as `lua/join.lua` records it: the lease's owner id and the joiner's.
+fn turn_value(req: &JoinRequest) -> String {
+    format!("{} {}", req.owner, req.joiner)
+}
+
+fn parse_join(v: Value) -> Option<JoinReply> {
+    let Value::Array(items) = v else { return None };
+    let int = |i: usize| match items.get(i) {
+        Some(Value::Int(n)) => Some(*n),
+        _ => None,
+    };
+    let ms = |n: i64| Duration::from_millis(u64::try_from(n).unwrap_or(0));
+    match int(0)? {
+        1 => Some(JoinReply::Joined {
+            pttl: ms(int(1)?),
+            ttl: ms(int(2)?),
+        }),
+        0 => Some(JoinReply::Ended),
+        -1 => Some(JoinReply::Mismatch),
+        2 => Some(JoinReply::Busy {
+            left: ms(int(1)?),
+            by: text(items.get(2)?)?,
+        }),
         _ => None,
     }
 }

@@ -97,7 +97,8 @@ impl Coordinator {
         let inherited = crate::join::Capability::inherited();
         if !inherited.is_empty() {
             for i in 0..slots {
-                if let Some(joined) = self.try_join(&slot_lock_name(name, i), inherited).await {
+                let slot = slot_lock_name(name, i);
+                if let Some(joined) = self.join_within(&slot, inherited, opts.wait).await? {
                     return Ok((i, joined));
                 }
             }
@@ -154,9 +155,11 @@ impl Coordinator {
         let cfg = &self.inner.config;
         // A takeover makes room; bounded, should another process take the slot each time.
         for _ in 0..3 {
+            let secret = crate::join::new_secret();
             let req = GrantRequest {
                 keys: keys.clone(),
                 owner: uuid::Uuid::new_v4().simple().to_string(),
+                join_hash: crate::join::secret_hash(&secret),
                 ttl: cfg.ttl,
                 identity: self.inner.identity.clone(),
                 // Slot waiters do not queue: a queue per slot would hold each slot for the
@@ -174,6 +177,7 @@ impl Coordinator {
                         lock,
                         keys.clone(),
                         req.owner,
+                        secret,
                         token,
                         valid_until,
                     ));

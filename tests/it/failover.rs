@@ -572,6 +572,7 @@ async fn a_grant_sent_twice_answers_granted_with_its_token_again() {
     let req = GrantRequest {
         keys: tractatus_lock::keys::LockKeys::new("twice", "L"),
         owner: "owner-1".into(),
+        join_hash: String::new(),
         ttl: Duration::from_secs(5),
         identity: tractatus_lock::Identity::current("t"),
         waiter: None,

@@ -19,6 +19,7 @@ mod sessions;
 mod slots;
 mod state;
 mod trust_config;
+mod trust_lease;
 mod trust_local;
 mod trust_output;
 mod trust_state;

@@ -1,12 +1,13 @@
 //! A held lock, [`Lease`], from grant to release: its fencing token, renewal (once, or in the
 //! background while the work runs), noticing loss or coming expiry at once, release, and the
 //! release on drop. Also lifting a lock's token floor after a counter reset. A lease joined
-//! from an ancestor's (see [`crate::join`]) carries the ancestor's token, owner and TTL, is
-//! renewed and checked like any lease, and is never released here: its holder releases it.
+//! from an ancestor's (see [`crate::join`]) carries the ancestor's token and owner; it is never
+//! renewed or released from here (its holder does both): its keep-alive asks again whether the
+//! holder's lease stands and refreshes its turn among the joiners, and its release gives that
+//! turn back.
 //!
 //! A little over 500 lines: one type's whole lifecycle (validity, renewal, loss, release, drop),
-//! which reads best in one place; the joined-lease constructors are the first thing to move
-//! out (to `join.rs`) if it grows.
+//! which reads best in one place; a joined lease's making and keep-alive are in `joined.rs`.
 
 use std::time::Duration;
 
@@ -20,15 +21,20 @@ use crate::clock::{Deadline, far_deadline};
 use crate::config::Config;
 use crate::connect::Backend;
 use crate::error::{Error, Result};
-use crate::join::{Grant, Origin, owner_tag};
+use crate::join::{Grant, Origin, leave_turn_on, owner_tag};
 use crate::keys::LockKeys;
-use crate::local::LocalGuard;
+use crate::local::{Joinable, LocalGuard};
+use crate::node::JoinRequest;
 use crate::quorum::Renewal;
 
 // Kept here so `tractatus_lock::lease::{AcquireOptions, Coordinator, WaitProgress}` still name
 // them, as they did before connecting and waiting moved out.
 pub use crate::connect::Coordinator;
 pub use crate::options::{AcquireOptions, WaitProgress};
+
+mod joined;
+
+use joined::{confirm_once, keep_joined};
 
 /// Why a lease whose deadline passed is lost.
 const VALIDITY_RAN_OUT: &str = "its validity ran out without a successful renewal";
@@ -98,10 +104,15 @@ enum Hold {
         owner: String,
     },
     Local(LocalGuard),
+    /// A Redis lease joined from its holder: confirmed (and the turn among its joiners
+    /// refreshed) by asking again, never renewed from here.
+    JoinedRedis(Box<JoinRequest>),
     /// A local lock held by another process (an ancestor, or this one): the lock file must
-    /// still be locked and name that pid and token.
+    /// still be locked by that pid and name its token and secret; `_turn` is our flock on the
+    /// joiners' turn file, given up when dropped.
     JoinedLocal {
         pid: u32,
+        _turn: std::fs::File,
     },
 }
 
@@ -117,12 +128,17 @@ pub struct Lease {
     state: watch::Sender<Standing>,
     acquired: Instant,
     keeper: Option<JoinHandle<()>>,
-    /// What a renewal extends it by: the granting holder's TTL (a joined lease must not
-    /// shorten its holder's lease with a shorter TTL of its own).
+    /// What a renewal extends it by: the granting holder's TTL (a joined lease has its
+    /// holder's, as the coordinator reports it, and renews nothing).
     ttl: Duration,
-    /// The secret owner id: the Redis lease value; random for local locks. Only its hash is
-    /// ever written (the fence record), and only a joiner's environment carries it.
+    /// The owner id: the Redis lease value (public); random for local locks. Its hash tells
+    /// leases apart in the fence record.
     owner: String,
+    /// What lets a process join it (see [`crate::join`]): only its SHA-256 is ever written.
+    secret: String,
+    /// The joiners whose turns it works under, outermost first, its own last (joined leases
+    /// only): its command joins under its turn.
+    turns: Vec<String>,
     /// The process that holds it (this one, or the ancestor it was joined from).
     origin: Origin,
     joined: bool,
@@ -134,6 +150,7 @@ impl Lease {
         name: &str,
         keys: LockKeys,
         owner: String,
+        secret: String,
         token: FencingToken,
         valid_until: Deadline,
     ) -> Self {
@@ -152,6 +169,8 @@ impl Lease {
             keeper: None,
             ttl,
             owner,
+            secret,
+            turns: Vec::new(),
             origin,
             joined: false,
         }
@@ -164,6 +183,8 @@ impl Lease {
             coordinator,
             name: name.to_owned(),
             token: guard.token,
+            secret: guard.secret.clone(),
+            turns: Vec::new(),
             hold: Some(Hold::Local(guard)),
             state: watch::channel(Standing::Held).0,
             acquired: Instant::now(),
@@ -172,38 +193,6 @@ impl Lease {
             owner: uuid::Uuid::new_v4().simple().to_string(),
             origin,
             joined: false,
-        }
-    }
-
-    /// A lease joined from `grant`, whose holder the coordinator just confirmed: on Redis
-    /// (its keys given) valid until the deadline; locally, held while the lock file says so.
-    pub(crate) fn joined(
-        coordinator: Coordinator,
-        grant: &Grant,
-        redis: Option<(LockKeys, Deadline)>,
-    ) -> Self {
-        let (hold, standing) = match redis {
-            Some((keys, valid_until)) => (
-                Hold::Redis {
-                    keys: Box::new(keys),
-                    owner: grant.owner.clone(),
-                },
-                Standing::Valid(valid_until),
-            ),
-            None => (Hold::JoinedLocal { pid: grant.pid }, Standing::Held),
-        };
-        Lease {
-            coordinator,
-            name: grant.name.clone(),
-            token: grant.token,
-            hold: Some(hold),
-            state: watch::channel(standing).0,
-            acquired: Instant::now(),
-            keeper: None,
-            ttl: Duration::from_millis(grant.ttl_ms),
-            owner: grant.owner.clone(),
-            origin: grant.origin(),
-            joined: true,
         }
     }
 
@@ -220,10 +209,11 @@ impl Lease {
             name: self.name.clone(),
             token: self.token,
             owner: self.owner.clone(),
+            secret: self.secret.clone(),
             pid: self.origin.pid,
             start: self.origin.start,
             ns: self.origin.ns.clone(),
-            ttl_ms: u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX),
+            turns: self.turns.clone(),
         }
     }
 
@@ -270,9 +260,14 @@ impl Lease {
     /// Where the lease stands now (validity is judged on a clock that counts system suspend;
     /// see `clock`).
     pub fn state(&self) -> LeaseState {
-        if let Some(Hold::JoinedLocal { pid }) = &self.hold
+        if let Some(Hold::JoinedLocal { pid, .. }) = &self.hold
             && let Backend::Local(local) = &self.coordinator.inner.backend
-            && !local.held_by(&self.name, *pid, self.token)
+            && local.joinable(
+                &self.name,
+                *pid,
+                self.token,
+                &crate::join::secret_hash(&self.secret),
+            ) != Joinable::Held
         {
             self.state.send_if_modified(|s| match s {
                 Standing::Held => {
@@ -396,6 +391,11 @@ impl Lease {
 
     /// Extend the lease once. Errors with [`Error::LeaseLost`] when it is no longer ours.
     pub async fn renew(&self) -> Result<()> {
+        if let Some(Hold::JoinedRedis(req)) = &self.hold {
+            self.check_valid()?;
+            confirm_once(&self.coordinator, req, &self.state).await;
+            return self.check_valid();
+        }
         let Some(Hold::Redis { keys, owner }) = &self.hold else {
             return self.check_valid();
         };
@@ -409,6 +409,14 @@ impl Lease {
     /// needs no renewal, but is lost all the same once held for `max_hold`: a hung command must
     /// not keep it for good there either.
     pub fn keep_alive(&mut self, max_hold: Duration) {
+        if let Some(Hold::JoinedRedis(req)) = &self.hold {
+            self.keeper = Some(tokio::spawn(keep_joined(
+                self.coordinator.clone(),
+                req.clone(),
+                self.state.clone(),
+            )));
+            return;
+        }
         let stop_at = far_deadline(self.acquired, max_hold);
         let state = self.state.clone();
         let (coordinator, keys, owner) = match &self.hold {
@@ -469,8 +477,13 @@ impl Lease {
         }
         let lost = self.state();
         if self.joined {
-            // Its holder releases it; a joined lease only says whether it was still valid.
-            self.hold = None;
+            // Its holder releases it; a joined lease gives its turn back and says whether it
+            // was still valid.
+            if let (Some(Hold::JoinedRedis(req)), Backend::Redis(q)) =
+                (self.hold.take(), &self.coordinator.inner.backend)
+            {
+                leave_turn_on(q, &req).await;
+            }
             return match lost {
                 LeaseState::Lost(reason) => Err(Error::LeaseLost {
                     name: self.name.clone(),
@@ -509,7 +522,7 @@ impl Lease {
                 })
             }
             Some(Hold::Local(guard)) => guard.release(),
-            Some(Hold::JoinedLocal { .. }) | None => Ok(()),
+            Some(Hold::JoinedRedis(_) | Hold::JoinedLocal { .. }) | None => Ok(()),
         }
     }
 }
@@ -560,18 +573,28 @@ impl Drop for Lease {
         if let Some(k) = self.keeper.take() {
             k.abort();
         }
-        if let Some(Hold::Redis { keys, owner }) = self.hold.take()
-            && !self.joined
-        {
-            let coordinator = self.coordinator.clone();
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    if let Backend::Redis(q) = &coordinator.inner.backend {
-                        q.release(&keys, &owner, coordinator.inner.config.log_cap)
-                            .await;
+        let end = match self.hold.take() {
+            Some(Hold::Redis { keys, owner }) if !self.joined => Some((keys, Ok(owner))),
+            // A joiner dropped without release gives its turn back (else it lapses).
+            Some(Hold::JoinedRedis(req)) => Some((Box::new(req.keys.clone()), Err(req))),
+            _ => None,
+        };
+        let Some((keys, who)) = end else {
+            return;
+        };
+        let coordinator = self.coordinator.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Backend::Redis(q) = &coordinator.inner.backend {
+                    match who {
+                        Ok(owner) => {
+                            q.release(&keys, &owner, coordinator.inner.config.log_cap)
+                                .await;
+                        }
+                        Err(req) => leave_turn_on(q, &req).await,
                     }
-                });
-            }
+                }
+            });
         }
     }
 }

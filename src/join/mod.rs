@@ -3,22 +3,46 @@
 //! lock instead of waiting for its own parent.
 //!
 //! A holder hands its command a capability in the environment, [`ENV_VAR`]: for each lease
-//! its scope (Redis namespace, or the local lock directory), name, fencing token, TTL, secret
-//! owner id (the random value stored as the Redis lease value), and the holding process (pid,
-//! start time, PID namespace). [`Coordinator::acquire`] joins a lease named there, instead of
-//! waiting, only when both hold:
+//! its scope (Redis namespace, or the local lock directory), name, fencing token, owner id (the
+//! Redis lease value, which any Redis client can read), the holding process (pid, start time,
+//! PID namespace) and the lease's **secret**: 256 random bits made at the grant, written
+//! nowhere but this environment. Redis keeps only its SHA-256 in the holder record (`join`),
+//! and so does a local lock file. [`crate::Coordinator::acquire`] joins a lease named there, instead
+//! of waiting, only when both hold:
 //! - the holding process, with the same start time and in our PID namespace, is this process
 //!   or one of its ancestors (`/proc` parents): a copy of the capability given to a process
-//!   outside the tree is worth nothing, and neither is one whose holder is gone and whose pid
-//!   was reused;
-//! - the coordinator confirms the lease is still that owner's: an owner-checked renewal on a
-//!   majority (which also keeps it fresh), or, for local locks, the lock file still locked and
-//!   naming that pid and token. A forged, stale or broken owner is not confirmed.
+//!   outside the tree is worth nothing (the lock is acquired as usual), and neither is one
+//!   whose holder is gone and whose pid was reused;
+//! - the coordinator confirms it (`lua/join.lua`, on a majority, atomically with reading the
+//!   lease): the lease is still that owner's, the secret's hash and the token match. For local
+//!   locks: the lock file is locked, the kernel (`/proc/locks`) says by that pid, and its record
+//!   names that token and the secret's hash. A lease that ended is no capability (acquired as
+//!   usual); one that stands but whose secret, token or locking process does not match was
+//!   forged or edited: refused, [`crate::Error::LeaseLost`] (76), since the caller claims to work
+//!   under a lease it does not have.
 //!
-//! Otherwise the lock is acquired as usual (and so waited for). A joined [`Lease`] has the
-//! holder's token and TTL, is renewed and checked like any lease, and its release leaves the
-//! holder's lease held. Commits stay fenced: the fence record keeps a hash of the committing
-//! owner, so only the same lease may commit again with an equal token (see `state/fence.rs`).
+//! A joiner has no power over the lease: a join writes nothing of it (no renewal, no TTL, no
+//! release); the joined lease's validity is what is left of the holder's, refreshed by asking
+//! again. So a joiner that edits its capability can at worst be refused. Each join is in the
+//! audit log (`join`, with the joiner's session, host and pid as `by`).
+//!
+//! Joiners of one lease take turns, among themselves and within one process alike: on Redis
+//! the turn is a key in the lock's hash slot (`turn`, naming the lease and the joiner) taken by
+//! the join script, lasting one TTL unless the joiner refreshes it (a joined lease's
+//! keep-alive does, every third), and given up at release or drop; a waiting joiner asks again
+//! every 10 to 15 ms, and takes over at once a turn whose joiner's process is gone (all joiners
+//! run on the holder's host, in its PID namespace). Locally the turn is a `flock` on
+//! `<lock>.join`, which the kernel gives up when its joiner dies. Turns nest: a joined lease's
+//! command joins under its turn, one level deeper (`turn:<depth>`, `<lock>.join<depth>`), so a
+//! nested `lock run` under a joiner does not wait for itself, while its own children still take
+//! turns. The holder itself does not take turns: its own work and its joiners' are its to
+//! order. On Redis waiting joiners are served in line (the order they first asked; a place
+//! lapses a second after its joiner stops asking), so one that leaves and asks again at once
+//! does not pass them; locally the kernel picks among waiters on the `flock`.
+//!
+//! A joined [`Lease`] has the holder's token and TTL, and its release leaves the holder's lease
+//! held. Commits stay fenced: the fence record keeps a hash of the committing owner, so only
+//! the same lease may commit again with an equal token (see `state/fence.rs`).
 //!
 //! Within one process (an embedder, the Node addon) nothing is inherited: join a lease you
 //! hold with [`Lease::join`] (or write a state file under it with
@@ -29,10 +53,11 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
-use crate::connect::Backend;
-use crate::keys::LockKeys;
-use crate::quorum::Renewal;
-use crate::{Coordinator, Error, FencingToken, Identity, Lease, Result};
+use crate::{FencingToken, Identity, Lease};
+
+mod turn;
+
+pub(crate) use turn::{Joined, join_on, leave_turn_on};
 
 /// The environment variable a holder sets on its command: the leases it may join.
 pub const ENV_VAR: &str = "TRACTATUS_LEASE";
@@ -40,6 +65,33 @@ pub const ENV_VAR: &str = "TRACTATUS_LEASE";
 /// How many parents are followed up from a process before giving up: deeper trees than this
 /// do not occur, and a loop in a `/proc` read racing with exits must end.
 const MAX_ANCESTORS: usize = 1024;
+
+/// A fresh secret for a lease: 256 random bits, hex.
+pub(crate) fn new_secret() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 32];
+    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+        // getrandom failing is not something a lock can work around; two v4 UUIDs (244 bits
+        // from the same source through another path) are the fallback.
+        let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        bytes[..16].copy_from_slice(a.as_bytes());
+        bytes[16..].copy_from_slice(b.as_bytes());
+    }
+    hex(&bytes)
+}
+
+/// SHA-256 of a secret, hex: what Redis and lock files keep instead of it.
+pub(crate) fn secret_hash(secret: &str) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, secret.as_bytes()).as_ref())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
 
 /// The process holding a lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,18 +135,25 @@ impl Origin {
     }
 }
 
-/// One joinable lease, as carried in [`ENV_VAR`].
+/// One joinable lease, as carried in [`ENV_VAR`]. Any other field (an older `ttl_ms`) is
+/// ignored: nothing a joiner presents sets anything of the lease.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Grant {
     /// `redis:<namespace>` or `local:<lock directory>`: where the name means this lock.
     pub(crate) scope: String,
     pub(crate) name: String,
     pub(crate) token: FencingToken,
+    /// The lease's owner id (public: the Redis lease value).
     pub(crate) owner: String,
+    /// The lease's secret (see the module doc).
+    pub(crate) secret: String,
     pub(crate) pid: u32,
     pub(crate) start: u64,
     pub(crate) ns: String,
-    pub(crate) ttl_ms: u64,
+    /// The joiners (ids) whose turns the bearer works under, outermost first: empty when the
+    /// lease is the holder's own; a joined lease adds its own for its command.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) turns: Vec<String>,
 }
 
 impl Grant {
@@ -179,8 +238,7 @@ pub fn command_env(leases: &[Lease]) -> String {
     Capability::for_command(leases).to_env()
 }
 
-/// A short hash of an owner id: enough to tell two leases apart in the fence record, and
-/// useless for joining (a lease is confirmed by its full owner id).
+/// A short hash of an owner id: enough to tell two leases apart in the fence record.
 pub(crate) fn owner_tag(owner: &str) -> u64 {
     let digest = ring::digest::digest(&ring::digest::SHA256, owner.as_bytes());
     let mut first = [0u8; 8];
@@ -188,66 +246,12 @@ pub(crate) fn owner_tag(owner: &str) -> u64 {
     u64::from_be_bytes(first)
 }
 
-impl Coordinator {
-    /// Where a lock name means the same lock: the Redis namespace, or the local directory.
-    pub(crate) fn scope(&self) -> String {
-        match &self.inner.backend {
-            Backend::Redis(_) => format!("redis:{}", self.inner.config.namespace),
-            Backend::Local(local) => format!("local:{}", local.dir().display()),
-        }
-    }
-
-    /// Join lock `name` through `capability`: `Some` when it names the lock, its holder is
-    /// this process or an ancestor, and the coordinator confirms that holder's lease still
-    /// stands (see the module doc); `None` otherwise (acquire it as usual).
-    pub async fn try_join(&self, name: &str, capability: &Capability) -> Option<Lease> {
-        let grant = capability.find(&self.scope(), name)?;
-        // A renewal with no TTL would end the holder's lease on Redis (PEXPIRE 0).
-        if grant.ttl_ms == 0 || !grant.origin().is_self_or_ancestor() {
-            return None;
-        }
-        match &self.inner.backend {
-            Backend::Redis(q) => {
-                let keys = LockKeys::new(&self.inner.config.namespace, name);
-                let ttl = std::time::Duration::from_millis(grant.ttl_ms);
-                match q.renew(&keys, &grant.owner, ttl).await {
-                    Renewal::Renewed { valid_until } => Some(Lease::joined(
-                        self.clone(),
-                        grant,
-                        Some((keys, valid_until)),
-                    )),
-                    Renewal::Lost | Renewal::Undecided { .. } => None,
-                }
-            }
-            Backend::Local(local) => local
-                .held_by(name, grant.pid, grant.token)
-                .then(|| Lease::joined(self.clone(), grant, None)),
-        }
-    }
-}
-
-impl Lease {
-    /// Another lease on this one, for more work under it in this process (say, a state file
-    /// written under a lock the caller holds): same token, checked and renewed like any
-    /// lease, and releasing it leaves this one held. Errors with [`Error::LeaseLost`] when
-    /// this lease is no longer confirmed by the coordinator.
-    pub async fn join(&self) -> Result<Lease> {
-        self.check_valid()?;
-        let capability = Capability::of(std::slice::from_ref(self));
-        self.coordinator()
-            .try_join(self.name(), &capability)
-            .await
-            .ok_or_else(|| Error::LeaseLost {
-                name: self.name().to_owned(),
-                reason: "the coordinator no longer confirms it".to_owned(),
-            })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AcquireOptions, Config};
+    use std::time::Duration;
+
+    use crate::{AcquireOptions, Config, Coordinator};
 
     fn me() -> Origin {
         Origin::of(&Identity::current("t"))
@@ -312,9 +316,14 @@ mod tests {
         let held = c.try_acquire("a/b").await.unwrap();
         let cap = Capability::parse(&Capability::of(std::slice::from_ref(&held)).to_env());
         assert!(!cap.is_empty());
-        let joined = c.try_join("a/b", &cap).await.unwrap();
+        let join = |cap: Capability| {
+            let c = c.clone();
+            async move { c.join_within("a/b", &cap, Duration::ZERO).await.unwrap() }
+        };
+        let joined = join(cap.clone()).await.unwrap();
         assert!(joined.is_joined() && joined.token() == held.token());
-        assert!(c.try_join("other", &cap).await.is_none(), "another lock");
+        let other = c.join_within("other", &cap, Duration::ZERO).await;
+        assert!(other.unwrap().is_none(), "another lock");
         // Releasing the joined lease leaves the holder's held.
         joined.release().await.unwrap();
         let e = c.try_acquire("a/b").await.err().unwrap();
@@ -323,28 +332,23 @@ mod tests {
         held.release().await.unwrap();
         // The holder let go: the joined lease is lost, and nothing joins any more.
         assert!(again.check_valid().unwrap_err().is_lease_lost());
-        assert!(c.try_join("a/b", &cap).await.is_none());
+        assert!(join(cap).await.is_none());
         let fresh = c.acquire("a/b", &AcquireOptions::default()).await.unwrap();
         assert!(!fresh.is_joined());
         fresh.release().await.unwrap();
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_forged_or_broken_owner_is_not_confirmed_and_a_joined_lease_renews_its_holders() {
-        let (c, fakes) = crate::fake_node::coordinator(3, std::time::Duration::from_secs(3));
-        let held = c.try_acquire("L").await.unwrap();
-        let mut forged = Capability::of(std::slice::from_ref(&held));
-        forged.grants[0].owner = "0123456789abcdef0123456789abcdef".into();
-        assert!(c.try_join("L", &forged).await.is_none());
-        let mut joined = held.join().await.unwrap();
-        joined.keep_alive(std::time::Duration::from_secs(3600));
-        assert_eq!(joined.ttl(), held.ttl());
-        // The lease is broken on every node: the joined lease learns it at its next renewal.
-        for f in &fakes {
-            f.state().lease = None;
-        }
-        let reason = joined.lost().await;
-        assert!(reason.contains("no longer ours"), "{reason}");
-        assert!(held.join().await.err().unwrap().is_lease_lost());
+    #[test]
+    fn a_secret_is_256_random_bits_and_only_its_hash_is_kept() {
+        let (a, b) = (new_secret(), new_secret());
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        // `printf %s abc | sha256sum`
+        assert_eq!(
+            secret_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_ne!(secret_hash(&a), a);
     }
 }

@@ -400,7 +400,7 @@ fn write_holder(file: &mut File, id: &Identity, token: u64) -> std::io::Result<(
         .unwrap_or(0);
     let info = serde_json::json!({
         "session": id.session, "host": id.host, "pid": id.pid, "command": id.command,
-        "acquired_ms": now, "token": token,
+        "acquired_ms": now, "token": token, "pid_ns": id.pid_ns,
     });
     file.set_len(0)?;
     file.rewind()?;
@@ -419,6 +419,8 @@ fn read_holder(dir: &DirHandle, name: &OsStr) -> Option<HolderInfo> {
         command: s("command"),
         acquired_ms: n("acquired_ms"),
         token: n("token"),
+        // Namespace and boot id: a record on a shared disk is judged only where it was written.
+        pid_ns: Some(s("pid_ns")).filter(|ns| !ns.is_empty()),
         ..Default::default()
     })
 }

@@ -21,3 +21,4 @@ mod state;
 mod trust_config;
 mod trust_local;
 mod trust_output;
+mod twin_hosts;

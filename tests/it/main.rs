@@ -9,6 +9,7 @@ mod failover;
 mod fair;
 mod faults;
 mod group;
+mod guard_deadline;
 mod lock_run;
 mod nested;
 mod operate;

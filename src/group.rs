@@ -233,7 +233,15 @@ impl Group {
             u64::try_from((boot + i.saturating_duration_since(now)).as_millis()).unwrap_or(u64::MAX)
         };
         let deadline = (at(term), at(kill));
-        if self.told == Some(deadline) {
+        // Read anew at every look, the same deadline comes out a millisecond either way: told
+        // only when a renewal moved it, a few lines per TTL, so the pipe of a guard that is
+        // stopped (Ctrl-Z) for minutes does not fill. Up to 5 ms off is well within the
+        // deadline's own safety margin (a tenth of the TTL, see `run::Validity::for_guard`).
+        let moved = |a: u64, b: u64| a.abs_diff(b) >= 5;
+        if self
+            .told
+            .is_some_and(|(t, k)| !moved(t, deadline.0) && !moved(k, deadline.1))
+        {
             return;
         }
         // One write below PIPE_BUF: the whole line or nothing.
@@ -454,8 +462,8 @@ impl Heard {
     fn listen(&mut self, fd: std::os::fd::BorrowedFd<'_>, wait: Duration) {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         let mut timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
-        // Bounded: `tractatus` writes a line per look at its leases, a few a second.
-        for _ in 0..64 {
+        // Bounded: more than a full pipe (64 KiB) of the short lines `tractatus` writes.
+        for _ in 0..32 {
             let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
             match poll(&mut fds, timeout) {
                 Ok(0) => return,
@@ -467,7 +475,7 @@ impl Heard {
                 }
             }
             timeout = PollTimeout::ZERO;
-            let mut buf = [0u8; 512];
+            let mut buf = [0u8; 4096];
             match nix::unistd::read(fd, &mut buf) {
                 Ok(0) | Err(_) => {
                     self.gone = true;

@@ -424,3 +424,37 @@ where
     });
     select_all(all).await.0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validity(ttl: Duration, end: Instant) -> Validity {
+        Validity {
+            known: vec![Some(end), None],
+            safety: (ttl / 10).min(Duration::from_millis(200)),
+            period: (ttl / 10).clamp(Duration::from_millis(10), Duration::from_millis(250)),
+        }
+    }
+
+    #[test]
+    fn the_guard_acts_after_us_and_is_done_inside_the_validity() {
+        let end = Instant::now() + Duration::from_secs(60);
+        let ms = Duration::from_millis;
+        // TTL 1 s, grace 5 s: we send SIGTERM 250 ms before the end; the guard one look
+        // (100 ms) later, SIGKILL 100 ms before the end.
+        let v = validity(Duration::from_secs(1), end);
+        assert_eq!(v.for_guard(ms(250)), Some((end - ms(150), end - ms(100))));
+        // TTL 30 s, grace 5 s: SIGTERM 4.75 s before the end, SIGKILL 200 ms before it.
+        let v = validity(Duration::from_secs(30), end);
+        assert_eq!(v.for_guard(ms(5000)), Some((end - ms(4750), end - ms(200))));
+        // A grace shorter than a look: SIGTERM no later than SIGKILL.
+        assert_eq!(v.for_guard(ms(100)), Some((end - ms(200), end - ms(200))));
+        // No validity (local locks): no deadline.
+        let none = Validity {
+            known: vec![None],
+            ..validity(Duration::from_secs(1), end)
+        };
+        assert_eq!(none.for_guard(ms(250)), None);
+    }
+}

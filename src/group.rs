@@ -7,15 +7,17 @@
 //! is gone before the unrenewed lease runs out).
 //!
 //! The guard also holds the lease's deadline: `tractatus` tells it, after every look at its
-//! leases, when to send SIGTERM and when SIGKILL should no renewal come ([`Group::tell_deadline`],
+//! leases, when to send SIGTERM and when SIGKILL should no renewal come (`Group::tell_deadline`,
 //! times on `CLOCK_BOOTTIME`, which both processes read alike and which counts suspend). A
 //! `tractatus` that is stopped (SIGSTOP, a debugger) or starved tells it nothing more, and the
 //! guard alone ends the group before the lease's validity does; it says so on its stdout, and
-//! [`Group::finish`] hands that on. The guard shrugs off SIGTERM, SIGINT, SIGHUP and SIGQUIT
+//! `Group::finish` hands that on. The guard shrugs off SIGTERM, SIGINT, SIGHUP and SIGQUIT
 //! (blocked: they are meant for the command). It runs no async runtime: it starts on every
-//! `lock run`, and blocking `poll(2)` is all it needs. `tractatus` is the child subreaper, so orphans of the command come back to it, are
-//! still counted and are reaped. A guard's arguments name its host and locks, so that the next
-//! holder on this host can find a group left behind by an expired holder and wait for it.
+//! `lock run`, and blocking `poll(2)` is all it needs.
+//!
+//! `tractatus` is the child subreaper, so orphans of the command come back to it, are still
+//! counted and are reaped. A guard's arguments name its host and locks, so that the next holder
+//! on this host can find a group left behind by an expired holder and wait for it.
 //!
 //! A program that calls [`crate::run::supervise`] must call [`guard_main`] first thing in its
 //! `main`, as `tractatus` does: the guard is that program started again.

@@ -17,7 +17,7 @@
 //!
 //! All of that needs this process to run. Should it be stopped (SIGSTOP, a debugger) or starved
 //! while the command runs on, the group's guard ends the command on its own: after every look
-//! at the leases it is told the deadline ([`Validity::for_guard`]), and a deadline that passes
+//! at the leases it is told the deadline (`Validity::for_guard`), and a deadline that passes
 //! with no later one is its cue. The run then ends with the lease lost (76), saying that the
 //! guard stopped the command.
 

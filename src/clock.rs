@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 /// Time since boot including suspend; `None` where the clock cannot be read (then tokio's
 /// clock alone is used).
-fn boottime() -> Option<Duration> {
+pub(crate) fn boottime() -> Option<Duration> {
     let ts = clock_gettime(ClockId::CLOCK_BOOTTIME).ok()?;
     Some(Duration::new(
         u64::try_from(ts.tv_sec()).ok()?,

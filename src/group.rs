@@ -3,24 +3,34 @@
 //! group before the command, so the group exists, and is recorded with the lease, before the
 //! command runs. Its stdin is a pipe whose write end only `tractatus` holds: when `tractatus`
 //! dies, even by SIGKILL, the pipe closes and the guard sends the group SIGTERM, then SIGKILL
-//! within its grace (at most a third of the TTL, so the group is gone before the unrenewed lease
-//! runs out). The guard shrugs off SIGTERM, SIGINT, SIGHUP and SIGQUIT, which are meant for the
-//! command. `tractatus` is the child subreaper, so orphans of the command come back to it, are
-//! still counted and are reaped. A guard's arguments name its host and locks, so that the next
-//! holder on this host can find a group left behind by an expired holder and wait for it.
+//! within its grace (at most a third of the TTL, and never past the deadline below, so the group
+//! is gone before the unrenewed lease runs out).
+//!
+//! The guard also holds the lease's deadline: `tractatus` tells it, after every look at its
+//! leases, when to send SIGTERM and when SIGKILL should no renewal come (`Group::tell_deadline`,
+//! times on `CLOCK_BOOTTIME`, which both processes read alike and which counts suspend). A
+//! `tractatus` that is stopped (SIGSTOP, a debugger) or starved tells it nothing more, and the
+//! guard alone ends the group before the lease's validity does; it says so on its stdout, and
+//! `Group::finish` hands that on. The guard shrugs off SIGTERM, SIGINT, SIGHUP and SIGQUIT
+//! (blocked: they are meant for the command). It runs no async runtime: it starts on every
+//! `lock run`, and blocking `poll(2)` is all it needs.
+//!
+//! `tractatus` is the child subreaper, so orphans of the command come back to it, are still
+//! counted and are reaped. A guard's arguments name its host and locks, so that the next holder
+//! on this host can find a group left behind by an expired holder and wait for it.
 //!
 //! A program that calls [`crate::run::supervise`] must call [`guard_main`] first thing in its
 //! `main`, as `tractatus` does: the guard is that program started again.
 
-use std::io::{Read, Write};
-use std::os::fd::AsFd;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
 use std::process::Stdio;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, ChildStdout, Command};
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
@@ -33,10 +43,24 @@ pub const GUARD_ARG: &str = "__group-guard";
 /// parent when a process ends, and the group's members are mostly not our children.
 const POLL: Duration = Duration::from_millis(10);
 
+/// How long the guard sleeps at most before it reads the boot clock again: `poll(2)` times out
+/// on a clock that stops during suspend, so after a resume it would wake late by the suspend.
+const LOOK_AGAIN: Duration = Duration::from_millis(250);
+
+/// What the guard writes on its stdout when a deadline passed with no renewal: it stopped the
+/// group itself.
+const STOPPED: u8 = b'x';
+
 /// The command's process group, led by its guard.
 pub(crate) struct Group {
     guard: Child,
-    to_guard: Option<ChildStdin>,
+    /// Our end of the guard's stdin, non-blocking: a guard that is stopped (Ctrl-Z stops the
+    /// whole group) must never stall us; a message it cannot take now is followed by a later one.
+    to_guard: Option<OwnedFd>,
+    /// The guard's stdout: its report once it has ended.
+    from_guard: Option<ChildStdout>,
+    /// The deadline last told the guard (SIGTERM, SIGKILL: ms of `CLOCK_BOOTTIME`).
+    told: Option<(u64, u64)>,
     pgid: u32,
     start: Option<u64>,
     /// The command, once started: reaped by tokio, never by us.
@@ -71,18 +95,23 @@ impl Group {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| Error::internal(format!("cannot start the group guard: {e}")))?;
-        let to_guard = guard.stdin.take();
-        // Ready once its handlers are in place: a signal to the group must not end it.
+        let to_guard = guard
+            .stdin
+            .take()
+            .and_then(|w| w.into_owned_fd().ok())
+            .filter(|fd| set_nonblocking(fd).is_ok());
+        // Ready once its signals are blocked: a signal to the group must not end it.
         let mut ready = [0u8; 1];
-        let got = match guard.stdout.take() {
-            Some(mut out) => tokio::time::timeout(Duration::from_secs(5), out.read(&mut ready))
+        let mut from_guard = guard.stdout.take();
+        let got = match from_guard.as_mut() {
+            Some(out) => tokio::time::timeout(Duration::from_secs(5), out.read(&mut ready))
                 .await
                 .ok()
                 .and_then(|r| r.ok()),
             None => None,
         };
         let pgid = guard.id().unwrap_or(0);
-        if got != Some(1) || pgid == 0 {
+        if got != Some(1) || pgid == 0 || to_guard.is_none() {
             let _ = guard.start_kill();
             let _ = guard.wait().await;
             return Err(Error::internal("the group guard did not start"));
@@ -90,6 +119,8 @@ impl Group {
         let mut group = Group {
             guard,
             to_guard,
+            from_guard,
+            told: None,
             pgid,
             start: crate::sys::process_start_ticks(pgid),
             cmd: None,
@@ -191,17 +222,75 @@ impl Group {
         }
     }
 
-    /// Let the guard go and give the terminal back. Call once the group is empty.
-    pub(crate) async fn finish(mut self) {
-        if let Some(mut w) = self.to_guard.take() {
-            let _ = w.write_all(b"d").await;
+    /// Tell the guard its deadline: SIGTERM to the group at `term`, SIGKILL at `kill`, unless a
+    /// later deadline comes first. Told again only when it moved; a guard that cannot take it
+    /// now (its pipe is full while it is stopped) gets the next one.
+    pub(crate) fn tell_deadline(&mut self, term: Instant, kill: Instant) {
+        let (Some(boot), Some(fd)) = (crate::clock::boottime(), self.to_guard.as_ref()) else {
+            return;
+        };
+        let now = Instant::now();
+        // On the boot clock, rounded down: a deadline told early is safe, one told late is not.
+        let at = |i: Instant| {
+            u64::try_from((boot + i.saturating_duration_since(now)).as_millis()).unwrap_or(u64::MAX)
+        };
+        let deadline = (at(term), at(kill));
+        // Read anew at every look, the same deadline comes out a millisecond either way: told
+        // only when a renewal moved it, a few lines per TTL, so the pipe of a guard that is
+        // stopped (Ctrl-Z) for minutes does not fill. Up to 5 ms off is well within the
+        // deadline's own safety margin (a tenth of the TTL, see `run::Validity::for_guard`).
+        let moved = |a: u64, b: u64| a.abs_diff(b) >= 5;
+        if self
+            .told
+            .is_some_and(|(t, k)| !moved(t, deadline.0) && !moved(k, deadline.1))
+        {
+            return;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.guard.wait()).await;
-        let _ = self.guard.start_kill();
+        // One write below PIPE_BUF: the whole line or nothing.
+        let line = format!("v {} {}\n", deadline.0, deadline.1);
+        if nix::unistd::write(fd, line.as_bytes()) == Ok(line.len()) {
+            self.told = Some(deadline);
+        }
+    }
+
+    /// Let the guard go and give the terminal back. Call once the group is empty. Returns when
+    /// the guard had stopped the group itself because its deadline passed (`CLOCK_BOOTTIME`),
+    /// `None` when it had not.
+    pub(crate) async fn finish(mut self) -> Option<Duration> {
+        if let Some(w) = self.to_guard.take() {
+            let _ = nix::unistd::write(&w, b"d\n");
+        }
+        if tokio::time::timeout(Duration::from_secs(2), self.guard.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.guard.start_kill();
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.guard.wait()).await;
+        }
         if let Some(tty) = self.tty.take() {
             give_back_terminal(&tty);
         }
+        // The guard is gone, so its stdout ends: what it said is all there.
+        let mut said = Vec::new();
+        if let Some(mut out) = self.from_guard.take() {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                (&mut out).take(256).read_to_end(&mut said),
+            )
+            .await;
+        }
+        let text = String::from_utf8_lossy(&said);
+        let at = text.split_once(STOPPED as char)?.1;
+        Some(Duration::from_millis(
+            at.split_whitespace().next()?.parse().ok()?,
+        ))
     }
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> nix::Result<()> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map(|_| ())
 }
 
 /// Make our own group the terminal's foreground again. We are in the background by then, and
@@ -283,46 +372,170 @@ pub fn guard_main() -> Option<u8> {
 }
 
 fn guard(grace: Duration) -> u8 {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
-        return 70;
-    };
-    // Handlers that never run: the signals stay with the command they were meant for.
-    let handlers = rt.block_on(async {
-        [
-            SignalKind::terminate(),
-            SignalKind::interrupt(),
-            SignalKind::hangup(),
-            SignalKind::quit(),
-        ]
-        .map(signal)
-    });
-    if handlers.iter().any(|h| h.is_err()) {
+    use nix::sys::signal::SigSet;
+    // Blocked, never handled: the signals stay with the command they were meant for, and stay
+    // pending here for good (the guard starts nothing that would inherit the mask).
+    let mut meant_for_the_command = SigSet::empty();
+    for sig in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
+        meant_for_the_command.add(sig);
+    }
+    if meant_for_the_command.thread_block().is_err() {
         return 70;
     }
     let mut out = std::io::stdout();
     if out.write_all(b"r").and_then(|()| out.flush()).is_err() {
         return 70;
     }
-    let mut byte = [0u8; 1];
-    if matches!(std::io::stdin().read(&mut byte), Ok(1)) {
-        // `tractatus` is done and the group is empty.
-        return 0;
+    let stdin = std::io::stdin();
+    let mut heard = Heard::default();
+    loop {
+        let wait = match (heard.deadline, boot_now()) {
+            (Some((term, _)), Some(now)) => term.saturating_sub(now).min(LOOK_AGAIN),
+            _ => LOOK_AGAIN,
+        };
+        heard.listen(stdin.as_fd(), wait);
+        if heard.done {
+            // `tractatus` is done and the group is empty.
+            return 0;
+        }
+        if heard.gone {
+            // `tractatus` is gone: end what it ran before its lease can run out.
+            let _ = kill(group_pid(std::process::id()), Signal::SIGTERM);
+            let mut until = boot_now().map(|now| now + grace);
+            if let (Some(u), Some((_, kill_at))) = (until, heard.deadline) {
+                until = Some(u.min(kill_at));
+            }
+            return end_group(until);
+        }
+        // Judged only after all that was sent is read: a guard that was stopped along with
+        // the command (Ctrl-Z) finds newer deadlines waiting when it goes on.
+        if let (Some((term, kill_at)), Some(now)) = (heard.deadline, boot_now())
+            && now >= term
+        {
+            // No renewal reached us in time: `tractatus` is stopped or starved. Say so first
+            // (it reads it once we are gone), then end the group inside the lease's validity.
+            let said = format!("{} {}\n", STOPPED as char, now.as_millis());
+            let _ = out.write_all(said.as_bytes()).and_then(|()| out.flush());
+            let _ = kill(group_pid(std::process::id()), Signal::SIGTERM);
+            return end_group(Some(kill_at));
+        }
     }
-    // `tractatus` is gone: end what it ran before its lease can run out.
+}
+
+/// `CLOCK_BOOTTIME`, the clock the deadlines are told on.
+fn boot_now() -> Option<Duration> {
+    crate::clock::boottime()
+}
+
+/// Wait until the group has no member but the guard, or `until` (boot clock; `None`: the
+/// clock cannot be read, SIGKILL at once); then SIGKILL it, the guard with it: it must not keep
+/// the group alive.
+fn end_group(until: Option<Duration>) -> u8 {
     let me = std::process::id();
-    let _ = kill(group_pid(me), Signal::SIGTERM);
-    let until = std::time::Instant::now() + grace;
-    while std::time::Instant::now() < until {
+    while let (Some(until), Some(now)) = (until, boot_now())
+        && now < until
+    {
         if live_members(me, me) == 0 {
             return 0;
         }
-        std::thread::sleep(POLL);
+        std::thread::sleep(POLL.min(until - now));
     }
-    // The guard goes with the group: it must not keep the group alive.
     let _ = kill(group_pid(me), Signal::SIGKILL);
     0
+}
+
+/// What the guard has heard from `tractatus` on its stdin: lines `v TERM KILL` (a deadline, ms
+/// of the boot clock) and `d` (done), or the end of the pipe (`tractatus` is gone).
+#[derive(Debug, Default, PartialEq)]
+struct Heard {
+    deadline: Option<(Duration, Duration)>,
+    done: bool,
+    gone: bool,
+    partial: Vec<u8>,
+}
+
+impl Heard {
+    /// Wait up to `wait` for something to read, then read all there is without blocking.
+    fn listen(&mut self, fd: std::os::fd::BorrowedFd<'_>, wait: Duration) {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let mut timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
+        // Bounded: more than a full pipe (64 KiB) of the short lines `tractatus` writes.
+        for _ in 0..32 {
+            let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+            match poll(&mut fds, timeout) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => {
+                    self.gone = true;
+                    return;
+                }
+            }
+            timeout = PollTimeout::ZERO;
+            let mut buf = [0u8; 4096];
+            match nix::unistd::read(fd, &mut buf) {
+                Ok(0) | Err(_) => {
+                    self.gone = true;
+                    return;
+                }
+                Ok(n) => self.take(&buf[..n]),
+            }
+            if self.done {
+                return;
+            }
+        }
+    }
+
+    fn take(&mut self, bytes: &[u8]) {
+        self.partial.extend_from_slice(bytes);
+        while let Some(end) = self.partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=end).collect();
+            let text = String::from_utf8_lossy(&line);
+            let mut words = text.split_whitespace();
+            match words.next() {
+                Some("d") => self.done = true,
+                Some("v") => {
+                    let mut ms = words
+                        .filter_map(|w| w.parse().ok())
+                        .map(Duration::from_millis);
+                    if let (Some(term), Some(kill_at)) = (ms.next(), ms.next()) {
+                        self.deadline = Some((term, kill_at));
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Only `tractatus` writes here, in short lines; anything longer is not ours to keep.
+        if self.partial.len() > 4096 {
+            self.partial.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guard_reads_deadlines_and_done_across_broken_writes() {
+        let mut h = Heard::default();
+        h.take(b"v 1000 12");
+        assert_eq!(h.deadline, None);
+        h.take(b"00\nv 2000 2200\nx y\n");
+        assert_eq!(
+            h.deadline,
+            Some((Duration::from_millis(2000), Duration::from_millis(2200)))
+        );
+        assert!(!h.done);
+        h.take(b"d\n");
+        assert!(h.done);
+        let mut junk = Heard::default();
+        junk.take(&[b'a'; 5000]);
+        assert!(junk.partial.is_empty());
+    }
 }

@@ -19,8 +19,11 @@ pub struct HolderInfo {
     /// The holder process' start time in clock ticks after boot (`/proc/<pid>/stat`), if known.
     #[serde(skip)]
     pub pid_start: Option<u64>,
-    /// The holder's PID namespace (inode of `/proc/self/ns/pid`), if known: its pid means
-    /// something here only when ours is the same.
+    /// The holder's PID namespace and boot (`<inode>.<boot id>`, see [`pid_namespace`]), if
+    /// known: its pid means something here only when ours is the same. A record written before
+    /// the boot id was part of it (the inode alone) matches no namespace, so it is judged as a
+    /// holder on another machine: a crashed holder of an older version is waited out (one TTL
+    /// at most), where judging its pid could evict a live holder on a machine with our name.
     #[serde(skip)]
     pub pid_ns: Option<String>,
     /// The process group the holder's command runs in (`lock run`), 0 when none was recorded:
@@ -76,11 +79,12 @@ impl HolderInfo {
         Duration::from_millis(now.saturating_sub(self.acquired_ms))
     }
 
-    /// True when the holder ran on this host, in this PID namespace, its process is gone (or
-    /// the pid was reused by another program), and so is every process of its command's group
-    /// (`lock run`: an orphaned command may still write). A holder on another host, in another
-    /// PID namespace (a container beside us with the same host name), or whose namespace is
-    /// not known, is never judged stale here: its lease runs out with its TTL.
+    /// True when the holder ran on this host, in this PID namespace, in this boot, its process
+    /// is gone (or the pid was reused by another program), and so is every process of its
+    /// command's group (`lock run`: an orphaned command may still write). A holder on another
+    /// host, in another PID namespace (a container beside us with the same host name), on
+    /// another machine with our host name (another boot id), or whose namespace is not known,
+    /// is never judged stale here: its lease runs out with its TTL.
     pub fn is_gone_from(&self, me: &Identity) -> bool {
         self.process_gone_from(me) && !self.group_runs()
     }
@@ -96,6 +100,8 @@ impl HolderInfo {
         if self.host != me.host || self.pid == 0 {
             return false;
         }
+        // The namespace's name carries the boot id: on a machine that only shares our host
+        // name, the pid names some other process or none, and proves nothing.
         if self.pid_ns.is_none() || self.pid_ns != me.pid_ns {
             return false;
         }
@@ -145,7 +151,7 @@ pub struct Identity {
     pub pid: u32,
     /// This process' start time in clock ticks after boot.
     pub pid_start: Option<u64>,
-    /// This process' PID namespace (see [`pid_namespace`]).
+    /// This process' PID namespace and boot (see [`pid_namespace`]).
     pub pid_ns: Option<String>,
     /// What the process is running, for display.
     pub command: String,
@@ -242,7 +248,9 @@ fn process_exists(pid: u32) -> bool {
     }
 }
 
-/// This process' PID namespace: the inode number of `/proc/self/ns/pid` (`pid:[4026531836]`).
+/// This process' PID namespace, named across machines and boots: `<inode>.<boot id>`, the
+/// inode of `/proc/self/ns/pid` and `/proc/sys/kernel/random/boot_id`. Two machines with one
+/// host name have the same root namespace inode but not the same boot id.
 pub fn pid_namespace() -> Option<String> {
     crate::sys::pid_namespace()
 }
@@ -322,6 +330,17 @@ mod tests {
             ..reused.clone()
         };
         assert!(!other_ns.is_gone_from(&me));
+        // The same host name and namespace inode, another boot: another machine with our
+        // name (cloned VMs, CI runners), or a record written before the boot id was recorded.
+        let (inode, _) = me.pid_ns.as_deref().unwrap().split_once('.').unwrap();
+        for ns in [format!("{inode}.0000-other-boot"), inode.to_owned()] {
+            let twin = HolderInfo {
+                pid_ns: Some(ns),
+                ..reused.clone()
+            };
+            assert!(!twin.is_gone_from(&me));
+            assert!(!twin.is_winding_down(&me));
+        }
         let unknown_ns = HolderInfo {
             pid_ns: None,
             ..reused.clone()

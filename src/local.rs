@@ -511,7 +511,7 @@ fn write_holder(file: &mut File, id: &Identity, token: u64, join: &str) -> std::
         .unwrap_or(0);
     let info = serde_json::json!({
         "session": id.session, "host": id.host, "pid": id.pid, "command": id.command,
-        "acquired_ms": now, "token": token, "join": join,
+        "acquired_ms": now, "token": token, "pid_ns": id.pid_ns, "join": join,
     });
     file.set_len(0)?;
     file.rewind()?;
@@ -535,6 +535,8 @@ fn read_record(dir: &DirHandle, name: &OsStr) -> Option<(HolderInfo, String)> {
         command: s("command"),
         acquired_ms: n("acquired_ms"),
         token: n("token"),
+        // Namespace and boot id: a record on a shared disk is judged only where it was written.
+        pid_ns: Some(s("pid_ns")).filter(|ns| !ns.is_empty()),
         ..Default::default()
     };
     Some((holder, s("join")))

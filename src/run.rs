@@ -14,6 +14,12 @@
 //! process was paused) gives SIGTERM at once and SIGKILL after the grace, but never later than
 //! just before the validity last seen ends, so the next holder cannot start beside it. Past that
 //! point only a fencing check at the storage can stop a late write.
+//!
+//! All of that needs this process to run. Should it be stopped (SIGSTOP, a debugger) or starved
+//! while the command runs on, the group's guard ends the command on its own: after every look
+//! at the leases it is told the deadline (`Validity::for_guard`), and a deadline that passes
+//! with no later one is its cue. The run then ends with the lease lost (76), saying that the
+//! guard stopped the command.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -114,6 +120,12 @@ pub async fn supervise_with_env(
         group.finish().await;
         return Err(e);
     }
+    // A quarter of the TTL: renewals run every third and retry every tenth, so by then at least
+    // four attempts in a row have failed. A short stall must not cost the command its run.
+    let margin = ttl.map(|t| t / 4).unwrap_or_default().min(kill_grace);
+    let mut validity = Validity::new(leases);
+    // The guard knows the deadline before there is a command to stop.
+    validity.tell(&mut group, margin);
     let names: Vec<&str> = leases.iter().map(Lease::name).collect();
     let tokens: Vec<String> = leases.iter().map(|l| l.token().to_string()).collect();
     let spawned = Command::new(program)
@@ -136,9 +148,6 @@ pub async fn supervise_with_env(
     group.set_command(child.id());
 
     let lost = first_of(leases, |l| l.lost());
-    // A quarter of the TTL: renewals run every third and retry every tenth, so by then at least
-    // four attempts in a row have failed. A short stall must not cost the command its run.
-    let margin = ttl.map(|t| t / 4).unwrap_or_default().min(kill_grace);
     let expiring = first_of(leases, |l| {
         let f = l.expiring(margin);
         async move {
@@ -147,7 +156,6 @@ pub async fn supervise_with_env(
         }
     });
     tokio::pin!(lost, expiring);
-    let mut validity = Validity::new(leases);
     let mut tick = tokio::time::interval(validity.period);
     let mut warned: Option<String> = None;
     let mut lost_to: Option<(String, String)> = None;
@@ -156,6 +164,9 @@ pub async fn supervise_with_env(
     let mut killed = false;
     // When a SIGTERM sent to us was passed on: what is left of the command had it already.
     let mut terminated: Option<Instant> = None;
+    // When we began to stop the command for the lease's sake (boot clock), to tell whether we
+    // or the guard did it first.
+    let mut stopping_since: Option<std::time::Duration> = None;
     let status = loop {
         let kill_timer = kill_at
             .filter(|_| !killed)
@@ -170,6 +181,7 @@ pub async fn supervise_with_env(
                 if warned.is_none() {
                     group.signal(Signal::SIGTERM);
                 }
+                stopping_since = stopping_since.or_else(crate::clock::boottime);
                 let at = Instant::now() + kill_grace;
                 kill_at = Some(kill_at.map_or(at, |k| k.min(at)));
                 lost_to = Some((name, reason));
@@ -181,10 +193,14 @@ pub async fn supervise_with_env(
             status = child.wait() => break status,
             (name, _) = &mut expiring, if warned.is_none() && lost_to.is_none() => {
                 group.signal(Signal::SIGTERM);
+                stopping_since = stopping_since.or_else(crate::clock::boottime);
                 kill_at = Some(validity.last_moment());
                 warned = Some(name);
             }
-            _ = tick.tick() => validity.refresh(leases),
+            _ = tick.tick() => {
+                validity.refresh(leases);
+                validity.tell(&mut group, margin);
+            }
             // Our group no longer has the terminal's foreground (the command's has), so a
             // SIGINT that reaches us was sent to us alone: pass it on. A hang-up of a terminal
             // whose foreground the command has reaches the command by itself.
@@ -215,6 +231,7 @@ pub async fn supervise_with_env(
         };
         loop {
             validity.refresh(leases);
+            validity.tell(&mut group, margin);
             let until = kill_at.min(validity.last_moment());
             if group
                 .emptied_by(until.min(Instant::now() + validity.period))
@@ -228,9 +245,28 @@ pub async fn supervise_with_env(
             }
         }
     }
-    group.finish().await;
+    let guard_stopped = group.finish().await;
     let status = status.map_err(|e| Error::internal(format!("waiting for '{program}': {e}")))?;
     let code = exit_code(status);
+    // The guard acted before we did (or we never did): we were stopped or starved, and no
+    // renewal reached it in time. What we noticed later (the validity ran out) is its effect.
+    if let Some(at) = guard_stopped
+        && stopping_since.is_none_or(|ours| at < ours)
+    {
+        let name = leases
+            .iter()
+            .zip(&validity.known)
+            .filter_map(|(l, v)| Some((l.name(), (*v)?)))
+            .min_by_key(|(_, v)| *v)
+            .map_or_else(|| names.join(","), |(n, _)| n.to_owned());
+        return Ok(RunOutcome::LeaseLost {
+            name,
+            reason: "no renewal reached the command's guard before the lease's deadline (this \
+                     tractatus process was stopped or starved, or renewal failed): the guard \
+                     stopped the command (SIGTERM, then SIGKILL) before the lease could run out"
+                .into(),
+        });
+    }
     if let Some((name, reason)) = lost_to {
         return Ok(RunOutcome::LeaseLost {
             name,
@@ -322,6 +358,34 @@ impl Validity {
         }
     }
 
+    /// The guard's deadline: (SIGTERM, SIGKILL), or `None` while no lease has a validity.
+    ///
+    /// The arithmetic, with `V` the first validity's end as last seen: `V` already lies
+    /// `drift` (1% of the TTL + 2 ms) before the lease's TTL runs out at the coordinator, counted
+    /// from before the renewal was sent. SIGKILL at `V - safety` (`safety` = min(TTL/10, 200 ms):
+    /// delivery, the kernel's cleanup, the guard's wake-up), as we would send it. SIGTERM one
+    /// look (`period`) after ours would come at `V - margin` (`margin` = min(TTL/4,
+    /// --kill-grace)), so while we run we always act first, and a renewal we saw in time has
+    /// reached the guard by then; never later than the SIGKILL. The command's grace under the
+    /// guard, `margin - period - safety` (at least zero), and the SIGKILL lie inside the
+    /// validity, and the drift stays between the group's end and the lease's.
+    fn for_guard(&self, margin: Duration) -> Option<(Instant, Instant)> {
+        let end = *self.known.iter().flatten().min()?;
+        let kill = end.checked_sub(self.safety).unwrap_or(end);
+        let term = end
+            .checked_sub(margin)
+            .map_or(kill, |t| t + self.period)
+            .min(kill);
+        Some((term, kill))
+    }
+
+    /// Tell the guard the deadline as it now stands.
+    fn tell(&self, group: &mut Group, margin: Duration) {
+        if let Some((term, kill)) = self.for_guard(margin) {
+            group.tell_deadline(term, kill);
+        }
+    }
+
     /// The last moment the command may still run: a little before the first validity ends.
     fn last_moment(&self) -> Instant {
         self.known
@@ -359,4 +423,38 @@ where
         Box::pin(async move { (name, fut.await) })
     });
     select_all(all).await.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validity(ttl: Duration, end: Instant) -> Validity {
+        Validity {
+            known: vec![Some(end), None],
+            safety: (ttl / 10).min(Duration::from_millis(200)),
+            period: (ttl / 10).clamp(Duration::from_millis(10), Duration::from_millis(250)),
+        }
+    }
+
+    #[test]
+    fn the_guard_acts_after_us_and_is_done_inside_the_validity() {
+        let end = Instant::now() + Duration::from_secs(60);
+        let ms = Duration::from_millis;
+        // TTL 1 s, grace 5 s: we send SIGTERM 250 ms before the end; the guard one look
+        // (100 ms) later, SIGKILL 100 ms before the end.
+        let v = validity(Duration::from_secs(1), end);
+        assert_eq!(v.for_guard(ms(250)), Some((end - ms(150), end - ms(100))));
+        // TTL 30 s, grace 5 s: SIGTERM 4.75 s before the end, SIGKILL 200 ms before it.
+        let v = validity(Duration::from_secs(30), end);
+        assert_eq!(v.for_guard(ms(5000)), Some((end - ms(4750), end - ms(200))));
+        // A grace shorter than a look: SIGTERM no later than SIGKILL.
+        assert_eq!(v.for_guard(ms(100)), Some((end - ms(200), end - ms(200))));
+        // No validity (local locks): no deadline.
+        let none = Validity {
+            known: vec![None],
+            ..validity(Duration::from_secs(1), end)
+        };
+        assert_eq!(none.for_guard(ms(250)), None);
+    }
 }

@@ -1,7 +1,7 @@
 //! What this crate asks of the operating system beyond files: a process' parent, process group,
 //! run state and start time from `/proc/<pid>/stat`, its argument list, this process' umask,
-//! PID namespace and host name. Linux only (`/proc`); one place so that a port, or a fix to the
-//! parsing, happens once.
+//! PID namespace, boot id and host name. Linux only (`/proc`); one place so that a port, or a
+//! fix to the parsing, happens once.
 
 /// The fields of `/proc/<pid>/stat` this crate uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,15 +85,50 @@ pub(crate) fn umask() -> u32 {
         .unwrap_or(0o022)
 }
 
-/// This process' PID namespace: the inode number of `/proc/self/ns/pid` (`pid:[4026531836]`).
+/// This process' PID namespace, named so that the name means one namespace on one machine in
+/// one boot: `<inode>.<boot id>`, the inode of `/proc/self/ns/pid` (`pid:[4026531836]`) and
+/// [`boot_id`]. The inode alone is not enough: every machine's root namespace has the same one
+/// (4026531836), so two machines with one host name (cloned VMs, CI runners all called
+/// `runner`) would judge each other's pids. `None` when either part cannot be read: then no pid
+/// is judged, and leases run out with their TTL.
 pub(crate) fn pid_namespace() -> Option<String> {
     let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
     let text = link.to_string_lossy();
     let inode = text.strip_prefix("pid:[")?.strip_suffix(']')?;
-    inode
-        .chars()
-        .all(|c| c.is_ascii_digit())
-        .then(|| inode.to_owned())
+    if inode.is_empty() || !inode.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    Some(format!("{inode}.{}", boot_id()?))
+}
+
+/// Where the kernel tells this boot's id: a random UUID made at boot, so it differs between
+/// machines and between two boots of one machine.
+const BOOT_ID_FILE: &str = "/proc/sys/kernel/random/boot_id";
+
+/// What stands in for the boot id in a debug build (the tests run the binary as "another
+/// machine" with it). A release build never reads it: no setting makes a process claim
+/// another boot.
+pub(crate) const TEST_BOOT_ID_VAR: &str = "TRACTATUS_TEST_BOOT_ID";
+
+/// This boot's id (see [`BOOT_ID_FILE`]), read once; `None` when it cannot be read or is not
+/// 1 to 64 characters of hex digits and dashes (a UUID is 36).
+pub(crate) fn boot_id() -> Option<String> {
+    static BOOT_ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    BOOT_ID
+        .get_or_init(|| {
+            let stand_in = std::env::var(TEST_BOOT_ID_VAR)
+                .ok()
+                .filter(|_| cfg!(debug_assertions));
+            let raw = match stand_in {
+                Some(id) => id,
+                None => std::fs::read_to_string(BOOT_ID_FILE).ok()?,
+            };
+            let id = raw.trim();
+            let ok = (1..=64).contains(&id.len())
+                && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+            ok.then(|| id.to_owned())
+        })
+        .clone()
 }
 
 /// The kernel's host name, if it is readable and UTF-8.
@@ -134,5 +169,15 @@ mod tests {
         assert!(!cmdline(me).is_empty());
         assert!(all_processes().iter().any(|(p, s)| *p == me && *s == stat));
         assert!(umask() <= 0o777);
+    }
+
+    #[test]
+    fn the_pid_namespace_is_named_with_the_boot_id() {
+        let boot = boot_id().unwrap();
+        assert_eq!(boot.len(), 36, "{boot}");
+        let ns = pid_namespace().unwrap();
+        let (inode, in_ns) = ns.split_once('.').unwrap();
+        assert!(inode.parse::<u64>().is_ok(), "{ns}");
+        assert_eq!(in_ns, boot);
     }
 }

@@ -207,9 +207,10 @@ fn paused_holder_learns_it_lost_its_lease_and_its_command_is_stopped() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     let token: u64 = r.stdout.trim().parse().unwrap();
     assert!(token > paused_token, "the new holder's token {token}");
+    // Its guard, told no deadline after the pause, ended the command before the lease ran out.
     assert!(
-        alive(cmd_pid),
-        "the paused holder's command still runs before SIGCONT"
+        !alive(cmd_pid),
+        "the paused holder's command still runs beside the new holder"
     );
 
     signal(holder.0.id(), Signal::SIGCONT);

@@ -43,6 +43,8 @@ function* openScopes() {
 // `join(held)` under the first enclosing withLock holding the file's lock, else `own(canceller)`:
 // a call inside withLock on a file it holds joins that lease instead of waiting for it.
 async function joinedOr(join, own, signal) {
+  // An aborted signal refuses the call even where it would join (and so not wait).
+  if (signal?.aborted === true) throw abortError(signal)
   for (const scope of openScopes()) {
     const r = await call(() => join(scope.held))
     if (r !== null) return r

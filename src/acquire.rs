@@ -628,6 +628,26 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_wait_dropped_midway_leaves_the_waiter_set_at_once() {
+        let (c, fakes) = coordinator(1, TTL);
+        fakes[0].hold("other", Duration::from_secs(60), stranger());
+        let opts = AcquireOptions::wait(Duration::from_secs(5));
+        let wait = c.acquire("L", &opts);
+        // Given up after a while, as an aborted Node call drops it.
+        let given_up = tokio::time::timeout(Duration::from_millis(300), wait).await;
+        assert!(given_up.is_err(), "the lock was granted");
+        assert!(fakes[0].state().registrations > 0, "it never queued");
+        // The leave is a task of its own: let it run, well inside the waiter TTL.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let s = fakes[0].state();
+        assert!(
+            s.waiters.is_empty(),
+            "still in the waiter set: {:?}",
+            s.waiters
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_holder_that_never_releases_is_taken_over_when_its_ttl_ends() {
         let (c, fakes) = coordinator(1, TTL);
         fakes[0].hold("other", Duration::from_secs(3), stranger());

@@ -33,6 +33,13 @@ export interface Options {
   onNotice?: (notice: string) => void
   /** Do not write the notice to stderr. */
   quiet?: boolean
+  /**
+   * Gives up the wait for the lock when it aborts: the call rejects at once with an ABORTED
+   * TractatusLockError (the signal's reason as its `cause`) and holds nothing; an already
+   * aborted signal rejects before anything is tried. It cancels the wait only: once the lock is
+   * held, the update (or withLock's function) runs to its end.
+   */
+  signal?: AbortSignal
 }
 
 export interface UpdateOptions<T = any> extends Options {
@@ -69,6 +76,7 @@ export type ErrorCode =
   | 'CANNOT_WRITE'
   | 'HELD'
   | 'LEASE_LOST'
+  | 'ABORTED'
 
 /** Every error of this package: a code, the CLI's exit code (64-76) and a one-line message. */
 export declare class TractatusLockError extends Error {
@@ -125,9 +133,10 @@ export declare function readHookInput(stream?: NodeJS.ReadableStream): Promise<a
 
 /**
  * Where `file` lives for this session: its own copy under `.claude/sessions/<id>/` when the file
- * is listed in `per_session` (it may not exist yet), else the file itself. An absolute path.
+ * is listed in `per_session` (it may not exist yet), else the file itself. Resolves with an
+ * absolute path (earlier versions returned it synchronously: `await` it).
  */
-export declare function statePath(file: string, options?: Options): string
+export declare function statePath(file: string, options?: Options): Promise<string>
 
 /**
  * Register a live session (as `tractatus session start`): the id of a Claude Code hook payload,

@@ -15,6 +15,8 @@ const EXIT_CODES = Object.freeze({
   CANNOT_WRITE: 73,
   HELD: 75,
   LEASE_LOST: 76,
+  // Not the CLI's: a wait given up by the caller's AbortSignal, like a wait that ran out.
+  ABORTED: 75,
 })
 
 class TractatusLockError extends Error {
@@ -38,14 +40,42 @@ function* openScopes() {
   for (let s = lockScope?.getStore(); s; s = s.parent) if (s.open) yield s
 }
 
-// `join(held)` under the first enclosing withLock holding the file's lock, else `own()`: a call
-// inside withLock on a file it holds joins that lease instead of waiting for it.
-async function joinedOr(join, own) {
+// `join(held)` under the first enclosing withLock holding the file's lock, else `own(canceller)`:
+// a call inside withLock on a file it holds joins that lease instead of waiting for it.
+async function joinedOr(join, own, signal) {
+  // An aborted signal refuses the call even where it would join (and so not wait).
+  if (signal?.aborted === true) throw abortError(signal)
   for (const scope of openScopes()) {
     const r = await call(() => join(scope.held))
     if (r !== null) return r
   }
-  return call(own)
+  return abortable(signal, own)
+}
+
+function abortError(signal) {
+  return new TractatusLockError('ABORTED',
+    'the wait was aborted (its AbortSignal fired); nothing was taken or written',
+    signal.reason === undefined ? {} : { cause: signal.reason })
+}
+
+// `start(canceller)`, its wait given up in the addon when `signal` aborts: the call then rejects
+// with ABORTED (the signal's reason as its cause), and whatever it had taken is let go.
+async function abortable(signal, start) {
+  if (signal === undefined || signal === null) return call(() => start(undefined))
+  if (typeof signal !== 'object' || typeof signal.aborted !== 'boolean' || typeof signal.addEventListener !== 'function') {
+    throw usage('signal must be an AbortSignal')
+  }
+  if (signal.aborted) throw abortError(signal)
+  const canceller = new (addon().Canceller)()
+  const cancel = () => canceller.cancel()
+  signal.addEventListener('abort', cancel, { once: true })
+  try {
+    return await call(() => start(canceller))
+  } catch (e) {
+    throw e instanceof TractatusLockError && e.code === 'ABORTED' ? abortError(signal) : e
+  } finally {
+    signal.removeEventListener('abort', cancel)
+  }
 }
 
 let native = null
@@ -142,7 +172,7 @@ async function updateJson(file, fn, opts = {}) {
   if (typeof fn !== 'function') throw usage('updateJson(file, fn): fn must be a function')
   const o = nativeOptions(opts)
   const f = filePath(file)
-  const pending = await joinedOr((held) => held.begin(f, o), () => addon().begin(f, o))
+  const pending = await joinedOr((held) => held.begin(f, o), (c) => addon().begin(f, o, c), opts.signal)
   notify(pending.notice, opts)
   let outcome
   try {
@@ -179,7 +209,10 @@ async function updateJson(file, fn, opts = {}) {
   return outcome
 }
 
-/** The document (or the value at an RFC 6901 `pointer`) with no lease; `undefined` when absent. */
+/**
+ * The document (or the value at an RFC 6901 `pointer`) with no lease; `undefined` when absent.
+ * The file is read off the JavaScript thread.
+ */
 async function readJson(file, pointer, opts) {
   if (pointer !== null && typeof pointer === 'object' && opts === undefined) {
     opts = pointer
@@ -198,7 +231,7 @@ async function appendJson(file, pointer, value, opts = {}) {
   }
   const o = nativeOptions(opts)
   const [f, p, json] = [filePath(file), String(pointer), toJson(value, 'value')]
-  const r = await joinedOr((held) => held.append(f, p, json, keep, o), () => addon().append(f, p, json, keep, o))
+  const r = await joinedOr((held) => held.append(f, p, json, keep, o), (c) => addon().append(f, p, json, keep, o, c), opts.signal)
   notify(r.notice, opts)
   return result(r)
 }
@@ -207,7 +240,7 @@ async function appendJson(file, pointer, value, opts = {}) {
 async function setJson(file, pointer, value, opts = {}) {
   const o = nativeOptions(opts)
   const [f, p, json] = [filePath(file), String(pointer), toJson(value, 'value')]
-  const r = await joinedOr((held) => held.set(f, p, json, o), () => addon().set(f, p, json, o))
+  const r = await joinedOr((held) => held.set(f, p, json, o), (c) => addon().set(f, p, json, o, c), opts.signal)
   notify(r.notice, opts)
   return result(r)
 }
@@ -219,7 +252,7 @@ async function mergeJson(file, patch, opts = {}) {
   }
   const o = nativeOptions(opts)
   const [f, json] = [filePath(file), toJson(patch, 'patch')]
-  const r = await joinedOr((held) => held.merge(f, json, o), () => addon().merge(f, json, o))
+  const r = await joinedOr((held) => held.merge(f, json, o), (c) => addon().merge(f, json, o, c), opts.signal)
   notify(r.notice, opts)
   return result(r)
 }
@@ -236,7 +269,7 @@ async function withLock(what, fn, opts = {}) {
   const names = [].concat(what?.names ?? []).map(String)
   const files = [].concat(what?.files ?? []).map(String)
   const o = nativeOptions(opts)
-  const held = await call(() => addon().acquire(names, files, o))
+  const held = await abortable(opts.signal, (c) => addon().acquire(names, files, o, c))
   notify(held.notice, opts)
   const controller = new AbortController()
   let lostReason = null
@@ -305,15 +338,12 @@ async function readHookInput(stream = process.stdin) {
 /**
  * Where `file` lives for the session of `opts` (the `session` option, else
  * TRACTATUS_SESSION_ID): its own copy under `.claude/sessions/<id>/` when the file is listed in
- * `per_session`, else the file itself. An absolute path; the copy may not exist yet.
+ * `per_session`, else the file itself. Resolves with an absolute path (the configuration is
+ * read off the JavaScript thread); the copy may not exist yet.
  */
-function statePath(file, opts = {}) {
+async function statePath(file, opts = {}) {
   const o = nativeOptions(opts)
-  try {
-    return addon().statePath(filePath(file), o)
-  } catch (e) {
-    throw fromNative(e)
-  }
+  return call(() => addon().statePath(filePath(file), o))
 }
 
 /**

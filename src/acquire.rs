@@ -97,6 +97,7 @@ impl Coordinator {
         // behind would hold the line up until it lapsed).
         let queue_me = !opts.wait.is_zero();
         let place = epoch_micros();
+        let mut give_up = GiveUp::new(self, &keys, &waiter_id);
         loop {
             let secret = crate::join::new_secret();
             let req = GrantRequest {
@@ -118,7 +119,9 @@ impl Coordinator {
             // Calls that came in meanwhile are answered by this attempt: left in the stream,
             // they would count towards the next wait and make us try before a majority released.
             wake.drain();
+            give_up.attempting(&req);
             let attempt = quorum.grant(&req).await;
+            give_up.answered();
             if !matches!(attempt, Attempt::Unavailable { .. }) {
                 unreachable = None;
                 reconnect = reconnect_backoff();
@@ -136,6 +139,7 @@ impl Coordinator {
                             }
                         });
                     }
+                    give_up.disarm();
                     return Ok(Lease::redis(
                         self.clone(),
                         name,
@@ -197,6 +201,7 @@ impl Coordinator {
             }
             let now = Instant::now();
             if now >= deadline {
+                give_up.disarm();
                 if queue_me || wake.registered {
                     // We queued: leave, so nobody waits behind us and `lock status` stops
                     // counting us.
@@ -272,6 +277,74 @@ impl Coordinator {
                 log_cap: self.inner.config.log_cap,
             })
             .await
+    }
+}
+
+/// A wait given up midway, its future dropped (an aborted Node call, a cancelled task): leave
+/// the line, and end the lease the attempt in flight may have been granted, so that neither a
+/// place left in line nor an orphan lease holds the next waiter up. From the runtime kept at
+/// the start, in a task: a drop cannot await.
+struct GiveUp {
+    coordinator: Coordinator,
+    keys: LockKeys,
+    waiter: String,
+    /// The owner id of the attempt in flight, until it is answered.
+    owner: Option<String>,
+    queued: bool,
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+impl GiveUp {
+    fn new(coordinator: &Coordinator, keys: &LockKeys, waiter: &str) -> Self {
+        GiveUp {
+            coordinator: coordinator.clone(),
+            keys: keys.clone(),
+            waiter: waiter.to_owned(),
+            owner: None,
+            queued: false,
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        }
+    }
+
+    fn attempting(&mut self, req: &GrantRequest) {
+        self.owner = Some(req.owner.clone());
+        self.queued |= req.waiter.is_some();
+    }
+
+    fn answered(&mut self) {
+        self.owner = None;
+    }
+
+    /// The wait ends by itself (granted, or given up and already out of line).
+    fn disarm(&mut self) {
+        self.runtime = None;
+    }
+}
+
+impl Drop for GiveUp {
+    fn drop(&mut self) {
+        let Some(rt) = self.runtime.take() else {
+            return;
+        };
+        if self.owner.is_none() && !self.queued {
+            return;
+        }
+        let (c, keys, waiter) = (
+            self.coordinator.clone(),
+            self.keys.clone(),
+            self.waiter.clone(),
+        );
+        let (owner, queued) = (self.owner.take(), self.queued);
+        rt.spawn(async move {
+            if let Backend::Redis(q) = &c.inner.backend {
+                if let Some(owner) = owner {
+                    q.release(&keys, &owner, c.inner.config.log_cap).await;
+                }
+                if queued {
+                    q.leave(&keys, &waiter).await;
+                }
+            }
+        });
     }
 }
 
@@ -550,6 +623,26 @@ mod tests {
         assert_eq!(holder.as_ref().map(|h| h.owner.as_str()), Some("other"));
         let s = fakes[0].state();
         assert!(s.registrations > 0, "it never registered as a waiter");
+        assert!(
+            s.waiters.is_empty(),
+            "still in the waiter set: {:?}",
+            s.waiters
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_dropped_midway_leaves_the_waiter_set_at_once() {
+        let (c, fakes) = coordinator(1, TTL);
+        fakes[0].hold("other", Duration::from_secs(60), stranger());
+        let opts = AcquireOptions::wait(Duration::from_secs(5));
+        let wait = c.acquire("L", &opts);
+        // Given up after a while, as an aborted Node call drops it.
+        let given_up = tokio::time::timeout(Duration::from_millis(300), wait).await;
+        assert!(given_up.is_err(), "the lock was granted");
+        assert!(fakes[0].state().registrations > 0, "it never queued");
+        // The leave is a task of its own: let it run, well inside the waiter TTL.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let s = fakes[0].state();
         assert!(
             s.waiters.is_empty(),
             "still in the waiter set: {:?}",

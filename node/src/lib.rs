@@ -8,11 +8,14 @@
 mod core;
 mod edit;
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
+use tokio::runtime::Handle;
+use tokio::sync::{OwnedMutexGuard, watch};
 
 use crate::core::{EditSpec, Failure, Outcome, Settings};
 
@@ -25,6 +28,85 @@ fn to_js(f: Failure) -> Error {
 
 fn gone() -> Error {
     to_js(Failure::usage("this handle was already released"))
+}
+
+fn busy() -> Error {
+    to_js(Failure::usage(
+        "a commit or reload of this update is still in flight; await it first",
+    ))
+}
+
+/// The addon's runtime, taken where a handle is made (always on it): a handle dropped by
+/// JavaScript's garbage collector is finalized on the JavaScript thread, which has no runtime
+/// to find, and must still release its lease there.
+fn runtime() -> Result<Handle> {
+    Handle::try_current()
+        .map_err(|e| to_js(Failure::usage(format!("internal: no async runtime: {e}"))))
+}
+
+/// Blocking file work (reads of state files, configuration lookups) on tokio's blocking
+/// pool, so that neither JavaScript's thread nor a runtime worker waits on the disk.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        to_js(Failure::usage(format!(
+            "internal: blocking task failed: {e}"
+        )))
+    })?
+}
+
+/// Cancels the waits of the calls it is given to: `index.js` cancels it when the caller's
+/// `AbortSignal` aborts.
+#[napi]
+pub struct Canceller {
+    tx: watch::Sender<bool>,
+}
+
+#[napi]
+impl Canceller {
+    #[napi(constructor)]
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Canceller {
+            tx: watch::channel(false).0,
+        }
+    }
+
+    #[napi]
+    pub fn cancel(&self) {
+        self.tx.send_replace(true);
+    }
+}
+
+fn aborted() -> Error {
+    to_js(Failure {
+        code: "ABORTED",
+        exit_code: 75,
+        message: "the wait was aborted (its AbortSignal fired); nothing was taken or written"
+            .to_owned(),
+    })
+}
+
+/// `work`, given up (dropped) once `cancel` fires: a wait in line ends there. A lease the
+/// work had already taken is dropped with it, on this runtime, which releases it.
+async fn abortable<T>(
+    cancel: Option<watch::Receiver<bool>>,
+    work: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let Some(mut rx) = cancel else {
+        return work.await;
+    };
+    if *rx.borrow_and_update() {
+        return Err(aborted());
+    }
+    tokio::select! {
+        biased;
+        _ = rx.wait_for(|c| *c) => Err(aborted()),
+        done = work => done,
+    }
+}
+
+fn receiver(cancel: Option<&Canceller>) -> Option<watch::Receiver<bool>> {
+    cancel.map(|c| c.tx.subscribe())
 }
 
 /// Options as `index.js` passes them: durations already in the CLI's text form.
@@ -86,19 +168,38 @@ fn write_result(o: Outcome, notice: Option<String>) -> WriteResult {
 /// A state file read under its lease.
 #[napi]
 pub struct PendingUpdate {
-    inner: Arc<Mutex<Option<core::Pending>>>,
+    /// An async mutex: a commit holds it while it awaits, so that a release waits for it.
+    inner: Arc<tokio::sync::Mutex<Option<core::Pending>>>,
     token: i64,
     notice: Option<String>,
+    rt: Handle,
 }
 
-fn with_pending<T>(
-    inner: &Mutex<Option<core::Pending>>,
-    f: impl FnOnce(&mut core::Pending) -> T,
-) -> Result<T> {
-    let mut guard = inner
-        .lock()
-        .map_err(|_| to_js(Failure::usage("handle poisoned")))?;
-    guard.as_mut().map(f).ok_or_else(gone)
+/// The update for a commit or a reload, taken now (on JavaScript's thread, in call order):
+/// a `release()` called after it waits for it to end.
+fn take_turn(inner: &Arc<tokio::sync::Mutex<Option<core::Pending>>>) -> Result<PendingGuard> {
+    let guard = inner.clone().try_lock_owned().map_err(|_| busy())?;
+    if guard.is_none() {
+        return Err(gone());
+    }
+    Ok(guard)
+}
+
+type PendingGuard = OwnedMutexGuard<Option<core::Pending>>;
+
+impl Drop for PendingUpdate {
+    /// Dropped by the garbage collector without a `release()`: release the lease on the
+    /// runtime kept from its creation (a commit in flight holds the update; its task drops it
+    /// on the runtime when it ends, which releases it too).
+    fn drop(&mut self) {
+        if let Ok(mut slot) = self.inner.try_lock()
+            && let Some(pending) = slot.take()
+        {
+            self.rt.spawn(async move {
+                let _ = pending.release().await;
+            });
+        }
+    }
 }
 
 #[napi]
@@ -106,7 +207,9 @@ impl PendingUpdate {
     /// The file's own text, `null` when the file does not exist yet.
     #[napi]
     pub fn document(&self) -> Result<Option<String>> {
-        with_pending(&self.inner, |p| p.document().map(str::to_owned))
+        let guard = self.inner.try_lock().map_err(|_| busy())?;
+        let pending = guard.as_ref().ok_or_else(gone)?;
+        Ok(pending.document().map(str::to_owned))
     }
 
     #[napi(getter)]
@@ -119,10 +222,14 @@ impl PendingUpdate {
         self.notice.clone()
     }
 
-    /// Re-read under the same lease (after a conflict).
-    #[napi]
-    pub fn reload(&self) -> Result<()> {
-        with_pending(&self.inner, |p| p.reload())?.map_err(to_js)
+    /// Re-read under the same lease (after a conflict), off the JavaScript thread.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn reload<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
+        let mut guard = take_turn(&self.inner)?;
+        env.spawn_future(blocking(move || match guard.as_mut() {
+            Some(p) => p.reload().map_err(to_js),
+            None => Err(gone()),
+        }))
     }
 
     /// Commit the new document's text as it is, off the JavaScript thread (it fsyncs).
@@ -132,27 +239,20 @@ impl PendingUpdate {
         env: &'env Env,
         json: String,
     ) -> Result<PromiseRaw<'env, WriteResult>> {
-        let inner = self.inner.clone();
+        let mut guard = take_turn(&self.inner)?;
         env.spawn_future(async move {
-            // Out of the handle while it commits (the commit awaits), and back in after.
-            let mut pending = inner
-                .lock()
-                .map_err(|_| to_js(Failure::usage("handle poisoned")))?
-                .take()
-                .ok_or_else(gone)?;
+            let pending = guard.as_mut().ok_or_else(gone)?;
             let done = pending.commit(&json).await;
-            if let Ok(mut slot) = inner.lock() {
-                *slot = Some(pending);
-            }
             done.map(|o| write_result(o, None)).map_err(to_js)
         })
     }
 
-    /// End the lease.
+    /// End the lease, once a commit or reload in flight has ended.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn release<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
-        let taken = self.inner.lock().ok().and_then(|mut g| g.take());
+        let inner = self.inner.clone();
         env.spawn_future(async move {
+            let taken = inner.lock().await.take();
             match taken {
                 Some(p) => p.release().await.map_err(to_js),
                 None => Ok(()),
@@ -161,80 +261,113 @@ impl PendingUpdate {
     }
 }
 
-fn pending_update(pending: core::Pending, notice: Option<String>) -> PendingUpdate {
-    PendingUpdate {
+/// Made on the runtime (where `begin` resolves), whose handle it keeps for its drop.
+fn pending_update(pending: core::Pending, notice: Option<String>) -> Result<PendingUpdate> {
+    Ok(PendingUpdate {
         token: pending.token() as i64,
-        inner: Arc::new(Mutex::new(Some(pending))),
+        inner: Arc::new(tokio::sync::Mutex::new(Some(pending))),
         notice,
-    }
+        rt: runtime()?,
+    })
 }
 
-/// Take `file`'s lease and read it.
-#[napi]
-pub async fn begin(file: String, options: Option<NativeOptions>) -> Result<PendingUpdate> {
+/// Take `file`'s lease and read it; `cancel` gives the wait up.
+#[napi(ts_return_type = "Promise<PendingUpdate>")]
+pub fn begin<'env>(
+    env: &'env Env,
+    file: String,
+    options: Option<NativeOptions>,
+    cancel: Option<&Canceller>,
+) -> Result<PromiseRaw<'env, PendingUpdate>> {
     let s = settings(options)?;
-    let (pending, notice) = core::begin(&s, &file, false).await.map_err(to_js)?;
-    Ok(pending_update(pending, notice))
+    let cancel = receiver(cancel);
+    env.spawn_future(async move {
+        let (pending, notice) = abortable(cancel, async {
+            core::begin(&s, &file, false).await.map_err(to_js)
+        })
+        .await?;
+        pending_update(pending, notice)
+    })
 }
 
-/// Read with no lease: JSON text, or `null` when the file (or the value) is absent.
+/// Read with no lease, off the JavaScript thread: JSON text, or `null` when the file (or the
+/// value) is absent.
 #[napi]
-pub fn read(
+pub async fn read(
     file: String,
     pointer: Option<String>,
     options: Option<NativeOptions>,
 ) -> Result<Option<String>> {
     let s = settings(options)?;
-    core::read(&s, &file, pointer.as_deref()).map_err(to_js)
+    blocking(move || core::read(&s, &file, pointer.as_deref()).map_err(to_js)).await
 }
 
-#[napi]
-pub async fn set(
+#[napi(ts_return_type = "Promise<WriteResult>")]
+pub fn set<'env>(
+    env: &'env Env,
     file: String,
     pointer: String,
     json: String,
     options: Option<NativeOptions>,
-) -> Result<WriteResult> {
+    cancel: Option<&Canceller>,
+) -> Result<PromiseRaw<'env, WriteResult>> {
     let s = settings(options)?;
-    let (o, notice) = core::edit(
-        &s,
-        &file,
-        EditSpec::Set {
+    let cancel = receiver(cancel);
+    env.spawn_future(async move {
+        let spec = EditSpec::Set {
             pointer: &pointer,
             json: &json,
-        },
-    )
-    .await
-    .map_err(to_js)?;
-    Ok(write_result(o, notice))
+        };
+        let (o, notice) = abortable(cancel, async {
+            core::edit(&s, &file, spec).await.map_err(to_js)
+        })
+        .await?;
+        Ok(write_result(o, notice))
+    })
 }
 
-#[napi]
-pub async fn merge(
+#[napi(ts_return_type = "Promise<WriteResult>")]
+pub fn merge<'env>(
+    env: &'env Env,
     file: String,
     json: String,
     options: Option<NativeOptions>,
-) -> Result<WriteResult> {
+    cancel: Option<&Canceller>,
+) -> Result<PromiseRaw<'env, WriteResult>> {
     let s = settings(options)?;
-    let (o, notice) = core::edit(&s, &file, EditSpec::Merge { json: &json })
-        .await
-        .map_err(to_js)?;
-    Ok(write_result(o, notice))
+    let cancel = receiver(cancel);
+    env.spawn_future(async move {
+        let (o, notice) = abortable(cancel, async {
+            core::edit(&s, &file, EditSpec::Merge { json: &json })
+                .await
+                .map_err(to_js)
+        })
+        .await?;
+        Ok(write_result(o, notice))
+    })
 }
 
-#[napi]
-pub async fn append(
+#[napi(ts_return_type = "Promise<WriteResult>")]
+pub fn append<'env>(
+    env: &'env Env,
     file: String,
     pointer: String,
     json: String,
     keep: Option<u32>,
     options: Option<NativeOptions>,
-) -> Result<WriteResult> {
+    cancel: Option<&Canceller>,
+) -> Result<PromiseRaw<'env, WriteResult>> {
     let s = settings(options)?;
-    let (o, notice) = core::append(&s, &file, &pointer, &json, keep)
-        .await
-        .map_err(to_js)?;
-    Ok(write_result(o, notice))
+    let cancel = receiver(cancel);
+    env.spawn_future(async move {
+        let (o, notice) = abortable(cancel, async {
+            core::append(&s, &file, &pointer, &json, keep)
+                .await
+                .map_err(to_js)
+        })
+        .await?;
+        Ok(write_result(o, notice))
+    })
 }
 
 /// One lease of a `withLock`.
@@ -252,6 +385,19 @@ pub struct HeldLocks {
     leases: core::Leases,
     tokens: Vec<(String, u64)>,
     notice: Option<String>,
+    rt: Handle,
+}
+
+impl Drop for HeldLocks {
+    /// Dropped by the garbage collector without a `release()` (`withLock` always releases):
+    /// release on the runtime kept from its creation.
+    fn drop(&mut self) {
+        if let Some(held) = self.inner.lock().ok().and_then(|mut g| g.take()) {
+            self.rt.spawn(async move {
+                let _ = held.release().await;
+            });
+        }
+    }
 }
 
 #[napi]
@@ -297,7 +443,10 @@ impl HeldLocks {
         let leases = self.leases.clone();
         env.spawn_future(async move {
             let joined = core::begin_under(&s, &leases, &file, false).await;
-            Ok(joined.map_err(to_js)?.map(|p| pending_update(p, None)))
+            joined
+                .map_err(to_js)?
+                .map(|p| pending_update(p, None))
+                .transpose()
         })
     }
 
@@ -373,11 +522,12 @@ impl HeldLocks {
     }
 }
 
-/// Where `file` lives for the session of `options` (its own copy when it is per-session).
+/// Where `file` lives for the session of `options` (its own copy when it is per-session),
+/// found off the JavaScript thread (it reads the configuration).
 #[napi]
-pub fn state_path(file: String, options: Option<NativeOptions>) -> Result<String> {
+pub async fn state_path(file: String, options: Option<NativeOptions>) -> Result<String> {
     let s = settings(options)?;
-    core::state_path(&s, &file).map_err(to_js)
+    blocking(move || core::state_path(&s, &file).map_err(to_js)).await
 }
 
 /// Register session `id` (a fresh one when absent) in the live registry; its id.
@@ -387,19 +537,29 @@ pub async fn session_start(id: Option<String>, options: Option<NativeOptions>) -
     core::session_start(&s, id).await.map_err(to_js)
 }
 
-/// Take the named locks and those of `files`, in sorted order.
-#[napi]
-pub async fn acquire(
+/// Take the named locks and those of `files`, in sorted order; `cancel` gives the wait up
+/// (the leases already taken are released).
+#[napi(ts_return_type = "Promise<HeldLocks>")]
+pub fn acquire<'env>(
+    env: &'env Env,
     names: Vec<String>,
     files: Vec<String>,
     options: Option<NativeOptions>,
-) -> Result<HeldLocks> {
+    cancel: Option<&Canceller>,
+) -> Result<PromiseRaw<'env, HeldLocks>> {
     let s = settings(options)?;
-    let (held, notice) = core::acquire(&s, names, files).await.map_err(to_js)?;
-    Ok(HeldLocks {
-        tokens: held.tokens(),
-        leases: held.leases(),
-        inner: Arc::new(Mutex::new(Some(held))),
-        notice,
+    let cancel = receiver(cancel);
+    env.spawn_future(async move {
+        let (held, notice) = abortable(cancel, async {
+            core::acquire(&s, names, files).await.map_err(to_js)
+        })
+        .await?;
+        Ok(HeldLocks {
+            tokens: held.tokens(),
+            leases: held.leases(),
+            inner: Arc::new(Mutex::new(Some(held))),
+            notice,
+            rt: runtime()?,
+        })
     })
 }

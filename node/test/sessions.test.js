@@ -51,7 +51,7 @@ for (const backend of ['redis', 'local']) {
         for (const r of results) assert.equal(r.code, 0, r.stderr)
       }
       for (const session of ['node-a', 'node-b']) {
-        const own = t.statePath(STATE, { ...opts, session })
+        const own = await t.statePath(STATE, { ...opts, session })
         assert.equal(own, path.join(repo.root, '.claude/sessions', session, 'session-state.json'))
         const doc = JSON.parse(fs.readFileSync(own, 'utf8'))
         assert.deepEqual(doc, { message_count: 12, token_estimate: 1000, note: 'shared ✓' })
@@ -68,7 +68,7 @@ for (const backend of ['redis', 'local']) {
       }, { ...opts, session: 'node-a' })
       assert.deepEqual(names, ['.claude/sessions/node-a/session-state.json'])
       assert.equal(fs.readFileSync(repo.file(STATE), 'utf8'), shared)
-      assert.equal(t.statePath(STATE, opts), repo.file(STATE))
+      assert.equal(await t.statePath(STATE, opts), repo.file(STATE))
       assert.equal(await t.readJson(STATE, '/message_count', opts), 0)
       // Both sessions, started above, are live.
       const stats = cli(['--json', 'session', 'stats', '/message_count'])
@@ -93,7 +93,7 @@ for (const backend of ['redis', 'local']) {
       for (const bad of ['../evil', 'a/b', '.x']) {
         await assert.rejects(t.updateJson(STATE, (d) => { d.x = 1 }, { ...opts, session: bad }),
           (e) => e.code === 'USAGE' && e.exitCode === 64 && /bad session id/.test(e.message))
-        assert.throws(() => t.statePath(STATE, { ...opts, session: bad }), (e) => e.code === 'USAGE')
+        await assert.rejects(t.statePath(STATE, { ...opts, session: bad }), (e) => e.code === 'USAGE')
         await assert.rejects(t.sessionStart({ session_id: bad }, opts), (e) => e.code === 'USAGE')
       }
       assert.equal(fs.readFileSync(repo.file(STATE), 'utf8'), shared)

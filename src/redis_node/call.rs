@@ -116,8 +116,11 @@ impl RedisNode {
             Ok(r) => r,
             Err(_) => {
                 // No answer in time: the connection may be half-open (a host gone without a
-                // reset), which would never recover. Drop it; the next call reconnects.
-                if plain && let Ok(mut slot) = self.conn.try_lock() {
+                // reset), which would never recover. Drop it; the next call reconnects. A
+                // cluster connection goes too: it keeps its slot map until a node redirects,
+                // which a silent node never does, so after a failover only a fresh map (asked
+                // of every seed at once) finds the promoted replica.
+                if let Ok(mut slot) = self.conn.try_lock() {
                     *slot = None;
                 }
                 Ok(Err(NodeError::timeout(deadline)))

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::connect::{Backend, Coordinator};
 use crate::error::{Error, Result};
 use crate::keys::LockKeys;
-use crate::node::{KeyKind, LockView, Node, NodeAdmin, Queued};
+use crate::node::{Eviction, KeyKind, LockView, Node, NodeAdmin, Queued};
 
 /// One held lock, as `lock status` shows it. `lock status --json` prints
 /// `{"namespace": .., "backend": .., "locks": [..]}` with one of these per lock.
@@ -220,15 +220,20 @@ impl Coordinator {
         Ok(events.split_off(skip))
     }
 
-    /// Release lock `name` whoever holds it (an operator's decision), recorded in its audit
-    /// log. Returns false when it was not held. `name` may be a slot's (`test-db#3`).
-    pub async fn break_lock(&self, name: &str) -> Result<bool> {
+    /// End the lease of lock `name`'s holder (an operator's decision), recorded in its audit
+    /// log. `name` may be a slot's (`test-db#3`).
+    ///
+    /// Each node is asked who holds the lock, then told to end that owner's lease only. A
+    /// request may reach a node twice (the cluster connection resends one whose reply was
+    /// lost), and one that said "whoever holds it" would, landing after the next waiter's
+    /// grant, end that waiter's lease while it runs.
+    pub async fn break_lock(&self, name: &str) -> Result<BreakOutcome> {
         crate::slots::check_lock_or_slot_name(name)?;
         match &self.inner.backend {
             Backend::Local(local) => {
                 let holder = local.held()?.into_iter().find(|(n, _)| n == name);
                 match holder {
-                    None => Ok(false),
+                    None => Ok(BreakOutcome::NotHeld),
                     Some((_, h)) => Err(Error::usage(format!(
                         "'{name}' is a local lock held by pid {} on {}: the kernel releases it \
                          when that process exits; stop the process instead",
@@ -239,10 +244,43 @@ impl Coordinator {
             }
             Backend::Redis(q) => {
                 let keys = LockKeys::new(&self.inner.config.namespace, name);
-                Ok(self.evict(q, &keys, "", "break").await > 0)
+                let (mut seen, mut broken) = (false, false);
+                for node in q.nodes() {
+                    let holder = match admin_of(node.as_ref())?.inspect(&keys).await {
+                        Ok(Some(view)) if !view.holder.owner.is_empty() => view.holder,
+                        _ => continue,
+                    };
+                    seen = true;
+                    let ev = Eviction {
+                        keys: keys.clone(),
+                        expected_owner: holder.owner,
+                        event: "break",
+                        by: self.inner.identity.clone(),
+                        log_cap: self.inner.config.log_cap,
+                    };
+                    broken |= matches!(node.evict(&ev).await, Ok(true));
+                }
+                Ok(match (seen, broken) {
+                    (_, true) => BreakOutcome::Broken,
+                    (false, false) => BreakOutcome::NotHeld,
+                    (true, false) => BreakOutcome::ChangedHands,
+                })
             }
         }
     }
+}
+
+/// What [`Coordinator::break_lock`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BreakOutcome {
+    /// The holder's lease was ended (on every node that showed it and still had it).
+    Broken,
+    /// Nobody held the lock.
+    NotHeld,
+    /// The holder that was read had already gone when the break arrived (released, expired,
+    /// or taken over), and whoever holds the lock now keeps it: nothing was broken.
+    ChangedHands,
 }
 
 fn slot_of(lock: &str) -> Option<String> {

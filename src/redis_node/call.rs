@@ -154,6 +154,37 @@ impl RedisNode {
     }
 }
 
+/// Test-only, read in debug builds alone: `TRACTATUS_TEST_RESEND_EVICT=1` makes every eviction
+/// reach the server a second time once the lock is held again, which is what the cluster
+/// connection does when the first reply is lost and its resend lands after the next grant.
+/// The integration tests prove with it that a resent `lock break` keeps the next holder's
+/// lease. Release builds ignore the variable.
+pub(super) fn resend_evict_for_test() -> bool {
+    cfg!(debug_assertions)
+        && std::env::var_os("TRACTATUS_TEST_RESEND_EVICT").is_some_and(|v| v == "1")
+}
+
+impl RedisNode {
+    /// The second send of [`resend_evict_for_test`]: once `lease` is held again (polled for at
+    /// most 10 s), `send` once more, its reply ignored.
+    pub(super) async fn resend_when_held_again<T, F, Fut>(&self, lease: &str, send: F)
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        for _ in 0..1000 {
+            let held: Result<Option<String>, _> = self
+                .call(|mut c| async move { redis::cmd("GET").arg(lease).query_async(&mut c).await })
+                .await;
+            if matches!(held, Ok(Some(_))) {
+                let _ = self.call(&send).await;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
 /// Why a request did not run on a plain connection, and may be sent once more.
 enum NotRun {
     /// A Redis Cluster node redirected it (MOVED, ASK, TRYAGAIN).

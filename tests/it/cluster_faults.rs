@@ -4,13 +4,13 @@
 //! removes the next holder's lease.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tractatus_lock::keys::slot_of_tag;
 use tractatus_testkit::RedisCluster;
 
-use crate::support::{Repo, mark_initialized, run, tractatus};
+use crate::support::{Guard, Repo, mark_initialized, run, tractatus, wait_until};
 
 const NS: &str = "cluster-faults";
 
@@ -96,4 +96,88 @@ fn a_silent_node_named_first_in_the_url_stops_no_new_process() {
         println!("{name} (slot {}): exit {code} after {took:?}", slot(&name));
         assert_eq!(code, 0, "{name}: {err}");
     }
+}
+
+/// A `lock run --name NAME` of `sh -c SCRIPT` (given `$1`, a path in `repo`), output dropped.
+fn spawn_run(repo: &Path, url: &str, name: &str, script: &str, arg: &Path) -> Guard {
+    Guard(
+        cli(repo, url)
+            .args(["--wait", "30s", "lock", "run", "--name", name, "--"])
+            .args(["sh", "-c", script, "sh"])
+            .arg(arg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// `lock status --json`'s entry for `name`, if it is held.
+fn status_of(repo: &Path, url: &str, name: &str) -> Option<serde_json::Value> {
+    let r = run(cli(repo, url).args(["lock", "status", "--json"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    v["locks"]
+        .as_array()?
+        .iter()
+        .find(|l| l["name"] == name)
+        .cloned()
+}
+
+#[test]
+fn a_break_resent_after_the_next_grant_keeps_the_next_holders_lease() {
+    let c = RedisCluster::start(3, 0);
+    assert_eq!(mark_initialized(&c.url()), 3);
+    let repo = Repo::new();
+    let url = format!("{}?cluster=true", c.url());
+    let name = (0..64)
+        .map(|i| format!("job-{i:02}"))
+        .find(|n| c.master_of_slot(slot(n)) != 0)
+        .unwrap();
+    let (first, second) = (
+        repo.path().join("first.ready"),
+        repo.path().join("second.ran"),
+    );
+    let _first = spawn_run(
+        &repo.path(),
+        &url,
+        &name,
+        "touch \"$1\"; exec sleep 60",
+        &first,
+    );
+    wait_until(Duration::from_secs(20), "the first holder runs", || {
+        first.exists()
+    });
+    // The next holder runs for 3 s, past its first renewals (TTL 3 s).
+    let mut next = spawn_run(&repo.path(), &url, &name, "touch \"$1\"; sleep 3", &second);
+    wait_until(Duration::from_secs(20), "the next one waits", || {
+        status_of(&repo.path(), &url, &name).is_some_and(|l| l["waiters"] == 1)
+    });
+
+    let r = run(cli(&repo.path(), &url)
+        .env("TRACTATUS_TEST_RESEND_EVICT", "1")
+        .args(["lock", "break", &name, "--force"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("broke lock"), "{}", r.stdout);
+    // The resend went out once the lock was held again: by the next holder, whose command
+    // starts now.
+    wait_until(Duration::from_secs(20), "the next holder runs", || {
+        second.exists()
+    });
+
+    let held = status_of(&repo.path(), &url, &name);
+    assert_eq!(
+        held.as_ref().map(|l| l["pid"].clone()),
+        Some(next.0.id().into()),
+        "the resent break removed the next holder's lease: {held:?}"
+    );
+    assert_eq!(
+        next.wait_code(Duration::from_secs(30)),
+        Some(0),
+        "the next holder lost its lease"
+    );
+    let log = run(cli(&repo.path(), &url).args(["lock", "log", "--json"]));
+    let events: Vec<serde_json::Value> = serde_json::from_str(&log.stdout).unwrap();
+    let breaks = events.iter().filter(|e| e["event"] == "break").count();
+    assert_eq!(breaks, 1, "{}", log.stdout);
 }

@@ -313,3 +313,127 @@ fn event_from(name: &str, fields: &[(String, String)]) -> AuditEvent {
         owner: get("owner"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{Config, parse_nodes};
+    use crate::holder::{HolderInfo, Identity};
+    use crate::node::{GrantReply, GrantRequest, NodeError, NodeFuture, WakeStream};
+
+    /// A node whose lock was held by `seen` when inspected and is held by `now` when the
+    /// eviction arrives; it notes every owner it was asked to evict.
+    struct Shifting {
+        seen: Option<String>,
+        now: Mutex<Option<String>>,
+        asked: Mutex<Vec<String>>,
+    }
+
+    fn unused<'a, T: 'a>() -> NodeFuture<'a, T> {
+        Box::pin(async { Err(NodeError::new("not used by break")) })
+    }
+
+    impl Node for Shifting {
+        fn label(&self) -> String {
+            "shifting".to_owned()
+        }
+        fn grant<'a>(&'a self, _: &'a GrantRequest) -> NodeFuture<'a, GrantReply> {
+            unused()
+        }
+        fn renew<'a>(&'a self, _: &'a LockKeys, _: &'a str, _: Duration) -> NodeFuture<'a, bool> {
+            unused()
+        }
+        fn release<'a>(&'a self, _: &'a LockKeys, _: &'a str, _: u32) -> NodeFuture<'a, bool> {
+            unused()
+        }
+        fn raise<'a>(&'a self, _: &'a LockKeys, _: u64) -> NodeFuture<'a, u64> {
+            unused()
+        }
+        fn subscribe<'a>(&'a self, _: &'a LockKeys) -> NodeFuture<'a, WakeStream> {
+            unused()
+        }
+        fn evict<'a>(&'a self, ev: &'a Eviction) -> NodeFuture<'a, bool> {
+            Box::pin(async move {
+                self.asked.lock().unwrap().push(ev.expected_owner.clone());
+                let mut now = self.now.lock().unwrap();
+                let ours = now.as_deref() == Some(ev.expected_owner.as_str());
+                if ours {
+                    *now = None;
+                }
+                Ok(ours)
+            })
+        }
+        fn leave<'a>(&'a self, _: &'a LockKeys, _: &'a str) -> NodeFuture<'a, ()> {
+            unused()
+        }
+        fn admin(&self) -> Option<&dyn NodeAdmin> {
+            Some(self)
+        }
+    }
+
+    impl NodeAdmin for Shifting {
+        fn lock_names<'a>(&'a self, _: &'a str, _: KeyKind) -> NodeFuture<'a, Vec<String>> {
+            unused()
+        }
+        fn inspect<'a>(&'a self, _: &'a LockKeys) -> NodeFuture<'a, Option<LockView>> {
+            let view = self.seen.clone().map(|owner| LockView {
+                pttl: Duration::from_secs(1),
+                token: 1,
+                waiters: 0,
+                queue: Vec::new(),
+                holder: HolderInfo {
+                    owner,
+                    ..HolderInfo::default()
+                },
+            });
+            Box::pin(async move { Ok(view) })
+        }
+        fn read_log<'a>(
+            &'a self,
+            _: &'a LockKeys,
+            _: usize,
+        ) -> NodeFuture<'a, Vec<Vec<(String, String)>>> {
+            unused()
+        }
+        fn mark_initialized(&self) -> NodeFuture<'_, Vec<String>> {
+            unused()
+        }
+    }
+
+    async fn break_on(seen: Option<&str>, now: Option<&str>) -> (BreakOutcome, Vec<String>) {
+        let node = Arc::new(Shifting {
+            seen: seen.map(str::to_owned),
+            now: Mutex::new(now.map(str::to_owned)),
+            asked: Mutex::new(Vec::new()),
+        });
+        let config = Config::new(parse_nodes(&["redis://127.0.0.1:1"]).unwrap());
+        let c = Coordinator::with_nodes(
+            config,
+            Identity::current("test"),
+            vec![node.clone() as Arc<dyn Node>],
+        );
+        let outcome = c.break_lock("L").await.unwrap();
+        let asked = node.asked.lock().unwrap().clone();
+        (outcome, asked)
+    }
+
+    #[tokio::test]
+    async fn a_break_evicts_the_holder_it_read_and_no_one_else() {
+        assert_eq!(
+            break_on(Some("a"), Some("a")).await,
+            (BreakOutcome::Broken, vec!["a".to_owned()])
+        );
+        // The holder read went away and another took the lock before the eviction arrived.
+        assert_eq!(
+            break_on(Some("a"), Some("b")).await,
+            (BreakOutcome::ChangedHands, vec!["a".to_owned()])
+        );
+        assert_eq!(
+            break_on(None, Some("b")).await,
+            (BreakOutcome::NotHeld, Vec::new())
+        );
+    }
+}

@@ -165,8 +165,8 @@ pub(super) fn resend_evict_for_test() -> bool {
 }
 
 impl RedisNode {
-    /// The second send of [`resend_evict_for_test`]: once `lease` is held again (polled for at
-    /// most 10 s), `send` once more, its reply ignored.
+    /// The second send of [`resend_evict_for_test`]: once `lease` is held again (looked at
+    /// every 10 ms, at most 1000 times), `send` once more, its reply ignored.
     pub(super) async fn resend_when_held_again<T, F, Fut>(&self, lease: &str, send: F)
     where
         F: Fn(Conn) -> Fut,

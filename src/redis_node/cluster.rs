@@ -12,6 +12,12 @@
 //! everything after it. The operator's commands ask `INFO cluster` up front instead, since a
 //! keyspace walk has no key to be redirected by.
 //!
+//! A cluster connection learns the slot map from the first of the URL's node and its `seed=`s
+//! to answer, all asked at once (`discover`), and gives each node only a short
+//! time to connect: a node that accepts connections but never answers must not hold up a
+//! process whose locks live elsewhere. A cluster connection whose request went unanswered is
+//! dropped, and the next call learns the map afresh (after a failover, from a live node).
+//!
 //! Every script touches the keys of one hash slot (see [`crate::keys`]), so a cluster runs them
 //! as one server would; while a slot migrates, Redis refuses a script whose keys are split
 //! between the two masters (TRYAGAIN) rather than running it on half the lock, and the cluster

@@ -4,7 +4,9 @@
 -- KEYS[1] lease   string, value = owner id
 -- KEYS[2] holder  hash of the holder's metadata
 -- KEYS[3] log     stream: audit trail, capped at ARGV[3] entries
--- ARGV[1] expected owner id, or "" for whoever holds it
+-- ARGV[1] the owner id the caller read (never ""): a lease of anyone else is kept, so a request
+--         that reaches the server twice (a cluster connection resends after a lost reply) cannot
+--         end the next holder's lease
 -- ARGV[2] pub/sub channel the waiters listen on
 -- ARGV[3] audit log length cap
 -- ARGV[4] event name ("break" or "takeover")
@@ -12,7 +14,7 @@
 -- Reply: 1 evicted, 0 nothing to evict (free, or held by another owner than expected)
 local owner = redis.call('GET', KEYS[1])
 if not owner then return 0 end
-if ARGV[1] ~= '' and owner ~= ARGV[1] then return 0 end
+if ARGV[1] == '' or owner ~= ARGV[1] then return 0 end
 local h = redis.call('HMGET', KEYS[2], 'session', 'host', 'pid', 'token')
 redis.call('DEL', KEYS[1], KEYS[2])
 local t = redis.call('TIME')

@@ -112,7 +112,7 @@ pub type NodeFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, NodeError>> +
 pub struct Eviction {
     /// The lock's keys.
     pub keys: LockKeys,
-    /// Remove it only if this is its owner; empty: whoever owns it.
+    /// Remove it only if this is its owner (as read just before); empty removes nothing.
     pub expected_owner: String,
     /// Recorded in the audit log: `takeover` or `break`.
     pub event: &'static str,

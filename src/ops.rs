@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::connect::{Backend, Coordinator};
 use crate::error::{Error, Result};
 use crate::keys::LockKeys;
-use crate::node::{KeyKind, LockView, Node, NodeAdmin, Queued};
+use crate::node::{Eviction, KeyKind, LockView, Node, NodeAdmin, Queued};
 
 /// One held lock, as `lock status` shows it. `lock status --json` prints
 /// `{"namespace": .., "backend": .., "locks": [..]}` with one of these per lock.
@@ -221,15 +221,20 @@ impl Coordinator {
         Ok(events.split_off(skip))
     }
 
-    /// Release lock `name` whoever holds it (an operator's decision), recorded in its audit
-    /// log. Returns false when it was not held. `name` may be a slot's (`test-db#3`).
-    pub async fn break_lock(&self, name: &str) -> Result<bool> {
+    /// End the lease of lock `name`'s holder (an operator's decision), recorded in its audit
+    /// log. `name` may be a slot's (`test-db#3`).
+    ///
+    /// Each node is asked who holds the lock, then told to end that owner's lease only. A
+    /// request may reach a node twice (the cluster connection resends one whose reply was
+    /// lost), and one that said "whoever holds it" would, landing after the next waiter's
+    /// grant, end that waiter's lease while it runs.
+    pub async fn break_lock(&self, name: &str) -> Result<BreakOutcome> {
         crate::slots::check_lock_or_slot_name(name)?;
         match &self.inner.backend {
             Backend::Local(local) => {
                 let holder = local.held()?.into_iter().find(|(n, _)| n == name);
                 match holder {
-                    None => Ok(false),
+                    None => Ok(BreakOutcome::NotHeld),
                     Some((_, h)) => Err(Error::usage(format!(
                         "'{name}' is a local lock held by pid {} on {}: the kernel releases it \
                          when that process exits; stop the process instead",
@@ -240,10 +245,43 @@ impl Coordinator {
             }
             Backend::Redis(q) => {
                 let keys = LockKeys::new(&self.inner.config.namespace, name);
-                Ok(self.evict(q, &keys, "", "break").await > 0)
+                let (mut seen, mut broken) = (false, false);
+                for node in q.nodes() {
+                    let holder = match admin_of(node.as_ref())?.inspect(&keys).await {
+                        Ok(Some(view)) if !view.holder.owner.is_empty() => view.holder,
+                        _ => continue,
+                    };
+                    seen = true;
+                    let ev = Eviction {
+                        keys: keys.clone(),
+                        expected_owner: holder.owner,
+                        event: "break",
+                        by: self.inner.identity.clone(),
+                        log_cap: self.inner.config.log_cap,
+                    };
+                    broken |= matches!(node.evict(&ev).await, Ok(true));
+                }
+                Ok(match (seen, broken) {
+                    (_, true) => BreakOutcome::Broken,
+                    (false, false) => BreakOutcome::NotHeld,
+                    (true, false) => BreakOutcome::ChangedHands,
+                })
             }
         }
     }
+}
+
+/// What [`Coordinator::break_lock`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BreakOutcome {
+    /// The holder's lease was ended (on every node that showed it and still had it).
+    Broken,
+    /// Nobody held the lock.
+    NotHeld,
+    /// The holder that was read had already gone when the break arrived (released, expired,
+    /// or taken over), and whoever holds the lock now keeps it: nothing was broken.
+    ChangedHands,
 }
 
 fn slot_of(lock: &str) -> Option<String> {
@@ -274,5 +312,129 @@ fn event_from(name: &str, fields: &[(String, String)]) -> AuditEvent {
         by: (!by_session.is_empty())
             .then(|| format!("{by_session}@{} pid {}", get("by_host"), get("by_pid"))),
         owner: get("owner"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{Config, parse_nodes};
+    use crate::holder::{HolderInfo, Identity};
+    use crate::node::{GrantReply, GrantRequest, NodeError, NodeFuture, WakeStream};
+
+    /// A node whose lock was held by `seen` when inspected and is held by `now` when the
+    /// eviction arrives; it notes every owner it was asked to evict.
+    struct Shifting {
+        seen: Option<String>,
+        now: Mutex<Option<String>>,
+        asked: Mutex<Vec<String>>,
+    }
+
+    fn unused<'a, T: 'a>() -> NodeFuture<'a, T> {
+        Box::pin(async { Err(NodeError::new("not used by break")) })
+    }
+
+    impl Node for Shifting {
+        fn label(&self) -> String {
+            "shifting".to_owned()
+        }
+        fn grant<'a>(&'a self, _: &'a GrantRequest) -> NodeFuture<'a, GrantReply> {
+            unused()
+        }
+        fn renew<'a>(&'a self, _: &'a LockKeys, _: &'a str, _: Duration) -> NodeFuture<'a, bool> {
+            unused()
+        }
+        fn release<'a>(&'a self, _: &'a LockKeys, _: &'a str, _: u32) -> NodeFuture<'a, bool> {
+            unused()
+        }
+        fn raise<'a>(&'a self, _: &'a LockKeys, _: u64) -> NodeFuture<'a, u64> {
+            unused()
+        }
+        fn subscribe<'a>(&'a self, _: &'a LockKeys) -> NodeFuture<'a, WakeStream> {
+            unused()
+        }
+        fn evict<'a>(&'a self, ev: &'a Eviction) -> NodeFuture<'a, bool> {
+            Box::pin(async move {
+                self.asked.lock().unwrap().push(ev.expected_owner.clone());
+                let mut now = self.now.lock().unwrap();
+                let ours = now.as_deref() == Some(ev.expected_owner.as_str());
+                if ours {
+                    *now = None;
+                }
+                Ok(ours)
+            })
+        }
+        fn leave<'a>(&'a self, _: &'a LockKeys, _: &'a str) -> NodeFuture<'a, ()> {
+            unused()
+        }
+        fn admin(&self) -> Option<&dyn NodeAdmin> {
+            Some(self)
+        }
+    }
+
+    impl NodeAdmin for Shifting {
+        fn lock_names<'a>(&'a self, _: &'a str, _: KeyKind) -> NodeFuture<'a, Vec<String>> {
+            unused()
+        }
+        fn inspect<'a>(&'a self, _: &'a LockKeys) -> NodeFuture<'a, Option<LockView>> {
+            let view = self.seen.clone().map(|owner| LockView {
+                pttl: Duration::from_secs(1),
+                token: 1,
+                waiters: 0,
+                queue: Vec::new(),
+                holder: HolderInfo {
+                    owner,
+                    ..HolderInfo::default()
+                },
+            });
+            Box::pin(async move { Ok(view) })
+        }
+        fn read_log<'a>(
+            &'a self,
+            _: &'a LockKeys,
+            _: usize,
+        ) -> NodeFuture<'a, Vec<Vec<(String, String)>>> {
+            unused()
+        }
+        fn mark_initialized(&self) -> NodeFuture<'_, Vec<String>> {
+            unused()
+        }
+    }
+
+    async fn break_on(seen: Option<&str>, now: Option<&str>) -> (BreakOutcome, Vec<String>) {
+        let node = Arc::new(Shifting {
+            seen: seen.map(str::to_owned),
+            now: Mutex::new(now.map(str::to_owned)),
+            asked: Mutex::new(Vec::new()),
+        });
+        let config = Config::new(parse_nodes(&["redis://127.0.0.1:1"]).unwrap());
+        let c = Coordinator::with_nodes(
+            config,
+            Identity::current("test"),
+            vec![node.clone() as Arc<dyn Node>],
+        );
+        let outcome = c.break_lock("L").await.unwrap();
+        let asked = node.asked.lock().unwrap().clone();
+        (outcome, asked)
+    }
+
+    #[tokio::test]
+    async fn a_break_evicts_the_holder_it_read_and_no_one_else() {
+        assert_eq!(
+            break_on(Some("a"), Some("a")).await,
+            (BreakOutcome::Broken, vec!["a".to_owned()])
+        );
+        // The holder read went away and another took the lock before the eviction arrived.
+        assert_eq!(
+            break_on(Some("a"), Some("b")).await,
+            (BreakOutcome::ChangedHands, vec!["a".to_owned()])
+        );
+        assert_eq!(
+            break_on(None, Some("b")).await,
+            (BreakOutcome::NotHeld, Vec::new())
+        );
     }
 }

@@ -297,7 +297,7 @@ impl Node for RedisNode {
     fn evict<'a>(&'a self, ev: &'a Eviction) -> NodeFuture<'a, bool> {
         Box::pin(async move {
             let (keys, by) = (&ev.keys, &ev.by);
-            self.call(|mut c| async move {
+            let send = |mut c: Conn| async move {
                 EVICT
                     .key(&keys.lease)
                     .key(&keys.holder)
@@ -311,9 +311,12 @@ impl Node for RedisNode {
                     .arg(by.pid)
                     .invoke_async::<i64>(&mut c)
                     .await
-            })
-            .await
-            .map(|n| n == 1)
+            };
+            let first = self.call(send).await;
+            if call::resend_evict_for_test() {
+                self.resend_when_held_again(&keys.lease, send).await;
+            }
+            first.map(|n| n == 1)
         })
     }
 

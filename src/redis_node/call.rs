@@ -116,8 +116,11 @@ impl RedisNode {
             Ok(r) => r,
             Err(_) => {
                 // No answer in time: the connection may be half-open (a host gone without a
-                // reset), which would never recover. Drop it; the next call reconnects.
-                if plain && let Ok(mut slot) = self.conn.try_lock() {
+                // reset), which would never recover. Drop it; the next call reconnects. A
+                // cluster connection goes too: it keeps its slot map until a node redirects,
+                // which a silent node never does, so after a failover only a fresh map (asked
+                // of every seed at once) finds the promoted replica.
+                if let Ok(mut slot) = self.conn.try_lock() {
                     *slot = None;
                 }
                 Ok(Err(NodeError::timeout(deadline)))
@@ -147,6 +150,37 @@ impl RedisNode {
                 })
             }
             other => other,
+        }
+    }
+}
+
+/// Test-only, read in debug builds alone: `TRACTATUS_TEST_RESEND_EVICT=1` makes every eviction
+/// reach the server a second time once the lock is held again, which is what the cluster
+/// connection does when the first reply is lost and its resend lands after the next grant.
+/// The integration tests prove with it that a resent `lock break` keeps the next holder's
+/// lease. Release builds ignore the variable.
+pub(super) fn resend_evict_for_test() -> bool {
+    cfg!(debug_assertions)
+        && std::env::var_os("TRACTATUS_TEST_RESEND_EVICT").is_some_and(|v| v == "1")
+}
+
+impl RedisNode {
+    /// The second send of [`resend_evict_for_test`]: once `lease` is held again (looked at
+    /// every 10 ms, at most 1000 times), `send` once more, its reply ignored.
+    pub(super) async fn resend_when_held_again<T, F, Fut>(&self, lease: &str, send: F)
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        for _ in 0..1000 {
+            let held: Result<Option<String>, _> = self
+                .call(|mut c| async move { redis::cmd("GET").arg(lease).query_async(&mut c).await })
+                .await;
+            if matches!(held, Ok(Some(_))) {
+                let _ = self.call(&send).await;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 }

@@ -12,6 +12,12 @@
 //! everything after it. The operator's commands ask `INFO cluster` up front instead, since a
 //! keyspace walk has no key to be redirected by.
 //!
+//! A cluster connection learns the slot map from the first of the URL's node and its `seed=`s
+//! to answer, all asked at once (`discover`), and gives each node only a short
+//! time to connect: a node that accepts connections but never answers must not hold up a
+//! process whose locks live elsewhere. A cluster connection whose request went unanswered is
+//! dropped, and the next call learns the map afresh (after a failover, from a live node).
+//!
 //! Every script touches the keys of one hash slot (see [`crate::keys`]), so a cluster runs them
 //! as one server would; while a slot migrates, Redis refuses a script whose keys are split
 //! between the two masters (TRYAGAIN) rather than running it on half the lock, and the cluster
@@ -79,8 +85,11 @@ pub(crate) struct ClusterSide {
     asked: Option<bool>,
     /// True once a redirect or `INFO cluster` showed a cluster (URL without `cluster=`).
     detected: AtomicBool,
-    /// The cluster client seeded with the URL, or why the URL cannot seed one.
-    client: Result<ClusterClient, String>,
+    /// The nodes the cluster is learned from (the URL's, then its `seed=`s), or why the URL
+    /// cannot seed a cluster connection.
+    seeds: Result<Vec<ConnectionInfo>, String>,
+    /// The certificate authority a `rediss://` URL trusts, for every node.
+    certs: Option<redis::TlsCertificates>,
 }
 
 /// Retries of one request inside the cluster connection (MOVED, ASK, TRYAGAIN, a node that
@@ -93,21 +102,32 @@ const RETRY_MAX_MS: u64 = 50;
 impl ClusterSide {
     /// What `url` says and the cluster client it seeds (built now, connected only when used).
     pub(crate) fn new(url: &NodeUrl, tls: Option<redis::TlsCertificates>) -> Self {
-        let client = seed_nodes(url).and_then(|seeds| {
-            let mut builder = ClusterClient::builder(seeds)
-                .retries(RETRIES)
-                .min_retry_wait(RETRY_MIN_MS)
-                .max_retry_wait(RETRY_MAX_MS)
-                .retry_wait_formula(5, 2);
-            if let Some(certs) = tls {
-                builder = builder.certs(certs);
-            }
-            builder.build()
-        });
         ClusterSide {
             asked: url.cluster(),
             detected: AtomicBool::new(false),
-            client: client.map_err(|e| describe(&e, url)),
+            seeds: seed_nodes(url).map_err(|e| describe(&e, url)),
+            certs: tls,
+        }
+    }
+
+    /// A cluster client that learns the cluster from `seed` alone (one that just answered).
+    fn client_from(&self, seed: ConnectionInfo) -> redis::RedisResult<ClusterClient> {
+        let mut builder = ClusterClient::builder([seed])
+            .retries(RETRIES)
+            .min_retry_wait(RETRY_MIN_MS)
+            .max_retry_wait(RETRY_MAX_MS)
+            .retry_wait_formula(5, 2);
+        if let Some(certs) = &self.certs {
+            builder = builder.certs(certs.clone());
+        }
+        builder.build()
+    }
+
+    /// A plain client for one node, with the URL's TLS trust.
+    fn plain_client(&self, info: ConnectionInfo) -> redis::RedisResult<redis::Client> {
+        match &self.certs {
+            Some(certs) => redis::Client::build_with_tls(info, certs.clone()),
+            None => redis::Client::open(info),
         }
     }
 
@@ -224,13 +244,18 @@ impl RedisNode {
                     .map_err(|_| NodeError::timeout(self.connect_timeout))??;
             return self.open_plain(&client).await.map(Conn::Plain);
         }
-        let client = self.cluster.client.as_ref().map_err(|e| {
+        let seeds = self.cluster.seeds.as_ref().map_err(|e| {
             NodeError::new(format!(
                 "this URL cannot seed a Redis Cluster connection: {e}"
             ))
         })?;
+        let seed = self.discover(seeds).await?;
+        let client = self
+            .cluster
+            .client_from(seed)
+            .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
         let config = ClusterConfig::new()
-            .set_connection_timeout(self.connect_timeout)
+            .set_connection_timeout(self.node_connect_timeout())
             .set_response_timeout(self.cluster_response_timeout());
         tokio::time::timeout(
             self.connect_timeout,
@@ -240,6 +265,77 @@ impl RedisNode {
         .map_err(|_| NodeError::timeout(self.connect_timeout))?
         .map(Conn::Cluster)
         .map_err(|e| NodeError::new(describe(&e, &self.url)))
+    }
+
+    /// The first of the URL's node and its seeds to answer `CLUSTER SLOTS` with a slot map,
+    /// all asked at once, each within the connect timeout: a node that accepts connections but
+    /// never answers (a hung host, a black-holed network, a SIGSTOPped server) named first must
+    /// not stop a process that another seed would let in. The cluster connection then learns
+    /// the cluster from that node alone (the crate waits for every seed it is given).
+    async fn discover(&self, seeds: &[ConnectionInfo]) -> Result<ConnectionInfo, NodeError> {
+        use futures_util::StreamExt;
+        use futures_util::stream::FuturesUnordered;
+        let ask = |info: ConnectionInfo| async move {
+            let label = match info.addr() {
+                ConnectionAddr::Tcp(h, p)
+                | ConnectionAddr::TcpTls {
+                    host: h, port: p, ..
+                } => {
+                    format!("{h}:{p}")
+                }
+                _ => self.url.to_string(),
+            };
+            let work = async {
+                let client = self
+                    .cluster
+                    .plain_client(info.clone())
+                    .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
+                let mut conn = self.open_plain(&client).await?;
+                let reply: Value = redis::cmd("CLUSTER")
+                    .arg("SLOTS")
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
+                if parse_cluster_slots(&reply, "").is_empty() {
+                    return Err(NodeError::new("CLUSTER SLOTS names no master"));
+                }
+                Ok(())
+            };
+            let r = tokio::time::timeout(self.connect_timeout, work)
+                .await
+                .unwrap_or_else(|_| Err(NodeError::timeout(self.connect_timeout)));
+            (label, r.map(|()| info))
+        };
+        let mut pending: FuturesUnordered<_> = seeds.iter().cloned().map(ask).collect();
+        let mut causes = Vec::new();
+        let mut all_timed_out = true;
+        while let Some((label, r)) = pending.next().await {
+            match r {
+                Ok(info) => return Ok(info),
+                Err(e) => {
+                    all_timed_out &= e.timed_out;
+                    causes.push(format!("{label}: {}", e.cause));
+                }
+            }
+        }
+        Err(NodeError {
+            cause: format!(
+                "no node of the Redis Cluster gave its slot map ({})",
+                causes.join("; ")
+            ),
+            timed_out: all_timed_out && !causes.is_empty(),
+        })
+    }
+
+    /// How long the cluster connection gives each node to connect: a quarter of the connect
+    /// timeout, at least the per-node deadline. The crate connects to every node of the slot
+    /// map and waits for all of them before the first request goes out, so this is how long a
+    /// silent node delays a new process, whichever master its locks live on. Raise
+    /// `--connect-timeout` for distant nodes behind TLS.
+    fn node_connect_timeout(&self) -> Duration {
+        (self.connect_timeout / 4)
+            .max(self.op_timeout)
+            .min(self.connect_timeout)
     }
 
     /// How long the cluster connection waits for one reply before it gives up (and, the crate

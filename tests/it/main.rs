@@ -5,6 +5,7 @@ mod support;
 
 mod cli;
 mod cluster;
+mod cluster_faults;
 mod failover;
 mod fair;
 mod faults;

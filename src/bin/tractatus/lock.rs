@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use tractatus_lock::ops::{AuditEvent, LockStatus};
+use tractatus_lock::ops::{AuditEvent, BreakOutcome, LockStatus};
 use tractatus_lock::run::{RunOutcome, supervise, supervise_with_env};
 use tractatus_lock::settings::{DEFAULT_NAMESPACE, Namespace};
 use tractatus_lock::{AcquireOptions, Error, Lease, Result};
@@ -266,14 +266,26 @@ async fn lock_break(ctx: &Context, name: &str, force: bool) -> Result<i32> {
              would hold it at once"
         )));
     }
-    let broken = match ctx.observer().await? {
+    let outcome = match ctx.observer().await? {
         Some(c) => c.break_lock(name).await?,
-        None => false,
+        None => BreakOutcome::NotHeld,
     };
+    let broken = outcome == BreakOutcome::Broken;
+    let changed = outcome == BreakOutcome::ChangedHands;
     if ctx.json {
-        output::json(&serde_json::json!({ "name": name, "broken": broken }))?;
+        output::json(&serde_json::json!({
+            "name": name,
+            "broken": broken,
+            "changed_hands": changed,
+        }))?;
     } else if broken {
         output::out(&format!("broke lock '{name}' (recorded in the audit log)"))?;
+    } else if changed {
+        output::out(&format!(
+            "lock '{name}' changed hands while it was being broken: the holder it found had \
+             already released it or expired, and the new holder keeps it; nothing broken \
+             (break again to end the new holder's lease)"
+        ))?;
     } else {
         output::out(&format!("lock '{name}' was not held; nothing broken"))?;
     }

@@ -43,17 +43,25 @@ fn capability(cap: &Path) -> serde_json::Value {
 }
 
 /// This process's start time and PID namespace, as a capability names its holder.
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
 fn own_origin(pid: u32) -> (u64, String) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let after = &stat[stat.rfind(')').unwrap() + 2..];
     let start = after.split(' ').nth(19).unwrap().parse().unwrap();
     let ns = std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
-    let ns: String = ns
+    let inode: String = ns
         .to_string_lossy()
         .chars()
         .filter(char::is_ascii_digit)
         .collect();
-    (start, ns)
+    // The namespace as tractatus names it: the inode and this boot's id.
+    (start, format!("{inode}.{}", boot_id()))
 }
 
 #[test]
@@ -128,7 +136,7 @@ fn a_co_user_who_rewrites_the_local_lock_file_cannot_join_the_victims_lease() {
     // name its own shell and a secret of its own, then joins with a capability naming both.
     let script = r#"
         start=$(cut -d' ' -f22 /proc/$$/stat)
-        ns=$(readlink /proc/$$/ns/pid | tr -dc 0-9)
+        ns=$(readlink /proc/$$/ns/pid | tr -dc 0-9).$(cat /proc/sys/kernel/random/boot_id)
         secret=0123456789abcdef0123456789abcdef
         hash=$(printf %s "$secret" | sha256sum | cut -c1-64)
         token=$(sed 's/.*"token":\([0-9]*\).*/\1/' "$LOCK")

@@ -189,7 +189,7 @@ impl SharedCheckout {
             .arg(format!("--regid={TEAM_GID}"))
             .arg(format!("--groups={TEAM_GID}"))
             .args(["sh", "-c", "umask 002; exec \"$0\" \"$@\""])
-            .arg(program)
+            .arg(runnable(program))
             .current_dir(self.root())
             .env("HOME", self.dir.path());
         for (k, _) in std::env::vars_os() {
@@ -201,8 +201,64 @@ impl SharedCheckout {
     }
 }
 
+/// `program` as the other users can run it: itself when every directory above it lets anyone
+/// through (`o+x`), else a copy (made once per test process, 0755) in a temp directory that
+/// does. A checkout under `/root` (0700) would otherwise make every two-uid test fail with
+/// "permission denied" instead of trying its attack.
+pub fn runnable(program: &Path) -> PathBuf {
+    let open_to_all = program.ancestors().skip(1).all(|d| {
+        d.as_os_str().is_empty()
+            || std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0)
+    });
+    if open_to_all || !program.is_absolute() {
+        return program.to_path_buf();
+    }
+    static COPIES: std::sync::Mutex<BTreeMap<PathBuf, PathBuf>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    let mut copies = COPIES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    copies
+        .entry(program.to_path_buf())
+        .or_insert_with(|| {
+            let dir = tempfile::Builder::new()
+                .prefix("tractatus-couser-bin-")
+                .tempdir()
+                .expect("tempdir")
+                .keep();
+            set_mode(&dir, 0o755);
+            let copy = dir.join(program.file_name().expect("a program file name"));
+            std::fs::copy(program, &copy).expect("copy the program");
+            set_mode(&copy, 0o755);
+            copy
+        })
+        .clone()
+}
+
 impl Default for SharedCheckout {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_program_behind_a_closed_directory_is_copied_where_anyone_may_run_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let closed = dir.path().join("closed");
+        std::fs::create_dir(&closed).expect("mkdir");
+        let program = closed.join("prog");
+        std::fs::write(&program, "#!/bin/sh\n").expect("write");
+        set_mode(&program, 0o755);
+        set_mode(&closed, 0o700);
+        let copy = runnable(&program);
+        assert_ne!(copy, program);
+        assert_eq!(std::fs::read(&copy).expect("copy"), b"#!/bin/sh\n");
+        assert_eq!(runnable(&program), copy, "copied once");
+        set_mode(&closed, 0o755);
+        assert_eq!(runnable(Path::new("/bin/sh")), Path::new("/bin/sh"));
     }
 }

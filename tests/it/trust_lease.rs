@@ -153,7 +153,7 @@ fn a_co_user_who_rewrites_the_local_lock_file_cannot_join_the_victims_lease() {
         .env("LOCK", &lock)
         .env("LOCKS", &locks)
         .env("NAME", &name)
-        .env("BIN", BIN)
+        .env("BIN", tractatus_testkit::couser::runnable(Path::new(BIN)))
         .env("TRACTATUS_WAIT", "1s")
         .env("TRACTATUS_QUIET", "1");
     let r = run(&mut attacker);

@@ -22,14 +22,15 @@ use nix::sys::signal::Signal;
 
 use crate::support::{Guard, RedisServer, Repo, run_timed, signal, tractatus};
 
-/// The holder's command: five lines of its token, ~20 ms apart, each stamped just before it is
+/// The holder's command: six lines of its token, ~60 ms apart (long enough that a fault often
+/// finds a holder inside), each stamped just before it is
 /// appended (one `write` per line, O_APPEND). `$$` tells two holders with one token apart.
 const WRITER: &str = r#"
 log="$1"; t="$TRACTATUS_FENCING_TOKEN"; i=0
-while [ $i -lt 5 ]; do
+while [ $i -lt 6 ]; do
   echo "$t $(date +%s%N) $$ $i" >> "$log"
   i=$((i + 1))
-  [ $i -lt 5 ] && sleep 0.02
+  [ $i -lt 6 ] && sleep 0.06
 done
 exit 0
 "#;
@@ -140,6 +141,9 @@ struct Tally {
     events: Vec<String>,
     /// One stderr line per odd exit code (not 0, 75, 76 or a signal), the first few.
     odd: Vec<String>,
+    /// When a holder's `tractatus` was stopped, and for how long (ns since epoch), to count
+    /// the holders that started while it was: the faults that bit.
+    stops: Vec<(u128, u128)>,
 }
 
 /// Sets the stop flag when dropped, so that a panicking test ends its threads too.
@@ -241,9 +245,12 @@ struct Nemesis {
 }
 
 impl Nemesis {
+    /// Count a fault (a continue is only logged) and log it.
     fn note(&self, kind: &'static str, detail: String) {
         let mut t = self.tally.lock().unwrap();
-        *t.faults.entry(kind).or_default() += 1;
+        if kind != "cont" {
+            *t.faults.entry(kind).or_default() += 1;
+        }
         let at = self.began.elapsed().as_millis();
         t.events
             .push(format!("+{at}ms @{} {kind} {detail}", now_ns()));
@@ -251,10 +258,27 @@ impl Nemesis {
 
     /// A worker's `tractatus` pid and, if it holds the lock, its command's: under the table's
     /// lock, then `f` runs with both, still under it.
+    /// It polls for 0.5 s at most: a holder may be between two runs.
     fn with_victim<R>(
         &mut self,
         want_holder: bool,
         f: impl FnOnce(u32, Option<u32>) -> R,
+    ) -> Option<R> {
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let mut f = Some(f);
+        while Instant::now() < deadline {
+            if let Some(r) = self.try_victim(want_holder, &mut f) {
+                return Some(r);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    fn try_victim<R, F: FnOnce(u32, Option<u32>) -> R>(
+        &mut self,
+        want_holder: bool,
+        f: &mut Option<F>,
     ) -> Option<R> {
         let t = self.table.lock().unwrap();
         let live: Vec<u32> = t.iter().flatten().copied().collect();
@@ -267,7 +291,7 @@ impl Nemesis {
             return None;
         }
         let (p, c) = picks.swap_remove(self.rng.below(picks.len() as u64) as usize);
-        Some(f(p, c))
+        Some(f.take()?(p, c))
     }
 
     fn cont(&self, pid: u32, cmd: Option<u32>) {
@@ -293,6 +317,8 @@ impl Nemesis {
             Mode::OneRedis => &[
                 "stop-tractatus",
                 "stop-tractatus",
+                "stop-tractatus",
+                "kill-holder",
                 "stop-command",
                 "stop-both",
                 "kill-holder",
@@ -302,6 +328,8 @@ impl Nemesis {
             ],
             Mode::Redlock => &[
                 "stop-tractatus",
+                "stop-tractatus",
+                "kill-holder",
                 "stop-command",
                 "stop-both",
                 "kill-holder",
@@ -329,8 +357,12 @@ impl Nemesis {
                 });
                 if let Some((p, c)) = got {
                     self.note(kind, format!("tractatus {p} command {c:?} for {pause:?}"));
+                    let from = now_ns();
                     std::thread::sleep(pause);
                     self.cont(p, c);
+                    if tr {
+                        self.tally.lock().unwrap().stops.push((from, now_ns()));
+                    }
                     self.note("cont", format!("tractatus {p}"));
                 }
             }
@@ -553,12 +585,17 @@ fn nemesis(mode: Mode) {
     for w in workers {
         w.join().expect("worker");
     }
-    // No holder's command outlives the run (its `tractatus` is gone, so is its guard's job).
     let c = check(&log);
     let t = tally.lock().unwrap();
     let tokens: Vec<u64> = c.intervals.iter().map(|i| i.token).collect();
+    let bit = c
+        .intervals
+        .iter()
+        .filter(|i| t.stops.iter().any(|&(a, b)| a < i.first && i.first < b))
+        .count();
     println!(
-        "nemesis {mode:?}: {:?} run, {} holders, {} writes ({} malformed), faults {:?}, exits {:?}",
+        "nemesis {mode:?}: {:?} run, {} holders ({bit} granted while a holder's tractatus was \
+         stopped), {} writes ({} malformed), faults {:?}, exits {:?}",
         began.elapsed(),
         c.intervals.len(),
         c.writes,

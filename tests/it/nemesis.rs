@@ -1,6 +1,6 @@
 //! The nemesis: a randomized, bounded run on real processes that mixes the faults a lock meets
-//! (a holder's `tractatus` or its command SIGSTOPped then continued, sometimes past the TTL;
-//! holders and waiters SIGKILLed; Redis restarted empty, with or without `lock init`; on
+//! (a holder's `tractatus` or its command, or a waiter, SIGSTOPped then continued, sometimes
+//! past the TTL; holders and waiters SIGKILLed; Redis restarted empty, with or without `lock init`; on
 //! Redlock a master paused past the TTL) while workers on four "hosts" loop `lock run` on one
 //! lock. Every holder's command appends "<token> <ns since epoch> <pid> <n>" lines to one log;
 //! the checker proves that the holding intervals [first line, last line] of distinct tokens
@@ -223,11 +223,10 @@ fn worker(
         drop(g);
         let stderr = reader.join().unwrap_or_default();
         let mut t = tally.lock().unwrap();
-        if !matches!(what.as_str(), "0" | "75" | "76") && !what.starts_with("signal") {
-            if t.odd.len() < 8 {
-                let line = stderr.lines().last().unwrap_or("").to_owned();
-                t.odd.push(format!("{what}: {line}"));
-            }
+        let odd = !matches!(what.as_str(), "0" | "75" | "76") && !what.starts_with("signal");
+        if odd && t.odd.len() < 8 {
+            let line = stderr.lines().last().unwrap_or("").to_owned();
+            t.odd.push(format!("{what}: {line}"));
         }
         *t.exits.entry(what).or_default() += 1;
     }
@@ -313,6 +312,7 @@ impl Nemesis {
                 "stop-both",
                 "kill-holder",
                 "kill-waiter",
+                "stop-waiter",
             ],
             Mode::OneRedis => &[
                 "stop-tractatus",
@@ -323,6 +323,7 @@ impl Nemesis {
                 "stop-both",
                 "kill-holder",
                 "kill-waiter",
+                "stop-waiter",
                 "restart",
                 "restart+init",
             ],
@@ -334,6 +335,7 @@ impl Nemesis {
                 "stop-both",
                 "kill-holder",
                 "kill-waiter",
+                "stop-waiter",
                 "restart",
                 "restart+init",
                 "pause-master",
@@ -344,9 +346,10 @@ impl Nemesis {
         // Sometimes shorter than the TTL (1 s), sometimes well past it.
         let pause = self.rng.millis(200, 2600);
         match kind {
-            "stop-tractatus" | "stop-command" | "stop-both" => {
+            // A waiter stopped may be one whose grant has just landed, before its command starts.
+            "stop-tractatus" | "stop-command" | "stop-both" | "stop-waiter" => {
                 let (tr, cm) = (kind != "stop-command", kind != "stop-tractatus");
-                let got = self.with_victim(true, |p, c| {
+                let got = self.with_victim(kind != "stop-waiter", |p, c| {
                     if cm {
                         c.map(|c| signal_child(p, c, Signal::SIGSTOP));
                     }

@@ -363,7 +363,7 @@ impl Nemesis {
                     let from = now_ns();
                     std::thread::sleep(pause);
                     self.cont(p, c);
-                    if tr {
+                    if tr && kind != "stop-waiter" {
                         self.tally.lock().unwrap().stops.push((from, now_ns()));
                     }
                     self.note("cont", format!("tractatus {p}"));

@@ -393,7 +393,11 @@ impl Nemesis {
                         tractatus(&self.repo).args(["--redis", &url, "lock", "init"]),
                         Duration::from_secs(20),
                     );
-                    assert_eq!(r.code, 0, "lock init: {}", r.stderr);
+                    // Under load it may fail (an availability fact, not a safety one): noted.
+                    if r.code != 0 {
+                        let why = r.stderr.trim().to_owned();
+                        self.note("init-failed", format!("exit {}: {why}", r.code));
+                    }
                 }
                 self.note(kind, format!("server {i} (port {port})"));
             }

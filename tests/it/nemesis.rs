@@ -139,7 +139,8 @@ struct Tally {
     faults: BTreeMap<&'static str, usize>,
     /// "+ms kind detail", for the evidence when a check fails.
     events: Vec<String>,
-    /// One stderr line per odd exit code (not 0, 75, 76 or a signal), the first few.
+    /// One stderr line per odd exit code (not 0, 75, 76 or a signal), with how long the run
+    /// took, the first few.
     odd: Vec<String>,
     /// When a holder's `tractatus` was stopped, and for how long (ns since epoch), to count
     /// the holders that started while it was: the faults that bit.
@@ -220,13 +221,15 @@ fn worker(
             },
             None => format!("still running after {RUN_LIMIT:?}"),
         };
+        let took = start.elapsed();
         drop(g);
         let stderr = reader.join().unwrap_or_default();
         let mut t = tally.lock().unwrap();
         let odd = !matches!(what.as_str(), "0" | "75" | "76") && !what.starts_with("signal");
         if odd && t.odd.len() < 8 {
             let line = stderr.lines().last().unwrap_or("").to_owned();
-            t.odd.push(format!("{what}: {line}"));
+            t.odd
+                .push(format!("{what} after {took:.2?} (--wait 5s): {line}"));
         }
         *t.exits.entry(what).or_default() += 1;
     }

@@ -12,6 +12,7 @@ mod faults;
 mod group;
 mod guard_deadline;
 mod lock_run;
+mod nemesis;
 mod nested;
 mod operate;
 mod props;

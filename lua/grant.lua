@@ -72,6 +72,13 @@
 --     server that was ever promoted waits one quarantine at its first grant too;
 --   - otherwise (a restart with or without data, a slot migrated into a never-promoted
 --     server): stamp the current replid, and the restart rules above apply.
+-- Longest quarantine. Each client sends its own quarantine (ARGV[11]); the stamp keeps the
+-- longest one any client sent in this slot (field `quarantine`, raised by the first grant attempt
+-- that brings a longer one, replicated with the leases), and both rules use the longer of the two.
+-- So a promoted replica holds a slot for the longest quarantine a client of the old master asked
+-- for, whoever comes first after the promotion. A server that restarted empty lost the stamp
+-- too: there each client's own quarantine counts, and configuring it at least the longest TTL
+-- of every client stays the operator's job (`ttl` above `quarantine` is refused client-side).
 -- A held lease is refused as always and needs no check: the hot path gains one INFO call when
 -- the lease is free, and one HSET per slot and replication id.
 -- What Redis 7.0.15 does, measured (tests/it/failover.rs exercises the promotions):
@@ -130,42 +137,68 @@ end
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return {1, tonumber(redis.call('HGET', KEYS[3], 'token'))}
 end
+-- A waiter takes (or keeps) its place in line even when refused for a quarantine, so the queue,
+-- not the race of the retries, decides who goes first once the quarantine ends.
+-- (A key's expiry is only ever pushed later: one waiter's registration must not cut another's
+-- longer one short.)
+local function extend(key, ms)
+  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
+end
+local me = ARGV[8]
+local lasts = tonumber(ARGV[9])
+-- Register (or renew) this waiter for `ms`.
+local function register(ms)
+  if me == '' then return end
+  redis.call('ZADD', KEYS[4], now + ms, me)
+  redis.call('ZADD', KEYS[7], ARGV[13], me)
+  if redis.call('HEXISTS', KEYS[8], me) == 0 then
+    redis.call('HSET', KEYS[8], me, ARGV[3] .. '\t' .. ARGV[4] .. '\t' .. ARGV[5] .. '\t' .. now)
+  end
+  for _, k in ipairs({KEYS[4], KEYS[7], KEYS[8]}) do extend(k, ms) end
+end
+-- Refused for a quarantine of `left` ms: the waiter does not ask again before it ends, so its
+-- place lasts until then and one registration more (a waiter that dies meanwhile holds the
+-- line up for one registration after the quarantine, as any dead waiter does).
+local function quarantined(left)
+  register(left + lasts)
+  return {2, left}
+end
+-- The longest quarantine any client asked for in this slot, kept in the stamp (KEYS[9]) so that
+-- a client configured with a short one cannot cut a quarantine short for clients with long
+-- TTLs; see "Longest quarantine".
+local function longest(stored)
+  return math.max(quarantine, tonumber(stored or '0') or 0)
+end
 if not known and quarantine > 0 then
+  quarantine = longest(redis.call('HGET', KEYS[9], 'quarantine'))
   if not marked() then
     local left = quarantine - (uptime - 1) * 1000
     if left > 0 then
-      return {2, left}
+      return quarantined(left)
     end
   end
 end
 if quarantine > 0 and redis.call('EXISTS', KEYS[1]) == 0 then
-  local stamp = redis.call('HMGET', KEYS[9], 'replid', 'until')
+  local stamp = redis.call('HMGET', KEYS[9], 'replid', 'until', 'quarantine')
+  if quarantine > (tonumber(stamp[3] or '0') or 0) then
+    redis.call('HSET', KEYS[9], 'quarantine', quarantine)
+  end
+  quarantine = longest(stamp[3])
   local until_ms = tonumber(stamp[2] or '0') or 0
   if until_ms > now then
-    return {2, until_ms - now}
+    return quarantined(until_ms - now)
   end
   if not replid then replication() end
   if stamp[1] ~= replid then
     if second >= 0 then
       redis.call('HSET', KEYS[9], 'replid', replid, 'until', now + quarantine)
-      return {2, quarantine}
+      return quarantined(quarantine)
     end
     redis.call('HSET', KEYS[9], 'replid', replid, 'until', 0)
   end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
-local me = ARGV[8]
-if me ~= '' then
-  local lasts = tonumber(ARGV[9])
-  redis.call('ZADD', KEYS[4], now + lasts, me)
-  redis.call('ZADD', KEYS[7], ARGV[13], me)
-  redis.call('PEXPIRE', KEYS[4], lasts)
-  redis.call('PEXPIRE', KEYS[7], lasts)
-  if redis.call('HEXISTS', KEYS[8], me) == 0 then
-    redis.call('HSET', KEYS[8], me, ARGV[3] .. '\t' .. ARGV[4] .. '\t' .. ARGV[5] .. '\t' .. now)
-  end
-  redis.call('PEXPIRE', KEYS[8], lasts)
-end
+register(lasts)
 -- The head of the queue among live waiters: lapsed ones ahead of it are dropped.
 local head, head_until
 while true do

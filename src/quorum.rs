@@ -8,7 +8,8 @@
 //! have landed).
 //!
 //! # Fencing tokens across masters
-//! Each node mints with `INCR` inside its grant script. The token handed out is the highest
+//! Each node mints max(counter + 1, its clock `TIME` in microseconds) inside its grant script
+//! (`lua/grant.lua`) and stores it as its counter. The token handed out is the highest
 //! counter among the granting majority `M`. Before handing it out, every node of `M` whose
 //! counter is below it is raised to it (`lua/raise.lua`), and that raise is awaited; when a
 //! raise fails, the attempt fails (released everywhere, retried like a split vote). The nodes
@@ -19,7 +20,7 @@
 //! `M_A`. Every node of `M_A` has counter >= `t` before A's lease there ends (the raise is
 //! awaited before A uses `t`). A later holder B is granted on a majority `M_B`; `M_A` and `M_B`
 //! share a node X (two majorities of N always intersect), and B's grant on X can only happen once
-//! A's lease on X is gone, so X's `INCR` yields at least `t + 1`, and B's token (the maximum over
+//! A's lease on X is gone, so X mints at least its counter + 1, that is `t + 1` or more, and B's token (the maximum over
 //! `M_B`) is above `t`.
 //!
 //! # When nodes forget

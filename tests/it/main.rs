@@ -8,6 +8,7 @@ mod cluster;
 mod failover;
 mod fair;
 mod faults;
+mod grant_faults;
 mod group;
 mod guard_deadline;
 mod lock_run;

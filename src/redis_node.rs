@@ -259,6 +259,7 @@ impl Node for RedisNode {
                     .key(&keys.waiters)
                     .key(&keys.queue)
                     .key(&keys.fence)
+                    .key(&keys.ended)
                     .arg(owner)
                     .arg(&keys.channel)
                     .arg(log_cap)

@@ -85,9 +85,11 @@ fn a_promoted_replica_holds_a_slot_for_the_longest_quarantine_any_client_asked_f
     assert_eq!(r.code, 0, "{}", r.stderr);
     // The grant's writes (the stamp with them) reached the replica.
     let fence = repo.keys("q").fence;
-    wait_until(Duration::from_secs(10), "the replica has q's counter", || {
-        replica.cmd(&["GET", &fence]) == master.cmd(&["GET", &fence])
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the replica has q's counter",
+        || replica.cmd(&["GET", &fence]) == master.cmd(&["GET", &fence]),
+    );
     assert_eq!(replica.cmd(&["REPLICAOF", "NO", "ONE"]), "OK");
     // The first client after the promotion has a short one: the slot still waits 6 s.
     let promoted = Instant::now();
@@ -98,4 +100,65 @@ fn a_promoted_replica_holds_a_slot_for_the_longest_quarantine_any_client_asked_f
         waited >= Duration::from_secs(6),
         "the short quarantine cut the long one short: granted after {waited:?}"
     );
+}
+
+/// The release request exactly as the library sends it (`src/redis_node.rs`), sent once more:
+/// what a cluster connection's resend does. Its reply.
+fn release_again(
+    redis: &RedisServer,
+    keys: &tractatus_lock::keys::LockKeys,
+    owner: &str,
+) -> String {
+    let script = include_str!("../../lua/release.lua");
+    redis.cmd(&[
+        "EVAL",
+        script,
+        "7",
+        &keys.lease,
+        &keys.holder,
+        &keys.log,
+        &keys.waiters,
+        &keys.queue,
+        &keys.fence,
+        &keys.ended,
+        owner,
+        &keys.channel,
+        "100",
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_sent_twice_succeeds_twice_and_one_after_another_holder_took_it_is_not_ours() {
+    use tractatus_lock::{Config, Coordinator, Identity, config::parse_nodes, keys::LockKeys};
+    let redis = RedisServer::start();
+    let mut config = Config::new(parse_nodes(&[redis.url()]).unwrap());
+    config.namespace = "twice".into();
+    let c = Coordinator::connect(config, Identity::current("t"))
+        .await
+        .unwrap();
+    let keys = LockKeys::new("twice", "R");
+
+    let lease = c.try_acquire("R").await.unwrap();
+    let owner = redis.cmd(&["GET", &keys.lease]);
+    lease.release().await.unwrap();
+    assert_eq!(
+        release_again(&redis, &keys, &owner),
+        "1",
+        "the resent release said the lease was not ours"
+    );
+
+    // A lease that ran out (as if expired: removed) and was taken by another holder.
+    let lease = c.try_acquire("R").await.unwrap();
+    let first = redis.cmd(&["GET", &keys.lease]);
+    redis.cmd(&["DEL", &keys.lease]);
+    let other = c.try_acquire("R").await.unwrap();
+    assert_eq!(release_again(&redis, &keys, &first), "0");
+    let err = lease.release().await.unwrap_err();
+    assert!(err.is_lease_lost(), "{err}");
+    assert_ne!(
+        redis.cmd(&["GET", &keys.lease]),
+        "(nil)",
+        "the other's lease was ended"
+    );
+    other.release().await.unwrap();
 }

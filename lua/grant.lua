@@ -9,8 +9,8 @@
 --                  "<run_id>:<master_replid>" of the server run that `lock init` marked as
 --                  brand-new (read only when the restart quarantine may apply)
 -- KEYS[7] queue    sorted set: waiter id -> place in line (ARGV[13]); lowest first
--- KEYS[8] waiting  hash: waiter id -> "session<TAB>host<TAB>pid<TAB>queued since (ms)", for
---                  `lock status`
+-- KEYS[8] waiting  hash: waiter id -> "session<TAB>host<TAB>pid<TAB>queued since (ms)<TAB>pid
+--                  start<TAB>pid namespace", for `lock status` and to tell a dead waiter
 -- KEYS[9] epoch    hash in this lock's hash slot, shared by the locks of the slot: `replid`, the
 --                  replication id the slot last granted under, and `until`, the end (ms, Redis
 --                  clock) of a failover quarantine; see "Failover quarantine"
@@ -31,7 +31,9 @@
 --          joining the lease presents the secret (lua/join.lua); the secret is never sent here
 -- Reply: granted     {1, token}
 --        refused     {0, pttl_ms, holder field, value, field, value, ...}
---                    or, free but another waiter is first in line, {0, ms its place lasts}
+--                    or, free but another waiter is first in line, {0, ms its place lasts};
+--                    either followed by "head:owner", the first waiter's id, "head:host", ...
+--                    when another waiter is first in line
 --        quarantined {2, ms until this node grants again}
 --
 -- Tokens: a hybrid logical clock. Each grant mints max(counter + 1, clock), the clock being
@@ -94,6 +96,9 @@
 -- when nobody waits). A waiter whose registration lapsed (it died, or stopped asking) is dropped
 -- when it reaches the head, so a dead waiter holds the line up for one registration at most; a
 -- live one that lapsed comes back at its old place with its next attempt, as its score is fixed.
+-- A refusal names the first in line (`head:` fields); a waiter on the same host, pid namespace
+-- and boot id that finds its process gone takes it out of the line at once (src/acquire.rs), so
+-- a waiter killed while queued does not hold the next one up for its registration.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
@@ -152,7 +157,8 @@ local function register(ms)
   redis.call('ZADD', KEYS[4], now + ms, me)
   redis.call('ZADD', KEYS[7], ARGV[13], me)
   if redis.call('HEXISTS', KEYS[8], me) == 0 then
-    redis.call('HSET', KEYS[8], me, ARGV[3] .. '\t' .. ARGV[4] .. '\t' .. ARGV[5] .. '\t' .. now)
+    redis.call('HSET', KEYS[8], me, ARGV[3] .. '\t' .. ARGV[4] .. '\t' .. ARGV[5] .. '\t' .. now
+      .. '\t' .. ARGV[6] .. '\t' .. ARGV[12])
   end
   for _, k in ipairs({KEYS[4], KEYS[7], KEYS[8]}) do extend(k, ms) end
 end
@@ -210,15 +216,34 @@ while true do
   redis.call('HDEL', KEYS[8], head)
 end
 
+-- A refusal names the waiter first in line when it is another one, as `head:` fields after the
+-- holder's: a waiter on its host whose process is gone is taken out of the line at once by the
+-- next one (see "Fairness").
+local function with_head(reply)
+  if not head or head == me then return reply end
+  local who = redis.call('HGET', KEYS[8], head)
+  if not who then return reply end
+  local f = {}
+  for part in string.gmatch(who .. '\t', '([^\t]*)\t') do f[#f + 1] = part end
+  local names = {'session', 'host', 'pid', 'since', 'pid_start', 'pid_ns'}
+  reply[#reply + 1] = 'head:owner'
+  reply[#reply + 1] = head
+  for i, name in ipairs(names) do
+    reply[#reply + 1] = 'head:' .. name
+    reply[#reply + 1] = f[i] or ''
+  end
+  return reply
+end
+
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local reply = {0, redis.call('PTTL', KEYS[1])}
   local fields = redis.call('HGETALL', KEYS[3])
   for i = 1, #fields do reply[#reply + 1] = fields[i] end
-  return reply
+  return with_head(reply)
 end
 
 if head and head ~= me then
-  return {0, math.max(1, tonumber(head_until) - now)}
+  return with_head({0, math.max(1, tonumber(head_until) - now)})
 end
 
 -- A holder hash without a lease: the previous holder never released; its lease expired.

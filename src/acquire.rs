@@ -98,6 +98,11 @@ impl Coordinator {
         let queue_me = !opts.wait.is_zero();
         let place = epoch_micros();
         let mut give_up = GiveUp::new(self, &keys, &waiter_id);
+        // The waiter first in line as the last refusal named it, and the ones we took out of
+        // the line because their process is gone (each once: a node that cannot be told must
+        // not make us spin).
+        let mut head: Option<HolderInfo> = None;
+        let mut removed: Vec<String> = Vec::new();
         loop {
             let secret = crate::join::new_secret();
             let req = GrantRequest {
@@ -162,7 +167,26 @@ impl Coordinator {
                     wake.lost_all();
                     (reconnect.next().unwrap_or(RECONNECT_MAX), false)
                 }
-                Attempt::Held { pttl, holder } => {
+                Attempt::Held {
+                    pttl,
+                    holder,
+                    head: first,
+                } => {
+                    head = first;
+                    if let Some(w) = &head
+                        && w.owner != waiter_id
+                        && !removed.contains(&w.owner)
+                        && w.is_gone_from(&self.inner.identity)
+                    {
+                        // A waiter on this host killed while queued: out of the line now, not
+                        // when its registration lapses. While the lease is held, that is all;
+                        // when it is free, we may be next.
+                        removed.push(w.owner.clone());
+                        quorum.leave(&keys, &w.owner).await;
+                        if holder.as_ref().is_none_or(|h| h.owner.is_empty()) {
+                            continue;
+                        }
+                    }
                     if let Some(h) = &holder
                         && h.is_gone_from(&self.inner.identity)
                         && self.evict(quorum, &keys, &h.owner, "takeover").await > 0
@@ -235,8 +259,14 @@ impl Coordinator {
                 let sleep_on = tokio::select! {
                     got = wake.streams.next(), if wake_early && !wake.streams.is_empty() => {
                         match got {
-                            // Another waiter is first in line: it tries, we sleep on.
-                            Some(Some(who)) if who != WAKE_ALL && who != waiter_id => true,
+                            // Another waiter is first in line: it tries, we sleep on, unless it
+                            // is one on this host whose process is gone: then we try at once
+                            // (and take it out of the line).
+                            Some(Some(who)) if who != WAKE_ALL && who != waiter_id => {
+                                !head.as_ref().is_some_and(|w| {
+                                    w.owner == who && w.is_gone_from(&self.inner.identity)
+                                })
+                            }
                             Some(Some(_)) => {
                                 calls += 1;
                                 calls < quorum.needed().min(wake.live)

@@ -96,6 +96,8 @@ pub(crate) enum Attempt {
         pttl: Duration,
         /// The holder, when a node said.
         holder: Option<HolderInfo>,
+        /// The waiter first in line, when a node named one other than us.
+        head: Option<HolderInfo>,
     },
     /// Too many nodes are in their restart quarantine for a majority; our votes were
     /// released. Retry once the first of them is out.
@@ -183,12 +185,20 @@ impl<N: Node + ?Sized> Quorum<N> {
 
         let mut granted: Vec<(usize, u64)> = Vec::new();
         let mut refused: Vec<(Duration, HolderInfo)> = Vec::new();
+        let mut head: Option<HolderInfo> = None;
         let mut causes: Vec<(String, String)> = Vec::new();
         let mut quarantined: Vec<Duration> = Vec::new();
         while let Some((i, reply)) = pending.next().await {
             match reply {
                 Ok(GrantReply::Granted { token }) => granted.push((i, token)),
-                Ok(GrantReply::Refused { pttl, holder }) => refused.push((pttl, holder)),
+                Ok(GrantReply::Refused {
+                    pttl,
+                    holder,
+                    head: h,
+                }) => {
+                    head = head.or(h);
+                    refused.push((pttl, holder));
+                }
                 Ok(GrantReply::Quarantined { left }) => quarantined.push(left),
                 Err(e) => causes.push((self.nodes[i].label(), e.cause)),
             }
@@ -237,7 +247,7 @@ impl<N: Node + ?Sized> Quorum<N> {
             }
         } else if refused.len() >= need {
             let pttl = refused.iter().map(|r| r.0).min().unwrap_or_default();
-            Attempt::Held { pttl, holder }
+            Attempt::Held { pttl, holder, head }
         } else if quarantined.len() > n.saturating_sub(need) {
             // The quarantined masters alone leave no majority: nothing to do until one is out.
             Attempt::Quarantined {
@@ -256,7 +266,7 @@ impl<N: Node + ?Sized> Quorum<N> {
                 .chain(quarantined.iter().copied())
                 .min()
                 .unwrap_or_default();
-            Attempt::Held { pttl, holder }
+            Attempt::Held { pttl, holder, head }
         } else {
             Attempt::Split { holder }
         }
@@ -555,6 +565,7 @@ mod tests {
                             owner: owner.clone(),
                             ..Default::default()
                         },
+                        head: None,
                     });
                 }
                 *lease = Some(req.owner.clone());
@@ -737,7 +748,7 @@ mod tests {
             *n.lease.lock().unwrap() = Some("other".into());
         }
         let got = q.grant(&request("a", Duration::from_secs(10))).await;
-        let Attempt::Held { pttl, holder } = got else {
+        let Attempt::Held { pttl, holder, .. } = got else {
             panic!("{got:?}")
         };
         assert_eq!(pttl, Duration::from_millis(500));
@@ -831,7 +842,7 @@ mod tests {
         nodes[2].set(Mode::Quarantined(Duration::from_secs(10)));
         let got = q.grant(&request("c", Duration::from_secs(10))).await;
         // Its release (an event) or its lease's end comes first, not the whole quarantine.
-        let Attempt::Held { pttl, holder } = got else {
+        let Attempt::Held { pttl, holder, .. } = got else {
             panic!("{got:?}")
         };
         assert_eq!(

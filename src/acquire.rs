@@ -126,7 +126,10 @@ impl Coordinator {
             wake.drain();
             give_up.attempting(&req);
             let attempt = quorum.grant(&req).await;
-            give_up.answered();
+            give_up.answered(matches!(
+                attempt,
+                Attempt::Unavailable { .. } | Attempt::Split { .. }
+            ));
             if !matches!(attempt, Attempt::Unavailable { .. }) {
                 unreachable = None;
                 reconnect = reconnect_backoff();
@@ -186,6 +189,15 @@ impl Coordinator {
                         if holder.as_ref().is_none_or(|h| h.owner.is_empty()) {
                             continue;
                         }
+                    }
+                    if let Some(h) = &holder
+                        && give_up.abandoned(&h.owner)
+                    {
+                        // A grant of an attempt of ours that was given up (a node answered too
+                        // late) landed after its release: end it, rather than wait out our own
+                        // orphan's TTL.
+                        quorum.release(&keys, &h.owner, cfg.log_cap).await;
+                        continue;
                     }
                     if let Some(h) = &holder
                         && h.is_gone_from(&self.inner.identity)
@@ -314,6 +326,11 @@ impl Coordinator {
 /// the line, and end the lease the attempt in flight may have been granted, so that neither a
 /// place left in line nor an orphan lease holds the next waiter up. From the runtime kept at
 /// the start, in a task: a drop cannot await.
+///
+/// It also keeps the owners of the attempts that failed with a node silent or split (their
+/// release may have reached a node before their grant, which then lands late and leaves an
+/// orphan lease, up to one TTL): a refusal naming one of them is ended at once by the wait
+/// (see [`GiveUp::abandoned`]), and whatever wait ends releases them once more, from the runtime.
 struct GiveUp {
     coordinator: Coordinator,
     keys: LockKeys,
@@ -321,8 +338,14 @@ struct GiveUp {
     /// The owner id of the attempt in flight, until it is answered.
     owner: Option<String>,
     queued: bool,
+    /// Owners of failed attempts whose grant may still land (the last [`ABANDONED_KEPT`]).
+    failed: Vec<String>,
     runtime: Option<tokio::runtime::Handle>,
 }
+
+/// How many failed attempts' owners a wait keeps (a wait against a silent node fails a few
+/// times a second; the oldest are forgotten first, and their orphans, if any, last one TTL).
+const ABANDONED_KEPT: usize = 64;
 
 impl GiveUp {
     fn new(coordinator: &Coordinator, keys: &LockKeys, waiter: &str) -> Self {
@@ -332,6 +355,7 @@ impl GiveUp {
             waiter: waiter.to_owned(),
             owner: None,
             queued: false,
+            failed: Vec::new(),
             runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
@@ -341,13 +365,30 @@ impl GiveUp {
         self.queued |= req.waiter.is_some();
     }
 
-    fn answered(&mut self) {
-        self.owner = None;
+    /// The attempt in flight was answered; `failed` when it failed with a node silent or the
+    /// votes split, so that a grant of it may still land somewhere.
+    fn answered(&mut self, failed: bool) {
+        if let Some(owner) = self.owner.take()
+            && failed
+        {
+            if self.failed.len() >= ABANDONED_KEPT {
+                self.failed.remove(0);
+            }
+            self.failed.push(owner);
+        }
     }
 
-    /// The wait ends by itself (granted, or given up and already out of line).
+    /// True (once) when `owner` is one of our failed attempts: its grant landed late.
+    fn abandoned(&mut self, owner: &str) -> bool {
+        let at = self.failed.iter().position(|o| o == owner);
+        at.map(|i| self.failed.remove(i)).is_some()
+    }
+
+    /// The wait ends by itself (granted, or given up and already out of line): only the failed
+    /// attempts are still released on drop.
     fn disarm(&mut self) {
-        self.runtime = None;
+        self.owner = None;
+        self.queued = false;
     }
 }
 
@@ -356,7 +397,7 @@ impl Drop for GiveUp {
         let Some(rt) = self.runtime.take() else {
             return;
         };
-        if self.owner.is_none() && !self.queued {
+        if self.owner.is_none() && !self.queued && self.failed.is_empty() {
             return;
         }
         let (c, keys, waiter) = (
@@ -364,10 +405,12 @@ impl Drop for GiveUp {
             self.keys.clone(),
             self.waiter.clone(),
         );
-        let (owner, queued) = (self.owner.take(), self.queued);
+        let mut owners = std::mem::take(&mut self.failed);
+        owners.extend(self.owner.take());
+        let queued = self.queued;
         rt.spawn(async move {
             if let Backend::Redis(q) = &c.inner.backend {
-                if let Some(owner) = owner {
+                for owner in owners {
                     q.release(&keys, &owner, c.inner.config.log_cap).await;
                 }
                 if queued {

@@ -162,3 +162,47 @@ async fn a_release_sent_twice_succeeds_twice_and_one_after_another_holder_took_i
     );
     other.release().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_that_lands_after_its_attempt_failed_is_ended_at_once_not_after_its_ttl() {
+    use tractatus_lock::{AcquireOptions, Config, Coordinator, Identity, config::parse_nodes};
+    let redis = RedisServer::start();
+    let mut config = Config::new(parse_nodes(&[redis.url()]).unwrap());
+    config.namespace = "late".into();
+    config.ttl = Duration::from_secs(20);
+    config.quarantine = Duration::from_secs(20);
+    config.node_timeout = Duration::from_millis(300);
+    config.connect_timeout = Duration::from_millis(300);
+    let c = Coordinator::connect(config, Identity::current("t"))
+        .await
+        .unwrap();
+    // The connection is up: the first attempt's grant goes out on it and waits in the
+    // stopped server's socket, and lands when it goes on, after the attempt was given up.
+    c.try_acquire("warm")
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
+    redis.pause();
+    let wait = tokio::spawn({
+        let c = c.clone();
+        async move {
+            c.acquire("L", &AcquireOptions::wait(Duration::from_secs(10)))
+                .await
+        }
+    });
+    // Longer than the node timeout: the attempt in flight fails and is released (which cannot
+    // reach the stopped server), and more attempts fail to connect.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    redis.resume();
+    let resumed = Instant::now();
+    let lease = wait.await.unwrap().unwrap();
+    let took = resumed.elapsed();
+    println!("granted {took:?} after the server went on");
+    assert!(
+        took < Duration::from_secs(3),
+        "the late grant of our own failed attempt held the lock for {took:?}"
+    );
+    lease.release().await.unwrap();
+}

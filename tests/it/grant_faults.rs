@@ -206,3 +206,35 @@ async fn a_grant_that_lands_after_its_attempt_failed_is_ended_at_once_not_after_
     );
     lease.release().await.unwrap();
 }
+
+#[test]
+fn a_new_process_rides_out_a_redis_that_answers_late_within_its_wait() {
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    // Stopped longer than the connect timeout (1 s) and the node timeout, shorter than the wait.
+    redis.pause();
+    let child = tractatus(&repo.path())
+        .env("TRACTATUS_REDIS", redis.url())
+        .args([
+            "--wait", "10s", "lock", "run", "--name", "late", "--", "true",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Guard(child);
+    // The pause is the input, not a condition to await.
+    std::thread::sleep(Duration::from_millis(2000));
+    let early = child.0.try_wait().unwrap();
+    redis.resume();
+    let code = child.wait_code(Duration::from_secs(15));
+    let mut err = String::new();
+    if let Some(mut e) = child.0.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    assert!(
+        early.is_none(),
+        "gave up while the server was stopped: {err}"
+    );
+    assert_eq!(code, Some(0), "{err}");
+}

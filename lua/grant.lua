@@ -74,6 +74,20 @@
 --     server that was ever promoted waits one quarantine at its first grant too;
 --   - otherwise (a restart with or without data, a slot migrated into a never-promoted
 --     server): stamp the current replid, and the restart rules above apply.
+-- A promoted replica that restarts before its first grant in a slot (issue 19, reviewed):
+--   - without its data: the counter is gone, so the restart quarantine holds every lock of the
+--     slot until its uptime reaches the quarantine; the restart came after the promotion, so
+--     every lease the old master granted has expired by then. Safe (unless an operator runs
+--     `lock init` on it, which is for brand-new servers only).
+--   - with its data (RDB/AOF), when it had no replica of its own: Redis 7.0.15 restarts it with
+--     a new replid and second_repl_offset -1 (measured), so it reads as a plain restart; the
+--     stamp still names the old master's replid, is re-stamped, and a lock whose counter came
+--     through replication is granted at once. A lease the old master granted just before the
+--     promotion and never replicated can then still be running if restart and reload took less
+--     than one TTL: a gap that nothing in the slot records (no grant happened in it since the
+--     promotion). Closing it means quarantining, on a restart with data, the first grant of
+--     every slot whose stamp names another replid until the uptime reaches the quarantine, which
+--     also holds up a plain master's restart with AOF; that trade is left to a decision.
 -- Longest quarantine. Each client sends its own quarantine (ARGV[11]); the stamp keeps the
 -- longest one any client sent in this slot (field `quarantine`, raised by the first grant attempt
 -- that brings a longer one, replicated with the leases), and both rules use the longer of the two.

@@ -1,7 +1,9 @@
 //! The acquire/wait loop: try the quorum, and while the lock is held wait in line (a queue every
 //! node orders alike, kept with a heartbeat; see `lua/grant.lua`) for a release that names us
 //! (pub/sub), the holder's TTL, or a short jitter after a split vote; take over a holder on
-//! this host whose process is gone; wait out a restart quarantine; ride out a coordinator that
+//! this host whose process is gone, and take a waiter ahead of us on this host whose process is
+//! gone out of the line; end a late grant of one of our own failed attempts; wait out a restart
+//! quarantine (keeping our place in line); ride out a coordinator that
 //! stops answering (reconnect, resubscribe) until the wait runs out; leave the waiter set when
 //! giving up.
 
@@ -101,7 +103,7 @@ impl Coordinator {
         // The waiter first in line as the last refusal named it, and the ones we took out of
         // the line because their process is gone (each once: a node that cannot be told must
         // not make us spin).
-        let mut head: Option<HolderInfo> = None;
+        let mut head: Option<Box<HolderInfo>> = None;
         let mut removed: Vec<String> = Vec::new();
         loop {
             let secret = crate::join::new_secret();

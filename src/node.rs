@@ -63,7 +63,7 @@ pub enum GrantReply {
         /// The waiter first in line, when it is another one: its id as `owner`, and who it is
         /// (session, host, pid, pid start, pid namespace), so that a waiter on its host can
         /// tell that it died (see `lua/grant.lua`).
-        head: Option<HolderInfo>,
+        head: Option<Box<HolderInfo>>,
     },
 }
 

@@ -97,7 +97,7 @@ pub(crate) enum Attempt {
         /// The holder, when a node said.
         holder: Option<HolderInfo>,
         /// The waiter first in line, when a node named one other than us.
-        head: Option<HolderInfo>,
+        head: Option<Box<HolderInfo>>,
     },
     /// Too many nodes are in their restart quarantine for a majority; our votes were
     /// released. Retry once the first of them is out.
@@ -185,7 +185,7 @@ impl<N: Node + ?Sized> Quorum<N> {
 
         let mut granted: Vec<(usize, u64)> = Vec::new();
         let mut refused: Vec<(Duration, HolderInfo)> = Vec::new();
-        let mut head: Option<HolderInfo> = None;
+        let mut head: Option<Box<HolderInfo>> = None;
         let mut causes: Vec<(String, String)> = Vec::new();
         let mut quarantined: Vec<Duration> = Vec::new();
         while let Some((i, reply)) = pending.next().await {

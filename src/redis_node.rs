@@ -454,7 +454,7 @@ fn parse_grant(v: Value) -> Option<GrantReply> {
                     .into_iter()
                     .map(|(k, v)| (k[HEAD.len()..].to_owned(), v))
                     .collect();
-                HolderInfo::from_fields(&fields)
+                Box::new(HolderInfo::from_fields(&fields))
             });
             Some(GrantReply::Refused {
                 pttl: Duration::from_millis(u64::try_from(pttl).unwrap_or(0)),

@@ -9,8 +9,8 @@
 --                  "<run_id>:<master_replid>" of the server run that `lock init` marked as
 --                  brand-new (read only when the restart quarantine may apply)
 -- KEYS[7] queue    sorted set: waiter id -> place in line (ARGV[13]); lowest first
--- KEYS[8] waiting  hash: waiter id -> "session<TAB>host<TAB>pid<TAB>queued since (ms)", for
---                  `lock status`
+-- KEYS[8] waiting  hash: waiter id -> "session<TAB>host<TAB>pid<TAB>queued since (ms)<TAB>pid
+--                  start<TAB>pid namespace", for `lock status` and to tell a dead waiter
 -- KEYS[9] epoch    hash in this lock's hash slot, shared by the locks of the slot: `replid`, the
 --                  replication id the slot last granted under, and `until`, the end (ms, Redis
 --                  clock) of a failover quarantine; see "Failover quarantine"
@@ -31,7 +31,9 @@
 --          joining the lease presents the secret (lua/join.lua); the secret is never sent here
 -- Reply: granted     {1, token}
 --        refused     {0, pttl_ms, holder field, value, field, value, ...}
---                    or, free but another waiter is first in line, {0, ms its place lasts}
+--                    or, free but another waiter is first in line, {0, ms its place lasts};
+--                    either followed by "head:owner", the first waiter's id, "head:host", ...
+--                    when another waiter is first in line
 --        quarantined {2, ms until this node grants again}
 --
 -- Tokens: a hybrid logical clock. Each grant mints max(counter + 1, clock), the clock being
@@ -72,6 +74,27 @@
 --     server that was ever promoted waits one quarantine at its first grant too;
 --   - otherwise (a restart with or without data, a slot migrated into a never-promoted
 --     server): stamp the current replid, and the restart rules above apply.
+-- A promoted replica that restarts before its first grant in a slot (issue 19, reviewed):
+--   - without its data: the counter is gone, so the restart quarantine holds every lock of the
+--     slot until its uptime reaches the quarantine; the restart came after the promotion, so
+--     every lease the old master granted has expired by then. Safe (unless an operator runs
+--     `lock init` on it, which is for brand-new servers only).
+--   - with its data (RDB/AOF), when it had no replica of its own: Redis 7.0.15 restarts it with
+--     a new replid and second_repl_offset -1 (measured), so it reads as a plain restart; the
+--     stamp still names the old master's replid, is re-stamped, and a lock whose counter came
+--     through replication is granted at once. A lease the old master granted just before the
+--     promotion and never replicated can then still be running if restart and reload took less
+--     than one TTL: a gap that nothing in the slot records (no grant happened in it since the
+--     promotion). Closing it means quarantining, on a restart with data, the first grant of
+--     every slot whose stamp names another replid until the uptime reaches the quarantine, which
+--     also holds up a plain master's restart with AOF; that trade is left to a decision.
+-- Longest quarantine. Each client sends its own quarantine (ARGV[11]); the stamp keeps the
+-- longest one any client sent in this slot (field `quarantine`, raised by the first grant attempt
+-- that brings a longer one, replicated with the leases), and both rules use the longer of the two.
+-- So a promoted replica holds a slot for the longest quarantine a client of the old master asked
+-- for, whoever comes first after the promotion. A server that restarted empty lost the stamp
+-- too: there each client's own quarantine counts, and configuring it at least the longest TTL
+-- of every client stays the operator's job (`ttl` above `quarantine` is refused client-side).
 -- A held lease is refused as always and needs no check: the hot path gains one INFO call when
 -- the lease is free, and one HSET per slot and replication id.
 -- What Redis 7.0.15 does, measured (tests/it/failover.rs exercises the promotions):
@@ -87,6 +110,9 @@
 -- when nobody waits). A waiter whose registration lapsed (it died, or stopped asking) is dropped
 -- when it reaches the head, so a dead waiter holds the line up for one registration at most; a
 -- live one that lapsed comes back at its old place with its next attempt, as its score is fixed.
+-- A refusal names the first in line (`head:` fields); a waiter on the same host, pid namespace
+-- and boot id that finds its process gone takes it out of the line at once (src/acquire.rs), so
+-- a waiter killed while queued does not hold the next one up for its registration.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
@@ -130,42 +156,69 @@ end
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return {1, tonumber(redis.call('HGET', KEYS[3], 'token'))}
 end
+-- A waiter takes (or keeps) its place in line even when refused for a quarantine, so the queue,
+-- not the race of the retries, decides who goes first once the quarantine ends.
+-- (A key's expiry is only ever pushed later: one waiter's registration must not cut another's
+-- longer one short.)
+local function extend(key, ms)
+  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
+end
+local me = ARGV[8]
+local lasts = tonumber(ARGV[9])
+-- Register (or renew) this waiter for `ms`.
+local function register(ms)
+  if me == '' then return end
+  redis.call('ZADD', KEYS[4], now + ms, me)
+  redis.call('ZADD', KEYS[7], ARGV[13], me)
+  if redis.call('HEXISTS', KEYS[8], me) == 0 then
+    redis.call('HSET', KEYS[8], me, ARGV[3] .. '\t' .. ARGV[4] .. '\t' .. ARGV[5] .. '\t' .. now
+      .. '\t' .. ARGV[6] .. '\t' .. ARGV[12])
+  end
+  for _, k in ipairs({KEYS[4], KEYS[7], KEYS[8]}) do extend(k, ms) end
+end
+-- Refused for a quarantine of `left` ms: the waiter does not ask again before it ends, so its
+-- place lasts until then and one registration more (a waiter that dies meanwhile holds the
+-- line up for one registration after the quarantine, as any dead waiter does).
+local function quarantined(left)
+  register(left + lasts)
+  return {2, left}
+end
+-- The longest quarantine any client asked for in this slot, kept in the stamp (KEYS[9]) so that
+-- a client configured with a short one cannot cut a quarantine short for clients with long
+-- TTLs; see "Longest quarantine".
+local function longest(stored)
+  return math.max(quarantine, tonumber(stored or '0') or 0)
+end
 if not known and quarantine > 0 then
+  quarantine = longest(redis.call('HGET', KEYS[9], 'quarantine'))
   if not marked() then
     local left = quarantine - (uptime - 1) * 1000
     if left > 0 then
-      return {2, left}
+      return quarantined(left)
     end
   end
 end
 if quarantine > 0 and redis.call('EXISTS', KEYS[1]) == 0 then
-  local stamp = redis.call('HMGET', KEYS[9], 'replid', 'until')
+  local stamp = redis.call('HMGET', KEYS[9], 'replid', 'until', 'quarantine')
+  if quarantine > (tonumber(stamp[3] or '0') or 0) then
+    redis.call('HSET', KEYS[9], 'quarantine', quarantine)
+  end
+  quarantine = longest(stamp[3])
   local until_ms = tonumber(stamp[2] or '0') or 0
   if until_ms > now then
-    return {2, until_ms - now}
+    return quarantined(until_ms - now)
   end
   if not replid then replication() end
   if stamp[1] ~= replid then
     if second >= 0 then
       redis.call('HSET', KEYS[9], 'replid', replid, 'until', now + quarantine)
-      return {2, quarantine}
+      return quarantined(quarantine)
     end
     redis.call('HSET', KEYS[9], 'replid', replid, 'until', 0)
   end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
-local me = ARGV[8]
-if me ~= '' then
-  local lasts = tonumber(ARGV[9])
-  redis.call('ZADD', KEYS[4], now + lasts, me)
-  redis.call('ZADD', KEYS[7], ARGV[13], me)
-  redis.call('PEXPIRE', KEYS[4], lasts)
-  redis.call('PEXPIRE', KEYS[7], lasts)
-  if redis.call('HEXISTS', KEYS[8], me) == 0 then
-    redis.call('HSET', KEYS[8], me, ARGV[3] .. '\t' .. ARGV[4] .. '\t' .. ARGV[5] .. '\t' .. now)
-  end
-  redis.call('PEXPIRE', KEYS[8], lasts)
-end
+register(lasts)
 -- The head of the queue among live waiters: lapsed ones ahead of it are dropped.
 local head, head_until
 while true do
@@ -177,15 +230,34 @@ while true do
   redis.call('HDEL', KEYS[8], head)
 end
 
+-- A refusal names the waiter first in line when it is another one, as `head:` fields after the
+-- holder's: a waiter on its host whose process is gone is taken out of the line at once by the
+-- next one (see "Fairness").
+local function with_head(reply)
+  if not head or head == me then return reply end
+  local who = redis.call('HGET', KEYS[8], head)
+  if not who then return reply end
+  local f = {}
+  for part in string.gmatch(who .. '\t', '([^\t]*)\t') do f[#f + 1] = part end
+  local names = {'session', 'host', 'pid', 'since', 'pid_start', 'pid_ns'}
+  reply[#reply + 1] = 'head:owner'
+  reply[#reply + 1] = head
+  for i, name in ipairs(names) do
+    reply[#reply + 1] = 'head:' .. name
+    reply[#reply + 1] = f[i] or ''
+  end
+  return reply
+end
+
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local reply = {0, redis.call('PTTL', KEYS[1])}
   local fields = redis.call('HGETALL', KEYS[3])
   for i = 1, #fields do reply[#reply + 1] = fields[i] end
-  return reply
+  return with_head(reply)
 end
 
 if head and head ~= me then
-  return {0, math.max(1, tonumber(head_until) - now)}
+  return with_head({0, math.max(1, tonumber(head_until) - now)})
 end
 
 -- A holder hash without a lease: the previous holder never released; its lease expired.

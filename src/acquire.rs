@@ -1,7 +1,9 @@
 //! The acquire/wait loop: try the quorum, and while the lock is held wait in line (a queue every
 //! node orders alike, kept with a heartbeat; see `lua/grant.lua`) for a release that names us
 //! (pub/sub), the holder's TTL, or a short jitter after a split vote; take over a holder on
-//! this host whose process is gone; wait out a restart quarantine; ride out a coordinator that
+//! this host whose process is gone, and take a waiter ahead of us on this host whose process is
+//! gone out of the line; end a late grant of one of our own failed attempts; wait out a restart
+//! quarantine (keeping our place in line); ride out a coordinator that
 //! stops answering (reconnect, resubscribe) until the wait runs out; leave the waiter set when
 //! giving up.
 
@@ -98,6 +100,11 @@ impl Coordinator {
         let queue_me = !opts.wait.is_zero();
         let place = epoch_micros();
         let mut give_up = GiveUp::new(self, &keys, &waiter_id);
+        // The waiter first in line as the last refusal named it, and the ones we took out of
+        // the line because their process is gone (each once: a node that cannot be told must
+        // not make us spin).
+        let mut head: Option<Box<HolderInfo>> = None;
+        let mut removed: Vec<String> = Vec::new();
         loop {
             let secret = crate::join::new_secret();
             let req = GrantRequest {
@@ -121,7 +128,10 @@ impl Coordinator {
             wake.drain();
             give_up.attempting(&req);
             let attempt = quorum.grant(&req).await;
-            give_up.answered();
+            give_up.answered(matches!(
+                attempt,
+                Attempt::Unavailable { .. } | Attempt::Split { .. }
+            ));
             if !matches!(attempt, Attempt::Unavailable { .. }) {
                 unreachable = None;
                 reconnect = reconnect_backoff();
@@ -162,7 +172,35 @@ impl Coordinator {
                     wake.lost_all();
                     (reconnect.next().unwrap_or(RECONNECT_MAX), false)
                 }
-                Attempt::Held { pttl, holder } => {
+                Attempt::Held {
+                    pttl,
+                    holder,
+                    head: first,
+                } => {
+                    head = first;
+                    if let Some(w) = &head
+                        && w.owner != waiter_id
+                        && !removed.contains(&w.owner)
+                        && w.is_gone_from(&self.inner.identity)
+                    {
+                        // A waiter on this host killed while queued: out of the line now, not
+                        // when its registration lapses. While the lease is held, that is all;
+                        // when it is free, we may be next.
+                        removed.push(w.owner.clone());
+                        quorum.leave(&keys, &w.owner).await;
+                        if holder.as_ref().is_none_or(|h| h.owner.is_empty()) {
+                            continue;
+                        }
+                    }
+                    if let Some(h) = &holder
+                        && give_up.abandoned(&h.owner)
+                    {
+                        // A grant of an attempt of ours that was given up (a node answered too
+                        // late) landed after its release: end it, rather than wait out our own
+                        // orphan's TTL.
+                        quorum.release(&keys, &h.owner, cfg.log_cap).await;
+                        continue;
+                    }
                     if let Some(h) = &holder
                         && h.is_gone_from(&self.inner.identity)
                         && self.evict(quorum, &keys, &h.owner, "takeover").await > 0
@@ -235,8 +273,14 @@ impl Coordinator {
                 let sleep_on = tokio::select! {
                     got = wake.streams.next(), if wake_early && !wake.streams.is_empty() => {
                         match got {
-                            // Another waiter is first in line: it tries, we sleep on.
-                            Some(Some(who)) if who != WAKE_ALL && who != waiter_id => true,
+                            // Another waiter is first in line: it tries, we sleep on, unless it
+                            // is one on this host whose process is gone: then we try at once
+                            // (and take it out of the line).
+                            Some(Some(who)) if who != WAKE_ALL && who != waiter_id => {
+                                !head.as_ref().is_some_and(|w| {
+                                    w.owner == who && w.is_gone_from(&self.inner.identity)
+                                })
+                            }
                             Some(Some(_)) => {
                                 calls += 1;
                                 calls < quorum.needed().min(wake.live)
@@ -284,6 +328,11 @@ impl Coordinator {
 /// the line, and end the lease the attempt in flight may have been granted, so that neither a
 /// place left in line nor an orphan lease holds the next waiter up. From the runtime kept at
 /// the start, in a task: a drop cannot await.
+///
+/// It also keeps the owners of the attempts that failed with a node silent or split (their
+/// release may have reached a node before their grant, which then lands late and leaves an
+/// orphan lease, up to one TTL): a refusal naming one of them is ended at once by the wait
+/// (see [`GiveUp::abandoned`]), and whatever wait ends releases them once more, from the runtime.
 struct GiveUp {
     coordinator: Coordinator,
     keys: LockKeys,
@@ -291,8 +340,14 @@ struct GiveUp {
     /// The owner id of the attempt in flight, until it is answered.
     owner: Option<String>,
     queued: bool,
+    /// Owners of failed attempts whose grant may still land (the last [`ABANDONED_KEPT`]).
+    failed: Vec<String>,
     runtime: Option<tokio::runtime::Handle>,
 }
+
+/// How many failed attempts' owners a wait keeps (a wait against a silent node fails a few
+/// times a second; the oldest are forgotten first, and their orphans, if any, last one TTL).
+const ABANDONED_KEPT: usize = 64;
 
 impl GiveUp {
     fn new(coordinator: &Coordinator, keys: &LockKeys, waiter: &str) -> Self {
@@ -302,6 +357,7 @@ impl GiveUp {
             waiter: waiter.to_owned(),
             owner: None,
             queued: false,
+            failed: Vec::new(),
             runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
@@ -311,13 +367,30 @@ impl GiveUp {
         self.queued |= req.waiter.is_some();
     }
 
-    fn answered(&mut self) {
-        self.owner = None;
+    /// The attempt in flight was answered; `failed` when it failed with a node silent or the
+    /// votes split, so that a grant of it may still land somewhere.
+    fn answered(&mut self, failed: bool) {
+        if let Some(owner) = self.owner.take()
+            && failed
+        {
+            if self.failed.len() >= ABANDONED_KEPT {
+                self.failed.remove(0);
+            }
+            self.failed.push(owner);
+        }
     }
 
-    /// The wait ends by itself (granted, or given up and already out of line).
+    /// True (once) when `owner` is one of our failed attempts: its grant landed late.
+    fn abandoned(&mut self, owner: &str) -> bool {
+        let at = self.failed.iter().position(|o| o == owner);
+        at.map(|i| self.failed.remove(i)).is_some()
+    }
+
+    /// The wait ends by itself (granted, or given up and already out of line): only the failed
+    /// attempts are still released on drop.
     fn disarm(&mut self) {
-        self.runtime = None;
+        self.owner = None;
+        self.queued = false;
     }
 }
 
@@ -326,7 +399,7 @@ impl Drop for GiveUp {
         let Some(rt) = self.runtime.take() else {
             return;
         };
-        if self.owner.is_none() && !self.queued {
+        if self.owner.is_none() && !self.queued && self.failed.is_empty() {
             return;
         }
         let (c, keys, waiter) = (
@@ -334,10 +407,12 @@ impl Drop for GiveUp {
             self.keys.clone(),
             self.waiter.clone(),
         );
-        let (owner, queued) = (self.owner.take(), self.queued);
+        let mut owners = std::mem::take(&mut self.failed);
+        owners.extend(self.owner.take());
+        let queued = self.queued;
         rt.spawn(async move {
             if let Backend::Redis(q) = &c.inner.backend {
-                if let Some(owner) = owner {
+                for owner in owners {
                     q.release(&keys, &owner, c.inner.config.log_cap).await;
                 }
                 if queued {

@@ -37,7 +37,10 @@ pub struct Coordinator {
 
 impl Coordinator {
     /// Connect to the Redis nodes of `config` within its connect timeout. Returns once a
-    /// majority is connected; the rest connect on first use.
+    /// majority is connected; the rest connect on first use. Nodes that did not answer in
+    /// time (a stopped or overloaded server, not a refused connection) are no reason to fail
+    /// here: they connect on first use too, and a wait rides them out as it rides out a blip
+    /// (an acquire without a wait reports them unavailable at its first attempt).
     pub async fn connect(config: Config, identity: Identity) -> Result<Self> {
         config.check()?;
         if config.nodes.is_empty() {
@@ -66,11 +69,14 @@ impl Coordinator {
             .iter()
             .map(|node| async move { (node.label(), node.connect().await) })
             .collect();
-        let (mut ok, mut causes) = (0, Vec::new());
+        let (mut ok, mut causes, mut silent) = (0, Vec::new(), 0);
         while let Some((label, r)) = pending.next().await {
             match r {
                 Ok(_) => ok += 1,
-                Err(e) => causes.push((label, e.cause)),
+                Err(e) => {
+                    silent += usize::from(e.timed_out);
+                    causes.push((label, e.cause));
+                }
             }
             // Stop early on success only: a failure waits for the others (each bounded by the
             // connect timeout) so that the message counts them right.
@@ -79,7 +85,7 @@ impl Coordinator {
             }
         }
         drop(pending);
-        if ok < need {
+        if ok + silent < need {
             return Err(Error::Unavailable {
                 reachable: ok,
                 total: n,

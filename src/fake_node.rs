@@ -176,7 +176,11 @@ impl Node for FakeNode {
             }
             if let Some((_, expires, holder)) = &s.lease {
                 let (pttl, holder) = (*expires - now, holder.clone());
-                return Ok(GrantReply::Refused { pttl, holder });
+                return Ok(GrantReply::Refused {
+                    pttl,
+                    holder,
+                    head: None,
+                });
             }
             let head = s
                 .waiters
@@ -189,6 +193,7 @@ impl Node for FakeNode {
                 return Ok(GrantReply::Refused {
                     pttl: until - now,
                     holder: HolderInfo::default(),
+                    head: None,
                 });
             }
             s.counter += 1;

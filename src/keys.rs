@@ -46,6 +46,9 @@ pub struct LockKeys {
     pub log: String,
     /// Pub/sub channel announcing a release.
     pub channel: String,
+    /// String: the owner id of the last lease released, kept for a minute, so that a release
+    /// sent again answers as the first one did (see `lua/release.lua`).
+    pub ended: String,
     /// String: the id of the joiner whose turn it is among the joiners of the lease (see
     /// `lua/join.lua`), expiring unless refreshed.
     pub turn: String,
@@ -78,6 +81,7 @@ impl LockKeys {
             waiting: format!("{base}:waiting"),
             log: format!("{base}:log"),
             channel: format!("{base}:released"),
+            ended: format!("{base}:ended"),
             turn: format!("{base}:turn"),
             init: init_key(slot),
             epoch: epoch_key(slot),

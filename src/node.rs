@@ -60,6 +60,10 @@ pub enum GrantReply {
         pttl: Duration,
         /// The holder, as recorded on this node.
         holder: HolderInfo,
+        /// The waiter first in line, when it is another one: its id as `owner`, and who it is
+        /// (session, host, pid, pid start, pid namespace), so that a waiter on its host can
+        /// tell that it died (see `lua/grant.lua`).
+        head: Option<Box<HolderInfo>>,
     },
 }
 

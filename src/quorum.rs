@@ -8,7 +8,8 @@
 //! have landed).
 //!
 //! # Fencing tokens across masters
-//! Each node mints with `INCR` inside its grant script. The token handed out is the highest
+//! Each node mints max(counter + 1, its clock `TIME` in microseconds) inside its grant script
+//! (`lua/grant.lua`) and stores it as its counter. The token handed out is the highest
 //! counter among the granting majority `M`. Before handing it out, every node of `M` whose
 //! counter is below it is raised to it (`lua/raise.lua`), and that raise is awaited; when a
 //! raise fails, the attempt fails (released everywhere, retried like a split vote). The nodes
@@ -19,7 +20,7 @@
 //! `M_A`. Every node of `M_A` has counter >= `t` before A's lease there ends (the raise is
 //! awaited before A uses `t`). A later holder B is granted on a majority `M_B`; `M_A` and `M_B`
 //! share a node X (two majorities of N always intersect), and B's grant on X can only happen once
-//! A's lease on X is gone, so X's `INCR` yields at least `t + 1`, and B's token (the maximum over
+//! A's lease on X is gone, so X mints at least its counter + 1, that is `t + 1` or more, and B's token (the maximum over
 //! `M_B`) is above `t`.
 //!
 //! # When nodes forget
@@ -95,6 +96,8 @@ pub(crate) enum Attempt {
         pttl: Duration,
         /// The holder, when a node said.
         holder: Option<HolderInfo>,
+        /// The waiter first in line, when a node named one other than us.
+        head: Option<Box<HolderInfo>>,
     },
     /// Too many nodes are in their restart quarantine for a majority; our votes were
     /// released. Retry once the first of them is out.
@@ -182,12 +185,20 @@ impl<N: Node + ?Sized> Quorum<N> {
 
         let mut granted: Vec<(usize, u64)> = Vec::new();
         let mut refused: Vec<(Duration, HolderInfo)> = Vec::new();
+        let mut head: Option<Box<HolderInfo>> = None;
         let mut causes: Vec<(String, String)> = Vec::new();
         let mut quarantined: Vec<Duration> = Vec::new();
         while let Some((i, reply)) = pending.next().await {
             match reply {
                 Ok(GrantReply::Granted { token }) => granted.push((i, token)),
-                Ok(GrantReply::Refused { pttl, holder }) => refused.push((pttl, holder)),
+                Ok(GrantReply::Refused {
+                    pttl,
+                    holder,
+                    head: h,
+                }) => {
+                    head = head.or(h);
+                    refused.push((pttl, holder));
+                }
                 Ok(GrantReply::Quarantined { left }) => quarantined.push(left),
                 Err(e) => causes.push((self.nodes[i].label(), e.cause)),
             }
@@ -236,7 +247,7 @@ impl<N: Node + ?Sized> Quorum<N> {
             }
         } else if refused.len() >= need {
             let pttl = refused.iter().map(|r| r.0).min().unwrap_or_default();
-            Attempt::Held { pttl, holder }
+            Attempt::Held { pttl, holder, head }
         } else if quarantined.len() > n.saturating_sub(need) {
             // The quarantined masters alone leave no majority: nothing to do until one is out.
             Attempt::Quarantined {
@@ -255,7 +266,7 @@ impl<N: Node + ?Sized> Quorum<N> {
                 .chain(quarantined.iter().copied())
                 .min()
                 .unwrap_or_default();
-            Attempt::Held { pttl, holder }
+            Attempt::Held { pttl, holder, head }
         } else {
             Attempt::Split { holder }
         }
@@ -554,6 +565,7 @@ mod tests {
                             owner: owner.clone(),
                             ..Default::default()
                         },
+                        head: None,
                     });
                 }
                 *lease = Some(req.owner.clone());
@@ -736,7 +748,7 @@ mod tests {
             *n.lease.lock().unwrap() = Some("other".into());
         }
         let got = q.grant(&request("a", Duration::from_secs(10))).await;
-        let Attempt::Held { pttl, holder } = got else {
+        let Attempt::Held { pttl, holder, .. } = got else {
             panic!("{got:?}")
         };
         assert_eq!(pttl, Duration::from_millis(500));
@@ -830,7 +842,7 @@ mod tests {
         nodes[2].set(Mode::Quarantined(Duration::from_secs(10)));
         let got = q.grant(&request("c", Duration::from_secs(10))).await;
         // Its release (an event) or its lease's end comes first, not the whole quarantine.
-        let Attempt::Held { pttl, holder } = got else {
+        let Attempt::Held { pttl, holder, .. } = got else {
             panic!("{got:?}")
         };
         assert_eq!(

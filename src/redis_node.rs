@@ -259,6 +259,7 @@ impl Node for RedisNode {
                     .key(&keys.waiters)
                     .key(&keys.queue)
                     .key(&keys.fence)
+                    .key(&keys.ended)
                     .arg(owner)
                     .arg(&keys.channel)
                     .arg(log_cap)
@@ -429,6 +430,9 @@ impl Node for RedisNode {
     }
 }
 
+/// The prefix of the fields that name the waiter first in line in a grant's refusal.
+const HEAD: &str = "head:";
+
 fn parse_grant(v: Value) -> Option<GrantReply> {
     let Value::Array(items) = v else { return None };
     let int = |v: &Value| match v {
@@ -444,9 +448,21 @@ fn parse_grant(v: Value) -> Option<GrantReply> {
         }),
         0 => {
             let pttl = int(items.get(1)?)?;
+            // The first in line comes as `head:` fields after the holder's.
+            let (head, holder): (Vec<_>, Vec<_>) = pairs(&items[2..])
+                .into_iter()
+                .partition(|(k, _)| k.starts_with(HEAD));
+            let head = (!head.is_empty()).then(|| {
+                let fields: Vec<_> = head
+                    .into_iter()
+                    .map(|(k, v)| (k[HEAD.len()..].to_owned(), v))
+                    .collect();
+                Box::new(HolderInfo::from_fields(&fields))
+            });
             Some(GrantReply::Refused {
                 pttl: Duration::from_millis(u64::try_from(pttl).unwrap_or(0)),
-                holder: HolderInfo::from_fields(&pairs(&items[2..])),
+                holder: HolderInfo::from_fields(&holder),
+                head,
             })
         }
         _ => None,

@@ -75,6 +75,7 @@ impl Lease {
             turns,
             origin: grant.origin(),
             joined: true,
+            runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
 }

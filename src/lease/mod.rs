@@ -117,8 +117,8 @@ enum Hold {
 }
 
 /// A held lock. Keep it alive with [`Lease::keep_alive`] while work runs; end it with
-/// [`Lease::release`]. Dropping it stops the renewal and releases it from a background task on
-/// the current tokio runtime; a runtime that shuts down first never runs that task, and the
+/// [`Lease::release`]. Dropping it (on any thread) stops the renewal and releases it from a
+/// background task on the tokio runtime it was made on; a runtime that shuts down first never runs that task, and the
 /// lease then lasts until its TTL runs out. Release explicitly where it matters.
 pub struct Lease {
     coordinator: Coordinator,
@@ -142,6 +142,9 @@ pub struct Lease {
     /// The process that holds it (this one, or the ancestor it was joined from).
     origin: Origin,
     joined: bool,
+    /// The tokio runtime it was made on, for the release on drop: a drop may run where no
+    /// runtime is current (a garbage collector's finalizer thread, a plain thread).
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Lease {
@@ -173,6 +176,7 @@ impl Lease {
             turns: Vec::new(),
             origin,
             joined: false,
+            runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
 
@@ -193,6 +197,7 @@ impl Lease {
             owner: uuid::Uuid::new_v4().simple().to_string(),
             origin,
             joined: false,
+            runtime: tokio::runtime::Handle::try_current().ok(),
         }
     }
 
@@ -583,7 +588,7 @@ impl Drop for Lease {
             return;
         };
         let coordinator = self.coordinator.clone();
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        if let Some(rt) = self.runtime.take() {
             rt.spawn(async move {
                 if let Backend::Redis(q) = &coordinator.inner.backend {
                     match who {
@@ -653,6 +658,24 @@ mod tests {
         assert!(reason.contains("no longer ours"), "{reason}");
         assert_eq!(start.elapsed(), TTL / 3, "not noticed at the first renewal");
         assert!(lease.release().await.unwrap_err().is_lease_lost());
+    }
+
+    /// A finalizer (the Node addon's garbage collector) drops a lease on a thread of its own.
+    #[tokio::test]
+    async fn a_lease_dropped_on_a_thread_without_a_runtime_still_releases() {
+        let (c, fakes) = coordinator(1, TTL);
+        let lease = c.try_acquire("L").await.unwrap();
+        assert!(fakes[0].owner().is_some());
+        std::thread::spawn(move || drop(lease)).join().unwrap();
+        // Well before the TTL, when the lease would go by itself.
+        let deadline = Instant::now() + TTL / 3;
+        while fakes[0].owner().is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "the dropped lease was not released"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     #[tokio::test(start_paused = true)]

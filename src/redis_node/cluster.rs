@@ -356,7 +356,12 @@ impl RedisNode {
         )
         .await
         .map_err(|_| NodeError::timeout(self.connect_timeout))?
-        .map_err(|e| NodeError::new(describe(&e, &self.url)))
+        .map_err(|e| NodeError {
+            // The crate's own connect deadline (the same one) may fire first: still silence,
+            // which a wait rides out (see `Coordinator::connect`), not a refusal.
+            timed_out: e.is_timeout(),
+            ..NodeError::new(describe(&e, &self.url))
+        })
     }
 
     /// True when `e`, the reply to a request sent on `conn`, means that the URL's node is part

@@ -90,6 +90,7 @@ impl Node for MultiFake {
                 return Ok(GrantReply::Refused {
                     pttl: *expires - now,
                     holder: holder.clone(),
+                    head: None,
                 });
             }
             l.counter += 1;

@@ -182,7 +182,7 @@ impl Coordinator {
                         valid_until,
                     ));
                 }
-                Attempt::Held { pttl, holder } => {
+                Attempt::Held { pttl, holder, .. } => {
                     if let Some(h) = &holder
                         && h.is_gone_from(&self.inner.identity)
                         && self.evict(quorum, keys, &h.owner, "takeover").await > 0

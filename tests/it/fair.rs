@@ -141,6 +141,58 @@ fn a_waiter_killed_while_queued_does_not_hold_up_the_next_one() {
     let _ = std::io::stderr().flush();
 }
 
+/// Nanoseconds since the epoch, by the wall clock (`date +%s%N` reads the same one).
+fn epoch_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+#[test]
+fn the_next_waiter_is_granted_within_100_ms_of_the_release_when_the_one_ahead_was_killed() {
+    let servers = cluster(3);
+    let urls = urls(&servers);
+    let repo = Repo::new();
+    let held = holder(&repo, &urls);
+    let mut first = Guard(waiter(&repo, &urls, "killed"));
+    wait_until(
+        Duration::from_secs(10),
+        "the first waiter is queued",
+        || queued_everywhere(&repo, &servers, 1),
+    );
+    // The next one notes when it got the lock.
+    let granted = repo.file("granted");
+    let mut second = Guard(
+        lock_run(&repo, &urls)
+            .args(["sh", "-c", "date +%s%N > \"$1\"", "sh"])
+            .arg(&granted)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the second waiter is queued",
+        || queued_everywhere(&repo, &servers, 2),
+    );
+    signal(first.0.id(), nix::sys::signal::Signal::SIGKILL);
+    first.0.wait().unwrap();
+    // Released right after the kill: well inside the dead waiter's registration (800 ms).
+    let released = epoch_nanos();
+    release(held);
+    let out = second.0.wait().unwrap();
+    assert!(out.success(), "next waiter: {out}");
+    let at: u128 = repo.read("granted").trim().parse().unwrap();
+    let took = Duration::from_nanos(u64::try_from(at.saturating_sub(released)).unwrap());
+    println!("release -> next grant (its command's first instant): {took:?}");
+    assert!(
+        took < Duration::from_millis(100),
+        "the killed waiter held the next one up for {took:?}"
+    );
+}
+
 #[test]
 fn lock_status_lists_the_queue_in_order() {
     let servers = cluster(1);

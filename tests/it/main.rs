@@ -9,6 +9,7 @@ mod cluster_faults;
 mod failover;
 mod fair;
 mod faults;
+mod grant_faults;
 mod group;
 mod guard_deadline;
 mod lock_run;

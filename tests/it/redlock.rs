@@ -174,7 +174,8 @@ fn three_of_five_down_is_unavailable_and_writes_nothing() {
         ]));
     println!("{:?}: {}", r.elapsed, r.stderr);
     assert_eq!(r.code, 69, "{}", r.stderr);
-    assert!(r.elapsed < Duration::from_secs(3), "took {:?}", r.elapsed);
+    // The silent one might answer yet: it is waited for within --wait (3 s), no longer.
+    assert!(r.elapsed < Duration::from_secs(6), "took {:?}", r.elapsed);
     assert!(
         r.stderr
             .contains("only 2 of 5 Redis nodes reachable, 3 needed"),

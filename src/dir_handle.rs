@@ -18,9 +18,6 @@
 //!
 //! Built on `rustix`'s `*at` calls; the crate forbids `unsafe`, and so does this file.
 
-// Some helpers are used only once the callers move onto handles (issue 18, in progress).
-#![allow(dead_code)]
-
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read};
@@ -374,16 +371,6 @@ impl DirHandle {
         self.remove_file(from)
     }
 
-    /// Rename `from` in this directory to `to` in `other` (same filesystem).
-    pub(crate) fn rename_to(&self, from: &OsStr, other: &DirHandle, to: &OsStr) -> io::Result<()> {
-        Ok(rustix::fs::renameat(
-            &self.fd,
-            check_name(from)?,
-            &other.fd,
-            check_name(to)?,
-        )?)
-    }
-
     /// Remove the file (or symlink: the link itself) `name`; absent is fine.
     pub(crate) fn remove_file(&self, name: &OsStr) -> io::Result<()> {
         match rustix::fs::unlinkat(&self.fd, check_name(name)?, AtFlags::empty()) {
@@ -465,7 +452,6 @@ impl DirHandle {
     }
 
     /// The handle, for `*at` calls this module does not wrap.
-    #[allow(dead_code)]
     pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()
     }

@@ -549,3 +549,36 @@ fn session_stats_skips_a_fifo_planted_as_a_live_sessions_copy_without_waiting() 
     assert_eq!(v["read"], 1, "{v}");
     assert_eq!(v["fields"]["/n"]["sum"], 2, "{v}");
 }
+
+/// Issue 18, item 11: a write of the working directory's `.gitignore` that fails half-way (a full
+/// disk; here the file-size limit, which kills the process at its first byte) left an empty
+/// `.gitignore` for good, and git then tracked the working directory. Now the file is written by
+/// temp file and rename: it is never empty, and the next call writes it whole.
+#[test]
+fn a_gitignore_write_cut_short_never_leaves_the_working_directory_unignored() {
+    let repo = tractatus_testkit::Repo::new();
+    repo.write(".claude/s.json", "{}\n");
+    let merge = |limited: bool| {
+        let mut cmd = if limited {
+            let mut c = Command::new("prlimit");
+            c.arg("--fsize=0").arg(bin());
+            c
+        } else {
+            Command::new(bin())
+        };
+        cmd.current_dir(repo.path())
+            .env_remove("TRACTATUS_REDIS")
+            .args(["--quiet", "state", "merge", ".claude/s.json", r#"{"a":1}"#]);
+        run_timed(&mut cmd, LIMIT)
+    };
+    let ignore = repo.file(".claude/.tractatus/.gitignore");
+    let cut = merge(true);
+    assert_ne!(cut.code, 0, "the limit did not bite: {}", cut.describe());
+    if let Ok(text) = std::fs::read_to_string(&ignore) {
+        assert_eq!(text, "*\n", "a cut-short write left .gitignore as {text:?}");
+    }
+    let whole = merge(false);
+    assert_eq!(whole.code, 0, "{}", whole.describe());
+    assert_eq!(std::fs::read_to_string(&ignore).unwrap(), "*\n");
+    assert_eq!(repo.read(".claude/s.json"), "{\n  \"a\": 1\n}\n");
+}

@@ -19,7 +19,8 @@
 //! - `init`: marking brand-new Redis servers initialized, so they skip the restart quarantine.
 //! - [`join`]: joining a lease an ancestor process holds (the capability in the environment).
 //! - [`lease`]: a held [`Lease`]: token, renewal, loss and expiry, release.
-//! - `local`: the one-machine backend on `flock`.
+//! - `local`: the one-machine backend on `flock` (`local/turn.rs`: joining a local lock and the
+//!   joiners' turns).
 //! - [`holder`]: who holds a lock, and whether a holder on this host is gone.
 //! - [`workspace`]: the front ends' one entry: repository, settings, and the backend choice.
 //! - [`repo`]: repository root, lock names of files, the private working directory.

@@ -24,6 +24,9 @@
 //! connection retries within the node's deadline. A release's PUBLISH goes over the cluster bus
 //! to every node, so a waiter may listen on any live node; it listens on the slot's master as
 //! the cluster sees it when it subscribes (quickest), and when that one is gone, on any other.
+//!
+//! Over 500 lines since issue 19 added parallel slot-map discovery; issue 22 moves discovery
+//! (which node answers first) to a file of its own.
 
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,0 +1,132 @@
+//! Joining a local lock (see [`crate::join`]): whether a capability names the lease that holds
+//! it, judged by the kernel's lock table rather than the lock file a co-user can rewrite, and
+//! the turns among the joiners of one lease (a `flock` on a turn file per nesting depth).
+
+use std::ffi::OsString;
+use std::fs::{File, TryLockError};
+use std::io::Read;
+
+use tokio::time::Instant;
+
+use super::{LocalBackend, file_stem, io_err, open_regular, read_record};
+use crate::error::{Error, Result};
+
+/// Whether a local lock may be joined as a capability names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Joinable {
+    /// Locked by that process, with that token and secret.
+    Held,
+    /// Not held, or held by another lease (its record names another pid or token).
+    Ended,
+    /// The record names that pid and token, but the kernel says another process holds the
+    /// lock, or the secret does not match: the record was rewritten, or the capability forged.
+    Forged,
+}
+
+impl LocalBackend {
+    /// Whether lock `name` is held now by process `pid` under `token` with the secret whose
+    /// hash is `secret_hash`: what a lease joined from that holder checks (the kernel, not a
+    /// TTL, ends a local lease). The record in the lock file is writable by every co-user, so
+    /// the pid it names is believed only when the kernel's lock table agrees.
+    pub(crate) fn joinable(&self, name: &str, pid: u32, token: u64, secret_hash: &str) -> Joinable {
+        let file_name = Self::lock_file(name);
+        let Some(f) = open_regular(&self.dir, &file_name) else {
+            return Joinable::Ended;
+        };
+        // A lock on another open file description conflicts even within one process, so this
+        // sees the holder's lock wherever it runs. Dropping `f` lets go of a shared lock taken.
+        if !matches!(f.try_lock_shared(), Err(TryLockError::WouldBlock)) {
+            return Joinable::Ended;
+        }
+        let Some((holder, hash)) = read_record(&self.dir, &file_name) else {
+            return Joinable::Ended;
+        };
+        if holder.pid != pid || holder.token != token {
+            return Joinable::Ended;
+        }
+        if flock_holder(&f) != Some(pid) || hash != secret_hash {
+            return Joinable::Forged;
+        }
+        Joinable::Held
+    }
+
+    /// The file whose `flock` is the turn among the joiners of lock `name` at nesting `depth`
+    /// (see [`crate::keys::LockKeys::turn_at`]): `<lock>.join`, then `<lock>.join<depth>`.
+    fn turn_file(name: &str, depth: usize) -> OsString {
+        let suffix = if depth <= 1 {
+            String::new()
+        } else {
+            depth.to_string()
+        };
+        OsString::from(format!("{}.join{suffix}", file_stem(name)))
+    }
+
+    /// True when process `pid` has the turn at `depth` among the joiners of lock `name`, as
+    /// the kernel's lock table says.
+    pub(crate) fn turn_held_by(&self, name: &str, depth: usize, pid: u32) -> bool {
+        open_regular(&self.dir, &Self::turn_file(name, depth))
+            .is_some_and(|f| flock_holder(&f) == Some(pid))
+    }
+
+    /// Take the turn among the joiners of lock `name` at nesting `depth` (a `flock` on its
+    /// turn file), waiting up to `deadline`; `None` when it did not come. The kernel gives it
+    /// up with the file, or when its process dies.
+    pub(crate) async fn take_turn(
+        &self,
+        name: &str,
+        depth: usize,
+        deadline: Instant,
+    ) -> Result<Option<File>> {
+        let file_name = Self::turn_file(name, depth);
+        let path = self.dir.child_path(&file_name);
+        let file = self
+            .dir
+            .open_rw(&file_name, 0o666)
+            .map_err(|e| io_err("cannot open", &path, e))?;
+        match file.try_lock() {
+            Ok(()) => return Ok(Some(file)),
+            Err(TryLockError::Error(e)) => return Err(io_err("cannot lock", &path, e)),
+            Err(TryLockError::WouldBlock) => {}
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::task::spawn_blocking(move || {
+            let r = file.lock().map(|()| file);
+            let _ = tx.send(r);
+        });
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(Ok(file))) => Ok(Some(file)),
+            Ok(Ok(Err(e))) => Err(io_err("cannot lock", &path, e)),
+            Ok(Err(_)) => Err(Error::internal("lock thread vanished")),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+/// The process holding the exclusive `flock` on `file`, as the kernel's lock table
+/// (`/proc/locks`) says: a record in the lock file can be rewritten by any co-user, this
+/// cannot. `None` when no such lock is listed (or the table cannot be read).
+fn flock_holder(file: &File) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().ok()?;
+    let dev = meta.dev();
+    // The kernel's encoding of a device number (glibc's gnu_dev_major / gnu_dev_minor).
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let wanted = format!("{major:02x}:{minor:02x}:{}", meta.ino());
+    let mut table = String::new();
+    File::open("/proc/locks")
+        .ok()?
+        .take(16 << 20)
+        .read_to_string(&mut table)
+        .ok()?;
+    // "1: FLOCK  ADVISORY  WRITE 16958 fe:00:10010766 0 EOF"; "1: -> FLOCK ..." lines are
+    // processes blocked on it, not holders.
+    table.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.get(1) == Some(&"FLOCK")
+            && f.get(3) == Some(&"WRITE")
+            && f.get(5) == Some(&wanted.as_str()))
+        .then(|| f.get(4)?.parse().ok())
+        .flatten()
+    })
+}

@@ -269,6 +269,21 @@ mod tests {
     use crate::node::NodeFuture;
     use crate::session::{SessionEntry, SessionStore};
 
+    /// The registry writes the fake registries below ignore: gc only reads and forgets.
+    macro_rules! no_op_writes {
+        () => {
+            fn register<'a>(&'a self, _: &'a str, _: &'a SessionEntry) -> NodeFuture<'a, ()> {
+                Box::pin(async { Ok(()) })
+            }
+            fn touch<'a>(&'a self, _: &'a str, _: &'a SessionEntry) -> NodeFuture<'a, ()> {
+                Box::pin(async { Ok(()) })
+            }
+            fn end<'a>(&'a self, _: &'a str, _: &'a str, _: u64) -> NodeFuture<'a, bool> {
+                Box::pin(async { Ok(false) })
+            }
+        };
+    }
+
     /// A registry holding one session, `s1`: silent at the first look, then (when
     /// `comes_back`) active again from the second look on, as if it wrote in between.
     struct Flaky {
@@ -280,15 +295,7 @@ mod tests {
         fn label(&self) -> String {
             "flaky".into()
         }
-        fn register<'a>(&'a self, _: &'a str, _: &'a SessionEntry) -> NodeFuture<'a, ()> {
-            Box::pin(async { Ok(()) })
-        }
-        fn touch<'a>(&'a self, _: &'a str, _: &'a SessionEntry) -> NodeFuture<'a, ()> {
-            Box::pin(async { Ok(()) })
-        }
-        fn end<'a>(&'a self, _: &'a str, _: &'a str, _: u64) -> NodeFuture<'a, bool> {
-            Box::pin(async { Ok(false) })
-        }
+        no_op_writes!();
         fn entries<'a>(&'a self, _: &'a str) -> NodeFuture<'a, Vec<SessionEntry>> {
             let first = self.looks.fetch_add(1, Ordering::SeqCst) == 0;
             let active = if first || !self.comes_back {
@@ -360,15 +367,7 @@ mod tests {
         fn label(&self) -> String {
             "returning".into()
         }
-        fn register<'a>(&'a self, _: &'a str, _: &'a SessionEntry) -> NodeFuture<'a, ()> {
-            Box::pin(async { Ok(()) })
-        }
-        fn touch<'a>(&'a self, _: &'a str, _: &'a SessionEntry) -> NodeFuture<'a, ()> {
-            Box::pin(async { Ok(()) })
-        }
-        fn end<'a>(&'a self, _: &'a str, _: &'a str, _: u64) -> NodeFuture<'a, bool> {
-            Box::pin(async { Ok(false) })
-        }
+        no_op_writes!();
         fn entries<'a>(&'a self, _: &'a str) -> NodeFuture<'a, Vec<SessionEntry>> {
             let first = self.looks.fetch_add(1, Ordering::SeqCst) == 0;
             if !first {

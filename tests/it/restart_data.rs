@@ -117,8 +117,7 @@ fn second_holder_waits_out_the_first_lease(
 }
 
 #[test]
-fn a_promoted_replica_restarted_with_its_data_grants_no_lock_while_a_lease_it_never_received_runs()
-{
+fn a_promoted_replica_restarted_with_its_data_waits_out_a_lease_it_never_received() {
     let master = RedisServer::start();
     let port = master.port.to_string();
     // Made a replica by command, not by argument, so that it restarts as a master.
@@ -177,8 +176,7 @@ fn counter_survived(repo: &Repo, server: &tractatus_testkit::RedisServer) {
 }
 
 #[test]
-fn a_master_restarted_from_a_snapshot_older_than_its_last_grant_grants_no_lock_while_that_lease_runs()
- {
+fn a_master_restarted_from_a_snapshot_older_than_its_last_grant_waits_that_lease_out() {
     let mut master = RedisServer::start();
     let repo = Repo::new();
     let log = repo.file("log");

@@ -91,6 +91,20 @@ pub enum WriteOutcome {
     },
 }
 
+/// Why a write through a handle on a directory that was moved or removed since (see
+/// [`StateFile::check_in_place`]) wrote nothing; typed so that [`Error::is_directory_gone`]
+/// knows it from the OS's errors.
+#[derive(Debug)]
+pub(crate) struct DirectoryGone(String);
+
+impl std::fmt::Display for DirectoryGone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DirectoryGone {}
+
 /// A state file inside a repository, and its lock.
 ///
 /// Its directory is reached from the repository root's handle one component at a time, never
@@ -212,11 +226,11 @@ impl StateFile {
             path: self.path.clone(),
             source: std::io::Error::new(
                 std::io::ErrorKind::NotFound,
-                format!(
+                DirectoryGone(format!(
                     "its directory {} was moved or removed after this write opened it{why}; \
                      nothing written; run the write again",
                     self.root.child_path(&self.rel_dir).display()
-                ),
+                )),
             ),
         })
     }

@@ -554,6 +554,7 @@ mod tests {
             let e = file.write(&c, &opts, append).await.unwrap_err();
             let text = e.to_string();
             assert_eq!(e.exit_code(), 73, "removed {removed}: {text}");
+            assert!(e.is_directory_gone(), "{text}");
             assert!(
                 text.contains("was moved or removed after this write opened it")
                     && text.contains("session gc")

@@ -49,8 +49,8 @@
 --
 -- Restart quarantine. A server that restarted empty forgot the leases it granted. It refuses to
 -- grant a lock it does not know (fence counter missing) until its uptime reaches the quarantine
--- (at least the longest TTL), so every lease it may have forgotten has expired first. A lock it
--- knows (counter present: its data survived, e.g. AOF) is not held up. INFO's uptime counts
+-- (at least the longest TTL), so every lease it may have forgotten has expired first. A server
+-- that kept its data is held up too (see "A server that kept its data"). INFO's uptime counts
 -- whole seconds from the start's whole second, so it may be up to 1 s ahead: the time left is
 -- counted from one second less (never too early). `lock init` marks a brand-new server (KEYS[6]
 -- = its run_id and replication id), which skips the quarantine; a restart changes the run_id,
@@ -73,21 +73,24 @@
 --     grant from one migrated in (MIGRATE carries the old master's stamp): a slot moved into a
 --     server that was ever promoted waits one quarantine at its first grant too;
 --   - otherwise (a restart with or without data, a slot migrated into a never-promoted
---     server): stamp the current replid, and the restart rules above apply.
--- A promoted replica that restarts before its first grant in a slot (issue 19, reviewed):
---   - without its data: the counter is gone, so the restart quarantine holds every lock of the
---     slot until its uptime reaches the quarantine; the restart came after the promotion, so
---     every lease the old master granted has expired by then. Safe (unless an operator runs
---     `lock init` on it, which is for brand-new servers only).
---   - with its data (RDB/AOF), when it had no replica of its own: Redis 7.0.15 restarts it with
---     a new replid and second_repl_offset -1 (measured), so it reads as a plain restart; the
---     stamp still names the old master's replid, is re-stamped, and a lock whose counter came
---     through replication is granted at once. A lease the old master granted just before the
---     promotion and never replicated can then still be running if restart and reload took less
---     than one TTL: a gap that nothing in the slot records (no grant happened in it since the
---     promotion). Closing it means quarantining, on a restart with data, the first grant of
---     every slot whose stamp names another replid until the uptime reaches the quarantine, which
---     also holds up a plain master's restart with AOF; that trade is left to a decision.
+--     server): while the uptime is below the quarantine and the server is not marked brand-new,
+--     refuse (the restart rule's time left); then stamp the current replid and go on.
+-- A server that kept its data (issue 19, finding 7): a restart changes the replid, so the stamp
+-- of every slot granted in before it names another replid. Its data may lack the last grants:
+--   - a promoted replica restarted with its data (RDB/AOF) before its first grant in a slot,
+--     when it had no replica of its own: Redis 7.0.15 gives it a new replid and
+--     second_repl_offset -1 (measured), a plain restart; a lease the old master granted just
+--     before the promotion and never replicated may still run (tests/it/restart_data.rs);
+--   - a master with `appendfsync everysec`, or restarted from a snapshot: the last grants may be
+--     lost in a crash while the lock's counter survives.
+-- So a free lease in a slot stamped under another replid (or none) waits until the uptime
+-- reaches the quarantine, whether the lock's counter survived or not, and the slot is stamped
+-- at its first grant after that: every lease granted before the restart has expired by then
+-- (granted before it, a TTL at most the quarantine). `lock init`'s marker of this run lifts it,
+-- as it lifts the restart rule: it is for brand-new servers only, and it never lifts the
+-- failover rule (checked first). The cost: a server that kept its data grants nothing in a slot
+-- for up to one quarantine after its start (a slot migrated into a server that young too); a
+-- server up longer than the quarantine grants at once.
 -- Longest quarantine. Each client sends its own quarantine (ARGV[11]); the stamp keeps the
 -- longest one any client sent in this slot (field `quarantine`, raised by the first grant attempt
 -- that brings a longer one, replicated with the leases), and both rules use the longer of the two.
@@ -213,6 +216,13 @@ if quarantine > 0 and redis.call('EXISTS', KEYS[1]) == 0 then
     if second >= 0 then
       redis.call('HSET', KEYS[9], 'replid', replid, 'until', now + quarantine)
       return quarantined(quarantine)
+    end
+    -- Restart with data (issue 19, finding 7): see "A server that kept its data".
+    if not marked() then
+      local left = quarantine - (uptime - 1) * 1000
+      if left > 0 then
+        return quarantined(left)
+      end
     end
     redis.call('HSET', KEYS[9], 'replid', replid, 'until', 0)
   end

@@ -428,14 +428,15 @@ pub(crate) fn quarantine_note(total: usize, quarantined: usize, left: Duration) 
     let hint = "`tractatus lock init` marks brand-new servers so they need none";
     if total == 1 {
         format!(
-            "Redis started empty (new, or restarted without its data) or took over in a \
+            "Redis started (new, or restarted with or without its data) or took over in a \
              failover, and is in its restart quarantine (it grants again in {} ms; {hint})",
             left.as_millis()
         )
     } else {
         format!(
-            "{quarantined} of {total} Redis masters started empty or took over in a failover, \
-             and are in their restart quarantine (the first grants again in {} ms; {hint})",
+            "{quarantined} of {total} Redis masters started (new or restarted) or took over in a \
+             failover, and are in their restart quarantine (the first grants again in {} ms; \
+             {hint})",
             left.as_millis()
         )
     }
@@ -826,7 +827,7 @@ mod tests {
             panic!("{err:?}")
         };
         let note = note.as_deref().unwrap_or("");
-        assert!(note.contains("Redis started empty"), "{note}");
+        assert!(note.contains("Redis started (new, or restarted"), "{note}");
         assert!(note.contains("lock init"), "{note}");
         let lease = c
             .acquire("L", &AcquireOptions::wait(Duration::from_secs(10)))

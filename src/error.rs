@@ -177,6 +177,14 @@ impl Error {
         matches!(self, Error::CannotWrite { source, .. } if crate::dir_handle::is_refusal(source))
     }
 
+    /// A state file's directory was moved or removed after the file was opened (`session gc`
+    /// collecting a session's copy): nothing was written, and the same write, from a freshly
+    /// opened file, starts from what is there then.
+    pub fn is_directory_gone(&self) -> bool {
+        matches!(self, Error::CannotWrite { source, .. }
+            if source.get_ref().is_some_and(|e| e.is::<crate::state::DirectoryGone>()))
+    }
+
     /// The exit code the `tractatus` binary uses for this error (the table "exit | meaning"
     /// in README.md).
     pub fn exit_code(&self) -> i32 {

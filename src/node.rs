@@ -35,8 +35,9 @@ pub struct GrantRequest {
     pub place: u64,
     /// Audit log length cap.
     pub log_cap: u32,
-    /// How long after its start a node that does not know the lock (started empty, and not
-    /// marked initialized) refuses to grant it; zero turns the check off.
+    /// How long after its start a node not marked initialized refuses a free lease it may have
+    /// forgotten (it does not know the lock, or the lock's slot last granted before the
+    /// restart; see `lua/grant.lua`); zero turns the check off.
     pub quarantine: Duration,
 }
 
@@ -48,8 +49,8 @@ pub enum GrantReply {
         /// This node's counter after the grant.
         token: u64,
     },
-    /// This node started empty (new, or restarted without its data), does not know the lock,
-    /// and grants it nothing for a while (see `lua/grant.lua`).
+    /// This node started (new, or restarted with or without its data) or was promoted, may have
+    /// forgotten a lease of the lock, and grants it nothing for a while (see `lua/grant.lua`).
     Quarantined {
         /// Time until it grants again.
         left: Duration,

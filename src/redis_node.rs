@@ -25,6 +25,16 @@
 //!   received has expired before anyone else gets it; its holder, renewing on the new master,
 //!   finds it gone at its next renewal and stops. A restart that is not a promotion keeps the
 //!   restart rules.
+//! - **Restart quarantine, also with data**: a server that restarted grants no lease it may
+//!   have forgotten until its uptime reaches the quarantine: a lock whose counter is missing
+//!   (it restarted empty), and a free lease in a slot stamped under another replication id
+//!   (every restart changes it), even when the lock's counter survived. Data that survived may
+//!   still lack the last grants: `appendfsync everysec` loses up to a second of writes in a
+//!   crash, a snapshot lacks what came after it, and a promoted replica that restarts with its
+//!   data before its first grant in a slot reads as a plain restart (Redis 7.0.15: new
+//!   replication id, `second_repl_offset` -1) while a lease the old master granted and never
+//!   replicated may still run. `lock init`'s marker of the current run lifts this rule on a
+//!   brand-new server; a server up longer than the quarantine grants at once.
 //!
 //! What stays open: a partition in which the old master keeps granting after the promotion
 //! (until Sentinel demotes it) can hand a lease out twice; Redis' `min-replicas-to-write`

@@ -91,6 +91,20 @@ pub enum WriteOutcome {
     },
 }
 
+/// Why a write through a handle on a directory that was moved or removed since (see
+/// [`StateFile::check_in_place`]) wrote nothing; typed so that [`Error::is_directory_gone`]
+/// knows it from the OS's errors.
+#[derive(Debug)]
+pub(crate) struct DirectoryGone(String);
+
+impl std::fmt::Display for DirectoryGone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DirectoryGone {}
+
 /// A state file inside a repository, and its lock.
 ///
 /// Its directory is reached from the repository root's handle one component at a time, never
@@ -183,6 +197,42 @@ impl StateFile {
             Some(d) => Ok(Some(d.clone())),
             None => Ok(self.open_dir()?.map(Arc::new)),
         }
+    }
+
+    /// Refuse (73) when `dir`, this file's directory as opened, is no longer the directory at
+    /// its path: moved away or removed since. `session gc` does both to a silent session's
+    /// directory (a tombstone, then the removal), and a write through a handle on it would
+    /// read the file as missing (an append then said "no array", 65) or land where gc deletes
+    /// it. 73 as for any missing directory: nothing is written and the old file, if any, is
+    /// intact; run again, the write starts from what is there then (a session's copy seeded
+    /// afresh). A removed directory keeps no link (`st_nlink` 0), so a new one that reuses its
+    /// inode number is not taken for it.
+    pub(super) fn check_in_place(&self, dir: &DirHandle) -> Result<()> {
+        let held = dir.stat_self().map_err(|e| self.unreadable(e))?;
+        let here = match self.open_dir()? {
+            Some(now) => Some(now.stat_self().map_err(|e| self.unreadable(e))?),
+            None => None,
+        };
+        let in_place = here.is_some_and(|h| (h.st_dev, h.st_ino) == (held.st_dev, held.st_ino));
+        if in_place && held.st_nlink > 0 {
+            return Ok(());
+        }
+        let why = if self.rel_dir.starts_with(crate::settings::SESSIONS_DIR) {
+            " (`tractatus session gc` was collecting this session's copy)"
+        } else {
+            ""
+        };
+        Err(Error::CannotWrite {
+            path: self.path.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                DirectoryGone(format!(
+                    "its directory {} was moved or removed after this write opened it{why}; \
+                     nothing written; run the write again",
+                    self.root.child_path(&self.rel_dir).display()
+                )),
+            ),
+        })
     }
 
     fn unreadable(&self, e: std::io::Error) -> Error {

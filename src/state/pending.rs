@@ -198,7 +198,10 @@ impl PendingWrite {
         self.document = None;
         self.read = None;
         let read = match &self.dir {
-            Some(dir) => load::load(dir, &self.file.file_name, self.file.path())?,
+            Some(dir) => {
+                self.file.check_in_place(dir)?;
+                load::load(dir, &self.file.file_name, self.file.path())?
+            }
             None => None,
         };
         self.document = match &read {
@@ -513,6 +516,58 @@ mod tests {
         }
         assert_eq!(std::fs::read(file.path()).unwrap(), before);
         held.release().await.unwrap();
+    }
+
+    /// Issue 19 item 5: `session gc` moves a silent session's directory aside (a tombstone)
+    /// and then removes it. A write that opened the session's copy before that read it through
+    /// its handle on the collected directory: the file read as missing, and an append said
+    /// "no array at /log" (65), or the write landed in the tombstone. Now it names what
+    /// happened (73, run it again) and writes nothing.
+    #[tokio::test]
+    async fn a_write_whose_directory_was_collected_after_it_was_opened_says_so() {
+        for removed in [false, true] {
+            let tmp = tempfile::tempdir().unwrap();
+            let root = tmp.path().canonicalize().unwrap();
+            std::fs::create_dir(root.join(".git")).unwrap();
+            let dir = root.join(".claude/sessions/s1");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("state.json"), "{\"log\": []}\n").unwrap();
+            let rel = std::path::Path::new(".claude/sessions/s1/state.json");
+            let file = StateFile::open(&root, &root, rel).unwrap();
+            let locks = crate::repo::work_dir(&root).unwrap().join("locks");
+            let c = Coordinator::local(
+                crate::Config::new(vec![]),
+                crate::Identity::current("t"),
+                locks,
+            )
+            .unwrap();
+            let tomb = root.join(".claude/sessions/.gc-s1-1");
+            std::fs::rename(&dir, &tomb).unwrap();
+            if removed {
+                std::fs::remove_dir_all(&tomb).unwrap();
+            }
+            let append = Edit::Append(
+                crate::state::parse_pointer("/log").unwrap(),
+                serde_json::json!(1),
+            );
+            let opts = AcquireOptions::wait(std::time::Duration::ZERO);
+            let e = file.write(&c, &opts, append).await.unwrap_err();
+            let text = e.to_string();
+            assert_eq!(e.exit_code(), 73, "removed {removed}: {text}");
+            assert!(e.is_directory_gone(), "{text}");
+            assert!(
+                text.contains("was moved or removed after this write opened it")
+                    && text.contains("session gc")
+                    && text.contains("run the write again"),
+                "{text}"
+            );
+            if !removed {
+                assert_eq!(
+                    std::fs::read_to_string(tomb.join("state.json")).unwrap(),
+                    "{\"log\": []}\n"
+                );
+            }
+        }
     }
 
     /// The text path: the bytes read cross as they are, and text comes back committed as

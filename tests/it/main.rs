@@ -19,6 +19,7 @@ mod operate;
 mod props;
 mod redlock;
 mod restart;
+mod restart_data;
 mod sessions;
 mod slots;
 mod state;

@@ -1,6 +1,7 @@
 //! Redis servers that restart, empty or with their data: fencing tokens never repeat nor go
 //! back, a server that forgot its leases grants nothing until they have expired (one Redis as
-//! well as Redlock masters), and a brand-new server marked with `lock init` grants at once.
+//! well as Redlock masters; one that kept its data too, as it may lack its last grants), and a
+//! brand-new server marked with `lock init` grants at once.
 
 use std::path::Path;
 use std::process::Command;
@@ -265,26 +266,49 @@ fn a_brand_new_redis_marked_initialized_grants_at_once_and_a_restarted_one_waits
 }
 
 #[test]
-fn a_redis_that_kept_its_data_grants_the_locks_it_remembers_at_once() {
+fn a_redis_that_kept_its_data_waits_one_quarantine_then_grants_at_once_with_rising_tokens() {
     let mut redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
     let repo = Repo::new();
     let url = redis.url();
-    let r = try_once(&repo.path(), &url, "W");
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut tokens = vec![token(&repo.path(), &url, "2s")];
     let fence = repo.keys("W").fence;
     let before: u64 = redis.cmd(&["GET", &fence]).parse().unwrap();
 
-    // Killed and started again on its append-only file: a new run that remembers lock W.
+    // One try with the same 2 s quarantine (a longer one would be kept for the slot).
+    let try_now = |name: &str| {
+        run(tractatus(&repo.path())
+            .env("TRACTATUS_QUARANTINE", "2s")
+            .args(["--redis", &url, "--ttl", "1s", "--wait", "0"])
+            .args(["lock", "run", "--name", name, "--", "true"]))
+    };
+
+    // Killed and started again on its append-only file: a new run that remembers lock W, but
+    // may have lost a grant (everysec, a snapshot, a promoted replica): it waits one quarantine
+    // from its start for W too, and the refusal says why. The old run's `lock init` mark was
+    // reloaded, but it names the old run: it lifts nothing.
     redis.kill();
+    let restarted = Instant::now();
     redis.restart();
     assert_eq!(redis.cmd(&["GET", &fence]), before.to_string(), "AOF lost");
-    let r = try_once(&repo.path(), &url, "W");
-    assert_eq!(r.code, 0, "the remembered lock waited: {}", r.stderr);
-    let after: u64 = redis.cmd(&["GET", &fence]).parse().unwrap();
-    assert!(after > before, "the counter went on from where it was");
-    // A lock it never saw may have been forgotten with the last writes: it waits, even though
-    // the old run's `lock init` mark was reloaded (it names the old run).
-    let r = try_once(&repo.path(), &url, "never-seen");
-    assert_eq!(r.code, 75, "{}", r.stderr);
-    assert!(r.stderr.contains("restart quarantine"), "{}", r.stderr);
+    for name in ["W", "never-seen"] {
+        let r = try_now(name);
+        assert_eq!(r.code, 75, "{name} was granted at once: {}", r.stderr);
+        assert!(r.stderr.contains("restart quarantine"), "{}", r.stderr);
+    }
+    tokens.push(token(&repo.path(), &url, "2s"));
+    let waited = restarted.elapsed();
+    // Up longer than the quarantine: it grants at once, W and a lock it never saw.
+    for name in ["W", "never-seen"] {
+        let r = try_now(name);
+        assert_eq!(r.code, 0, "{name}: {}", r.stderr);
+        assert!(r.elapsed < Duration::from_secs(2), "{:?}", r.elapsed);
+    }
+    tokens.push(token(&repo.path(), &url, "2s"));
+    println!("tokens {tokens:?}; the restarted server granted W after {waited:?}");
+    assert!(
+        waited >= Duration::from_secs(2),
+        "granted before the quarantine ended: {waited:?}"
+    );
+    assert!(strictly_increasing(&tokens), "{tokens:?}");
+    assert!(tokens[0] == before, "{tokens:?}, counter {before}");
 }

@@ -4,7 +4,7 @@
 //! byte, the live registry (list, end), cleanup that removes exactly the directories of ended
 //! and silent sessions, and session ids refused where they would name a directory.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
@@ -843,4 +843,60 @@ fn on_redis_a_config_file_without_a_namespace_says_which_line_to_add() {
         .env("TRACTATUS_QUIET", "1")
         .args(["state", "merge", STATE, r#"{"a": 1}"#]));
     assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+/// Issue 19 item 5: a session's write that opened its copy, then waited for the copy's lock
+/// while `session gc` collected the session (its directory moved to a tombstone, then removed:
+/// done here by hand, as gc does it), read the copy as missing and said "no array at /log"
+/// (65). Now it writes nothing there and runs once more: the copy is seeded afresh from the
+/// shared file, as after any cleanup, and the write lands in it.
+#[test]
+fn a_write_whose_session_copy_gc_collected_while_it_waited_starts_again_from_the_template() {
+    let s = Setup::new(true);
+    s.repo.write(STATE, "{\"log\": []}\n");
+    let append = |n: &str| ["--wait", "20s", "state", "append", STATE, "/log", n].map(String::from);
+    let r = run(s.cli(Some("s1")).args(append("1")));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let copy = ".claude/sessions/s1/session-state.json";
+    let (ready, go) = (s.repo.file("ready"), s.repo.file("go"));
+    let _holder = Guard(
+        s.cli(None)
+            .args(["lock", "run", "--name", copy, "--", "sh", "-c"])
+            .arg(r#"touch "$1"; while [ ! -e "$2" ]; do sleep 0.02; done"#)
+            .args(["sh"])
+            .arg(&ready)
+            .arg(&go)
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(Duration::from_secs(10), "the copy's lock is held", || {
+        ready.exists()
+    });
+    let mut writer = Guard(
+        s.cli(Some("s1"))
+            .args(append("2"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let waiters = s.repo.keys(copy).waiters;
+    let redis = s.redis.as_ref().unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the write waits for the lock",
+        || redis.cmd(&["ZCARD", &waiters]) == "1",
+    );
+    let sessions = s.repo.file(".claude/sessions");
+    std::fs::rename(sessions.join("s1"), sessions.join(".gc-s1-1")).unwrap();
+    std::fs::remove_dir_all(sessions.join(".gc-s1-1")).unwrap();
+    std::fs::write(&go, "").unwrap();
+    let code = writer.wait_code(Duration::from_secs(20));
+    let mut stderr = String::new();
+    let _ = writer.0.stderr.take().unwrap().read_to_string(&mut stderr);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(s.repo.file(copy)).unwrap(),
+        "{\n  \"log\": [\n    2\n  ]\n}\n"
+    );
 }

@@ -54,20 +54,31 @@ pub async fn run(ctx: &Context, cmd: StateCommand) -> Result<i32> {
             }
         });
     };
-    let file = ctx.ws.state_file(path)?;
-    let write = async {
-        let coordinator = ctx.coordinator().await?;
-        let feedback = WaitFeedback::start(&format!("lock '{}'", file.name()));
-        let opts = AcquireOptions {
-            wait: ctx.ws.resolved().wait,
-            progress: Some(feedback.progress()),
+    let mut file = ctx.ws.state_file(path)?;
+    // Once more when the file's directory was collected after it was opened (`session gc` and
+    // a session's copy): nothing was written, and the copy is found again (gc put it back) or
+    // seeded afresh (gc removed it).
+    let mut again = true;
+    loop {
+        let write = async {
+            let coordinator = ctx.coordinator().await?;
+            let feedback = WaitFeedback::start(&format!("lock '{}'", file.name()));
+            let opts = AcquireOptions {
+                wait: ctx.ws.resolved().wait,
+                progress: Some(feedback.progress()),
+            };
+            let outcome = file.write(&coordinator, &opts, edit.clone()).await;
+            feedback.finish();
+            outcome
         };
-        let outcome = file.write(&coordinator, &opts, edit).await;
-        feedback.finish();
-        outcome
-    };
-    let outcome = crate::session::with_activity(ctx, write).await;
-    Ok(written(ctx, outcome?))
+        match crate::session::with_activity(ctx, write).await {
+            Err(e) if again && e.is_directory_gone() => {
+                again = false;
+                file = ctx.ws.state_file(path)?;
+            }
+            outcome => return Ok(written(ctx, outcome?)),
+        }
+    }
 }
 
 /// `state path`: where FILE lives for this call's session.

@@ -28,6 +28,8 @@ impl Coordinator {
             let opts = AcquireOptions {
                 wait: wait.saturating_sub(started.elapsed()),
                 progress: progress(name),
+                // What this call already took counts as held while it waits for the next.
+                holding: leases.iter().map(Lease::holding).collect(),
             };
             match self.acquire(name, &opts).await {
                 Ok(mut l) => {

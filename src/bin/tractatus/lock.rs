@@ -106,6 +106,7 @@ async fn slot_run(
     let opts = AcquireOptions {
         wait: ctx.ws.resolved().wait,
         progress: Some(feedback.progress()),
+        ..AcquireOptions::default()
     };
     let got = coordinator.acquire_slot(name, slots, &opts).await;
     feedback.finish();

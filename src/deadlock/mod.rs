@@ -117,8 +117,6 @@ impl Edge {
 /// Who holds a lock now, as one read tells.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum HeldBy {
-    /// Nobody (or no majority agrees on who).
-    Nobody,
     /// The Redis lease with this owner id.
     Owner(String),
     /// The local lock with this token in its holder record.
@@ -129,7 +127,6 @@ impl HeldBy {
     /// True when `h` still holds what it names.
     pub(crate) fn is(&self, h: &Holding) -> bool {
         match self {
-            HeldBy::Nobody => false,
             HeldBy::Owner(o) => !h.owner.is_empty() && *o == h.owner,
             HeldBy::Token(t) => h.owner.is_empty() && *t == h.token,
         }

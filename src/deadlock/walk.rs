@@ -44,9 +44,6 @@ pub(crate) async fn find_cycle(
     waited: &HeldBy,
     waited_holder: Option<HolderInfo>,
 ) -> Option<Cycle> {
-    if matches!(waited, HeldBy::Nobody) {
-        return None;
-    }
     // Each entry: a lock to read, the holding of it the chain so far relies on, and the
     // chain of other waiters that led there.
     let mut frontier: std::collections::VecDeque<(super::Holding, Vec<Edge>)> =

@@ -233,3 +233,124 @@ fn a_chain_without_a_cycle_gives_nobody_up() {
         }
     }
 }
+
+#[test]
+fn eight_processes_taking_random_nested_pairs_in_one_global_order_never_see_a_deadlock() {
+    const FILES: [&str; 4] = ["a.json", "b.json", "c.json", "d.json"];
+    const FOR: Duration = Duration::from_secs(3);
+    const MOST_ROUNDS: usize = 200;
+    for backend in Backend::all() {
+        let repo = Repo::new();
+        for f in FILES {
+            repo.write(f, "{}");
+        }
+        let backend = std::sync::Arc::new(backend);
+        let workers: Vec<_> = (0..8u64)
+            .map(|w| {
+                let (backend, dir) = (backend.clone(), repo.path());
+                std::thread::spawn(move || {
+                    // xorshift, seeded per worker: random pairs, first < second.
+                    let mut x = 0x9E37_79B9_7F4A_7C15_u64 ^ (w + 1);
+                    let mut next = || {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x
+                    };
+                    let end = std::time::Instant::now() + FOR;
+                    let mut runs = Vec::new();
+                    while std::time::Instant::now() < end && runs.len() < MOST_ROUNDS {
+                        let i = (next() % 3) as usize;
+                        let j = i + 1 + (next() % (3 - i as u64)) as usize;
+                        let mut c = backend.tractatus(&dir);
+                        c.args(["lock", "run", "--file", FILES[i], "--", BIN])
+                            .args(["state", "merge", FILES[j]])
+                            .arg(format!(r#"{{"w{w}": {}}}"#, runs.len()));
+                        runs.push(run_timed(&mut c, LIMIT));
+                    }
+                    runs
+                })
+            })
+            .collect();
+        let runs: Vec<Ran> = workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        let deadlocks = runs
+            .iter()
+            .filter(|r| r.stderr.contains("deadlock"))
+            .count();
+        let failed: Vec<&Ran> = runs.iter().filter(|r| r.code != 0).collect();
+        println!(
+            "{}: {} nested updates by 8 processes, {deadlocks} deadlock errors, {} failures",
+            backend.name(),
+            runs.len(),
+            failed.len()
+        );
+        assert_eq!(deadlocks, 0, "{}", backend.name());
+        assert!(
+            failed.is_empty(),
+            "{}: {}",
+            backend.name(),
+            failed[0].describe()
+        );
+        assert!(runs.len() >= 16, "{}: too few rounds", backend.name());
+        if let Backend::Redis(servers) = &*backend {
+            // Nested waits did happen: they recorded edges (and walked).
+            let sha = wait_for_script_sha();
+            let exists = servers[0].cmd(&["SCRIPT", "EXISTS", &sha]);
+            assert!(exists.contains('1'), "{}: no nested wait", backend.name());
+        }
+    }
+}
+
+/// SHA-1 of `lua/wait_for.lua`: the name Redis knows the script by once it ran.
+fn wait_for_script_sha() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/lua/wait_for.lua");
+    let out = Command::new("sha1sum").arg(path).output().unwrap();
+    String::from_utf8(out.stdout).unwrap()[..40].to_owned()
+}
+
+#[test]
+fn an_uncontended_merge_nested_or_not_never_runs_the_wait_for_script() {
+    let server = RedisServer::start();
+    let backend = Backend::Redis(vec![server]);
+    let Backend::Redis(servers) = &backend else {
+        unreachable!()
+    };
+    let sha = wait_for_script_sha();
+    let ran_script = || servers[0].cmd(&["SCRIPT", "EXISTS", &sha]).contains('1');
+    let repo = Repo::new();
+    repo.write("x.json", "{}");
+    let plain = crate::support::run(backend.tractatus(&repo.path()).args([
+        "state",
+        "merge",
+        "y.json",
+        r#"{"a": 1}"#,
+    ]));
+    assert_eq!(plain.code, 0, "{}", plain.describe());
+    let nested = crate::support::run(backend.tractatus(&repo.path()).args([
+        "lock",
+        "run",
+        "--file",
+        "x.json",
+        "--",
+        BIN,
+        "state",
+        "merge",
+        "y.json",
+        r#"{"b": 1}"#,
+    ]));
+    assert_eq!(nested.code, 0, "{}", nested.describe());
+    let keys = servers[0].cmd(&["KEYS", "*:waitfor"]);
+    assert!(
+        !ran_script(),
+        "an uncontended merge ran the wait-for script (keys: {keys})"
+    );
+    assert!(!keys.contains("waitfor"), "{keys}");
+    // The same nested merge, made to wait: now it records its edge.
+    let steps = [step("a", "x.json", "y.json"), step("b", "y.json", "z.json")];
+    let out = run_steps(&backend, &repo, &steps);
+    assert!(out.iter().all(|o| o.ran.code == 0));
+    assert!(ran_script(), "a nested wait never recorded its edge");
+}

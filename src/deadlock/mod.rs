@@ -47,6 +47,7 @@ use crate::holder::{HolderInfo, Identity};
 
 pub(crate) mod local;
 mod redis;
+mod status;
 pub(crate) mod walk;
 
 /// How long after a first walk found a cycle a second walk must confirm it.
@@ -184,16 +185,18 @@ impl Cycle {
                 h.pid
             ));
         }
-        for o in self.others.iter().rev() {
+        // From the tree holding what we wait for, round to the one waiting for what we hold.
+        for o in &self.others {
             out.push_str(&format!(
-                "; under it {} holds {} and waits for '{}'",
+                "; {} holds {} and waits for '{}'",
                 who(o),
                 names(o),
                 field(&o.waits_for)
             ));
         }
         out.push_str(&format!(
-            " (a cycle of {} waits; this one, the youngest in line, gives up)",
+            " (a cycle of {} waits: this one, the youngest in line, gives up so the others \
+             go on; run it again once they are done)",
             self.others.len() + 1
         ));
         out

@@ -153,3 +153,123 @@ impl Reader for RedisReader<'_> {
         self.ask(&self.request(name)).await.map(|(hop, _)| hop)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The walk on an in-memory table of locks: cycles found, stale edges and chains not.
+
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::deadlock::{Holding, Suspicion};
+
+    /// Locks by name: (owner, edges of its waiters).
+    struct Table(
+        HashMap<String, (String, Vec<Edge>)>,
+        std::sync::Mutex<usize>,
+    );
+
+    impl Reader for Table {
+        async fn read(&self, name: &str) -> Option<Hop> {
+            *self.1.lock().unwrap() += 1;
+            let (owner, edges) = self.0.get(name)?;
+            Some(Hop {
+                held_by: HeldBy::Owner(owner.clone()),
+                holder: HolderInfo::default(),
+                edges: edges.clone(),
+            })
+        }
+    }
+
+    fn held(name: &str) -> Holding {
+        Holding {
+            name: name.into(),
+            owner: format!("owner-{name}"),
+            token: 1,
+        }
+    }
+
+    fn edge(waiter: &str, place: u64, holds: &str, waits: &str) -> Edge {
+        Edge {
+            waiter: waiter.into(),
+            place,
+            session: "s".into(),
+            host: "h".into(),
+            pid: 1,
+            waits_for: waits.into(),
+            holding: vec![held(holds)],
+        }
+    }
+
+    /// A table where each edge is stored under the lock it waits for.
+    fn table(edges: &[Edge], owners: &[(&str, &str)]) -> Table {
+        let mut t: HashMap<String, (String, Vec<Edge>)> = HashMap::new();
+        for (lock, owner) in owners {
+            t.insert((*lock).into(), ((*owner).into(), Vec::new()));
+        }
+        for e in edges {
+            t.get_mut(&e.waits_for).unwrap().1.push(e.clone());
+        }
+        Table(t, std::sync::Mutex::new(0))
+    }
+
+    fn owners() -> Vec<(&'static str, &'static str)> {
+        vec![("x", "owner-x"), ("y", "owner-y"), ("z", "owner-z")]
+    }
+
+    #[tokio::test]
+    async fn a_three_way_cycle_is_found_with_one_read_per_hop_and_one_victim() {
+        let (a, b, c) = (
+            edge("a", 1, "x", "y"),
+            edge("b", 2, "y", "z"),
+            edge("c", 3, "z", "x"),
+        );
+        let t = table(&[a.clone(), b.clone(), c.clone()], &owners());
+        let mut victims = 0;
+        for me in [&a, &b, &c] {
+            let waited = HeldBy::Owner(format!("owner-{}", me.waits_for));
+            let cycle = find_cycle(&t, me, &waited, None).await.unwrap();
+            assert_eq!(cycle.others.len(), 2);
+            // The others run from the holder of what we wait for round to our holder's waiter.
+            assert_eq!(cycle.others[0].holding[0].name, me.waits_for);
+            victims += usize::from(cycle.victim_is_me());
+        }
+        assert_eq!(victims, 1, "not exactly one victim");
+        assert_eq!(*t.1.lock().unwrap(), 6, "two reads per walk of a 3-cycle");
+    }
+
+    #[tokio::test]
+    async fn an_edge_whose_holding_ended_and_a_chain_are_no_cycle() {
+        let (a, b) = (edge("a", 1, "x", "y"), edge("b", 2, "y", "x"));
+        // x is held by someone new now: b's wait on it is no longer a wait on a's tree.
+        let t = table(&[a.clone(), b.clone()], &[("x", "new"), ("y", "owner-y")]);
+        let waited = HeldBy::Owner("owner-y".into());
+        assert!(find_cycle(&t, &a, &waited, None).await.is_none());
+        // a waits for y, b (holding y) for z, z is free of waiters: a chain.
+        let chain = table(&[a.clone(), edge("b", 2, "y", "z")], &owners());
+        assert!(find_cycle(&chain, &a, &waited, None).await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_victim_gives_up_only_after_a_second_walk_confirms() {
+        let (a, b) = (edge("a", 1, "x", "y"), edge("b", 2, "y", "x"));
+        let t = table(&[a.clone(), b.clone()], &owners());
+        let waited = HeldBy::Owner("owner-x".into());
+        let mut s = Suspicion::new();
+        let walk = || find_cycle(&t, &b, &waited, None);
+        assert!(
+            s.judge(walk().await).is_none(),
+            "gave up at the first sight"
+        );
+        assert!(s.judge(walk().await).is_none(), "confirmed too soon");
+        tokio::time::advance(crate::deadlock::CONFIRM_AFTER).await;
+        assert!(s.judge(walk().await).is_some());
+        // The older one never gives up.
+        let mut older = Suspicion::new();
+        let waited_by_a = HeldBy::Owner("owner-y".into());
+        let cycle = find_cycle(&t, &a, &waited_by_a, None).await.unwrap();
+        assert!(older.judge(Some(cycle.clone())).is_none());
+        tokio::time::advance(crate::deadlock::CONFIRM_AFTER).await;
+        assert!(older.judge(Some(cycle)).is_none());
+    }
+}

@@ -160,6 +160,19 @@ fn assert_one_victim(backend: &Backend, repo: &Repo, steps: &[Step], out: &[Outc
         "{name}: the message does not name the locks held and waited for: {}",
         v.ran.stderr
     );
+    println!("{name}: the victim said: {}", v.ran.stderr.trim());
+    if let Backend::Redis(_) = backend {
+        let log = crate::support::run(
+            backend
+                .tractatus(&repo.path())
+                .args(["lock", "log", "--json"]),
+        );
+        assert!(
+            log.stdout.contains(r#""deadlock""#),
+            "{name}: no deadlock in the audit log: {}",
+            log.stdout
+        );
+    }
     let closed = out.iter().map(|o| o.start_ns).max().unwrap();
     let took = Duration::from_nanos((v.done_ns.saturating_sub(closed)) as u64);
     println!(
@@ -353,4 +366,62 @@ fn an_uncontended_merge_nested_or_not_never_runs_the_wait_for_script() {
     let out = run_steps(&backend, &repo, &steps);
     assert!(out.iter().all(|o| o.ran.code == 0));
     assert!(ran_script(), "a nested wait never recorded its edge");
+}
+
+#[test]
+fn lock_status_shows_what_each_nested_waiter_holds_and_its_json_has_the_edges() {
+    for backend in [Backend::Redis(vec![RedisServer::start()]), Backend::Local] {
+        let name = backend.name();
+        let repo = Repo::new();
+        repo.write("x.json", "{}");
+        repo.write("y.json", "{}");
+        let dir = repo.path();
+        let go = dir.join(".go");
+        // b holds y until told to go; a holds x and waits for y.
+        let mut b = backend.tractatus(&dir);
+        b.args(["lock", "run", "--file", "y.json", "--", "sh", "-c"])
+            .arg(
+                r#"i=0; while [ ! -e "$GO" ] && [ $i -lt 4000 ]; do sleep 0.005; i=$((i+1)); done"#,
+            )
+            .env("GO", &go);
+        let b = std::thread::spawn(move || run_timed(&mut b, LIMIT));
+        let held = |c: &mut Command| crate::support::run(c.args(["lock", "status", "--json"]));
+        crate::support::wait_until(Duration::from_secs(10), "b holds y", || {
+            held(&mut backend.tractatus(&dir)).stdout.contains("y.json")
+        });
+        let mut a = backend.tractatus(&dir);
+        a.args([
+            "lock", "run", "--file", "x.json", "--", BIN, "state", "merge",
+        ])
+        .args(["y.json", r#"{"a": 1}"#]);
+        let a = std::thread::spawn(move || run_timed(&mut a, LIMIT));
+        let mut json = serde_json::Value::Null;
+        crate::support::wait_until(Duration::from_secs(10), "a's edge shows", || {
+            json = serde_json::from_str(&held(&mut backend.tractatus(&dir)).stdout).unwrap();
+            let locks = json["locks"].as_array().cloned().unwrap_or_default();
+            locks
+                .iter()
+                .any(|l| l["name"] == "y.json" && l["edges"][0]["holding"][0]["name"] == "x.json")
+        });
+        let y = json["locks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == "y.json")
+            .unwrap()
+            .clone();
+        assert_eq!(y["edges"][0]["waits_for"], "y.json", "{name}: {y}");
+        let text = crate::support::run(backend.tractatus(&dir).args(["lock", "status"]));
+        assert!(
+            text.stdout.contains("holding 'x.json' (token"),
+            "{name}: {}",
+            text.stdout
+        );
+        println!("{name}:\n{}", text.stdout);
+        std::fs::write(&go, "").unwrap();
+        assert_eq!(b.join().unwrap().code, 0);
+        let a = a.join().unwrap();
+        assert_eq!(a.code, 0, "{name}: {}", a.describe());
+        assert_eq!(doc(&repo, "y.json")["a"], serde_json::json!(1));
+    }
 }

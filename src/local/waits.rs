@@ -3,6 +3,11 @@
 //! it waits, so the kernel says whether the edge still counts (a waiter that ended or died
 //! holds no lock on it). Every file is reached through the directory's handle: never a link
 //! followed, never a FIFO opened blocking, reads capped.
+//!
+//! A co-user can write files here, so an edge is believed only as far as the kernel backs it:
+//! its file must be locked by the pid it names, and each lock it claims its tree holds must be
+//! locked (`/proc/locks`) by that pid or one of its ancestors. A planted edge claiming another
+//! tree's locks counts for nothing, so it cannot make a waiter give up.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, TryLockError};
@@ -65,17 +70,7 @@ impl LocalBackend {
     /// Lock `name` as one hop of a walk reads it: who holds it (its token, believed only when
     /// the kernel says the recorded pid holds the lock) and the live edges of its waiters.
     pub(crate) fn read_waits(&self, name: &str) -> Option<Hop> {
-        let file_name = Self::lock_file(name);
-        let f = open_regular(&self.dir, &file_name)?;
-        // A lock on another open file description conflicts even within one process; dropping
-        // `f` lets go of a shared lock taken when it was free.
-        if !matches!(f.try_lock_shared(), Err(TryLockError::WouldBlock)) {
-            return None;
-        }
-        let (holder, _) = read_record(&self.dir, &file_name)?;
-        if flock_holder(&f) != Some(holder.pid) {
-            return None;
-        }
+        let holder = self.kernel_holder(name)?;
         let start = prefix(name);
         let mut edges = Vec::new();
         for (entry, _) in self.dir.entries().ok()? {
@@ -100,7 +95,22 @@ impl LocalBackend {
         })
     }
 
-    /// The edge in file `entry` when its waiter still holds its lock on it.
+    /// The holder record of lock `name` while it is locked by the pid the record names (the
+    /// kernel's word, not the record's).
+    fn kernel_holder(&self, name: &str) -> Option<crate::holder::HolderInfo> {
+        let file_name = Self::lock_file(name);
+        let f = open_regular(&self.dir, &file_name)?;
+        // A lock on another open file description conflicts even within one process; dropping
+        // `f` lets go of a shared lock taken when it was free.
+        if !matches!(f.try_lock_shared(), Err(TryLockError::WouldBlock)) {
+            return None;
+        }
+        let (holder, _) = read_record(&self.dir, &file_name)?;
+        (flock_holder(&f) == Some(holder.pid)).then_some(holder)
+    }
+
+    /// The edge in file `entry` when its waiter still holds its lock on it, with only the
+    /// holdings the kernel backs (see the module doc); `None` when none is.
     fn live_edge(&self, entry: &OsStr, waiter: &str) -> Option<Edge> {
         let (file, stat) = self.dir.open_read(entry).ok()??;
         if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile {
@@ -114,6 +124,33 @@ impl LocalBackend {
             .take(EDGE_MAX as u64 + 1)
             .read_to_string(&mut text)
             .ok()?;
-        Edge::parse(waiter, &text)
+        let mut edge = Edge::parse(waiter, &text)?;
+        if flock_holder(&file) != Some(edge.pid) {
+            return None;
+        }
+        edge.holding.retain(|h| {
+            self.kernel_holder(&h.name)
+                .is_some_and(|holder| holder.token == h.token && in_tree(holder.pid, edge.pid))
+        });
+        (!edge.holding.is_empty()).then_some(edge)
     }
+}
+
+/// How many parents are followed up from a waiter: deeper trees do not occur, and a loop in
+/// `/proc` reads racing with exits must end.
+const MAX_ANCESTORS: usize = 1024;
+
+/// True when `pid` is `ancestor` or one of its descendants (`/proc` parents).
+fn in_tree(ancestor: u32, pid: u32) -> bool {
+    let mut p = pid;
+    for _ in 0..MAX_ANCESTORS {
+        if p == ancestor {
+            return true;
+        }
+        match crate::sys::proc_stat(p) {
+            Some(stat) if stat.ppid != 0 && stat.ppid != p => p = stat.ppid,
+            _ => return false,
+        }
+    }
+    false
 }

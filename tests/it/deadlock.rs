@@ -425,3 +425,74 @@ fn lock_status_shows_what_each_nested_waiter_holds_and_its_json_has_the_edges() 
         assert_eq!(doc(&repo, "y.json")["a"], serde_json::json!(1));
     }
 }
+
+#[test]
+fn a_planted_local_edge_claiming_another_trees_lock_makes_nobody_give_up() {
+    let backend = Backend::Local;
+    let repo = Repo::new();
+    repo.write("x.json", "{}");
+    repo.write("y.json", "{}");
+    let dir = repo.path();
+    let go = dir.join(".go");
+    // h holds y until told to go.
+    let mut h = backend.tractatus(&dir);
+    h.args(["lock", "run", "--file", "y.json", "--", "sh", "-c"])
+        .arg(r#"i=0; while [ ! -e "$GO" ] && [ $i -lt 4000 ]; do sleep 0.005; i=$((i+1)); done"#)
+        .env("GO", &go);
+    let h = std::thread::spawn(move || run_timed(&mut h, LIMIT));
+    let status = || -> serde_json::Value {
+        let r = crate::support::run(backend.tractatus(&dir).args(["lock", "status", "--json"]));
+        serde_json::from_str(&r.stdout).unwrap_or_default()
+    };
+    let token_of = |s: &serde_json::Value, name: &str| {
+        s["locks"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["name"] == name))
+            .map(|l| l["token"].as_u64().unwrap())
+    };
+    crate::support::wait_until(Duration::from_secs(10), "h holds y", || {
+        token_of(&status(), "y.json").is_some()
+    });
+    let y_token = token_of(&status(), "y.json").unwrap();
+    // This test process (outside h's tree) plants an edge: "holding y, waiting for x", with
+    // the oldest place, and keeps it locked as a live waiter would.
+    let locks = dir.join(".claude/.tractatus/locks");
+    let planted = std::fs::File::create(locks.join("x.json.wait-evil")).unwrap();
+    planted.lock().unwrap();
+    let edge = serde_json::json!({
+        "waiter": "evil", "place": 0, "session": "evil", "host": "evil", "pid": std::process::id(),
+        "waits_for": "x.json", "holding": [{"name": "y.json", "token": y_token}],
+    });
+    std::io::Write::write_all(&mut &planted, edge.to_string().as_bytes()).unwrap();
+    // v holds x and waits for y: with the planted edge believed, it would see a cycle and,
+    // the youngest, give up.
+    let mut v = backend.tractatus(&dir);
+    v.args([
+        "lock", "run", "--file", "x.json", "--", BIN, "state", "merge",
+    ])
+    .args(["y.json", r#"{"v": 1}"#]);
+    let v = std::thread::spawn(move || run_timed(&mut v, LIMIT));
+    crate::support::wait_until(Duration::from_secs(10), "v waits for y", || {
+        std::fs::read_dir(&locks).unwrap().any(|e| {
+            let name = e.unwrap().file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("y.json.wait-") && !name.ends_with("evil")
+        })
+    });
+    // Two walks and a confirmation's worth of time, well past when a victim would have gone.
+    let gave_up = (0..40).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        v.is_finished()
+    });
+    assert!(
+        !gave_up,
+        "v gave up on a planted edge: {}",
+        v.join().unwrap().describe()
+    );
+    std::fs::write(&go, "").unwrap();
+    assert_eq!(h.join().unwrap().code, 0);
+    let v = v.join().unwrap();
+    assert_eq!(v.code, 0, "{}", v.describe());
+    assert_eq!(doc(&repo, "y.json")["v"], serde_json::json!(1));
+    drop(planted);
+}

@@ -49,6 +49,9 @@ pub struct LockStatus {
     pub queue: Vec<Queued>,
     /// The wait-for edges of its waiters whose process trees hold other locks: each says what
     /// that waiter holds (see [`crate::deadlock`]).
+    /// (`--json` carries `edges` only when there are some, so the shape of a lock without
+    /// nested waiters stays as it was.)
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub edges: Vec<crate::deadlock::Edge>,
 }
 

@@ -19,8 +19,13 @@ const LIMIT: Duration = Duration::from_secs(40);
 /// Where the locks are.
 enum Backend {
     Redis(Vec<RedisServer>),
+    /// A Redis Cluster, namespace [`CLUSTER_NS`].
+    Cluster(tractatus_testkit::RedisCluster),
     Local,
 }
+
+/// The namespace on the cluster, fixed so that a test can tell which master a lock lives on.
+const CLUSTER_NS: &str = "deadlock";
 
 impl Backend {
     fn all() -> [Backend; 3] {
@@ -35,6 +40,7 @@ impl Backend {
         match self {
             Backend::Redis(s) if s.len() == 1 => "one Redis".into(),
             Backend::Redis(s) => format!("{} Redlock masters", s.len()),
+            Backend::Cluster(c) => format!("a {}-master Redis Cluster", c.masters()),
             Backend::Local => "local locks".into(),
         }
     }
@@ -45,6 +51,10 @@ impl Backend {
         if let Backend::Redis(servers) = self {
             let urls: Vec<String> = servers.iter().map(|s| s.url()).collect();
             c.env("TRACTATUS_REDIS", urls.join(","));
+        }
+        if let Backend::Cluster(cluster) = self {
+            c.env("TRACTATUS_REDIS", cluster.url())
+                .env("TRACTATUS_NAMESPACE", CLUSTER_NS);
         }
         c
     }
@@ -161,7 +171,7 @@ fn assert_one_victim(backend: &Backend, repo: &Repo, steps: &[Step], out: &[Outc
         v.ran.stderr
     );
     println!("{name}: the victim said: {}", v.ran.stderr.trim());
-    if let Backend::Redis(_) = backend {
+    if let Backend::Redis(_) | Backend::Cluster(_) = backend {
         let log = crate::support::run(
             backend
                 .tractatus(&repo.path())
@@ -573,4 +583,29 @@ fn a_planted_local_edge_claiming_another_trees_lock_makes_nobody_give_up() {
     assert_eq!(v.code, 0, "{}", v.describe());
     assert_eq!(doc(&repo, "y.json")["v"], serde_json::json!(1));
     drop(planted);
+}
+
+#[test]
+fn a_cycle_over_locks_on_two_cluster_masters_is_found_reading_each_where_it_lives() {
+    let cluster = tractatus_testkit::RedisCluster::start(3, 0);
+    assert_eq!(crate::support::mark_initialized(&cluster.url()), 3);
+    let master = |name: &str| {
+        let slot = tractatus_lock::keys::slot_of_tag(format!("{CLUSTER_NS}:{name}").as_bytes());
+        cluster.master_of_slot(slot)
+    };
+    // Two files whose locks live on different masters.
+    let files: Vec<String> = (0..64).map(|i| format!("f{i}.json")).collect();
+    let first = &files[0];
+    let second = files
+        .iter()
+        .find(|f| master(f) != master(first))
+        .expect("64 names all on one master")
+        .clone();
+    let backend = Backend::Cluster(cluster);
+    let repo = Repo::new();
+    repo.write(first, "{}");
+    repo.write(&second, "{}");
+    let steps = [step("a", first, &second), step("b", &second, first)];
+    let out = run_steps(&backend, &repo, &steps);
+    assert_one_victim(&backend, &repo, &steps, &out);
 }

@@ -117,6 +117,12 @@ impl LocalBackend {
             return None;
         }
         if !matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock)) {
+            // Its waiter is gone (killed before it could remove it): tidy up once it is old
+            // enough that it cannot be one just created and not yet locked.
+            let age = now_secs().saturating_sub(stat.st_mtime);
+            if age > STALE_EDGE_SECS {
+                let _ = self.dir.remove_file(entry);
+            }
             return None;
         }
         let mut text = String::new();
@@ -134,6 +140,16 @@ impl LocalBackend {
         });
         (!edge.holding.is_empty()).then_some(edge)
     }
+}
+
+/// How old an unlocked edge file must be before a walk removes it.
+const STALE_EDGE_SECS: i64 = 60;
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 /// How many parents are followed up from a waiter: deeper trees do not occur, and a loop in

@@ -609,3 +609,46 @@ fn a_cycle_over_locks_on_two_cluster_masters_is_found_reading_each_where_it_live
     let out = run_steps(&backend, &repo, &steps);
     assert_one_victim(&backend, &repo, &steps, &out);
 }
+
+#[test]
+fn an_edge_file_left_by_a_killed_local_waiter_is_removed_once_old_and_a_fresh_one_kept() {
+    let backend = Backend::Local;
+    let repo = Repo::new();
+    repo.write("x.json", "{}");
+    let dir = repo.path();
+    let go = dir.join(".go");
+    let mut h = backend.tractatus(&dir);
+    h.args(["lock", "run", "--file", "x.json", "--", "sh", "-c"])
+        .arg(r#"i=0; while [ ! -e "$GO" ] && [ $i -lt 4000 ]; do sleep 0.005; i=$((i+1)); done"#)
+        .env("GO", &go);
+    let h = std::thread::spawn(move || run_timed(&mut h, LIMIT));
+    let locks = dir.join(".claude/.tractatus/locks");
+    crate::support::wait_until(Duration::from_secs(10), "h holds x", || {
+        locks.join("x.json.lock").exists()
+            && crate::support::run(backend.tractatus(&dir).args(["lock", "status"]))
+                .stdout
+                .contains("x.json")
+    });
+    let (old, fresh) = (
+        locks.join("x.json.wait-old"),
+        locks.join("x.json.wait-fresh"),
+    );
+    std::fs::write(&old, "{}").unwrap();
+    std::fs::write(&fresh, "{}").unwrap();
+    let touched = Command::new("touch")
+        .args(["-d", "2 minutes ago"])
+        .arg(&old)
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    // `lock status` reads x's edges as a walk does.
+    let r = crate::support::run(backend.tractatus(&dir).args(["lock", "status"]));
+    assert_eq!(r.code, 0, "{}", r.describe());
+    assert!(!old.exists(), "the old unlocked edge file was kept");
+    assert!(
+        fresh.exists(),
+        "a fresh edge file (its waiter may be locking it) was removed"
+    );
+    std::fs::write(&go, "").unwrap();
+    assert_eq!(h.join().unwrap().code, 0);
+}

@@ -449,7 +449,7 @@ fn an_uncontended_merge_nested_or_not_never_runs_the_wait_for_script() {
     crate::support::wait_until(
         Duration::from_secs(10),
         "the nested wait records its edge",
-        || ran_script(),
+        ran_script,
     );
     std::fs::write(&go, "").unwrap();
     assert_eq!(h.join().unwrap().code, 0);

@@ -61,8 +61,9 @@ pub struct LockStatus {
 pub struct AuditEvent {
     /// When, ms since the Unix epoch (coordinator's clock).
     pub at_ms: u64,
-    /// `grant`, `release`, `expired`, `takeover`, `break` or `join` (a process joined the
-    /// lease: the holder's fields, the joiner as `by`).
+    /// `grant`, `release`, `expired`, `takeover`, `break`, `join` (a process joined the
+    /// lease: the holder's fields, the joiner as `by`) or `deadlock` (a waiter gave up to break
+    /// a cycle of waiters: its session, host and pid; see [`crate::deadlock`]).
     pub event: String,
     /// Lock name.
     pub name: String,

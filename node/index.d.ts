@@ -75,6 +75,13 @@ export type ErrorCode =
   | 'INTERNAL'
   | 'CANNOT_WRITE'
   | 'HELD'
+  /**
+   * A wait given up to break a deadlock across processes: a call inside `withLock` waited for
+   * a lock whose holder waits, through a cycle of waiters, for a lock this `withLock` holds.
+   * The youngest waiter in the cycle gets it, at once, with the cycle in its message; the others
+   * go on. `exitCode` 75, as the CLI exits. Retry after the others finish (see docs/deadlock.md).
+   */
+  | 'DEADLOCK'
   | 'LEASE_LOST'
   | 'ABORTED'
 

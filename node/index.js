@@ -14,6 +14,9 @@ const EXIT_CODES = Object.freeze({
   INTERNAL: 70,
   CANNOT_WRITE: 73,
   HELD: 75,
+  // A wait given up to break a cycle of waiters across processes (it held a lock another
+  // waiter needed, and waited for one that waiter's holder held): like the CLI's 75.
+  DEADLOCK: 75,
   LEASE_LOST: 76,
   // Not the CLI's: a wait given up by the caller's AbortSignal, like a wait that ran out.
   ABORTED: 75,
@@ -137,7 +140,17 @@ function nativeOptions(o = {}) {
     connectTimeout: duration(o.connectTimeout, 'connectTimeout'),
     session: o.session ?? undefined,
     allowNetworkFs: o.allowNetworkFs ?? undefined,
+    holding: scopeHoldings(),
   }
+}
+
+// What the open withLock scopes of the calling async context hold: a call that waits records
+// it as its wait-for edge, so a cycle of waiters across processes is found (code DEADLOCK).
+function scopeHoldings() {
+  if (lockScope === null) return undefined
+  const all = []
+  for (const scope of openScopes()) all.push(...scope.held.holdings)
+  return all.length === 0 ? undefined : all
 }
 
 // The local-locks notice, once per configuration and process, like the CLI prints it.

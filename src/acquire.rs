@@ -100,6 +100,8 @@ impl Coordinator {
         let queue_me = !opts.wait.is_zero();
         let place = epoch_micros();
         let mut give_up = GiveUp::new(self, &keys, &waiter_id);
+        // Issue 24 hook: deadlock detection (src/deadlock). `None` unless the caller holds leases.
+        let mut deadlock = self.deadlock_watch(name, &waiter_id, place, opts);
         // The waiter first in line as the last refusal named it, and the ones we took out of
         // the line because their process is gone (each once: a node that cannot be told must
         // not make us spin).
@@ -206,6 +208,14 @@ impl Coordinator {
                         && self.evict(quorum, &keys, &h.owner, "takeover").await > 0
                     {
                         continue;
+                    }
+                    // Issue 24 hook: a confirmed cycle of waiters through us, us its victim.
+                    if let Some(w) = deadlock.as_mut()
+                        && let Some(e) = w.check(self, quorum).await
+                    {
+                        give_up.disarm();
+                        quorum.leave(&keys, &waiter_id).await;
+                        return Err(e);
                     }
                     // Its process gone but its command's group still running: look again
                     // soon, as the group may end well before the lease.

@@ -63,6 +63,17 @@ pub enum Error {
         note: Option<String>,
     },
 
+    /// Waiting for the lock would never end: the lock's holder waits, through a cycle of other
+    /// waiters, for a lock this process (or its tree) holds, and this wait was the one chosen
+    /// to give up (see [`crate::deadlock`]). Nothing was written; the others go on.
+    #[error("deadlock waiting for lock '{}': {cycle}", crate::shown::field(.name))]
+    Deadlock {
+        /// The lock this wait was for.
+        name: String,
+        /// The cycle, for people: each lock held and waited for, and by whom (escaped).
+        cycle: String,
+    },
+
     /// The lease ran out (or was taken) before the work was committed; nothing was written.
     #[error("lease on '{name}' lost: {reason}")]
     LeaseLost {
@@ -152,6 +163,12 @@ impl Error {
         matches!(self, Error::Timeout { .. })
     }
 
+    /// This wait was given up to break a cycle of waiters (a deadlock): retrying at once
+    /// would likely close the cycle again; let the others finish first.
+    pub fn is_deadlock(&self) -> bool {
+        matches!(self, Error::Deadlock { .. })
+    }
+
     /// The coordinator could not be reached or had no quorum: nothing was done.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Error::Unavailable { .. })
@@ -194,7 +211,7 @@ impl Error {
             Error::Unavailable { .. } => 69,
             Error::Internal { .. } => 70,
             Error::CannotWrite { .. } => 73,
-            Error::Timeout { .. } => 75,
+            Error::Timeout { .. } | Error::Deadlock { .. } => 75,
             Error::LeaseLost { .. } | Error::Fenced { .. } | Error::Conflict { .. } => 76,
         }
     }

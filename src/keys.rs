@@ -42,6 +42,10 @@ pub struct LockKeys {
     /// Hash: who each queued waiter is (`session`, `host`, `pid`, since when, tab-separated),
     /// for `lock status`.
     pub waiting: String,
+    /// Hash: the wait-for edges of the waiters of this lock whose process trees hold other
+    /// locks (waiter id -> edge; see `crate::deadlock`), each live while its waiter's
+    /// registration in `waiters` is.
+    pub waitfor: String,
     /// Stream: the lock's audit trail.
     pub log: String,
     /// Pub/sub channel announcing a release.
@@ -79,6 +83,7 @@ impl LockKeys {
             waiters: format!("{base}:waiters"),
             queue: format!("{base}:queue"),
             waiting: format!("{base}:waiting"),
+            waitfor: format!("{base}:waitfor"),
             log: format!("{base}:log"),
             channel: format!("{base}:released"),
             ended: format!("{base}:ended"),
@@ -357,6 +362,7 @@ mod tests {
                 &k.waiters,
                 &k.queue,
                 &k.waiting,
+                &k.waitfor,
                 &k.log,
                 &k.init,
                 &k.epoch,

@@ -27,6 +27,7 @@
 //! - [`session`]: the live session registry, per-session state files, their cleanup and totals.
 //! - [`settings`]: precedence of flags, environment and config file; the config file's schema
 //!   and the namespace file.
+//! - [`deadlock`]: wait-for edges beside the queue, the walk for a cycle, and its victim.
 //! - `multi`: several locks at once ([`Coordinator::acquire_all`]).
 //! - [`slots`]: one of N slots, a counting semaphore of leases ([`Coordinator::acquire_slot`]).
 //! - `sys`: what is read from `/proc` (process start times, parents, umask) and the host name.
@@ -60,6 +61,7 @@ mod acquire;
 mod clock;
 pub mod config;
 mod connect;
+pub mod deadlock;
 mod dir_handle;
 pub mod error;
 pub mod group;
@@ -99,4 +101,4 @@ pub use connect::Coordinator;
 pub use error::{Error, Result};
 pub use holder::{HolderInfo, Identity};
 pub use lease::{FencingToken, Lease, LeaseState};
-pub use options::{AcquireOptions, WaitProgress};
+pub use options::{AcquireOptions, Holding, WaitProgress};

@@ -16,6 +16,19 @@ impl Coordinator {
         &self,
         names: &[S],
         wait: Duration,
+        progress: impl FnMut(&str) -> Option<WaitProgress>,
+    ) -> Result<Vec<Lease>> {
+        self.acquire_all_holding(names, wait, &[], progress).await
+    }
+
+    /// [`Coordinator::acquire_all`] by a caller that already holds `holding` (a Node caller's
+    /// enclosing `withLock` scopes): each wait records them, with the leases this call took
+    /// before it, as its wait-for edge (see [`crate::deadlock`]).
+    pub async fn acquire_all_holding<S: AsRef<str>>(
+        &self,
+        names: &[S],
+        wait: Duration,
+        holding: &[crate::Holding],
         mut progress: impl FnMut(&str) -> Option<WaitProgress>,
     ) -> Result<Vec<Lease>> {
         let mut names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
@@ -28,6 +41,12 @@ impl Coordinator {
             let opts = AcquireOptions {
                 wait: wait.saturating_sub(started.elapsed()),
                 progress: progress(name),
+                // What this call already took counts as held while it waits for the next.
+                holding: holding
+                    .iter()
+                    .cloned()
+                    .chain(leases.iter().map(Lease::holding))
+                    .collect(),
             };
             match self.acquire(name, &opts).await {
                 Ok(mut l) => {

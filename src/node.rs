@@ -182,6 +182,38 @@ pub enum JoinReply {
     },
 }
 
+/// What a wait-for read asks of one node (see `lua/wait_for.lua` and `crate::deadlock`).
+#[derive(Debug, Clone)]
+pub struct WaitForRequest {
+    /// The keys of the lock waited for.
+    pub keys: LockKeys,
+    /// The waiter whose edge to record, or empty to record nothing.
+    pub waiter: String,
+    /// The edge's text (see `crate::deadlock::Edge`).
+    pub edge: String,
+    /// A deadlock to record in the lock's audit log (the cycle, for people), or empty.
+    pub deadlock: String,
+    /// Who asks, recorded with a deadlock.
+    pub by: Identity,
+    /// Audit log length cap.
+    pub log_cap: u32,
+}
+
+/// One lock's wait-for edges and holder as one node sees them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WaitForView {
+    /// The owner id of the lease, empty when free.
+    pub owner: String,
+    /// The holder as recorded (session, host, pid only).
+    pub holder: HolderInfo,
+    /// The live waiters' edges: waiter id and edge text, at most [`WAIT_FOR_EDGES_MAX`].
+    pub edges: Vec<(String, String)>,
+}
+
+/// Most edges one wait-for read returns: a hostile or huge crowd of waiters costs a bounded
+/// reply.
+pub const WAIT_FOR_EDGES_MAX: usize = 64;
+
 /// The operations a lease needs from each node. Every call must finish on its own within the
 /// node's timeout (an implementation applies it), so a slow node cannot hold the quorum up.
 /// Nothing above this trait (and [`NodeAdmin`]) sends a backend command.
@@ -243,6 +275,14 @@ pub trait Node: Send + Sync + 'static {
     fn leave_turn<'a>(&'a self, req: &'a JoinRequest) -> NodeFuture<'a, ()> {
         let _ = req;
         Box::pin(async { Ok(()) })
+    }
+
+    /// Record a waiter's wait-for edge (when `req.waiter` is not empty) and read the lock's
+    /// owner and the live edges of its waiters (see `lua/wait_for.lua`). A node that keeps no
+    /// edges says so as an error (no edge seen is no cycle found).
+    fn wait_for<'a>(&'a self, req: &'a WaitForRequest) -> NodeFuture<'a, WaitForView> {
+        let _ = req;
+        Box::pin(async { Err(NodeError::new("this node keeps no wait-for edges")) })
     }
 
     /// Leave the lock's queue (a waiter that gives up), so nobody waits behind it and `lock

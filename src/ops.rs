@@ -47,6 +47,12 @@ pub struct LockStatus {
     /// lists them; the `--json` shape does not carry them).
     #[serde(skip)]
     pub queue: Vec<Queued>,
+    /// The wait-for edges of its waiters whose process trees hold other locks: each says what
+    /// that waiter holds (see [`crate::deadlock`]).
+    /// (`--json` carries `edges` only when there are some, so the shape of a lock without
+    /// nested waiters stays as it was.)
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub edges: Vec<crate::deadlock::Edge>,
 }
 
 /// One audit event, as `lock log` shows it. The `--json` output is an array of these, oldest
@@ -55,8 +61,9 @@ pub struct LockStatus {
 pub struct AuditEvent {
     /// When, ms since the Unix epoch (coordinator's clock).
     pub at_ms: u64,
-    /// `grant`, `release`, `expired`, `takeover`, `break` or `join` (a process joined the
-    /// lease: the holder's fields, the joiner as `by`).
+    /// `grant`, `release`, `expired`, `takeover`, `break`, `join` (a process joined the
+    /// lease: the holder's fields, the joiner as `by`) or `deadlock` (a waiter gave up to break
+    /// a cycle of waiters: its session, host and pid; see [`crate::deadlock`]).
     pub event: String,
     /// Lock name.
     pub name: String,
@@ -97,6 +104,13 @@ async fn names_on(node: &dyn Node, ns: &str, kind: KeyKind) -> Result<Vec<String
 impl Coordinator {
     /// Every lock held in this namespace.
     pub async fn status(&self) -> Result<Vec<LockStatus>> {
+        let mut locks = self.holders().await?;
+        // Issue 24: each waiter's wait-for edge (what its tree holds), from src/deadlock.
+        self.attach_edges(&mut locks).await;
+        Ok(locks)
+    }
+
+    async fn holders(&self) -> Result<Vec<LockStatus>> {
         let ns = &self.inner.config.namespace;
         let me = &self.inner.identity;
         match &self.inner.backend {
@@ -111,6 +125,7 @@ impl Coordinator {
                     ttl_left_ms: None,
                     waiters: 0,
                     queue: Vec::new(),
+                    edges: Vec::new(),
                     stale: false,
                     nodes: 1,
                     session: h.session,
@@ -165,6 +180,7 @@ impl Coordinator {
                             ttl_left_ms: Some(pttl.as_millis() as u64),
                             waiters,
                             queue,
+                            edges: Vec::new(),
                             stale: h.is_gone_from(me),
                             nodes: count,
                             session: h.session,

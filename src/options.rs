@@ -17,6 +17,24 @@ pub struct AcquireOptions {
     pub wait: Duration,
     /// Receives the current holder while we wait, for feedback. Default: none.
     pub progress: Option<WaitProgress>,
+    /// Leases the caller holds while it waits, besides those its process inherited (a Node
+    /// caller's enclosing `withLock` scopes): a wait records them as its wait-for edge and
+    /// fails with [`crate::Error::Deadlock`] when they close a cycle of waiters (see
+    /// `crate::deadlock`). Default: none.
+    pub holding: Vec<Holding>,
+}
+
+/// A lease a waiter (its process tree, or its Node scope) holds, as a wait-for edge names it
+/// ([`crate::Lease::holding`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Holding {
+    /// The lock's name.
+    pub name: String,
+    /// The Redis lease's owner id (empty for local locks, which the token names).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub owner: String,
+    /// The lease's fencing token.
+    pub token: u64,
 }
 
 impl AcquireOptions {
@@ -25,6 +43,7 @@ impl AcquireOptions {
         AcquireOptions {
             wait,
             progress: None,
+            holding: Vec::new(),
         }
     }
 }

@@ -53,7 +53,7 @@ use crate::holder::HolderInfo;
 use crate::keys::{LockKeys, init_keys, lease_pattern, log_pattern, name_from_key};
 use crate::node::{
     Eviction, GrantReply, GrantRequest, JoinReply, JoinRequest, KeyKind, LockView, Node, NodeAdmin,
-    NodeError, NodeFuture, Queued, WakeStream,
+    NodeError, NodeFuture, Queued, WaitForRequest, WaitForView, WakeStream,
 };
 
 static GRANT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/grant.lua")));
@@ -76,6 +76,7 @@ mod cluster;
 mod replicas;
 pub mod sentinel;
 mod sessions;
+mod wait_for;
 
 use sentinel::Endpoint;
 
@@ -433,6 +434,10 @@ impl Node for RedisNode {
             .await
             .map(|_| ())
         })
+    }
+
+    fn wait_for<'a>(&'a self, req: &'a WaitForRequest) -> NodeFuture<'a, WaitForView> {
+        Box::pin(self.wait_for_edges(req))
     }
 
     fn admin(&self) -> Option<&dyn NodeAdmin> {

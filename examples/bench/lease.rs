@@ -198,6 +198,7 @@ async fn handoff(holder: &Coordinator, waiter: &Coordinator, rounds: usize) -> H
             let opts = AcquireOptions {
                 wait: Duration::from_secs(10),
                 progress: Some(progress),
+                ..AcquireOptions::default()
             };
             let got = w.acquire(NAME, &opts).await;
             (Instant::now(), got)

@@ -24,6 +24,7 @@
 //! - `redlock.rs`: section 4, 5 masters vs 1.
 //! - `contention.rs`: section 4, contended Redlock.
 //! - `cluster.rs`: section 5, a 3-master Redis Cluster beside one plain Redis.
+//! - `deadlock.rs`: section 6, what deadlock detection costs and how soon it breaks a cycle.
 //!
 //! The processes, repositories and timed children come from the shared test kit
 //! (`tractatus-testkit`); of the library it uses the crate-root re-exports and the two items
@@ -33,6 +34,7 @@ mod children;
 mod cli;
 mod cluster;
 mod contention;
+mod deadlock;
 mod floors;
 mod lease;
 mod machine;
@@ -115,6 +117,7 @@ fn main() -> Res<()> {
     }
     section_redlock(&rt, &urls, &floors, scale)?;
     crate::cluster::section_cluster(&rt, &floors, scale, cli.as_ref())?;
+    crate::deadlock::section_deadlock(&rt, &urls[0], &floors, scale)?;
 
     println!("\ntotal run time {:.1} s", started.elapsed().as_secs_f64());
     drop(rt);

@@ -123,7 +123,7 @@ async fn script_calls_per_round(
 
 /// EVAL and EVALSHA calls served so far, summed over the masters. (`total_commands_processed`
 /// would also count every `redis.call` made inside the scripts.)
-async fn script_calls(urls: &[String]) -> Res<u64> {
+pub(crate) async fn script_calls(urls: &[String]) -> Res<u64> {
     let mut total = 0;
     for url in urls {
         let mut conn = redis::Client::open(url.as_str())?

@@ -38,6 +38,8 @@ pub struct Settings {
     pub connect_timeout: Option<String>,
     pub session: Option<String>,
     pub allow_network_fs: bool,
+    /// What the enclosing `withLock` scopes hold: a wait records it as its wait-for edge.
+    pub holding: Vec<tractatus_lock::Holding>,
 }
 
 /// A library error as JavaScript sees it: a stable code, the CLI's exit code, one line.
@@ -52,6 +54,7 @@ impl From<Error> for Failure {
     fn from(e: Error) -> Self {
         let code = match &e {
             Error::Conflict { .. } => "CONFLICT",
+            e if e.is_deadlock() => "DEADLOCK",
             e if e.is_held() => "HELD",
             e if e.is_unavailable() => "UNAVAILABLE",
             e if e.is_lease_lost() => "LEASE_LOST",
@@ -203,7 +206,10 @@ async fn open(s: &Settings) -> Out<Opened> {
         identity.session,
         s.allow_network_fs
     );
-    let acquire = AcquireOptions::wait(resolved.wait);
+    let acquire = AcquireOptions {
+        holding: s.holding.clone(),
+        ..AcquireOptions::wait(resolved.wait)
+    };
     let mut notice = None;
     let cell = slot(key.clone());
     let connect = cell.get_or_try_init(|| async {
@@ -522,6 +528,7 @@ async fn append_under_lease(
 /// Leases on several locks, taken in sorted order.
 pub struct Held {
     leases: Leases,
+    holdings: Vec<tractatus_lock::Holding>,
     tokens: Vec<(String, u64)>,
     released: watch::Sender<bool>,
 }
@@ -545,9 +552,10 @@ pub async fn acquire(
     }
     let leases = o
         .coordinator
-        .acquire_all(&all, o.acquire.wait, |_| None)
+        .acquire_all_holding(&all, o.acquire.wait, &s.holding, |_| None)
         .await?;
     let held = Held {
+        holdings: leases.iter().map(Lease::holding).collect(),
         tokens: leases
             .iter()
             .map(|l| (l.name().to_owned(), l.token()))
@@ -562,6 +570,11 @@ impl Held {
     /// (lock name, fencing token) of each lease.
     pub fn tokens(&self) -> Vec<(String, u64)> {
         self.tokens.clone()
+    }
+
+    /// What the leases hold, as a wait-for edge names it.
+    pub fn holdings(&self) -> Vec<tractatus_lock::Holding> {
+        self.holdings.clone()
     }
 
     /// The leases, for the calls that join them.

@@ -123,6 +123,18 @@ pub struct NativeOptions {
     pub connect_timeout: Option<String>,
     pub session: Option<String>,
     pub allow_network_fs: Option<bool>,
+    /// What the enclosing `withLock` scopes hold (their `holdings`), for deadlock detection.
+    pub holding: Option<Vec<LockHolding>>,
+}
+
+/// A lease an enclosing `withLock` scope holds, as a wait-for edge names it (see the crate's
+/// `deadlock` module). The token crosses as a decimal string: tokens pass 2^53.
+#[napi(object)]
+#[derive(Clone)]
+pub struct LockHolding {
+    pub name: String,
+    pub owner: String,
+    pub token: String,
 }
 
 fn settings(o: Option<NativeOptions>) -> Result<Settings> {
@@ -143,6 +155,18 @@ fn settings(o: Option<NativeOptions>) -> Result<Settings> {
         connect_timeout: o.connect_timeout,
         session: o.session,
         allow_network_fs: o.allow_network_fs.unwrap_or(false),
+        holding: o
+            .holding
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|h| {
+                Some(tractatus_lock::Holding {
+                    token: h.token.parse().ok()?,
+                    name: h.name,
+                    owner: h.owner,
+                })
+            })
+            .collect(),
     })
 }
 
@@ -381,6 +405,7 @@ pub struct LockToken {
 #[napi]
 pub struct HeldLocks {
     inner: Arc<Mutex<Option<core::Held>>>,
+    holdings: Vec<tractatus_lock::Holding>,
     /// Kept apart from `inner`, which the release takes: a late join must find them released.
     leases: core::Leases,
     tokens: Vec<(String, u64)>,
@@ -416,6 +441,19 @@ impl HeldLocks {
     #[napi(getter)]
     pub fn notice(&self) -> Option<String> {
         self.notice.clone()
+    }
+
+    /// What these leases hold, for the wait-for edges of calls made under them.
+    #[napi(getter)]
+    pub fn holdings(&self) -> Vec<LockHolding> {
+        self.holdings
+            .iter()
+            .map(|h| LockHolding {
+                name: h.name.clone(),
+                owner: h.owner.clone(),
+                token: h.token.to_string(),
+            })
+            .collect()
     }
 
     /// Resolves with the first loss's reason, or `null` once released.
@@ -555,6 +593,7 @@ pub fn acquire<'env>(
         })
         .await?;
         Ok(HeldLocks {
+            holdings: held.holdings(),
             tokens: held.tokens(),
             leases: held.leases(),
             inner: Arc::new(Mutex::new(Some(held))),

@@ -215,6 +215,11 @@ impl Capability {
         cap
     }
 
+    /// The leases it carries.
+    pub(crate) fn grants(&self) -> &[Grant] {
+        &self.grants
+    }
+
     /// True when it carries nothing.
     pub fn is_empty(&self) -> bool {
         self.grants.is_empty()

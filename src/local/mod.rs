@@ -26,8 +26,10 @@ use crate::holder::{HolderInfo, Identity};
 use crate::options::AcquireOptions;
 
 mod turn;
+mod waits;
 
 pub(crate) use turn::Joinable;
+pub(crate) use waits::WaitRecord;
 
 /// Local file locks in one directory, reached through its handle.
 pub(crate) struct LocalBackend {
@@ -164,7 +166,17 @@ impl LocalBackend {
                     let r = file.lock().map(|()| file);
                     let _ = tx.send(r);
                 });
-                match tokio::time::timeout_at(deadline, rx).await {
+                let wait = tokio::time::timeout_at(deadline, rx);
+                // Issue 24 hook: a waiter holding other local locks walks for a cycle while the
+                // kernel makes it wait (src/deadlock/local.rs).
+                let got = match crate::deadlock::local::Watch::start(self, name, identity, opts)? {
+                    Some(watch) => tokio::select! {
+                        got = wait => got,
+                        e = watch.run(deadline) => return Err(e),
+                    },
+                    None => wait.await,
+                };
+                match got {
                     Ok(Ok(Ok(file))) => file,
                     Ok(Ok(Err(e))) => return Err(io_err("cannot lock", &path, e)),
                     Ok(Err(_)) => return Err(Error::internal("lock thread vanished")),

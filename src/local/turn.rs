@@ -105,7 +105,7 @@ impl LocalBackend {
 /// The process holding the exclusive `flock` on `file`, as the kernel's lock table
 /// (`/proc/locks`) says: a record in the lock file can be rewritten by any co-user, this
 /// cannot. `None` when no such lock is listed (or the table cannot be read).
-fn flock_holder(file: &File) -> Option<u32> {
+pub(super) fn flock_holder(file: &File) -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
     let meta = file.metadata().ok()?;
     let dev = meta.dev();

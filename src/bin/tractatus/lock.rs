@@ -106,6 +106,7 @@ async fn slot_run(
     let opts = AcquireOptions {
         wait: ctx.ws.resolved().wait,
         progress: Some(feedback.progress()),
+        ..AcquireOptions::default()
     };
     let got = coordinator.acquire_slot(name, slots, &opts).await;
     feedback.finish();
@@ -224,17 +225,49 @@ async fn status(ctx: &Context) -> Result<i32> {
     for l in locks.iter().filter(|l| !l.queue.is_empty()) {
         output::out(&format!("\nqueue of {}:", field(&l.name)))?;
         for (i, w) in l.queue.iter().enumerate() {
+            // Issue 24: what the waiter's tree holds while it waits (its wait-for edge).
+            let edge = l
+                .edges
+                .iter()
+                .find(|e| e.session == w.session && e.host == w.host && e.pid == w.pid);
             output::out(&format!(
-                "  {}. session {} on {} pid {}, waiting {}",
+                "  {}. session {} on {} pid {}, waiting {}{}",
                 i + 1,
                 field(&w.session),
                 field(&w.host),
                 w.pid,
-                human_duration(now_ms.saturating_sub(w.since_ms))
+                human_duration(now_ms.saturating_sub(w.since_ms)),
+                edge.map(holding_text).unwrap_or_default()
+            ))?;
+        }
+    }
+    // Local locks keep no queue: their waiters that hold other locks are listed by their edges.
+    for l in locks
+        .iter()
+        .filter(|l| l.queue.is_empty() && !l.edges.is_empty())
+    {
+        output::out(&format!("\nwaiting for {}:", field(&l.name)))?;
+        for e in &l.edges {
+            output::out(&format!(
+                "  session {} on {} pid {}{}",
+                field(&e.session),
+                field(&e.host),
+                e.pid,
+                holding_text(e)
             ))?;
         }
     }
     Ok(0)
+}
+
+/// ", holding 'x' (token N), ..." for a waiter's wait-for edge.
+fn holding_text(e: &tractatus_lock::deadlock::Edge) -> String {
+    let held: Vec<String> = e
+        .holding
+        .iter()
+        .map(|h| format!("'{}' (token {})", field(&h.name), h.token))
+        .collect();
+    format!(", holding {}", held.join(", "))
 }
 
 /// One line per slot set: which of its slots are held (each is a row of the table).

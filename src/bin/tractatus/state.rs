@@ -66,6 +66,7 @@ pub async fn run(ctx: &Context, cmd: StateCommand) -> Result<i32> {
             let opts = AcquireOptions {
                 wait: ctx.ws.resolved().wait,
                 progress: Some(feedback.progress()),
+                ..AcquireOptions::default()
             };
             let outcome = file.write(&coordinator, &opts, edit.clone()).await;
             feedback.finish();

@@ -313,4 +313,11 @@ pub trait NodeAdmin: Send + Sync {
     /// return that run id. A Redis Cluster marks each master's slots with that master's run
     /// id, and returns one run id per master.
     fn mark_initialized(&self) -> NodeFuture<'_, Vec<String>>;
+
+    /// How long the server has run (on a Redis Cluster: its youngest master), for the
+    /// operator's views (`lock status --watch`, `tractatus metrics`), which also time the call
+    /// as the node's round trip. A node that cannot say answers an error.
+    fn uptime(&self) -> NodeFuture<'_, Duration> {
+        Box::pin(async { Err(NodeError::new("this node does not report its uptime")) })
+    }
 }

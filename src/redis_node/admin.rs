@@ -100,6 +100,30 @@ impl NodeAdmin for RedisNode {
             Ok(run_ids)
         })
     }
+
+    fn uptime(&self) -> NodeFuture<'_, Duration> {
+        Box::pin(async move {
+            let mut youngest: Option<u64> = None;
+            for shard in self.shards().await? {
+                let mut conn = shard.conn.clone();
+                let info: String = self
+                    .on_shard(
+                        &shard,
+                        self.op_timeout,
+                        redis::cmd("INFO").arg("server").query_async(&mut conn),
+                    )
+                    .await?;
+                let secs = info
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("uptime_in_seconds:")?.parse().ok())
+                    .ok_or_else(|| NodeError::new("INFO server shows no uptime_in_seconds"))?;
+                youngest = Some(youngest.map_or(secs, |y: u64| y.min(secs)));
+            }
+            youngest
+                .map(Duration::from_secs)
+                .ok_or_else(|| NodeError::new("no master to ask"))
+        })
+    }
 }
 
 /// Markers written per request by [`NodeAdmin::mark_initialized`].

@@ -26,7 +26,17 @@ pub async fn run(ctx: &Context, cmd: LockCommand) -> Result<i32> {
             slots: None,
             command,
         } => lock_run(ctx, names, files, command).await,
-        LockCommand::Status => status(ctx).await,
+        LockCommand::Status {
+            watch: false,
+            interval: _,
+        } => status(ctx).await,
+        LockCommand::Status {
+            watch: true,
+            interval,
+        } => crate::watch::run(ctx, &interval).await,
+        LockCommand::Stats { since, lock } => {
+            crate::stats::run(ctx, since.as_deref(), lock.as_deref()).await
+        }
         LockCommand::Break { name, force } => lock_break(ctx, &name, force).await,
         LockCommand::Log { limit } => log(ctx, limit).await,
         LockCommand::Init => init(ctx).await,

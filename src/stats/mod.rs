@@ -115,16 +115,20 @@ impl LockStats {
 }
 
 /// The figures of each lock over the events `counted` picks out of `events` (oldest first;
-/// the others still pair a counted end with its grant). Locks without a counted event are left
+/// `counted` gets each event's index and the event; the others still pair a counted end with
+/// its grant). Locks without a counted event are left
 /// out.
-pub fn lock_stats(events: &[AuditEvent], counted: impl Fn(&AuditEvent) -> bool) -> Vec<LockStats> {
+pub fn lock_stats(
+    events: &[AuditEvent],
+    counted: impl Fn(usize, &AuditEvent) -> bool,
+) -> Vec<LockStats> {
     let granted: HashMap<(&str, &str), u64> = events
         .iter()
         .filter(|e| e.event == "grant")
         .map(|e| ((e.name.as_str(), e.owner.as_str()), e.at_ms))
         .collect();
     let mut by_lock: BTreeMap<&str, LockStats> = BTreeMap::new();
-    for e in events.iter().filter(|e| counted(e)) {
+    for (_, e) in events.iter().enumerate().filter(|(i, e)| counted(*i, e)) {
         let s = by_lock
             .entry(e.name.as_str())
             .or_insert_with(|| LockStats::new(&e.name));
@@ -202,8 +206,8 @@ impl Fresh {
 }
 
 /// The events among `events` at or after `since_ms` (ms since the epoch).
-pub fn since(since_ms: u64) -> impl Fn(&AuditEvent) -> bool {
-    move |e| e.at_ms >= since_ms
+pub fn since(since_ms: u64) -> impl Fn(usize, &AuditEvent) -> bool {
+    move |_, e| e.at_ms >= since_ms
 }
 
 #[cfg(test)]
@@ -242,7 +246,7 @@ mod tests {
             ev("grant", "c", 9000, Some(2)),
             ev("break", "c", 9100, None),
         ];
-        let s = &lock_stats(&events, |_| true)[0];
+        let s = &lock_stats(&events, |_, _| true)[0];
         assert_eq!(
             (s.grants, s.contended, s.lost_leases, s.breaks),
             (3, 1, 1, 1)

@@ -4,6 +4,7 @@
 //!
 //! - `audit`: reading every lock's audit log, one record per event however many nodes hold it.
 //! - `nodes`: each Redis node's reachability, round trip and restart quarantine.
+//! - `report`: the shape of `lock status --json` (and Node's `lockStatus()`).
 //!
 //! A grant's wait is its record's `wait_ms` (written since issue 21: from the holder's first ask
 //! to the grant; older grants have none and count without a wait). A hold is the time between
@@ -14,6 +15,7 @@
 
 mod audit;
 mod nodes;
+mod report;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -22,6 +24,7 @@ use serde::Serialize;
 use crate::ops::AuditEvent;
 
 pub use nodes::NodeHealth;
+pub use report::StatusReport;
 
 /// A grant whose wait reached this many ms had to wait (the lock was held or queued when it
 /// first asked); below it, the wait is the round trip of a free lock.

@@ -137,7 +137,11 @@ impl Screen {
 
     /// Redraw: each line cut to the terminal's width (raw mode needs its own `\r\n`).
     fn draw(&self, lines: &[String]) -> Result<()> {
-        let (cols, rows) = terminal::size().unwrap_or((120, 40));
+        // A terminal that reports no size (a pseudo-terminal nobody sized) gets a usual one.
+        let (cols, rows) = match terminal::size() {
+            Ok((c, r)) if c > 0 && r > 0 => (c, r),
+            _ => (120, 40),
+        };
         let mut out = std::io::stdout().lock();
         queue!(
             out,
@@ -145,7 +149,7 @@ impl Screen {
             terminal::Clear(terminal::ClearType::All)
         )
         .map_err(tty)?;
-        for line in lines.iter().take(usize::from(rows.max(1))) {
+        for line in lines.iter().take(usize::from(rows)) {
             let cut: String = line.chars().take(usize::from(cols)).collect();
             out.write_all(cut.as_bytes())
                 .and_then(|()| out.write_all(b"\r\n"))

@@ -17,8 +17,9 @@ pub struct NodeHealth {
     pub up: bool,
     /// Time the probe took, ms (null when it did not answer).
     pub round_trip_ms: Option<f64>,
-    /// Time left of its restart quarantine, ms: 0 once its uptime reached the quarantine (null
-    /// when it did not answer). A `lock init`-marked server grants sooner.
+    /// Time left of its restart quarantine, ms: 0 once its uptime reached the quarantine or when
+    /// `lock init` marked this server run (null when it did not answer). A failover quarantine
+    /// (per hash slot, after a promotion) is not shown.
     pub quarantine_left_ms: Option<u64>,
     /// Why it did not answer.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -37,21 +38,24 @@ impl Coordinator {
             let node_label = node.label();
             let started = Instant::now();
             let answer = match admin_of(node.as_ref()) {
-                Ok(admin) => admin.uptime().await.map_err(|e| e.cause),
+                Ok(admin) => admin.probe().await.map_err(|e| e.cause),
                 Err(e) => Err(e.to_string()),
             };
             let took = started.elapsed();
             out.push(match answer {
-                Ok(uptime) => NodeHealth {
+                Ok(probe) => NodeHealth {
                     node: node_label,
                     up: true,
                     round_trip_ms: Some(took.as_secs_f64() * 1000.0),
-                    // grant.lua counts the uptime from one second less (INFO's whole seconds).
-                    quarantine_left_ms: Some(
+                    // grant.lua counts the uptime from one second less (INFO's whole seconds);
+                    // a run `lock init` marked has no restart quarantine.
+                    quarantine_left_ms: Some(if probe.marked {
+                        0
+                    } else {
                         quarantine
-                            .saturating_sub(uptime.saturating_sub(Duration::from_secs(1)))
-                            .as_millis() as u64,
-                    ),
+                            .saturating_sub(probe.uptime.saturating_sub(Duration::from_secs(1)))
+                            .as_millis() as u64
+                    }),
                     error: None,
                 },
                 Err(cause) => NodeHealth {

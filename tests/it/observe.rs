@@ -369,10 +369,10 @@ fn prometheus_scrapes_the_listener_and_its_query_api_returns_the_grant_count() {
     let value = loop {
         if let Some((200, body)) = http_get(web, query) {
             let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-            if let Some(value) = v["data"]["result"][0]["value"][1].as_str() {
-                if value == "5" {
-                    break value.to_owned();
-                }
+            if let Some(value) = v["data"]["result"][0]["value"][1].as_str()
+                && value == "5"
+            {
+                break value.to_owned();
             }
             last = body;
         }

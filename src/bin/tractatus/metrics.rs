@@ -136,7 +136,7 @@ impl Exporter {
             )?,
             node_quarantine: gauge_vec(
                 "node_quarantine_left_seconds",
-                "Time left of the node's restart quarantine by its uptime (0 once over; a server marked by lock init grants sooner)",
+                "Time left of the node's restart quarantine (0 once over, or when lock init marked this server run)",
                 "node",
             )?,
             grants: counter("grants_total", "Leases granted")?,

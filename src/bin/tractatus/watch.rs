@@ -87,7 +87,7 @@ fn quits(k: &KeyEvent) -> bool {
 }
 
 fn human_interval(d: Duration) -> String {
-    if d.as_millis() % 1000 == 0 {
+    if d.as_millis().is_multiple_of(1000) {
         format!("{}s", d.as_secs())
     } else {
         format!("{}ms", d.as_millis())
@@ -153,7 +153,7 @@ impl Screen {
             let cut: String = line.chars().take(usize::from(cols)).collect();
             out.write_all(cut.as_bytes())
                 .and_then(|()| out.write_all(b"\r\n"))
-                .map_err(|e| tty(e))?;
+                .map_err(tty)?;
         }
         out.flush().map_err(tty)
     }

@@ -38,7 +38,12 @@ impl Coordinator {
                 },
             };
             let admin = admin_of(node.as_ref())?;
-            for name in names {
+            // A key planted under another name (anyone who can write to Redis can) is not a
+            // lock of ours: it would only add labels and lines nobody locked.
+            for name in names
+                .into_iter()
+                .filter(|n| crate::slots::check_lock_or_slot_name(n).is_ok())
+            {
                 let entries = match admin.read_log(&LockKeys::new(ns, &name), limit).await {
                     Ok(entries) => entries,
                     Err(e) => {

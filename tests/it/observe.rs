@@ -268,10 +268,23 @@ fn metrics_output_passes_promtool_check_metrics() {
         server.cmd(&["EXISTS", &repo.keys("pool#0").lease]) == "1"
             || server.cmd(&["EXISTS", &repo.keys("pool#1").lease]) == "1"
     });
+    // Keys planted by someone who can write to Redis, under names no lock can have: no label.
+    let evil = "evil\"} 1\ntractatus_grants_total{lock=\"x";
+    for keys in [repo.keys(evil), repo.keys("../up")] {
+        server.cmd(&[
+            "XADD", &keys.log, "*", "event", "grant", "owner", "o", "at", "1",
+        ]);
+        server.cmd(&["SET", &keys.lease, "o"]);
+    }
     let ran = run(tractatus(&repo.path())
         .env("TRACTATUS_REDIS", &url)
         .arg("metrics"));
     assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert!(
+        !ran.stdout.contains("evil") && !ran.stdout.contains("../up"),
+        "{}",
+        ran.stdout
+    );
     for sample in [
         "tractatus_grants_total{lock=\"a/b\"} 3",
         "tractatus_locks_held 2",

@@ -194,7 +194,10 @@ impl Exporter {
                     .set(left as f64 / 1000.0);
             }
         }
-        let locks = c.status().await?;
+        // Only names a lock can have become labels (see `Coordinator::audit`).
+        let ours = |name: &str| tractatus_lock::slots::check_lock_or_slot_name(name).is_ok();
+        let mut locks = c.status().await?;
+        locks.retain(|l| ours(&l.name));
         self.locks_held.set(locks.len() as i64);
         let mut oldest = 0u64;
         for l in &locks {

@@ -296,7 +296,11 @@ if me ~= '' then
   redis.call('ZREM', KEYS[7], me)
   redis.call('HDEL', KEYS[8], me)
 end
+-- (issue 21, `lock stats`: `wait_ms`, from the waiter's first ask (ARGV[13], its clock) to this
+-- grant (the Redis clock), so a grant at the first attempt shows about one round trip; '' when
+-- the request names no first ask (0: a slot's, src/slots).)
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[10], '*',
   'event', 'grant', 'owner', ARGV[1], 'session', ARGV[3], 'host', ARGV[4], 'pid', ARGV[5], 'token', token,
-  'at', now)
+  'at', now, 'wait_ms', (tonumber(ARGV[13]) or 0) > 0
+    and math.max(0, now - math.floor(tonumber(ARGV[13]) / 1000)) or '')
 return {1, tonumber(token)}

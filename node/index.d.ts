@@ -150,3 +150,30 @@ export declare function statePath(file: string, options?: Options): Promise<stri
  * or a fresh one when none is given. Resolves with the id.
  */
 export declare function sessionStart(hookInput?: string | Buffer | { session_id?: string } | null, options?: Options): Promise<string>
+
+/** One held lock, as `tractatus lock status --json` shows it. */
+export interface LockStatusEntry {
+  name: string
+  session: string
+  host: string
+  pid: number
+  command: string
+  held_ms: number
+  /** null for local locks (no TTL). */
+  ttl_left_ms: number | null
+  token: number
+  waiters: number
+  /** The holder ran on this host and its process is gone. */
+  stale: boolean
+  nodes: number
+  /** For a slot (`lock run --slots`): the slot set's name and the slot's index. */
+  slot_of?: string
+  slot?: number
+}
+
+/** Who holds what now: what `tractatus lock status --json` prints. Looks only. */
+export declare function lockStatus(options?: Options): Promise<{
+  namespace: string | null
+  backend: 'redis' | 'local'
+  locks: LockStatusEntry[]
+}>

@@ -370,6 +370,16 @@ async function sessionStart(hookInput, opts = {}) {
   return call(() => addon().sessionStart(id, o))
 }
 
+/**
+ * Who holds what now, as `tractatus lock status --json` prints it:
+ * `{ namespace, backend, locks: [{ name, session, host, pid, command, held_ms, ttl_left_ms,
+ * token, waiters, stale, nodes, slot_of?, slot? }] }`. Looks only: takes nothing, writes nothing.
+ */
+async function lockStatus(opts = {}) {
+  const o = nativeOptions(opts)
+  return JSON.parse(await call(() => addon().lockStatus(o)))
+}
+
 module.exports = {
   updateJson,
   readJson,
@@ -381,6 +391,7 @@ module.exports = {
   readHookInput,
   statePath,
   sessionStart,
+  lockStatus,
   TractatusLockError,
   EXIT_CODES,
 }

@@ -35,6 +35,7 @@
 //! - [`run`]: `lock run`: a child command supervised under leases.
 //! - [`state`]: guarded JSON read-modify-write with atomic, fenced commits.
 //! - [`ops`]: the operator's views: status, audit log, break.
+//! - [`stats`]: wait and hold statistics from the audit log, and each node's health.
 //! - [`shown`]: text from other processes and the environment, escaped and cut for display.
 //! - [`error`]: the one error type and its exit codes.
 //!
@@ -85,6 +86,7 @@ pub mod settings;
 pub mod shown;
 pub mod slots;
 pub mod state;
+pub mod stats;
 mod sys;
 pub mod workspace;
 

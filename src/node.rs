@@ -332,6 +332,15 @@ pub struct LockView {
     pub holder: HolderInfo,
 }
 
+/// What [`NodeAdmin::probe`] finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    /// How long the server has run.
+    pub uptime: Duration,
+    /// `lock init` marked this server run: no restart quarantine.
+    pub marked: bool,
+}
+
 /// The operator's reads of one node (`lock status`, `lock log`): they walk the keyspace, so
 /// they are kept apart from the lease operations of [`Node`].
 pub trait NodeAdmin: Send + Sync {
@@ -354,4 +363,12 @@ pub trait NodeAdmin: Send + Sync {
     /// return that run id. A Redis Cluster marks each master's slots with that master's run
     /// id, and returns one run id per master.
     fn mark_initialized(&self) -> NodeFuture<'_, Vec<String>>;
+
+    /// How long the server has run and whether `lock init` marked this run (on a Redis
+    /// Cluster: its youngest master, and whether every master is marked), for the operator's
+    /// views (`lock status --watch`, `tractatus metrics`), which also time the call as the
+    /// node's round trip. A node that cannot say answers an error.
+    fn probe(&self) -> NodeFuture<'_, Probe> {
+        Box::pin(async { Err(NodeError::new("this node does not answer probes")) })
+    }
 }

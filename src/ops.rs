@@ -78,18 +78,23 @@ pub struct AuditEvent {
     /// Who acted, for `takeover`, `break` and `join`: `session@host pid N`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
+    /// For a `grant`: how long the holder waited, ms, from its first ask to the grant (absent
+    /// in records written before this field existed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+    /// The lease's owner id (one per grant): pairs a grant with its end.
     #[serde(skip)]
-    owner: String,
+    pub(crate) owner: String,
 }
 
 /// The admin view of `node`, or why there is none.
-fn admin_of(node: &dyn Node) -> Result<&dyn NodeAdmin> {
+pub(crate) fn admin_of(node: &dyn Node) -> Result<&dyn NodeAdmin> {
     node.admin()
         .ok_or_else(|| Error::internal(format!("node {} has no operator view", node.label())))
 }
 
 /// The lock names of `kind` on one node; a node that fails counts as unreachable.
-async fn names_on(node: &dyn Node, ns: &str, kind: KeyKind) -> Result<Vec<String>> {
+pub(crate) async fn names_on(node: &dyn Node, ns: &str, kind: KeyKind) -> Result<Vec<String>> {
     admin_of(node)?
         .lock_names(ns, kind)
         .await
@@ -308,7 +313,7 @@ fn slot_index(lock: &str) -> Option<u32> {
     crate::keys::parse_slot_lock_name(lock).map(|(_, i)| i)
 }
 
-fn event_from(name: &str, fields: &[(String, String)]) -> AuditEvent {
+pub(crate) fn event_from(name: &str, fields: &[(String, String)]) -> AuditEvent {
     let get = |k: &str| {
         fields
             .iter()
@@ -327,6 +332,7 @@ fn event_from(name: &str, fields: &[(String, String)]) -> AuditEvent {
         token: get("token").parse().unwrap_or(0),
         by: (!by_session.is_empty())
             .then(|| format!("{by_session}@{} pid {}", get("by_host"), get("by_pid"))),
+        wait_ms: get("wait_ms").parse().ok(),
         owner: get("owner"),
     }
 }

@@ -281,6 +281,17 @@ pub async fn session_start(s: &Settings, id: Option<String>) -> Out<String> {
     }
 }
 
+/// Who holds what now, as `tractatus lock status --json` prints it (JSON text: JavaScript
+/// parses it). Looks only: nothing is set up in a repository that never locked.
+pub async fn lock_status(s: &Settings) -> Out<String> {
+    let workspace = discover(s)?;
+    let (report, _notice) = workspace
+        .status_report(Identity::current(command_line()), s.allow_network_fs)
+        .await?;
+    serde_json::to_string(&report)
+        .map_err(|e| Failure::from(Error::internal(format!("lock status: {e}"))))
+}
+
 fn to_text(v: &Value) -> String {
     // Compact: JavaScript parses it.
     serde_json::to_string(v).unwrap_or_else(|_| "null".to_owned())

@@ -575,6 +575,13 @@ pub async fn session_start(id: Option<String>, options: Option<NativeOptions>) -
     core::session_start(&s, id).await.map_err(to_js)
 }
 
+/// Who holds what now, as `tractatus lock status --json` prints it (JSON text).
+#[napi]
+pub async fn lock_status(options: Option<NativeOptions>) -> Result<String> {
+    let s = settings(options)?;
+    core::lock_status(&s).await.map_err(to_js)
+}
+
 /// Take the named locks and those of `files`, in sorted order; `cancel` gives the wait up
 /// (the leases already taken are released).
 #[napi(ts_return_type = "Promise<HeldLocks>")]

@@ -4,6 +4,7 @@
 
 use super::cluster::Shard;
 use super::*;
+use crate::node::Probe;
 
 impl NodeAdmin for RedisNode {
     fn lock_names<'a>(&'a self, namespace: &'a str, kind: KeyKind) -> NodeFuture<'a, Vec<String>> {
@@ -98,6 +99,53 @@ impl NodeAdmin for RedisNode {
                 run_ids.push(self.mark_shard(shard, one_server).await?);
             }
             Ok(run_ids)
+        })
+    }
+
+    fn probe(&self) -> NodeFuture<'_, Probe> {
+        Box::pin(async move {
+            let mut youngest: Option<u64> = None;
+            let mut marked = true;
+            for shard in self.shards().await? {
+                let mut conn = shard.conn.clone();
+                let info: String = self
+                    .on_shard(
+                        &shard,
+                        self.op_timeout,
+                        redis::cmd("INFO").arg("server").query_async(&mut conn),
+                    )
+                    .await?;
+                let field = |name: &str| {
+                    info.lines()
+                        .find_map(|l| l.trim().strip_prefix(name).map(str::to_owned))
+                };
+                let secs: u64 = field("uptime_in_seconds:")
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| NodeError::new("INFO server shows no uptime_in_seconds"))?;
+                youngest = Some(youngest.map_or(secs, |y| y.min(secs)));
+                // One slot's marker stands for the shard's: `lock init` writes them all at once
+                // (see `mark_shard`), and grant.lua reads the run id part.
+                let slot = shard.slots.first().map_or(0, |r| *r.start());
+                let mut conn = shard.conn.clone();
+                let marker: Option<String> = self
+                    .on_shard(
+                        &shard,
+                        self.op_timeout,
+                        redis::cmd("GET")
+                            .arg(crate::keys::init_key(slot))
+                            .query_async(&mut conn),
+                    )
+                    .await?;
+                let run_id = field("run_id:").unwrap_or_default();
+                marked &= !run_id.is_empty()
+                    && marker.is_some_and(|m| m.split(':').next() == Some(run_id.as_str()));
+            }
+            youngest
+                .map(|secs| Probe {
+                    uptime: Duration::from_secs(secs),
+                    marked,
+                })
+                .ok_or_else(|| NodeError::new("no master to ask"))
         })
     }
 }

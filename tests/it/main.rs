@@ -16,6 +16,7 @@ mod guard_deadline;
 mod lock_run;
 mod nemesis;
 mod nested;
+mod observe;
 mod operate;
 mod props;
 mod redlock;

@@ -109,6 +109,17 @@ pub enum Command {
     /// Sessions: ids, the live registry, per-session files' cleanup and totals.
     #[command(subcommand)]
     Session(SessionCommand),
+    /// Print the Prometheus (OpenMetrics) exposition of the locks once, or serve it on
+    /// `/metrics` with --listen.
+    Metrics {
+        /// Serve `/metrics` on this address until stopped (loopback only unless
+        /// --allow-remote), like 127.0.0.1:9464.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// Let --listen bind an address other than loopback (put a scraper's network in front).
+        #[arg(long, requires = "listen")]
+        allow_remote: bool,
+    },
     /// Show what the locks are for: simulated sessions write Tractatus-shaped files at once,
     /// unguarded and then guarded, and the lost updates, torn reads and cost per write are
     /// printed side by side. Works on a fresh machine (local locks; Redis with --redis or
@@ -178,7 +189,31 @@ pub enum LockCommand {
         command: Vec<String>,
     },
     /// List every held lock: holder, host, pid, age, TTL left, token, waiters.
-    Status,
+    Status {
+        /// Redraw the view in place on a terminal until `q` or Ctrl-C (with the queues, the
+        /// sessions and each Redis node's round trip); elsewhere, print one snapshot per
+        /// interval.
+        #[arg(long)]
+        watch: bool,
+        /// How often --watch redraws (like 500ms, 1s, 5s).
+        #[arg(
+            long,
+            value_name = "DURATION",
+            default_value = "1s",
+            requires = "watch"
+        )]
+        interval: String,
+    },
+    /// Per lock, from the audit log: grants, wait and hold percentiles, contention, lost
+    /// leases, breaks, evictions, joins (needs Redis: local locks keep no history).
+    Stats {
+        /// Only events this recent (like 10m, 1h, 24h); default: all the log holds.
+        #[arg(long, value_name = "DURATION")]
+        since: Option<String>,
+        /// Only this lock.
+        #[arg(long = "lock", value_name = "NAME")]
+        lock: Option<String>,
+    },
     /// Release a lock whoever holds it (recorded in the audit log).
     Break {
         /// The lock to break.

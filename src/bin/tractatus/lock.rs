@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use tractatus_lock::ops::{AuditEvent, BreakOutcome, LockStatus};
 use tractatus_lock::run::{RunOutcome, supervise, supervise_with_env};
-use tractatus_lock::settings::{DEFAULT_NAMESPACE, Namespace};
+use tractatus_lock::settings::Namespace;
+use tractatus_lock::stats::StatusReport;
 use tractatus_lock::{AcquireOptions, Error, Lease, Result};
 
 use crate::Context;
@@ -26,7 +27,17 @@ pub async fn run(ctx: &Context, cmd: LockCommand) -> Result<i32> {
             slots: None,
             command,
         } => lock_run(ctx, names, files, command).await,
-        LockCommand::Status => status(ctx).await,
+        LockCommand::Status {
+            watch: false,
+            interval: _,
+        } => status(ctx).await,
+        LockCommand::Status {
+            watch: true,
+            interval,
+        } => crate::watch::run(ctx, &interval).await,
+        LockCommand::Stats { since, lock } => {
+            crate::stats::run(ctx, since.as_deref(), lock.as_deref()).await
+        }
         LockCommand::Break { name, force } => lock_break(ctx, &name, force).await,
         LockCommand::Log { limit } => log(ctx, limit).await,
         LockCommand::Init => init(ctx).await,
@@ -145,36 +156,20 @@ async fn finish_run(leases: Vec<Lease>, outcome: Result<RunOutcome>) -> Result<i
     }
 }
 
-/// The namespace for display: a fresh repository on Redis has none until its first lock
-/// (local locks are the repository's own, whatever the namespace).
-fn namespace_shown(ctx: &Context) -> Option<String> {
-    let r = ctx.ws.resolved();
-    match r.namespace.name() {
-        Some(ns) => Some(ns.to_owned()),
-        None if r.config.nodes.is_empty() => Some(DEFAULT_NAMESPACE.to_owned()),
-        None => None,
-    }
-}
-
 async fn status(ctx: &Context) -> Result<i32> {
-    let backend = if ctx.ws.resolved().config.nodes.is_empty() {
-        "local"
-    } else {
-        "redis"
-    };
-    let locks: Vec<LockStatus> = match ctx.observer().await? {
-        Some(c) => c.status().await?,
-        None => Vec::new(),
-    };
-    let namespace = namespace_shown(ctx);
+    // One shape for `--json` and Node's `lockStatus()` (tractatus_lock::stats::StatusReport).
+    let (report, notice) = ctx
+        .ws
+        .status_report(ctx.identity(), ctx.allow_network_fs)
+        .await?;
+    ctx.notice(notice);
     if ctx.json {
-        output::json(&serde_json::json!({
-            "namespace": namespace,
-            "backend": backend,
-            "locks": locks,
-        }))?;
+        output::json(&report)?;
         return Ok(0);
     }
+    let StatusReport {
+        namespace, locks, ..
+    } = report;
     if locks.is_empty() {
         match (&namespace, &ctx.ws.resolved().namespace) {
             (Some(ns), Namespace::Default) => output::out(&format!(

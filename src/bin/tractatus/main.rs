@@ -3,14 +3,17 @@
 //! README.md; never 2, which blocks a Claude Code hook).
 //!
 //! Layout: `cli` (flags), `output` (what is shown), one file per command group (`lock`,
-//! `state`, `session`, `demo`).
+//! `state`, `session`, `demo`; `stats`, `watch` and `metrics` for watching the locks).
 
 mod cli;
 mod demo;
 mod lock;
+mod metrics;
 mod output;
 mod session;
 mod state;
+mod stats;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,6 +70,10 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Demo(args) => demo::run(&args, global).await,
         Command::Lock(cmd) => lock::run(&Context::resolve(global)?, cmd).await,
         Command::State(cmd) => state::run(&Context::resolve(global)?, cmd).await,
+        Command::Metrics {
+            listen,
+            allow_remote,
+        } => metrics::run(&Context::resolve(global)?, listen.as_deref(), allow_remote).await,
     }
 }
 

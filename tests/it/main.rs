@@ -9,6 +9,7 @@ mod cluster_faults;
 mod failover;
 mod fair;
 mod faults;
+mod gc_race;
 mod grant_faults;
 mod group;
 mod guard_deadline;

@@ -119,12 +119,31 @@ fn removed_and_busy(gc_stdout: &str) -> (bool, bool) {
     (has("removed"), has("busy"))
 }
 
+/// `cmd` started `secs` later, through `sh` (its environment and directory kept).
+fn delayed(cmd: &Command, secs: f64) -> Command {
+    let mut sh = Command::new("sh");
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => sh.env(k, v),
+            None => sh.env_remove(k),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        sh.current_dir(dir);
+    }
+    sh.env("DELAY", format!("{secs:.3}"))
+        .args(["-c", "sleep \"$DELAY\"; exec \"$0\" \"$@\""])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    sh
+}
+
 /// Many rounds (bounded in count and time): `s1` goes silent, then gc collects it while `s1`
-/// appends the round's number, started 0 to 39 ms after gc to meet it at every step. A write
+/// appends the round's number, one of the two started up to 40 ms after the other. A write
 /// that exited 0 must be in the copy: after the log as it was (gc left the session), or alone
 /// (gc removed the copy before the write read it). Lost writes are counted over all rounds.
 fn gc_racing_a_returning_session_loses_no_committed_write(on_redis: bool) {
-    const ROUNDS: u64 = 60;
+    const ROUNDS: u64 = 80;
     const BUDGET: Duration = Duration::from_secs(120);
     let s = Setup::new(on_redis);
     let first = run_timed(
@@ -143,20 +162,14 @@ fn gc_racing_a_returning_session_loses_no_committed_write(on_redis: bool) {
         rounds += 1;
         s.make_silent();
         let before = s.log().unwrap_or_default();
-        let mut gc = s.gc();
-        let mut write = Command::new("sh");
-        for (k, v) in s.cli(Some("s1")).get_envs() {
-            match v {
-                Some(v) => write.env(k, v),
-                None => write.env_remove(k),
-            };
-        }
-        write
-            .env("DELAY", format!("{:.3}", (round % 40) as f64 * 0.001))
-            .current_dir(s.repo.path())
-            .args(["-c", "sleep \"$DELAY\"; exec \"$0\" \"$@\""])
-            .arg(env!("CARGO_BIN_EXE_tractatus"))
-            .args(["state", "append", STATE, "/log", &round.to_string()]);
+        // One of the two starts later, by 0 to 38 ms, to meet the other at every step.
+        let offset = (round % 40) as f64 * 0.002 - 0.04;
+        let mut gc = delayed(&s.gc(), offset.max(0.0));
+        let mut write = delayed(
+            s.cli(Some("s1"))
+                .args(["state", "append", STATE, "/log", &round.to_string()]),
+            (-offset).max(0.0),
+        );
         let gc = std::thread::spawn(move || run_timed(&mut gc, LIMIT));
         let wrote = run_timed(&mut write, LIMIT);
         let gc = gc.join().unwrap();

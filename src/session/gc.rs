@@ -9,6 +9,10 @@
 //! `.claude` or `.claude/sessions` is refused (73, naming it) before anything is looked at. Only
 //! a real directory named like a session id is collected, it is renamed and removed through
 //! that handle, and the removal crosses neither a symlink nor a mount point.
+//!
+//! A session may write while it is collected: gc holds the leases of its copies from before
+//! the move to the tombstone until after the removal (see `gc_guard.rs`), so that no write's
+//! commit lands in a directory gc has already judged.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -87,6 +91,20 @@ impl Sessions {
     {
         // First, and before any registry: a planted link is refused before anything is read.
         let sessions_dir = open_sessions_dir(&self.root)?;
+        let dirs = match &sessions_dir {
+            Some(d) => session_dirs(d)?,
+            None => Vec::new(),
+        };
+        // The first look at the files comes before the registry's: a write from here on
+        // changes a directory's print and keeps it, whatever the registry says of its session
+        // (an ended session's straggler included).
+        let printed: HashMap<String, u64> = match &sessions_dir {
+            Some(d) => dirs
+                .iter()
+                .map(|id| (id.clone(), print_of(d, OsStr::new(id))))
+                .collect(),
+            None => HashMap::new(),
+        };
         let now = now_ms();
         let cutoff = now.saturating_sub(older_than.as_millis() as u64);
         let known = self.list().await?;
@@ -107,10 +125,6 @@ impl Sessions {
             }
         }
         let idle = self.idle.as_millis() as u64;
-        let dirs = match &sessions_dir {
-            Some(d) => session_dirs(d)?,
-            None => Vec::new(),
-        };
         for id in dirs {
             if live.contains(&id) {
                 continue;
@@ -151,13 +165,6 @@ impl Sessions {
                 busy: Vec::new(),
             });
         };
-        // The first look's print of each doomed directory, before any lock: a write from here
-        // on changes it.
-        let printed: HashMap<String, u64> = candidates
-            .iter()
-            .filter(|r| r.dir.is_some())
-            .map(|r| (r.id.clone(), print_of(d, OsStr::new(&r.id))))
-            .collect();
         let coordinator = coordinator().await?;
         let mut held = Vec::new();
         let outcome = self

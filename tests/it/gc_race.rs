@@ -291,7 +291,12 @@ fn a_write_between_its_read_and_its_commit_keeps_gc_off_its_session(on_redis: bo
     // A later run, the copy's lock free and the session silent again, collects it.
     s.make_silent();
     let again = run_timed(&mut s.gc(), LIMIT);
-    assert_eq!(removed_and_busy(&again.stdout), (true, false), "{}", again.stdout);
+    assert_eq!(
+        removed_and_busy(&again.stdout),
+        (true, false),
+        "{}",
+        again.stdout
+    );
     assert!(!Path::new(&s.repo.file(COPY)).exists());
 }
 

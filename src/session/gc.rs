@@ -167,16 +167,13 @@ impl Sessions {
         };
         let coordinator = coordinator().await?;
         let mut held = Vec::new();
+        let first = FirstLook {
+            candidates: &candidates,
+            printed: &printed,
+            cutoff,
+        };
         let outcome = self
-            .collect_dirs(
-                d,
-                &coordinator,
-                per_session,
-                &candidates,
-                &printed,
-                cutoff,
-                &mut held,
-            )
+            .collect_dirs(d, &coordinator, per_session, &first, &mut held)
             .await;
         for lease in held.into_iter().rev() {
             let _ = lease.release().await;
@@ -195,17 +192,19 @@ impl Sessions {
     /// path), move each candidate's directory to its tombstone, look again, and remove it or
     /// move it back. The ids kept (back to life, or gone from the registry's second look as
     /// live), and the sessions left busy.
-    #[allow(clippy::too_many_arguments)]
     async fn collect_dirs(
         &self,
         d: &DirHandle,
         coordinator: &Coordinator,
         per_session: &[String],
-        candidates: &[Removed],
-        printed: &HashMap<String, u64>,
-        cutoff: u64,
+        first: &FirstLook<'_>,
         held: &mut Vec<Lease>,
     ) -> Result<(HashSet<String>, Vec<Busy>)> {
+        let FirstLook {
+            candidates,
+            printed,
+            cutoff,
+        } = *first;
         let mut busy = Vec::new();
         // Each doomed session: its id, its tombstone, and where its leases are in `held`.
         let mut doomed: Vec<(String, OsString, std::ops::Range<usize>)> = Vec::new();
@@ -283,6 +282,15 @@ impl Sessions {
         }
         Ok((kept, busy))
     }
+}
+
+/// What gc's first look found: the sessions to collect, each directory's print, and the
+/// cutoff their inactivity is judged by.
+#[derive(Clone, Copy)]
+struct FirstLook<'a> {
+    candidates: &'a [Removed],
+    printed: &'a HashMap<String, u64>,
+    cutoff: u64,
 }
 
 impl Sessions {

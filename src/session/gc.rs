@@ -73,8 +73,8 @@ impl Sessions {
     /// file already there) is taken from `coordinator()`, called only when there is a
     /// directory to collect, and held until the directory is removed or back: no write is ever
     /// between its read and its commit meanwhile. A session whose locks are not had within
-    /// [`COPY_LOCK_WAIT`] is left for a later run ([`Collected::busy`]). The directory is then
-    /// renamed to a tombstone (`.gc-<id>-<pid>`, no session's name, so a late write of the
+    /// 2 s (`COPY_LOCK_WAIT`) is left for a later run ([`Collected::busy`]). The directory is
+    /// then renamed to a tombstone (`.gc-<id>-<pid>`, no session's name, so a late write of the
     /// session does not recreate the doomed one), the registry is read again and the
     /// tombstone's files looked at again, and only a session still inactive, whose files
     /// nobody touched since the first look, is deleted; any other is renamed back (or, if the
@@ -228,9 +228,7 @@ impl Sessions {
                     busy.push(Busy {
                         id: r.id.clone(),
                         reason: format!(
-                            "a lock of its copies was not had within {} s ({}); run gc again \
-                             later",
-                            COPY_LOCK_WAIT.as_secs(),
+                            "{}; run gc again later",
                             crate::error::shorten(&e.to_string())
                         ),
                     });

@@ -21,7 +21,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tractatus_lock::session::{Sessions, check_session_id};
 use tractatus_lock::settings::Flags;
-use tractatus_lock::state::{Edit, PendingWrite, WriteOutcome, parse_pointer};
+use tractatus_lock::state::{Edit, PendingWrite, StateFile, WriteOutcome, parse_pointer};
 use tractatus_lock::workspace::Workspace;
 use tractatus_lock::{AcquireOptions, Coordinator, Error, Identity, Lease};
 
@@ -275,7 +275,20 @@ pub async fn session_start(s: &Settings, id: Option<String>) -> Out<String> {
     sessions.start(&id, &command_line()).await?;
     // Cleanup is a courtesy, but a planted link where our sessions directory should be is
     // refused aloud, as the CLI does (73); the registration stands.
-    match sessions.gc(std::time::Duration::from_secs(24 * 3600)).await {
+    let per_session = &workspace.resolved().per_session;
+    let locks = || async {
+        let identity = Identity::current(command_line());
+        let (c, _notice) = workspace.coordinator(identity, s.allow_network_fs).await?;
+        Ok(c)
+    };
+    match sessions
+        .gc(
+            std::time::Duration::from_secs(24 * 3600),
+            per_session,
+            locks,
+        )
+        .await
+    {
         Err(e) if e.is_refused() => Err(e.into()),
         _ => Ok(id),
     }
@@ -325,13 +338,39 @@ pub struct Pending {
 /// text is kept (for JavaScript).
 pub async fn begin(s: &Settings, file: &str, parse: bool) -> Out<(Pending, Option<String>)> {
     let o = open(s).await?;
-    let state = o.workspace.state_file(Path::new(file))?;
-    let write = if parse {
-        state.begin(&o.coordinator, &o.acquire).await?
-    } else {
-        state.begin_text(&o.coordinator, &o.acquire).await?
-    };
+    let (c, a) = (&o.coordinator, &o.acquire);
+    let write = once_more_if_collected(&o.workspace, file, |state| async move {
+        if parse {
+            state.begin(c, a).await
+        } else {
+            state.begin_text(c, a).await
+        }
+    })
+    .await?;
     Ok((Pending { write, under: None }, o.notice))
+}
+
+/// Run `write` on `file` freshly opened, and once more when its directory was collected after
+/// it was opened (`session gc` and a session's copy; [`Error::is_directory_gone`]), as the
+/// CLI's `state` does: nothing was written, and the copy is found again (gc put it back) or
+/// seeded afresh (gc removed it).
+async fn once_more_if_collected<T, F, Fut>(
+    workspace: &Workspace,
+    file: &str,
+    mut write: F,
+) -> Result<T, Error>
+where
+    F: FnMut(StateFile) -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let mut again = true;
+    loop {
+        let state = workspace.state_file(Path::new(file))?;
+        match write(state).await {
+            Err(e) if again && e.is_directory_gone() => again = false,
+            done => return done,
+        }
+    }
 }
 
 /// [`begin`] joining `file`'s lease among `leases`; `None` when its lock is not among them.
@@ -421,8 +460,12 @@ fn to_edit(edit: EditSpec<'_>) -> Out<Edit> {
 pub async fn edit(s: &Settings, file: &str, edit: EditSpec<'_>) -> Out<(Outcome, Option<String>)> {
     let edit = to_edit(edit)?;
     let o = open(s).await?;
-    let state = o.workspace.state_file(Path::new(file))?;
-    let done = state.write(&o.coordinator, &o.acquire, edit).await?;
+    let (c, a) = (&o.coordinator, &o.acquire);
+    let done = once_more_if_collected(&o.workspace, file, |state| {
+        let edit = edit.clone();
+        async move { state.write(c, a, edit).await }
+    })
+    .await?;
     Ok((outcome(done)?, o.notice))
 }
 

@@ -9,18 +9,26 @@
 //! `.claude` or `.claude/sessions` is refused (73, naming it) before anything is looked at. Only
 //! a real directory named like a session id is collected, it is renamed and removed through
 //! that handle, and the removal crosses neither a symlink nor a mount point.
+//!
+//! A session may write while it is collected: gc holds the leases of its copies from before
+//! the move to the tombstone until after the removal (see `gc_guard.rs`), so that no write's
+//! commit lands in a directory gc has already judged.
 
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
+use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
 use rustix::fs::{FileType, Stat};
 use serde::Serialize;
 
-use super::{Sessions, check_session_id, now_ms};
+use super::gc_guard::{COPY_LOCK_WAIT, copy_lock_names, pause_before_removal_for_test, print_of};
+use super::{SessionInfo, Sessions, check_session_id, now_ms};
 use crate::dir_handle::DirHandle;
 use crate::error::{Error, Result};
 use crate::settings::SESSIONS_DIR;
+use crate::{Coordinator, Lease};
 
 /// One session collected by [`Sessions::gc`].
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -36,20 +44,67 @@ pub struct Removed {
     pub dir: Option<String>,
 }
 
+/// A session [`Sessions::gc`] left for a later run: a lock of one of its copies was held
+/// (a write, `lock run` or `withLock` on it) for longer than gc waits, or could not be taken.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Busy {
+    /// The session id.
+    pub id: String,
+    /// Why it was left, one line.
+    pub reason: String,
+}
+
+/// What [`Sessions::gc`] did.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Collected {
+    /// The sessions collected: directory removed, registry entry forgotten.
+    pub removed: Vec<Removed>,
+    /// The inactive sessions left as they are this time, because a copy of theirs was locked.
+    pub busy: Vec<Busy>,
+}
+
 impl Sessions {
     /// Remove the directories and registry entries of the sessions that ended or went silent
     /// at least `older_than` ago (zero: all of them); live sessions are kept, whatever else.
     ///
     /// A session may come back to life while this runs, so nothing is removed on the first
-    /// look alone: each doomed directory is first renamed to a tombstone (`.gc-<id>-<pid>`, no
-    /// session's name, so a late write of the session recreates its own directory rather than
-    /// landing in the doomed one), then the registry is read again and the tombstone's files
-    /// looked at again, and only a session still inactive (and a directory nobody wrote since)
-    /// is deleted; any other is renamed back (or, if the session made a new directory
-    /// meanwhile, its tombstone is left for a look by hand).
-    pub async fn gc(&self, older_than: Duration) -> Result<Vec<Removed>> {
+    /// look alone. Before a doomed directory is touched, the lease of each of its state-file
+    /// copies (the lock a write of that copy takes: each `per_session` file's copy, and each
+    /// file already there) is taken from `coordinator()`, called only when there is a
+    /// directory to collect, and held until the directory is removed or back: no write is ever
+    /// between its read and its commit meanwhile. A session whose locks are not had within
+    /// 2 s (`COPY_LOCK_WAIT`) is left for a later run ([`Collected::busy`]). The directory is
+    /// then renamed to a tombstone (`.gc-<id>-<pid>`, no session's name, so a late write of the
+    /// session does not recreate the doomed one), the registry is read again and the
+    /// tombstone's files looked at again, and only a session still inactive, whose files
+    /// nobody touched since the first look, is deleted; any other is renamed back (or, if the
+    /// session made a new directory meanwhile, its tombstone is left for a look by hand).
+    pub async fn gc<C, F>(
+        &self,
+        older_than: Duration,
+        per_session: &[String],
+        coordinator: C,
+    ) -> Result<Collected>
+    where
+        C: FnOnce() -> F,
+        F: Future<Output = Result<Coordinator>>,
+    {
         // First, and before any registry: a planted link is refused before anything is read.
         let sessions_dir = open_sessions_dir(&self.root)?;
+        let dirs = match &sessions_dir {
+            Some(d) => session_dirs(d)?,
+            None => Vec::new(),
+        };
+        // The first look at the files comes before the registry's: a write from here on
+        // changes a directory's print and keeps it, whatever the registry says of its session
+        // (an ended session's straggler included).
+        let printed: HashMap<String, u64> = match &sessions_dir {
+            Some(d) => dirs
+                .iter()
+                .map(|id| (id.clone(), print_of(d, OsStr::new(id))))
+                .collect(),
+            None => HashMap::new(),
+        };
         let now = now_ms();
         let cutoff = now.saturating_sub(older_than.as_millis() as u64);
         let known = self.list().await?;
@@ -70,10 +125,6 @@ impl Sessions {
             }
         }
         let idle = self.idle.as_millis() as u64;
-        let dirs = match &sessions_dir {
-            Some(d) => session_dirs(d)?,
-            None => Vec::new(),
-        };
         for id in dirs {
             if live.contains(&id) {
                 continue;
@@ -95,47 +146,169 @@ impl Sessions {
                 }
             }
         }
-        // First look done: move the doomed directories aside, then look again.
-        let mut doomed = Vec::new();
-        if let Some(d) = &sessions_dir {
-            for r in candidates.iter().filter(|r| r.dir.is_some()) {
-                let seen = newest_mtime(d, OsStr::new(&r.id), true);
-                if let Some(tomb) = entomb(d, &r.id)? {
-                    doomed.push((r.id.clone(), tomb, seen));
+        let Some(d) = sessions_dir
+            .as_ref()
+            .filter(|_| candidates.iter().any(|r| r.dir.is_some()))
+        else {
+            // No directory to collect: registry entries only, each still inactive at a
+            // second look.
+            let again = self.list().await?;
+            let now = now_ms();
+            let removed: Vec<Removed> = candidates
+                .into_iter()
+                .filter(|r| self.inactive_in(&again, &r.id, now, cutoff))
+                .collect();
+            let ids: Vec<String> = removed.iter().map(|r| r.id.clone()).collect();
+            self.forget(&ids).await?;
+            return Ok(Collected {
+                removed,
+                busy: Vec::new(),
+            });
+        };
+        let coordinator = coordinator().await?;
+        let mut held = Vec::new();
+        let first = FirstLook {
+            candidates: &candidates,
+            printed: &printed,
+            cutoff,
+        };
+        let outcome = self
+            .collect_dirs(d, &coordinator, per_session, &first, &mut held)
+            .await;
+        for lease in held.into_iter().rev() {
+            let _ = lease.release().await;
+        }
+        let (kept, busy) = outcome?;
+        let removed: Vec<Removed> = candidates
+            .into_iter()
+            .filter(|r| !kept.contains(&r.id) && !busy.iter().any(|b| b.id == r.id))
+            .collect();
+        let ids: Vec<String> = removed.iter().map(|r| r.id.clone()).collect();
+        self.forget(&ids).await?;
+        Ok(Collected { removed, busy })
+    }
+
+    /// Under the locks of their copies (pushed onto `held`, released by the caller on every
+    /// path), move each candidate's directory to its tombstone, look again, and remove it or
+    /// move it back. The ids kept (back to life, or gone from the registry's second look as
+    /// live), and the sessions left busy.
+    async fn collect_dirs(
+        &self,
+        d: &DirHandle,
+        coordinator: &Coordinator,
+        per_session: &[String],
+        first: &FirstLook<'_>,
+        held: &mut Vec<Lease>,
+    ) -> Result<(HashSet<String>, Vec<Busy>)> {
+        let FirstLook {
+            candidates,
+            printed,
+            cutoff,
+        } = *first;
+        let mut busy = Vec::new();
+        // Each doomed session: its id, its tombstone, and where its leases are in `held`.
+        let mut doomed: Vec<(String, OsString, std::ops::Range<usize>)> = Vec::new();
+        for r in candidates.iter().filter(|r| r.dir.is_some()) {
+            let names = match copy_lock_names(d, &r.id, per_session) {
+                Ok(names) => names,
+                Err(reason) => {
+                    busy.push(Busy {
+                        id: r.id.clone(),
+                        reason,
+                    });
+                    continue;
+                }
+            };
+            let leases = match coordinator
+                .acquire_all(&names, COPY_LOCK_WAIT, |_| None)
+                .await
+            {
+                Ok(leases) => leases,
+                Err(e) => {
+                    busy.push(Busy {
+                        id: r.id.clone(),
+                        reason: format!(
+                            "{}; run gc again later",
+                            crate::error::shorten(&e.to_string())
+                        ),
+                    });
+                    continue;
+                }
+            };
+            let first = held.len();
+            held.extend(leases);
+            let entombed = entomb(d, &r.id);
+            match entombed {
+                Ok(Some(tomb)) => doomed.push((r.id.clone(), tomb, first..held.len())),
+                Ok(None) => {}
+                Err(e) => {
+                    put_back(d, &doomed);
+                    return Err(e);
                 }
             }
         }
-        let again = self.list().await?;
-        let now = now_ms();
-        let still_inactive = |id: &str| match again.iter().find(|s| s.entry.id == id) {
-            Some(s) => s
-                .entry
-                .inactive_since(now, self.idle)
-                .is_some_and(|since| since <= cutoff),
-            // Unknown, or forgotten by another cleanup meanwhile.
-            None => true,
+        let again = match self.list().await {
+            Ok(again) => again,
+            Err(e) => {
+                put_back(d, &doomed);
+                return Err(e);
+            }
         };
-        let mut kept = std::collections::HashSet::new();
-        for (id, tomb, seen) in doomed {
-            let Some(d) = &sessions_dir else { break };
-            if still_inactive(&id) && newest_mtime(d, &tomb, false) <= seen {
-                d.remove_tree(&tomb).map_err(|e| Error::CannotWrite {
-                    path: d.child_path(&tomb),
-                    source: e,
-                })?;
+        let now = now_ms();
+        let still_inactive = |id: &str| self.inactive_in(&again, id, now, cutoff);
+        let mut kept = HashSet::new();
+        for (id, tomb, leases) in doomed {
+            let untouched = printed.get(&id) == Some(&print_of(d, &tomb));
+            let locked = held[leases].iter().all(|l| l.check_valid().is_ok());
+            if still_inactive(&id) && untouched && locked {
+                pause_before_removal_for_test().await;
+                if let Err(e) = d.remove_tree(&tomb) {
+                    let _ = rename_back(d, &tomb, &id);
+                    return Err(Error::CannotWrite {
+                        path: d.child_path(&tomb),
+                        source: e,
+                    });
+                }
             } else {
                 // Back to life: its directory back in place (unless it made a new one).
                 let _ = rename_back(d, &tomb, &id);
                 kept.insert(id);
             }
         }
-        let removed: Vec<Removed> = candidates
-            .into_iter()
-            .filter(|r| !kept.contains(&r.id) && still_inactive(&r.id))
-            .collect();
-        let ids: Vec<String> = removed.iter().map(|r| r.id.clone()).collect();
-        self.forget(&ids).await?;
-        Ok(removed)
+        for r in candidates.iter().filter(|r| !still_inactive(&r.id)) {
+            kept.insert(r.id.clone());
+        }
+        Ok((kept, busy))
+    }
+}
+
+/// What gc's first look found: the sessions to collect, each directory's print, and the
+/// cutoff their inactivity is judged by.
+#[derive(Clone, Copy)]
+struct FirstLook<'a> {
+    candidates: &'a [Removed],
+    printed: &'a HashMap<String, u64>,
+    cutoff: u64,
+}
+
+impl Sessions {
+    /// Whether session `id` is inactive since `cutoff` or earlier in the registry's answer
+    /// `again` (unknown to it, or forgotten by another cleanup meanwhile, counts as inactive).
+    fn inactive_in(&self, again: &[SessionInfo], id: &str, now: u64, cutoff: u64) -> bool {
+        match again.iter().find(|s| s.entry.id == id) {
+            Some(s) => s
+                .entry
+                .inactive_since(now, self.idle)
+                .is_some_and(|since| since <= cutoff),
+            None => true,
+        }
+    }
+}
+
+/// Every tombstone of `doomed` back under its session's name (gc is giving up half-way).
+fn put_back(d: &DirHandle, doomed: &[(String, OsString, std::ops::Range<usize>)]) {
+    for (id, tomb, _) in doomed {
+        let _ = rename_back(d, tomb, id);
     }
 }
 
@@ -317,6 +490,61 @@ mod tests {
         }
     }
 
+    fn local_locks(root: &Path) -> crate::Result<Coordinator> {
+        let locks = root.join(".claude/.tractatus/locks");
+        std::fs::create_dir_all(&locks).unwrap();
+        Coordinator::local(
+            crate::Config::new(vec![]),
+            crate::Identity::current("t"),
+            locks,
+        )
+    }
+
+    /// gc with `older_than` zero, `session-state.json` per session, on local locks.
+    async fn gc_at(sessions: &Sessions, root: &Path) -> Collected {
+        let per_session = [".claude/session-state.json".to_owned()];
+        sessions
+            .gc(Duration::ZERO, &per_session, || async { local_locks(root) })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_session_whose_copy_is_locked_is_left_for_a_later_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().canonicalize().unwrap();
+        let dir = root.join(SESSIONS_DIR).join("s1");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("session-state.json"), "{}").unwrap();
+        let store = Arc::new(Flaky {
+            looks: AtomicUsize::new(0),
+            comes_back: false,
+        });
+        let sessions = Sessions::new(
+            vec![store],
+            "ns".into(),
+            root.clone(),
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+        );
+        let writer = local_locks(&root).unwrap();
+        let held = writer
+            .try_acquire(".claude/sessions/s1/session-state.json")
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let collected = gc_at(&sessions, &root).await;
+        assert!(started.elapsed() < COPY_LOCK_WAIT + Duration::from_secs(3));
+        assert_eq!(collected.removed, []);
+        assert_eq!(collected.busy.len(), 1, "{collected:?}");
+        assert_eq!(collected.busy[0].id, "s1");
+        assert!(dir.join("session-state.json").exists());
+        held.release().await.unwrap();
+        let collected = gc_at(&sessions, &root).await;
+        assert_eq!(collected.removed.len(), 1, "{collected:?}");
+        assert!(!dir.exists());
+    }
+
     async fn gc_with(comes_back: bool) -> (Vec<Removed>, Vec<String>) {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
@@ -334,7 +562,7 @@ mod tests {
             Duration::from_secs(60),
             Duration::from_secs(5),
         );
-        let removed = sessions.gc(Duration::ZERO).await.unwrap();
+        let removed = gc_at(&sessions, root).await.removed;
         let mut left: Vec<String> = std::fs::read_dir(root.join(SESSIONS_DIR))
             .unwrap()
             .flatten()
@@ -422,7 +650,7 @@ mod tests {
             Duration::from_secs(60),
             Duration::from_secs(5),
         );
-        let removed = sessions.gc(Duration::ZERO).await.unwrap();
+        let removed = gc_at(&sessions, &root).await.removed;
         let writer = store.writer.lock().unwrap().take().unwrap();
         writer.join().unwrap().unwrap();
         assert_eq!(removed, []);

@@ -18,10 +18,12 @@
 //! - `local.rs`: the registry as files, for local locks.
 //! - `files.rs`: where a per-session state file lives, and its copy from the shared file.
 //! - `gc.rs`: removing the directories of ended and silent sessions.
+//! - `gc_guard.rs`: what gc holds while it collects one: its copies' leases, its first look.
 //! - `stats.rs`: totals of numeric fields across the live sessions' files.
 
 mod files;
 mod gc;
+mod gc_guard;
 mod local;
 mod stats;
 mod store;
@@ -36,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 pub(crate) use files::{seed_from_shared, session_copy};
-pub use gc::Removed;
+pub use gc::{Busy, Collected, Removed};
 pub(crate) use local::LocalSessions;
 pub use stats::{FieldTotals, Stats};
 pub use store::SessionStore;

@@ -10,6 +10,7 @@ mod deadlock;
 mod failover;
 mod fair;
 mod faults;
+mod gc_race;
 mod grant_faults;
 mod group;
 mod guard_deadline;

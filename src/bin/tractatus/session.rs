@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tractatus_lock::session::{
-    FieldTotals, SessionInfo, Sessions, Stats, check_session_id, session_id_from_hook,
+    Collected, FieldTotals, SessionInfo, Sessions, Stats, check_session_id, session_id_from_hook,
 };
 use tractatus_lock::{Error, Result};
 
@@ -78,12 +78,16 @@ pub async fn start(ctx: &Context, id: Option<String>, payload: Option<Vec<u8>>) 
     // Cleanup is a courtesy here: its failure does not undo the registration. A planted link
     // (or FIFO) where our sessions directory should be is no passing failure, though: it is
     // refused with its error and exit code (73), the registration standing.
-    match sessions.gc(START_GC_AFTER).await {
+    let per_session = &ctx.ws.resolved().per_session;
+    match sessions
+        .gc(START_GC_AFTER, per_session, || copy_locks(ctx))
+        .await
+    {
         Err(e) if e.is_refused() => return Err(e),
-        Ok(removed) if !removed.is_empty() && !ctx.quiet => output::note(&format!(
+        Ok(c) if !c.removed.is_empty() && !ctx.quiet => output::note(&format!(
             "removed {} inactive session{} (see `tractatus session gc`)",
-            removed.len(),
-            if removed.len() == 1 { "" } else { "s" }
+            c.removed.len(),
+            if c.removed.len() == 1 { "" } else { "s" }
         )),
         Ok(_) => {}
         Err(e) => output::note(&format!("session cleanup skipped: {e}")),
@@ -210,16 +214,24 @@ fn now_ms() -> u64 {
 async fn gc(ctx: &Context, older_than: &str) -> Result<i32> {
     let older_than = tractatus_lock::config::parse_duration(older_than)
         .map_err(|e| Error::usage(format!("--older-than: {e}")))?;
-    let removed = match ctx.ws.sessions_observer()? {
-        Some(s) => s.gc(older_than).await?,
-        None => Vec::new(),
+    let per_session = &ctx.ws.resolved().per_session;
+    let Collected { removed, busy } = match ctx.ws.sessions_observer()? {
+        Some(s) => s.gc(older_than, per_session, || copy_locks(ctx)).await?,
+        None => Collected::default(),
     };
     if ctx.json {
-        output::json(&serde_json::json!({ "removed": removed }))?;
+        output::json(&serde_json::json!({ "removed": removed, "busy": busy }))?;
         return Ok(0);
     }
-    if removed.is_empty() {
+    if removed.is_empty() && busy.is_empty() {
         output::out("nothing to remove: no session ended or went silent long enough ago")?;
+    }
+    for b in &busy {
+        output::out(&format!(
+            "kept session {} this time: {}",
+            field(&b.id),
+            field(&b.reason)
+        ))?;
     }
     let now = now_ms();
     for r in &removed {
@@ -238,6 +250,16 @@ async fn gc(ctx: &Context, older_than: &str) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// The coordinator whose locks gc takes on the copies of the sessions it collects: the one
+/// every `state` write here uses (its notice about local locks is no news to gc's reader).
+async fn copy_locks(ctx: &Context) -> Result<tractatus_lock::Coordinator> {
+    let (c, _notice) = ctx
+        .ws
+        .coordinator(ctx.identity(), ctx.allow_network_fs)
+        .await?;
+    Ok(c)
 }
 
 async fn stats(ctx: &Context, file: Option<PathBuf>, fields: Vec<String>) -> Result<i32> {

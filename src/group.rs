@@ -19,6 +19,16 @@
 //! counted and are reaped. A guard's arguments name its host and locks, so that the next holder
 //! on this host can find a group left behind by an expired holder and wait for it.
 //!
+//! Whether the group is empty is learnt from events, not by looking at every process: every
+//! descendant of ours is, once its parent is gone, our child (we are the subreaper), so while
+//! any of them runs one of our children runs, and the end of each child reaches us as SIGCHLD.
+//! So "nothing of the command runs" is "no child of ours but the guard" (our children are
+//! listed in `/proc/self/task/*/children`, a few short files), looked at again on each SIGCHLD.
+//! A process can also join the group without being ours (`setpgid` from elsewhere in the
+//! session); that one is found once the guard is gone, when the group must have no member left
+//! (`kill(-pgid, 0)`), and only then is every process looked at. When the command exits and
+//! nothing else of it runs, the guard is dismissed and the leases released at once.
+//!
 //! A program that calls [`crate::run::supervise`] must call [`guard_main`] first thing in its
 //! `main`, as `tractatus` does: the guard is that program started again.
 
@@ -31,6 +41,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStdout, Command};
+use tokio::signal::unix::{Signal as SignalStream, SignalKind, signal as signal_stream};
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
@@ -39,9 +50,14 @@ use crate::sys::{ProcStat, all_processes};
 /// The hidden first argument that makes `tractatus` a guard.
 pub const GUARD_ARG: &str = "__group-guard";
 
-/// How often a group is looked at while it is waited to empty: the kernel tells nobody but a
-/// parent when a process ends, and the group's members are mostly not our children.
+/// How often a group is looked at while it is waited to empty when that cannot be learnt from
+/// our children (a kernel without `/proc/<pid>/task/<tid>/children`, or a member that is not
+/// our descendant): the kernel tells nobody but a parent when a process ends.
 const POLL: Duration = Duration::from_millis(10);
+
+/// How long a wait for SIGCHLD lasts at most before the children are looked at again anyway:
+/// a child started with no exit signal (`clone` with exit_signal 0) ends without one.
+const LOOK_AT_CHILDREN: Duration = Duration::from_millis(100);
 
 /// How long the guard sleeps at most before it reads the boot clock again: `poll(2)` times out
 /// on a clock that stops during suspend, so after a resume it would wake late by the suspend.
@@ -67,6 +83,14 @@ pub(crate) struct Group {
     cmd: Option<u32>,
     /// Our terminal, when we handed its foreground to the group (given back at the end).
     tty: Option<std::fs::File>,
+    /// SIGCHLD, made before the command starts so that no end of a child is missed: each
+    /// descendant's end reaches us as one, its own or its parent's.
+    child_ended: SignalStream,
+    /// The guard's report, once it was dismissed (see [`Group::dismiss_guard`]).
+    dismissed: Option<Option<Duration>>,
+    /// Whether this kernel lists our children (`CONFIG_PROC_CHILDREN`); if not, every
+    /// process is looked at, every [`POLL`].
+    children_listed: bool,
 }
 
 impl Group {
@@ -80,6 +104,8 @@ impl Group {
     ) -> Result<Group> {
         nix::sys::prctl::set_child_subreaper(true)
             .map_err(|e| Error::internal(format!("cannot become the child subreaper: {e}")))?;
+        let child_ended = signal_stream(SignalKind::child())
+            .map_err(|e| Error::internal(format!("cannot watch for SIGCHLD: {e}")))?;
         // This very program, even if its file was replaced or deleted since it started.
         let mut c = Command::new("/proc/self/exe");
         c.arg(GUARD_ARG)
@@ -125,6 +151,9 @@ impl Group {
             start: crate::sys::process_start_ticks(pgid),
             cmd: None,
             tty: None,
+            child_ended,
+            dismissed: None,
+            children_listed: crate::sys::own_children().is_some(),
         };
         group.take_terminal();
         Ok(group)
@@ -204,21 +233,97 @@ impl Group {
         live
     }
 
-    /// True when nothing of the command runs any more.
+    /// True when no descendant of ours runs any more, the guard aside; our zombie children are
+    /// reaped on the way. Call once the command was reaped. A member that is not our
+    /// descendant is not seen here: see [`Group::strangers_remain`].
     pub(crate) fn is_empty(&self) -> bool {
-        self.scan().is_empty()
+        match self.children_gone() {
+            Some(gone) => gone,
+            None => self.scan().is_empty(),
+        }
     }
 
-    /// Wait until nothing of the command runs, or `until`; true when it emptied.
-    pub(crate) async fn emptied_by(&self, until: Instant) -> bool {
+    /// Whether our children, the guard aside, are all gone; `None` when they cannot be listed.
+    ///
+    /// Every live descendant has a live ancestor among our children (a process whose parent
+    /// ends is handed to us before that parent becomes a zombie). So a list with nothing but
+    /// zombies in it is read again after they are reaped: the orphans they left are in the new
+    /// list. Only we reap the children that are not tokio's, and only between two reads.
+    fn children_gone(&self) -> Option<bool> {
+        // The children seen ended (zombies, or reaped since): their orphans are ours by the
+        // next read. The command's zombie stays until tokio reaps it; it is read again once.
+        let mut ended: Vec<u32> = Vec::new();
+        // Bounded: each round finds another child ended, or decides.
+        for _ in 0..64 {
+            let children = crate::sys::own_children()?;
+            let mut newly_ended = false;
+            for p in children.into_iter().filter(|p| *p != self.pgid) {
+                match crate::sys::proc_stat(p) {
+                    Some(s) if s.runs() => return Some(false),
+                    _ if ended.contains(&p) => {}
+                    stat => {
+                        if stat.is_some() && Some(p) != self.cmd {
+                            let _ = nix::sys::wait::waitpid(
+                                pid(p),
+                                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                            );
+                        }
+                        ended.push(p);
+                        newly_ended = true;
+                    }
+                }
+            }
+            if !newly_ended {
+                return Some(true);
+            }
+        }
+        Some(false)
+    }
+
+    /// Wait until nothing of the command runs, or `until`; true when it emptied. Looked at
+    /// again on each SIGCHLD (see [`Group::is_empty`]).
+    pub(crate) async fn emptied_by(&mut self, until: Instant) -> bool {
+        // Bounded by `until`; each round waits for a SIGCHLD, LOOK_AT_CHILDREN or POLL.
         loop {
             if self.is_empty() {
                 return true;
             }
-            if Instant::now() >= until {
+            let now = Instant::now();
+            if now >= until {
                 return false;
             }
-            tokio::time::sleep(POLL.min(until - Instant::now())).await;
+            let look = if self.children_listed {
+                LOOK_AT_CHILDREN
+            } else {
+                POLL
+            };
+            let _ = tokio::time::timeout(look.min(until - now), self.child_ended.recv()).await;
+        }
+    }
+
+    /// True while a process that is not our descendant is still in the group (it joined it on
+    /// its own, with `setpgid`). Known for sure only once the guard is gone, when the group
+    /// should have no member at all; until then every process is looked at.
+    pub(crate) fn strangers_remain(&self) -> bool {
+        let guard_gone = self.dismissed.is_some();
+        if guard_gone && kill(group_pid(self.pgid), None) == Err(nix::errno::Errno::ESRCH) {
+            return false;
+        }
+        live_members(self.pgid, self.pgid) > 0
+    }
+
+    /// Wait until no stranger is left in the group (see [`Group::strangers_remain`]), or
+    /// `until`; true when none is. Polled: the kernel tells us nothing of them.
+    pub(crate) async fn strangers_gone_by(&self, until: Instant) -> bool {
+        loop {
+            if !self.strangers_remain() {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return false;
+            }
+            tokio::time::sleep(POLL.min(until - now)).await;
         }
     }
 
@@ -253,10 +358,36 @@ impl Group {
         }
     }
 
-    /// Let the guard go and give the terminal back. Call once the group is empty. Returns when
-    /// the guard had stopped the group itself because its deadline passed (`CLOCK_BOOTTIME`),
-    /// `None` when it had not.
+    /// Let the guard go, and give the terminal back. Call once the group is empty. Returns
+    /// when the guard had stopped the group itself because its deadline passed
+    /// (`CLOCK_BOOTTIME`), `None` when it had not.
     pub(crate) async fn finish(mut self) -> Option<Duration> {
+        let said = self.dismiss_guard().await;
+        // A caller waits strangers out itself (see `run`); for any other, they end here.
+        if self.strangers_remain() {
+            self.signal(Signal::SIGKILL);
+            let _ = self
+                .strangers_gone_by(Instant::now() + Duration::from_secs(1))
+                .await;
+        }
+        if let Some(tty) = self.tty.take() {
+            give_back_terminal(&tty);
+        }
+        said
+    }
+
+    /// Let the guard go (once our descendants are gone) and wait for it to end; what
+    /// [`Group::finish`] returns. Once it is gone, a member left in the group is a stranger.
+    pub(crate) async fn dismiss_guard(&mut self) -> Option<Duration> {
+        if let Some(said) = self.dismissed {
+            return said;
+        }
+        let said = self.end_guard().await;
+        self.dismissed = Some(said);
+        said
+    }
+
+    async fn end_guard(&mut self) -> Option<Duration> {
         if let Some(w) = self.to_guard.take() {
             let _ = nix::unistd::write(&w, b"d\n");
         }
@@ -266,9 +397,6 @@ impl Group {
         {
             let _ = self.guard.start_kill();
             let _ = tokio::time::timeout(Duration::from_secs(1), self.guard.wait()).await;
-        }
-        if let Some(tty) = self.tty.take() {
-            give_back_terminal(&tty);
         }
         // The guard is gone, so its stdout ends: what it said is all there.
         let mut said = Vec::new();

@@ -217,10 +217,11 @@ pub async fn supervise_with_env(
         _ => None,
     });
     // What the command started and left behind goes too, before the lock can be released.
-    if !group.is_empty() {
-        // In danger already: the deadline stands. Lost as it exited: no grace left. Told to
-        // stop: the grace counts from then. Else the leftovers get SIGTERM and the grace.
-        let kill_at = match (kill_at, terminated) {
+    // In danger already: the deadline stands. Lost as it exited: no grace left. Told to stop:
+    // the grace counts from then. Else the leftovers get SIGTERM and the grace.
+    let mut leftovers_until: Option<Instant> = None;
+    let mut leftovers_deadline = |group: &Group| {
+        *leftovers_until.get_or_insert_with(|| match (kill_at, terminated) {
             (Some(k), _) => k,
             _ if lost_at_exit.is_some() => Instant::now(),
             (None, Some(t)) => t + kill_grace,
@@ -228,7 +229,11 @@ pub async fn supervise_with_env(
                 group.signal(Signal::SIGTERM);
                 Instant::now() + kill_grace
             }
-        };
+        })
+    };
+    if !group.is_empty() {
+        let kill_at = leftovers_deadline(&group);
+        // Bounded: SIGKILL at `until`, after which the kernel ends them.
         loop {
             validity.refresh(leases);
             validity.tell(&mut group, margin);
@@ -245,7 +250,27 @@ pub async fn supervise_with_env(
             }
         }
     }
-    let guard_stopped = group.finish().await;
+    // No descendant of ours runs: the guard goes, and what is left in its group then joined
+    // it from elsewhere (rare; looked at by scanning every process). It goes the same way.
+    let guard_stopped = group.dismiss_guard().await;
+    if group.strangers_remain() {
+        let kill_at = leftovers_deadline(&group);
+        loop {
+            validity.refresh(leases);
+            let until = kill_at.min(validity.last_moment());
+            if group
+                .strangers_gone_by(until.min(Instant::now() + validity.period))
+                .await
+            {
+                break;
+            }
+            if !killed && Instant::now() >= until {
+                group.signal(Signal::SIGKILL);
+                killed = true;
+            }
+        }
+    }
+    group.finish().await;
     let status = status.map_err(|e| Error::internal(format!("waiting for '{program}': {e}")))?;
     let code = exit_code(status);
     // The guard acted before we did (or we never did): we were stopped or starved, and no

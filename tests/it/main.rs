@@ -11,6 +11,7 @@ mod fair;
 mod faults;
 mod grant_faults;
 mod group;
+mod group_events;
 mod guard_deadline;
 mod lock_run;
 mod nemesis;

@@ -50,6 +50,13 @@ use crate::sys::{ProcStat, all_processes};
 /// The hidden first argument that makes `tractatus` a guard.
 pub const GUARD_ARG: &str = "__group-guard";
 
+/// Where the guard is started from: this very program, even if its file was replaced or
+/// deleted since it started.
+const GUARD_EXE: &str = "/proc/self/exe";
+
+/// The kernel's name for a guard (`/proc/<pid>/comm`): the base name of [`GUARD_EXE`].
+const GUARD_NAME: &str = "exe";
+
 /// How often a group is looked at while it is waited to empty when that cannot be learnt from
 /// our children (a kernel without `/proc/<pid>/task/<tid>/children`, or a member that is not
 /// our descendant): the kernel tells nobody but a parent when a process ends.
@@ -106,8 +113,7 @@ impl Group {
             .map_err(|e| Error::internal(format!("cannot become the child subreaper: {e}")))?;
         let child_ended = signal_stream(SignalKind::child())
             .map_err(|e| Error::internal(format!("cannot watch for SIGCHLD: {e}")))?;
-        // This very program, even if its file was replaced or deleted since it started.
-        let mut c = Command::new("/proc/self/exe");
+        let mut c = Command::new(GUARD_EXE);
         c.arg(GUARD_ARG)
             .arg(grace.as_millis().to_string())
             .arg(host);
@@ -466,9 +472,13 @@ pub(crate) fn group_alive(pgid: u32) -> bool {
 /// group ids. A guard outlives its group only by moments, so a guard found means a group that
 /// may still run.
 pub(crate) fn guards_of(host: &str, locks: &[(&str, &str)], except: u32) -> Vec<u32> {
-    all_processes()
+    // Started as /proc/self/exe, a guard is named "exe" (only a thread of its own can rename
+    // it): the names are read first, and only those processes' stat and arguments.
+    crate::sys::processes_named(GUARD_NAME)
         .into_iter()
-        .filter(|(p, s)| *p != except && s.pgrp == *p && s.runs())
+        .filter(|p| *p != except)
+        .filter_map(|p| Some((p, crate::sys::proc_stat(p)?)))
+        .filter(|(p, s)| s.pgrp == *p && s.runs())
         .filter(|(p, _)| {
             let args = crate::sys::cmdline(*p);
             args.get(1).map(String::as_str) == Some(GUARD_ARG)

@@ -99,6 +99,31 @@ pub(crate) fn all_processes() -> Vec<(u32, ProcStat)> {
         .collect()
 }
 
+/// The processes whose name (`/proc/<pid>/comm`, at most 15 bytes: the base name of the file
+/// they were started from) is `name`. Far cheaper than [`all_processes`]: the kernel writes a
+/// name without working out the rest of a `stat` line, so a look for one kind of process
+/// reads every name and only its own `stat` files.
+pub(crate) fn processes_named(name: &str) -> Vec<u32> {
+    use rustix::fs::{Mode, OFlags};
+    let (Ok(proc), Ok(entries)) = (std::fs::File::open("/proc"), std::fs::read_dir("/proc")) else {
+        return Vec::new();
+    };
+    let wanted = format!("{name}\n");
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+            let Ok(fd) = rustix::fs::openat(&proc, format!("{pid}/comm"), flags, Mode::empty())
+            else {
+                return false;
+            };
+            let mut buf = [0u8; 64];
+            rustix::io::read(&fd, &mut buf).is_ok_and(|n| buf.get(..n) == Some(wanted.as_bytes()))
+        })
+        .collect()
+}
+
 /// This process's children, alive or zombie: the pids in `/proc/self/task/<tid>/children`
 /// for each of its threads (a child belongs to the thread that started it, and an orphan
 /// handed to us as the child subreaper to any live one). `None` when that cannot be read
@@ -224,6 +249,35 @@ mod tests {
         assert!(!cmdline(me).is_empty());
         assert!(all_processes().iter().any(|(p, s)| *p == me && *s == stat));
         assert!(umask() <= 0o777);
+    }
+
+    #[test]
+    fn a_program_started_as_proc_self_exe_is_found_by_the_name_exe() {
+        // The shell starts itself again through /proc/self/exe, as `lock run` starts its guard.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "exec /proc/self/exe -c 'sleep 5; true'"])
+            .spawn()
+            .unwrap();
+        let me = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !processes_named("exe").contains(&me) {
+            assert!(std::time::Instant::now() < deadline, "never named exe");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!processes_named("exe").contains(&std::process::id()));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    #[test]
+    fn our_children_are_listed() {
+        // Other tests' threads come and go meanwhile: a read they disturbed is read again.
+        let listed = || (0..100).find_map(|_| own_children()).unwrap();
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        assert!(listed().contains(&child.id()));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(!listed().contains(&child.id()));
     }
 
     #[test]

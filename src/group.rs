@@ -98,6 +98,8 @@ pub(crate) struct Group {
     /// Whether this kernel lists our children (`CONFIG_PROC_CHILDREN`); if not, every
     /// process is looked at, every [`POLL`].
     children_listed: bool,
+    /// Whether the guard said it is ready (see [`Group::ready`]).
+    ready: bool,
 }
 
 impl Group {
@@ -132,23 +134,14 @@ impl Group {
             .take()
             .and_then(|w| w.into_owned_fd().ok())
             .filter(|fd| set_nonblocking(fd).is_ok());
-        // Ready once its signals are blocked: a signal to the group must not end it.
-        let mut ready = [0u8; 1];
-        let mut from_guard = guard.stdout.take();
-        let got = match from_guard.as_mut() {
-            Some(out) => tokio::time::timeout(Duration::from_secs(5), out.read(&mut ready))
-                .await
-                .ok()
-                .and_then(|r| r.ok()),
-            None => None,
-        };
+        let from_guard = guard.stdout.take();
         let pgid = guard.id().unwrap_or(0);
-        if got != Some(1) || pgid == 0 || to_guard.is_none() {
+        if pgid == 0 || to_guard.is_none() || from_guard.is_none() {
             let _ = guard.start_kill();
             let _ = guard.wait().await;
             return Err(Error::internal("the group guard did not start"));
         }
-        let mut group = Group {
+        Ok(Group {
             guard,
             to_guard,
             from_guard,
@@ -160,9 +153,33 @@ impl Group {
             child_ended,
             dismissed: None,
             children_listed: crate::sys::own_children().is_some(),
+            ready: false,
+        })
+    }
+
+    /// Wait until the guard is ready: its signals blocked, so that a signal to the group no
+    /// longer ends it. Call before the command starts; until then the guard's own start (an
+    /// exec of this program) overlaps our work: the look for an earlier holder's group and
+    /// the group's record with the lease. Only then does the group take the terminal.
+    pub(crate) async fn ready(&mut self) -> Result<()> {
+        if self.ready {
+            return Ok(());
+        }
+        let mut byte = [0u8; 1];
+        let got = match self.from_guard.as_mut() {
+            Some(out) => tokio::time::timeout(Duration::from_secs(5), out.read(&mut byte))
+                .await
+                .ok()
+                .and_then(|r| r.ok()),
+            None => None,
         };
-        group.take_terminal();
-        Ok(group)
+        if got != Some(1) {
+            let _ = self.guard.start_kill();
+            return Err(Error::internal("the group guard did not start"));
+        }
+        self.ready = true;
+        self.take_terminal();
+        Ok(())
     }
 
     /// The group's id (the guard's pid).

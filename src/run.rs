@@ -116,7 +116,11 @@ pub async fn supervise_with_env(
         .filter(|(l, _)| !l.is_joined())
         .map(|(l, scope)| (scope.as_str(), l.name()))
         .collect();
-    if let Err(e) = prepare(leases, &group, &host, &own_locks, kill_grace).await {
+    let prepared = match prepare(leases, &group, &host, &own_locks, kill_grace).await {
+        Ok(()) => group.ready().await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = prepared {
         group.finish().await;
         return Err(e);
     }

@@ -89,6 +89,7 @@ async fn run_in(
             .record_group(group.pgid(), group.start_ticks())
             .await?;
     }
+    group.ready().await?;
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .env("TRACTATUS_LOCK_NAME", lease.name())

@@ -328,27 +328,37 @@ async fn prepare(
     locks: &[(&str, &str)],
     kill_grace: Duration,
 ) -> Result<()> {
-    let started = Instant::now();
-    loop {
-        let earlier = crate::group::guards_of(host, locks, group.pgid());
-        if earlier.is_empty() {
-            break;
-        }
-        for l in leases {
-            l.check_valid()?;
-        }
-        // Its lease is over: after the grace it gets no more time.
-        if started.elapsed() >= kill_grace {
-            for pgid in &earlier {
-                crate::group::kill_group(*pgid);
+    // Recorded while we look: the record only names our group for a same-host takeover, as
+    // true now as after the look, and its round trip to the coordinator no longer waits for
+    // the look (polled first, so the requests are out before the look begins).
+    let record = futures_util::future::try_join_all(
+        leases
+            .iter()
+            .filter(|l| !l.is_joined())
+            .map(|l| l.record_group(group.pgid(), group.start_ticks())),
+    );
+    let earlier_gone = async {
+        let started = Instant::now();
+        loop {
+            let earlier = crate::group::guards_of(host, locks, group.pgid());
+            if earlier.is_empty() {
+                return Ok(());
             }
+            for l in leases {
+                l.check_valid()?;
+            }
+            // Its lease is over: after the grace it gets no more time.
+            if started.elapsed() >= kill_grace {
+                for pgid in &earlier {
+                    crate::group::kill_group(*pgid);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    for l in leases.iter().filter(|l| !l.is_joined()) {
-        l.record_group(group.pgid(), group.start_ticks()).await?;
-    }
-    Ok(())
+    };
+    futures_util::future::try_join(record, earlier_gone)
+        .await
+        .map(|_| ())
 }
 
 /// The leases' validity as last seen while valid: a lease marked lost (say, at --max-hold)

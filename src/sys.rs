@@ -273,7 +273,10 @@ mod tests {
     fn our_children_are_listed() {
         // Other tests' threads come and go meanwhile: a read they disturbed is read again.
         let listed = || (0..100).find_map(|_| own_children()).unwrap();
-        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
         assert!(listed().contains(&child.id()));
         let _ = child.kill();
         let _ = child.wait();

@@ -82,7 +82,11 @@ fn lock_run_releases_only_after_its_setsid_double_forked_and_background_children
     .enumerate()
     {
         let log = repo.file(&format!("log{round}"));
-        let mut holder = Guard(lock_run(&repo, &redis.url(), COMMAND, &log).spawn().unwrap());
+        let mut holder = Guard(
+            lock_run(&repo, &redis.url(), COMMAND, &log)
+                .spawn()
+                .unwrap(),
+        );
         wait_until(Duration::from_secs(10), "the command exits", || {
             has(&log, "command-exit")
         });
@@ -118,13 +122,8 @@ fn lock_run_releases_only_after_its_setsid_double_forked_and_background_children
         );
         // The audit log's release (ms, Redis clock, this machine) came after the last
         // leftover's last line, and (printed) how long after.
-        let events = run(tractatus(&repo.path()).args([
-            "--redis",
-            &redis.url(),
-            "--json",
-            "lock",
-            "log",
-        ]));
+        let events =
+            run(tractatus(&repo.path()).args(["--redis", &redis.url(), "--json", "lock", "log"]));
         let events: serde_json::Value = serde_json::from_str(&events.stdout).unwrap();
         let released_ms = events
             .as_array()
@@ -176,9 +175,11 @@ fn lock_run_waits_for_a_process_that_joined_its_group_from_outside() {
     let log = repo.file("log");
     let mut holder = Guard(lock_run(&repo, &redis.url(), WAITS, &log).spawn().unwrap());
     let pgid_file = format!("{}.pgid", log.display());
-    wait_until(Duration::from_secs(10), "the command notes its group", || {
-        std::fs::read_to_string(&pgid_file).is_ok_and(|s| s.trim().parse::<u32>().is_ok())
-    });
+    wait_until(
+        Duration::from_secs(10),
+        "the command notes its group",
+        || std::fs::read_to_string(&pgid_file).is_ok_and(|s| s.trim().parse::<u32>().is_ok()),
+    );
     let pgid = std::fs::read_to_string(&pgid_file).unwrap();
     let mut stranger = Guard(
         Command::new("perl")

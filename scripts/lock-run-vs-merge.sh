@@ -112,12 +112,25 @@ try:
         for b, w in order:
             rates[(b, w)].append(contend(b, w))
 
+    def hold_p50(b):
+        # Inside the lease: from the grant (its token is the grant's microsecond, a hybrid
+        # clock) to the release (the audit log's whole ms), over the one-at-a-time runs.
+        r = subprocess.run([b, "--redis", url, "--json", "lock", "log", "--limit", "100000"],
+                           cwd=repos[b], env=env, capture_output=True, check=True)
+        import json
+        events = json.loads(r.stdout)
+        granted = {e["token"]: e["token"] / 1000 for e in events
+                   if e["event"] == "grant" and e.get("name") == "x"}
+        holds = [e["at_ms"] - granted[e["token"]] for e in events
+                 if e["event"] == "release" and e.get("token") in granted]
+        return statistics.median(holds) if holds else float("nan")
+
     load = open("/proc/loadavg").read().split()[:3]
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {os.cpu_count()} cpus, load {' '.join(load)}"
           f" at the end; redis-server on port {port}; {rounds} rounds one at a time,"
           f" {contend_rounds}x{contend_secs:g} s with {procs} contending")
     print(f"{'binary':<40} {'run p50':>9} {'merge p50':>10} {'ratio':>6} "
-          f"{'runs/s':>8} {'merges/s':>9} {'ratio':>6}")
+          f"{'runs/s':>8} {'merges/s':>9} {'ratio':>6} {'held p50':>9}")
     for b in bins:
         run50 = statistics.median(times[(b, 'run')]) * 1e3
         merge50 = statistics.median(times[(b, 'merge')]) * 1e3
@@ -125,8 +138,9 @@ try:
         merges = statistics.median(rates[(b, 'merge')])
         name = b if len(b) <= 40 else "..." + b[-37:]
         print(f"{name:<40} {run50:>7.2f}ms {merge50:>8.2f}ms {run50 / merge50:>5.2f}x "
-              f"{runs:>8.1f} {merges:>9.1f} {merges / runs:>5.2f}x")
-    print("(ratios: run p50 / merge p50, and merges/s / runs/s; target <= 1.5x each)")
+              f"{runs:>8.1f} {merges:>9.1f} {merges / runs:>5.2f}x {hold_p50(b):>7.2f}ms")
+    print("(ratios: run p50 / merge p50, and merges/s / runs/s; target <= 1.5x each."
+          " held: grant to release of lock x, whole runs and contention together)")
 finally:
     redis.terminate()
     redis.wait()

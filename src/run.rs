@@ -84,20 +84,89 @@ pub async fn supervise_with_env(
     kill_grace: Duration,
     env: &[(&str, String)],
 ) -> Result<RunOutcome> {
-    let (program, args) = argv
-        .split_first()
-        .ok_or_else(|| Error::usage("no command given after --"))?;
+    supervise_in(None, leases, session_id, argv, kill_grace, env).await
+}
+
+/// The command's group, started while its leases are still to be acquired (see
+/// [`start_group`]): the guard's start is then over before the lease is, instead of inside it.
+pub struct StartedGroup {
+    group: Group,
+    grace: Duration,
+    locks: Vec<(String, String)>,
+}
+
+impl StartedGroup {
+    /// The leases were not granted: let the guard go.
+    pub async fn abandon(self) {
+        self.group.finish().await;
+    }
+}
+
+/// Start the group a `lock run` of `names` on `coordinator` will run its command in, before
+/// acquiring them; hand it to [`supervise_started`]. Its guard is idle until then: the next
+/// holder of these locks does not take it for an earlier holder's.
+pub async fn start_group(
+    coordinator: &crate::Coordinator,
+    names: &[String],
+    kill_grace: Duration,
+) -> Result<StartedGroup> {
+    let grace = guard_grace(Some(coordinator.config().ttl), kill_grace);
+    let scope = coordinator.guard_scope();
+    let locks: Vec<(String, String)> = names.iter().map(|n| (scope.clone(), n.clone())).collect();
+    let borrowed: Vec<(&str, &str)> = locks
+        .iter()
+        .map(|(s, n)| (s.as_str(), n.as_str()))
+        .collect();
+    let group = Group::start(grace, &crate::holder::this_host(), &borrowed, true).await?;
+    Ok(StartedGroup {
+        group,
+        grace,
+        locks,
+    })
+}
+
+/// [`supervise`] in a group from [`start_group`] (a fresh one when the leases turned out to
+/// need another: another TTL, other locks).
+pub async fn supervise_started(
+    group: StartedGroup,
+    leases: &[Lease],
+    session_id: &str,
+    argv: &[String],
+    kill_grace: Duration,
+) -> Result<RunOutcome> {
+    supervise_in(Some(group), leases, session_id, argv, kill_grace, &[]).await
+}
+
+/// Should we die, the guard ends the group within a third of the TTL: well before a lease
+/// renewed a third of a TTL ago runs out.
+fn guard_grace(ttl: Option<Duration>, kill_grace: Duration) -> Duration {
+    ttl.map_or(kill_grace, |t| (t / 3).min(kill_grace))
+}
+
+async fn supervise_in(
+    started: Option<StartedGroup>,
+    leases: &[Lease],
+    session_id: &str,
+    argv: &[String],
+    kill_grace: Duration,
+    env: &[(&str, String)],
+) -> Result<RunOutcome> {
+    let checked = check_start(leases, argv);
+    let (started, (program, args)) = match (checked, started) {
+        (Ok(c), s) => (s, c),
+        (Err(e), s) => {
+            if let Some(s) = s {
+                s.abandon().await;
+            }
+            return Err(e);
+        }
+    };
     // Handlers first: a signal between spawn and here must not kill us with the child running.
     let mut sigint = signal(SignalKind::interrupt()).map_err(Error::internal)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(Error::internal)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(Error::internal)?;
-    for l in leases {
-        l.check_valid()?;
-    }
     let ttl = leases.iter().map(Lease::ttl).min();
-    // Should we die, the guard ends the group within a third of the TTL: well before a lease
-    // renewed a third of a TTL ago runs out.
-    let guard_grace = ttl.map_or(kill_grace, |t| (t / 3).min(kill_grace));
+    let guard_grace = guard_grace(ttl, kill_grace);
     let host = crate::holder::this_host();
     // Each lock as the guards know it: namespace and coordinator (a lock of the same name in
     // another repository's clone or on another Redis is another lock), and name.
@@ -107,7 +176,28 @@ pub async fn supervise_with_env(
         .zip(&scopes)
         .map(|(l, scope)| (scope.as_str(), l.name()))
         .collect();
-    let mut group = Group::start(guard_grace, &host, &locks).await?;
+    let fits = started.as_ref().is_some_and(|s| {
+        let mut theirs: Vec<(&str, &str)> = s
+            .locks
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let mut ours = locks.clone();
+        theirs.sort_unstable();
+        ours.sort_unstable();
+        s.grace == guard_grace && theirs == ours
+    });
+    let mut group = match started {
+        Some(s) if fits => s.group,
+        other => {
+            if let Some(s) = other {
+                s.abandon().await;
+            }
+            Group::start(guard_grace, &host, &locks, false).await?
+        }
+    };
+    // Named as a guard from now on (waited for before the command starts, see `ready`).
+    group.activate();
     // A joined lease is our ancestor's: its group (which we run in) is not an earlier holder's
     // to wait for, and its holder record keeps naming the ancestor's group.
     let own_locks: Vec<(&str, &str)> = leases
@@ -317,6 +407,17 @@ pub async fn supervise_with_env(
         });
     }
     Ok(RunOutcome::Exited(code))
+}
+
+/// The command and its arguments, once every lease is found valid.
+fn check_start<'a>(leases: &[Lease], argv: &'a [String]) -> Result<(&'a String, &'a [String])> {
+    let split = argv
+        .split_first()
+        .ok_or_else(|| Error::usage("no command given after --"))?;
+    for l in leases {
+        l.check_valid()?;
+    }
+    Ok(split)
 }
 
 /// Before the command starts: an earlier holder's group on this host is waited for (its lease

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 
-use super::{GUARD_ARG, POLL, group_pid, live_members};
+use super::{ACTIVE, GUARD_ARG, GUARD_NAME, IDLE, IDLE_NAME, POLL, group_pid, live_members};
 
 /// What the guard writes on its stdout when a deadline passed with no renewal: it stopped the
 /// group itself.
@@ -27,15 +27,21 @@ pub fn guard_main() -> Option<u8> {
     if args.next().as_deref() != Some(std::ffi::OsStr::new(GUARD_ARG)) {
         return None;
     }
-    let grace = args
-        .next()
-        .and_then(|a| a.to_str()?.parse().ok())
+    // "idle:GRACE" for a guard started before the lease was granted (see `Group::start`).
+    let grace = args.next();
+    let grace = grace.as_deref().and_then(|a| a.to_str()).unwrap_or("");
+    let (idle, grace) = match grace.strip_prefix(IDLE) {
+        Some(ms) => (true, ms),
+        None => (false, grace),
+    };
+    let grace = grace
+        .parse()
         .map(Duration::from_millis)
         .unwrap_or(Duration::from_secs(1));
-    Some(guard(grace))
+    Some(guard(grace, idle))
 }
 
-fn guard(grace: Duration) -> u8 {
+fn guard(grace: Duration, mut idle: bool) -> u8 {
     use nix::sys::signal::SigSet;
     // Blocked, never handled: the signals stay with the command they were meant for, and stay
     // pending here for good (the guard starts nothing that would inherit the mask).
@@ -51,6 +57,11 @@ fn guard(grace: Duration) -> u8 {
     if meant_for_the_command.thread_block().is_err() {
         return 70;
     }
+    // Not found by the next holder's look for an earlier group until told its lease is
+    // granted: the look reads names first (`guards_of`), and this is not a guard's name.
+    if idle && nix::sys::prctl::set_name(IDLE_NAME).is_err() {
+        return 70;
+    }
     let mut out = std::io::stdout();
     if out.write_all(b"r").and_then(|()| out.flush()).is_err() {
         return 70;
@@ -63,6 +74,15 @@ fn guard(grace: Duration) -> u8 {
             _ => LOOK_AGAIN,
         };
         heard.listen(stdin.as_fd(), wait);
+        if heard.active && idle {
+            // Named as a guard before `tractatus` may start the command (it waits for this).
+            if nix::sys::prctl::set_name(GUARD_NAME).is_err()
+                || out.write_all(&[ACTIVE]).and_then(|()| out.flush()).is_err()
+            {
+                return 70;
+            }
+            idle = false;
+        }
         if heard.done {
             // `tractatus` is done and the group is empty.
             return 0;
@@ -113,10 +133,12 @@ fn end_group(until: Option<Duration>) -> u8 {
     0
 }
 
-/// What the guard has heard from `tractatus` on its stdin: lines `v TERM KILL` (a deadline, ms
-/// of the boot clock) and `d` (done), or the end of the pipe (`tractatus` is gone).
+/// What the guard has heard from `tractatus` on its stdin: lines `a` (the lease is granted: an
+/// idle guard takes a guard's name), `v TERM KILL` (a deadline, ms of the boot clock) and `d`
+/// (done), or the end of the pipe (`tractatus` is gone).
 #[derive(Debug, Default, PartialEq)]
 struct Heard {
+    active: bool,
     deadline: Option<(Duration, Duration)>,
     done: bool,
     gone: bool,
@@ -163,6 +185,7 @@ impl Heard {
             let mut words = text.split_whitespace();
             match words.next() {
                 Some("d") => self.done = true,
+                Some("a") => self.active = true,
                 Some("v") => {
                     let mut ms = words
                         .filter_map(|w| w.parse().ok())
@@ -196,8 +219,9 @@ mod tests {
             Some((Duration::from_millis(2000), Duration::from_millis(2200)))
         );
         assert!(!h.done);
-        h.take(b"d\n");
-        assert!(h.done);
+        assert!(!h.active);
+        h.take(b"a\nd\n");
+        assert!(h.active && h.done);
         let mut junk = Heard::default();
         junk.take(&[b'a'; 5000]);
         assert!(junk.partial.is_empty());

@@ -61,7 +61,16 @@ pub const GUARD_ARG: &str = "__group-guard";
 const GUARD_EXE: &str = "/proc/self/exe";
 
 /// The kernel's name for a guard (`/proc/<pid>/comm`): the base name of [`GUARD_EXE`].
-const GUARD_NAME: &str = "exe";
+const GUARD_NAME: &std::ffi::CStr = c"exe";
+
+/// What an idle guard calls itself (see [`Group::start`]): anything but [`GUARD_NAME`].
+const IDLE_NAME: &std::ffi::CStr = c"tractatus-idle";
+
+/// Before the grace in an idle guard's arguments.
+const IDLE: &str = "idle:";
+
+/// What an idle guard writes on its stdout once it bears a guard's name.
+const ACTIVE: u8 = b'A';
 
 /// How often a group is looked at while it is waited to empty when that cannot be learnt from
 /// our children (a kernel without `/proc/<pid>/task/<tid>/children`, or a member that is not
@@ -98,24 +107,37 @@ pub(crate) struct Group {
     children_listed: bool,
     /// Whether the guard said it is ready (see [`Group::ready`]).
     ready: bool,
+    /// For a guard started idle: whether it was told to take a guard's name.
+    idle: Option<bool>,
 }
 
 impl Group {
     /// Become the child subreaper and start the guard in a new process group. `grace` is how
     /// long the guard waits between SIGTERM and SIGKILL should `tractatus` die; `locks` are
     /// (namespace, name) pairs, and `host` this host, written into its arguments.
+    ///
+    /// An `idle` guard is started before the leases are granted, so that its start (an exec
+    /// of this program) is over by then. It does not bear a guard's name until
+    /// [`Group::activate`]: a waiter's guard is no earlier holder's for the next holder's look
+    /// (`guards_of`) to wait for.
     pub(crate) async fn start(
         grace: Duration,
         host: &str,
         locks: &[(&str, &str)],
+        idle: bool,
     ) -> Result<Group> {
         nix::sys::prctl::set_child_subreaper(true)
             .map_err(|e| Error::internal(format!("cannot become the child subreaper: {e}")))?;
         let child_ended = signal_stream(SignalKind::child())
             .map_err(|e| Error::internal(format!("cannot watch for SIGCHLD: {e}")))?;
         let mut c = Command::new(GUARD_EXE);
+        let grace = grace.as_millis().to_string();
         c.arg(GUARD_ARG)
-            .arg(grace.as_millis().to_string())
+            .arg(if idle {
+                format!("{IDLE}{grace}")
+            } else {
+                grace
+            })
             .arg(host);
         for (ns, name) in locks {
             c.arg(ns).arg(name);
@@ -152,7 +174,17 @@ impl Group {
             dismissed: None,
             children_listed: crate::sys::own_children().is_some(),
             ready: false,
+            idle: idle.then_some(false),
         })
+    }
+
+    /// The leases are granted: an idle guard is to take a guard's name ([`Group::ready`]
+    /// waits until it has). Nothing for a guard that was never idle.
+    pub(crate) fn activate(&mut self) {
+        if let (Some(told @ false), Some(fd)) = (self.idle.as_mut(), self.to_guard.as_ref()) {
+            // Its pipe is empty while it is idle: the line goes whole, or the guard is gone.
+            *told = nix::unistd::write(fd, b"a\n") == Ok(2);
+        }
     }
 
     /// Wait until the guard is ready: its signals blocked, so that a signal to the group no
@@ -171,7 +203,21 @@ impl Group {
                 .and_then(|r| r.ok()),
             None => None,
         };
-        if got != Some(1) {
+        let mut fine = got == Some(1) && byte[0] == b'r';
+        if fine && self.idle.is_some() {
+            self.activate();
+            let got = match (self.idle, self.from_guard.as_mut()) {
+                (Some(true), Some(out)) => {
+                    tokio::time::timeout(Duration::from_secs(5), out.read(&mut byte))
+                        .await
+                        .ok()
+                        .and_then(|r| r.ok())
+                }
+                _ => None,
+            };
+            fine = got == Some(1) && byte[0] == ACTIVE;
+        }
+        if !fine {
             let _ = self.guard.start_kill();
             return Err(Error::internal("the group guard did not start"));
         }
@@ -489,7 +535,7 @@ pub(crate) fn group_alive(pgid: u32) -> bool {
 pub(crate) fn guards_of(host: &str, locks: &[(&str, &str)], except: u32) -> Vec<u32> {
     // Started as /proc/self/exe, a guard is named "exe" (only a thread of its own can rename
     // it): the names are read first, and only those processes' stat and arguments.
-    crate::sys::processes_named(GUARD_NAME)
+    crate::sys::processes_named(&GUARD_NAME.to_string_lossy())
         .into_iter()
         .filter(|p| *p != except)
         .filter_map(|p| Some((p, crate::sys::proc_stat(p)?)))

@@ -61,6 +61,7 @@ pub(super) async fn run_filter(lease: &Lease, argv: &[String], input: &[u8]) -> 
         guard_grace,
         &crate::holder::this_host(),
         &[(scope.as_str(), lease.name())],
+        false,
     )
     .await?;
     let result = run_in(&mut group, lease, argv, input).await;

@@ -248,3 +248,36 @@ fn lock_run_waits_for_a_process_that_joined_its_group_from_outside() {
         "the next holder ran while a member of the first holder's group still ran"
     );
 }
+
+/// The holder's command: a line, then it waits for "$1.go.holder" (at most 30 s).
+const HOLDS: &str = r#"
+echo "holder $(date +%s%N)" >> "$1"
+i=0
+while [ ! -f "$1.go.holder" ] && [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done
+"#;
+
+#[test]
+fn a_waiters_guard_started_before_its_grant_is_no_earlier_holders_group_to_wait_for() {
+    // A waiter's guard starts while it waits. The one granted first must not take the other
+    // waiter's guard for an earlier holder's group left running: it would wait out its kill
+    // grace (60 s here), then kill the other waiter's group.
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    let log = repo.file("log");
+    let mut holder = Guard(lock_run(&repo, &redis.url(), HOLDS, &log).spawn().unwrap());
+    wait_until(Duration::from_secs(10), "the holder runs", || {
+        has(&log, "holder")
+    });
+    let mut first = queue_next(&repo, &redis.url(), &log);
+    let mut second = Guard(lock_run(&repo, &redis.url(), NEXT, &log).spawn().unwrap());
+    wait_until(Duration::from_secs(10), "both wait", || {
+        waiters(&repo, &redis.url()) >= 2
+    });
+    std::fs::write(format!("{}.go.holder", log.display()), "").unwrap();
+    assert_eq!(holder.wait_code(Duration::from_secs(10)), Some(0));
+    // Far below the 60 s grace.
+    assert_eq!(first.wait_code(Duration::from_secs(20)), Some(0));
+    assert_eq!(second.wait_code(Duration::from_secs(20)), Some(0));
+    let order: Vec<String> = lines(&log).into_iter().map(|(w, _)| w).collect();
+    assert_eq!(order, ["holder", "next", "next"]);
+}

@@ -32,6 +32,12 @@
 //! A program that calls [`crate::run::supervise`] must call [`guard_main`] first thing in its
 //! `main`, as `tractatus` does: the guard is that program started again.
 //!
+//! `lock run` starts the guard while it acquires its locks, idle: named `tractatus-idle`, not
+//! `exe`, so that the next holder's look for an earlier holder's guard (which reads names
+//! first) passes over a waiter's guard. Once the leases are granted the guard takes the name
+//! `exe` and says so, before the command starts. The guard's start (an exec of this program)
+//! is then over before the lease begins.
+//!
 //! Layout: this file is `tractatus`'s side (start the guard, tell it deadlines, learn when the
 //! group is empty, signal it, dismiss the guard); `guard` is the guard process's own side.
 

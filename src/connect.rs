@@ -161,6 +161,12 @@ impl Coordinator {
     /// (sorted, passwords hidden) or the local lock directory. Two coordinators with the same
     /// namespace but another scope hold other locks (two clones of one repository, say, or two
     /// Redis deployments), which the process-group guards must not mistake for each other.
+    /// A lock's identity among the process-group guards of this host: namespace and where
+    /// the locks live (see [`Coordinator::location`]).
+    pub(crate) fn guard_scope(&self) -> String {
+        format!("{}@{}", self.inner.config.namespace, self.location())
+    }
+
     pub(crate) fn location(&self) -> String {
         match &self.inner.backend {
             Backend::Local(local) => local.dir().display().to_string(),

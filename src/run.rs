@@ -84,20 +84,89 @@ pub async fn supervise_with_env(
     kill_grace: Duration,
     env: &[(&str, String)],
 ) -> Result<RunOutcome> {
-    let (program, args) = argv
-        .split_first()
-        .ok_or_else(|| Error::usage("no command given after --"))?;
+    supervise_in(None, leases, session_id, argv, kill_grace, env).await
+}
+
+/// The command's group, started while its leases are still to be acquired (see
+/// [`start_group`]): the guard's start is then over before the lease is, instead of inside it.
+pub struct StartedGroup {
+    group: Group,
+    grace: Duration,
+    locks: Vec<(String, String)>,
+}
+
+impl StartedGroup {
+    /// The leases were not granted: let the guard go.
+    pub async fn abandon(self) {
+        self.group.finish().await;
+    }
+}
+
+/// Start the group a `lock run` of `names` on `coordinator` will run its command in, before
+/// acquiring them; hand it to [`supervise_started`]. Its guard is idle until then: the next
+/// holder of these locks does not take it for an earlier holder's.
+pub async fn start_group(
+    coordinator: &crate::Coordinator,
+    names: &[String],
+    kill_grace: Duration,
+) -> Result<StartedGroup> {
+    let grace = guard_grace(Some(coordinator.config().ttl), kill_grace);
+    let scope = coordinator.guard_scope();
+    let locks: Vec<(String, String)> = names.iter().map(|n| (scope.clone(), n.clone())).collect();
+    let borrowed: Vec<(&str, &str)> = locks
+        .iter()
+        .map(|(s, n)| (s.as_str(), n.as_str()))
+        .collect();
+    let group = Group::start(grace, &crate::holder::this_host(), &borrowed, true).await?;
+    Ok(StartedGroup {
+        group,
+        grace,
+        locks,
+    })
+}
+
+/// [`supervise`] in a group from [`start_group`] (a fresh one when the leases turned out to
+/// need another: another TTL, other locks).
+pub async fn supervise_started(
+    group: StartedGroup,
+    leases: &[Lease],
+    session_id: &str,
+    argv: &[String],
+    kill_grace: Duration,
+) -> Result<RunOutcome> {
+    supervise_in(Some(group), leases, session_id, argv, kill_grace, &[]).await
+}
+
+/// Should we die, the guard ends the group within a third of the TTL: well before a lease
+/// renewed a third of a TTL ago runs out.
+fn guard_grace(ttl: Option<Duration>, kill_grace: Duration) -> Duration {
+    ttl.map_or(kill_grace, |t| (t / 3).min(kill_grace))
+}
+
+async fn supervise_in(
+    started: Option<StartedGroup>,
+    leases: &[Lease],
+    session_id: &str,
+    argv: &[String],
+    kill_grace: Duration,
+    env: &[(&str, String)],
+) -> Result<RunOutcome> {
+    let checked = check_start(leases, argv);
+    let (started, (program, args)) = match (checked, started) {
+        (Ok(c), s) => (s, c),
+        (Err(e), s) => {
+            if let Some(s) = s {
+                s.abandon().await;
+            }
+            return Err(e);
+        }
+    };
     // Handlers first: a signal between spawn and here must not kill us with the child running.
     let mut sigint = signal(SignalKind::interrupt()).map_err(Error::internal)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(Error::internal)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(Error::internal)?;
-    for l in leases {
-        l.check_valid()?;
-    }
     let ttl = leases.iter().map(Lease::ttl).min();
-    // Should we die, the guard ends the group within a third of the TTL: well before a lease
-    // renewed a third of a TTL ago runs out.
-    let guard_grace = ttl.map_or(kill_grace, |t| (t / 3).min(kill_grace));
+    let guard_grace = guard_grace(ttl, kill_grace);
     let host = crate::holder::this_host();
     // Each lock as the guards know it: namespace and coordinator (a lock of the same name in
     // another repository's clone or on another Redis is another lock), and name.
@@ -107,7 +176,28 @@ pub async fn supervise_with_env(
         .zip(&scopes)
         .map(|(l, scope)| (scope.as_str(), l.name()))
         .collect();
-    let mut group = Group::start(guard_grace, &host, &locks).await?;
+    let fits = started.as_ref().is_some_and(|s| {
+        let mut theirs: Vec<(&str, &str)> = s
+            .locks
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let mut ours = locks.clone();
+        theirs.sort_unstable();
+        ours.sort_unstable();
+        s.grace == guard_grace && theirs == ours
+    });
+    let mut group = match started {
+        Some(s) if fits => s.group,
+        other => {
+            if let Some(s) = other {
+                s.abandon().await;
+            }
+            Group::start(guard_grace, &host, &locks, false).await?
+        }
+    };
+    // Named as a guard from now on (waited for before the command starts, see `ready`).
+    group.activate();
     // A joined lease is our ancestor's: its group (which we run in) is not an earlier holder's
     // to wait for, and its holder record keeps naming the ancestor's group.
     let own_locks: Vec<(&str, &str)> = leases
@@ -116,7 +206,11 @@ pub async fn supervise_with_env(
         .filter(|(l, _)| !l.is_joined())
         .map(|(l, scope)| (scope.as_str(), l.name()))
         .collect();
-    if let Err(e) = prepare(leases, &group, &host, &own_locks, kill_grace).await {
+    let prepared = match prepare(leases, &group, &host, &own_locks, kill_grace).await {
+        Ok(()) => group.ready().await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = prepared {
         group.finish().await;
         return Err(e);
     }
@@ -217,10 +311,11 @@ pub async fn supervise_with_env(
         _ => None,
     });
     // What the command started and left behind goes too, before the lock can be released.
-    if !group.is_empty() {
-        // In danger already: the deadline stands. Lost as it exited: no grace left. Told to
-        // stop: the grace counts from then. Else the leftovers get SIGTERM and the grace.
-        let kill_at = match (kill_at, terminated) {
+    // In danger already: the deadline stands. Lost as it exited: no grace left. Told to stop:
+    // the grace counts from then. Else the leftovers get SIGTERM and the grace.
+    let mut leftovers_until: Option<Instant> = None;
+    let mut leftovers_deadline = |group: &Group| {
+        *leftovers_until.get_or_insert_with(|| match (kill_at, terminated) {
             (Some(k), _) => k,
             _ if lost_at_exit.is_some() => Instant::now(),
             (None, Some(t)) => t + kill_grace,
@@ -228,7 +323,11 @@ pub async fn supervise_with_env(
                 group.signal(Signal::SIGTERM);
                 Instant::now() + kill_grace
             }
-        };
+        })
+    };
+    if !group.is_empty() {
+        let kill_at = leftovers_deadline(&group);
+        // Bounded: SIGKILL at `until`, after which the kernel ends them.
         loop {
             validity.refresh(leases);
             validity.tell(&mut group, margin);
@@ -245,7 +344,27 @@ pub async fn supervise_with_env(
             }
         }
     }
-    let guard_stopped = group.finish().await;
+    // No descendant of ours runs: the guard goes, and what is left in its group then joined
+    // it from elsewhere (rare; looked at by scanning every process). It goes the same way.
+    let guard_stopped = group.dismiss_guard().await;
+    if group.strangers_remain() {
+        let kill_at = leftovers_deadline(&group);
+        loop {
+            validity.refresh(leases);
+            let until = kill_at.min(validity.last_moment());
+            if group
+                .strangers_gone_by(until.min(Instant::now() + validity.period))
+                .await
+            {
+                break;
+            }
+            if !killed && Instant::now() >= until {
+                group.signal(Signal::SIGKILL);
+                killed = true;
+            }
+        }
+    }
+    group.finish().await;
     let status = status.map_err(|e| Error::internal(format!("waiting for '{program}': {e}")))?;
     let code = exit_code(status);
     // The guard acted before we did (or we never did): we were stopped or starved, and no
@@ -290,6 +409,17 @@ pub async fn supervise_with_env(
     Ok(RunOutcome::Exited(code))
 }
 
+/// The command and its arguments, once every lease is found valid.
+fn check_start<'a>(leases: &[Lease], argv: &'a [String]) -> Result<(&'a String, &'a [String])> {
+    let split = argv
+        .split_first()
+        .ok_or_else(|| Error::usage("no command given after --"))?;
+    for l in leases {
+        l.check_valid()?;
+    }
+    Ok(split)
+}
+
 /// Before the command starts: an earlier holder's group on this host is waited for (its lease
 /// expired while it ran: the grant went over it), and the group is recorded with the leases.
 async fn prepare(
@@ -299,27 +429,37 @@ async fn prepare(
     locks: &[(&str, &str)],
     kill_grace: Duration,
 ) -> Result<()> {
-    let started = Instant::now();
-    loop {
-        let earlier = crate::group::guards_of(host, locks, group.pgid());
-        if earlier.is_empty() {
-            break;
-        }
-        for l in leases {
-            l.check_valid()?;
-        }
-        // Its lease is over: after the grace it gets no more time.
-        if started.elapsed() >= kill_grace {
-            for pgid in &earlier {
-                crate::group::kill_group(*pgid);
+    // Recorded while we look: the record only names our group for a same-host takeover, as
+    // true now as after the look, and its round trip to the coordinator no longer waits for
+    // the look (polled first, so the requests are out before the look begins).
+    let record = futures_util::future::try_join_all(
+        leases
+            .iter()
+            .filter(|l| !l.is_joined())
+            .map(|l| l.record_group(group.pgid(), group.start_ticks())),
+    );
+    let earlier_gone = async {
+        let started = Instant::now();
+        loop {
+            let earlier = crate::group::guards_of(host, locks, group.pgid());
+            if earlier.is_empty() {
+                return Ok(());
             }
+            for l in leases {
+                l.check_valid()?;
+            }
+            // Its lease is over: after the grace it gets no more time.
+            if started.elapsed() >= kill_grace {
+                for pgid in &earlier {
+                    crate::group::kill_group(*pgid);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    for l in leases.iter().filter(|l| !l.is_joined()) {
-        l.record_group(group.pgid(), group.start_ticks()).await?;
-    }
-    Ok(())
+    };
+    futures_util::future::try_join(record, earlier_gone)
+        .await
+        .map(|_| ())
 }
 
 /// The leases' validity as last seen while valid: a lease marked lost (say, at --max-hold)

@@ -52,7 +52,30 @@ pub(crate) fn cmdline(pid: u32) -> Vec<String> {
 
 /// `/proc/<pid>/stat` of a running process; `None` when it is gone (or unreadable).
 pub(crate) fn proc_stat(pid: u32) -> Option<ProcStat> {
-    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    read_stat(rustix::fs::CWD, &format!("/proc/{pid}/stat"))
+}
+
+/// Read and parse one `stat` file (`path` under `dir`). One `read(2)` into a buffer on the
+/// stack: the kernel hands the whole line over at once, and a scan of every process reads
+/// hundreds of these, where `read_to_string`'s growing reads took five calls each.
+fn read_stat<Fd: std::os::fd::AsFd>(dir: Fd, path: &str) -> Option<ProcStat> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::openat(
+        dir,
+        path,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )
+    .ok()?;
+    let mut buf = [0u8; 2048];
+    let n = rustix::io::read(&fd, &mut buf).ok()?;
+    if n == buf.len() {
+        // Longer than any stat line the kernel writes today: read the rest the slow way.
+        let mut all = buf.to_vec();
+        std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut all).ok()?;
+        return parse_stat(std::str::from_utf8(&all).ok()?);
+    }
+    parse_stat(std::str::from_utf8(buf.get(..n)?).ok()?)
 }
 
 /// Start time of a process in clock ticks after boot (field 22 of `/proc/<pid>/stat`).
@@ -61,15 +84,72 @@ pub(crate) fn process_start_ticks(pid: u32) -> Option<u64> {
 }
 
 /// Every process id in `/proc`, each with its stat; processes that end meanwhile are left out.
+/// Each is opened relative to one handle on `/proc`, and read in one call.
 pub(crate) fn all_processes() -> Vec<(u32, ProcStat)> {
+    let Ok(proc) = std::fs::File::open("/proc") else {
+        return Vec::new();
+    };
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|pid| Some((pid, proc_stat(pid)?)))
+        .filter_map(|pid| Some((pid, read_stat(&proc, &format!("{pid}/stat"))?)))
         .collect()
+}
+
+/// The processes whose name (`/proc/<pid>/comm`, at most 15 bytes: the base name of the file
+/// they were started from) is `name`. Far cheaper than [`all_processes`]: the kernel writes a
+/// name without working out the rest of a `stat` line, so a look for one kind of process
+/// reads every name and only its own `stat` files.
+pub(crate) fn processes_named(name: &str) -> Vec<u32> {
+    use rustix::fs::{Mode, OFlags};
+    let (Ok(proc), Ok(entries)) = (std::fs::File::open("/proc"), std::fs::read_dir("/proc")) else {
+        return Vec::new();
+    };
+    let wanted = format!("{name}\n");
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+            let Ok(fd) = rustix::fs::openat(&proc, format!("{pid}/comm"), flags, Mode::empty())
+            else {
+                return false;
+            };
+            let mut buf = [0u8; 64];
+            rustix::io::read(&fd, &mut buf).is_ok_and(|n| buf.get(..n) == Some(wanted.as_bytes()))
+        })
+        .collect()
+}
+
+/// This process's children, alive or zombie: the pids in `/proc/self/task/<tid>/children`
+/// for each of its threads (a child belongs to the thread that started it, and an orphan
+/// handed to us as the child subreaper to any live one). `None` when that cannot be read
+/// (a kernel without `CONFIG_PROC_CHILDREN`) or the threads changed while it was read (a
+/// thread that ends hands its children to another, which may have been read already).
+///
+/// The kernel warns that the list may miss a child when children are reaped while it is read;
+/// the caller reaps only between two reads, so the list it gets is whole.
+pub(crate) fn own_children() -> Option<Vec<u32>> {
+    let threads = || -> Option<Vec<String>> {
+        let mut t: Vec<String> = std::fs::read_dir("/proc/self/task")
+            .ok()?
+            .map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<Option<_>>()?;
+        t.sort_unstable();
+        Some(t)
+    };
+    let before = threads()?;
+    let mut children = Vec::new();
+    for tid in &before {
+        let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/children")).ok()?;
+        for p in text.split_whitespace() {
+            children.push(p.parse().ok()?);
+        }
+    }
+    (threads()? == before).then_some(children)
 }
 
 /// This process's umask, from `/proc/self/status` (022 when it cannot be read). Reading it
@@ -169,6 +249,38 @@ mod tests {
         assert!(!cmdline(me).is_empty());
         assert!(all_processes().iter().any(|(p, s)| *p == me && *s == stat));
         assert!(umask() <= 0o777);
+    }
+
+    #[test]
+    fn a_program_started_as_proc_self_exe_is_found_by_the_name_exe() {
+        // The shell starts itself again through /proc/self/exe, as `lock run` starts its guard.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "exec /proc/self/exe -c 'sleep 5; true'"])
+            .spawn()
+            .unwrap();
+        let me = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !processes_named("exe").contains(&me) {
+            assert!(std::time::Instant::now() < deadline, "never named exe");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!processes_named("exe").contains(&std::process::id()));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    #[test]
+    fn our_children_are_listed() {
+        // Other tests' threads come and go meanwhile: a read they disturbed is read again.
+        let listed = || (0..100).find_map(|_| own_children()).unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        assert!(listed().contains(&child.id()));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(!listed().contains(&child.id()));
     }
 
     #[test]

@@ -253,11 +253,7 @@ impl Lease {
     /// The lock's identity among the process-group guards of this host: namespace and where
     /// the locks live (see `Coordinator::location`).
     pub(crate) fn guard_scope(&self) -> String {
-        format!(
-            "{}@{}",
-            self.coordinator.inner.config.namespace,
-            self.coordinator.location()
-        )
+        self.coordinator.guard_scope()
     }
 
     /// This lease's fencing token.

@@ -61,12 +61,13 @@ pub(super) async fn run_filter(lease: &Lease, argv: &[String], input: &[u8]) -> 
         guard_grace,
         &crate::holder::this_host(),
         &[(scope.as_str(), lease.name())],
+        false,
     )
     .await?;
     let result = run_in(&mut group, lease, argv, input).await;
     // Whatever happened, nothing of the command runs on (an error path's leftovers included),
     // and the terminal, if the group had it, comes back.
-    let stopped = stop(&group, lease, Signal::SIGKILL).await;
+    let stopped = stop(&mut group, lease, Signal::SIGKILL).await;
     group.finish().await;
     let filtered = result?;
     stopped?;
@@ -89,6 +90,7 @@ async fn run_in(
             .record_group(group.pgid(), group.start_ticks())
             .await?;
     }
+    group.ready().await?;
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .env("TRACTATUS_LOCK_NAME", lease.name())
@@ -200,7 +202,7 @@ fn too_much(cap: u64) -> Error {
 /// Until nothing of the command runs: `first` to all of it, SIGKILL after [`LEFTOVER_GRACE`]
 /// (at once when the lease is lost meanwhile). Internal error (70) if killed processes are
 /// still there after [`KILL_WAIT`].
-async fn stop(group: &Group, lease: &Lease, first: Signal) -> Result<()> {
+async fn stop(group: &mut Group, lease: &Lease, first: Signal) -> Result<()> {
     if group.is_empty() {
         return Ok(());
     }

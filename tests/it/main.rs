@@ -13,6 +13,7 @@ mod faults;
 mod gc_race;
 mod grant_faults;
 mod group;
+mod group_events;
 mod guard_deadline;
 mod lock_run;
 mod nemesis;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use tractatus_lock::ops::{AuditEvent, BreakOutcome, LockStatus};
-use tractatus_lock::run::{RunOutcome, supervise, supervise_with_env};
+use tractatus_lock::run::{RunOutcome, start_group, supervise_started, supervise_with_env};
 use tractatus_lock::settings::Namespace;
 use tractatus_lock::stats::StatusReport;
 use tractatus_lock::{AcquireOptions, Error, Lease, Result};
@@ -64,6 +64,8 @@ async fn lock_run(
         tractatus_lock::config::check_lock_name(n)?;
     }
     let coordinator = ctx.coordinator().await?;
+    // The command's group and its guard start while the locks are acquired, not inside them.
+    let group = start_group(&coordinator, &names, ctx.ws.resolved().kill_grace).await?;
     // Session registry (issue 12): this run keeps its session active until it returns.
     let _active = crate::session::keep_active(ctx);
     // One terminal line per lock waited for, wiped before the next one starts.
@@ -82,8 +84,15 @@ async fn lock_run(
     if let Some(f) = feedback.take() {
         f.finish();
     }
-    let leases = got?;
-    let outcome = supervise(
+    let leases = match got {
+        Ok(l) => l,
+        Err(e) => {
+            group.abandon().await;
+            return Err(e);
+        }
+    };
+    let outcome = supervise_started(
+        group,
         &leases,
         // Session registry (issue 12): no made-up session where it would pick per-session files.
         &crate::session::for_command(ctx, coordinator.identity()),

@@ -19,10 +19,28 @@
 //! counted and are reaped. A guard's arguments name its host and locks, so that the next holder
 //! on this host can find a group left behind by an expired holder and wait for it.
 //!
+//! Whether the group is empty is learnt from events, not by looking at every process: every
+//! descendant of ours is, once its parent is gone, our child (we are the subreaper), so while
+//! any of them runs one of our children runs, and the end of each child reaches us as SIGCHLD.
+//! So "nothing of the command runs" is "no child of ours but the guard" (our children are
+//! listed in `/proc/self/task/*/children`, a few short files), looked at again on each SIGCHLD.
+//! A process can also join the group without being ours (`setpgid` from elsewhere in the
+//! session); that one is found once the guard is gone, when the group must have no member left
+//! (`kill(-pgid, 0)`), and only then is every process looked at. When the command exits and
+//! nothing else of it runs, the guard is dismissed and the leases released at once.
+//!
 //! A program that calls [`crate::run::supervise`] must call [`guard_main`] first thing in its
 //! `main`, as `tractatus` does: the guard is that program started again.
+//!
+//! `lock run` starts the guard while it acquires its locks, idle: named `tractatus-idle`, not
+//! `exe`, so that the next holder's look for an earlier holder's guard (which reads names
+//! first) passes over a waiter's guard. Once the leases are granted the guard takes the name
+//! `exe` and says so, before the command starts. The guard's start (an exec of this program)
+//! is then over before the lease begins.
+//!
+//! Layout: this file is `tractatus`'s side (start the guard, tell it deadlines, learn when the
+//! group is empty, signal it, dismiss the guard); `guard` is the guard process's own side.
 
-use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::Stdio;
 use std::time::Duration;
@@ -31,25 +49,43 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStdout, Command};
+use tokio::signal::unix::{Signal as SignalStream, SignalKind, signal as signal_stream};
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::sys::{ProcStat, all_processes};
 
+mod guard;
+use guard::STOPPED;
+pub use guard::guard_main;
+
 /// The hidden first argument that makes `tractatus` a guard.
 pub const GUARD_ARG: &str = "__group-guard";
 
-/// How often a group is looked at while it is waited to empty: the kernel tells nobody but a
-/// parent when a process ends, and the group's members are mostly not our children.
+/// Where the guard is started from: this very program, even if its file was replaced or
+/// deleted since it started.
+const GUARD_EXE: &str = "/proc/self/exe";
+
+/// The kernel's name for a guard (`/proc/<pid>/comm`): the base name of [`GUARD_EXE`].
+const GUARD_NAME: &std::ffi::CStr = c"exe";
+
+/// What an idle guard calls itself (see [`Group::start`]): anything but [`GUARD_NAME`].
+const IDLE_NAME: &std::ffi::CStr = c"tractatus-idle";
+
+/// Before the grace in an idle guard's arguments.
+const IDLE: &str = "idle:";
+
+/// What an idle guard writes on its stdout once it bears a guard's name.
+const ACTIVE: u8 = b'A';
+
+/// How often a group is looked at while it is waited to empty when that cannot be learnt from
+/// our children (a kernel without `/proc/<pid>/task/<tid>/children`, or a member that is not
+/// our descendant): the kernel tells nobody but a parent when a process ends.
 const POLL: Duration = Duration::from_millis(10);
 
-/// How long the guard sleeps at most before it reads the boot clock again: `poll(2)` times out
-/// on a clock that stops during suspend, so after a resume it would wake late by the suspend.
-const LOOK_AGAIN: Duration = Duration::from_millis(250);
-
-/// What the guard writes on its stdout when a deadline passed with no renewal: it stopped the
-/// group itself.
-const STOPPED: u8 = b'x';
+/// How long a wait for SIGCHLD lasts at most before the children are looked at again anyway:
+/// a child started with no exit signal (`clone` with exit_signal 0) ends without one.
+const LOOK_AT_CHILDREN: Duration = Duration::from_millis(100);
 
 /// The command's process group, led by its guard.
 pub(crate) struct Group {
@@ -67,23 +103,47 @@ pub(crate) struct Group {
     cmd: Option<u32>,
     /// Our terminal, when we handed its foreground to the group (given back at the end).
     tty: Option<std::fs::File>,
+    /// SIGCHLD, made before the command starts so that no end of a child is missed: each
+    /// descendant's end reaches us as one, its own or its parent's.
+    child_ended: SignalStream,
+    /// The guard's report, once it was dismissed (see [`Group::dismiss_guard`]).
+    dismissed: Option<Option<Duration>>,
+    /// Whether this kernel lists our children (`CONFIG_PROC_CHILDREN`); if not, every
+    /// process is looked at, every [`POLL`].
+    children_listed: bool,
+    /// Whether the guard said it is ready (see [`Group::ready`]).
+    ready: bool,
+    /// For a guard started idle: whether it was told to take a guard's name.
+    idle: Option<bool>,
 }
 
 impl Group {
     /// Become the child subreaper and start the guard in a new process group. `grace` is how
     /// long the guard waits between SIGTERM and SIGKILL should `tractatus` die; `locks` are
     /// (namespace, name) pairs, and `host` this host, written into its arguments.
+    ///
+    /// An `idle` guard is started before the leases are granted, so that its start (an exec
+    /// of this program) is over by then. It does not bear a guard's name until
+    /// [`Group::activate`]: a waiter's guard is no earlier holder's for the next holder's look
+    /// (`guards_of`) to wait for.
     pub(crate) async fn start(
         grace: Duration,
         host: &str,
         locks: &[(&str, &str)],
+        idle: bool,
     ) -> Result<Group> {
         nix::sys::prctl::set_child_subreaper(true)
             .map_err(|e| Error::internal(format!("cannot become the child subreaper: {e}")))?;
-        // This very program, even if its file was replaced or deleted since it started.
-        let mut c = Command::new("/proc/self/exe");
+        let child_ended = signal_stream(SignalKind::child())
+            .map_err(|e| Error::internal(format!("cannot watch for SIGCHLD: {e}")))?;
+        let mut c = Command::new(GUARD_EXE);
+        let grace = grace.as_millis().to_string();
         c.arg(GUARD_ARG)
-            .arg(grace.as_millis().to_string())
+            .arg(if idle {
+                format!("{IDLE}{grace}")
+            } else {
+                grace
+            })
             .arg(host);
         for (ns, name) in locks {
             c.arg(ns).arg(name);
@@ -100,23 +160,14 @@ impl Group {
             .take()
             .and_then(|w| w.into_owned_fd().ok())
             .filter(|fd| set_nonblocking(fd).is_ok());
-        // Ready once its signals are blocked: a signal to the group must not end it.
-        let mut ready = [0u8; 1];
-        let mut from_guard = guard.stdout.take();
-        let got = match from_guard.as_mut() {
-            Some(out) => tokio::time::timeout(Duration::from_secs(5), out.read(&mut ready))
-                .await
-                .ok()
-                .and_then(|r| r.ok()),
-            None => None,
-        };
+        let from_guard = guard.stdout.take();
         let pgid = guard.id().unwrap_or(0);
-        if got != Some(1) || pgid == 0 || to_guard.is_none() {
+        if pgid == 0 || to_guard.is_none() || from_guard.is_none() {
             let _ = guard.start_kill();
             let _ = guard.wait().await;
             return Err(Error::internal("the group guard did not start"));
         }
-        let mut group = Group {
+        Ok(Group {
             guard,
             to_guard,
             from_guard,
@@ -125,9 +176,60 @@ impl Group {
             start: crate::sys::process_start_ticks(pgid),
             cmd: None,
             tty: None,
+            child_ended,
+            dismissed: None,
+            children_listed: crate::sys::own_children().is_some(),
+            ready: false,
+            idle: idle.then_some(false),
+        })
+    }
+
+    /// The leases are granted: an idle guard is to take a guard's name ([`Group::ready`]
+    /// waits until it has). Nothing for a guard that was never idle.
+    pub(crate) fn activate(&mut self) {
+        if let (Some(told @ false), Some(fd)) = (self.idle.as_mut(), self.to_guard.as_ref()) {
+            // Its pipe is empty while it is idle: the line goes whole, or the guard is gone.
+            *told = nix::unistd::write(fd, b"a\n") == Ok(2);
+        }
+    }
+
+    /// Wait until the guard is ready: its signals blocked, so that a signal to the group no
+    /// longer ends it. Call before the command starts; until then the guard's own start (an
+    /// exec of this program) overlaps our work: the look for an earlier holder's group and
+    /// the group's record with the lease. Only then does the group take the terminal.
+    pub(crate) async fn ready(&mut self) -> Result<()> {
+        if self.ready {
+            return Ok(());
+        }
+        let mut byte = [0u8; 1];
+        let got = match self.from_guard.as_mut() {
+            Some(out) => tokio::time::timeout(Duration::from_secs(5), out.read(&mut byte))
+                .await
+                .ok()
+                .and_then(|r| r.ok()),
+            None => None,
         };
-        group.take_terminal();
-        Ok(group)
+        let mut fine = got == Some(1) && byte[0] == b'r';
+        if fine && self.idle.is_some() {
+            self.activate();
+            let got = match (self.idle, self.from_guard.as_mut()) {
+                (Some(true), Some(out)) => {
+                    tokio::time::timeout(Duration::from_secs(5), out.read(&mut byte))
+                        .await
+                        .ok()
+                        .and_then(|r| r.ok())
+                }
+                _ => None,
+            };
+            fine = got == Some(1) && byte[0] == ACTIVE;
+        }
+        if !fine {
+            let _ = self.guard.start_kill();
+            return Err(Error::internal("the group guard did not start"));
+        }
+        self.ready = true;
+        self.take_terminal();
+        Ok(())
     }
 
     /// The group's id (the guard's pid).
@@ -204,21 +306,97 @@ impl Group {
         live
     }
 
-    /// True when nothing of the command runs any more.
+    /// True when no descendant of ours runs any more, the guard aside; our zombie children are
+    /// reaped on the way. Call once the command was reaped. A member that is not our
+    /// descendant is not seen here: see [`Group::strangers_remain`].
     pub(crate) fn is_empty(&self) -> bool {
-        self.scan().is_empty()
+        match self.children_gone() {
+            Some(gone) => gone,
+            None => self.scan().is_empty(),
+        }
     }
 
-    /// Wait until nothing of the command runs, or `until`; true when it emptied.
-    pub(crate) async fn emptied_by(&self, until: Instant) -> bool {
+    /// Whether our children, the guard aside, are all gone; `None` when they cannot be listed.
+    ///
+    /// Every live descendant has a live ancestor among our children (a process whose parent
+    /// ends is handed to us before that parent becomes a zombie). So a list with nothing but
+    /// zombies in it is read again after they are reaped: the orphans they left are in the new
+    /// list. Only we reap the children that are not tokio's, and only between two reads.
+    fn children_gone(&self) -> Option<bool> {
+        // The children seen ended (zombies, or reaped since): their orphans are ours by the
+        // next read. The command's zombie stays until tokio reaps it; it is read again once.
+        let mut ended: Vec<u32> = Vec::new();
+        // Bounded: each round finds another child ended, or decides.
+        for _ in 0..64 {
+            let children = crate::sys::own_children()?;
+            let mut newly_ended = false;
+            for p in children.into_iter().filter(|p| *p != self.pgid) {
+                match crate::sys::proc_stat(p) {
+                    Some(s) if s.runs() => return Some(false),
+                    _ if ended.contains(&p) => {}
+                    stat => {
+                        if stat.is_some() && Some(p) != self.cmd {
+                            let _ = nix::sys::wait::waitpid(
+                                pid(p),
+                                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                            );
+                        }
+                        ended.push(p);
+                        newly_ended = true;
+                    }
+                }
+            }
+            if !newly_ended {
+                return Some(true);
+            }
+        }
+        Some(false)
+    }
+
+    /// Wait until nothing of the command runs, or `until`; true when it emptied. Looked at
+    /// again on each SIGCHLD (see [`Group::is_empty`]).
+    pub(crate) async fn emptied_by(&mut self, until: Instant) -> bool {
+        // Bounded by `until`; each round waits for a SIGCHLD, LOOK_AT_CHILDREN or POLL.
         loop {
             if self.is_empty() {
                 return true;
             }
-            if Instant::now() >= until {
+            let now = Instant::now();
+            if now >= until {
                 return false;
             }
-            tokio::time::sleep(POLL.min(until - Instant::now())).await;
+            let look = if self.children_listed {
+                LOOK_AT_CHILDREN
+            } else {
+                POLL
+            };
+            let _ = tokio::time::timeout(look.min(until - now), self.child_ended.recv()).await;
+        }
+    }
+
+    /// True while a process that is not our descendant is still in the group (it joined it on
+    /// its own, with `setpgid`). Known for sure only once the guard is gone, when the group
+    /// should have no member at all; until then every process is looked at.
+    pub(crate) fn strangers_remain(&self) -> bool {
+        let guard_gone = self.dismissed.is_some();
+        if guard_gone && kill(group_pid(self.pgid), None) == Err(nix::errno::Errno::ESRCH) {
+            return false;
+        }
+        live_members(self.pgid, self.pgid) > 0
+    }
+
+    /// Wait until no stranger is left in the group (see [`Group::strangers_remain`]), or
+    /// `until`; true when none is. Polled: the kernel tells us nothing of them.
+    pub(crate) async fn strangers_gone_by(&self, until: Instant) -> bool {
+        loop {
+            if !self.strangers_remain() {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return false;
+            }
+            tokio::time::sleep(POLL.min(until - now)).await;
         }
     }
 
@@ -253,10 +431,36 @@ impl Group {
         }
     }
 
-    /// Let the guard go and give the terminal back. Call once the group is empty. Returns when
-    /// the guard had stopped the group itself because its deadline passed (`CLOCK_BOOTTIME`),
-    /// `None` when it had not.
+    /// Let the guard go, and give the terminal back. Call once the group is empty. Returns
+    /// when the guard had stopped the group itself because its deadline passed
+    /// (`CLOCK_BOOTTIME`), `None` when it had not.
     pub(crate) async fn finish(mut self) -> Option<Duration> {
+        let said = self.dismiss_guard().await;
+        // A caller waits strangers out itself (see `run`); for any other, they end here.
+        if self.strangers_remain() {
+            self.signal(Signal::SIGKILL);
+            let _ = self
+                .strangers_gone_by(Instant::now() + Duration::from_secs(1))
+                .await;
+        }
+        if let Some(tty) = self.tty.take() {
+            give_back_terminal(&tty);
+        }
+        said
+    }
+
+    /// Let the guard go (once our descendants are gone) and wait for it to end; what
+    /// [`Group::finish`] returns. Once it is gone, a member left in the group is a stranger.
+    pub(crate) async fn dismiss_guard(&mut self) -> Option<Duration> {
+        if let Some(said) = self.dismissed {
+            return said;
+        }
+        let said = self.end_guard().await;
+        self.dismissed = Some(said);
+        said
+    }
+
+    async fn end_guard(&mut self) -> Option<Duration> {
         if let Some(w) = self.to_guard.take() {
             let _ = nix::unistd::write(&w, b"d\n");
         }
@@ -266,9 +470,6 @@ impl Group {
         {
             let _ = self.guard.start_kill();
             let _ = tokio::time::timeout(Duration::from_secs(1), self.guard.wait()).await;
-        }
-        if let Some(tty) = self.tty.take() {
-            give_back_terminal(&tty);
         }
         // The guard is gone, so its stdout ends: what it said is all there.
         let mut said = Vec::new();
@@ -338,9 +539,13 @@ pub(crate) fn group_alive(pgid: u32) -> bool {
 /// group ids. A guard outlives its group only by moments, so a guard found means a group that
 /// may still run.
 pub(crate) fn guards_of(host: &str, locks: &[(&str, &str)], except: u32) -> Vec<u32> {
-    all_processes()
+    // Started as /proc/self/exe, a guard is named "exe" (only a thread of its own can rename
+    // it): the names are read first, and only those processes' stat and arguments.
+    crate::sys::processes_named(&GUARD_NAME.to_string_lossy())
         .into_iter()
-        .filter(|(p, s)| *p != except && s.pgrp == *p && s.runs())
+        .filter(|p| *p != except)
+        .filter_map(|p| Some((p, crate::sys::proc_stat(p)?)))
+        .filter(|(p, s)| s.pgrp == *p && s.runs())
         .filter(|(p, _)| {
             let args = crate::sys::cmdline(*p);
             args.get(1).map(String::as_str) == Some(GUARD_ARG)
@@ -353,189 +558,4 @@ pub(crate) fn guards_of(host: &str, locks: &[(&str, &str)], except: u32) -> Vec<
         })
         .map(|(p, _)| p)
         .collect()
-}
-
-/// The guard's `main`, when this process was started as one; `None` otherwise. Runs blocking
-/// code only: it is its own process, started for this one wait.
-pub fn guard_main() -> Option<u8> {
-    // Read as OS strings: an argument that is not UTF-8 must not stop a real command.
-    let mut args = std::env::args_os().skip(1);
-    if args.next().as_deref() != Some(std::ffi::OsStr::new(GUARD_ARG)) {
-        return None;
-    }
-    let grace = args
-        .next()
-        .and_then(|a| a.to_str()?.parse().ok())
-        .map(Duration::from_millis)
-        .unwrap_or(Duration::from_secs(1));
-    Some(guard(grace))
-}
-
-fn guard(grace: Duration) -> u8 {
-    use nix::sys::signal::SigSet;
-    // Blocked, never handled: the signals stay with the command they were meant for, and stay
-    // pending here for good (the guard starts nothing that would inherit the mask).
-    let mut meant_for_the_command = SigSet::empty();
-    for sig in [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-    ] {
-        meant_for_the_command.add(sig);
-    }
-    if meant_for_the_command.thread_block().is_err() {
-        return 70;
-    }
-    let mut out = std::io::stdout();
-    if out.write_all(b"r").and_then(|()| out.flush()).is_err() {
-        return 70;
-    }
-    let stdin = std::io::stdin();
-    let mut heard = Heard::default();
-    loop {
-        let wait = match (heard.deadline, boot_now()) {
-            (Some((term, _)), Some(now)) => term.saturating_sub(now).min(LOOK_AGAIN),
-            _ => LOOK_AGAIN,
-        };
-        heard.listen(stdin.as_fd(), wait);
-        if heard.done {
-            // `tractatus` is done and the group is empty.
-            return 0;
-        }
-        if heard.gone {
-            // `tractatus` is gone: end what it ran before its lease can run out.
-            let _ = kill(group_pid(std::process::id()), Signal::SIGTERM);
-            let mut until = boot_now().map(|now| now + grace);
-            if let (Some(u), Some((_, kill_at))) = (until, heard.deadline) {
-                until = Some(u.min(kill_at));
-            }
-            return end_group(until);
-        }
-        // Judged only after all that was sent is read: a guard that was stopped along with
-        // the command (Ctrl-Z) finds newer deadlines waiting when it goes on.
-        if let (Some((term, kill_at)), Some(now)) = (heard.deadline, boot_now())
-            && now >= term
-        {
-            // No renewal reached us in time: `tractatus` is stopped or starved. Say so first
-            // (it reads it once we are gone), then end the group inside the lease's validity.
-            let said = format!("{} {}\n", STOPPED as char, now.as_millis());
-            let _ = out.write_all(said.as_bytes()).and_then(|()| out.flush());
-            let _ = kill(group_pid(std::process::id()), Signal::SIGTERM);
-            return end_group(Some(kill_at));
-        }
-    }
-}
-
-/// `CLOCK_BOOTTIME`, the clock the deadlines are told on.
-fn boot_now() -> Option<Duration> {
-    crate::clock::boottime()
-}
-
-/// Wait until the group has no member but the guard, or `until` (boot clock; `None`: the
-/// clock cannot be read, SIGKILL at once); then SIGKILL it, the guard with it: it must not keep
-/// the group alive.
-fn end_group(until: Option<Duration>) -> u8 {
-    let me = std::process::id();
-    while let (Some(until), Some(now)) = (until, boot_now())
-        && now < until
-    {
-        if live_members(me, me) == 0 {
-            return 0;
-        }
-        std::thread::sleep(POLL.min(until - now));
-    }
-    let _ = kill(group_pid(me), Signal::SIGKILL);
-    0
-}
-
-/// What the guard has heard from `tractatus` on its stdin: lines `v TERM KILL` (a deadline, ms
-/// of the boot clock) and `d` (done), or the end of the pipe (`tractatus` is gone).
-#[derive(Debug, Default, PartialEq)]
-struct Heard {
-    deadline: Option<(Duration, Duration)>,
-    done: bool,
-    gone: bool,
-    partial: Vec<u8>,
-}
-
-impl Heard {
-    /// Wait up to `wait` for something to read, then read all there is without blocking.
-    fn listen(&mut self, fd: std::os::fd::BorrowedFd<'_>, wait: Duration) {
-        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-        let mut timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
-        // Bounded: more than a full pipe (64 KiB) of the short lines `tractatus` writes.
-        for _ in 0..32 {
-            let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-            match poll(&mut fds, timeout) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => {
-                    self.gone = true;
-                    return;
-                }
-            }
-            timeout = PollTimeout::ZERO;
-            let mut buf = [0u8; 4096];
-            match nix::unistd::read(fd, &mut buf) {
-                Ok(0) | Err(_) => {
-                    self.gone = true;
-                    return;
-                }
-                Ok(n) => self.take(&buf[..n]),
-            }
-            if self.done {
-                return;
-            }
-        }
-    }
-
-    fn take(&mut self, bytes: &[u8]) {
-        self.partial.extend_from_slice(bytes);
-        while let Some(end) = self.partial.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=end).collect();
-            let text = String::from_utf8_lossy(&line);
-            let mut words = text.split_whitespace();
-            match words.next() {
-                Some("d") => self.done = true,
-                Some("v") => {
-                    let mut ms = words
-                        .filter_map(|w| w.parse().ok())
-                        .map(Duration::from_millis);
-                    if let (Some(term), Some(kill_at)) = (ms.next(), ms.next()) {
-                        self.deadline = Some((term, kill_at));
-                    }
-                }
-                _ => {}
-            }
-        }
-        // Only `tractatus` writes here, in short lines; anything longer is not ours to keep.
-        if self.partial.len() > 4096 {
-            self.partial.clear();
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_guard_reads_deadlines_and_done_across_broken_writes() {
-        let mut h = Heard::default();
-        h.take(b"v 1000 12");
-        assert_eq!(h.deadline, None);
-        h.take(b"00\nv 2000 2200\nx y\n");
-        assert_eq!(
-            h.deadline,
-            Some((Duration::from_millis(2000), Duration::from_millis(2200)))
-        );
-        assert!(!h.done);
-        h.take(b"d\n");
-        assert!(h.done);
-        let mut junk = Heard::default();
-        junk.take(&[b'a'; 5000]);
-        assert!(junk.partial.is_empty());
-    }
 }

@@ -140,6 +140,18 @@ fn a_promoted_replica_restarted_with_its_data_waits_out_a_lease_it_never_receive
         "the replica has L's counter",
         || replica.cmd(&["GET", &fence]) == master.cmd(&["GET", &fence]),
     );
+    // A replica with `appendonly yes` rewrites its append-only file after the full sync; killed
+    // before that ends, it restarts without the synced data (seen under load).
+    wait_until(
+        Duration::from_secs(20),
+        "the replica's append-only file holds the synced data",
+        || {
+            let info = replica.cmd(&["INFO", "persistence"]);
+            ["aof_rewrite_in_progress:0", "aof_rewrite_scheduled:0"]
+                .iter()
+                .all(|want| info.lines().any(|l| l.trim() == *want))
+        },
+    );
 
     // Replication is cut (the replica promoted), and the old master grants L once more: a lease
     // the new master never received, as if granted just before the failover.

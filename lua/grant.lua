@@ -14,6 +14,9 @@
 -- KEYS[9] epoch    hash in this lock's hash slot, shared by the locks of the slot: `replid`, the
 --                  replication id the slot last granted under, and `until`, the end (ms, Redis
 --                  clock) of a failover quarantine; see "Failover quarantine"
+-- KEYS[10] handoff hash: waiter id -> "owner<TAB>ttl<TAB>quarantine<TAB>join<TAB>command" (its
+--                  ARGV 1, 2, 11, 14, 7): what lua/release.lua needs to grant the lease to the
+--                  head of the queue for it (see "Hand-off" there); written with the queue entry
 -- ARGV[1]  owner id (random, fresh for every attempt)
 -- ARGV[2]  ttl in ms
 -- ARGV[3]  session id     ARGV[4] host     ARGV[5] pid
@@ -153,7 +156,11 @@ end
 -- Our own lease already: this very request ran once and its reply was lost (a cluster
 -- connection sends a request again after a dropped connection or a response timeout). The
 -- same answer again, rather than a refusal naming ourselves as the holder.
+-- (hand-off, issue 20) It is also how a waiter confirms a lease a release handed it: such a
+-- lease runs on a short probation TTL until its holder asks, so it is extended to ARGV[2] here.
 if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+  redis.call('HSET', KEYS[3], 'ttl_ms', ARGV[2])
   return {1, tonumber(redis.call('HGET', KEYS[3], 'token'))}
 end
 -- A waiter takes (or keeps) its place in line even when refused for a quarantine, so the queue,
@@ -175,6 +182,10 @@ local function register(ms)
       .. '\t' .. ARGV[6] .. '\t' .. ARGV[12])
   end
   for _, k in ipairs({KEYS[4], KEYS[7], KEYS[8]}) do extend(k, ms) end
+  -- (hand-off, issue 20) what a release needs to grant it the lease (see KEYS[10])
+  redis.call('HSET', KEYS[10], me, ARGV[1] .. '\t' .. ARGV[2] .. '\t' .. ARGV[11] .. '\t' .. ARGV[14]
+    .. '\t' .. ARGV[7])
+  extend(KEYS[10], ms)
 end
 -- Refused for a quarantine of `left` ms: the waiter does not ask again before it ends, so its
 -- place lasts until then and one registration more (a waiter that dies meanwhile holds the
@@ -228,6 +239,7 @@ while true do
   if head_until then break end
   redis.call('ZREM', KEYS[7], head)
   redis.call('HDEL', KEYS[8], head)
+  redis.call('HDEL', KEYS[10], head)
 end
 
 -- A refusal names the waiter first in line when it is another one, as `head:` fields after the
@@ -285,6 +297,7 @@ if me ~= '' then
   redis.call('ZREM', KEYS[4], me)
   redis.call('ZREM', KEYS[7], me)
   redis.call('HDEL', KEYS[8], me)
+  redis.call('HDEL', KEYS[10], me)
 end
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[10], '*',
   'event', 'grant', 'owner', ARGV[1], 'session', ARGV[3], 'host', ARGV[4], 'pid', ARGV[5], 'token', token,

@@ -14,10 +14,11 @@ use futures_util::stream::{BoxStream, SelectAll};
 use futures_util::{FutureExt, StreamExt};
 use tokio::time::Instant;
 
-use crate::clock::far_deadline;
+use crate::clock::{Stamp, far_deadline};
 use crate::config::check_lock_name;
 use crate::connect::{Backend, Coordinator};
 use crate::error::{Error, Result};
+use crate::handoff::{Call, handed_validity};
 use crate::holder::HolderInfo;
 use crate::keys::LockKeys;
 use crate::lease::Lease;
@@ -105,11 +106,22 @@ impl Coordinator {
         // not make us spin).
         let mut head: Option<Box<HolderInfo>> = None;
         let mut removed: Vec<String> = Vec::new();
+        // The owner id (and lease secret) of our attempts, kept while the attempts are refused:
+        // it is also the one registered with our place in line, under which a release hands us
+        // the lease (see `crate::handoff`). A new one after an attempt whose votes were undone.
+        let mut ours: Option<(String, String)> = None;
         loop {
-            let secret = crate::join::new_secret();
+            let (owner, secret) = ours
+                .get_or_insert_with(|| {
+                    (
+                        uuid::Uuid::new_v4().simple().to_string(),
+                        crate::join::new_secret(),
+                    )
+                })
+                .clone();
             let req = GrantRequest {
                 keys: keys.clone(),
-                owner: uuid::Uuid::new_v4().simple().to_string(),
+                owner,
                 join_hash: crate::join::secret_hash(&secret),
                 ttl: cfg.ttl,
                 identity: self.inner.identity.clone(),
@@ -127,11 +139,15 @@ impl Coordinator {
             // they would count towards the next wait and make us try before a majority released.
             wake.drain();
             give_up.attempting(&req);
+            let sent = Stamp::now();
             let attempt = quorum.grant(&req).await;
             give_up.answered(matches!(
                 attempt,
-                Attempt::Unavailable { .. } | Attempt::Split { .. }
+                Attempt::Unavailable { .. } | Attempt::Split { .. } | Attempt::Quarantined { .. }
             ));
+            if !matches!(attempt, Attempt::Held { .. }) {
+                ours = None;
+            }
             if !matches!(attempt, Attempt::Unavailable { .. }) {
                 unreachable = None;
                 reconnect = reconnect_backoff();
@@ -242,8 +258,11 @@ impl Coordinator {
                 give_up.disarm();
                 if queue_me || wake.registered {
                     // We queued: leave, so nobody waits behind us and `lock status` stops
-                    // counting us.
+                    // counting us; then end what a release may have handed us meanwhile.
                     quorum.leave(&keys, &waiter_id).await;
+                    if ours.is_some() {
+                        quorum.release(&keys, &req.owner, cfg.log_cap).await;
+                    }
                 }
                 if let Some(e) = unreachable {
                     return Err(e);
@@ -269,17 +288,27 @@ impl Coordinator {
             // Calls to try, one per node that released: we try once a majority of the nodes
             // we listen to called us (one release, one attempt), or at the timer.
             let mut calls = 0;
+            let mut handed: Option<u64> = None;
             loop {
                 let sleep_on = tokio::select! {
                     got = wake.streams.next(), if wake_early && !wake.streams.is_empty() => {
-                        match got {
+                        let call = got.map(|m| m.map(|m| Call::parse(&m)));
+                        match call {
                             // Another waiter is first in line: it tries, we sleep on, unless it
                             // is one on this host whose process is gone: then we try at once
                             // (and take it out of the line).
-                            Some(Some(who)) if who != WAKE_ALL && who != waiter_id => {
+                            Some(Some(c)) if c.who != WAKE_ALL && c.who != waiter_id => {
                                 !head.as_ref().is_some_and(|w| {
-                                    w.owner == who && w.is_gone_from(&self.inner.identity)
+                                    w.owner == c.who && w.is_gone_from(&self.inner.identity)
                                 })
+                            }
+                            // Handed the lease by the one node: it is ours without asking.
+                            Some(Some(c))
+                                if quorum.nodes().len() == 1
+                                    && c.handed_to(&waiter_id, &req.owner).is_some() =>
+                            {
+                                handed = c.handed_to(&waiter_id, &req.owner);
+                                false
                             }
                             Some(Some(_)) => {
                                 calls += 1;
@@ -298,6 +327,23 @@ impl Coordinator {
                 if !sleep_on {
                     break;
                 }
+            }
+            if let Some(token) = handed
+                && let Some(valid_until) = handed_validity(sent, cfg.ttl)
+            {
+                give_up.disarm();
+                let lease = Lease::redis(
+                    self.clone(),
+                    name,
+                    keys,
+                    req.owner,
+                    secret,
+                    token,
+                    valid_until,
+                );
+                // Off probation with one round trip that nobody waits for.
+                lease.confirm();
+                return Ok(lease);
             }
         }
     }
@@ -337,7 +383,8 @@ struct GiveUp {
     coordinator: Coordinator,
     keys: LockKeys,
     waiter: String,
-    /// The owner id of the attempt in flight, until it is answered.
+    /// The owner id of the attempt in flight, and while queued the one a release may hand the
+    /// lease to (see `crate::handoff`).
     owner: Option<String>,
     queued: bool,
     /// Owners of failed attempts whose grant may still land (the last [`ABANDONED_KEPT`]).
@@ -370,6 +417,9 @@ impl GiveUp {
     /// The attempt in flight was answered; `failed` when it failed with a node silent or the
     /// votes split, so that a grant of it may still land somewhere.
     fn answered(&mut self, failed: bool) {
+        if !failed && self.queued {
+            return;
+        }
         if let Some(owner) = self.owner.take()
             && failed
         {
@@ -412,11 +462,12 @@ impl Drop for GiveUp {
         let queued = self.queued;
         rt.spawn(async move {
             if let Backend::Redis(q) = &c.inner.backend {
-                for owner in owners {
-                    q.release(&keys, &owner, c.inner.config.log_cap).await;
-                }
+                // Out of line first, so no release hands us the lease after ours ran.
                 if queued {
                     q.leave(&keys, &waiter).await;
+                }
+                for owner in owners {
+                    q.release(&keys, &owner, c.inner.config.log_cap).await;
                 }
             }
         });
@@ -443,7 +494,9 @@ pub(crate) fn quarantine_note(total: usize, quarantined: usize, left: Duration) 
 
 /// How long a waiter keeps its place in line without asking again: a waiter that dies holds
 /// the line up for at most this long.
-const WAITER_TTL: Duration = Duration::from_millis(800);
+pub(crate) const WAITER_TTL: Duration = Duration::from_millis(800);
+
+pub(crate) use crate::handoff::PROBATION;
 
 /// How often a queued waiter asks again (its heartbeat), well inside [`WAITER_TTL`] so a slow
 /// round trip or two does not cost it its place.

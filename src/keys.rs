@@ -42,6 +42,9 @@ pub struct LockKeys {
     /// Hash: who each queued waiter is (`session`, `host`, `pid`, since when, tab-separated),
     /// for `lock status`.
     pub waiting: String,
+    /// Hash: what a release needs to hand the lease to each queued waiter (owner id, TTL,
+    /// quarantine, secret hash, command, tab-separated; see `lua/release.lua`).
+    pub handoff: String,
     /// Stream: the lock's audit trail.
     pub log: String,
     /// Pub/sub channel announcing a release.
@@ -79,6 +82,7 @@ impl LockKeys {
             waiters: format!("{base}:waiters"),
             queue: format!("{base}:queue"),
             waiting: format!("{base}:waiting"),
+            handoff: format!("{base}:handoff"),
             log: format!("{base}:log"),
             channel: format!("{base}:released"),
             ended: format!("{base}:ended"),
@@ -357,6 +361,7 @@ mod tests {
                 &k.waiters,
                 &k.queue,
                 &k.waiting,
+                &k.handoff,
                 &k.log,
                 &k.init,
                 &k.epoch,

@@ -63,6 +63,7 @@ mod connect;
 mod dir_handle;
 pub mod error;
 pub mod group;
+mod handoff;
 pub mod holder;
 mod init;
 pub mod join;

@@ -48,8 +48,16 @@ use crate::node::{
 
 static GRANT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/grant.lua")));
 static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/renew.lua")));
-static RELEASE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/release.lua")));
+/// The release, with the grant before it: a release hands the lease to the head of the queue by
+/// running that very grant for it (see `lua/release.lua`), so the rules of a grant live in one
+/// script.
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "local function grant(KEYS, ARGV)\n{}\nend\n{}",
+        include_str!("../lua/grant.lua"),
+        include_str!("../lua/release.lua")
+    ))
+});
 static RAISE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/raise.lua")));
 static EVICT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/evict.lua")));
 static RECORD_GROUP: LazyLock<Script> =
@@ -197,6 +205,7 @@ impl Node for RedisNode {
                         .key(&k.queue)
                         .key(&k.waiting)
                         .key(&k.epoch)
+                        .key(&k.handoff)
                         .arg(&req.owner)
                         .arg(req.ttl.as_millis() as u64)
                         .arg(&id.session)
@@ -254,15 +263,21 @@ impl Node for RedisNode {
             self.call_twice(|mut c| async move {
                 RELEASE
                     .key(&keys.lease)
-                    .key(&keys.holder)
-                    .key(&keys.log)
-                    .key(&keys.waiters)
-                    .key(&keys.queue)
                     .key(&keys.fence)
+                    .key(&keys.holder)
+                    .key(&keys.waiters)
+                    .key(&keys.log)
+                    .key(&keys.init)
+                    .key(&keys.queue)
+                    .key(&keys.waiting)
+                    .key(&keys.epoch)
+                    .key(&keys.handoff)
                     .key(&keys.ended)
                     .arg(owner)
                     .arg(&keys.channel)
                     .arg(log_cap)
+                    .arg(crate::acquire::WAITER_TTL.as_millis() as u64)
+                    .arg(crate::acquire::PROBATION.as_millis() as u64)
                     .invoke_async::<i64>(&mut c)
                     .await
             })
@@ -415,6 +430,10 @@ impl Node for RedisNode {
                     .ignore()
                     .cmd("HDEL")
                     .arg(&keys.waiting)
+                    .arg(waiter)
+                    .ignore()
+                    .cmd("HDEL")
+                    .arg(&keys.handoff)
                     .arg(waiter)
                     .ignore()
                     .query_async::<()>(&mut c)

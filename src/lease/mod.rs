@@ -397,6 +397,21 @@ impl Lease {
         self.check_valid()
     }
 
+    /// Confirm a lease handed over on probation (see `crate::handoff`): one renewal to the
+    /// full TTL, in the background.
+    pub(crate) fn confirm(&self) {
+        let Some(Hold::Redis { keys, owner }) = &self.hold else {
+            return;
+        };
+        let (c, keys, owner) = (self.coordinator.clone(), keys.clone(), owner.clone());
+        let (state, ttl) = (self.state.clone(), self.ttl);
+        if let Some(rt) = &self.runtime {
+            rt.spawn(async move {
+                renew_once(&c, &keys, &owner, ttl, &state).await;
+            });
+        }
+    }
+
     /// Extend the lease once. Errors with [`Error::LeaseLost`] when it is no longer ours.
     pub async fn renew(&self) -> Result<()> {
         if let Some(Hold::JoinedRedis(req)) = &self.hold {
@@ -447,8 +462,14 @@ impl Lease {
             _ => return,
         };
         let ttl = self.ttl;
+        // A third of the TTL in, or sooner when less is left (a lease handed over on probation,
+        // see `crate::handoff`, that its confirmation has not extended yet).
+        let left = match &*self.state.borrow() {
+            Standing::Valid(d) => d.remaining(),
+            _ => ttl,
+        };
         self.keeper = Some(tokio::spawn(async move {
-            let mut next = Instant::now() + ttl / 3;
+            let mut next = Instant::now() + (ttl / 3).min(left / 2);
             loop {
                 tokio::time::sleep_until(next).await;
                 let now = Instant::now();

@@ -12,6 +12,7 @@ mod faults;
 mod grant_faults;
 mod group;
 mod guard_deadline;
+mod handoff;
 mod lock_run;
 mod nemesis;
 mod nested;

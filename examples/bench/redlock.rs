@@ -86,6 +86,17 @@ async fn five_versus_one(urls: &[String], floors: &Floors, scale: Scale) -> Res<
         ratio(f5.p50(), f1.p50()),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    crate::targets::at_most(
+        "5 masters / 1 master, uncontended acquire+release p50",
+        format!(
+            "{} / {}; the bare PING fan-out 5/1 in the same run: {:.2}x",
+            crate::stats::shown(s5.p50()),
+            crate::stats::shown(s1.p50()),
+            ratio(f5.p50(), f1.p50())
+        ),
+        ratio(s5.p50(), s1.p50()),
+        1.5,
+    );
     let k = scale.count(100, 10);
     let c1 = script_calls_per_round(&one, &urls[..1], ONE, k).await?;
     let c5 = script_calls_per_round(&five, urls, FIVE, k).await?;

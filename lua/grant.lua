@@ -32,6 +32,9 @@
 --          (equal scores: the lower waiter id first)
 -- ARGV[14] SHA-256 (hex) of the lease's secret, kept as the holder record's `join`: a process
 --          joining the lease presents the secret (lua/join.lua); the secret is never sent here
+-- ARGV[15] (hand-off) the highest token the nodes that handed this owner the lease named, or
+--          0: a node that finds the lease already the owner's lifts its counter and the lease's
+--          token to it (what a raise would do next)
 -- Reply: granted     {1, token}
 --        refused     {0, pttl_ms, holder field, value, field, value, ...}
 --                    or, free but another waiter is first in line, {0, ms its place lasts};
@@ -161,7 +164,16 @@ end
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
   redis.call('HSET', KEYS[3], 'ttl_ms', ARGV[2])
-  return {1, tonumber(redis.call('HGET', KEYS[3], 'token'))}
+  local token = redis.call('HGET', KEYS[3], 'token')
+  local floor = ARGV[15] or '0'
+  if tonumber(floor) > tonumber(token or '0') then
+    if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(floor) then
+      redis.call('SET', KEYS[2], floor)
+    end
+    redis.call('HSET', KEYS[3], 'token', floor)
+    token = floor
+  end
+  return {1, tonumber(token)}
 end
 -- A waiter takes (or keeps) its place in line even when refused for a quarantine, so the queue,
 -- not the race of the retries, decides who goes first once the quarantine ends.

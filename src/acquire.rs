@@ -110,6 +110,8 @@ impl Coordinator {
         // it is also the one registered with our place in line, under which a release hands us
         // the lease (see `crate::handoff`). A new one after an attempt whose votes were undone.
         let mut ours: Option<(String, String)> = None;
+        // The highest token the nodes that handed `ours` the lease named since the last attempt.
+        let mut floor = 0;
         loop {
             let (owner, secret) = ours
                 .get_or_insert_with(|| {
@@ -131,6 +133,7 @@ impl Coordinator {
                 log_cap: cfg.log_cap,
                 // One Redis forgets as a Redlock master does: the same quarantine for both.
                 quarantine: cfg.quarantine,
+                floor: std::mem::take(&mut floor),
             };
             // How long to wait before the next attempt, and whether a release event may cut it
             // short (not after a split vote: the other contenders' releases would wake everyone
@@ -310,7 +313,10 @@ impl Coordinator {
                                 handed = c.handed_to(&waiter_id, &req.owner);
                                 false
                             }
-                            Some(Some(_)) => {
+                            Some(Some(c)) => {
+                                if let Some(token) = c.handed_to(&waiter_id, &req.owner) {
+                                    floor = floor.max(token);
+                                }
                                 calls += 1;
                                 calls < quorum.needed().min(wake.live)
                             }

@@ -38,6 +38,11 @@ pub struct GrantRequest {
     /// How long after its start a node that does not know the lock (started empty, and not
     /// marked initialized) refuses to grant it; zero turns the check off.
     pub quarantine: Duration,
+    /// The highest token the nodes that handed us the lease named in their release messages
+    /// (0: none): a node that finds the lease already ours lifts its counter and the lease's
+    /// token to it, so a hand-off over several nodes needs no raise of its own (see
+    /// `crate::handoff`).
+    pub floor: u64,
 }
 
 /// One node's answer to a grant.

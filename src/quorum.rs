@@ -640,6 +640,7 @@ mod tests {
             place: 0,
             log_cap: 10,
             quarantine: Duration::ZERO,
+            floor: 0,
         }
     }
 

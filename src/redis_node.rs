@@ -220,6 +220,7 @@ impl Node for RedisNode {
                         .arg(id.pid_ns.as_deref().unwrap_or(""))
                         .arg(req.place)
                         .arg(&req.join_hash)
+                        .arg(req.floor)
                         .invoke_async(&mut c)
                         .await
                 })

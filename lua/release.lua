@@ -46,11 +46,20 @@ redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[3], '*',
   'event', 'release', 'owner', ARGV[1], 'session', h[1] or '', 'host', h[2] or '', 'pid', h[3] or '',
   'token', h[4] or '', 'at', now)
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+-- The head among live waiters. A waiter whose registered owner id is the lease ending here had
+-- its turn (a majority of masters granted it while this one had not seen the release before;
+-- its leave is on its way): out of the line, not handed the lease it just gave back.
 local head
 while true do
   head = redis.call('ZRANGE', KEYS[7], 0, 0)[1]
-  if not head or redis.call('ZSCORE', KEYS[4], head) then break end
+  if not head then break end
+  local entry = redis.call('HGET', KEYS[10], head)
+  if redis.call('ZSCORE', KEYS[4], head)
+    and not (entry and string.sub(entry, 1, #ARGV[1] + 1) == ARGV[1] .. '\t') then
+    break
+  end
   redis.call('ZREM', KEYS[7], head)
+  redis.call('ZREM', KEYS[4], head)
   redis.call('HDEL', KEYS[8], head)
   redis.call('HDEL', KEYS[10], head)
 end

@@ -32,9 +32,11 @@
 --          (equal scores: the lower waiter id first)
 -- ARGV[14] SHA-256 (hex) of the lease's secret, kept as the holder record's `join`: a process
 --          joining the lease presents the secret (lua/join.lua); the secret is never sent here
--- ARGV[15] (hand-off) the highest token the nodes that handed this owner the lease named, or
---          0: a node that finds the lease already the owner's lifts its counter and the lease's
---          token to it (what a raise would do next)
+-- ARGV[15] (issue 20) a token floor, or 0. A node that finds the lease already the owner's (a
+--          hand-off it confirms) lifts its counter and the lease's token to it: the highest
+--          token the handing nodes named. A fresh grant mints at least it: on several masters
+--          the client proposes its clock plus a small lead, so the masters of one attempt mint
+--          the same token and none needs a raise (src/quorum.rs, "Fencing tokens")
 -- Reply: granted     {1, token}
 --        refused     {0, pttl_ms, holder field, value, field, value, ...}
 --                    or, free but another waiter is first in line, {0, ms its place lasts};
@@ -299,6 +301,11 @@ if tonumber(t[1]) * 1000000 + tonumber(t[2]) > tonumber(counter or '0') then
   redis.call('SET', KEYS[2], token)
 else
   token = string.format('%d', redis.call('INCR', KEYS[2]))
+end
+-- (issue 20) at least the client's proposal (ARGV[15]), written from its digits
+if tonumber(ARGV[15] or '0') > tonumber(token) then
+  token = ARGV[15]
+  redis.call('SET', KEYS[2], token)
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
 redis.call('DEL', KEYS[3])

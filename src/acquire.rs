@@ -133,7 +133,8 @@ impl Coordinator {
                 log_cap: cfg.log_cap,
                 // One Redis forgets as a Redlock master does: the same quarantine for both.
                 quarantine: cfg.quarantine,
-                floor: std::mem::take(&mut floor),
+                floor: std::mem::take(&mut floor)
+                    .max(crate::quorum::token_proposal(quorum.nodes().len())),
             };
             // How long to wait before the next attempt, and whether a release event may cut it
             // short (not after a split vote: the other contenders' releases would wake everyone

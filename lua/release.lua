@@ -11,6 +11,8 @@
 -- ARGV[3] audit log length cap
 -- ARGV[4] how long a waiter registration lasts, ms (grant.lua's ARGV[9])
 -- ARGV[5] probation, ms: the TTL of a lease handed to a waiter until it confirms it
+-- ARGV[6] '0': hand nothing over, only wake the head (the undo of a losing Redlock attempt's
+--         vote: the head here may not be first in line elsewhere; see src/node.rs `undo`)
 -- Reply: 1 released (now, or by this very request before: see below), 0 not ours: nothing
 --        changed, -1 not ours and this node knows nothing of the lock (no counter: it
 --        restarted empty since): it cannot say whose the lease was
@@ -65,6 +67,10 @@ while true do
 end
 if not head then
   redis.call('PUBLISH', ARGV[2], 'released')
+  return 1
+end
+if ARGV[6] == '0' then
+  redis.call('PUBLISH', ARGV[2], head)
   return 1
 end
 

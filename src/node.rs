@@ -212,6 +212,19 @@ pub trait Node: Send + Sync + 'static {
         log_cap: u32,
     ) -> NodeFuture<'a, bool>;
 
+    /// Undo a vote of an attempt that did not win: [`Node::release`], except that the lease is
+    /// not handed to the next waiter in line (see `lua/release.lua`): that waiter may not be
+    /// first in line on the other nodes, and a hand-off it cannot complete would only set off
+    /// another attempt that fails. A node without hand-offs just releases.
+    fn undo<'a>(
+        &'a self,
+        keys: &'a LockKeys,
+        owner: &'a str,
+        log_cap: u32,
+    ) -> NodeFuture<'a, bool> {
+        self.release(keys, owner, log_cap)
+    }
+
     /// Lift the fencing counter to at least `token`; returns the counter after.
     fn raise<'a>(&'a self, keys: &'a LockKeys, token: u64) -> NodeFuture<'a, u64>;
 

@@ -257,7 +257,7 @@ impl<N: Node + ?Sized> Quorum<N> {
 
         // Not ours: undo every vote we may have, on every node, before saying why.
         if !no_votes {
-            self.release(&req.keys, &req.owner, req.log_cap).await;
+            self.undo(&req.keys, &req.owner, req.log_cap).await;
         }
         let holder = refused
             .iter()
@@ -384,12 +384,18 @@ impl<N: Node + ?Sized> Quorum<N> {
         }
     }
 
-    /// Undo a vote on every node (an attempt that did not win). Returns how many nodes
-    /// confirmed it was ours. Once a majority answered, the others get as long again as the
+    /// Undo the votes of an attempt that did not win on every node, handing nothing over (see
+    /// [`Node::undo`]); as [`Self::release`] otherwise.
+    async fn undo(&self, keys: &LockKeys, owner: &str, log_cap: u32) {
+        self.end(keys, owner, log_cap, Duration::ZERO, false).await;
+    }
+
+    /// End a lease on every node (an attempt that did not win, or one given up). Returns how
+    /// many nodes confirmed it was ours. Once a majority answered, the others get as long again as the
     /// majority took (a slow or paused node does not hold the next attempt up for its whole
     /// timeout; its copy expires with the TTL).
     pub(crate) async fn release(&self, keys: &LockKeys, owner: &str, log_cap: u32) -> usize {
-        self.end(keys, owner, log_cap, Duration::ZERO).await.0
+        self.end(keys, owner, log_cap, Duration::ZERO, true).await.0
     }
 
     /// End a lease on every node, waiting for every node's answer up to `deadline` (the
@@ -405,7 +411,7 @@ impl<N: Node + ?Sized> Quorum<N> {
         log_cap: u32,
         deadline: Duration,
     ) -> (usize, usize) {
-        self.end(keys, owner, log_cap, deadline).await
+        self.end(keys, owner, log_cap, deadline, true).await
     }
 
     /// End the lease on every node: wait for a majority, then for the others until `wait_all`
@@ -416,13 +422,20 @@ impl<N: Node + ?Sized> Quorum<N> {
         owner: &str,
         log_cap: u32,
         wait_all: Duration,
+        hand_off: bool,
     ) -> (usize, usize) {
         let start = Instant::now();
         let need = self.needed();
         let mut pending: FuturesUnordered<_> = self
             .nodes
             .iter()
-            .map(|node| node.release(keys, owner, log_cap))
+            .map(|node| {
+                if hand_off {
+                    node.release(keys, owner, log_cap)
+                } else {
+                    node.undo(keys, owner, log_cap)
+                }
+            })
             .collect();
         let (mut answered, mut confirmed, mut denied) = (0, 0, 0);
         let mut count = |r: &Result<bool, NodeError>| match r {

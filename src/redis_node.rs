@@ -260,38 +260,16 @@ impl Node for RedisNode {
         owner: &'a str,
         log_cap: u32,
     ) -> NodeFuture<'a, bool> {
-        Box::pin(async move {
-            self.call_twice(|mut c| async move {
-                RELEASE
-                    .key(&keys.lease)
-                    .key(&keys.fence)
-                    .key(&keys.holder)
-                    .key(&keys.waiters)
-                    .key(&keys.log)
-                    .key(&keys.init)
-                    .key(&keys.queue)
-                    .key(&keys.waiting)
-                    .key(&keys.epoch)
-                    .key(&keys.handoff)
-                    .key(&keys.ended)
-                    .arg(owner)
-                    .arg(&keys.channel)
-                    .arg(log_cap)
-                    .arg(crate::acquire::WAITER_TTL.as_millis() as u64)
-                    .arg(crate::acquire::PROBATION.as_millis() as u64)
-                    .invoke_async::<i64>(&mut c)
-                    .await
-            })
-            .await
-            .and_then(|n| match n {
-                // A server that restarted empty since it granted the lease knows nothing of the
-                // lock: it cannot say whose the lease was. No answer, not a denial.
-                -1 => Err(NodeError::new(
-                    "it knows nothing of this lock (restarted empty since it granted the lease)",
-                )),
-                n => Ok(n == 1),
-            })
-        })
+        Box::pin(self.end(keys, owner, log_cap, true))
+    }
+
+    fn undo<'a>(
+        &'a self,
+        keys: &'a LockKeys,
+        owner: &'a str,
+        log_cap: u32,
+    ) -> NodeFuture<'a, bool> {
+        Box::pin(self.end(keys, owner, log_cap, false))
     }
 
     fn raise<'a>(&'a self, keys: &'a LockKeys, token: u64) -> NodeFuture<'a, u64> {
@@ -447,6 +425,50 @@ impl Node for RedisNode {
 
     fn admin(&self) -> Option<&dyn NodeAdmin> {
         Some(self)
+    }
+}
+
+impl RedisNode {
+    /// `lua/release.lua`: end the lease if still `owner`'s, and hand it to the first waiter in
+    /// line when `hand_off`.
+    async fn end(
+        &self,
+        keys: &LockKeys,
+        owner: &str,
+        log_cap: u32,
+        hand_off: bool,
+    ) -> Result<bool, NodeError> {
+        self.call_twice(|mut c| async move {
+            RELEASE
+                .key(&keys.lease)
+                .key(&keys.fence)
+                .key(&keys.holder)
+                .key(&keys.waiters)
+                .key(&keys.log)
+                .key(&keys.init)
+                .key(&keys.queue)
+                .key(&keys.waiting)
+                .key(&keys.epoch)
+                .key(&keys.handoff)
+                .key(&keys.ended)
+                .arg(owner)
+                .arg(&keys.channel)
+                .arg(log_cap)
+                .arg(crate::acquire::WAITER_TTL.as_millis() as u64)
+                .arg(crate::acquire::PROBATION.as_millis() as u64)
+                .arg(u8::from(hand_off))
+                .invoke_async::<i64>(&mut c)
+                .await
+        })
+        .await
+        .and_then(|n| match n {
+            // A server that restarted empty since it granted the lease knows nothing of the
+            // lock: it cannot say whose the lease was. No answer, not a denial.
+            -1 => Err(NodeError::new(
+                "it knows nothing of this lock (restarted empty since it granted the lease)",
+            )),
+            n => Ok(n == 1),
+        })
     }
 }
 

@@ -34,6 +34,26 @@
 -- the owner whose release ran last: when it is ours, this is that release again, and it answers
 -- as it did (1), rather than "not ours", which would turn a clean run into a lost lease (76).
 -- A lease that expired, or was broken or taken, leaves no such record of its owner: still 0.
+-- A waiter whose registered owner id is the one ending here had its turn: a majority of masters
+-- granted it while this one still had it in line (its leave may still be on the way). Out of
+-- the line, so that no later release here hands it a lease it no longer wants (which would
+-- hold this master up for a probation).
+local function had_its_turn(entry)
+  return entry and string.sub(entry, 1, #ARGV[1] + 1) == ARGV[1] .. '\t'
+end
+local function drop(w)
+  redis.call('ZREM', KEYS[7], w)
+  redis.call('ZREM', KEYS[4], w)
+  redis.call('HDEL', KEYS[8], w)
+  redis.call('HDEL', KEYS[10], w)
+end
+-- (Not on an undo: the owner of a losing attempt still waits, registered under it.)
+if ARGV[6] ~= '0' then
+  local entries = redis.call('HGETALL', KEYS[10])
+  for i = 1, #entries, 2 do
+    if had_its_turn(entries[i + 1]) then drop(entries[i]) end
+  end
+end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   if redis.call('GET', KEYS[11]) == ARGV[1] then return 1 end
   if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
@@ -48,22 +68,12 @@ redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[3], '*',
   'event', 'release', 'owner', ARGV[1], 'session', h[1] or '', 'host', h[2] or '', 'pid', h[3] or '',
   'token', h[4] or '', 'at', now)
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
--- The head among live waiters. A waiter whose registered owner id is the lease ending here had
--- its turn (a majority of masters granted it while this one had not seen the release before;
--- its leave is on its way): out of the line, not handed the lease it just gave back.
+-- The head among live waiters.
 local head
 while true do
   head = redis.call('ZRANGE', KEYS[7], 0, 0)[1]
-  if not head then break end
-  local entry = redis.call('HGET', KEYS[10], head)
-  if redis.call('ZSCORE', KEYS[4], head)
-    and not (entry and string.sub(entry, 1, #ARGV[1] + 1) == ARGV[1] .. '\t') then
-    break
-  end
-  redis.call('ZREM', KEYS[7], head)
-  redis.call('ZREM', KEYS[4], head)
-  redis.call('HDEL', KEYS[8], head)
-  redis.call('HDEL', KEYS[10], head)
+  if not head or redis.call('ZSCORE', KEYS[4], head) then break end
+  drop(head)
 end
 if not head then
   redis.call('PUBLISH', ARGV[2], 'released')

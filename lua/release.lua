@@ -34,6 +34,7 @@
 -- the owner whose release ran last: when it is ours, this is that release again, and it answers
 -- as it did (1), rather than "not ours", which would turn a clean run into a lost lease (76).
 -- A lease that expired, or was broken or taken, leaves no such record of its owner: still 0.
+
 -- A waiter whose registered owner id is the one ending here had its turn: a majority of masters
 -- granted it while this one still had it in line (its leave may still be on the way). Out of
 -- the line, so that no later release here hands it a lease it no longer wants (which would

@@ -80,7 +80,11 @@ async fn five_versus_one(urls: &[String], floors: &Floors, scale: Scale) -> Res<
     let (f1, f5, f5_all) = fanout_floor(urls, n).await?;
     print_latency("  floor: PING to 1 master", &f1, &[floors.ping]);
     print_latency("  floor: PING to 5 at once, 3rd reply", &f5, &[floors.ping]);
-    print_latency("  floor: PING to 5 at once, 5th reply", &f5_all, &[floors.ping]);
+    print_latency(
+        "  floor: PING to 5 at once, 5th reply",
+        &f5_all,
+        &[floors.ping],
+    );
     // The machine's share: a grant waits for the 3rd reply, a release for every one.
     let machine = ratio(f5.p50() + f5_all.p50(), f1.p50() * 2);
     println!(

@@ -24,7 +24,7 @@ use crate::keys::LockKeys;
 use crate::lease::Lease;
 use crate::node::{Eviction, GrantRequest, WAKE_ALL};
 use crate::options::AcquireOptions;
-use crate::quorum::{Attempt, Quorum};
+use crate::quorum::{Attempt, Quorum, Renewal};
 
 impl Coordinator {
     /// Take lock `name` without waiting: fails with [`Error::Timeout`] when it is held.
@@ -335,11 +335,16 @@ impl Coordinator {
                     break;
                 }
             }
+            // Handed the lease: off probation with one renewal (no grant, no queue, no raise),
+            // so that whoever uses its validity (a guard's deadline) sees a whole TTL. Anything
+            // but a renewal: the next attempt finds out (it confirms a hand-off too).
             if let Some(token) = handed
-                && let Some(valid_until) = handed_validity(sent, cfg.ttl)
+                && handed_validity(sent, cfg.ttl).is_some()
+                && let Renewal::Renewed { valid_until } =
+                    quorum.renew(&keys, &req.owner, cfg.ttl).await
             {
                 give_up.disarm();
-                let lease = Lease::redis(
+                return Ok(Lease::redis(
                     self.clone(),
                     name,
                     keys,
@@ -347,10 +352,7 @@ impl Coordinator {
                     secret,
                     token,
                     valid_until,
-                );
-                // Off probation with one round trip that nobody waits for.
-                lease.confirm();
-                return Ok(lease);
+                ));
             }
         }
     }

@@ -4,10 +4,11 @@
 //! A queued waiter registers, with its place in line, the owner id and secret hash of its next
 //! lease. A release that finds it first in line grants it the lease at once, on a short
 //! probation TTL ([`PROBATION`]), and names it, that owner id and the token in its message. On
-//! one node the waiter takes the lease from the message alone (no round trip) and confirms it
-//! in the background; on several, the attempt it makes once a majority called it confirms the
-//! hand-offs (each node's grant finds the lease already that owner's and extends it to the TTL)
-//! and raises the tokens, as any grant does.
+//! one node the waiter takes the lease from the message with one renewal (no grant script, no
+//! queue, no raise), which takes it off probation before anyone uses its validity (a `lock run`
+//! guard's deadline must not be the probation's); on several, the attempt it makes once a
+//! majority called it confirms the hand-offs (each node's grant finds the lease already that
+//! owner's and extends it to the TTL) and lifts the tokens to the highest one named.
 
 use std::time::Duration;
 
@@ -55,7 +56,7 @@ impl Call {
 }
 
 /// Validity of a lease handed to us on one node, or `None` if too little is left to take it
-/// from the message alone. `refused_at`: when we sent the attempt the node last refused; the
+/// with a renewal. `refused_at`: when we sent the attempt the node last refused; the
 /// node granted after it ran that attempt, so the probation started after this moment.
 pub(crate) fn handed_validity(refused_at: Stamp, ttl: Duration) -> Option<Deadline> {
     let probation = PROBATION.min(ttl);

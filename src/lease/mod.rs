@@ -397,21 +397,6 @@ impl Lease {
         self.check_valid()
     }
 
-    /// Confirm a lease handed over on probation (see `crate::handoff`): one renewal to the
-    /// full TTL, in the background.
-    pub(crate) fn confirm(&self) {
-        let Some(Hold::Redis { keys, owner }) = &self.hold else {
-            return;
-        };
-        let (c, keys, owner) = (self.coordinator.clone(), keys.clone(), owner.clone());
-        let (state, ttl) = (self.state.clone(), self.ttl);
-        if let Some(rt) = &self.runtime {
-            rt.spawn(async move {
-                renew_once(&c, &keys, &owner, ttl, &state).await;
-            });
-        }
-    }
-
     /// Extend the lease once. Errors with [`Error::LeaseLost`] when it is no longer ours.
     pub async fn renew(&self) -> Result<()> {
         if let Some(Hold::JoinedRedis(req)) = &self.hold {

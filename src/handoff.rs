@@ -8,7 +8,8 @@
 //! queue, no raise), which takes it off probation before anyone uses its validity (a `lock run`
 //! guard's deadline must not be the probation's); on several, the attempt it makes once a
 //! majority called it confirms the hand-offs (each node's grant finds the lease already that
-//! owner's and extends it to the TTL) and lifts the tokens to the highest one named.
+//! owner's and extends it to the TTL) and lifts the tokens to the highest one named. (Releases
+//! over several masters hand nothing over for now: see `Quorum::end`.)
 
 use std::time::Duration;
 

@@ -14,6 +14,9 @@
 -- KEYS[9] epoch    hash in this lock's hash slot, shared by the locks of the slot: `replid`, the
 --                  replication id the slot last granted under, and `until`, the end (ms, Redis
 --                  clock) of a failover quarantine; see "Failover quarantine"
+-- KEYS[10] handoff hash: waiter id -> "owner<TAB>ttl<TAB>quarantine<TAB>join<TAB>command" (its
+--                  ARGV 1, 2, 11, 14, 7): what lua/release.lua needs to grant the lease to the
+--                  head of the queue for it (see "Hand-off" there); written with the queue entry
 -- ARGV[1]  owner id (random, fresh for every attempt)
 -- ARGV[2]  ttl in ms
 -- ARGV[3]  session id     ARGV[4] host     ARGV[5] pid
@@ -29,6 +32,11 @@
 --          (equal scores: the lower waiter id first)
 -- ARGV[14] SHA-256 (hex) of the lease's secret, kept as the holder record's `join`: a process
 --          joining the lease presents the secret (lua/join.lua); the secret is never sent here
+-- ARGV[15] (issue 20) a token floor, or 0. A node that finds the lease already the owner's (a
+--          hand-off it confirms) lifts its counter and the lease's token to it: the highest
+--          token the handing nodes named. A fresh grant mints at least it: on several masters
+--          the client proposes its clock plus a small lead, so the masters of one attempt mint
+--          the same token and none needs a raise (src/quorum.rs, "Fencing tokens")
 -- Reply: granted     {1, token}
 --        refused     {0, pttl_ms, holder field, value, field, value, ...}
 --                    or, free but another waiter is first in line, {0, ms its place lasts};
@@ -156,8 +164,21 @@ end
 -- Our own lease already: this very request ran once and its reply was lost (a cluster
 -- connection sends a request again after a dropped connection or a response timeout). The
 -- same answer again, rather than a refusal naming ourselves as the holder.
+-- (hand-off, issue 20) It is also how a waiter confirms a lease a release handed it: such a
+-- lease runs on a short probation TTL until its holder asks, so it is extended to ARGV[2] here.
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return {1, tonumber(redis.call('HGET', KEYS[3], 'token'))}
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+  redis.call('HSET', KEYS[3], 'ttl_ms', ARGV[2])
+  local token = redis.call('HGET', KEYS[3], 'token')
+  local floor = ARGV[15] or '0'
+  if tonumber(floor) > tonumber(token or '0') then
+    if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(floor) then
+      redis.call('SET', KEYS[2], floor)
+    end
+    redis.call('HSET', KEYS[3], 'token', floor)
+    token = floor
+  end
+  return {1, tonumber(token)}
 end
 -- A waiter takes (or keeps) its place in line even when refused for a quarantine, so the queue,
 -- not the race of the retries, decides who goes first once the quarantine ends.
@@ -178,6 +199,10 @@ local function register(ms)
       .. '\t' .. ARGV[6] .. '\t' .. ARGV[12])
   end
   for _, k in ipairs({KEYS[4], KEYS[7], KEYS[8]}) do extend(k, ms) end
+  -- (hand-off, issue 20) what a release needs to grant it the lease (see KEYS[10])
+  redis.call('HSET', KEYS[10], me, ARGV[1] .. '\t' .. ARGV[2] .. '\t' .. ARGV[11] .. '\t' .. ARGV[14]
+    .. '\t' .. ARGV[7])
+  extend(KEYS[10], ms)
 end
 -- Refused for a quarantine of `left` ms: the waiter does not ask again before it ends, so its
 -- place lasts until then and one registration more (a waiter that dies meanwhile holds the
@@ -238,6 +263,7 @@ while true do
   if head_until then break end
   redis.call('ZREM', KEYS[7], head)
   redis.call('HDEL', KEYS[8], head)
+  redis.call('HDEL', KEYS[10], head)
 end
 
 -- A refusal names the waiter first in line when it is another one, as `head:` fields after the
@@ -286,6 +312,11 @@ if tonumber(t[1]) * 1000000 + tonumber(t[2]) > tonumber(counter or '0') then
 else
   token = string.format('%d', redis.call('INCR', KEYS[2]))
 end
+-- (issue 20) at least the client's proposal (ARGV[15]), written from its digits
+if tonumber(ARGV[15] or '0') > tonumber(token) then
+  token = ARGV[15]
+  redis.call('SET', KEYS[2], token)
+end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
 redis.call('DEL', KEYS[3])
 redis.call('HSET', KEYS[3], 'owner', ARGV[1], 'session', ARGV[3], 'host', ARGV[4],
@@ -295,6 +326,7 @@ if me ~= '' then
   redis.call('ZREM', KEYS[4], me)
   redis.call('ZREM', KEYS[7], me)
   redis.call('HDEL', KEYS[8], me)
+  redis.call('HDEL', KEYS[10], me)
 end
 -- (issue 21, `lock stats`: `wait_ms`, from the waiter's first ask (ARGV[13], its clock) to this
 -- grant (the Redis clock), so a grant at the first attempt shows about one round trip; '' when

@@ -1,45 +1,115 @@
--- release.lua: end a lease, only while it is still ours, and wake the next waiter.
+-- release.lua: end a lease, only while it is still ours, and hand it to the next waiter.
 --
--- KEYS[1] lease   string, value = owner id
--- KEYS[2] holder  hash of the holder's metadata
--- KEYS[3] log     stream: audit trail, capped at ARGV[3] entries
--- KEYS[4] waiters sorted set: waiter id -> registration expiry (see grant.lua)
--- KEYS[5] queue   sorted set: waiter id -> place in line (see grant.lua)
--- KEYS[6] fence   the lock's fencing counter (only read: does this node know the lock at all?)
--- KEYS[7] ended   string: the owner id of the last lease released here, kept for a minute
+-- Run with lua/grant.lua's text before it, wrapped as `local function grant(KEYS, ARGV)`
+-- (src/redis_node.rs builds the script so): a hand-off is that very grant, run for the head.
+--
+-- KEYS[1..10] as lua/grant.lua: lease, fence, holder, waiters, log, init, queue, waiting,
+--          epoch, handoff
+-- KEYS[11] ended   string: the owner id of the last lease released here, kept for a minute
 -- ARGV[1] owner id
 -- ARGV[2] pub/sub channel the waiters listen on
 -- ARGV[3] audit log length cap
--- Reply: 1 released (now, or by this very request before: see below), 0 not ours: nothing changed, -1 not ours and this node knows nothing of the
---        lock (no counter: it restarted empty since): it cannot say whose the lease was
+-- ARGV[4] how long a waiter registration lasts, ms (grant.lua's ARGV[9])
+-- ARGV[5] probation, ms: the TTL of a lease handed to a waiter until it confirms it
+-- ARGV[6] '0': hand nothing over, only wake the head (the undo of a losing Redlock attempt's
+--         vote: the head here may not be first in line elsewhere; see src/node.rs `undo`)
+-- Reply: 1 released (now, or by this very request before: see below), 0 not ours: nothing
+--        changed, -1 not ours and this node knows nothing of the lock (no counter: it
+--        restarted empty since): it cannot say whose the lease was
 --
--- The message names the head of the queue among live waiters: only it tries at once, the
--- others sleep on. With nobody queued it says 'released', which wakes every listener.
+-- Hand-off. The head of the queue among live waiters (its registration not lapsed: a waiter
+-- that died stops renewing it) is granted the lease here, by grant.lua with the arguments the
+-- head registered with its place (KEYS[10], KEYS[8]): its owner id, identity, secret hash,
+-- TTL and quarantine. So every rule of a grant holds as if the head had asked itself: the
+-- token minted the one way, the restart and failover quarantines (a quarantined node hands
+-- nothing off and wakes the head as before), FIFO. The lease runs on ARGV[5] (at most the
+-- head's TTL) until the head confirms it (its next grant, with the same owner id, extends it):
+-- a head that died after its last heartbeat holds the lock up for the probation, not a TTL.
+-- The message names the head, its owner id and the token ("<head> <owner> <token>"); a head
+-- that cannot be granted is named alone, and only it tries at once. With nobody queued the
+-- message says 'released', which wakes every listener.
 --
 -- A request sent again (a cluster connection resends after a dropped reply or a response
 -- timeout; `call_twice` after a broken connection) finds the lease already gone. `ended` names
 -- the owner whose release ran last: when it is ours, this is that release again, and it answers
 -- as it did (1), rather than "not ours", which would turn a clean run into a lost lease (76).
 -- A lease that expired, or was broken or taken, leaves no such record of its owner: still 0.
+
+-- A waiter whose registered owner id is the one ending here had its turn: a majority of masters
+-- granted it while this one still had it in line (its leave may still be on the way). Out of
+-- the line, so that no later release here hands it a lease it no longer wants (which would
+-- hold this master up for a probation).
+local function had_its_turn(entry)
+  return entry and string.sub(entry, 1, #ARGV[1] + 1) == ARGV[1] .. '\t'
+end
+local function drop(w)
+  redis.call('ZREM', KEYS[7], w)
+  redis.call('ZREM', KEYS[4], w)
+  redis.call('HDEL', KEYS[8], w)
+  redis.call('HDEL', KEYS[10], w)
+end
+-- (Not on an undo: the owner of a losing attempt still waits, registered under it.)
+if ARGV[6] ~= '0' then
+  local entries = redis.call('HGETALL', KEYS[10])
+  for i = 1, #entries, 2 do
+    if had_its_turn(entries[i + 1]) then drop(entries[i]) end
+  end
+end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  if redis.call('GET', KEYS[7]) == ARGV[1] then return 1 end
-  if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('EXISTS', KEYS[6]) == 0 then return -1 end
+  if redis.call('GET', KEYS[11]) == ARGV[1] then return 1 end
+  if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
   return 0
 end
-local h = redis.call('HMGET', KEYS[2], 'session', 'host', 'pid', 'token')
-redis.call('DEL', KEYS[1], KEYS[2])
-redis.call('SET', KEYS[7], ARGV[1], 'PX', 60000)
+local h = redis.call('HMGET', KEYS[3], 'session', 'host', 'pid', 'token')
+redis.call('DEL', KEYS[1], KEYS[3])
+redis.call('SET', KEYS[11], ARGV[1], 'PX', 60000)
 local t = redis.call('TIME')
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*',
-  'event', 'release', 'owner', ARGV[1], 'session', h[1] or '', 'host', h[2] or '', 'pid', h[3] or '',
-  'token', h[4] or '', 'at', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[3], '*',
+  'event', 'release', 'owner', ARGV[1], 'session', h[1] or '', 'host', h[2] or '', 'pid', h[3] or '',
+  'token', h[4] or '', 'at', now)
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+-- The head among live waiters.
 local head
 while true do
-  head = redis.call('ZRANGE', KEYS[5], 0, 0)[1]
+  head = redis.call('ZRANGE', KEYS[7], 0, 0)[1]
   if not head or redis.call('ZSCORE', KEYS[4], head) then break end
-  redis.call('ZREM', KEYS[5], head)
+  drop(head)
 end
-redis.call('PUBLISH', ARGV[2], head or 'released')
+if not head then
+  redis.call('PUBLISH', ARGV[2], 'released')
+  return 1
+end
+if ARGV[6] == '0' then
+  redis.call('PUBLISH', ARGV[2], head)
+  return 1
+end
+
+-- The hand-off: the head's own grant, with what it registered.
+local function fields(s, n)
+  local f = {}
+  for part in string.gmatch(s .. '\t', '([^\t]*)\t') do f[#f + 1] = part end
+  if #f > n then f[n] = table.concat(f, '\t', n) end
+  return f
+end
+local entry = redis.call('HGET', KEYS[10], head)
+local who = redis.call('HGET', KEYS[8], head)
+if entry and who then
+  local e = fields(entry, 5)
+  local w = fields(who, 6)
+  local ttl = tonumber(e[2] or '')
+  if ttl and ttl > 0 and e[1] ~= '' then
+    local probation = math.min(ttl, tonumber(ARGV[5]))
+    local r = grant(KEYS, {e[1], probation, w[1] or '', w[2] or '', w[3] or '', w[5] or '',
+      e[5] or '', head, ARGV[4], ARGV[3], e[3] or '0', w[6] or '',
+      redis.call('ZSCORE', KEYS[7], head), e[4] or ''})
+    if r[1] == 1 then
+      -- The TTL the holder renews by (a joiner reads it), not the probation.
+      redis.call('HSET', KEYS[3], 'ttl_ms', ttl)
+      redis.call('PUBLISH', ARGV[2], head .. ' ' .. e[1] .. ' ' .. string.format('%d', r[2]))
+      return 1
+    end
+  end
+end
+redis.call('PUBLISH', ARGV[2], head)
 return 1

@@ -14,16 +14,17 @@ use futures_util::stream::{BoxStream, SelectAll};
 use futures_util::{FutureExt, StreamExt};
 use tokio::time::Instant;
 
-use crate::clock::far_deadline;
+use crate::clock::{Stamp, far_deadline};
 use crate::config::check_lock_name;
 use crate::connect::{Backend, Coordinator};
 use crate::error::{Error, Result};
+use crate::handoff::{Call, handed_validity};
 use crate::holder::HolderInfo;
 use crate::keys::LockKeys;
 use crate::lease::Lease;
 use crate::node::{Eviction, GrantRequest, WAKE_ALL};
 use crate::options::AcquireOptions;
-use crate::quorum::{Attempt, Quorum};
+use crate::quorum::{Attempt, Quorum, Renewal};
 
 impl Coordinator {
     /// Take lock `name` without waiting: fails with [`Error::Timeout`] when it is held.
@@ -107,11 +108,24 @@ impl Coordinator {
         // not make us spin).
         let mut head: Option<Box<HolderInfo>> = None;
         let mut removed: Vec<String> = Vec::new();
+        // The owner id (and lease secret) of our attempts, kept while the attempts are refused:
+        // it is also the one registered with our place in line, under which a release hands us
+        // the lease (see `crate::handoff`). A new one after an attempt whose votes were undone.
+        let mut ours: Option<(String, String)> = None;
+        // The highest token the nodes that handed `ours` the lease named since the last attempt.
+        let mut floor = 0;
         loop {
-            let secret = crate::join::new_secret();
+            let (owner, secret) = ours
+                .get_or_insert_with(|| {
+                    (
+                        uuid::Uuid::new_v4().simple().to_string(),
+                        crate::join::new_secret(),
+                    )
+                })
+                .clone();
             let req = GrantRequest {
                 keys: keys.clone(),
-                owner: uuid::Uuid::new_v4().simple().to_string(),
+                owner,
                 join_hash: crate::join::secret_hash(&secret),
                 ttl: cfg.ttl,
                 identity: self.inner.identity.clone(),
@@ -121,6 +135,8 @@ impl Coordinator {
                 log_cap: cfg.log_cap,
                 // One Redis forgets as a Redlock master does: the same quarantine for both.
                 quarantine: cfg.quarantine,
+                floor: std::mem::take(&mut floor)
+                    .max(crate::quorum::token_proposal(quorum.nodes().len())),
             };
             // How long to wait before the next attempt, and whether a release event may cut it
             // short (not after a split vote: the other contenders' releases would wake everyone
@@ -129,11 +145,15 @@ impl Coordinator {
             // they would count towards the next wait and make us try before a majority released.
             wake.drain();
             give_up.attempting(&req);
+            let sent = Stamp::now();
             let attempt = quorum.grant(&req).await;
             give_up.answered(matches!(
                 attempt,
-                Attempt::Unavailable { .. } | Attempt::Split { .. }
+                Attempt::Unavailable { .. } | Attempt::Split { .. } | Attempt::Quarantined { .. }
             ));
+            if !matches!(attempt, Attempt::Held { .. }) {
+                ours = None;
+            }
             if !matches!(attempt, Attempt::Unavailable { .. }) {
                 unreachable = None;
                 reconnect = reconnect_backoff();
@@ -252,8 +272,11 @@ impl Coordinator {
                 give_up.disarm();
                 if queue_me || wake.registered {
                     // We queued: leave, so nobody waits behind us and `lock status` stops
-                    // counting us.
+                    // counting us; then end what a release may have handed us meanwhile.
                     quorum.leave(&keys, &waiter_id).await;
+                    if ours.is_some() {
+                        quorum.release(&keys, &req.owner, cfg.log_cap).await;
+                    }
                 }
                 if let Some(e) = unreachable {
                     return Err(e);
@@ -279,19 +302,32 @@ impl Coordinator {
             // Calls to try, one per node that released: we try once a majority of the nodes
             // we listen to called us (one release, one attempt), or at the timer.
             let mut calls = 0;
+            let mut handed: Option<u64> = None;
             loop {
                 let sleep_on = tokio::select! {
                     got = wake.streams.next(), if wake_early && !wake.streams.is_empty() => {
-                        match got {
+                        let call = got.map(|m| m.map(|m| Call::parse(&m)));
+                        match call {
                             // Another waiter is first in line: it tries, we sleep on, unless it
                             // is one on this host whose process is gone: then we try at once
                             // (and take it out of the line).
-                            Some(Some(who)) if who != WAKE_ALL && who != waiter_id => {
+                            Some(Some(c)) if c.who != WAKE_ALL && c.who != waiter_id => {
                                 !head.as_ref().is_some_and(|w| {
-                                    w.owner == who && w.is_gone_from(&self.inner.identity)
+                                    w.owner == c.who && w.is_gone_from(&self.inner.identity)
                                 })
                             }
-                            Some(Some(_)) => {
+                            // Handed the lease by the one node: it is ours without asking.
+                            Some(Some(c))
+                                if quorum.nodes().len() == 1
+                                    && c.handed_to(&waiter_id, &req.owner).is_some() =>
+                            {
+                                handed = c.handed_to(&waiter_id, &req.owner);
+                                false
+                            }
+                            Some(Some(c)) => {
+                                if let Some(token) = c.handed_to(&waiter_id, &req.owner) {
+                                    floor = floor.max(token);
+                                }
                                 calls += 1;
                                 calls < quorum.needed().min(wake.live)
                             }
@@ -308,6 +344,25 @@ impl Coordinator {
                 if !sleep_on {
                     break;
                 }
+            }
+            // Handed the lease: off probation with one renewal (no grant, no queue, no raise),
+            // so that whoever uses its validity (a guard's deadline) sees a whole TTL. Anything
+            // but a renewal: the next attempt finds out (it confirms a hand-off too).
+            if let Some(token) = handed
+                && handed_validity(sent, cfg.ttl).is_some()
+                && let Renewal::Renewed { valid_until } =
+                    quorum.renew(&keys, &req.owner, cfg.ttl).await
+            {
+                give_up.disarm();
+                return Ok(Lease::redis(
+                    self.clone(),
+                    name,
+                    keys,
+                    req.owner,
+                    secret,
+                    token,
+                    valid_until,
+                ));
             }
         }
     }
@@ -347,7 +402,8 @@ struct GiveUp {
     coordinator: Coordinator,
     keys: LockKeys,
     waiter: String,
-    /// The owner id of the attempt in flight, until it is answered.
+    /// The owner id of the attempt in flight, and while queued the one a release may hand the
+    /// lease to (see `crate::handoff`).
     owner: Option<String>,
     queued: bool,
     /// Owners of failed attempts whose grant may still land (the last [`ABANDONED_KEPT`]).
@@ -380,6 +436,9 @@ impl GiveUp {
     /// The attempt in flight was answered; `failed` when it failed with a node silent or the
     /// votes split, so that a grant of it may still land somewhere.
     fn answered(&mut self, failed: bool) {
+        if !failed && self.queued {
+            return;
+        }
         if let Some(owner) = self.owner.take()
             && failed
         {
@@ -422,11 +481,12 @@ impl Drop for GiveUp {
         let queued = self.queued;
         rt.spawn(async move {
             if let Backend::Redis(q) = &c.inner.backend {
-                for owner in owners {
-                    q.release(&keys, &owner, c.inner.config.log_cap).await;
-                }
+                // Out of line first, so no release hands us the lease after ours ran.
                 if queued {
                     q.leave(&keys, &waiter).await;
+                }
+                for owner in owners {
+                    q.release(&keys, &owner, c.inner.config.log_cap).await;
                 }
             }
         });
@@ -454,7 +514,9 @@ pub(crate) fn quarantine_note(total: usize, quarantined: usize, left: Duration) 
 
 /// How long a waiter keeps its place in line without asking again: a waiter that dies holds
 /// the line up for at most this long.
-const WAITER_TTL: Duration = Duration::from_millis(800);
+pub(crate) const WAITER_TTL: Duration = Duration::from_millis(800);
+
+pub(crate) use crate::handoff::PROBATION;
 
 /// How often a queued waiter asks again (its heartbeat), well inside [`WAITER_TTL`] so a slow
 /// round trip or two does not cost it its place.

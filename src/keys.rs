@@ -46,6 +46,9 @@ pub struct LockKeys {
     /// locks (waiter id -> edge; see `crate::deadlock`), each live while its waiter's
     /// registration in `waiters` is.
     pub waitfor: String,
+    /// Hash: what a release needs to hand the lease to each queued waiter (owner id, TTL,
+    /// quarantine, secret hash, command, tab-separated; see `lua/release.lua`).
+    pub handoff: String,
     /// Stream: the lock's audit trail.
     pub log: String,
     /// Pub/sub channel announcing a release.
@@ -84,6 +87,7 @@ impl LockKeys {
             queue: format!("{base}:queue"),
             waiting: format!("{base}:waiting"),
             waitfor: format!("{base}:waitfor"),
+            handoff: format!("{base}:handoff"),
             log: format!("{base}:log"),
             channel: format!("{base}:released"),
             ended: format!("{base}:ended"),
@@ -363,6 +367,7 @@ mod tests {
                 &k.queue,
                 &k.waiting,
                 &k.waitfor,
+                &k.handoff,
                 &k.log,
                 &k.init,
                 &k.epoch,

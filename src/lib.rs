@@ -66,6 +66,7 @@ pub mod deadlock;
 mod dir_handle;
 pub mod error;
 pub mod group;
+mod handoff;
 pub mod holder;
 mod init;
 pub mod join;

@@ -39,6 +39,11 @@ pub struct GrantRequest {
     /// forgotten (it does not know the lock, or the lock's slot last granted before the
     /// restart; see `lua/grant.lua`); zero turns the check off.
     pub quarantine: Duration,
+    /// The highest token the nodes that handed us the lease named in their release messages
+    /// (0: none): a node that finds the lease already ours lifts its counter and the lease's
+    /// token to it, so a hand-off over several nodes needs no raise of its own (see
+    /// `crate::handoff`).
+    pub floor: u64,
 }
 
 /// One node's answer to a grant.
@@ -239,6 +244,19 @@ pub trait Node: Send + Sync + 'static {
         owner: &'a str,
         log_cap: u32,
     ) -> NodeFuture<'a, bool>;
+
+    /// Undo a vote of an attempt that did not win: [`Node::release`], except that the lease is
+    /// not handed to the next waiter in line (see `lua/release.lua`): that waiter may not be
+    /// first in line on the other nodes, and a hand-off it cannot complete would only set off
+    /// another attempt that fails. A node without hand-offs just releases.
+    fn undo<'a>(
+        &'a self,
+        keys: &'a LockKeys,
+        owner: &'a str,
+        log_cap: u32,
+    ) -> NodeFuture<'a, bool> {
+        self.release(keys, owner, log_cap)
+    }
 
     /// Lift the fencing counter to at least `token`; returns the counter after.
     fn raise<'a>(&'a self, keys: &'a LockKeys, token: u64) -> NodeFuture<'a, u64>;

@@ -58,8 +58,16 @@ use crate::node::{
 
 static GRANT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/grant.lua")));
 static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/renew.lua")));
-static RELEASE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/release.lua")));
+/// The release, with the grant before it: a release hands the lease to the head of the queue by
+/// running that very grant for it (see `lua/release.lua`), so the rules of a grant live in one
+/// script.
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "local function grant(KEYS, ARGV)\n{}\nend\n{}",
+        include_str!("../lua/grant.lua"),
+        include_str!("../lua/release.lua")
+    ))
+});
 static RAISE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/raise.lua")));
 static EVICT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/evict.lua")));
 static RECORD_GROUP: LazyLock<Script> =
@@ -208,6 +216,7 @@ impl Node for RedisNode {
                         .key(&k.queue)
                         .key(&k.waiting)
                         .key(&k.epoch)
+                        .key(&k.handoff)
                         .arg(&req.owner)
                         .arg(req.ttl.as_millis() as u64)
                         .arg(&id.session)
@@ -222,6 +231,7 @@ impl Node for RedisNode {
                         .arg(id.pid_ns.as_deref().unwrap_or(""))
                         .arg(req.place)
                         .arg(&req.join_hash)
+                        .arg(req.floor)
                         .invoke_async(&mut c)
                         .await
                 })
@@ -261,32 +271,16 @@ impl Node for RedisNode {
         owner: &'a str,
         log_cap: u32,
     ) -> NodeFuture<'a, bool> {
-        Box::pin(async move {
-            self.call_twice(|mut c| async move {
-                RELEASE
-                    .key(&keys.lease)
-                    .key(&keys.holder)
-                    .key(&keys.log)
-                    .key(&keys.waiters)
-                    .key(&keys.queue)
-                    .key(&keys.fence)
-                    .key(&keys.ended)
-                    .arg(owner)
-                    .arg(&keys.channel)
-                    .arg(log_cap)
-                    .invoke_async::<i64>(&mut c)
-                    .await
-            })
-            .await
-            .and_then(|n| match n {
-                // A server that restarted empty since it granted the lease knows nothing of the
-                // lock: it cannot say whose the lease was. No answer, not a denial.
-                -1 => Err(NodeError::new(
-                    "it knows nothing of this lock (restarted empty since it granted the lease)",
-                )),
-                n => Ok(n == 1),
-            })
-        })
+        Box::pin(self.end(keys, owner, log_cap, true))
+    }
+
+    fn undo<'a>(
+        &'a self,
+        keys: &'a LockKeys,
+        owner: &'a str,
+        log_cap: u32,
+    ) -> NodeFuture<'a, bool> {
+        Box::pin(self.end(keys, owner, log_cap, false))
     }
 
     fn raise<'a>(&'a self, keys: &'a LockKeys, token: u64) -> NodeFuture<'a, u64> {
@@ -428,6 +422,10 @@ impl Node for RedisNode {
                     .arg(&keys.waiting)
                     .arg(waiter)
                     .ignore()
+                    .cmd("HDEL")
+                    .arg(&keys.handoff)
+                    .arg(waiter)
+                    .ignore()
                     .query_async::<()>(&mut c)
                     .await
             })
@@ -442,6 +440,50 @@ impl Node for RedisNode {
 
     fn admin(&self) -> Option<&dyn NodeAdmin> {
         Some(self)
+    }
+}
+
+impl RedisNode {
+    /// `lua/release.lua`: end the lease if still `owner`'s, and hand it to the first waiter in
+    /// line when `hand_off`.
+    async fn end(
+        &self,
+        keys: &LockKeys,
+        owner: &str,
+        log_cap: u32,
+        hand_off: bool,
+    ) -> Result<bool, NodeError> {
+        self.call_twice(|mut c| async move {
+            RELEASE
+                .key(&keys.lease)
+                .key(&keys.fence)
+                .key(&keys.holder)
+                .key(&keys.waiters)
+                .key(&keys.log)
+                .key(&keys.init)
+                .key(&keys.queue)
+                .key(&keys.waiting)
+                .key(&keys.epoch)
+                .key(&keys.handoff)
+                .key(&keys.ended)
+                .arg(owner)
+                .arg(&keys.channel)
+                .arg(log_cap)
+                .arg(crate::acquire::WAITER_TTL.as_millis() as u64)
+                .arg(crate::acquire::PROBATION.as_millis() as u64)
+                .arg(u8::from(hand_off))
+                .invoke_async::<i64>(&mut c)
+                .await
+        })
+        .await
+        .and_then(|n| match n {
+            // A server that restarted empty since it granted the lease knows nothing of the
+            // lock: it cannot say whose the lease was. No answer, not a denial.
+            -1 => Err(NodeError::new(
+                "it knows nothing of this lock (restarted empty since it granted the lease)",
+            )),
+            n => Ok(n == 1),
+        })
     }
 }
 

@@ -6,7 +6,8 @@ use std::process::Command;
 
 use crate::stats::Scale;
 
-pub(crate) fn print_machine(scale: Scale) {
+/// Print the machine's facts; returns them in one line for the page.
+pub(crate) fn print_machine(scale: Scale) -> String {
     let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -48,6 +49,12 @@ pub(crate) fn print_machine(scale: Scale) {
         "scale:        {} (BENCH_SCALE); ratios are against the named floor's p50",
         scale.0
     );
+    format!(
+        "{nproc} cores ({cpu}), Linux {kernel}, {}, temp dir on {}, BENCH_SCALE {}",
+        redis.split(" sha=").next().unwrap_or(&redis),
+        filesystem_name(&tmp),
+        scale.0
+    )
 }
 
 /// A readable name for the filesystem holding `path`: fsync costs differ by an order of

@@ -41,6 +41,7 @@ mod machine;
 mod redlock;
 mod state_files;
 mod stats;
+mod targets;
 
 use std::time::{Duration, Instant};
 
@@ -73,7 +74,8 @@ const THREADS: usize = 8;
 fn main() -> Res<()> {
     let scale = Scale::from_env();
     let started = Instant::now();
-    print_machine(scale);
+    let load_before = targets::load_average();
+    let machine = print_machine(scale);
 
     // Five masters for the whole run: server 0 serves the single-Redis sections, 0..3 the
     // contended Redlock run, all five the 5-vs-1 comparison. Dropped (killed) at the end of
@@ -119,6 +121,7 @@ fn main() -> Res<()> {
     crate::cluster::section_cluster(&rt, &floors, scale, cli.as_ref())?;
     crate::deadlock::section_deadlock(&rt, &urls[0], &floors, scale)?;
 
+    targets::finish(&machine, &load_before)?;
     println!("\ntotal run time {:.1} s", started.elapsed().as_secs_f64());
     drop(rt);
     drop(servers);

@@ -94,6 +94,20 @@ pub(crate) struct Floors {
     pub(crate) spawn: Floor,
 }
 
+/// `a / b`, never dividing by zero.
+pub(crate) fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64().max(1e-9)
+}
+
+/// A latency for the page: µs below a millisecond, ms above.
+pub(crate) fn shown(d: Duration) -> String {
+    if d < Duration::from_millis(1) {
+        format!("{:.0} µs", us(d))
+    } else {
+        format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+    }
+}
+
 pub(crate) fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
@@ -125,6 +139,17 @@ pub(crate) fn print_latency(label: &str, s: &Stats, floors: &[Floor]) {
         s.n(),
         figure(s.p50(), floors),
         figure(s.p99(), floors)
+    );
+    let ratios: Vec<String> = floors
+        .iter()
+        .map(|f| format!("{:.1}x {}", ratio(s.p50(), f.p50), f.name))
+        .collect();
+    crate::targets::row(
+        label,
+        s.n(),
+        shown(s.p50()),
+        shown(s.p99()),
+        ratios.join(", "),
     );
 }
 

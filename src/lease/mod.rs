@@ -443,8 +443,14 @@ impl Lease {
             _ => return,
         };
         let ttl = self.ttl;
+        // A third of the TTL in, or sooner when less is left (a lease handed over on probation,
+        // see `crate::handoff`, that its confirmation has not extended yet).
+        let left = match &*self.state.borrow() {
+            Standing::Valid(d) => d.remaining(),
+            _ => ttl,
+        };
         self.keeper = Some(tokio::spawn(async move {
-            let mut next = Instant::now() + ttl / 3;
+            let mut next = Instant::now() + (ttl / 3).min(left / 2);
             loop {
                 tokio::time::sleep_until(next).await;
                 let now = Instant::now();

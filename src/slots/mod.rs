@@ -169,6 +169,7 @@ impl Coordinator {
                 place: 0,
                 log_cap: cfg.log_cap,
                 quarantine: cfg.quarantine,
+                floor: 0,
             };
             match quorum.grant(&req).await {
                 Attempt::Granted { token, valid_until } => {

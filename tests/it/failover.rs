@@ -580,6 +580,7 @@ async fn a_grant_sent_twice_answers_granted_with_its_token_again() {
         place: 0,
         log_cap: 100,
         quarantine: Duration::from_secs(5),
+        floor: 0,
     };
     let first = node.grant(&req).await.unwrap();
     let GrantReply::Granted { token } = first else {

@@ -109,21 +109,32 @@ fn release_again(
     keys: &tractatus_lock::keys::LockKeys,
     owner: &str,
 ) -> String {
-    let script = include_str!("../../lua/release.lua");
+    // As src/redis_node.rs builds it: the release runs the grant for a hand-off.
+    let script = format!(
+        "local function grant(KEYS, ARGV)\n{}\nend\n{}",
+        include_str!("../../lua/grant.lua"),
+        include_str!("../../lua/release.lua")
+    );
     redis.cmd(&[
         "EVAL",
-        script,
-        "7",
+        &script,
+        "11",
         &keys.lease,
-        &keys.holder,
-        &keys.log,
-        &keys.waiters,
-        &keys.queue,
         &keys.fence,
+        &keys.holder,
+        &keys.waiters,
+        &keys.log,
+        &keys.init,
+        &keys.queue,
+        &keys.waiting,
+        &keys.epoch,
+        &keys.handoff,
         &keys.ended,
         owner,
         &keys.channel,
         "100",
+        "800",
+        "1000",
     ])
 }
 

@@ -15,6 +15,7 @@ mod grant_faults;
 mod group;
 mod group_events;
 mod guard_deadline;
+mod handoff;
 mod lock_run;
 mod nemesis;
 mod nested;

@@ -1,0 +1,107 @@
+//! The waiter's side of a server-side hand-off (see `lua/release.lua`): what a release message
+//! says, and when a waiter may take a lease handed to it without asking again.
+//!
+//! A queued waiter registers, with its place in line, the owner id and secret hash of its next
+//! lease. A release that finds it first in line grants it the lease at once, on a short
+//! probation TTL ([`PROBATION`]), and names it, that owner id and the token in its message. On
+//! one node the waiter takes the lease from the message with one renewal (no grant script, no
+//! queue, no raise), which takes it off probation before anyone uses its validity (a `lock run`
+//! guard's deadline must not be the probation's); on several, the attempt it makes once a
+//! majority called it confirms the hand-offs (each node's grant finds the lease already that
+//! owner's and extends it to the TTL) and lifts the tokens to the highest one named. (Releases
+//! over several masters hand nothing over for now: see `Quorum::end`.)
+
+use std::time::Duration;
+
+use crate::clock::{Deadline, Stamp};
+use crate::node::WAKE_ALL;
+use crate::quorum::validity;
+
+/// How long a lease handed to a waiter lasts before the waiter confirms it: a waiter that died
+/// after its last heartbeat holds the lock up this long at most, not a TTL. Above a heartbeat
+/// and a slow round trip or two, so a live waiter confirms in time.
+pub(crate) const PROBATION: Duration = Duration::from_millis(1000);
+
+/// One release message, as a waiter reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Call {
+    /// The waiter that should try now, or [`WAKE_ALL`].
+    pub(crate) who: String,
+    /// For a hand-off: the owner id the lease was granted under, and its token.
+    pub(crate) handed: Option<(String, u64)>,
+}
+
+impl Call {
+    /// `<waiter>`, `<waiter> <owner> <token>` or [`WAKE_ALL`]; anything else wakes everyone.
+    pub(crate) fn parse(msg: &str) -> Call {
+        let mut parts = msg.split(' ');
+        let who = parts.next().unwrap_or(WAKE_ALL).to_owned();
+        let handed = match (parts.next(), parts.next(), parts.next()) {
+            (Some(owner), Some(token), None) => token
+                .parse::<u64>()
+                .ok()
+                .filter(|_| !owner.is_empty())
+                .map(|t| (owner.to_owned(), t)),
+            _ => None,
+        };
+        Call { who, handed }
+    }
+
+    /// The token handed to `owner` of waiter `me`, if this message hands it the lease.
+    pub(crate) fn handed_to(&self, me: &str, owner: &str) -> Option<u64> {
+        match &self.handed {
+            Some((o, token)) if self.who == me && o == owner => Some(*token),
+            _ => None,
+        }
+    }
+}
+
+/// Validity of a lease handed to us on one node, or `None` if too little is left to take it
+/// with a renewal. `refused_at`: when we sent the attempt the node last refused; the
+/// node granted after it ran that attempt, so the probation started after this moment.
+pub(crate) fn handed_validity(refused_at: Stamp, ttl: Duration) -> Option<Deadline> {
+    let probation = PROBATION.min(ttl);
+    let elapsed = refused_at.elapsed();
+    validity(probation, elapsed).map(|left| Deadline::new(refused_at, elapsed + left))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_names_the_head_and_what_it_was_handed() {
+        let c = Call::parse("w1 o1 1733371234567890");
+        assert_eq!(c.who, "w1");
+        assert_eq!(c.handed_to("w1", "o1"), Some(1_733_371_234_567_890));
+        assert_eq!(c.handed_to("w1", "o2"), None, "another owner of ours");
+        assert_eq!(c.handed_to("w2", "o1"), None, "another waiter");
+        assert_eq!(Call::parse("w1").handed, None);
+        assert_eq!(Call::parse(WAKE_ALL).who, WAKE_ALL);
+        assert_eq!(
+            Call::parse("w1 o1 x").handed,
+            None,
+            "a token that is no number"
+        );
+        assert_eq!(Call::parse("w1 o1 1 extra").handed, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handed_lease_is_valid_for_the_probation_from_the_refusal_less_drift() {
+        let at = Stamp::now();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let d = handed_validity(at, Duration::from_secs(30)).unwrap();
+        // 1000 ms probation, 300 ms gone, drift 12 ms.
+        assert_eq!(d.remaining(), Duration::from_millis(688));
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(handed_validity(at, Duration::from_secs(30)).is_none());
+        // A TTL below the probation caps it.
+        let at = Stamp::now();
+        assert!(
+            handed_validity(at, Duration::from_millis(100))
+                .unwrap()
+                .remaining()
+                <= Duration::from_millis(100)
+        );
+    }
+}

@@ -127,6 +127,18 @@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
+-- (issue 20) The token floor (ARGV[15]) counts only as digits no more than a minute ahead of
+-- this server's clock: a client with a wild clock (or a garbled argument) cannot push the
+-- counter out of reach; its masters' tokens then differ and the client raises them, as before.
+local floor = '0'
+do
+  local f = ARGV[15] or '0'
+  if string.match(f, '^%d+$') and #f <= 16
+    and tonumber(f) <= tonumber(t[1]) * 1000000 + tonumber(t[2]) + 60000000 then
+    floor = f
+  end
+end
+
 local counter = redis.call('GET', KEYS[2])
 local known = counter ~= false
 local quarantine = tonumber(ARGV[11])
@@ -170,7 +182,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
   redis.call('HSET', KEYS[3], 'ttl_ms', ARGV[2])
   local token = redis.call('HGET', KEYS[3], 'token')
-  local floor = ARGV[15] or '0'
   if tonumber(floor) > tonumber(token or '0') then
     if tonumber(redis.call('GET', KEYS[2]) or '0') < tonumber(floor) then
       redis.call('SET', KEYS[2], floor)
@@ -313,8 +324,8 @@ else
   token = string.format('%d', redis.call('INCR', KEYS[2]))
 end
 -- (issue 20) at least the client's proposal (ARGV[15]), written from its digits
-if tonumber(ARGV[15] or '0') > tonumber(token) then
-  token = ARGV[15]
+if tonumber(floor) > tonumber(token) then
+  token = floor
   redis.call('SET', KEYS[2], token)
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)

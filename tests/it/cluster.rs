@@ -720,7 +720,10 @@ fn two_sessions_on_the_cluster(c: &RedisCluster, url: &str, ns: &str) {
         .count();
     // One grant per state write, and one to gc, which holds the collected session's copy
     // while it removes it.
-    assert_eq!(grants, 43, "{ns}: one grant per state write and gc's: {log}");
+    assert_eq!(
+        grants, 43,
+        "{ns}: one grant per state write and gc's: {log}"
+    );
     println!(
         "{ns} on {url}: registry in slot {} (node {owner}); 2 sessions x 20 increments, sum 40; \
          {grants} grants logged",

@@ -249,3 +249,71 @@ fn a_new_process_rides_out_a_redis_that_answers_late_within_its_wait() {
     );
     assert_eq!(code, Some(0), "{err}");
 }
+
+/// One grant request as `src/redis_node.rs` sends it (a fresh owner, nobody queued), with the
+/// token floor `floor` (ARGV[15]); the token it minted.
+fn grant_with_floor(
+    conn: &mut redis::Connection,
+    keys: &tractatus_lock::keys::LockKeys,
+    owner: &str,
+    floor: &str,
+) -> i64 {
+    let reply: Vec<redis::Value> = redis::cmd("EVAL")
+        .arg(include_str!("../../lua/grant.lua"))
+        .arg(10)
+        .arg(&keys.lease)
+        .arg(&keys.fence)
+        .arg(&keys.holder)
+        .arg(&keys.waiters)
+        .arg(&keys.log)
+        .arg(&keys.init)
+        .arg(&keys.queue)
+        .arg(&keys.waiting)
+        .arg(&keys.epoch)
+        .arg(&keys.handoff)
+        .arg(&[
+            owner, "5000", "s", "h", "1", "", "cmd", "", "800", "100", "0", "", "0", "",
+        ])
+        .arg(floor)
+        .query(conn)
+        .unwrap_or_else(|e| panic!("grant with floor {floor:?}: {e}"));
+    match reply.as_slice() {
+        [redis::Value::Int(1), redis::Value::Int(token)] => *token,
+        other => panic!("grant with floor {floor:?} was not granted: {other:?}"),
+    }
+}
+
+#[test]
+fn a_token_floor_that_is_not_digits_or_runs_far_ahead_of_the_servers_clock_is_ignored() {
+    let redis = RedisServer::start();
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let keys = tractatus_lock::keys::LockKeys::new("floor", "L");
+    let mut clock_us = || -> i64 {
+        let (s, us): (i64, i64) = redis::cmd("TIME").query(&mut conn).unwrap();
+        s * 1_000_000 + us
+    };
+    let mut checks = Vec::new();
+    for floor in ["99999999999999999", "1e300", "-5", "12x"] {
+        checks.push((floor, clock_us()));
+    }
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    for (i, (floor, before)) in checks.into_iter().enumerate() {
+        let token = grant_with_floor(&mut conn, &keys, &format!("o{i}"), floor);
+        assert!(
+            token >= before && token < before + 60_000_000,
+            "floor {floor:?} minted token {token}; the server's clock was {before}"
+        );
+        let _: i64 = redis::cmd("DEL").arg(&keys.lease).query(&mut conn).unwrap();
+    }
+    // A floor a little ahead (a client's clock plus its lead) is honoured.
+    let (s, us): (i64, i64) = redis::cmd("TIME").query(&mut conn).unwrap();
+    let ahead = s * 1_000_000 + us + 2_000_000;
+    let token = grant_with_floor(&mut conn, &keys, "near", &ahead.to_string());
+    assert_eq!(token, ahead);
+}

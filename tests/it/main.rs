@@ -6,6 +6,7 @@ mod support;
 mod cli;
 mod cluster;
 mod cluster_faults;
+mod docs_commands;
 mod failover;
 mod fair;
 mod faults;

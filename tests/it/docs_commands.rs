@@ -243,5 +243,4 @@ fn the_extraction_finds_commands_in_code_blocks_inline_code_quotes_and_substitut
     assert!(check(&mut cache, "lock stat").is_some());
     assert!(check(&mut cache, "lock status --jsn").is_some());
     assert!(check(&mut cache, "--jsn lock status").is_some());
-    assert!(check(&mut cache, "lock status --jsn").is_some());
 }

@@ -79,22 +79,26 @@ async function abortable(signal, start) {
 }
 
 let native = null
-// Loaded on first use, so that requiring the package costs nothing until a call is made.
+// Loaded on first use, so that requiring the package costs nothing until a call is made: a
+// build in this directory (`npm run build`) first, else this platform's package
+// (@tractatus-lock/<tag>, an optional dependency npm picks by os, cpu and libc).
 function addon() {
   if (native) return native
-  const { platform, arch } = process
-  const tags = platform === 'linux'
-    ? [`linux-${arch}-gnu`, `linux-${arch}-musl`]
-    : [`${platform}-${arch}`]
-  for (const tag of tags) {
-    const file = path.join(__dirname, `tractatus-lock.${tag}.node`)
-    if (fs.existsSync(file)) {
-      native = require(file)
-      return native
-    }
+  const tag = require('./platform').platformTag()
+  const file = path.join(__dirname, `tractatus-lock.${tag}.node`)
+  if (fs.existsSync(file)) {
+    native = require(file)
+    return native
+  }
+  try {
+    native = require(`@tractatus-lock/${tag}`)
+    return native
+  } catch (e) {
+    if (e?.code !== 'MODULE_NOT_FOUND') throw e
   }
   throw new TractatusLockError('INTERNAL',
-    `no prebuilt tractatus-lock addon for ${platform}-${arch} in ${__dirname}; build it there with \`npm run build\` (needs Rust)`)
+    `no prebuilt tractatus-lock addon for ${tag}: neither ${file} nor the package @tractatus-lock/${tag} ` +
+    '(an optional dependency: reinstall without --omit=optional); or build it with `npm run build` (needs Rust)')
 }
 
 // The addon's errors carry `TL:<CODE>:<exit code>:<message>`.

@@ -37,11 +37,15 @@ impl StateFile {
         read: Option<&Loaded>,
         bytes: &[u8],
     ) -> Result<Duration> {
+        // Messages name the file and its directory relative to the repository root.
         let cannot = |e: std::io::Error| Error::CannotWrite {
-            path: self.path.clone(),
+            path: self.name.clone().into(),
             source: e,
         };
-        let dir_path = self.root.child_path(&self.rel_dir);
+        let dir_path = match self.rel_dir.as_os_str().is_empty() {
+            true => Path::new("the repository root").to_owned(),
+            false => self.rel_dir.clone(),
+        };
         let Some(dir) = dir else {
             return Err(cannot(std::io::Error::new(
                 std::io::ErrorKind::NotFound,

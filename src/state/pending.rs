@@ -198,7 +198,7 @@ impl PendingWrite {
         self.document = None;
         self.read = None;
         let read = match &self.dir {
-            Some(dir) => load::load(dir, &self.file.file_name, self.file.path())?,
+            Some(dir) => load::load(dir, &self.file.file_name, std::path::Path::new(self.file.name()))?,
             None => None,
         };
         self.document = match &read {
@@ -209,7 +209,7 @@ impl PendingWrite {
                 std::str::from_utf8(&r.bytes).map_err(|e| {
                     Error::bad_data(format!(
                         "{} is not valid UTF-8 (at byte {}); nothing written",
-                        self.file.path().display(),
+                        self.file.name(),
                         e.valid_up_to()
                     ))
                 })?;
@@ -279,7 +279,7 @@ impl PendingWrite {
             Some(r) => std::str::from_utf8(&r.bytes).map_err(|e| {
                 Error::bad_data(format!(
                     "{} is not valid UTF-8 ({e})",
-                    self.file.path().display()
+                    self.file.name()
                 ))
             })?,
             None => "{}",

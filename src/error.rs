@@ -107,7 +107,7 @@ pub enum Error {
 
     /// The state file exists but may not be read (its permissions); nothing was written. Exit
     /// 73, as a file that cannot be written: the environment, not the data, is at fault.
-    #[error("cannot read {}: {source}; nothing written", .path.display())]
+    #[error("cannot read {}: {source}", .path.display())]
     CannotRead {
         /// The file, as the messages name it (relative to the repository root).
         path: PathBuf,

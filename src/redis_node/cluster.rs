@@ -387,7 +387,8 @@ impl RedisNode {
             return Ok(conn);
         }
         let ping = redis::cmd("PING");
-        match tokio::time::timeout(self.connect_timeout, ping.query_async::<Value>(&mut conn)).await {
+        match tokio::time::timeout(self.connect_timeout, ping.query_async::<Value>(&mut conn)).await
+        {
             Err(_) => Err(NodeError::timeout(self.connect_timeout)),
             Ok(Err(e)) => Err(NodeError::new(describe(&e, &self.url))),
             Ok(Ok(_)) => Ok(conn),

@@ -52,6 +52,15 @@ impl StateFile {
                 format!("its directory {} does not exist", dir_path.display()),
             )));
         };
+        // The rename would replace a file its permissions keep us from writing (0444 in a
+        // directory we may write): refuse, as `echo > file` would.
+        if read.is_some() && !dir.may_write(&self.file_name).map_err(cannot)? {
+            return Err(cannot(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "it is read-only for this user (its mode does not let us write it); the file \
+                 was left as it is",
+            )));
+        }
         let pid = std::process::id();
         let start = process_start_ticks(pid).unwrap_or(0);
         let host = temp_owner_tag();

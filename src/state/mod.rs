@@ -186,11 +186,7 @@ impl StateFile {
     }
 
     fn unreadable(&self, e: std::io::Error) -> Error {
-        Error::usage(format!(
-            "directory of {} cannot be read: {e}",
-            self.name
-        ))
-        .with_source(e)
+        Error::usage(format!("directory of {} cannot be read: {e}", self.name)).with_source(e)
     }
 
     /// The refusal of the symlink `name` in `dir`: outside the repository (64) when it leads
@@ -241,9 +237,8 @@ impl StateFile {
             return Ok(None);
         };
         // A read writes nothing, so its message does not say "nothing written".
-        let doc = serde_json::from_slice(&loaded.bytes).map_err(|e| {
-            Error::bad_data(format!("{} is not valid JSON ({e})", self.name))
-        })?;
+        let doc = serde_json::from_slice(&loaded.bytes)
+            .map_err(|e| Error::bad_data(format!("{} is not valid JSON ({e})", self.name)))?;
         drop(loaded);
         Ok(match pointer {
             None => Some(doc),

@@ -198,7 +198,11 @@ impl PendingWrite {
         self.document = None;
         self.read = None;
         let read = match &self.dir {
-            Some(dir) => load::load(dir, &self.file.file_name, std::path::Path::new(self.file.name()))?,
+            Some(dir) => load::load(
+                dir,
+                &self.file.file_name,
+                std::path::Path::new(self.file.name()),
+            )?,
             None => None,
         };
         self.document = match &read {
@@ -277,10 +281,7 @@ impl PendingWrite {
         }
         let text = match &self.read {
             Some(r) => std::str::from_utf8(&r.bytes).map_err(|e| {
-                Error::bad_data(format!(
-                    "{} is not valid UTF-8 ({e})",
-                    self.file.name()
-                ))
+                Error::bad_data(format!("{} is not valid UTF-8 ({e})", self.file.name()))
             })?,
             None => "{}",
         };

@@ -16,6 +16,7 @@ mod guard_deadline;
 mod lock_run;
 mod nemesis;
 mod nested;
+mod newcomer;
 mod operate;
 mod props;
 mod redlock;

@@ -206,11 +206,10 @@ pub(super) fn describe(e: &redis::RedisError, url: &NodeUrl) -> String {
         "connection refused".to_owned()
     } else if text.contains("NOAUTH") {
         // The server's words only: a pipeline's refusal repeats them once per command.
-        format!(
-            "authentication refused: this Redis wants a password and none was given (\"NOAUTH\"); \
-             give it in TRACTATUS_REDIS_PASSWORD or TRACTATUS_REDIS_PASSWORD_FILE (and the ACL \
-             user in TRACTATUS_REDIS_USERNAME)"
-        )
+        "authentication refused: this Redis wants a password and none was given (\"NOAUTH\"); \
+         give it in TRACTATUS_REDIS_PASSWORD or TRACTATUS_REDIS_PASSWORD_FILE (and the ACL user \
+         in TRACTATUS_REDIS_USERNAME)"
+            .to_owned()
     } else if matches!(e.kind(), redis::ErrorKind::AuthenticationFailed)
         || text.contains("WRONGPASS")
     {

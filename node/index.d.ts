@@ -1,4 +1,16 @@
-// Types of tractatus-lock for Node.js.
+// Types of tractatus-lock for Node.js. Self-contained: they compile under `tsc --strict` with
+// no @types/node and no DOM library (AbortSignal and Buffer are described by what is used of them).
+
+/** What the package uses of an AbortSignal (Node's and the DOM's both fit). */
+export interface AbortSignalLike {
+  readonly aborted: boolean
+  readonly reason?: unknown
+  addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void
+  removeEventListener(type: 'abort', listener: () => void): void
+}
+
+/** A hook payload as given: JSON text, its bytes (a Buffer is a Uint8Array), or parsed. */
+export type HookPayload = string | Uint8Array | { session_id?: string }
 
 /** A duration: whole milliseconds, or the CLI's text form ("500ms", "10s", "2m", "1h"). */
 export type Duration = number | string
@@ -39,7 +51,7 @@ export interface Options {
    * aborted signal rejects before anything is tried. It cancels the wait only: once the lock is
    * held, the update (or withLock's function) runs to its end.
    */
-  signal?: AbortSignal
+  signal?: AbortSignalLike
 }
 
 export interface UpdateOptions<T = any> extends Options {
@@ -64,8 +76,8 @@ export interface WriteResult {
 export interface Lease {
   /** Fencing token of each lock, by lock name (files by their path relative to the repository root). */
   tokens: Record<string, number>
-  /** Aborts when a lease is lost; its reason is a LEASE_LOST TractatusLockError. */
-  signal: AbortSignal
+  /** Aborts when a lease is lost; its reason is a LEASE_LOST TractatusLockError. (An AbortSignal.) */
+  signal: AbortSignalLike
 }
 
 export type ErrorCode =
@@ -104,6 +116,12 @@ export declare const EXIT_CODES: Readonly<Record<ErrorCode, number>>
 export declare function updateJson<T = any>(
   file: string,
   fn: (doc: T, info: { token: number }) => T | void | Promise<T | void>,
+  options: UpdateOptions<T> & { initial: T },
+): Promise<WriteResult>
+/** Without `initial`, `fn` gets `undefined` when the file does not exist yet. */
+export declare function updateJson<T = any>(
+  file: string,
+  fn: (doc: T | undefined, info: { token: number }) => T | void | Promise<T | void>,
   options?: UpdateOptions<T>,
 ): Promise<WriteResult>
 
@@ -133,10 +151,10 @@ export declare function withLock<R>(
 ): Promise<R>
 
 /** The `session_id` of a Claude Code hook payload (JSON text, Buffer or object). */
-export declare function sessionFromHookInput(payload: string | Buffer | { session_id?: string }): string
+export declare function sessionFromHookInput(payload: HookPayload): string
 
 /** Read and parse a hook's JSON payload from standard input (or another stream). */
-export declare function readHookInput(stream?: NodeJS.ReadableStream): Promise<any>
+export declare function readHookInput(stream?: AsyncIterable<string | Uint8Array>): Promise<any>
 
 /**
  * Where `file` lives for this session: its own copy under `.claude/sessions/<id>/` when the file
@@ -149,7 +167,7 @@ export declare function statePath(file: string, options?: Options): Promise<stri
  * Register a live session (as `tractatus session start`): the id of a Claude Code hook payload,
  * or a fresh one when none is given. Resolves with the id.
  */
-export declare function sessionStart(hookInput?: string | Buffer | { session_id?: string } | null, options?: Options): Promise<string>
+export declare function sessionStart(hookInput?: HookPayload | null, options?: Options): Promise<string>
 
 /** One held lock, as `tractatus lock status --json` shows it. */
 export interface LockStatusEntry {

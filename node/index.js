@@ -82,23 +82,39 @@ async function abortable(signal, start) {
 }
 
 let native = null
-// Loaded on first use, so that requiring the package costs nothing until a call is made.
+// Loaded on first use, so that requiring the package costs nothing until a call is made: a
+// build in this directory (`npm run build`) first, else this platform's package
+// (@tractatus-lock/<tag>, an optional dependency npm picks by os, cpu and libc).
 function addon() {
   if (native) return native
-  const { platform, arch } = process
-  const tags = platform === 'linux'
-    ? [`linux-${arch}-gnu`, `linux-${arch}-musl`]
-    : [`${platform}-${arch}`]
-  for (const tag of tags) {
-    const file = path.join(__dirname, `tractatus-lock.${tag}.node`)
-    if (fs.existsSync(file)) {
-      native = require(file)
-      return native
-    }
+  const tag = require('./platform').platformTag()
+  const file = path.join(__dirname, `tractatus-lock.${tag}.node`)
+  if (fs.existsSync(file)) {
+    native = require(file)
+    return native
+  }
+  try {
+    native = require(`@tractatus-lock/${tag}`)
+    return native
+  } catch (e) {
+    if (e?.code !== 'MODULE_NOT_FOUND') throw e
   }
   throw new TractatusLockError('INTERNAL',
-    `no prebuilt tractatus-lock addon for ${platform}-${arch} in ${__dirname}; build it there with \`npm run build\` (needs Rust)`)
+    `no prebuilt tractatus-lock addon for ${tag}: neither ${file} nor the package @tractatus-lock/${tag} ` +
+    '(an optional dependency: reinstall without --omit=optional); or build it with `npm run build` (needs Rust)')
 }
+
+// The option each of the CLI's flags is here: the addon's messages name the flag.
+const OPTION_OF_FLAG = Object.freeze({
+  '--redis': 'redis',
+  '--namespace': 'namespace',
+  '--ttl': 'ttl',
+  '--wait': 'wait',
+  '--max-hold': 'maxHold',
+  '--node-timeout': 'nodeTimeout',
+  '--connect-timeout': 'connectTimeout',
+  '--session': 'session',
+})
 
 // The addon's errors carry `TL:<CODE>:<exit code>:<message>`.
 function fromNative(e) {
@@ -107,7 +123,11 @@ function fromNative(e) {
   if (m[1] === 'CONFLICT') {
     return new TractatusLockError('LEASE_LOST', m[3], { exitCode: Number(m[2]), reason: 'conflict' })
   }
-  return new TractatusLockError(m[1], m[3], { exitCode: Number(m[2]) })
+  // A bad value of an option is named as the option the caller wrote (`wait`, not `--wait`).
+  const message = m[1] === 'USAGE'
+    ? m[3].replace(/^--[a-z-]+(?=:)/, (flag) => (OPTION_OF_FLAG[flag] ? `the ${OPTION_OF_FLAG[flag]} option` : flag))
+    : m[3]
+  return new TractatusLockError(m[1], message, { exitCode: Number(m[2]) })
 }
 
 async function call(fn) {
@@ -121,14 +141,24 @@ async function call(fn) {
 function duration(v, name) {
   if (v === undefined || v === null) return undefined
   if (typeof v === 'number') {
-    if (!Number.isInteger(v) || v < 0) throw usage(`${name}: expected whole milliseconds, got ${v}`)
+    if (!Number.isInteger(v) || v < 0) throw usage(`the ${name} option: expected whole milliseconds, got ${v}`)
     return `${v}ms`
   }
   return String(v)
 }
 
-function nativeOptions(o = {}) {
+// The options every call takes; a call may take a few more of its own (`initial`, `keep`).
+const OPTIONS = ['cwd', 'redis', 'namespace', 'ttl', 'wait', 'maxHold', 'nodeTimeout', 'connectTimeout',
+  'session', 'allowNetworkFs', 'onNotice', 'quiet', 'signal']
+
+function nativeOptions(o = {}, own = []) {
   if (o === null || typeof o !== 'object') throw usage('options must be an object')
+  // A misspelt option (`waitt`) would otherwise be ignored, and its default used in silence.
+  for (const key of Object.keys(o)) {
+    if (!OPTIONS.includes(key) && !own.includes(key)) {
+      throw usage(`unknown option '${key}': the options are ${[...OPTIONS, ...own].join(', ')}`)
+    }
+  }
   return {
     cwd: o.cwd === undefined ? undefined : path.resolve(String(o.cwd)),
     redis: o.redis === undefined || o.redis === null ? undefined : [].concat(o.redis).map(String),
@@ -183,7 +213,7 @@ function result(r) {
  */
 async function updateJson(file, fn, opts = {}) {
   if (typeof fn !== 'function') throw usage('updateJson(file, fn): fn must be a function')
-  const o = nativeOptions(opts)
+  const o = nativeOptions(opts, ['initial'])
   const f = filePath(file)
   const pending = await joinedOr((held) => held.begin(f, o), (c) => addon().begin(f, o, c), opts.signal)
   notify(pending.notice, opts)
@@ -242,7 +272,7 @@ async function appendJson(file, pointer, value, opts = {}) {
   if (keep !== undefined && (!Number.isInteger(keep) || keep < 1 || keep > 0xffffffff)) {
     throw usage(`keep must be a whole number of entries (at least 1), got ${keep}`)
   }
-  const o = nativeOptions(opts)
+  const o = nativeOptions(opts, ['keep'])
   const [f, p, json] = [filePath(file), String(pointer), toJson(value, 'value')]
   const r = await joinedOr((held) => held.append(f, p, json, keep, o), (c) => addon().append(f, p, json, keep, o, c), opts.signal)
   notify(r.notice, opts)

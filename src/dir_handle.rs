@@ -206,6 +206,20 @@ impl DirHandle {
         }
     }
 
+    /// Whether this process may write the file `name` by its permissions (`faccessat` with
+    /// `W_OK`: root may write anything), asked without opening it; a file that does not exist
+    /// (any more) is no refusal.
+    pub(crate) fn may_write(&self, name: &OsStr) -> io::Result<bool> {
+        let access = rustix::fs::Access::WRITE_OK;
+        match rustix::fs::accessat(&self.fd, check_name(name)?, access, AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(true),
+            Err(rustix::io::Errno::ACCESS | rustix::io::Errno::PERM | rustix::io::Errno::ROFS) => {
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The target of the symlink `name` in this directory, as written in the link (to judge
     /// where it leads, never to follow it); `None` when `name` is not a symlink.
     pub(crate) fn read_link(&self, name: &OsStr) -> io::Result<Option<PathBuf>> {

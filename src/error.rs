@@ -116,6 +116,16 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The state file exists but may not be read (its permissions); nothing was written. Exit
+    /// 73, as a file that cannot be written: the environment, not the data, is at fault.
+    #[error("cannot read {}: {source}", .path.display())]
+    CannotRead {
+        /// The file, as the messages name it (relative to the repository root).
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+
     /// A bug or an environment we did not expect.
     #[error("internal error: {message}")]
     Internal {
@@ -210,7 +220,7 @@ impl Error {
             Error::BadData { .. } => 65,
             Error::Unavailable { .. } => 69,
             Error::Internal { .. } => 70,
-            Error::CannotWrite { .. } => 73,
+            Error::CannotWrite { .. } | Error::CannotRead { .. } => 73,
             Error::Timeout { .. } | Error::Deadlock { .. } => 75,
             Error::LeaseLost { .. } | Error::Fenced { .. } | Error::Conflict { .. } => 76,
         }

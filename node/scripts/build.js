@@ -1,7 +1,8 @@
 'use strict'
 // Build the native addon from the Rust crate and put it where index.js loads it:
-// tractatus-lock.<platform>-<arch>[-gnu|-musl].node. `--debug` for a debug build.
-// Plain cargo, so that the build needs nothing from npm.
+// tractatus-lock.<platform>-<arch>[-gnu|-musl].node; and, in the same cargo run (so that both
+// share every compiled crate), the `tractatus` CLI that `scripts/pack.js` puts in this
+// platform's package. `--debug` for a debug build. Plain cargo: the build needs nothing from npm.
 
 const { spawnSync } = require('node:child_process')
 const fs = require('node:fs')
@@ -11,7 +12,7 @@ const pkg = path.resolve(__dirname, '..')
 const workspace = path.resolve(pkg, '..')
 const release = !process.argv.includes('--debug')
 
-const args = ['build', '--locked', '-p', 'tractatus-lock-node', '--lib']
+const args = ['build', '--locked', '-p', 'tractatus-lock-node', '--lib', '-p', 'tractatus-lock', '--bin', 'tractatus']
 if (release) args.push('--release')
 const built = spawnSync('cargo', args, { cwd: workspace, stdio: 'inherit' })
 if (built.error || built.status !== 0) {
@@ -19,17 +20,13 @@ if (built.error || built.status !== 0) {
   process.exit(built.status || 1)
 }
 
-const { platform, arch } = process
+const { platform } = process
 const libName = {
   linux: 'libtractatus_lock_node.so',
   darwin: 'libtractatus_lock_node.dylib',
   win32: 'tractatus_lock_node.dll',
 }[platform] || 'libtractatus_lock_node.so'
-let tag = `${platform}-${arch}`
-if (platform === 'linux') {
-  const glibc = process.report.getReport().header.glibcVersionRuntime
-  tag += glibc ? '-gnu' : '-musl'
-}
+const tag = require('../platform').platformTag()
 const targetDir = process.env.CARGO_TARGET_DIR
   ? path.resolve(workspace, process.env.CARGO_TARGET_DIR)
   : path.join(workspace, 'target')

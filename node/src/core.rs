@@ -60,7 +60,7 @@ impl From<Error> for Failure {
             e if e.is_lease_lost() => "LEASE_LOST",
             e if e.is_bad_data() => "BAD_DATA",
             Error::Usage { .. } => "USAGE",
-            Error::CannotWrite { .. } => "CANNOT_WRITE",
+            Error::CannotWrite { .. } | Error::CannotRead { .. } => "CANNOT_WRITE",
             _ => "INTERNAL",
         };
         Failure {

@@ -99,7 +99,7 @@ for (const backend of ['redis', 'local']) {
       assert.equal(fs.readFileSync(repo.file(STATE), 'utf8'), shared)
       // Refused where it enters (issue 18): the id is recorded with the lease and shown to others.
       await assert.rejects(t.setJson('.claude/other.json', '/n', 1, { ...opts, session: 'a/b' }),
-        (e) => e.code === 'USAGE' && e.exitCode === 64 && /--session: bad session id/.test(e.message))
+        (e) => e.code === 'USAGE' && e.exitCode === 64 && /the session option: bad session id/.test(e.message))
     })
   })
 }

@@ -204,11 +204,19 @@ pub(super) fn describe(e: &redis::RedisError, url: &NodeUrl) -> String {
     let text = text.replace(url.secret_url(), &url.to_string());
     if e.is_connection_refusal() {
         "connection refused".to_owned()
+    } else if text.contains("NOAUTH") {
+        // The server's words only: a pipeline's refusal repeats them once per command.
+        "authentication refused: this Redis wants a password and none was given (\"NOAUTH\"); \
+         give it in TRACTATUS_REDIS_PASSWORD or TRACTATUS_REDIS_PASSWORD_FILE (and the ACL user \
+         in TRACTATUS_REDIS_USERNAME)"
+            .to_owned()
     } else if matches!(e.kind(), redis::ErrorKind::AuthenticationFailed)
         || text.contains("WRONGPASS")
-        || text.contains("NOAUTH")
     {
-        format!("authentication refused ({text})")
+        format!(
+            "authentication refused ({text}): check TRACTATUS_REDIS_PASSWORD (or \
+             TRACTATUS_REDIS_PASSWORD_FILE) and TRACTATUS_REDIS_USERNAME"
+        )
     } else if text.contains("unauthenticated") {
         // Redis drops a client that sends a long request before AUTH.
         format!("authentication required: no password given? ({text})")

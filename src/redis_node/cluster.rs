@@ -353,7 +353,7 @@ impl RedisNode {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(None);
-        tokio::time::timeout(
+        let conn = tokio::time::timeout(
             self.connect_timeout,
             client.get_multiplexed_async_connection_with_config(&config),
         )
@@ -364,7 +364,35 @@ impl RedisNode {
             // which a wait rides out (see `Coordinator::connect`), not a refusal.
             timed_out: e.is_timeout(),
             ..NodeError::new(describe(&e, &self.url))
-        })
+        })?;
+        let unauthenticated = client
+            .get_connection_info()
+            .redis_settings()
+            .password()
+            .is_none();
+        self.check_auth(conn, unauthenticated).await
+    }
+
+    /// Without a password, one `PING` on the new connection: a server that wants one answers
+    /// `NOAUTH` here, and every command then says "authentication refused" and how to give
+    /// the password, at once, instead of failing later in its own way (a pipeline's dump, a
+    /// connection the crate dropped, a wait spent retrying). With a password, the crate's
+    /// `AUTH` already failed the connect when it was refused.
+    async fn check_auth(
+        &self,
+        mut conn: MultiplexedConnection,
+        unauthenticated: bool,
+    ) -> Result<MultiplexedConnection, NodeError> {
+        if !unauthenticated {
+            return Ok(conn);
+        }
+        let ping = redis::cmd("PING");
+        match tokio::time::timeout(self.connect_timeout, ping.query_async::<Value>(&mut conn)).await
+        {
+            Err(_) => Err(NodeError::timeout(self.connect_timeout)),
+            Ok(Err(e)) => Err(NodeError::new(describe(&e, &self.url))),
+            Ok(Ok(_)) => Ok(conn),
+        }
     }
 
     /// True when `e`, the reply to a request sent on `conn`, means that the URL's node is part

@@ -37,17 +37,30 @@ impl StateFile {
         read: Option<&Loaded>,
         bytes: &[u8],
     ) -> Result<Duration> {
+        // Messages name the file and its directory relative to the repository root.
         let cannot = |e: std::io::Error| Error::CannotWrite {
-            path: self.path.clone(),
+            path: self.name.clone().into(),
             source: e,
         };
-        let dir_path = self.root.child_path(&self.rel_dir);
+        let dir_path = match self.rel_dir.as_os_str().is_empty() {
+            true => Path::new("the repository root").to_owned(),
+            false => self.rel_dir.clone(),
+        };
         let Some(dir) = dir else {
             return Err(cannot(std::io::Error::new(
                 std::io::ErrorKind::NotFound,
                 format!("its directory {} does not exist", dir_path.display()),
             )));
         };
+        // The rename would replace a file its permissions keep us from writing (0444 in a
+        // directory we may write): refuse, as `echo > file` would.
+        if read.is_some() && !dir.may_write(&self.file_name).map_err(cannot)? {
+            return Err(cannot(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "it is read-only for this user (its mode does not let us write it); the file \
+                 was left as it is",
+            )));
+        }
         let pid = std::process::id();
         let start = process_start_ticks(pid).unwrap_or(0);
         let host = temp_owner_tag();

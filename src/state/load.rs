@@ -34,6 +34,11 @@ pub(super) fn load(dir: &DirHandle, name: &OsStr, path: &Path) -> Result<Option<
     let cannot = |e: std::io::Error| {
         if is_refused_link(&e) {
             Error::bad_data(format!("{e}; nothing written"))
+        } else if e.kind() == ErrorKind::PermissionDenied {
+            Error::CannotRead {
+                path: path.to_owned(),
+                source: e,
+            }
         } else {
             Error::bad_data(format!("cannot read {}: {e}", path.display()))
         }

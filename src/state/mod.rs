@@ -236,11 +236,7 @@ impl StateFile {
     }
 
     fn unreadable(&self, e: std::io::Error) -> Error {
-        Error::usage(format!(
-            "directory of {} cannot be read: {e}",
-            self.path.display()
-        ))
-        .with_source(e)
+        Error::usage(format!("directory of {} cannot be read: {e}", self.name)).with_source(e)
     }
 
     /// The refusal of the symlink `name` in `dir`: outside the repository (64) when it leads
@@ -287,10 +283,12 @@ impl StateFile {
         let Some(dir) = self.dir_handle()? else {
             return Ok(None);
         };
-        let Some(loaded) = load::load(&dir, &self.file_name, &self.path)? else {
+        let Some(loaded) = load::load(&dir, &self.file_name, Path::new(&self.name))? else {
             return Ok(None);
         };
-        let doc = self.parse(&loaded.bytes)?;
+        // A read writes nothing, so its message does not say "nothing written".
+        let doc = serde_json::from_slice(&loaded.bytes)
+            .map_err(|e| Error::bad_data(format!("{} is not valid JSON ({e})", self.name)))?;
         drop(loaded);
         Ok(match pointer {
             None => Some(doc),
@@ -360,7 +358,7 @@ impl StateFile {
         let old = pending.bytes().ok_or_else(|| {
             Error::bad_data(format!(
                 "{} does not exist: `state update` needs a document to update (create it with `state set FILE \"\" '{{}}'`)",
-                self.path.display()
+                self.name
             ))
         })?;
         let out = match run_filter(pending.lease(), argv, old).await? {
@@ -386,7 +384,7 @@ impl StateFile {
             return Err(Error::bad_data(format!(
                 "{} is not valid JSON (it nests deeper than {MAX_DEPTH} levels, the most it can \
                  read); nothing written",
-                self.path.display()
+                self.name
             )));
         }
         serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
@@ -401,7 +399,7 @@ impl StateFile {
     pub(super) fn not_json(&self, e: serde_json::Error) -> Error {
         Error::bad_data(format!(
             "{} is not valid JSON ({e}); nothing written",
-            self.path.display()
+            self.name
         ))
     }
 }

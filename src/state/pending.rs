@@ -200,7 +200,11 @@ impl PendingWrite {
         let read = match &self.dir {
             Some(dir) => {
                 self.file.check_in_place(dir)?;
-                load::load(dir, &self.file.file_name, self.file.path())?
+                load::load(
+                    dir,
+                    &self.file.file_name,
+                    std::path::Path::new(self.file.name()),
+                )?
             }
             None => None,
         };
@@ -212,7 +216,7 @@ impl PendingWrite {
                 std::str::from_utf8(&r.bytes).map_err(|e| {
                     Error::bad_data(format!(
                         "{} is not valid UTF-8 (at byte {}); nothing written",
-                        self.file.path().display(),
+                        self.file.name(),
                         e.valid_up_to()
                     ))
                 })?;
@@ -280,10 +284,7 @@ impl PendingWrite {
         }
         let text = match &self.read {
             Some(r) => std::str::from_utf8(&r.bytes).map_err(|e| {
-                Error::bad_data(format!(
-                    "{} is not valid UTF-8 ({e})",
-                    self.file.path().display()
-                ))
+                Error::bad_data(format!("{} is not valid UTF-8 ({e})", self.file.name()))
             })?,
             None => "{}",
         };

@@ -182,7 +182,12 @@ fn three_of_five_down_is_unavailable_and_writes_nothing() {
         "{}",
         r.stderr
     );
-    assert_eq!(r.stderr.lines().count(), 1);
+    // One line of error; the wait's one-time notice (no holder to name after 1 s) aside.
+    let errors = r
+        .stderr
+        .lines()
+        .filter(|l| !l.contains("with no holder to name"));
+    assert_eq!(errors.count(), 1);
     assert_eq!(repo.read(".claude/session-state.json"), "{\n  \"n\": 1\n}");
 }
 

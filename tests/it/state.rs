@@ -1080,13 +1080,8 @@ fn a_missing_directory_is_named_in_the_error() {
     ]));
     assert_eq!(r.code, 73, "{}", r.stderr);
     let line = r.stderr.trim();
-    assert!(
-        line.contains(&format!(
-            "{} does not exist",
-            repo.file(".claude/nodir").display()
-        )),
-        "{line}"
-    );
+    // Named from the repository root, as every state-file message names paths.
+    assert!(line.contains(".claude/nodir does not exist"), "{line}");
     assert!(
         !line.contains(".tractatus-"),
         "the temp file's path: {line}"

@@ -75,7 +75,7 @@ async fn lock_run(
             if let Some(f) = feedback.take() {
                 f.finish();
             }
-            let f = WaitFeedback::start(&format!("lock '{name}'"));
+            let f = WaitFeedback::start(&format!("lock '{name}'"), !coordinator.is_local());
             let progress = f.progress();
             feedback = Some(f);
             Some(progress)
@@ -122,7 +122,10 @@ async fn slot_run(
     let coordinator = ctx.coordinator().await?;
     // Session registry (issue 12): this run keeps its session active until it returns.
     let _active = crate::session::keep_active(ctx);
-    let feedback = WaitFeedback::start(&format!("one of the {slots} slots of '{name}'"));
+    let feedback = WaitFeedback::start(
+        &format!("one of the {slots} slots of '{name}'"),
+        !coordinator.is_local(),
+    );
     let opts = AcquireOptions {
         wait: ctx.ws.resolved().wait,
         progress: Some(feedback.progress()),
@@ -378,11 +381,18 @@ async fn init(ctx: &Context) -> Result<i32> {
     } else if marked == 0 {
         output::out("local locks: there is no Redis to mark")?;
     } else {
-        output::out(&format!(
-            "marked {marked} Redis server{} as initialized: locks they do not know are granted \
-             at once until they restart",
-            if marked == 1 { "" } else { "s" }
-        ))?;
+        // What the mark changes: no restart quarantine for a lock the server does not know.
+        let said = if marked == 1 {
+            "marked 1 Redis server as brand-new: a lock it does not know is granted at once, \
+             without waiting out the restart quarantine, until it next restarts"
+                .to_owned()
+        } else {
+            format!(
+                "marked {marked} Redis servers as brand-new: a lock they do not know is granted \
+                 at once, without waiting out the restart quarantine, until they next restart"
+            )
+        };
+        output::out(&said)?;
     }
     Ok(0)
 }

@@ -119,26 +119,60 @@ pub fn format_time(ms: u64) -> String {
     )
 }
 
-/// While waiting on a terminal, one stderr line updated in place names the holder.
+/// While waiting on a terminal, one stderr line updated in place names the holder. On Redis, a
+/// wait that has named no holder after [`SILENT_WAIT`] (a server in its restart quarantine, or
+/// one that does not answer yet) is said once on stderr, terminal or not: a hook's stderr
+/// reaches its log, and a stall of up to the quarantine (10 s) should not be silent there.
 pub struct WaitFeedback {
     progress: WaitProgress,
-    task: Option<tokio::task::JoinHandle<()>>,
+    /// The task showing the wait, and whether stderr is a terminal.
+    task: Option<(tokio::task::JoinHandle<()>, bool)>,
 }
 
+/// How long a wait on Redis may name no holder before it is said (once).
+const SILENT_WAIT: Duration = Duration::from_secs(1);
+
 impl WaitFeedback {
-    /// Start showing the wait for `what` (like `lock 'x'`), if stderr is a terminal.
-    pub fn start(what: &str) -> Self {
+    /// Start showing the wait for `what` (like `lock 'x'`): the holder if stderr is a
+    /// terminal, and on Redis (`redis`) a stall with no holder to name, once.
+    pub fn start(what: &str, redis: bool) -> Self {
         let (tx, mut rx) = watch::channel::<Option<HolderInfo>>(None);
-        let task = std::io::stderr().is_terminal().then(|| {
+        let terminal = std::io::stderr().is_terminal();
+        let task = (terminal || redis).then(|| {
             let what = field(what);
             tokio::spawn(async move {
                 let started = Instant::now();
                 let mut shown = false;
+                // Said only while no holder was ever named: after a holder let go, the
+                // acquire reports "nobody" too, and that is no stall.
+                let mut noted = false;
                 loop {
                     let changed =
                         tokio::time::timeout(Duration::from_millis(250), rx.changed()).await;
                     // Every sender gone: the wait is over one way or the other.
                     let closed = matches!(changed, Ok(Err(_)));
+                    let mut err = std::io::stderr();
+                    noted |= rx.borrow().is_some();
+                    if redis && !noted && !closed && rx.borrow().is_none()
+                        && started.elapsed() >= SILENT_WAIT
+                    {
+                        noted = true;
+                        let wipe = if shown { "\r\x1b[K" } else { "" };
+                        let _ = writeln!(
+                            err,
+                            "{wipe}tractatus: waiting for {what} with no holder to name: a Redis \
+                             server in its restart quarantine (it started empty or took over in a \
+                             failover; up to the quarantine, 10 s by default) or one that does not \
+                             answer yet"
+                        );
+                        shown = false;
+                    }
+                    if !terminal {
+                        if closed {
+                            break;
+                        }
+                        continue;
+                    }
                     let line = rx.borrow().as_ref().map(|h| {
                         format!(
                             "\rtractatus: waiting {:.1}s for {what}: held by session {} on {} pid {} for {:.1}s\x1b[K",
@@ -149,7 +183,6 @@ impl WaitFeedback {
                             h.held_for().as_secs_f64()
                         )
                     });
-                    let mut err = std::io::stderr();
                     match line {
                         Some(line) if !closed => {
                             let _ = err.write_all(line.as_bytes());
@@ -168,7 +201,10 @@ impl WaitFeedback {
                 }
             })
         });
-        WaitFeedback { progress: tx, task }
+        WaitFeedback {
+            progress: tx,
+            task: task.map(|t| (t, terminal)),
+        }
     }
 
     /// Where the library reports the holder.
@@ -176,11 +212,13 @@ impl WaitFeedback {
         self.progress.clone()
     }
 
-    /// Stop, and wipe the line.
+    /// Stop, and wipe the line (on a terminal).
     pub fn finish(mut self) {
-        if let Some(t) = self.task.take() {
+        if let Some((t, terminal)) = self.task.take() {
             t.abort();
-            let _ = std::io::stderr().write_all(b"\r\x1b[K");
+            if terminal {
+                let _ = std::io::stderr().write_all(b"\r\x1b[K");
+            }
         }
     }
 }

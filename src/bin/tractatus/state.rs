@@ -62,7 +62,8 @@ pub async fn run(ctx: &Context, cmd: StateCommand) -> Result<i32> {
     loop {
         let write = async {
             let coordinator = ctx.coordinator().await?;
-            let feedback = WaitFeedback::start(&format!("lock '{}'", file.name()));
+            let feedback =
+                WaitFeedback::start(&format!("lock '{}'", file.name()), !coordinator.is_local());
             let opts = AcquireOptions {
                 wait: ctx.ws.resolved().wait,
                 progress: Some(feedback.progress()),

@@ -135,8 +135,12 @@ impl Coordinator {
                 log_cap: cfg.log_cap,
                 // One Redis forgets as a Redlock master does: the same quarantine for both.
                 quarantine: cfg.quarantine,
-                floor: std::mem::take(&mut floor)
-                    .max(crate::quorum::token_proposal(quorum.nodes().len())),
+                // Only what a hand-off named. A client's own proposal (its clock plus a lead,
+                // so that several masters mint one token and skip the raise) saved 5 masters
+                // uncontended about 1.4x, but 8 tasks on 3 masters fell from 0.76x of one
+                // master to 0.34x with it, even proposed on first attempts only (the same
+                // benchmark, 2026-12-05): contention comes first.
+                floor: std::mem::take(&mut floor),
             };
             // How long to wait before the next attempt, and whether a release event may cut it
             // short (not after a split vote: the other contenders' releases would wake everyone

@@ -137,9 +137,10 @@ impl Coordinator {
                 quarantine: cfg.quarantine,
                 // Only what a hand-off named. A client's own proposal (its clock plus a lead,
                 // so that several masters mint one token and skip the raise) saved 5 masters
-                // uncontended about 1.4x, but 8 tasks on 3 masters fell from 0.76x of one
-                // master to 0.34x with it, even proposed on first attempts only (the same
-                // benchmark, 2026-12-05): contention comes first.
+                // uncontended about 1.4x, but 8 tasks on 3 masters ran at 0.34x of one master
+                // in all three runs with it (once proposed on first attempts only), against
+                // 0.31-0.76x, median 0.72x, in five runs without (the same benchmark, quiet
+                // machine, 2026-12-05; the runs without are bimodal): contention comes first.
                 floor: std::mem::take(&mut floor),
             };
             // How long to wait before the next attempt, and whether a release event may cut it

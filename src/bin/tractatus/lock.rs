@@ -195,29 +195,7 @@ async fn status(ctx: &Context) -> Result<i32> {
         }
         return Ok(0);
     }
-    let rows: Vec<Vec<String>> = locks
-        .iter()
-        .map(|l| {
-            vec![
-                l.name.clone(),
-                l.session.clone(),
-                l.host.clone(),
-                l.pid.to_string(),
-                human_duration(l.held_ms),
-                l.ttl_left_ms
-                    .map(human_duration)
-                    .unwrap_or_else(|| "-".into()),
-                l.token.to_string(),
-                l.waiters.to_string(),
-                if l.stale {
-                    "stale".into()
-                } else {
-                    String::new()
-                },
-                l.command.clone(),
-            ]
-        })
-        .collect();
+    let rows: Vec<Vec<String>> = locks.iter().map(|l| status_row(l, true)).collect();
     output::table(
         &[
             "LOCK", "SESSION", "HOST", "PID", "HELD", "TTL", "TOKEN", "WAITERS", "STATE", "COMMAND",
@@ -268,6 +246,32 @@ async fn status(ctx: &Context) -> Result<i32> {
 }
 
 /// ", holding 'x' (token N), ..." for a waiter's wait-for edge.
+/// One held lock as a row of the status table (`lock status`, and `--watch` without the token
+/// column): LOCK, SESSION, HOST, PID, HELD, TTL, [TOKEN,] WAITERS, STATE, COMMAND.
+pub(crate) fn status_row(l: &LockStatus, with_token: bool) -> Vec<String> {
+    let mut row = vec![
+        l.name.clone(),
+        l.session.clone(),
+        l.host.clone(),
+        l.pid.to_string(),
+        human_duration(l.held_ms),
+        l.ttl_left_ms
+            .map(human_duration)
+            .unwrap_or_else(|| "-".into()),
+    ];
+    if with_token {
+        row.push(l.token.to_string());
+    }
+    row.push(l.waiters.to_string());
+    row.push(if l.stale {
+        "stale".into()
+    } else {
+        String::new()
+    });
+    row.push(l.command.clone());
+    row
+}
+
 fn holding_text(e: &tractatus_lock::deadlock::Edge) -> String {
     let held: Vec<String> = e
         .holding

@@ -240,25 +240,7 @@ fn holders(r: &StatusReport, lines: &mut Vec<String>) {
     let rows: Vec<Vec<String>> = r
         .locks
         .iter()
-        .map(|l| {
-            vec![
-                l.name.clone(),
-                l.session.clone(),
-                l.host.clone(),
-                l.pid.to_string(),
-                human_duration(l.held_ms),
-                l.ttl_left_ms
-                    .map(human_duration)
-                    .unwrap_or_else(|| "-".into()),
-                l.waiters.to_string(),
-                if l.stale {
-                    "stale".into()
-                } else {
-                    String::new()
-                },
-                l.command.clone(),
-            ]
-        })
+        .map(|l| crate::lock::status_row(l, false))
         .collect();
     table(
         &[

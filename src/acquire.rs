@@ -6,6 +6,9 @@
 //! quarantine (keeping our place in line); ride out a coordinator that
 //! stops answering (reconnect, resubscribe) until the wait runs out; leave the waiter set when
 //! giving up.
+//!
+//! Over 500 lines: one loop (attempt, queue, wake-up, hand-off, giving up) whose steps share its
+//! locals; issue 22 moves `GiveUp` and the wake-up streams to files of their own.
 
 use std::time::Duration;
 

@@ -20,6 +20,10 @@
 //! at the leases it is told the deadline (`Validity::for_guard`), and a deadline that passes
 //! with no later one is its cue. The run then ends with the lease lost (76), saying that the
 //! guard stopped the command.
+//!
+//! Over 500 lines: `lock run`'s supervision (start, signal forwarding, renewal, the end) plus the
+//! early-started guard of issue 20; issue 22 moves the started-group handshake to a file of its
+//! own.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;

@@ -4,6 +4,9 @@
 //! see every master; a cluster is one Redlock member among plain servers; sessions (registry,
 //! per-session files, stats, end, gc) and `lock run --slots` work on a cluster, the slot
 //! waiters listening on each slot's own master.
+//!
+//! Over 500 lines: one module per feature, whose tests share the helpers at its top; issue 22
+//! splits it by sub-feature.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -2,6 +2,9 @@
 //! each other in a cycle are found and one of them, the youngest in line, gives up at once
 //! with 75 and the cycle named, while the others finish; waits without a cycle never give up.
 //! Every case runs on one Redis, on three Redlock masters and on local file locks.
+//!
+//! Over 500 lines: one module per feature, whose tests share the helpers at its top; issue 22
+//! splits it by sub-feature.
 
 use std::path::Path;
 use std::process::Command;

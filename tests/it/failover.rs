@@ -7,6 +7,9 @@
 //! [`eight_workers`] and [`Counts`] are the reusable part: 8 processes alternating `lock run
 //! --name W` (logging holders and tokens) and `state append` (noting which appends were
 //! acknowledged and with what token), while the caller breaks something; then the counts.
+//!
+//! Over 500 lines: one module per feature, whose tests share the helpers at its top; issue 22
+//! splits it by sub-feature.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -3,6 +3,9 @@
 //! totals across sessions, the id taken from a Claude Code hook payload passed through byte for
 //! byte, the live registry (list, end), cleanup that removes exactly the directories of ended
 //! and silent sessions, and session ids refused where they would name a directory.
+//!
+//! Over 500 lines: one module per feature, whose tests share the helpers at its top; issue 22
+//! splits it by sub-feature.
 
 use std::io::{Read, Write};
 use std::path::Path;

@@ -1,5 +1,8 @@
 //! `lock run --slots N`: up to N runs at once, each on its own slot with its own fencing, the
 //! next one woken when a slot is let go; on one Redis, on Redlock and on local file locks.
+//!
+//! Over 500 lines: one module per feature, whose tests share the helpers at its top; issue 22
+//! splits it by sub-feature.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -1,5 +1,8 @@
 //! `tractatus state`: guarded read-modify-write of JSON state files, atomic commits, the fencing
 //! check, crash safety, and bad input that leaves the file byte for byte as it was.
+//!
+//! Over 500 lines: one module per feature, whose tests share the helpers at its top; issue 22
+//! splits it by sub-feature.
 
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;

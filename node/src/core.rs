@@ -10,9 +10,6 @@
 //!
 //! Over 500 lines on purpose: it is the one seam between the binding and the library, and
 //! splitting it would spread the library's API over several files again.
-//!
-//! Over 500 lines: kept whole on purpose: every call into the library is here, so a change of the
-//! library's API is a change of this file only.
 
 use std::collections::HashMap;
 use std::future::Future;

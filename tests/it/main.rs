@@ -31,6 +31,7 @@ mod sessions;
 mod slots;
 mod state;
 mod trust_config;
+mod trust_deadlock;
 mod trust_lease;
 mod trust_local;
 mod trust_output;

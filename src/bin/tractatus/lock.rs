@@ -247,7 +247,7 @@ async fn status(ctx: &Context) -> Result<i32> {
 
 /// ", holding 'x' (token N), ..." for a waiter's wait-for edge.
 /// One held lock as a row of the status table (`lock status`, and `--watch` without the token
-/// column): LOCK, SESSION, HOST, PID, HELD, TTL, [TOKEN,] WAITERS, STATE, COMMAND.
+/// column): LOCK, SESSION, HOST, PID, HELD, TTL, (TOKEN,) WAITERS, STATE, COMMAND.
 pub(crate) fn status_row(l: &LockStatus, with_token: bool) -> Vec<String> {
     let mut row = vec![
         l.name.clone(),

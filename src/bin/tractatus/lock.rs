@@ -245,7 +245,6 @@ async fn status(ctx: &Context) -> Result<i32> {
     Ok(0)
 }
 
-/// ", holding 'x' (token N), ..." for a waiter's wait-for edge.
 /// One held lock as a row of the status table (`lock status`, and `--watch` without the token
 /// column): LOCK, SESSION, HOST, PID, HELD, TTL, (TOKEN,) WAITERS, STATE, COMMAND.
 pub(crate) fn status_row(l: &LockStatus, with_token: bool) -> Vec<String> {
@@ -272,6 +271,7 @@ pub(crate) fn status_row(l: &LockStatus, with_token: bool) -> Vec<String> {
     row
 }
 
+/// ", holding 'x' (token N), ..." for a waiter's wait-for edge.
 fn holding_text(e: &tractatus_lock::deadlock::Edge) -> String {
     let held: Vec<String> = e
         .holding

@@ -17,6 +17,7 @@ use futures_util::stream::{BoxStream, SelectAll};
 use futures_util::{FutureExt, StreamExt};
 use tokio::time::Instant;
 
+use crate::backend::{Eviction, GrantRequest, WAKE_ALL};
 use crate::clock::{Stamp, far_deadline};
 use crate::config::check_lock_name;
 use crate::connect::{Backend, Coordinator};
@@ -25,7 +26,6 @@ use crate::handoff::{Call, handed_validity};
 use crate::holder::HolderInfo;
 use crate::keys::LockKeys;
 use crate::lease::Lease;
-use crate::node::{Eviction, GrantRequest, WAKE_ALL};
 use crate::options::AcquireOptions;
 use crate::quorum::{Attempt, Quorum, Renewal};
 

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
+use crate::backend::Node;
 use crate::config::Config;
 use crate::dir_handle::DirHandle;
 use crate::error::{Error, Result};
 use crate::holder::Identity;
 use crate::local::LocalBackend;
-use crate::node::Node;
 use crate::quorum::Quorum;
 use crate::redis_node::RedisNode;
 

@@ -11,12 +11,12 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use crate::Coordinator;
+use crate::backend::{
+    Eviction, GrantReply, GrantRequest, Node, NodeError, NodeFuture, WAKE_ALL, WakeStream,
+};
 use crate::config::{Config, parse_nodes};
 use crate::holder::{HolderInfo, Identity};
 use crate::keys::LockKeys;
-use crate::node::{
-    Eviction, GrantReply, GrantRequest, Node, NodeError, NodeFuture, WAKE_ALL, WakeStream,
-};
 
 /// What the fake node does with the next requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,8 +13,8 @@
 
 use std::time::Duration;
 
+use crate::backend::WAKE_ALL;
 use crate::clock::{Deadline, Stamp};
-use crate::node::WAKE_ALL;
 use crate::quorum::validity;
 
 /// How long a lease handed to a waiter lasts before the waiter confirms it: a waiter that died

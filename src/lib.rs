@@ -5,7 +5,8 @@
 //! # Layout
 //! - [`config`]: raw flags, environment and config file become a checked [`Config`].
 //! - [`keys`]: the one place that knows the Redis key layout.
-//! - [`node`]: the [`node::Node`] and [`node::NodeAdmin`] traits: the one seam to Redis.
+//! - [`backend`]: the [`backend::Node`] and [`backend::NodeAdmin`] traits: the one seam to Redis
+//!   (named `backend` so that "node" means the Node.js addon in `node/`).
 //! - [`redis_node`]: a node that is a real Redis (one server or a Redis Cluster): every Redis
 //!   command and the Lua of `lua/`.
 //! - `clock`: elapsed time that counts system suspend, for lease validity.
@@ -59,6 +60,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod acquire;
+pub mod backend;
 mod clock;
 pub mod config;
 mod connect;
@@ -74,7 +76,6 @@ pub mod keys;
 pub mod lease;
 mod local;
 mod multi;
-pub mod node;
 pub mod ops;
 mod options;
 mod quorum;

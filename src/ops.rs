@@ -6,10 +6,10 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use crate::backend::{Eviction, KeyKind, LockView, Node, NodeAdmin, Queued};
 use crate::connect::{Backend, Coordinator};
 use crate::error::{Error, Result};
 use crate::keys::LockKeys;
-use crate::node::{Eviction, KeyKind, LockView, Node, NodeAdmin, Queued};
 
 /// One held lock, as `lock status` shows it. `lock status --json` prints
 /// `{"namespace": .., "backend": .., "locks": [..]}` with one of these per lock.
@@ -343,9 +343,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::backend::{GrantReply, GrantRequest, NodeError, NodeFuture, WakeStream};
     use crate::config::{Config, parse_nodes};
     use crate::holder::{HolderInfo, Identity};
-    use crate::node::{GrantReply, GrantRequest, NodeError, NodeFuture, WakeStream};
 
     /// A node whose lock was held by `seen` when inspected and is held by `now` when the
     /// eviction arrives; it notes every owner it was asked to evict.

@@ -63,10 +63,10 @@ use tokio::time::Instant;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
+use crate::backend::{Eviction, GrantReply, GrantRequest, Node, NodeError, WakeStream};
 use crate::clock::{Deadline, Stamp};
 use crate::holder::HolderInfo;
 use crate::keys::LockKeys;
-use crate::node::{Eviction, GrantReply, GrantRequest, Node, NodeError, WakeStream};
 
 /// Nodes needed for a majority of `n`.
 pub(crate) fn majority(n: usize) -> usize {
@@ -493,8 +493,8 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::backend::NodeFuture;
     use crate::holder::Identity;
-    use crate::node::NodeFuture;
 
     const NODE_TIMEOUT: Duration = Duration::from_millis(50);
 

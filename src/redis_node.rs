@@ -52,13 +52,13 @@ use std::time::Duration;
 use redis::{Script, Value};
 use tokio::sync::Mutex;
 
-use crate::config::NodeUrl;
-use crate::holder::HolderInfo;
-use crate::keys::{LockKeys, init_keys, lease_pattern, log_pattern, name_from_key};
-use crate::node::{
+use crate::backend::{
     Eviction, GrantReply, GrantRequest, JoinReply, JoinRequest, KeyKind, LockView, Node, NodeAdmin,
     NodeError, NodeFuture, Queued, WaitForRequest, WaitForView, WakeStream,
 };
+use crate::config::NodeUrl;
+use crate::holder::HolderInfo;
+use crate::keys::{LockKeys, init_keys, lease_pattern, log_pattern, name_from_key};
 
 static GRANT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/grant.lua")));
 static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/renew.lua")));

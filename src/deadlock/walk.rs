@@ -7,9 +7,9 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
 use super::{Cycle, Edge, HeldBy};
+use crate::backend::{WaitForRequest, WaitForView};
 use crate::holder::HolderInfo;
 use crate::keys::LockKeys;
-use crate::node::{WaitForRequest, WaitForView};
 use crate::quorum::Quorum;
 
 /// Longest chain of other waiters a walk follows: cycles longer than this are not seen (and

@@ -8,11 +8,11 @@ use futures_util::stream::FuturesUnordered;
 use tokio::time::Instant;
 
 use super::{Capability, ENV_VAR, Origin, secret_hash};
+use crate::backend::{JoinReply, JoinRequest};
 use crate::clock::{Deadline, Stamp, far_deadline};
 use crate::connect::Backend;
 use crate::keys::LockKeys;
 use crate::local::Joinable;
-use crate::node::{JoinReply, JoinRequest};
 use crate::quorum::{Quorum, validity};
 use crate::{Coordinator, Error, Identity, Lease, Result};
 

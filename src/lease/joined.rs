@@ -9,10 +9,10 @@ use tokio::time::Instant;
 
 use super::{Hold, Lease, Standing, VALIDITY_RAN_OUT};
 use crate::Coordinator;
+use crate::backend::JoinRequest;
 use crate::clock::Deadline;
 use crate::connect::Backend;
 use crate::join::{Grant, Joined, join_on};
-use crate::node::JoinRequest;
 
 impl Lease {
     /// A Redis lease joined from `grant` by `req` (the quorum just confirmed it and gave us

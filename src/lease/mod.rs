@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::backend::JoinRequest;
 use crate::clock::{Deadline, far_deadline};
 use crate::config::Config;
 use crate::connect::Backend;
@@ -27,7 +28,6 @@ use crate::error::{Error, Result};
 use crate::join::{Grant, Origin, leave_turn_on, owner_tag};
 use crate::keys::LockKeys;
 use crate::local::{Joinable, LocalGuard};
-use crate::node::JoinRequest;
 use crate::quorum::Renewal;
 
 // Kept here so `tractatus_lock::lease::{AcquireOptions, Coordinator, WaitProgress}` still name

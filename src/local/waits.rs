@@ -16,10 +16,10 @@ use std::os::unix::ffi::OsStrExt;
 
 use super::turn::flock_holder;
 use super::{LocalBackend, file_stem, io_err, open_regular, read_record};
+use crate::backend::WAIT_FOR_EDGES_MAX;
 use crate::deadlock::walk::Hop;
 use crate::deadlock::{EDGE_MAX, Edge, HeldBy};
 use crate::error::Result;
-use crate::node::WAIT_FOR_EDGES_MAX;
 
 /// A waiter's edge file, `flock`ed while it lives; removed when it is dropped.
 pub(crate) struct WaitRecord {

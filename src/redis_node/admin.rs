@@ -4,7 +4,7 @@
 
 use super::cluster::Shard;
 use super::*;
-use crate::node::Probe;
+use crate::backend::Probe;
 
 impl NodeAdmin for RedisNode {
     fn lock_names<'a>(&'a self, namespace: &'a str, kind: KeyKind) -> NodeFuture<'a, Vec<String>> {

@@ -41,9 +41,9 @@ use redis::{
 };
 
 use super::{RedisNode, describe, text};
+use crate::backend::NodeError;
 use crate::config::NodeUrl;
 use crate::keys::slot_of_tag;
-use crate::node::NodeError;
 
 /// The connection a node's requests go through.
 #[derive(Clone)]
@@ -572,7 +572,7 @@ impl RedisNode {
                 .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
             let stream: super::WakeStream = Box::pin(pubsub.into_on_message().map(|m| {
                 m.get_payload::<String>()
-                    .unwrap_or_else(|_| crate::node::WAKE_ALL.to_owned())
+                    .unwrap_or_else(|_| crate::backend::WAKE_ALL.to_owned())
             }));
             Ok(stream)
         };

@@ -16,7 +16,7 @@ use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr
 
 use super::RedisNode;
 use super::cluster::{Conn, slot_of_key};
-use crate::node::GrantRequest;
+use crate::backend::GrantRequest;
 
 impl RedisNode {
     /// Wait on replicas for `req`'s grant (token `token`), when asked to; never fails the grant.

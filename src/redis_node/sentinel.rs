@@ -22,8 +22,8 @@ use redis::{ConnectionAddr, ErrorKind, RedisResult, TlsCertificates, TlsMode};
 use tokio::sync::Mutex;
 
 use super::describe;
+use crate::backend::NodeError;
 use crate::config::NodeUrl;
-use crate::node::NodeError;
 
 /// The schemes of a Sentinel URL.
 const SCHEMES: [(&str, bool); 2] = [("redis+sentinel://", false), ("rediss+sentinel://", true)];

@@ -6,8 +6,8 @@ use std::sync::LazyLock;
 use redis::{Script, Value};
 
 use super::{RedisNode, text};
+use crate::backend::{NodeError, WAIT_FOR_EDGES_MAX, WaitForRequest, WaitForView};
 use crate::holder::HolderInfo;
-use crate::node::{NodeError, WAIT_FOR_EDGES_MAX, WaitForRequest, WaitForView};
 
 static WAIT_FOR: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/wait_for.lua")));

@@ -439,7 +439,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
-    use crate::node::NodeFuture;
+    use crate::backend::NodeFuture;
     use crate::session::{SessionEntry, SessionStore};
 
     /// The registry writes the fake registries below ignore: gc only reads and forgets.

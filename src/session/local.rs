@@ -12,9 +12,9 @@ use std::time::Duration;
 use rustix::fs::{AtFlags, FileType, Timespec, Timestamps};
 
 use super::{SessionEntry, SessionStore};
+use crate::backend::{NodeError, NodeFuture};
 use crate::dir_handle::DirHandle;
 use crate::error::{Error, Result};
-use crate::node::{NodeError, NodeFuture};
 
 /// The longest registry entry read (an entry is a few hundred bytes).
 const ENTRY_CAP: u64 = 64 * 1024;

@@ -294,14 +294,14 @@ impl Sessions {
     /// enough.
     async fn each<'a, T, F>(&'a self, op: F) -> Result<Vec<T>>
     where
-        F: Fn(&'a dyn SessionStore) -> crate::node::NodeFuture<'a, T>,
+        F: Fn(&'a dyn SessionStore) -> crate::backend::NodeFuture<'a, T>,
     {
         let asks = self.stores.iter().map(|s| {
             let fut = op(s.as_ref());
             async move {
                 match tokio::time::timeout(self.timeout, fut).await {
                     Ok(r) => r,
-                    Err(_) => Err(crate::node::NodeError::timeout(self.timeout)),
+                    Err(_) => Err(crate::backend::NodeError::timeout(self.timeout)),
                 }
             }
         });

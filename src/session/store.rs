@@ -2,7 +2,7 @@
 //! (`redis_node/sessions.rs`) or the local files (`local.rs`). Every call is bounded by the
 //! caller's deadline; nothing above this trait talks to a backend.
 
-use crate::node::NodeFuture;
+use crate::backend::NodeFuture;
 
 use super::SessionEntry;
 

@@ -10,10 +10,10 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use crate::Coordinator;
+use crate::backend::{Eviction, GrantReply, GrantRequest, Node, NodeFuture, WAKE_ALL, WakeStream};
 use crate::config::{Config, parse_nodes};
 use crate::holder::{HolderInfo, Identity};
 use crate::keys::LockKeys;
-use crate::node::{Eviction, GrantReply, GrantRequest, Node, NodeFuture, WAKE_ALL, WakeStream};
 
 #[derive(Default)]
 struct Lock {

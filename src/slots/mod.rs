@@ -27,13 +27,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::backend::GrantRequest;
 use crate::clock::far_deadline;
 use crate::config::check_lock_name;
 use crate::connect::Backend;
 use crate::error::{Error, Result};
 use crate::holder::HolderInfo;
 use crate::keys::{LockKeys, slot_lock_name};
-use crate::node::GrantRequest;
 use crate::quorum::{Attempt, Quorum};
 use crate::{AcquireOptions, Coordinator, Lease};
 

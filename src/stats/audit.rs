@@ -3,10 +3,10 @@
 
 use std::collections::HashSet;
 
+use crate::backend::KeyKind;
 use crate::connect::{Backend, Coordinator};
 use crate::error::Result;
 use crate::keys::LockKeys;
-use crate::node::KeyKind;
 use crate::ops::{AuditEvent, admin_of, event_from, names_on};
 
 impl Coordinator {

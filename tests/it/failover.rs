@@ -567,7 +567,7 @@ async fn a_grant_sent_twice_answers_granted_with_its_token_again() {
     // timeout, though the first one may have run: the second grant of the same owner must say
     // granted (same token), not "held by" the caller itself, which would leave it waiting on
     // its own lease for a TTL.
-    use tractatus_lock::node::{GrantReply, GrantRequest, Node};
+    use tractatus_lock::backend::{GrantReply, GrantRequest, Node};
     use tractatus_lock::redis_node::RedisNode;
     let server = RedisServer::start();
     let url = tractatus_lock::config::NodeUrl::parse(&server.url()).unwrap();

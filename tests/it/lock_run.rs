@@ -250,7 +250,7 @@ fn wrong_token_release_and_renew_change_nothing() {
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        use tractatus_lock::node::Node;
+        use tractatus_lock::backend::Node;
         let url = tractatus_lock::config::NodeUrl::parse(&redis.url()).unwrap();
         let node = tractatus_lock::redis_node::RedisNode::new(
             &url,

@@ -56,7 +56,7 @@ use crate::backend::{
     Eviction, GrantReply, GrantRequest, JoinReply, JoinRequest, KeyKind, LockView, Node, NodeAdmin,
     NodeError, NodeFuture, Queued, WaitForRequest, WaitForView, WakeStream,
 };
-use crate::config::NodeUrl;
+use crate::url::NodeUrl;
 use crate::holder::HolderInfo;
 use crate::keys::{LockKeys, init_keys, lease_pattern, log_pattern, name_from_key};
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::RedisNode;
 use super::cluster::{self, Conn};
 use crate::backend::NodeError;
-use crate::config::NodeUrl;
+use crate::url::NodeUrl;
 
 impl RedisNode {
     /// Open the connection (once) within the connect timeout: a plain one, or a cluster

@@ -42,7 +42,7 @@ use redis::{
 
 use super::{RedisNode, describe, text};
 use crate::backend::NodeError;
-use crate::config::NodeUrl;
+use crate::url::NodeUrl;
 use crate::keys::slot_of_tag;
 
 /// The connection a node's requests go through.

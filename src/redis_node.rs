@@ -56,9 +56,9 @@ use crate::backend::{
     Eviction, GrantReply, GrantRequest, JoinReply, JoinRequest, KeyKind, LockView, Node, NodeAdmin,
     NodeError, NodeFuture, Queued, WaitForRequest, WaitForView, WakeStream,
 };
-use crate::url::NodeUrl;
 use crate::holder::HolderInfo;
 use crate::keys::{LockKeys, init_keys, lease_pattern, log_pattern, name_from_key};
+use crate::url::NodeUrl;
 
 static GRANT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/grant.lua")));
 static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/renew.lua")));
@@ -83,6 +83,7 @@ static INSPECT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/inspect.lua")));
 
 mod admin;
+mod build;
 mod call;
 mod cluster;
 mod replicas;
@@ -107,6 +108,9 @@ pub struct RedisNode {
     wait: Option<(u32, Duration)>,
 }
 
+/// `RedisNode`'s whole public face, in this one `impl`: each method delegates to the module that
+/// does the work (`build`, `call`). The trait impls ([`Node`] here, [`NodeAdmin`] in `admin`,
+/// `SessionStore` in `sessions`) are its other face.
 impl RedisNode {
     /// A node for `url`; nothing is connected until the first operation or [`Self::connect`].
     pub fn new(
@@ -125,57 +129,7 @@ impl RedisNode {
         op_timeout: Duration,
         tls_ca: Option<&[u8]>,
     ) -> Result<Self, NodeError> {
-        install_crypto_provider();
-        if sentinel::is_sentinel_url(url.secret_url()) {
-            let parsed = sentinel::parse(url.secret_url())
-                .map_err(|e| NodeError::new(format!("bad Sentinel URL {url}: {e}")))?;
-            let endpoint = Endpoint::sentinel(&parsed, tls_ca)
-                .map_err(|e| NodeError::new(describe(&e, url)))?;
-            return Ok(Self::with_endpoint(
-                url,
-                endpoint,
-                ClusterSide::new(url, None),
-                connect_timeout,
-                op_timeout,
-            ));
-        }
-        let certs = tls_ca
-            .filter(|_| url.secret_url().starts_with("rediss://"))
-            .map(|pem| redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem.to_vec()),
-            });
-        let cluster = ClusterSide::new(url, certs.clone());
-        let client = match certs {
-            Some(certs) => redis::Client::build_with_tls(url.secret_url(), certs),
-            None => redis::Client::open(url.secret_url()),
-        }
-        .map_err(|e| NodeError::new(describe(&e, url)))?;
-        Ok(Self::with_endpoint(
-            url,
-            Endpoint::Direct(client),
-            cluster,
-            connect_timeout,
-            op_timeout,
-        ))
-    }
-
-    fn with_endpoint(
-        url: &NodeUrl,
-        endpoint: Endpoint,
-        cluster: ClusterSide,
-        connect_timeout: Duration,
-        op_timeout: Duration,
-    ) -> Self {
-        RedisNode {
-            url: url.clone(),
-            endpoint,
-            cluster,
-            conn: Mutex::new(None),
-            connect_timeout,
-            op_timeout,
-            wait: None,
-        }
+        build::node(url, connect_timeout, op_timeout, tls_ca)
     }
 
     /// Wait after each grant until `replicas` replicas acknowledged it, up to `timeout` (Redis
@@ -189,14 +143,12 @@ impl RedisNode {
     pub fn url(&self) -> &NodeUrl {
         &self.url
     }
-}
 
-/// rustls needs one process-wide crypto provider; ours is ring. Installing twice is harmless.
-fn install_crypto_provider() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
+    /// Open the connection (once) within the connect timeout: a plain one, or a cluster
+    /// connection when the URL says `cluster=true` or the node turned out to be part of one.
+    pub async fn connect(&self) -> Result<(), NodeError> {
+        self.connection().await.map(|_| ())
+    }
 }
 
 impl Node for RedisNode {

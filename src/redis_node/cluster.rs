@@ -42,8 +42,8 @@ use redis::{
 
 use super::{RedisNode, describe, text};
 use crate::backend::NodeError;
-use crate::url::NodeUrl;
 use crate::keys::slot_of_tag;
+use crate::url::NodeUrl;
 
 /// The connection a node's requests go through.
 #[derive(Clone)]

@@ -42,9 +42,10 @@
 //! write where it lands. `wait_replicas` (`replicas`) makes the lease reach replicas before its
 //! holder starts, so a failover usually keeps it.
 //!
-//! Over 500 lines: one method per Lua script and their loading; admin, calls, cluster, sessions,
-//! replicas and wait-for edges are already beside it; issue 22 gives `RedisNode`'s public face one
-//! file and moves the scripts' request building out.
+//! Here: the node's public face (one `impl`), the scripts and the lease operations of [`Node`].
+//! Beside it: `build` (a node from its URL), `call` (how a request reaches the server),
+//! `replies` (reading the scripts' answers), `cluster`, `sentinel`, `replicas`, `admin`,
+//! `sessions` and `wait_for`.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -87,6 +88,7 @@ mod build;
 mod call;
 mod cluster;
 mod replicas;
+mod replies;
 pub mod sentinel;
 mod sessions;
 mod wait_for;
@@ -95,6 +97,7 @@ use sentinel::Endpoint;
 
 use call::describe;
 use cluster::{ClusterSide, Conn};
+use replies::{parse_grant, parse_join, text};
 
 /// One Redis master (or one Redis Cluster).
 pub struct RedisNode {
@@ -443,45 +446,6 @@ impl RedisNode {
     }
 }
 
-/// The prefix of the fields that name the waiter first in line in a grant's refusal.
-const HEAD: &str = "head:";
-
-fn parse_grant(v: Value) -> Option<GrantReply> {
-    let Value::Array(items) = v else { return None };
-    let int = |v: &Value| match v {
-        Value::Int(n) => Some(*n),
-        _ => None,
-    };
-    match int(items.first()?)? {
-        1 => Some(GrantReply::Granted {
-            token: u64::try_from(int(items.get(1)?)?).ok()?,
-        }),
-        2 => Some(GrantReply::Quarantined {
-            left: Duration::from_millis(u64::try_from(int(items.get(1)?)?).unwrap_or(0)),
-        }),
-        0 => {
-            let pttl = int(items.get(1)?)?;
-            // The first in line comes as `head:` fields after the holder's.
-            let (head, holder): (Vec<_>, Vec<_>) = pairs(&items[2..])
-                .into_iter()
-                .partition(|(k, _)| k.starts_with(HEAD));
-            let head = (!head.is_empty()).then(|| {
-                let fields: Vec<_> = head
-                    .into_iter()
-                    .map(|(k, v)| (k[HEAD.len()..].to_owned(), v))
-                    .collect();
-                Box::new(HolderInfo::from_fields(&fields))
-            });
-            Some(GrantReply::Refused {
-                pttl: Duration::from_millis(u64::try_from(pttl).unwrap_or(0)),
-                holder: HolderInfo::from_fields(&holder),
-                head,
-            })
-        }
-        _ => None,
-    }
-}
-
 /// How long a joiner's place in line for a turn lasts without another ask (it asks every few
 /// tens of milliseconds): how long one that stopped asking holds the line up.
 const TURN_LINE: Duration = Duration::from_secs(1);
@@ -489,43 +453,4 @@ const TURN_LINE: Duration = Duration::from_secs(1);
 /// A joiner's turn as `lua/join.lua` records it: the lease's owner id and the joiner's.
 fn turn_value(req: &JoinRequest) -> String {
     format!("{} {}", req.owner, req.joiner)
-}
-
-fn parse_join(v: Value) -> Option<JoinReply> {
-    let Value::Array(items) = v else { return None };
-    let int = |i: usize| match items.get(i) {
-        Some(Value::Int(n)) => Some(*n),
-        _ => None,
-    };
-    let ms = |n: i64| Duration::from_millis(u64::try_from(n).unwrap_or(0));
-    match int(0)? {
-        1 => Some(JoinReply::Joined {
-            pttl: ms(int(1)?),
-            ttl: ms(int(2)?),
-        }),
-        0 => Some(JoinReply::Ended),
-        -1 => Some(JoinReply::Mismatch),
-        2 => Some(JoinReply::Busy {
-            left: ms(int(1)?),
-            by: text(items.get(2)?)?,
-        }),
-        _ => None,
-    }
-}
-
-/// Turn a flat `field, value, ...` reply into pairs of strings.
-fn pairs(items: &[Value]) -> Vec<(String, String)> {
-    items
-        .chunks_exact(2)
-        .filter_map(|kv| Some((text(&kv[0])?, text(&kv[1])?)))
-        .collect()
-}
-
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::Int(n) => Some(n.to_string()),
-        _ => None,
-    }
 }

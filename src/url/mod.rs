@@ -21,7 +21,7 @@ pub struct NodeUrl {
 
 impl NodeUrl {
     /// Check one `redis://` or `rediss://` URL, or a `redis+sentinel://` (`rediss+sentinel://`)
-    /// URL naming sentinels and a service (see [`sentinel`]).
+    /// URL naming sentinels and a service (its form: `url::sentinel`).
     pub fn parse(url: &str) -> Result<Self> {
         let url = url.trim();
         if sentinel::is_sentinel_url(url) {

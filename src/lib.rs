@@ -14,6 +14,7 @@
 //! - `options`: [`AcquireOptions`]: how long to wait, and where wait feedback goes.
 //! - `dir_handle`: files below the root through directory handles (never a symlink, never a
 //!   FIFO, reads capped).
+//! - `url`: Redis and Sentinel URLs as text, checked and shown without passwords (a leaf).
 //! - `redact`: passwords out of every URL and text we show (re-exported by [`config`]).
 //! - `connect`: building a [`Coordinator`]: Redis nodes (TLS included) or local file locks.
 //! - `acquire`: the wait loop: release events, takeover of a gone holder, jitter, quarantine.
@@ -90,6 +91,7 @@ pub mod slots;
 pub mod state;
 pub mod stats;
 mod sys;
+mod url;
 pub mod workspace;
 
 #[cfg(test)]

@@ -339,99 +339,25 @@ pub(crate) fn event_from(name: &str, fields: &[(String, String)]) -> AuditEvent 
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
     use std::time::Duration;
 
     use super::*;
-    use crate::backend::{GrantReply, GrantRequest, NodeError, NodeFuture, WakeStream};
     use crate::config::{Config, parse_nodes};
+    use crate::fake_node::FakeNode;
     use crate::holder::{HolderInfo, Identity};
 
-    /// A node whose lock was held by `seen` when inspected and is held by `now` when the
-    /// eviction arrives; it notes every owner it was asked to evict.
-    struct Shifting {
-        seen: Option<String>,
-        now: Mutex<Option<String>>,
-        asked: Mutex<Vec<String>>,
-    }
-
-    fn unused<'a, T: 'a>() -> NodeFuture<'a, T> {
-        Box::pin(async { Err(NodeError::new("not used by break")) })
-    }
-
-    impl Node for Shifting {
-        fn label(&self) -> String {
-            "shifting".to_owned()
-        }
-        fn grant<'a>(&'a self, _: &'a GrantRequest) -> NodeFuture<'a, GrantReply> {
-            unused()
-        }
-        fn renew<'a>(&'a self, _: &'a LockKeys, _: &'a str, _: Duration) -> NodeFuture<'a, bool> {
-            unused()
-        }
-        fn release<'a>(&'a self, _: &'a LockKeys, _: &'a str, _: u32) -> NodeFuture<'a, bool> {
-            unused()
-        }
-        fn raise<'a>(&'a self, _: &'a LockKeys, _: u64) -> NodeFuture<'a, u64> {
-            unused()
-        }
-        fn subscribe<'a>(&'a self, _: &'a LockKeys) -> NodeFuture<'a, WakeStream> {
-            unused()
-        }
-        fn evict<'a>(&'a self, ev: &'a Eviction) -> NodeFuture<'a, bool> {
-            Box::pin(async move {
-                self.asked.lock().unwrap().push(ev.expected_owner.clone());
-                let mut now = self.now.lock().unwrap();
-                let ours = now.as_deref() == Some(ev.expected_owner.as_str());
-                if ours {
-                    *now = None;
-                }
-                Ok(ours)
-            })
-        }
-        fn leave<'a>(&'a self, _: &'a LockKeys, _: &'a str) -> NodeFuture<'a, ()> {
-            unused()
-        }
-        fn admin(&self) -> Option<&dyn NodeAdmin> {
-            Some(self)
-        }
-    }
-
-    impl NodeAdmin for Shifting {
-        fn lock_names<'a>(&'a self, _: &'a str, _: KeyKind) -> NodeFuture<'a, Vec<String>> {
-            unused()
-        }
-        fn inspect<'a>(&'a self, _: &'a LockKeys) -> NodeFuture<'a, Option<LockView>> {
-            let view = self.seen.clone().map(|owner| LockView {
-                pttl: Duration::from_secs(1),
-                token: 1,
-                waiters: 0,
-                queue: Vec::new(),
-                holder: HolderInfo {
-                    owner,
-                    ..HolderInfo::default()
-                },
-            });
-            Box::pin(async move { Ok(view) })
-        }
-        fn read_log<'a>(
-            &'a self,
-            _: &'a LockKeys,
-            _: usize,
-        ) -> NodeFuture<'a, Vec<Vec<(String, String)>>> {
-            unused()
-        }
-        fn mark_initialized(&self) -> NodeFuture<'_, Vec<String>> {
-            unused()
-        }
-    }
-
+    /// A break on a node whose lock was held by `seen` when inspected and is held by `now`
+    /// when the eviction arrives: what it did, and every owner it was asked to evict.
     async fn break_on(seen: Option<&str>, now: Option<&str>) -> (BreakOutcome, Vec<String>) {
-        let node = Arc::new(Shifting {
-            seen: seen.map(str::to_owned),
-            now: Mutex::new(now.map(str::to_owned)),
-            asked: Mutex::new(Vec::new()),
-        });
+        let node = FakeNode::builder()
+            .admin()
+            .shifts_after_inspect(now)
+            .build();
+        if let Some(owner) = seen {
+            let keys = LockKeys::new("ns", "L");
+            node.hold_at(&keys, owner, Duration::from_secs(1), HolderInfo::default());
+        }
         let config = Config::new(parse_nodes(&["redis://127.0.0.1:1"]).unwrap());
         let c = Coordinator::with_nodes(
             config,
@@ -439,7 +365,7 @@ mod tests {
             vec![node.clone() as Arc<dyn Node>],
         );
         let outcome = c.break_lock("L").await.unwrap();
-        let asked = node.asked.lock().unwrap().clone();
+        let asked = node.state().evicts_asked.clone();
         (outcome, asked)
     }
 

@@ -490,164 +490,16 @@ mod tests {
     //! Quorum arithmetic against fake nodes that grant, refuse, fail, time out or answer late.
     //! Time is tokio's paused clock, so "late" and "timed out" cost no real time.
 
-    use std::sync::Mutex;
-
     use super::*;
-    use crate::backend::NodeFuture;
+    use crate::fake_node::{FakeNode, Mode};
     use crate::holder::Identity;
 
     const NODE_TIMEOUT: Duration = Duration::from_millis(50);
+    /// How long a lease another holds has left on a fake node when a test asks.
+    const HELD: Duration = Duration::from_millis(500);
 
-    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-    enum Mode {
-        /// Behaves like a Redis running the scripts.
-        Honest,
-        /// Honest, but answers after this delay.
-        Late(Duration),
-        /// Never answers: the call ends at the node timeout.
-        Silent,
-        /// Refuses the connection at once.
-        Down,
-        /// Honest, except that raising its counter fails (the connection drops).
-        RaiseFails,
-        /// Started empty: refuses grants for this long (its restart quarantine).
-        Quarantined(Duration),
-    }
-
-    struct Fake {
-        mode: Mutex<Mode>,
-        lease: Mutex<Option<String>>,
-        /// 0 stands for a missing counter.
-        counter: Mutex<u64>,
-        /// When set, a missing counter is seeded from this node's clock, which is this many
-        /// microseconds off the true time (as `lua/grant.lua` does); else it starts from 0.
-        clock_skew: Mutex<Option<i64>>,
-    }
-
-    /// The true time of the fake nodes, in microseconds: tokio's (paused) clock from a fixed
-    /// start near today's Unix time.
-    fn true_micros() -> i64 {
-        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        let start = *START.get_or_init(Instant::now);
-        1_800_000_000_000_000 + Instant::now().duration_since(start).as_micros() as i64
-    }
-
-    impl Fake {
-        fn new() -> Arc<Self> {
-            Arc::new(Fake {
-                mode: Mutex::new(Mode::Honest),
-                lease: Mutex::new(None),
-                counter: Mutex::new(0),
-                clock_skew: Mutex::new(None),
-            })
-        }
-        fn set(&self, m: Mode) {
-            *self.mode.lock().unwrap() = m;
-        }
-        /// Restart without persistence: forget everything.
-        fn forget(&self) {
-            *self.lease.lock().unwrap() = None;
-            *self.counter.lock().unwrap() = 0;
-        }
-        fn counter(&self) -> u64 {
-            *self.counter.lock().unwrap()
-        }
-        async fn gate(&self) -> Result<(), NodeError> {
-            let mode = *self.mode.lock().unwrap();
-            match mode {
-                Mode::Honest | Mode::RaiseFails | Mode::Quarantined(_) => {
-                    // Like a network round trip: every request is sent before any answer.
-                    tokio::task::yield_now().await;
-                    Ok(())
-                }
-                Mode::Late(d) => {
-                    tokio::time::sleep(d).await;
-                    Ok(())
-                }
-                Mode::Silent => {
-                    tokio::time::sleep(NODE_TIMEOUT).await;
-                    Err(NodeError::timeout(NODE_TIMEOUT))
-                }
-                Mode::Down => Err(NodeError::new("connection refused")),
-            }
-        }
-    }
-
-    impl Node for Fake {
-        fn label(&self) -> String {
-            "fake".into()
-        }
-        fn grant<'a>(&'a self, req: &'a GrantRequest) -> NodeFuture<'a, GrantReply> {
-            Box::pin(async move {
-                self.gate().await?;
-                if let Mode::Quarantined(left) = *self.mode.lock().unwrap() {
-                    return Ok(GrantReply::Quarantined { left });
-                }
-                let mut lease = self.lease.lock().unwrap();
-                if let Some(owner) = lease.as_ref() {
-                    return Ok(GrantReply::Refused {
-                        pttl: Duration::from_millis(500),
-                        holder: HolderInfo {
-                            owner: owner.clone(),
-                            ..Default::default()
-                        },
-                        head: None,
-                    });
-                }
-                *lease = Some(req.owner.clone());
-                let mut c = self.counter.lock().unwrap();
-                if let (0, Some(skew)) = (*c, *self.clock_skew.lock().unwrap()) {
-                    *c = (true_micros() + skew) as u64;
-                }
-                *c += 1;
-                Ok(GrantReply::Granted { token: *c })
-            })
-        }
-        fn renew<'a>(
-            &'a self,
-            _: &'a LockKeys,
-            owner: &'a str,
-            _: Duration,
-        ) -> NodeFuture<'a, bool> {
-            Box::pin(async move {
-                self.gate().await?;
-                Ok(self.lease.lock().unwrap().as_deref() == Some(owner))
-            })
-        }
-        fn release<'a>(&'a self, _: &'a LockKeys, owner: &'a str, _: u32) -> NodeFuture<'a, bool> {
-            Box::pin(async move {
-                self.gate().await?;
-                let mut lease = self.lease.lock().unwrap();
-                if lease.as_deref() == Some(owner) {
-                    *lease = None;
-                    return Ok(true);
-                }
-                Ok(false)
-            })
-        }
-        fn raise<'a>(&'a self, _: &'a LockKeys, token: u64) -> NodeFuture<'a, u64> {
-            Box::pin(async move {
-                self.gate().await?;
-                if *self.mode.lock().unwrap() == Mode::RaiseFails {
-                    return Err(NodeError::new("connection reset"));
-                }
-                let mut c = self.counter.lock().unwrap();
-                *c = (*c).max(token);
-                Ok(*c)
-            })
-        }
-        fn subscribe<'a>(&'a self, _: &'a LockKeys) -> NodeFuture<'a, WakeStream> {
-            Box::pin(async move {
-                Ok(Box::pin(futures_util::stream::pending::<String>()) as WakeStream)
-            })
-        }
-        fn evict<'a>(&'a self, _: &'a Eviction) -> NodeFuture<'a, bool> {
-            Box::pin(async { Ok(false) })
-        }
-        fn leave<'a>(&'a self, _: &'a LockKeys, _: &'a str) -> NodeFuture<'a, ()> {
-            Box::pin(async { Ok(()) })
-        }
-    }
+    /// The crate's one fake node (see `crate::fake_node`), under the name these tests use.
+    type Fake = FakeNode;
 
     fn fakes(n: usize) -> (Quorum<Fake>, Vec<Arc<Fake>>) {
         let nodes: Vec<Arc<Fake>> = (0..n).map(|_| Fake::new()).collect();
@@ -701,8 +553,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_silent_minority_does_not_slow_the_grant() {
         let (q, nodes) = fakes(5);
-        nodes[3].set(Mode::Silent);
-        nodes[4].set(Mode::Silent);
+        nodes[3].set(Mode::Silent(NODE_TIMEOUT));
+        nodes[4].set(Mode::Silent(NODE_TIMEOUT));
         let start = Instant::now();
         let got = q.grant(&request("a", Duration::from_secs(10))).await;
         assert!(matches!(got, Attempt::Granted { token: 1, .. }), "{got:?}");
@@ -718,7 +570,7 @@ mod tests {
         for n in &nodes[..2] {
             n.set(Mode::Down);
         }
-        nodes[2].set(Mode::Silent);
+        nodes[2].set(Mode::Silent(NODE_TIMEOUT));
         let got = q.grant(&request("a", Duration::from_secs(10))).await;
         let Attempt::Unavailable { reachable, causes } = got else {
             panic!("{got:?}")
@@ -732,7 +584,7 @@ mod tests {
         );
         assert!(causes.iter().any(|c| c.1.contains("refused")));
         assert!(
-            nodes.iter().all(|n| n.lease.lock().unwrap().is_none()),
+            nodes.iter().all(|n| n.owner().is_none()),
             "votes left behind"
         );
     }
@@ -740,16 +592,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_split_vote_releases_its_minority_at_once() {
         let (q, nodes) = fakes(3);
-        *nodes[1].lease.lock().unwrap() = Some("other".into());
+        nodes[1].hold("other", HELD, HolderInfo::default());
         nodes[2].set(Mode::Down);
         let got = q.grant(&request("a", Duration::from_secs(10))).await;
         assert!(matches!(got, Attempt::Split { .. }), "{got:?}");
-        assert_eq!(
-            *nodes[0].lease.lock().unwrap(),
-            None,
-            "our one vote was not released"
-        );
-        assert_eq!(nodes[1].lease.lock().unwrap().as_deref(), Some("other"));
+        assert_eq!(nodes[0].owner(), None, "our one vote was not released");
+        assert_eq!(nodes[1].owner().as_deref(), Some("other"));
     }
 
     #[tokio::test(start_paused = true)]
@@ -763,7 +611,7 @@ mod tests {
         let (confirmed, denied) = q.release_counted(&req.keys, "a", 10, NODE_TIMEOUT).await;
         assert_eq!((confirmed, denied), (3, 0));
         assert!(
-            nodes.iter().all(|n| n.lease.lock().unwrap().is_none()),
+            nodes.iter().all(|n| n.owner().is_none()),
             "the lease was left standing on the slower master"
         );
     }
@@ -772,7 +620,7 @@ mod tests {
     async fn a_majority_refusing_means_held() {
         let (q, nodes) = fakes(3);
         for n in &nodes[..2] {
-            *n.lease.lock().unwrap() = Some("other".into());
+            n.hold("other", HELD, HolderInfo::default());
         }
         let got = q.grant(&request("a", Duration::from_secs(10))).await;
         let Attempt::Held { pttl, holder, .. } = got else {
@@ -791,16 +639,16 @@ mod tests {
         // TTL 100 ms: after 99 ms, 100 - 99 - drift (3 ms) is below zero.
         let got = q.grant(&request("a", Duration::from_millis(100))).await;
         assert!(matches!(got, Attempt::Split { .. }), "{got:?}");
-        assert!(nodes.iter().all(|n| n.lease.lock().unwrap().is_none()));
+        assert!(nodes.iter().all(|n| n.owner().is_none()));
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_token_is_the_highest_counter_and_laggards_are_raised() {
         let (q, nodes) = fakes(3);
         // A majority (nodes 0 and 2) remembers 5 or more: the last token handed out was <= 5.
-        *nodes[0].counter.lock().unwrap() = 5;
-        *nodes[1].counter.lock().unwrap() = 3;
-        *nodes[2].counter.lock().unwrap() = 7;
+        nodes[0].state().counter = 5;
+        nodes[1].state().counter = 3;
+        nodes[2].state().counter = 7;
         let got = q.grant(&request("a", Duration::from_secs(10))).await;
         let Attempt::Granted { token, .. } = got else {
             panic!("{got:?}")
@@ -823,16 +671,16 @@ mod tests {
         let (q, nodes) = fakes(3);
         // Nodes 0 and 1 grant first, at 10 and 2; node 1 cannot be raised to 10, so only one
         // node of the granting majority would remember the token.
-        *nodes[0].counter.lock().unwrap() = 9;
-        *nodes[1].counter.lock().unwrap() = 1;
-        *nodes[2].counter.lock().unwrap() = 9;
+        nodes[0].state().counter = 9;
+        nodes[1].state().counter = 1;
+        nodes[2].state().counter = 9;
         nodes[1].set(Mode::RaiseFails);
         nodes[2].set(Mode::Late(Duration::from_millis(20)));
         let got = q.grant(&request("a", Duration::from_secs(10))).await;
         assert!(matches!(got, Attempt::Split { .. }), "{got:?}");
-        assert!(nodes.iter().all(|n| n.lease.lock().unwrap().is_none()));
+        assert!(nodes.iter().all(|n| n.owner().is_none()));
         // With one of them healed, a majority holds the token and it is handed out.
-        nodes[1].set(Mode::Honest);
+        nodes[1].set(Mode::Up);
         let got = q.grant(&request("b", Duration::from_secs(10))).await;
         let Attempt::Granted { token, .. } = got else {
             panic!("{got:?}")
@@ -843,8 +691,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn masters_in_quarantine_say_how_long_instead_of_splitting_the_vote() {
         let (q, nodes) = fakes(3);
-        nodes[1].set(Mode::Quarantined(Duration::from_millis(800)));
-        nodes[2].set(Mode::Quarantined(Duration::from_millis(300)));
+        nodes[1].set(Mode::QuarantinedUntil(
+            Instant::now() + Duration::from_millis(800),
+        ));
+        nodes[2].set(Mode::QuarantinedUntil(
+            Instant::now() + Duration::from_millis(300),
+        ));
         let got = q.grant(&request("a", Duration::from_secs(10))).await;
         assert_eq!(
             got,
@@ -854,9 +706,9 @@ mod tests {
             }
         );
         // The healthy master's vote was given back.
-        assert!(nodes[0].lease.lock().unwrap().is_none());
+        assert!(nodes[0].owner().is_none());
         // One quarantined master of three does not stop a majority.
-        nodes[1].set(Mode::Honest);
+        nodes[1].set(Mode::Up);
         let got = q.grant(&request("b", Duration::from_secs(10))).await;
         assert!(matches!(got, Attempt::Granted { .. }), "{got:?}");
     }
@@ -865,8 +717,10 @@ mod tests {
     async fn a_holder_and_a_quarantine_together_mean_waiting_for_the_holder() {
         let (q, nodes) = fakes(3);
         // "x" holds on master 0 only; master 2 is quarantined for 10 s; master 1 is free.
-        *nodes[0].lease.lock().unwrap() = Some("x".into());
-        nodes[2].set(Mode::Quarantined(Duration::from_secs(10)));
+        nodes[0].hold("x", HELD, HolderInfo::default());
+        nodes[2].set(Mode::QuarantinedUntil(
+            Instant::now() + Duration::from_secs(10),
+        ));
         let got = q.grant(&request("c", Duration::from_secs(10))).await;
         // Its release (an event) or its lease's end comes first, not the whole quarantine.
         let Attempt::Held { pttl, holder, .. } = got else {
@@ -878,10 +732,7 @@ mod tests {
             "the fake's lease time left"
         );
         assert_eq!(holder.map(|h| h.owner), Some("x".to_owned()));
-        assert!(
-            nodes[1].lease.lock().unwrap().is_none(),
-            "our vote was given back"
-        );
+        assert!(nodes[1].owner().is_none(), "our vote was given back");
     }
 
     #[tokio::test(start_paused = true)]
@@ -905,18 +756,18 @@ mod tests {
         let (q, nodes) = fakes(3);
         let req = request("a", Duration::from_secs(10));
         assert!(matches!(q.grant(&req).await, Attempt::Granted { .. }));
-        nodes[0].set(Mode::Silent);
+        nodes[0].set(Mode::Silent(NODE_TIMEOUT));
         assert!(matches!(
             q.renew(&req.keys, "a", req.ttl).await,
             Renewal::Renewed { .. }
         ));
-        nodes[1].set(Mode::Silent);
+        nodes[1].set(Mode::Silent(NODE_TIMEOUT));
         assert!(matches!(
             q.renew(&req.keys, "a", req.ttl).await,
             Renewal::Undecided { .. }
         ));
-        nodes[0].set(Mode::Honest);
-        nodes[1].set(Mode::Honest);
+        nodes[0].set(Mode::Up);
+        nodes[1].set(Mode::Up);
         nodes[0].forget();
         nodes[1].forget();
         assert_eq!(q.renew(&req.keys, "a", req.ttl).await, Renewal::Lost);
@@ -939,7 +790,7 @@ mod tests {
         let (mut repeats, mut forgotten) = (0, 0);
         for round in 0..2000 {
             for n in &nodes {
-                n.set(Mode::Honest);
+                n.set(Mode::Up);
             }
             let mut faulty: Vec<usize> = (0..5).filter(|&i| nodes[i].counter() < last).collect();
             for _ in 0..next(3) {
@@ -955,7 +806,7 @@ mod tests {
                         nodes[i].forget();
                         forgotten += 1;
                     }
-                    1 => nodes[i].set(Mode::Silent),
+                    1 => nodes[i].set(Mode::Silent(NODE_TIMEOUT)),
                     _ => nodes[i].set(Mode::Down),
                 }
             }

@@ -7,7 +7,11 @@
 /// Query parameters whose values are secrets: masked wherever a URL is shown, and a password
 /// for the committed file's check. `password=` is no parameter of ours nor of the Redis client
 /// (a plain URL holding it is refused), but whoever wrote it meant a secret.
-const SECRET_PARAMS: [&str; 2] = ["password", crate::redis_node::sentinel::PASSWORD_PARAM];
+const SECRET_PARAMS: [&str; 2] = ["password", SENTINEL_PASSWORD_PARAM];
+
+/// A Sentinel URL's parameter for the sentinels' password (see `crate::url::sentinel`); named
+/// here, the leaf below the URL parser, so that redaction imports nothing of ours.
+pub(crate) const SENTINEL_PASSWORD_PARAM: &str = "sentinel_password";
 
 /// Replace the userinfo of a URL (`user:password@`) with `user:***@`, and the values of the
 /// query's secrets (`password=`, a Sentinel URL's `sentinel_password=`) with `***`, keeping the

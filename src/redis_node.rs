@@ -42,9 +42,10 @@
 //! write where it lands. `wait_replicas` (`replicas`) makes the lease reach replicas before its
 //! holder starts, so a failover usually keeps it.
 //!
-//! Over 500 lines: one method per Lua script and their loading; admin, calls, cluster, sessions,
-//! replicas and wait-for edges are already beside it; issue 22 gives `RedisNode`'s public face one
-//! file and moves the scripts' request building out.
+//! Here: the node's public face (one `impl`), the scripts and the lease operations of [`Node`].
+//! Beside it: `build` (a node from its URL), `call` (how a request reaches the server),
+//! `replies` (reading the scripts' answers), `cluster`, `sentinel`, `replicas`, `admin`,
+//! `sessions` and `wait_for`.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -56,9 +57,9 @@ use crate::backend::{
     Eviction, GrantReply, GrantRequest, JoinReply, JoinRequest, KeyKind, LockView, Node, NodeAdmin,
     NodeError, NodeFuture, Queued, WaitForRequest, WaitForView, WakeStream,
 };
-use crate::config::NodeUrl;
 use crate::holder::HolderInfo;
 use crate::keys::{LockKeys, init_keys, lease_pattern, log_pattern, name_from_key};
+use crate::url::NodeUrl;
 
 static GRANT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/grant.lua")));
 static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/renew.lua")));
@@ -83,9 +84,11 @@ static INSPECT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/inspect.lua")));
 
 mod admin;
+mod build;
 mod call;
 mod cluster;
 mod replicas;
+mod replies;
 pub mod sentinel;
 mod sessions;
 mod wait_for;
@@ -94,6 +97,7 @@ use sentinel::Endpoint;
 
 use call::describe;
 use cluster::{ClusterSide, Conn};
+use replies::{parse_grant, parse_join, text};
 
 /// One Redis master (or one Redis Cluster).
 pub struct RedisNode {
@@ -107,6 +111,9 @@ pub struct RedisNode {
     wait: Option<(u32, Duration)>,
 }
 
+/// `RedisNode`'s whole public face, in this one `impl`: each method delegates to the module that
+/// does the work (`build`, `call`). The trait impls ([`Node`] here, [`NodeAdmin`] in `admin`,
+/// `SessionStore` in `sessions`) are its other face.
 impl RedisNode {
     /// A node for `url`; nothing is connected until the first operation or [`Self::connect`].
     pub fn new(
@@ -125,57 +132,7 @@ impl RedisNode {
         op_timeout: Duration,
         tls_ca: Option<&[u8]>,
     ) -> Result<Self, NodeError> {
-        install_crypto_provider();
-        if sentinel::is_sentinel_url(url.secret_url()) {
-            let parsed = sentinel::parse(url.secret_url())
-                .map_err(|e| NodeError::new(format!("bad Sentinel URL {url}: {e}")))?;
-            let endpoint = Endpoint::sentinel(&parsed, tls_ca)
-                .map_err(|e| NodeError::new(describe(&e, url)))?;
-            return Ok(Self::with_endpoint(
-                url,
-                endpoint,
-                ClusterSide::new(url, None),
-                connect_timeout,
-                op_timeout,
-            ));
-        }
-        let certs = tls_ca
-            .filter(|_| url.secret_url().starts_with("rediss://"))
-            .map(|pem| redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem.to_vec()),
-            });
-        let cluster = ClusterSide::new(url, certs.clone());
-        let client = match certs {
-            Some(certs) => redis::Client::build_with_tls(url.secret_url(), certs),
-            None => redis::Client::open(url.secret_url()),
-        }
-        .map_err(|e| NodeError::new(describe(&e, url)))?;
-        Ok(Self::with_endpoint(
-            url,
-            Endpoint::Direct(client),
-            cluster,
-            connect_timeout,
-            op_timeout,
-        ))
-    }
-
-    fn with_endpoint(
-        url: &NodeUrl,
-        endpoint: Endpoint,
-        cluster: ClusterSide,
-        connect_timeout: Duration,
-        op_timeout: Duration,
-    ) -> Self {
-        RedisNode {
-            url: url.clone(),
-            endpoint,
-            cluster,
-            conn: Mutex::new(None),
-            connect_timeout,
-            op_timeout,
-            wait: None,
-        }
+        build::node(url, connect_timeout, op_timeout, tls_ca)
     }
 
     /// Wait after each grant until `replicas` replicas acknowledged it, up to `timeout` (Redis
@@ -189,14 +146,12 @@ impl RedisNode {
     pub fn url(&self) -> &NodeUrl {
         &self.url
     }
-}
 
-/// rustls needs one process-wide crypto provider; ours is ring. Installing twice is harmless.
-fn install_crypto_provider() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
+    /// Open the connection (once) within the connect timeout: a plain one, or a cluster
+    /// connection when the URL says `cluster=true` or the node turned out to be part of one.
+    pub async fn connect(&self) -> Result<(), NodeError> {
+        self.connection().await.map(|_| ())
+    }
 }
 
 impl Node for RedisNode {
@@ -491,45 +446,6 @@ impl RedisNode {
     }
 }
 
-/// The prefix of the fields that name the waiter first in line in a grant's refusal.
-const HEAD: &str = "head:";
-
-fn parse_grant(v: Value) -> Option<GrantReply> {
-    let Value::Array(items) = v else { return None };
-    let int = |v: &Value| match v {
-        Value::Int(n) => Some(*n),
-        _ => None,
-    };
-    match int(items.first()?)? {
-        1 => Some(GrantReply::Granted {
-            token: u64::try_from(int(items.get(1)?)?).ok()?,
-        }),
-        2 => Some(GrantReply::Quarantined {
-            left: Duration::from_millis(u64::try_from(int(items.get(1)?)?).unwrap_or(0)),
-        }),
-        0 => {
-            let pttl = int(items.get(1)?)?;
-            // The first in line comes as `head:` fields after the holder's.
-            let (head, holder): (Vec<_>, Vec<_>) = pairs(&items[2..])
-                .into_iter()
-                .partition(|(k, _)| k.starts_with(HEAD));
-            let head = (!head.is_empty()).then(|| {
-                let fields: Vec<_> = head
-                    .into_iter()
-                    .map(|(k, v)| (k[HEAD.len()..].to_owned(), v))
-                    .collect();
-                Box::new(HolderInfo::from_fields(&fields))
-            });
-            Some(GrantReply::Refused {
-                pttl: Duration::from_millis(u64::try_from(pttl).unwrap_or(0)),
-                holder: HolderInfo::from_fields(&holder),
-                head,
-            })
-        }
-        _ => None,
-    }
-}
-
 /// How long a joiner's place in line for a turn lasts without another ask (it asks every few
 /// tens of milliseconds): how long one that stopped asking holds the line up.
 const TURN_LINE: Duration = Duration::from_secs(1);
@@ -537,43 +453,4 @@ const TURN_LINE: Duration = Duration::from_secs(1);
 /// A joiner's turn as `lua/join.lua` records it: the lease's owner id and the joiner's.
 fn turn_value(req: &JoinRequest) -> String {
     format!("{} {}", req.owner, req.joiner)
-}
-
-fn parse_join(v: Value) -> Option<JoinReply> {
-    let Value::Array(items) = v else { return None };
-    let int = |i: usize| match items.get(i) {
-        Some(Value::Int(n)) => Some(*n),
-        _ => None,
-    };
-    let ms = |n: i64| Duration::from_millis(u64::try_from(n).unwrap_or(0));
-    match int(0)? {
-        1 => Some(JoinReply::Joined {
-            pttl: ms(int(1)?),
-            ttl: ms(int(2)?),
-        }),
-        0 => Some(JoinReply::Ended),
-        -1 => Some(JoinReply::Mismatch),
-        2 => Some(JoinReply::Busy {
-            left: ms(int(1)?),
-            by: text(items.get(2)?)?,
-        }),
-        _ => None,
-    }
-}
-
-/// Turn a flat `field, value, ...` reply into pairs of strings.
-fn pairs(items: &[Value]) -> Vec<(String, String)> {
-    items
-        .chunks_exact(2)
-        .filter_map(|kv| Some((text(&kv[0])?, text(&kv[1])?)))
-        .collect()
-}
-
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::Int(n) => Some(n.to_string()),
-        _ => None,
-    }
 }

@@ -3,6 +3,7 @@
 //! Kept apart from the lease operations in the parent module, which the hot path uses.
 
 use super::cluster::Shard;
+use super::replies::pairs;
 use super::*;
 use crate::backend::Probe;
 

@@ -8,15 +8,10 @@ use std::time::Duration;
 use super::RedisNode;
 use super::cluster::{self, Conn};
 use crate::backend::NodeError;
-use crate::config::NodeUrl;
+use crate::url::NodeUrl;
 
 impl RedisNode {
-    /// Open the connection (once) within the connect timeout: a plain one, or a cluster
-    /// connection when the URL says `cluster=true` or the node turned out to be part of one.
-    pub async fn connect(&self) -> Result<(), NodeError> {
-        self.connection().await.map(|_| ())
-    }
-
+    /// The cached connection, opened (once) when there is none.
     pub(super) async fn connection(&self) -> Result<Conn, NodeError> {
         let mut slot = self.conn.lock().await;
         if let Some(c) = slot.as_ref() {

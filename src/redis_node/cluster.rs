@@ -25,25 +25,28 @@
 //! to every node, so a waiter may listen on any live node; it listens on the slot's master as
 //! the cluster sees it when it subscribes (quickest), and when that one is gone, on any other.
 //!
-//! Over 500 lines since issue 19 added parallel slot-map discovery; issue 22 moves discovery
-//! (which node answers first) to a file of its own.
+//! Beside it: `cluster/discover.rs` (which seed answers first) and `cluster/shape.rs` (the slot
+//! map, the masters, clients at other nodes).
 
-use std::ops::RangeInclusive;
+mod discover;
+mod shape;
+
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{
-    AsyncConnectionConfig, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo,
-    Pipeline, RedisError, RedisFuture, ServerErrorKind, Value,
+    AsyncConnectionConfig, Cmd, ConnectionInfo, ErrorKind, IntoConnectionInfo, Pipeline,
+    RedisError, RedisFuture, ServerErrorKind, Value,
 };
 
-use super::{RedisNode, describe, text};
+use super::{RedisNode, describe};
 use crate::backend::NodeError;
-use crate::config::NodeUrl;
 use crate::keys::slot_of_tag;
+use crate::url::NodeUrl;
+pub(crate) use shape::Shard;
+use shape::{Addr, addr_like};
 
 /// The connection a node's requests go through.
 #[derive(Clone)]
@@ -160,23 +163,6 @@ fn seed_nodes(url: &NodeUrl) -> redis::RedisResult<Vec<ConnectionInfo>> {
     Ok(all)
 }
 
-/// `addr`'s kind of address (plain or TLS, with its TLS settings) at `at`.
-fn addr_like(addr: &ConnectionAddr, at: &Addr) -> ConnectionAddr {
-    match addr {
-        ConnectionAddr::TcpTls {
-            insecure,
-            tls_params,
-            ..
-        } => ConnectionAddr::TcpTls {
-            host: at.host.clone(),
-            port: at.port,
-            insecure: *insecure,
-            tls_params: tls_params.clone(),
-        },
-        _ => ConnectionAddr::Tcp(at.host.clone(), at.port),
-    }
-}
-
 /// True for the replies a cluster node gives to a request for a slot it does not serve (now):
 /// the request was not run. A pipeline sent there gets one such reply per command, which
 /// `redis` reports as one error listing them (an atomic pipeline, the session registry's
@@ -208,31 +194,6 @@ fn every_server_error(e: &RedisError, wanted: impl Fn(ServerErrorKind) -> bool) 
             _ => false,
         },
     }
-}
-
-/// One master of a cluster (or the one server) and the hash slots it serves.
-pub(crate) struct Shard {
-    /// `host:port`, for messages.
-    pub(crate) label: String,
-    /// A plain connection to it.
-    pub(crate) conn: Conn,
-    /// Its slots.
-    pub(crate) slots: Vec<RangeInclusive<u16>>,
-}
-
-/// A node of the cluster as `CLUSTER SLOTS` names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Addr {
-    host: String,
-    port: u16,
-}
-
-/// One slot range of `CLUSTER SLOTS`: its master and replicas.
-#[derive(Debug, Clone)]
-struct SlotRange {
-    slots: RangeInclusive<u16>,
-    master: Addr,
-    replicas: Vec<Addr>,
 }
 
 impl RedisNode {
@@ -268,85 +229,6 @@ impl RedisNode {
         .map_err(|_| NodeError::timeout(self.connect_timeout))?
         .map(Conn::Cluster)
         .map_err(|e| NodeError::new(describe(&e, &self.url)))
-    }
-
-    /// The first of the URL's node and its seeds to answer `CLUSTER SLOTS` with a slot map,
-    /// all asked at once, each within the connect timeout: a node that accepts connections but
-    /// never answers (a hung host, a black-holed network, a SIGSTOPped server) named first must
-    /// not stop a process that another seed would let in. The cluster connection then learns
-    /// the cluster from that node alone (the crate waits for every seed it is given).
-    async fn discover(&self, seeds: &[ConnectionInfo]) -> Result<ConnectionInfo, NodeError> {
-        use futures_util::StreamExt;
-        use futures_util::stream::FuturesUnordered;
-        let ask = |info: ConnectionInfo| async move {
-            let label = match info.addr() {
-                ConnectionAddr::Tcp(h, p)
-                | ConnectionAddr::TcpTls {
-                    host: h, port: p, ..
-                } => {
-                    format!("{h}:{p}")
-                }
-                _ => self.url.to_string(),
-            };
-            let work = async {
-                let client = self
-                    .cluster
-                    .plain_client(info.clone())
-                    .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
-                let mut conn = self.open_plain(&client).await?;
-                let reply: Value = redis::cmd("CLUSTER")
-                    .arg("SLOTS")
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
-                if parse_cluster_slots(&reply, "").is_empty() {
-                    return Err(NodeError::new("CLUSTER SLOTS names no master"));
-                }
-                Ok(())
-            };
-            let r = tokio::time::timeout(self.connect_timeout, work)
-                .await
-                .unwrap_or_else(|_| Err(NodeError::timeout(self.connect_timeout)));
-            (label, r.map(|()| info))
-        };
-        let mut pending: FuturesUnordered<_> = seeds.iter().cloned().map(ask).collect();
-        let mut causes = Vec::new();
-        let mut all_timed_out = true;
-        while let Some((label, r)) = pending.next().await {
-            match r {
-                Ok(info) => return Ok(info),
-                Err(e) => {
-                    all_timed_out &= e.timed_out;
-                    causes.push(format!("{label}: {}", e.cause));
-                }
-            }
-        }
-        Err(NodeError {
-            cause: format!(
-                "no node of the Redis Cluster gave its slot map ({})",
-                causes.join("; ")
-            ),
-            timed_out: all_timed_out && !causes.is_empty(),
-        })
-    }
-
-    /// How long the cluster connection gives each node to connect: a quarter of the connect
-    /// timeout, at least the per-node deadline. The crate connects to every node of the slot
-    /// map and waits for all of them before the first request goes out, so this is how long a
-    /// silent node delays a new process, whichever master its locks live on. Raise
-    /// `--connect-timeout` for distant nodes behind TLS.
-    fn node_connect_timeout(&self) -> Duration {
-        (self.connect_timeout / 4)
-            .max(self.op_timeout)
-            .min(self.connect_timeout)
-    }
-
-    /// How long the cluster connection waits for one reply before it gives up (and, the crate
-    /// being what it is, sends the request again): the per-node deadline, and for a grant's
-    /// `WAIT` its timeout on top. Our own deadline on each call bounds the whole anyway.
-    fn cluster_response_timeout(&self) -> Duration {
-        let wait = self.wait.map_or(Duration::ZERO, |(_, t)| t);
-        (self.op_timeout + wait).max(Duration::from_millis(1))
     }
 
     async fn open_plain(&self, client: &redis::Client) -> Result<MultiplexedConnection, NodeError> {
@@ -433,78 +315,6 @@ impl RedisNode {
             return Ok(true);
         }
         Ok(false)
-    }
-
-    /// The masters a keyspace walk must visit, each with a plain connection of its own: this
-    /// one server (every slot), or every master of its cluster.
-    pub(super) async fn shards(&self) -> Result<Vec<Shard>, NodeError> {
-        if !self.is_cluster().await? {
-            return Ok(vec![Shard {
-                label: self.url.to_string(),
-                conn: self.connection().await?,
-                slots: vec![0..=crate::keys::SLOTS - 1],
-            }]);
-        }
-        let ranges = self.cluster_slots().await?;
-        let mut shards: Vec<(Addr, Vec<RangeInclusive<u16>>)> = Vec::new();
-        for r in ranges {
-            match shards.iter_mut().find(|s| s.0 == r.master) {
-                Some(s) => s.1.push(r.slots),
-                None => shards.push((r.master, vec![r.slots])),
-            }
-        }
-        let mut out = Vec::new();
-        for (addr, slots) in shards {
-            let label = format!("{}:{}", addr.host, addr.port);
-            let client = self.client_at(&addr)?;
-            let conn = self
-                .open_plain(&client)
-                .await
-                .map_err(|e| NodeError::new(format!("master {label}: {}", e.cause)))?;
-            out.push(Shard {
-                label,
-                conn: Conn::Plain(conn),
-                slots,
-            });
-        }
-        Ok(out)
-    }
-
-    /// The cluster's slot ranges, as any live node it knows answers.
-    async fn cluster_slots(&self) -> Result<Vec<SlotRange>, NodeError> {
-        let reply: Value = self
-            .call(
-                |mut c| async move { redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut c).await },
-            )
-            .await?;
-        let seed_host = match self.seed_client()?.get_connection_info().addr() {
-            ConnectionAddr::Tcp(host, _) | ConnectionAddr::TcpTls { host, .. } => host.clone(),
-            _ => String::new(),
-        };
-        let ranges = parse_cluster_slots(&reply, &seed_host);
-        if ranges.is_empty() {
-            return Err(NodeError::new("CLUSTER SLOTS names no master"));
-        }
-        Ok(ranges)
-    }
-
-    /// The client of the URL's own node, which a cluster is learned from (a Sentinel URL names
-    /// no node of its own, and is never a cluster's).
-    fn seed_client(&self) -> Result<&redis::Client, NodeError> {
-        match &self.endpoint {
-            super::sentinel::Endpoint::Direct(c) => Ok(c),
-            super::sentinel::Endpoint::Sentinel(_) => Err(NodeError::new(
-                "a Sentinel URL cannot reach a Redis Cluster: give a cluster node's URL",
-            )),
-        }
-    }
-
-    /// A client for another node of the cluster: the URL's credentials, TLS and database, at
-    /// that node's address.
-    fn client_at(&self, addr: &Addr) -> Result<redis::Client, NodeError> {
-        let info = self.seed_client()?.get_connection_info().clone();
-        let at = addr_like(info.addr(), addr);
-        redis::Client::open(info.set_addr(at)).map_err(|e| NodeError::new(describe(&e, &self.url)))
     }
 
     /// Subscribe to `channel`: on one server, there; on a cluster, on the master of `key`'s
@@ -602,74 +412,9 @@ fn and_then<T>(first: Result<T, NodeError>, next: NodeError) -> NodeError {
     }
 }
 
-/// `CLUSTER SLOTS`: `[[start, end, [host, port, id, ..], [replica host, port, ..]..]..]`. A
-/// node that announces no host (an empty string or `?`) is at the host we reached it by.
-fn parse_cluster_slots(reply: &Value, seed_host: &str) -> Vec<SlotRange> {
-    let Value::Array(entries) = reply else {
-        return Vec::new();
-    };
-    let addr = |v: &Value| {
-        let Value::Array(parts) = v else { return None };
-        let host = text(parts.first()?)?;
-        let port = u16::try_from(match parts.get(1)? {
-            Value::Int(n) => *n,
-            _ => return None,
-        })
-        .ok()?;
-        let host = if host.is_empty() || host == "?" {
-            seed_host.to_owned()
-        } else {
-            host
-        };
-        Some(Addr { host, port })
-    };
-    entries
-        .iter()
-        .filter_map(|e| {
-            let Value::Array(parts) = e else { return None };
-            let bound = |i: usize| match parts.get(i)? {
-                Value::Int(n) => u16::try_from(*n).ok(),
-                _ => None,
-            };
-            Some(SlotRange {
-                slots: bound(0)?..=bound(1)?,
-                master: addr(parts.get(2)?)?,
-                replicas: parts.iter().skip(3).filter_map(addr).collect(),
-            })
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn bulk(s: &str) -> Value {
-        Value::BulkString(s.as_bytes().to_vec())
-    }
-
-    #[test]
-    fn cluster_slots_names_masters_replicas_and_fills_in_an_unannounced_host() {
-        let node = |h: &str, p: i64| Value::Array(vec![bulk(h), Value::Int(p), bulk("id")]);
-        let reply = Value::Array(vec![
-            Value::Array(vec![
-                Value::Int(0),
-                Value::Int(5460),
-                node("10.0.0.1", 7001),
-                node("10.0.0.4", 7004),
-            ]),
-            Value::Array(vec![Value::Int(5461), Value::Int(16383), node("", 7002)]),
-        ]);
-        let r = parse_cluster_slots(&reply, "seed");
-        assert_eq!(r.len(), 2);
-        assert_eq!(r[0].slots, 0..=5460);
-        assert_eq!(r[0].master.port, 7001);
-        assert_eq!(r[0].replicas[0].host, "10.0.0.4");
-        assert_eq!(
-            (r[1].master.host.as_str(), r[1].replicas.len()),
-            ("seed", 0)
-        );
-    }
 
     #[test]
     fn a_lock_is_looked_up_in_the_slot_of_its_hash_tag() {

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use crate::backend::{Eviction, GrantRequest, WAKE_ALL};
 use crate::clock::{Stamp, far_deadline};
 use crate::config::check_lock_name;
-use crate::connect::{Backend, Coordinator};
+use crate::coordinator::{Backend, Coordinator};
 use crate::error::{Error, Result};
 use crate::handoff::{Call, handed_validity};
 use crate::holder::HolderInfo;

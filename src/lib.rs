@@ -64,6 +64,7 @@ pub mod backend;
 mod clock;
 pub mod config;
 mod connect;
+mod coordinator;
 pub mod deadlock;
 mod dir_handle;
 pub mod error;
@@ -101,7 +102,7 @@ mod fake_node;
 pub struct ReadmeDoctests;
 
 pub use config::Config;
-pub use connect::Coordinator;
+pub use coordinator::Coordinator;
 pub use error::{Error, Result};
 pub use holder::{HolderInfo, Identity};
 pub use lease::{FencingToken, Lease, LeaseState};

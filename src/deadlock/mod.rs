@@ -46,8 +46,8 @@ use crate::error::Error;
 use crate::holder::{HolderInfo, Identity};
 
 pub(crate) mod local;
-mod redis;
-mod status;
+pub(crate) mod redis;
+pub(crate) mod status;
 pub(crate) mod walk;
 
 /// How long after a first walk found a cycle a second walk must confirm it.

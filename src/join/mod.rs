@@ -55,7 +55,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{FencingToken, Identity, Lease};
 
-mod turn;
+pub(crate) mod turn;
 
 pub(crate) use turn::{Joined, join_on, leave_turn_on};
 

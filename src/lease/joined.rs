@@ -11,7 +11,7 @@ use super::{Hold, Lease, Standing, VALIDITY_RAN_OUT};
 use crate::Coordinator;
 use crate::backend::JoinRequest;
 use crate::clock::Deadline;
-use crate::connect::Backend;
+use crate::coordinator::Backend;
 use crate::join::{Grant, Joined, join_on};
 
 impl Lease {

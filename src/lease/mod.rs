@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use crate::backend::JoinRequest;
 use crate::clock::{Deadline, far_deadline};
 use crate::config::Config;
-use crate::connect::Backend;
+use crate::coordinator::Backend;
 use crate::error::{Error, Result};
 use crate::join::{Grant, Origin, leave_turn_on, owner_tag};
 use crate::keys::LockKeys;
@@ -32,7 +32,7 @@ use crate::quorum::Renewal;
 
 // Kept here so `tractatus_lock::lease::{AcquireOptions, Coordinator, WaitProgress}` still name
 // them, as they did before connecting and waiting moved out.
-pub use crate::connect::Coordinator;
+pub use crate::coordinator::Coordinator;
 pub use crate::options::{AcquireOptions, WaitProgress};
 
 mod joined;
@@ -45,27 +45,28 @@ const VALIDITY_RAN_OUT: &str = "its validity ran out without a successful renewa
 /// A fencing token: strictly increasing for each new lease of one lock name.
 pub type FencingToken = u64;
 
-impl Coordinator {
-    /// Lift the fencing counter of `name` to at least `floor` on every node (after a counter
-    /// reset), so the next lease's token is above every committed one.
-    pub async fn raise_floor(&self, name: &str, floor: FencingToken) -> Result<()> {
-        match &self.inner.backend {
-            Backend::Local(local) => local.raise(name, floor),
-            Backend::Redis(q) => {
-                let keys = LockKeys::new(&self.inner.config.namespace, name);
-                let all: FuturesUnordered<_> =
-                    q.nodes().iter().map(|n| n.raise(&keys, floor)).collect();
-                let ok = all.filter(|r| std::future::ready(r.is_ok())).count().await;
-                if ok >= q.needed() {
-                    Ok(())
-                } else {
-                    Err(Error::Unavailable {
-                        reachable: ok,
-                        total: q.nodes().len(),
-                        needed: q.needed(),
-                        causes: Vec::new(),
-                    })
-                }
+/// The work of [`Coordinator::raise_floor`].
+pub(crate) async fn raise_floor(
+    coordinator: &Coordinator,
+    name: &str,
+    floor: FencingToken,
+) -> Result<()> {
+    match &coordinator.inner.backend {
+        Backend::Local(local) => local.raise(name, floor),
+        Backend::Redis(q) => {
+            let keys = LockKeys::new(&coordinator.inner.config.namespace, name);
+            let all: FuturesUnordered<_> =
+                q.nodes().iter().map(|n| n.raise(&keys, floor)).collect();
+            let ok = all.filter(|r| std::future::ready(r.is_ok())).count().await;
+            if ok >= q.needed() {
+                Ok(())
+            } else {
+                Err(Error::Unavailable {
+                    reachable: ok,
+                    total: q.nodes().len(),
+                    needed: q.needed(),
+                    causes: Vec::new(),
+                })
             }
         }
     }

@@ -50,8 +50,8 @@ impl Coordinator {
     /// holds it for anyone). Many timed-out waits on a long-held lock park as many threads.
     ///
     /// A process started under a lease of `name` (its capability inherited in
-    /// [`crate::join::ENV_VAR`]) joins that lease instead of waiting for its own ancestor, once
-    /// the coordinator confirms it still stands; see [`crate::join`].
+    /// `crate::join::ENV_VAR`) joins that lease instead of waiting for its own ancestor, once
+    /// the coordinator confirms it still stands; see `crate::join`.
     pub async fn acquire(&self, name: &str, opts: &AcquireOptions) -> Result<Lease> {
         check_lock_name(name)?;
         let inherited = crate::join::Capability::inherited();

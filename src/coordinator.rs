@@ -199,10 +199,10 @@ impl Coordinator {
     /// lease, whose token is that slot's fencing token. As with [`Coordinator::acquire`], keep
     /// it alive with [`Lease::keep_alive`] while work runs.
     ///
-    /// Fails as [`Coordinator::acquire`] does ([`Error::Timeout`] naming the set when every
-    /// slot stayed held, [`Error::Unavailable`], ...); a bad name or a slot count outside
-    /// 1..=[`MAX_SLOTS`] is a usage error. A process started under a slot of this set (its
-    /// capability inherited, see [`crate::join`]) joins that slot instead of taking another.
+    /// Fails as [`Coordinator::acquire`] does ([`Error::Timeout`](crate::Error::Timeout) naming the set when every
+    /// slot stayed held, [`Error::Unavailable`](crate::Error::Unavailable), ...); a bad name or a slot count outside
+    /// 1..=[`MAX_SLOTS`](crate::slots::MAX_SLOTS) is a usage error. A process started under a slot of this set (its
+    /// capability inherited, see `crate::join`) joins that slot instead of taking another.
     pub async fn acquire_slot(
         &self,
         name: &str,

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::lease::WaitProgress;
+use crate::options::WaitProgress;
 use crate::{AcquireOptions, Coordinator, Lease, Result};
 
 /// The work of [`Coordinator::acquire_all`].

@@ -1,4 +1,4 @@
-//! A lease joined from its holder (see [`crate::join`]): how one is made, and its keep-alive,
+//! A lease joined from its holder (see `crate::join`): how one is made, and its keep-alive,
 //! which renews nothing: it asks again whether the holder's lease stands (`lua/join.lua`) and
 //! refreshes its turn among the joiners.
 

@@ -1,7 +1,7 @@
 //! A held lock, [`Lease`], from grant to release: its fencing token, renewal (once, or in the
 //! background while the work runs), noticing loss or coming expiry at once, release, and the
 //! release on drop. Also lifting a lock's token floor after a counter reset. A lease joined
-//! from an ancestor's (see [`crate::join`]) carries the ancestor's token and owner; it is never
+//! from an ancestor's (see `crate::join`) carries the ancestor's token and owner; it is never
 //! renewed or released from here (its holder does both): its keep-alive asks again whether the
 //! holder's lease stands and refreshes its turn among the joiners, and its release gives that
 //! turn back.
@@ -30,10 +30,7 @@ use crate::keys::LockKeys;
 use crate::local::{Joinable, LocalGuard};
 use crate::quorum::Renewal;
 
-// Kept here so `tractatus_lock::lease::{AcquireOptions, Coordinator, WaitProgress}` still name
-// them, as they did before connecting and waiting moved out.
-pub use crate::coordinator::Coordinator;
-pub use crate::options::{AcquireOptions, WaitProgress};
+use crate::coordinator::Coordinator;
 
 mod joined;
 
@@ -138,7 +135,7 @@ pub struct Lease {
     /// The owner id: the Redis lease value (public); random for local locks. Its hash tells
     /// leases apart in the fence record.
     owner: String,
-    /// What lets a process join it (see [`crate::join`]): only its SHA-256 is ever written.
+    /// What lets a process join it (see `crate::join`): only its SHA-256 is ever written.
     secret: String,
     /// The joiners whose turns it works under, outermost first, its own last (joined leases
     /// only): its command joins under its turn.
@@ -211,7 +208,7 @@ impl Lease {
         self.joined
     }
 
-    /// What a command needs to join this lease (see [`crate::join`]).
+    /// What a command needs to join this lease (see `crate::join`).
     pub(crate) fn grant(&self) -> Grant {
         Grant {
             scope: self.coordinator.scope(),

@@ -135,10 +135,15 @@ pub mod workspace;
 #[cfg(test)]
 mod fake_node;
 
-/// The README's Rust example, compiled as a doc-test so that it cannot rot.
+/// The README's Rust examples, compiled as doc-tests so that they cannot rot.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// The library page's example (docs/library.md), compiled as a doc-test for the same reason.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/library.md")]
+pub struct LibraryDoctests;
 
 // The public API: what an embedder needs, and no more (listed in the crate doc).
 pub use config::{Config, parse_duration, parse_nodes};

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use crate::backend::{Eviction, GrantRequest, WAKE_ALL};
 use crate::clock::{Stamp, far_deadline};
 use crate::config::check_lock_name;
-use crate::connect::{Backend, Coordinator};
+use crate::coordinator::{Backend, Coordinator};
 use crate::error::{Error, Result};
 use crate::handoff::{Call, handed_validity};
 use crate::holder::HolderInfo;
@@ -50,8 +50,8 @@ impl Coordinator {
     /// holds it for anyone). Many timed-out waits on a long-held lock park as many threads.
     ///
     /// A process started under a lease of `name` (its capability inherited in
-    /// [`crate::join::ENV_VAR`]) joins that lease instead of waiting for its own ancestor, once
-    /// the coordinator confirms it still stands; see [`crate::join`].
+    /// `crate::join::ENV_VAR`) joins that lease instead of waiting for its own ancestor, once
+    /// the coordinator confirms it still stands; see `crate::join`.
     pub async fn acquire(&self, name: &str, opts: &AcquireOptions) -> Result<Lease> {
         check_lock_name(name)?;
         let inherited = crate::join::Capability::inherited();

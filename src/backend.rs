@@ -20,7 +20,7 @@ pub struct GrantRequest {
     /// Owner id of this attempt: random, never reused.
     pub owner: String,
     /// SHA-256 (hex) of the lease's secret: what a process joining the lease must present the
-    /// preimage of (see [`crate::join`]). The secret itself never leaves the holder's tree.
+    /// preimage of (see `crate::join`). The secret itself never leaves the holder's tree.
     pub join_hash: String,
     /// Lease TTL.
     pub ttl: Duration,

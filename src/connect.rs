@@ -10,6 +10,7 @@ use futures_util::stream::FuturesUnordered;
 
 use crate::backend::Node;
 use crate::config::Config;
+use crate::coordinator::{Backend, Coordinator, Inner};
 use crate::dir_handle::DirHandle;
 use crate::error::{Error, Result};
 use crate::holder::Identity;
@@ -17,171 +18,105 @@ use crate::local::LocalBackend;
 use crate::quorum::Quorum;
 use crate::redis_node::RedisNode;
 
-pub(crate) enum Backend {
-    Redis(Quorum),
-    Local(LocalBackend),
-}
-
-pub(crate) struct Inner {
-    pub(crate) config: Config,
-    pub(crate) identity: Identity,
-    pub(crate) backend: Backend,
-}
-
-/// A connection to the coordinator (one Redis, several Redlock masters, or local file locks).
-/// Cheap to clone; every clone shares the connections.
-#[derive(Clone)]
-pub struct Coordinator {
-    pub(crate) inner: Arc<Inner>,
-}
-
-impl Coordinator {
-    /// Connect to the Redis nodes of `config` within its connect timeout. Returns once a
-    /// majority is connected; the rest connect on first use. Nodes that did not answer in
-    /// time (a stopped or overloaded server, not a refused connection) are no reason to fail
-    /// here: they connect on first use too, and a wait rides them out as it rides out a blip
-    /// (an acquire without a wait reports them unavailable at its first attempt).
-    pub async fn connect(config: Config, identity: Identity) -> Result<Self> {
-        config.check()?;
-        if config.nodes.is_empty() {
-            return Err(Error::usage(
-                "no Redis configured: use Coordinator::local for OS file locks",
-            ));
-        }
-        let tls_ca = read_tls_ca(&config)?;
-        let nodes = config
-            .nodes
-            .iter()
-            .map(|u| {
-                RedisNode::with_tls_ca(
-                    u,
-                    config.connect_timeout,
-                    config.node_timeout,
-                    tls_ca.as_deref(),
-                )
-                .map(|n| n.with_replica_wait(config.wait_replicas, config.wait_timeout))
-                .map(Arc::new)
-                .map_err(|e| Error::usage(format!("{u}: {e}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let (n, need) = (nodes.len(), crate::quorum::majority(nodes.len()));
-        let mut pending: FuturesUnordered<_> = nodes
-            .iter()
-            .map(|node| async move { (node.label(), node.connect().await) })
-            .collect();
-        let (mut ok, mut causes, mut silent) = (0, Vec::new(), 0);
-        while let Some((label, r)) = pending.next().await {
-            match r {
-                Ok(_) => ok += 1,
-                Err(e) => {
-                    silent += usize::from(e.timed_out);
-                    causes.push((label, e.cause));
-                }
-            }
-            // Stop early on success only: a failure waits for the others (each bounded by the
-            // connect timeout) so that the message counts them right.
-            if ok >= need {
-                break;
-            }
-        }
-        drop(pending);
-        if ok + silent < need {
-            return Err(Error::Unavailable {
-                reachable: ok,
-                total: n,
-                needed: need,
-                causes,
-            });
-        }
-        let nodes = nodes
-            .into_iter()
-            .map(|n| n as Arc<dyn Node>)
-            .collect::<Vec<_>>();
-        Ok(Self::with_nodes(config, identity, nodes))
+/// The work of [`Coordinator::connect`]: every node built (TLS included), a majority
+/// connected within the connect timeout.
+pub(crate) async fn connect(config: Config, identity: Identity) -> Result<Coordinator> {
+    config.check()?;
+    if config.nodes.is_empty() {
+        return Err(Error::usage(
+            "no Redis configured: use Coordinator::local for OS file locks",
+        ));
     }
-
-    /// A coordinator over `nodes`, which are taken as connected (tests run it on fakes).
-    pub(crate) fn with_nodes(
-        config: Config,
-        identity: Identity,
-        nodes: Vec<Arc<dyn Node>>,
-    ) -> Self {
-        Coordinator {
-            inner: Arc::new(Inner {
-                config,
-                identity,
-                backend: Backend::Redis(Quorum::new(nodes)),
-            }),
-        }
-    }
-
-    /// A coordinator for one machine: OS file locks in `lock_dir` (created when missing).
-    pub fn local(config: Config, identity: Identity, lock_dir: PathBuf) -> Result<Self> {
-        Ok(Coordinator {
-            inner: Arc::new(Inner {
-                backend: Backend::Local(LocalBackend::new(lock_dir)?),
-                config,
-                identity,
-            }),
+    let tls_ca = read_tls_ca(&config)?;
+    let nodes = config
+        .nodes
+        .iter()
+        .map(|u| {
+            RedisNode::with_tls_ca(
+                u,
+                config.connect_timeout,
+                config.node_timeout,
+                tls_ca.as_deref(),
+            )
+            .map(|n| n.with_replica_wait(config.wait_replicas, config.wait_timeout))
+            .map(Arc::new)
+            .map_err(|e| Error::usage(format!("{u}: {e}")))
         })
-    }
-
-    /// As [`Coordinator::local`], with the locks in `locks`, a directory reached through
-    /// handles (the repository's `.claude/.tractatus/locks`: nothing in it is followed).
-    pub(crate) fn local_in(
-        config: Config,
-        identity: Identity,
-        locks: crate::dir_handle::DirHandle,
-    ) -> Self {
-        Coordinator {
-            inner: Arc::new(Inner {
-                backend: Backend::Local(LocalBackend::at(locks)),
-                config,
-                identity,
-            }),
-        }
-    }
-
-    /// The checked configuration.
-    pub fn config(&self) -> &Config {
-        &self.inner.config
-    }
-
-    /// Who this process is.
-    pub fn identity(&self) -> &Identity {
-        &self.inner.identity
-    }
-
-    /// True when the locks are local OS file locks (no Redis).
-    pub fn is_local(&self) -> bool {
-        matches!(self.inner.backend, Backend::Local(_))
-    }
-
-    /// Where this coordinator's locks live, as one line without secrets: the Redis endpoints
-    /// (sorted, passwords hidden) or the local lock directory. Two coordinators with the same
-    /// namespace but another scope hold other locks (two clones of one repository, say, or two
-    /// Redis deployments), which the process-group guards must not mistake for each other.
-    /// A lock's identity among the process-group guards of this host: namespace and where
-    /// the locks live (see [`Coordinator::location`]).
-    pub(crate) fn guard_scope(&self) -> String {
-        format!("{}@{}", self.inner.config.namespace, self.location())
-    }
-
-    pub(crate) fn location(&self) -> String {
-        match &self.inner.backend {
-            Backend::Local(local) => local.dir().display().to_string(),
-            Backend::Redis(_) => {
-                let mut urls: Vec<String> = self
-                    .inner
-                    .config
-                    .nodes
-                    .iter()
-                    .map(|n| n.to_string())
-                    .collect();
-                urls.sort();
-                urls.join(",")
+        .collect::<Result<Vec<_>>>()?;
+    let (n, need) = (nodes.len(), crate::quorum::majority(nodes.len()));
+    let mut pending: FuturesUnordered<_> = nodes
+        .iter()
+        .map(|node| async move { (node.label(), node.connect().await) })
+        .collect();
+    let (mut ok, mut causes, mut silent) = (0, Vec::new(), 0);
+    while let Some((label, r)) = pending.next().await {
+        match r {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                silent += usize::from(e.timed_out);
+                causes.push((label, e.cause));
             }
         }
+        // Stop early on success only: a failure waits for the others (each bounded by the
+        // connect timeout) so that the message counts them right.
+        if ok >= need {
+            break;
+        }
+    }
+    drop(pending);
+    if ok + silent < need {
+        return Err(Error::Unavailable {
+            reachable: ok,
+            total: n,
+            needed: need,
+            causes,
+        });
+    }
+    let nodes = nodes
+        .into_iter()
+        .map(|n| n as Arc<dyn Node>)
+        .collect::<Vec<_>>();
+    Ok(with_nodes(config, identity, nodes))
+}
+
+/// The work of [`Coordinator::with_nodes`].
+pub(crate) fn with_nodes(
+    config: Config,
+    identity: Identity,
+    nodes: Vec<Arc<dyn Node>>,
+) -> Coordinator {
+    Coordinator {
+        inner: Arc::new(Inner {
+            config,
+            identity,
+            backend: Backend::Redis(Quorum::new(nodes)),
+        }),
+    }
+}
+
+/// The work of [`Coordinator::local`].
+pub(crate) fn local(config: Config, identity: Identity, lock_dir: PathBuf) -> Result<Coordinator> {
+    Ok(Coordinator {
+        inner: Arc::new(Inner {
+            backend: Backend::Local(LocalBackend::new(lock_dir)?),
+            config,
+            identity,
+        }),
+    })
+}
+
+/// The work of [`Coordinator::local_in`].
+pub(crate) fn local_in(
+    config: Config,
+    identity: Identity,
+    locks: crate::dir_handle::DirHandle,
+) -> Coordinator {
+    Coordinator {
+        inner: Arc::new(Inner {
+            backend: Backend::Local(LocalBackend::at(locks)),
+            config,
+            identity,
+        }),
     }
 }
 

@@ -5,53 +5,43 @@
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
-use crate::connect::{Backend, Coordinator};
+use crate::coordinator::{Backend, Coordinator};
 use crate::error::{Error, Result};
 
-impl Coordinator {
-    /// Mark every Redis node as brand-new for its current run: its grants skip the restart
-    /// quarantine until it restarts. Returns how many servers were marked (each master of a
-    /// Redis Cluster counts; 0 for local locks, which have no quarantine).
-    ///
-    /// Only for servers that are new, or whose data survived: marking a server that restarted
-    /// empty lets it grant a lease it forgot while its holder still runs.
-    ///
-    /// Every node is tried; when any could not be marked, the error names each one (the others
-    /// stay marked, and marking again is harmless).
-    pub async fn mark_initialized(&self) -> Result<usize> {
-        let Backend::Redis(quorum) = &self.inner.backend else {
-            return Ok(0);
-        };
-        let nodes = quorum.nodes();
-        let mut pending: FuturesUnordered<_> = nodes
-            .iter()
-            .map(|node| async move {
-                let result = match node.admin() {
-                    Some(admin) => admin.mark_initialized().await.map_err(|e| e.cause),
-                    None => Err("this node cannot be marked".to_owned()),
-                };
-                (node.label(), result)
-            })
-            .collect();
-        let (mut marked, mut nodes_marked, mut causes) = (0, 0, Vec::new());
-        while let Some((label, result)) = pending.next().await {
-            match result {
-                Ok(run_ids) => {
-                    marked += run_ids.len();
-                    nodes_marked += 1;
-                }
-                Err(cause) => causes.push((label, cause)),
+/// The work of [`Coordinator::mark_initialized`].
+pub(crate) async fn mark_initialized(coordinator: &Coordinator) -> Result<usize> {
+    let Backend::Redis(quorum) = &coordinator.inner.backend else {
+        return Ok(0);
+    };
+    let nodes = quorum.nodes();
+    let mut pending: FuturesUnordered<_> = nodes
+        .iter()
+        .map(|node| async move {
+            let result = match node.admin() {
+                Some(admin) => admin.mark_initialized().await.map_err(|e| e.cause),
+                None => Err("this node cannot be marked".to_owned()),
+            };
+            (node.label(), result)
+        })
+        .collect();
+    let (mut marked, mut nodes_marked, mut causes) = (0, 0, Vec::new());
+    while let Some((label, result)) = pending.next().await {
+        match result {
+            Ok(run_ids) => {
+                marked += run_ids.len();
+                nodes_marked += 1;
             }
+            Err(cause) => causes.push((label, cause)),
         }
-        if causes.is_empty() {
-            Ok(marked)
-        } else {
-            Err(Error::Unavailable {
-                reachable: nodes_marked,
-                total: nodes.len(),
-                needed: nodes.len(),
-                causes,
-            })
-        }
+    }
+    if causes.is_empty() {
+        Ok(marked)
+    } else {
+        Err(Error::Unavailable {
+            reachable: nodes_marked,
+            total: nodes.len(),
+            needed: nodes.len(),
+            causes,
+        })
     }
 }

@@ -4,65 +4,60 @@
 
 use std::time::{Duration, Instant};
 
-use crate::lease::WaitProgress;
+use crate::options::WaitProgress;
 use crate::{AcquireOptions, Coordinator, Lease, Result};
 
-impl Coordinator {
-    /// Acquire every name, sorted and deduplicated, within `wait` in total. Each lease is
-    /// renewed (up to the config's `max_hold`) from the moment it is taken, so a long wait for
-    /// the next name cannot let it expire; on failure the ones taken are released, newest
-    /// first. `progress(name)` may return where to report the holder while waiting for `name`.
-    pub async fn acquire_all<S: AsRef<str>>(
-        &self,
-        names: &[S],
-        wait: Duration,
-        progress: impl FnMut(&str) -> Option<WaitProgress>,
-    ) -> Result<Vec<Lease>> {
-        self.acquire_all_holding(names, wait, &[], progress).await
-    }
+/// The work of [`Coordinator::acquire_all`].
+pub(crate) async fn acquire_all<S: AsRef<str>>(
+    coordinator: &Coordinator,
+    names: &[S],
+    wait: Duration,
+    progress: impl FnMut(&str) -> Option<WaitProgress>,
+) -> Result<Vec<Lease>> {
+    coordinator
+        .acquire_all_holding(names, wait, &[], progress)
+        .await
+}
 
-    /// [`Coordinator::acquire_all`] by a caller that already holds `holding` (a Node caller's
-    /// enclosing `withLock` scopes): each wait records them, with the leases this call took
-    /// before it, as its wait-for edge (see [`crate::deadlock`]).
-    pub async fn acquire_all_holding<S: AsRef<str>>(
-        &self,
-        names: &[S],
-        wait: Duration,
-        holding: &[crate::Holding],
-        mut progress: impl FnMut(&str) -> Option<WaitProgress>,
-    ) -> Result<Vec<Lease>> {
-        let mut names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
-        names.sort_unstable();
-        names.dedup();
-        let started = Instant::now();
-        let max_hold = self.config().max_hold;
-        let mut leases: Vec<Lease> = Vec::new();
-        for name in names {
-            let opts = AcquireOptions {
-                wait: wait.saturating_sub(started.elapsed()),
-                progress: progress(name),
-                // What this call already took counts as held while it waits for the next.
-                holding: holding
-                    .iter()
-                    .cloned()
-                    .chain(leases.iter().map(Lease::holding))
-                    .collect(),
-            };
-            match self.acquire(name, &opts).await {
-                Ok(mut l) => {
-                    l.keep_alive(max_hold);
-                    leases.push(l);
+/// The work of [`Coordinator::acquire_all_holding`].
+pub(crate) async fn acquire_all_holding<S: AsRef<str>>(
+    coordinator: &Coordinator,
+    names: &[S],
+    wait: Duration,
+    holding: &[crate::Holding],
+    mut progress: impl FnMut(&str) -> Option<WaitProgress>,
+) -> Result<Vec<Lease>> {
+    let mut names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
+    names.sort_unstable();
+    names.dedup();
+    let started = Instant::now();
+    let max_hold = coordinator.config().max_hold;
+    let mut leases: Vec<Lease> = Vec::new();
+    for name in names {
+        let opts = AcquireOptions {
+            wait: wait.saturating_sub(started.elapsed()),
+            progress: progress(name),
+            // What this call already took counts as held while it waits for the next.
+            holding: holding
+                .iter()
+                .cloned()
+                .chain(leases.iter().map(Lease::holding))
+                .collect(),
+        };
+        match coordinator.acquire(name, &opts).await {
+            Ok(mut l) => {
+                l.keep_alive(max_hold);
+                leases.push(l);
+            }
+            Err(e) => {
+                for l in leases.into_iter().rev() {
+                    let _ = l.release().await;
                 }
-                Err(e) => {
-                    for l in leases.into_iter().rev() {
-                        let _ = l.release().await;
-                    }
-                    return Err(e);
-                }
+                return Err(e);
             }
         }
-        Ok(leases)
     }
+    Ok(leases)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::backend::{Eviction, KeyKind, LockView, Node, NodeAdmin, Queued};
-use crate::connect::{Backend, Coordinator};
+use crate::coordinator::{Backend, Coordinator};
 use crate::error::{Error, Result};
 use crate::keys::LockKeys;
 
@@ -106,188 +106,180 @@ pub(crate) async fn names_on(node: &dyn Node, ns: &str, kind: KeyKind) -> Result
         })
 }
 
-impl Coordinator {
-    /// Every lock held in this namespace.
-    pub async fn status(&self) -> Result<Vec<LockStatus>> {
-        let mut locks = self.holders().await?;
-        // Issue 24: each waiter's wait-for edge (what its tree holds), from src/deadlock.
-        self.attach_edges(&mut locks).await;
-        Ok(locks)
-    }
+/// The work of [`Coordinator::status`].
+pub(crate) async fn status(coordinator: &Coordinator) -> Result<Vec<LockStatus>> {
+    let mut locks = holders(coordinator).await?;
+    // Issue 24: each waiter's wait-for edge (what its tree holds), from src/deadlock.
+    coordinator.attach_edges(&mut locks).await;
+    Ok(locks)
+}
 
-    async fn holders(&self) -> Result<Vec<LockStatus>> {
-        let ns = &self.inner.config.namespace;
-        let me = &self.inner.identity;
-        match &self.inner.backend {
-            Backend::Local(local) => Ok(local
-                .held()?
+async fn holders(coordinator: &Coordinator) -> Result<Vec<LockStatus>> {
+    let ns = &coordinator.inner.config.namespace;
+    let me = &coordinator.inner.identity;
+    match &coordinator.inner.backend {
+        Backend::Local(local) => Ok(local
+            .held()?
+            .into_iter()
+            .map(|(name, h)| LockStatus {
+                slot_of: slot_of(&name),
+                slot: slot_index(&name),
+                name,
+                held_ms: h.held_for().as_millis() as u64,
+                ttl_left_ms: None,
+                waiters: 0,
+                queue: Vec::new(),
+                edges: Vec::new(),
+                stale: false,
+                nodes: 1,
+                session: h.session,
+                host: h.host,
+                pid: h.pid,
+                command: h.command,
+                token: h.token,
+            })
+            .collect()),
+        Backend::Redis(q) => {
+            let mut found: BTreeMap<String, Vec<LockView>> = BTreeMap::new();
+            let mut failures = Vec::new();
+            for node in q.nodes() {
+                let names = match names_on(node.as_ref(), ns, KeyKind::Lease).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        failures.push(e);
+                        continue;
+                    }
+                };
+                let admin = admin_of(node.as_ref())?;
+                for name in names {
+                    if let Ok(Some(seen)) = admin.inspect(&LockKeys::new(ns, &name)).await {
+                        found.entry(name).or_default().push(seen);
+                    }
+                }
+            }
+            if failures.len() > q.nodes().len() - q.needed() {
+                return Err(failures.remove(0));
+            }
+            Ok(found
                 .into_iter()
-                .map(|(name, h)| LockStatus {
-                    slot_of: slot_of(&name),
-                    slot: slot_index(&name),
-                    name,
-                    held_ms: h.held_for().as_millis() as u64,
-                    ttl_left_ms: None,
-                    waiters: 0,
-                    queue: Vec::new(),
-                    edges: Vec::new(),
-                    stale: false,
-                    nodes: 1,
-                    session: h.session,
-                    host: h.host,
-                    pid: h.pid,
-                    command: h.command,
-                    token: h.token,
-                })
-                .collect()),
-            Backend::Redis(q) => {
-                let mut found: BTreeMap<String, Vec<LockView>> = BTreeMap::new();
-                let mut failures = Vec::new();
-                for node in q.nodes() {
-                    let names = match names_on(node.as_ref(), ns, KeyKind::Lease).await {
-                        Ok(n) => n,
-                        Err(e) => {
-                            failures.push(e);
-                            continue;
-                        }
-                    };
-                    let admin = admin_of(node.as_ref())?;
-                    for name in names {
-                        if let Ok(Some(seen)) = admin.inspect(&LockKeys::new(ns, &name)).await {
-                            found.entry(name).or_default().push(seen);
-                        }
+                .filter_map(|(name, seen)| {
+                    // The owner shown by the most nodes is the holder.
+                    let mut by_owner: HashMap<&str, usize> = HashMap::new();
+                    for s in &seen {
+                        *by_owner.entry(s.holder.owner.as_str()).or_default() += 1;
                     }
-                }
-                if failures.len() > q.nodes().len() - q.needed() {
-                    return Err(failures.remove(0));
-                }
-                Ok(found
-                    .into_iter()
-                    .filter_map(|(name, seen)| {
-                        // The owner shown by the most nodes is the holder.
-                        let mut by_owner: HashMap<&str, usize> = HashMap::new();
-                        for s in &seen {
-                            *by_owner.entry(s.holder.owner.as_str()).or_default() += 1;
-                        }
-                        let (owner, count) = by_owner.into_iter().max_by_key(|e| e.1)?;
-                        let LockView {
-                            pttl,
-                            waiters,
-                            queue,
-                            holder: h,
-                            ..
-                        } = seen.iter().find(|s| s.holder.owner == owner)?.clone();
-                        Some(LockStatus {
-                            slot_of: slot_of(&name),
-                            slot: slot_index(&name),
-                            name,
-                            held_ms: h.held_for().as_millis() as u64,
-                            ttl_left_ms: Some(pttl.as_millis() as u64),
-                            waiters,
-                            queue,
-                            edges: Vec::new(),
-                            stale: h.is_gone_from(me),
-                            nodes: count,
-                            session: h.session,
-                            host: h.host,
-                            pid: h.pid,
-                            command: h.command,
-                            token: h.token,
-                        })
+                    let (owner, count) = by_owner.into_iter().max_by_key(|e| e.1)?;
+                    let LockView {
+                        pttl,
+                        waiters,
+                        queue,
+                        holder: h,
+                        ..
+                    } = seen.iter().find(|s| s.holder.owner == owner)?.clone();
+                    Some(LockStatus {
+                        slot_of: slot_of(&name),
+                        slot: slot_index(&name),
+                        name,
+                        held_ms: h.held_for().as_millis() as u64,
+                        ttl_left_ms: Some(pttl.as_millis() as u64),
+                        waiters,
+                        queue,
+                        edges: Vec::new(),
+                        stale: h.is_gone_from(me),
+                        nodes: count,
+                        session: h.session,
+                        host: h.host,
+                        pid: h.pid,
+                        command: h.command,
+                        token: h.token,
                     })
-                    .collect())
-            }
-        }
-    }
-
-    /// The newest `limit` audit events of this namespace, oldest first.
-    pub async fn log(&self, limit: usize) -> Result<Vec<AuditEvent>> {
-        let ns = &self.inner.config.namespace;
-        let Backend::Redis(q) = &self.inner.backend else {
-            return Err(Error::usage(
-                "no audit log without Redis: local locks keep no history",
-            ));
-        };
-        let mut events: Vec<AuditEvent> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        let mut failures = Vec::new();
-        for node in q.nodes() {
-            let names = match names_on(node.as_ref(), ns, KeyKind::Log).await {
-                Ok(n) => n,
-                Err(e) => {
-                    failures.push(e);
-                    continue;
-                }
-            };
-            let admin = admin_of(node.as_ref())?;
-            for name in names {
-                let entries = admin
-                    .read_log(&LockKeys::new(ns, &name), limit)
-                    .await
-                    .unwrap_or_default();
-                for fields in entries {
-                    let e = event_from(&name, &fields);
-                    if seen.insert((e.event.clone(), e.name.clone(), e.owner.clone())) {
-                        events.push(e);
-                    }
-                }
-            }
-        }
-        if failures.len() > q.nodes().len() - q.needed() {
-            return Err(failures.remove(0));
-        }
-        // Stable: events of one lock keep their stream order within a millisecond.
-        events.sort_by_key(|e| e.at_ms);
-        let skip = events.len().saturating_sub(limit);
-        Ok(events.split_off(skip))
-    }
-
-    /// End the lease of lock `name`'s holder (an operator's decision), recorded in its audit
-    /// log. `name` may be a slot's (`test-db#3`).
-    ///
-    /// Each node is asked who holds the lock, then told to end that owner's lease only. A
-    /// request may reach a node twice (the cluster connection resends one whose reply was
-    /// lost), and one that said "whoever holds it" would, landing after the next waiter's
-    /// grant, end that waiter's lease while it runs.
-    pub async fn break_lock(&self, name: &str) -> Result<BreakOutcome> {
-        crate::slots::check_lock_or_slot_name(name)?;
-        match &self.inner.backend {
-            Backend::Local(local) => {
-                let holder = local.held()?.into_iter().find(|(n, _)| n == name);
-                match holder {
-                    None => Ok(BreakOutcome::NotHeld),
-                    Some((_, h)) => Err(Error::usage(format!(
-                        "'{name}' is a local lock held by pid {} on {}: the kernel releases it \
-                         when that process exits; stop the process instead",
-                        h.pid,
-                        crate::shown::field(&h.host)
-                    ))),
-                }
-            }
-            Backend::Redis(q) => {
-                let keys = LockKeys::new(&self.inner.config.namespace, name);
-                let (mut seen, mut broken) = (false, false);
-                for node in q.nodes() {
-                    let holder = match admin_of(node.as_ref())?.inspect(&keys).await {
-                        Ok(Some(view)) if !view.holder.owner.is_empty() => view.holder,
-                        _ => continue,
-                    };
-                    seen = true;
-                    let ev = Eviction {
-                        keys: keys.clone(),
-                        expected_owner: holder.owner,
-                        event: "break",
-                        by: self.inner.identity.clone(),
-                        log_cap: self.inner.config.log_cap,
-                    };
-                    broken |= matches!(node.evict(&ev).await, Ok(true));
-                }
-                Ok(match (seen, broken) {
-                    (_, true) => BreakOutcome::Broken,
-                    (false, false) => BreakOutcome::NotHeld,
-                    (true, false) => BreakOutcome::ChangedHands,
                 })
+                .collect())
+        }
+    }
+}
+
+/// The work of [`Coordinator::log`].
+pub(crate) async fn log(coordinator: &Coordinator, limit: usize) -> Result<Vec<AuditEvent>> {
+    let ns = &coordinator.inner.config.namespace;
+    let Backend::Redis(q) = &coordinator.inner.backend else {
+        return Err(Error::usage(
+            "no audit log without Redis: local locks keep no history",
+        ));
+    };
+    let mut events: Vec<AuditEvent> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut failures = Vec::new();
+    for node in q.nodes() {
+        let names = match names_on(node.as_ref(), ns, KeyKind::Log).await {
+            Ok(n) => n,
+            Err(e) => {
+                failures.push(e);
+                continue;
             }
+        };
+        let admin = admin_of(node.as_ref())?;
+        for name in names {
+            let entries = admin
+                .read_log(&LockKeys::new(ns, &name), limit)
+                .await
+                .unwrap_or_default();
+            for fields in entries {
+                let e = event_from(&name, &fields);
+                if seen.insert((e.event.clone(), e.name.clone(), e.owner.clone())) {
+                    events.push(e);
+                }
+            }
+        }
+    }
+    if failures.len() > q.nodes().len() - q.needed() {
+        return Err(failures.remove(0));
+    }
+    // Stable: events of one lock keep their stream order within a millisecond.
+    events.sort_by_key(|e| e.at_ms);
+    let skip = events.len().saturating_sub(limit);
+    Ok(events.split_off(skip))
+}
+
+/// The work of [`Coordinator::break_lock`].
+pub(crate) async fn break_lock(coordinator: &Coordinator, name: &str) -> Result<BreakOutcome> {
+    crate::slots::check_lock_or_slot_name(name)?;
+    match &coordinator.inner.backend {
+        Backend::Local(local) => {
+            let holder = local.held()?.into_iter().find(|(n, _)| n == name);
+            match holder {
+                None => Ok(BreakOutcome::NotHeld),
+                Some((_, h)) => Err(Error::usage(format!(
+                    "'{name}' is a local lock held by pid {} on {}: the kernel releases it \
+                     when that process exits; stop the process instead",
+                    h.pid,
+                    crate::shown::field(&h.host)
+                ))),
+            }
+        }
+        Backend::Redis(q) => {
+            let keys = LockKeys::new(&coordinator.inner.config.namespace, name);
+            let (mut seen, mut broken) = (false, false);
+            for node in q.nodes() {
+                let holder = match admin_of(node.as_ref())?.inspect(&keys).await {
+                    Ok(Some(view)) if !view.holder.owner.is_empty() => view.holder,
+                    _ => continue,
+                };
+                seen = true;
+                let ev = Eviction {
+                    keys: keys.clone(),
+                    expected_owner: holder.owner,
+                    event: "break",
+                    by: coordinator.inner.identity.clone(),
+                    log_cap: coordinator.inner.config.log_cap,
+                };
+                broken |= matches!(node.evict(&ev).await, Ok(true));
+            }
+            Ok(match (seen, broken) {
+                (_, true) => BreakOutcome::Broken,
+                (false, false) => BreakOutcome::NotHeld,
+                (true, false) => BreakOutcome::ChangedHands,
+            })
         }
     }
 }

@@ -7,7 +7,7 @@
 //! --file y.json` updates `x.json`. Each waits for the other's ancestor.
 //!
 //! # Edges
-//! A waiter whose process tree holds leases (inherited in [`crate::join::ENV_VAR`], or the
+//! A waiter whose process tree holds leases (inherited in `crate::join::ENV_VAR`, or the
 //! enclosing `withLock` scopes of a Node caller, [`crate::AcquireOptions::holding`]) records,
 //! beside its place in the queue, an [`Edge`]: "holding A (owner, token), waiting for B". On
 //! Redis the edge lives in the hash slot of B (`keys::LockKeys::waitfor`, written by
@@ -46,8 +46,8 @@ use crate::error::Error;
 use crate::holder::{HolderInfo, Identity};
 
 pub(crate) mod local;
-mod redis;
-mod status;
+pub(crate) mod redis;
+pub(crate) mod status;
 pub(crate) mod walk;
 
 /// How long after a first walk found a cycle a second walk must confirm it.
@@ -260,7 +260,7 @@ pub(crate) fn edge_of(
 }
 
 /// What the caller's tree holds in `scope`, other than `name`: the leases inherited in
-/// [`crate::join::ENV_VAR`] and those the caller names in its options. Empty: nothing to
+/// `crate::join::ENV_VAR` and those the caller names in its options. Empty: nothing to
 /// record, nothing to walk.
 pub(crate) fn holdings(scope: &str, name: &str, extra: &[Holding]) -> Vec<Holding> {
     let local = scope.starts_with("local:");

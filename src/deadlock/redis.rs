@@ -4,7 +4,7 @@
 
 use super::walk::{RedisReader, find_cycle};
 use super::{Edge, Suspicion, edge_of, error, holdings};
-use crate::connect::Coordinator;
+use crate::coordinator::Coordinator;
 use crate::error::Error;
 use crate::options::AcquireOptions;
 use crate::quorum::Quorum;
@@ -16,27 +16,24 @@ pub(crate) struct RedisWatch {
     suspicion: Suspicion,
 }
 
-impl Coordinator {
-    /// The deadlock watch of a wait for `name` by `waiter` at `place`, or `None` when the
-    /// caller holds nothing (nothing to record, nothing to walk: no cost).
-    pub(crate) fn deadlock_watch(
-        &self,
-        name: &str,
-        waiter: &str,
-        place: u64,
-        opts: &AcquireOptions,
-    ) -> Option<RedisWatch> {
-        let holding = holdings(&self.scope(), name, &opts.holding);
-        if holding.is_empty() || opts.wait.is_zero() {
-            return None;
-        }
-        let edge = edge_of(&self.inner.identity, waiter, place, name, holding);
-        Some(RedisWatch {
-            text: edge.text(),
-            edge,
-            suspicion: Suspicion::new(),
-        })
+/// The work of [`Coordinator::deadlock_watch`].
+pub(crate) fn deadlock_watch(
+    coordinator: &Coordinator,
+    name: &str,
+    waiter: &str,
+    place: u64,
+    opts: &AcquireOptions,
+) -> Option<RedisWatch> {
+    let holding = holdings(&coordinator.scope(), name, &opts.holding);
+    if holding.is_empty() || opts.wait.is_zero() {
+        return None;
     }
+    let edge = edge_of(&coordinator.inner.identity, waiter, place, name, holding);
+    Some(RedisWatch {
+        text: edge.text(),
+        edge,
+        suspicion: Suspicion::new(),
+    })
 }
 
 impl RedisWatch {

@@ -55,12 +55,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::{FencingToken, Identity, Lease};
 
-mod turn;
+pub(crate) mod turn;
 
 pub(crate) use turn::{Joined, join_on, leave_turn_on};
 
 /// The environment variable a holder sets on its command: the leases it may join.
-pub const ENV_VAR: &str = "TRACTATUS_LEASE";
+pub(crate) const ENV_VAR: &str = "TRACTATUS_LEASE";
 
 /// How many parents are followed up from a process before giving up: deeper trees than this
 /// do not occur, and a loop in a `/proc` read racing with exits must end.
@@ -239,7 +239,7 @@ impl Capability {
 
 /// The value of [`ENV_VAR`] for a command started under `leases` (`lock run`'s CMD,
 /// `state update`'s command).
-pub fn command_env(leases: &[Lease]) -> String {
+pub(crate) fn command_env(leases: &[Lease]) -> String {
     Capability::for_command(leases).to_env()
 }
 

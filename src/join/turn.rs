@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::{Capability, ENV_VAR, Origin, secret_hash};
 use crate::backend::{JoinReply, JoinRequest};
 use crate::clock::{Deadline, Stamp, far_deadline};
-use crate::connect::Backend;
+use crate::coordinator::Backend;
 use crate::keys::LockKeys;
 use crate::local::Joinable;
 use crate::quorum::{Quorum, validity};
@@ -129,159 +129,155 @@ fn refused(name: &str) -> Error {
     }
 }
 
-impl Coordinator {
-    /// Where a lock name means the same lock: the Redis namespace, or the local directory.
-    pub(crate) fn scope(&self) -> String {
-        match &self.inner.backend {
-            Backend::Redis(_) => format!("redis:{}", self.inner.config.namespace),
-            Backend::Local(local) => format!("local:{}", local.dir().display()),
-        }
+/// The work of [`Coordinator::scope`].
+pub(crate) fn scope(coordinator: &Coordinator) -> String {
+    match &coordinator.inner.backend {
+        Backend::Redis(_) => format!("redis:{}", coordinator.inner.config.namespace),
+        Backend::Local(local) => format!("local:{}", local.dir().display()),
     }
+}
 
-    /// Join lock `name` through `capability`, waiting up to `wait` for the turn among its
-    /// joiners: `Ok(Some)` when it names the lock, its holder is this process or an ancestor,
-    /// and the coordinator confirms that holder's lease (see the module doc); `Ok(None)` when
-    /// the capability does not apply (acquire as usual); an error when it names a standing
-    /// lease it does not match (76), or the turn did not come in time (75).
-    pub async fn join_within(
-        &self,
-        name: &str,
-        capability: &Capability,
-        wait: Duration,
-    ) -> Result<Option<Lease>> {
-        let Some(grant) = capability.find(&self.scope(), name) else {
-            return Ok(None);
-        };
-        if !grant.origin().is_self_or_ancestor() {
-            return Ok(None);
-        }
-        // Under a joiner's turn: that joiner must be this process or an ancestor too (a
-        // process it left behind works under nobody's turn any more).
-        let parent = grant.turns.last().cloned().unwrap_or_default();
-        if !parent.is_empty()
-            && !joiner_process(&parent).is_some_and(|(pid, start)| {
-                Origin {
-                    pid,
-                    start,
-                    ns: grant.ns.clone(),
-                }
-                .is_self_or_ancestor()
-            })
-        {
-            return Ok(None);
-        }
-        let depth = grant.turns.len() + 1;
-        let joiner = joiner_id(&self.inner.identity);
-        let deadline = far_deadline(Instant::now(), wait);
-        let started = Instant::now();
-        let timeout = || Error::Timeout {
-            name: name.to_owned(),
-            waited_ms: started.elapsed().as_millis(),
-            holder: None,
-            note: Some("another process that joined the same lease kept its turn".to_owned()),
-        };
-        match &self.inner.backend {
-            Backend::Redis(q) => {
-                let mut req = JoinRequest {
-                    keys: LockKeys::new(&self.inner.config.namespace, name),
-                    owner: grant.owner.clone(),
-                    secret_hash: secret_hash(&grant.secret),
-                    token: grant.token,
-                    joiner: joiner.clone(),
-                    depth,
-                    parent,
-                    turn_ttl: self.inner.config.ttl,
-                    take_from: String::new(),
-                    place: crate::acquire::epoch_micros(),
-                    by: self.inner.identity.clone(),
-                    log_cap: self.inner.config.log_cap,
-                };
-                // With several nodes, a refusal may follow turns taken on some of them: give
-                // those back. One node that answered gave us nothing; one that did not may
-                // have (Undecided).
-                let several = q.nodes().len() > 1;
-                loop {
-                    let outcome = join_on(q, &req).await;
-                    req.take_from.clear();
-                    let pause = match outcome {
-                        Joined::Yes { valid_until, ttl } => {
-                            return Ok(Some(Lease::joined_redis(
-                                self.clone(),
-                                grant,
-                                req,
-                                ttl,
-                                valid_until,
-                            )));
-                        }
-                        Joined::Ended => {
-                            if several {
-                                leave_turn_on(q, &req).await;
-                            }
-                            return Ok(None);
-                        }
-                        Joined::Mismatch => {
-                            if several {
-                                leave_turn_on(q, &req).await;
-                            }
-                            return Err(refused(name));
-                        }
-                        Joined::Busy { left, by } => {
-                            if several {
-                                leave_turn_on(q, &req).await;
-                            }
-                            if joiner_is_gone(&by) {
-                                req.take_from = by;
-                                Duration::ZERO
-                            } else {
-                                left.min(TURN_POLL)
-                            }
-                        }
-                        Joined::Undecided => {
-                            leave_turn_on(q, &req).await;
-                            TURN_POLL
-                        }
-                    };
-                    if Instant::now() >= deadline {
-                        // Out of the line, so that nobody waits behind a joiner that left.
-                        leave_turn_on(q, &req).await;
-                        return Err(timeout());
-                    }
-                    // Jitter, so that waiting joiners do not ask in step.
-                    let jitter =
-                        Duration::from_micros(u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * 20);
-                    let next = Instant::now() + pause / 2 + jitter;
-                    tokio::time::sleep_until(next.min(deadline)).await;
-                }
+/// The work of [`Coordinator::join_within`].
+pub(crate) async fn join_within(
+    coordinator: &Coordinator,
+    name: &str,
+    capability: &Capability,
+    wait: Duration,
+) -> Result<Option<Lease>> {
+    let Some(grant) = capability.find(&coordinator.scope(), name) else {
+        return Ok(None);
+    };
+    if !grant.origin().is_self_or_ancestor() {
+        return Ok(None);
+    }
+    // Under a joiner's turn: that joiner must be this process or an ancestor too (a
+    // process it left behind works under nobody's turn any more).
+    let parent = grant.turns.last().cloned().unwrap_or_default();
+    if !parent.is_empty()
+        && !joiner_process(&parent).is_some_and(|(pid, start)| {
+            Origin {
+                pid,
+                start,
+                ns: grant.ns.clone(),
             }
-            Backend::Local(local) => {
-                let hash = secret_hash(&grant.secret);
-                let parent_pid = joiner_process(&parent).map(|p| p.0);
-                let check = || match local.joinable(name, grant.pid, grant.token, &hash) {
-                    Joinable::Held
-                        if parent_pid
-                            .is_some_and(|pid| !local.turn_held_by(name, depth - 1, pid)) =>
-                    {
-                        Joinable::Ended
+            .is_self_or_ancestor()
+        })
+    {
+        return Ok(None);
+    }
+    let depth = grant.turns.len() + 1;
+    let joiner = joiner_id(&coordinator.inner.identity);
+    let deadline = far_deadline(Instant::now(), wait);
+    let started = Instant::now();
+    let timeout = || Error::Timeout {
+        name: name.to_owned(),
+        waited_ms: started.elapsed().as_millis(),
+        holder: None,
+        note: Some("another process that joined the same lease kept its turn".to_owned()),
+    };
+    match &coordinator.inner.backend {
+        Backend::Redis(q) => {
+            let mut req = JoinRequest {
+                keys: LockKeys::new(&coordinator.inner.config.namespace, name),
+                owner: grant.owner.clone(),
+                secret_hash: secret_hash(&grant.secret),
+                token: grant.token,
+                joiner: joiner.clone(),
+                depth,
+                parent,
+                turn_ttl: coordinator.inner.config.ttl,
+                take_from: String::new(),
+                place: crate::acquire::epoch_micros(),
+                by: coordinator.inner.identity.clone(),
+                log_cap: coordinator.inner.config.log_cap,
+            };
+            // With several nodes, a refusal may follow turns taken on some of them: give
+            // those back. One node that answered gave us nothing; one that did not may
+            // have (Undecided).
+            let several = q.nodes().len() > 1;
+            loop {
+                let outcome = join_on(q, &req).await;
+                req.take_from.clear();
+                let pause = match outcome {
+                    Joined::Yes { valid_until, ttl } => {
+                        return Ok(Some(Lease::joined_redis(
+                            coordinator.clone(),
+                            grant,
+                            req,
+                            ttl,
+                            valid_until,
+                        )));
                     }
-                    j => j,
+                    Joined::Ended => {
+                        if several {
+                            leave_turn_on(q, &req).await;
+                        }
+                        return Ok(None);
+                    }
+                    Joined::Mismatch => {
+                        if several {
+                            leave_turn_on(q, &req).await;
+                        }
+                        return Err(refused(name));
+                    }
+                    Joined::Busy { left, by } => {
+                        if several {
+                            leave_turn_on(q, &req).await;
+                        }
+                        if joiner_is_gone(&by) {
+                            req.take_from = by;
+                            Duration::ZERO
+                        } else {
+                            left.min(TURN_POLL)
+                        }
+                    }
+                    Joined::Undecided => {
+                        leave_turn_on(q, &req).await;
+                        TURN_POLL
+                    }
                 };
-                match check() {
-                    Joinable::Ended => return Ok(None),
-                    Joinable::Forged => return Err(refused(name)),
-                    Joinable::Held => {}
+                if Instant::now() >= deadline {
+                    // Out of the line, so that nobody waits behind a joiner that left.
+                    leave_turn_on(q, &req).await;
+                    return Err(timeout());
                 }
-                let turn = local
-                    .take_turn(name, depth, deadline)
-                    .await?
-                    .ok_or_else(timeout)?;
-                // The holder may have let go while we waited for the turn.
-                match check() {
-                    Joinable::Held => {
-                        Ok(Some(Lease::joined_local(self.clone(), grant, joiner, turn)))
-                    }
-                    Joinable::Ended => Ok(None),
-                    Joinable::Forged => Err(refused(name)),
+                // Jitter, so that waiting joiners do not ask in step.
+                let jitter =
+                    Duration::from_micros(u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * 20);
+                let next = Instant::now() + pause / 2 + jitter;
+                tokio::time::sleep_until(next.min(deadline)).await;
+            }
+        }
+        Backend::Local(local) => {
+            let hash = secret_hash(&grant.secret);
+            let parent_pid = joiner_process(&parent).map(|p| p.0);
+            let check = || match local.joinable(name, grant.pid, grant.token, &hash) {
+                Joinable::Held
+                    if parent_pid.is_some_and(|pid| !local.turn_held_by(name, depth - 1, pid)) =>
+                {
+                    Joinable::Ended
                 }
+                j => j,
+            };
+            match check() {
+                Joinable::Ended => return Ok(None),
+                Joinable::Forged => return Err(refused(name)),
+                Joinable::Held => {}
+            }
+            let turn = local
+                .take_turn(name, depth, deadline)
+                .await?
+                .ok_or_else(timeout)?;
+            // The holder may have let go while we waited for the turn.
+            match check() {
+                Joinable::Held => Ok(Some(Lease::joined_local(
+                    coordinator.clone(),
+                    grant,
+                    joiner,
+                    turn,
+                ))),
+                Joinable::Ended => Ok(None),
+                Joinable::Forged => Err(refused(name)),
             }
         }
     }

@@ -1,4 +1,4 @@
-//! A lease joined from its holder (see [`crate::join`]): how one is made, and its keep-alive,
+//! A lease joined from its holder (see `crate::join`): how one is made, and its keep-alive,
 //! which renews nothing: it asks again whether the holder's lease stands (`lua/join.lua`) and
 //! refreshes its turn among the joiners.
 
@@ -11,7 +11,7 @@ use super::{Hold, Lease, Standing, VALIDITY_RAN_OUT};
 use crate::Coordinator;
 use crate::backend::JoinRequest;
 use crate::clock::Deadline;
-use crate::connect::Backend;
+use crate::coordinator::Backend;
 use crate::join::{Grant, Joined, join_on};
 
 impl Lease {

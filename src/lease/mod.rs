@@ -1,7 +1,7 @@
 //! A held lock, [`Lease`], from grant to release: its fencing token, renewal (once, or in the
 //! background while the work runs), noticing loss or coming expiry at once, release, and the
 //! release on drop. Also lifting a lock's token floor after a counter reset. A lease joined
-//! from an ancestor's (see [`crate::join`]) carries the ancestor's token and owner; it is never
+//! from an ancestor's (see `crate::join`) carries the ancestor's token and owner; it is never
 //! renewed or released from here (its holder does both): its keep-alive asks again whether the
 //! holder's lease stands and refreshes its turn among the joiners, and its release gives that
 //! turn back.
@@ -23,17 +23,14 @@ use tokio::time::Instant;
 use crate::backend::JoinRequest;
 use crate::clock::{Deadline, far_deadline};
 use crate::config::Config;
-use crate::connect::Backend;
+use crate::coordinator::Backend;
 use crate::error::{Error, Result};
 use crate::join::{Grant, Origin, leave_turn_on, owner_tag};
 use crate::keys::LockKeys;
 use crate::local::{Joinable, LocalGuard};
 use crate::quorum::Renewal;
 
-// Kept here so `tractatus_lock::lease::{AcquireOptions, Coordinator, WaitProgress}` still name
-// them, as they did before connecting and waiting moved out.
-pub use crate::connect::Coordinator;
-pub use crate::options::{AcquireOptions, WaitProgress};
+use crate::coordinator::Coordinator;
 
 mod joined;
 
@@ -45,27 +42,28 @@ const VALIDITY_RAN_OUT: &str = "its validity ran out without a successful renewa
 /// A fencing token: strictly increasing for each new lease of one lock name.
 pub type FencingToken = u64;
 
-impl Coordinator {
-    /// Lift the fencing counter of `name` to at least `floor` on every node (after a counter
-    /// reset), so the next lease's token is above every committed one.
-    pub async fn raise_floor(&self, name: &str, floor: FencingToken) -> Result<()> {
-        match &self.inner.backend {
-            Backend::Local(local) => local.raise(name, floor),
-            Backend::Redis(q) => {
-                let keys = LockKeys::new(&self.inner.config.namespace, name);
-                let all: FuturesUnordered<_> =
-                    q.nodes().iter().map(|n| n.raise(&keys, floor)).collect();
-                let ok = all.filter(|r| std::future::ready(r.is_ok())).count().await;
-                if ok >= q.needed() {
-                    Ok(())
-                } else {
-                    Err(Error::Unavailable {
-                        reachable: ok,
-                        total: q.nodes().len(),
-                        needed: q.needed(),
-                        causes: Vec::new(),
-                    })
-                }
+/// The work of [`Coordinator::raise_floor`].
+pub(crate) async fn raise_floor(
+    coordinator: &Coordinator,
+    name: &str,
+    floor: FencingToken,
+) -> Result<()> {
+    match &coordinator.inner.backend {
+        Backend::Local(local) => local.raise(name, floor),
+        Backend::Redis(q) => {
+            let keys = LockKeys::new(&coordinator.inner.config.namespace, name);
+            let all: FuturesUnordered<_> =
+                q.nodes().iter().map(|n| n.raise(&keys, floor)).collect();
+            let ok = all.filter(|r| std::future::ready(r.is_ok())).count().await;
+            if ok >= q.needed() {
+                Ok(())
+            } else {
+                Err(Error::Unavailable {
+                    reachable: ok,
+                    total: q.nodes().len(),
+                    needed: q.needed(),
+                    causes: Vec::new(),
+                })
             }
         }
     }
@@ -137,7 +135,7 @@ pub struct Lease {
     /// The owner id: the Redis lease value (public); random for local locks. Its hash tells
     /// leases apart in the fence record.
     owner: String,
-    /// What lets a process join it (see [`crate::join`]): only its SHA-256 is ever written.
+    /// What lets a process join it (see `crate::join`): only its SHA-256 is ever written.
     secret: String,
     /// The joiners whose turns it works under, outermost first, its own last (joined leases
     /// only): its command joins under its turn.
@@ -210,7 +208,7 @@ impl Lease {
         self.joined
     }
 
-    /// What a command needs to join this lease (see [`crate::join`]).
+    /// What a command needs to join this lease (see `crate::join`).
     pub(crate) fn grant(&self) -> Grant {
         Grant {
             scope: self.coordinator.scope(),

@@ -41,7 +41,7 @@ pub(crate) struct LocalGuard {
     file: File,
     /// The fencing token of this hold.
     pub token: u64,
-    /// What lets a process join it (see [`crate::join`]); the lock file keeps its hash.
+    /// What lets a process join it (see `crate::join`); the lock file keeps its hash.
     pub secret: String,
 }
 

@@ -1,4 +1,4 @@
-//! Joining a local lock (see [`crate::join`]): whether a capability names the lease that holds
+//! Joining a local lock (see `crate::join`): whether a capability names the lease that holds
 //! it, judged by the kernel's lock table rather than the lock file a co-user can rewrite, and
 //! the turns among the joiners of one lease (a `flock` on a turn file per nesting depth).
 

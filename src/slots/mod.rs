@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use crate::backend::GrantRequest;
 use crate::clock::far_deadline;
 use crate::config::check_lock_name;
-use crate::connect::Backend;
+use crate::coordinator::Backend;
 use crate::error::{Error, Result};
 use crate::holder::HolderInfo;
 use crate::keys::{LockKeys, slot_lock_name};
@@ -76,138 +76,127 @@ fn random_start(slots: u32) -> u32 {
     (uuid::Uuid::new_v4().as_u128() % u128::from(slots.max(1))) as u32
 }
 
-impl Coordinator {
-    /// Take one of the `slots` slots of set `name` (slot `i` is the lock `name#i`), waiting up
-    /// to `opts.wait` for one to be let go when all are held. Returns the slot's index and its
-    /// lease, whose token is that slot's fencing token. As with [`Coordinator::acquire`], keep
-    /// it alive with [`Lease::keep_alive`] while work runs.
-    ///
-    /// Fails as [`Coordinator::acquire`] does ([`Error::Timeout`] naming the set when every
-    /// slot stayed held, [`Error::Unavailable`], ...); a bad name or a slot count outside
-    /// 1..=[`MAX_SLOTS`] is a usage error. A process started under a slot of this set (its
-    /// capability inherited, see [`crate::join`]) joins that slot instead of taking another.
-    pub async fn acquire_slot(
-        &self,
-        name: &str,
-        slots: u32,
-        opts: &AcquireOptions,
-    ) -> Result<(u32, Lease)> {
-        check_lock_name(name)?;
-        check_slots(slots)?;
-        let inherited = crate::join::Capability::inherited();
-        if !inherited.is_empty() {
-            for i in 0..slots {
-                let slot = slot_lock_name(name, i);
-                if let Some(joined) = self.join_within(&slot, inherited, opts.wait).await? {
-                    return Ok((i, joined));
-                }
+/// The work of [`Coordinator::acquire_slot`].
+pub(crate) async fn acquire_slot(
+    coordinator: &Coordinator,
+    name: &str,
+    slots: u32,
+    opts: &AcquireOptions,
+) -> Result<(u32, Lease)> {
+    check_lock_name(name)?;
+    check_slots(slots)?;
+    let inherited = crate::join::Capability::inherited();
+    if !inherited.is_empty() {
+        for i in 0..slots {
+            let slot = slot_lock_name(name, i);
+            if let Some(joined) = coordinator.join_within(&slot, inherited, opts.wait).await? {
+                return Ok((i, joined));
             }
         }
-        let deadline = far_deadline(Instant::now(), opts.wait);
-        let start = random_start(slots);
-        let got = match &self.inner.backend {
-            Backend::Local(local) => {
-                let names: Vec<String> = (0..slots).map(|i| slot_lock_name(name, i)).collect();
-                let id = &self.inner.identity;
-                let start = start as usize;
-                local
-                    .acquire_any(name, &names, start, id, opts, deadline)
-                    .await
-                    .map(|(i, guard)| {
-                        let lease = Lease::local(self.clone(), &names[i], guard);
-                        (i as u32, lease)
-                    })
-            }
-            Backend::Redis(quorum) => {
-                self.acquire_slot_redis(quorum, name, slots, start, opts, deadline)
-                    .await
-            }
-        };
-        if let (Ok(_), Some(p)) = (&got, &opts.progress) {
-            p.send_replace(None);
+    }
+    let deadline = far_deadline(Instant::now(), opts.wait);
+    let start = random_start(slots);
+    let got = match &coordinator.inner.backend {
+        Backend::Local(local) => {
+            let names: Vec<String> = (0..slots).map(|i| slot_lock_name(name, i)).collect();
+            let id = &coordinator.inner.identity;
+            let start = start as usize;
+            local
+                .acquire_any(name, &names, start, id, opts, deadline)
+                .await
+                .map(|(i, guard)| {
+                    let lease = Lease::local(coordinator.clone(), &names[i], guard);
+                    (i as u32, lease)
+                })
         }
-        got.map_err(|e| match e {
+        Backend::Redis(quorum) => {
+            wait::acquire_slot_redis(coordinator, quorum, name, slots, start, opts, deadline).await
+        }
+    };
+    if let (Ok(_), Some(p)) = (&got, &opts.progress) {
+        p.send_replace(None);
+    }
+    got.map_err(|e| match e {
+        Error::Timeout {
+            name,
+            waited_ms,
+            holder,
+            note,
+        } => {
+            let all = format!("all {slots} slots held");
             Error::Timeout {
                 name,
                 waited_ms,
                 holder,
-                note,
-            } => {
-                let all = format!("all {slots} slots held");
-                Error::Timeout {
-                    name,
-                    waited_ms,
-                    holder,
-                    note: Some(note.map_or_else(|| all.clone(), |n| format!("{all}; {n}"))),
-                }
-            }
-            e => e,
-        })
-    }
-
-    /// One try at one slot, taking over a holder gone from this host.
-    async fn try_slot(
-        &self,
-        quorum: &Quorum,
-        lock: &str,
-        keys: &LockKeys,
-    ) -> std::result::Result<Lease, Tried> {
-        let cfg = &self.inner.config;
-        // A takeover makes room; bounded, should another process take the slot each time.
-        for _ in 0..3 {
-            let secret = crate::join::new_secret();
-            let req = GrantRequest {
-                keys: keys.clone(),
-                owner: uuid::Uuid::new_v4().simple().to_string(),
-                join_hash: crate::join::secret_hash(&secret),
-                ttl: cfg.ttl,
-                identity: self.inner.identity.clone(),
-                // Slot waiters do not queue: a queue per slot would hold each slot for the
-                // waiters that took another one meanwhile.
-                waiter: None,
-                waiter_ttl: Duration::ZERO,
-                place: 0,
-                log_cap: cfg.log_cap,
-                quarantine: cfg.quarantine,
-                floor: 0,
-            };
-            match quorum.grant(&req).await {
-                Attempt::Granted { token, valid_until } => {
-                    return Ok(Lease::redis(
-                        self.clone(),
-                        lock,
-                        keys.clone(),
-                        req.owner,
-                        secret,
-                        token,
-                        valid_until,
-                    ));
-                }
-                Attempt::Held { pttl, holder, .. } => {
-                    if let Some(h) = &holder
-                        && h.is_gone_from(&self.inner.identity)
-                        && self.evict(quorum, keys, &h.owner, "takeover").await > 0
-                    {
-                        continue;
-                    }
-                    return Err(Tried::Held { pttl, holder });
-                }
-                Attempt::Split { holder } => return Err(Tried::Split { holder }),
-                Attempt::Quarantined { left, nodes } => {
-                    return Err(Tried::Quarantined { left, nodes });
-                }
-                Attempt::Unavailable { reachable, causes } => {
-                    return Err(Tried::Unavailable(Error::Unavailable {
-                        reachable,
-                        total: quorum.nodes().len(),
-                        needed: quorum.needed(),
-                        causes,
-                    }));
-                }
+                note: Some(note.map_or_else(|| all.clone(), |n| format!("{all}; {n}"))),
             }
         }
-        Err(Tried::Split { holder: None })
+        e => e,
+    })
+}
+
+/// One try at one slot, taking over a holder gone from this host.
+async fn try_slot(
+    coordinator: &Coordinator,
+    quorum: &Quorum,
+    lock: &str,
+    keys: &LockKeys,
+) -> std::result::Result<Lease, Tried> {
+    let cfg = &coordinator.inner.config;
+    // A takeover makes room; bounded, should another process take the slot each time.
+    for _ in 0..3 {
+        let secret = crate::join::new_secret();
+        let req = GrantRequest {
+            keys: keys.clone(),
+            owner: uuid::Uuid::new_v4().simple().to_string(),
+            join_hash: crate::join::secret_hash(&secret),
+            ttl: cfg.ttl,
+            identity: coordinator.inner.identity.clone(),
+            // Slot waiters do not queue: a queue per slot would hold each slot for the
+            // waiters that took another one meanwhile.
+            waiter: None,
+            waiter_ttl: Duration::ZERO,
+            place: 0,
+            log_cap: cfg.log_cap,
+            quarantine: cfg.quarantine,
+            floor: 0,
+        };
+        match quorum.grant(&req).await {
+            Attempt::Granted { token, valid_until } => {
+                return Ok(Lease::redis(
+                    coordinator.clone(),
+                    lock,
+                    keys.clone(),
+                    req.owner,
+                    secret,
+                    token,
+                    valid_until,
+                ));
+            }
+            Attempt::Held { pttl, holder, .. } => {
+                if let Some(h) = &holder
+                    && h.is_gone_from(&coordinator.inner.identity)
+                    && coordinator.evict(quorum, keys, &h.owner, "takeover").await > 0
+                {
+                    continue;
+                }
+                return Err(Tried::Held { pttl, holder });
+            }
+            Attempt::Split { holder } => return Err(Tried::Split { holder }),
+            Attempt::Quarantined { left, nodes } => {
+                return Err(Tried::Quarantined { left, nodes });
+            }
+            Attempt::Unavailable { reachable, causes } => {
+                return Err(Tried::Unavailable(Error::Unavailable {
+                    reachable,
+                    total: quorum.nodes().len(),
+                    needed: quorum.needed(),
+                    causes,
+                }));
+            }
+        }
     }
+    Err(Tried::Split { holder: None })
 }
 
 /// Why one try at one slot did not take it.

@@ -12,98 +12,96 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::time::Instant;
 
 use super::{SAME_HOST_LOOK, Tried, UNHEARD_LOOK};
-use crate::connect::Backend;
+use crate::coordinator::Backend;
 use crate::error::{Error, Result};
 use crate::holder::{HolderInfo, Identity};
 use crate::keys::{LockKeys, slot_lock_name};
 use crate::quorum::Quorum;
 use crate::{AcquireOptions, Coordinator, Lease};
 
-impl Coordinator {
-    pub(super) async fn acquire_slot_redis(
-        &self,
-        quorum: &Quorum,
-        name: &str,
-        slots: u32,
-        start: u32,
-        opts: &AcquireOptions,
-        deadline: Instant,
-    ) -> Result<(u32, Lease)> {
-        let started = Instant::now();
-        let ns = &self.inner.config.namespace;
-        let keys: Vec<LockKeys> = (0..slots)
-            .map(|i| LockKeys::new(ns, &slot_lock_name(name, i)))
-            .collect();
-        let mut wake = Wake::default();
-        let mut seen = Seen::new();
-        // Slots whose release we heard and have not tried since.
-        let mut woken: BTreeSet<u32> = BTreeSet::new();
-        let mut full = true;
-        let mut next_start = start;
-        let mut just_subscribed = false;
-        loop {
-            // Events that came in before this round are answered by it.
-            wake.drain(&mut woken);
-            let order: Vec<u32> = if full {
-                // Each full round starts one slot further on, so a slot that keeps being
-                // refused (split votes) is not always the first tried.
-                let s = next_start;
-                next_start = (next_start + 1) % slots;
-                woken.clear();
-                seen = Seen::new();
-                (0..slots).map(|k| (s + k) % slots).collect()
-            } else {
-                std::mem::take(&mut woken).into_iter().collect()
-            };
-            for i in order {
-                let lock = slot_lock_name(name, i);
-                match self.try_slot(quorum, &lock, &keys[i as usize]).await {
-                    Ok(lease) => return Ok((i, lease)),
-                    Err(tried) => seen.add(tried, self),
-                }
+pub(super) async fn acquire_slot_redis(
+    coordinator: &Coordinator,
+    quorum: &Quorum,
+    name: &str,
+    slots: u32,
+    start: u32,
+    opts: &AcquireOptions,
+    deadline: Instant,
+) -> Result<(u32, Lease)> {
+    let started = Instant::now();
+    let ns = &coordinator.inner.config.namespace;
+    let keys: Vec<LockKeys> = (0..slots)
+        .map(|i| LockKeys::new(ns, &slot_lock_name(name, i)))
+        .collect();
+    let mut wake = Wake::default();
+    let mut seen = Seen::new();
+    // Slots whose release we heard and have not tried since.
+    let mut woken: BTreeSet<u32> = BTreeSet::new();
+    let mut full = true;
+    let mut next_start = start;
+    let mut just_subscribed = false;
+    loop {
+        // Events that came in before this round are answered by it.
+        wake.drain(&mut woken);
+        let order: Vec<u32> = if full {
+            // Each full round starts one slot further on, so a slot that keeps being
+            // refused (split votes) is not always the first tried.
+            let s = next_start;
+            next_start = (next_start + 1) % slots;
+            woken.clear();
+            seen = Seen::new();
+            (0..slots).map(|k| (s + k) % slots).collect()
+        } else {
+            std::mem::take(&mut woken).into_iter().collect()
+        };
+        for i in order {
+            let lock = slot_lock_name(name, i);
+            match super::try_slot(coordinator, quorum, &lock, &keys[i as usize]).await {
+                Ok(lease) => return Ok((i, lease)),
+                Err(tried) => seen.add(tried, coordinator),
             }
-            if let Some(p) = &opts.progress {
-                p.send_replace(seen.holder.clone());
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(seen.unavailable.unwrap_or_else(|| Error::Timeout {
-                    name: name.to_owned(),
-                    waited_ms: now.duration_since(started).as_millis(),
-                    holder: seen.holder.map(Box::new),
-                    note: seen.note,
-                }));
-            }
-            if !wake.complete() && seen.unavailable.is_none() && !just_subscribed {
-                // Subscribed before a full round: a release between the two is not missed.
-                wake.subscribe(quorum, &keys).await;
-                just_subscribed = true;
-                full = true;
-                continue;
-            }
-            just_subscribed = false;
-            // A node we do not listen to cannot wake us: look again a few times a second.
-            let due = if wake.complete() {
-                seen.due
-            } else {
-                seen.due.min(now + UNHEARD_LOOK)
-            };
-            full = tokio::select! {
-                got = wake.streams.next(), if !wake.streams.is_empty() => match got {
-                    Some(Some(i)) => {
-                        woken.insert(i);
-                        false
-                    }
-                    // A subscription that ended is made again, then every slot tried.
-                    _ => {
-                        wake.ended += 1;
-                        true
-                    }
-                },
-                _ = tokio::time::sleep_until(deadline.min(due)) => true,
-                _ = watch_here(&seen.here, &self.inner.identity) => true,
-            };
         }
+        if let Some(p) = &opts.progress {
+            p.send_replace(seen.holder.clone());
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(seen.unavailable.unwrap_or_else(|| Error::Timeout {
+                name: name.to_owned(),
+                waited_ms: now.duration_since(started).as_millis(),
+                holder: seen.holder.map(Box::new),
+                note: seen.note,
+            }));
+        }
+        if !wake.complete() && seen.unavailable.is_none() && !just_subscribed {
+            // Subscribed before a full round: a release between the two is not missed.
+            wake.subscribe(quorum, &keys).await;
+            just_subscribed = true;
+            full = true;
+            continue;
+        }
+        just_subscribed = false;
+        // A node we do not listen to cannot wake us: look again a few times a second.
+        let due = if wake.complete() {
+            seen.due
+        } else {
+            seen.due.min(now + UNHEARD_LOOK)
+        };
+        full = tokio::select! {
+            got = wake.streams.next(), if !wake.streams.is_empty() => match got {
+                Some(Some(i)) => {
+                    woken.insert(i);
+                    false
+                }
+                // A subscription that ended is made again, then every slot tried.
+                _ => {
+                    wake.ended += 1;
+                    true
+                }
+            },
+            _ = tokio::time::sleep_until(deadline.min(due)) => true,
+            _ = watch_here(&seen.here, &coordinator.inner.identity) => true,
+        };
     }
 }
 

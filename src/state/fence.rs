@@ -3,7 +3,7 @@
 //! are serialized at the moment they land and a lower token never overwrites a higher one.
 //!
 //! A token is spent by one lease, but a lease may commit more than once: its holder and the
-//! processes that joined it (see [`crate::join`]) share its token. So the record also keeps a
+//! processes that joined it (see `crate::join`) share its token. So the record also keeps a
 //! short hash of the committing lease's owner id, and an equal token passes only with the same
 //! hash; a lower token never does. The record is fixed width, 37 bytes:
 //! `<token, 20 digits> <owner hash, 16 hex digits>`. A record written before the hash was kept

@@ -1,5 +1,5 @@
 //! `state update`'s command: run it with the document on stdin and take its stdout, watching
-//! the lease meanwhile. It gets the lease's capability (see [`crate::join`]), so it may write
+//! the lease meanwhile. It gets the lease's capability (see `crate::join`), so it may write
 //! this file itself under the same lease.
 //!
 //! It runs as `lock run`'s command does (see [`crate::group`]): in a process group led by a

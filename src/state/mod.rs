@@ -13,7 +13,7 @@
 //! that no higher fencing token (nor the same token of another lease) has committed, record our
 //! token (synced), rename over the target, fsync the directory. A process started under the
 //! file's lease (a hook under `lock run`, `update`'s command) joins that lease rather than
-//! waiting for it, and commits under its token (see [`crate::join`]). A reader sees the old
+//! waiting for it, and commits under its token (see `crate::join`). A reader sees the old
 //! document or the new one, whole. The window that remains: a holder that pauses *between*
 //! the validity check and the rename (a few microseconds, measured by the tests) can still land
 //! one write after its lease ran out; writers that all go through `tractatus` are serialized by the fence record's lock,

@@ -13,8 +13,8 @@
 //! (its holder stopped renewing) is a lost lease and has no hold either: its record is written
 //! when the next grant notices, not when it ran out.
 
-mod audit;
-mod nodes;
+pub(crate) mod audit;
+pub(crate) mod nodes;
 mod report;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::connect::{Backend, Coordinator};
+use crate::coordinator::{Backend, Coordinator};
 use crate::ops::admin_of;
 
 /// One configured node, probed once.
@@ -26,47 +26,45 @@ pub struct NodeHealth {
     pub error: Option<String>,
 }
 
-impl Coordinator {
-    /// Each Redis node, probed once (an empty list for local locks).
-    pub async fn node_health(&self) -> Vec<NodeHealth> {
-        let Backend::Redis(q) = &self.inner.backend else {
-            return Vec::new();
+/// The work of [`Coordinator::node_health`].
+pub(crate) async fn node_health(coordinator: &Coordinator) -> Vec<NodeHealth> {
+    let Backend::Redis(q) = &coordinator.inner.backend else {
+        return Vec::new();
+    };
+    let quarantine = coordinator.inner.config.quarantine;
+    let mut out = Vec::new();
+    for node in q.nodes() {
+        let node_label = node.label();
+        let started = Instant::now();
+        let answer = match admin_of(node.as_ref()) {
+            Ok(admin) => admin.probe().await.map_err(|e| e.cause),
+            Err(e) => Err(e.to_string()),
         };
-        let quarantine = self.inner.config.quarantine;
-        let mut out = Vec::new();
-        for node in q.nodes() {
-            let node_label = node.label();
-            let started = Instant::now();
-            let answer = match admin_of(node.as_ref()) {
-                Ok(admin) => admin.probe().await.map_err(|e| e.cause),
-                Err(e) => Err(e.to_string()),
-            };
-            let took = started.elapsed();
-            out.push(match answer {
-                Ok(probe) => NodeHealth {
-                    node: node_label,
-                    up: true,
-                    round_trip_ms: Some(took.as_secs_f64() * 1000.0),
-                    // grant.lua counts the uptime from one second less (INFO's whole seconds);
-                    // a run `lock init` marked has no restart quarantine.
-                    quarantine_left_ms: Some(if probe.marked {
-                        0
-                    } else {
-                        quarantine
-                            .saturating_sub(probe.uptime.saturating_sub(Duration::from_secs(1)))
-                            .as_millis() as u64
-                    }),
-                    error: None,
-                },
-                Err(cause) => NodeHealth {
-                    node: node_label,
-                    up: false,
-                    round_trip_ms: None,
-                    quarantine_left_ms: None,
-                    error: Some(cause),
-                },
-            });
-        }
-        out
+        let took = started.elapsed();
+        out.push(match answer {
+            Ok(probe) => NodeHealth {
+                node: node_label,
+                up: true,
+                round_trip_ms: Some(took.as_secs_f64() * 1000.0),
+                // grant.lua counts the uptime from one second less (INFO's whole seconds);
+                // a run `lock init` marked has no restart quarantine.
+                quarantine_left_ms: Some(if probe.marked {
+                    0
+                } else {
+                    quarantine
+                        .saturating_sub(probe.uptime.saturating_sub(Duration::from_secs(1)))
+                        .as_millis() as u64
+                }),
+                error: None,
+            },
+            Err(cause) => NodeHealth {
+                node: node_label,
+                up: false,
+                round_trip_ms: None,
+                quarantine_left_ms: None,
+                error: Some(cause),
+            },
+        });
     }
+    out
 }

@@ -1,0 +1,112 @@
+//! Sessions that see each other (issue 12), on one Redis and on local locks alike: per-session
+//! state files that keep each session's count apart while the shared file stays as it was,
+//! totals across sessions, the id taken from a Claude Code hook payload passed through byte for
+//! byte, the live registry (list, end), cleanup that removes exactly the directories of ended
+//! and silent sessions, and session ids refused where they would name a directory.
+//!
+//! Split by sub-feature (issue 22): `Setup` and the shared constants stay here; `counts`
+//! (per-session counts, stats, the hook payload), `registry` (list, end, gc, three masters),
+//! `files` (per-session files against the shared file and its lock).
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+
+use crate::support::{Guard, RedisServer, Repo, run, tractatus, wait_until};
+
+mod counts;
+mod files;
+mod registry;
+
+const STATE: &str = ".claude/session-state.json";
+
+/// A repository whose `session-state.json` is per-session, and how to call `tractatus` in it
+/// on one backend.
+struct Setup {
+    repo: Repo,
+    redis: Option<RedisServer>,
+}
+
+impl Setup {
+    fn new(on_redis: bool) -> Setup {
+        let repo = Repo::new();
+        // A namespace of its own: the test's Redis is fresh, but `lock run` looks for earlier
+        // holders' process groups on this host by namespace and lock name, across tests.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        repo.write(
+            ".claude/tractatus-lock.toml",
+            &format!(
+                "namespace = \"sessions-{}-{n}\"\nper_session = [\"{STATE}\", \".claude/token-checkpoints.json\"]\n",
+                std::process::id()
+            ),
+        );
+        Setup {
+            repo,
+            redis: on_redis.then(RedisServer::start),
+        }
+    }
+
+    /// `tractatus` in the repository, on this backend, in `session` (if any), no notices.
+    fn cli(&self, session: Option<&str>) -> Command {
+        let mut c = tractatus(&self.repo.path());
+        c.env("TRACTATUS_QUIET", "1");
+        if let Some(r) = &self.redis {
+            c.env("TRACTATUS_REDIS", r.url());
+        }
+        if let Some(s) = session {
+            c.env("TRACTATUS_SESSION_ID", s);
+        }
+        c
+    }
+
+    fn json(&self, session: Option<&str>, args: &[&str]) -> Value {
+        let r = run(self.cli(session).arg("--json").args(args));
+        assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", r.stdout))
+    }
+
+    /// `session start --id ID`: only a start registers a session.
+    fn start(&self, id: &str) {
+        let r = run(self.cli(None).args(["session", "start", "--id", id]));
+        assert_eq!(r.code, 0, "{id}: {}", r.stderr);
+    }
+
+    /// Each registered session's state, by id.
+    fn states(&self, idle: &str) -> Vec<(String, String)> {
+        let r = run(self
+            .cli(None)
+            .env("TRACTATUS_SESSION_IDLE", idle)
+            .args(["--json", "session", "list"]));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let v: Value = serde_json::from_str(&r.stdout).unwrap();
+        let mut all: Vec<(String, String)> = v["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let text = |k: &str| s[k].as_str().unwrap().to_owned();
+                (text("id"), text("state"))
+            })
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// The session directories left under `.claude/sessions/`, sorted.
+    fn session_dirs(&self) -> Vec<String> {
+        let mut dirs: Vec<String> = std::fs::read_dir(self.repo.file(".claude/sessions"))
+            .map(|l| {
+                l.flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name().into_string().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        dirs.sort();
+        dirs
+    }
+}

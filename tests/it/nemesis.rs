@@ -16,11 +16,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::support::{Guard, RedisServer, Repo, run_timed, signal, tractatus};
+use crate::support::{
+    Guard, RedisServer, Repo, child_named, now_ns, parent_and_state, run_timed, signal, tractatus,
+};
 
 mod check;
 use check::check;
@@ -82,13 +84,6 @@ impl Rng {
     }
 }
 
-fn now_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
-
 fn env_u64(name: &str) -> Option<u64> {
     let v = std::env::var(name).ok()?;
     Some(
@@ -98,32 +93,11 @@ fn env_u64(name: &str) -> Option<u64> {
     )
 }
 
-/// The parent pid and state of `pid`, from /proc (the command name in parentheses may hold
-/// anything, so the fields are read after its last ')').
-fn ppid_state(pid: u32) -> Option<(u32, char)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut rest = s.rsplit_once(')')?.1.split_whitespace();
-    let state = rest.next()?.chars().next()?;
-    Some((rest.next()?.parse().ok()?, state))
-}
-
-/// The `sh` children of `parent`: its command, when it holds the lock.
-fn command_of(parent: u32) -> Option<u32> {
-    std::fs::read_dir("/proc")
-        .ok()?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .find(|&pid| {
-            ppid_state(pid).is_some_and(|(pp, st)| pp == parent && st != 'Z')
-                && std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                    .is_ok_and(|c| c.trim() == "sh")
-        })
-}
-
 /// Signal `pid` only while it is still `parent`'s child: the table's lock keeps `parent`
 /// unreaped, so `parent`'s pid is ours; a child that exits between the check and the signal is
 /// a zombie until `parent` reaps it, which leaves only a window of microseconds for a reuse.
 fn signal_child(parent: u32, pid: u32, sig: Signal) -> bool {
-    if ppid_state(pid).is_some_and(|(pp, _)| pp == parent) {
+    if parent_and_state(pid).is_some_and(|(pp, _)| pp == parent) {
         signal(pid, sig);
         true
     } else {
@@ -289,7 +263,7 @@ impl Nemesis {
         let live: Vec<u32> = t.iter().flatten().copied().collect();
         let mut picks: Vec<(u32, Option<u32>)> = live
             .into_iter()
-            .map(|p| (p, command_of(p)))
+            .map(|p| (p, child_named(p, "sh")))
             .filter(|(_, c)| c.is_some() == want_holder)
             .collect();
         if picks.is_empty() {

@@ -1,6 +1,7 @@
 //! Sessions on a cluster: the registry in its own slot, per-session files, stats, end and gc.
 
 use super::*;
+use crate::support::session_states;
 
 /// The shared file of the session tests, per-session in their repositories.
 const STATE: &str = ".claude/session-state.json";
@@ -29,21 +30,6 @@ fn feed(cmd: &mut Command, input: &[u8]) -> (Option<i32>, String) {
     let mut out = String::new();
     g.0.stdout.take().unwrap().read_to_string(&mut out).unwrap();
     (code, out)
-}
-
-/// Each session's state in `session list --json`, sorted by id.
-fn session_states(list: &serde_json::Value) -> Vec<(String, String)> {
-    let mut all: Vec<(String, String)> = list["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            let text = |k: &str| s[k].as_str().unwrap().to_owned();
-            (text("id"), text("state"))
-        })
-        .collect();
-    all.sort();
-    all
 }
 
 fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 use tractatus_testkit::sentinel::{SentinelGroup, replication_field};
 
 use crate::restart::{LOGGED, read_log, repeated, strictly_increasing};
-use crate::support::{RedisServer, Repo, mark_initialized, run, tractatus, wait_until};
+use crate::support::{
+    RedisServer, Repo, mark_initialized, master_and_replica, run, tractatus, wait_until,
+};
 
 mod promotion;
 mod replica_wait;
@@ -203,17 +205,6 @@ fn failover_mid_run(repo: &Repo, url: &str, fail_over: impl FnOnce()) -> (Durati
     assert!(counts.holders >= 8 && counts.appended > 0, "{counts:?}");
     assert!(counts.codes.contains_key(&0), "{counts:?}");
     (took, counts)
-}
-
-/// A master with one replica, both on loopback, the master marked initialized.
-fn master_and_replica() -> (RedisServer, tractatus_testkit::RedisServer) {
-    let master = RedisServer::start();
-    let port = master.port.to_string();
-    let replica = tractatus_testkit::RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
-    wait_until(Duration::from_secs(10), "the replica's link is up", || {
-        replication_field(replica.port, "master_link_status").as_deref() == Some("up")
-    });
-    (master, replica)
 }
 
 /// p50 and p90 of `samples`.

@@ -6,11 +6,11 @@
 //! `metrics` (promtool and Prometheus), `watch` (`lock status --watch`).
 
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Guard, RedisServer, Repo, run, tractatus, wait_until};
+use crate::support::{Guard, RedisServer, Repo, epoch_ms, run, tractatus, wait_until};
 
 mod metrics;
 mod stats;
@@ -28,13 +28,6 @@ const HOLD_SLACK_MS: u64 = 200;
 /// exceed it by no more than clock granularity.
 const WAIT_BELOW_MS: u64 = 250;
 const WAIT_ABOVE_MS: u64 = 20;
-
-fn epoch_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
 
 fn lock_run(repo: &Repo, url: &str) -> std::process::Command {
     let mut c = tractatus(&repo.path());

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use crate::support::{Guard, RedisServer, Repo, run, tractatus, wait_until};
+use crate::support::{Guard, RedisServer, Repo, run, session_states, tractatus, wait_until};
 
 mod counts;
 mod files;
@@ -82,18 +82,7 @@ impl Setup {
             .env("TRACTATUS_SESSION_IDLE", idle)
             .args(["--json", "session", "list"]));
         assert_eq!(r.code, 0, "{}", r.stderr);
-        let v: Value = serde_json::from_str(&r.stdout).unwrap();
-        let mut all: Vec<(String, String)> = v["sessions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| {
-                let text = |k: &str| s[k].as_str().unwrap().to_owned();
-                (text("id"), text("state"))
-            })
-            .collect();
-        all.sort();
-        all
+        session_states(&serde_json::from_str(&r.stdout).unwrap())
     }
 
     /// The session directories left under `.claude/sessions/`, sorted.

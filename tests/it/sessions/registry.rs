@@ -2,6 +2,7 @@
 //! silent sessions, nothing created by looking, the registry on three masters.
 
 use super::*;
+use crate::support::tree as walk;
 
 fn gc_removes_exactly_the_directories_of_ended_and_silent_sessions(on_redis: bool) {
     let s = Setup::new(on_redis);
@@ -272,22 +273,6 @@ fn looking_at_sessions_creates_nothing_and_registering_locally_keeps_it_out_of_g
             assert!(repo.file(".claude/.tractatus/sessions/s-1.json").is_file());
         }
     }
-}
-
-/// Every path under `dir`, relative.
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut all = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                todo.push(p.clone());
-            }
-            all.push(p.strip_prefix(dir).unwrap().to_path_buf());
-        }
-    }
-    all
 }
 
 #[test]

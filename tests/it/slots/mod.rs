@@ -6,11 +6,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::support::{Guard, RedisServer, Repo, run, run_timed, signal, tractatus, wait_until};
+use crate::support::{
+    Guard, RedisServer, Repo, now_ns, run, run_timed, signal, tractatus, wait_until,
+};
 
 mod failures;
 mod sharing;
@@ -85,13 +87,6 @@ pub(crate) fn read_hold(run: usize, file: &Path) -> Option<Hold> {
         }
     }
     hold
-}
-
-fn now_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
 }
 
 fn ms(ns: u128) -> f64 {

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tractatus_testkit::{SharedCheckout, Who};
+use tractatus_testkit::{SharedCheckout, Who, as_attacker};
 
 use crate::support::{Guard, RedisServer, Repo, run, run_timed, tractatus, wait_until};
 
@@ -35,12 +35,6 @@ const PROMPT: Duration = Duration::from_secs(1);
 
 fn victim(co: &SharedCheckout) -> Command {
     co.command(Who::Victim, Path::new(BIN))
-}
-
-/// Run `program args` as the attacker in the checkout's root (planting links and FIFOs).
-fn as_attacker(co: &SharedCheckout, program: &str, args: &[&str]) {
-    let r = run(co.command(Who::Attacker, Path::new(program)).args(args));
-    assert_eq!(r.code, 0, "{program} {args:?}: {}", r.stderr);
 }
 
 /// A Redis endpoint that is not one: it accepts every connection on loopback, records every

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use tractatus_testkit::{Ran, SharedCheckout, Who, run_timed};
+use tractatus_testkit::{Ran, SharedCheckout, Who, as_attacker, run_timed};
 
 mod lock_files;
 mod sessions;
@@ -48,18 +48,6 @@ fn tractatus_with_stdin(
         .arg(bin())
         .args(args);
     run_timed(&mut cmd, LIMIT)
-}
-
-/// `program args...` as the attacker, which must succeed.
-fn as_attacker(shared: &SharedCheckout, program: &str, args: &[&str]) {
-    let mut cmd = shared.command(Who::Attacker, Path::new(program));
-    cmd.args(args);
-    let ran = run_timed(&mut cmd, LIMIT);
-    assert!(
-        ran.ok(),
-        "{program} {args:?} as the attacker: {}",
-        ran.describe()
-    );
 }
 
 /// Make everything in the victim's private directory look ten days old, so that a cleanup that

@@ -15,7 +15,9 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use crate::support::{Guard, RedisServer, Repo, run, session_states, tractatus, wait_until};
+use crate::support::{
+    Guard, RedisServer, Repo, SessionRepo, run, session_states, tractatus, wait_until,
+};
 
 mod counts;
 mod files;
@@ -25,42 +27,23 @@ const STATE: &str = ".claude/session-state.json";
 
 /// A repository whose `session-state.json` is per-session, and how to call `tractatus` in it
 /// on one backend.
-struct Setup {
-    repo: Repo,
-    redis: Option<RedisServer>,
+struct Setup(SessionRepo);
+
+impl std::ops::Deref for Setup {
+    type Target = SessionRepo;
+
+    fn deref(&self) -> &SessionRepo {
+        &self.0
+    }
 }
 
 impl Setup {
     fn new(on_redis: bool) -> Setup {
-        let repo = Repo::new();
-        // A namespace of its own: the test's Redis is fresh, but `lock run` looks for earlier
-        // holders' process groups on this host by namespace and lock name, across tests.
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        repo.write(
-            ".claude/tractatus-lock.toml",
-            &format!(
-                "namespace = \"sessions-{}-{n}\"\nper_session = [\"{STATE}\", \".claude/token-checkpoints.json\"]\n",
-                std::process::id()
-            ),
-        );
-        Setup {
-            repo,
-            redis: on_redis.then(RedisServer::start),
-        }
-    }
-
-    /// `tractatus` in the repository, on this backend, in `session` (if any), no notices.
-    fn cli(&self, session: Option<&str>) -> Command {
-        let mut c = tractatus(&self.repo.path());
-        c.env("TRACTATUS_QUIET", "1");
-        if let Some(r) = &self.redis {
-            c.env("TRACTATUS_REDIS", r.url());
-        }
-        if let Some(s) = session {
-            c.env("TRACTATUS_SESSION_ID", s);
-        }
-        c
+        Setup(SessionRepo::new(
+            on_redis,
+            "sessions",
+            &[STATE, ".claude/token-checkpoints.json"],
+        ))
     }
 
     fn json(&self, session: Option<&str>, args: &[&str]) -> Value {

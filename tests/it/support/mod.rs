@@ -8,6 +8,10 @@
 use std::path::Path;
 use std::process::Command;
 
+mod session_repo;
+
+pub use session_repo::SessionRepo;
+
 pub use tractatus_testkit::{
     CRITICAL, Guard, HISTORY, KillPid, Ran, alive, answers_ping, as_attacker, child_named,
     epoch_ms, fixture, free_port, instruction_history, now_ns, parent_and_state, run, run_timed,

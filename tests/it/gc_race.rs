@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
-use crate::support::{Guard, SessionRepo, run_timed, wait_until};
+use crate::support::{Guard, SessionRepo, log_in, run_timed, wait_until};
 
 const STATE: &str = ".claude/session-state.json";
 const COPY: &str = ".claude/sessions/s1/session-state.json";
@@ -47,16 +47,7 @@ impl Setup {
 
     /// The log of session `s1`'s copy; `None` when it has none.
     fn log(&self) -> Option<Vec<u64>> {
-        let text = std::fs::read_to_string(self.repo.file(COPY)).ok()?;
-        let v: Value = serde_json::from_str(&text).unwrap();
-        Some(
-            v["log"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap())
-                .collect(),
-        )
+        log_in(&self.repo.file(COPY))
     }
 
     /// Session `s1` silent as gc sees it: it was never registered (a write registers

@@ -10,7 +10,7 @@ use std::process::Command;
 
 mod session_repo;
 
-pub use session_repo::SessionRepo;
+pub use session_repo::{SessionRepo, log_in};
 
 pub use tractatus_testkit::{
     CRITICAL, Guard, HISTORY, KillPid, Ran, alive, answers_ping, as_attacker, child_named,

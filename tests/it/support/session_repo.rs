@@ -51,3 +51,18 @@ impl SessionRepo {
         c
     }
 }
+
+/// The `log` array (of numbers) of the state document at `path`; `None` when there is no file
+/// (a session copy gc removed, or one never made).
+pub fn log_in(path: &std::path::Path) -> Option<Vec<u64>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    Some(
+        v["log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect(),
+    )
+}

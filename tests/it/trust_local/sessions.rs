@@ -2,6 +2,7 @@
 //! entries, FIFOs, gc racing a writer, stats skipping a planted copy.
 
 use super::*;
+use crate::support::log_in;
 
 #[test]
 fn session_start_and_gc_refuse_a_symlinked_sessions_directory_and_delete_nothing_outside() {
@@ -186,16 +187,7 @@ fn make_silent(repo: &tractatus_testkit::Repo) {
 }
 
 fn log_of(repo: &tractatus_testkit::Repo) -> Option<Vec<u64>> {
-    let text = std::fs::read_to_string(repo.file(".claude/sessions/s1/session-state.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    Some(
-        v["log"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap())
-            .collect(),
-    )
+    log_in(&repo.file(".claude/sessions/s1/session-state.json"))
 }
 
 /// Issue 19 item 5, with real processes: each round the silent session `s1` writes while

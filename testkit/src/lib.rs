@@ -18,8 +18,8 @@
 //! - [`repo`]: [`Repo`], a temp directory with `.git/` and `.claude/`; [`tree`], the files
 //!   under a directory.
 //! - [`sentinel`]: [`SentinelGroup`], a master, its replica and three sentinels.
-//! - [`process`]: [`run_timed`] and [`Ran`], [`Guard`], [`KillPid`], [`alive`], [`signal`],
-//!   [`wait_until`].
+//! - [`process`]: [`run_timed`] and [`Ran`], [`Guard`] and [`stderr_of`], [`KillPid`],
+//!   [`alive`], [`signal`], [`wait_until`].
 //! - [`procfs`]: [`parent_and_state`] and [`child_named`], other processes as `/proc` shows them.
 //! - [`clock`]: [`now_ns`] and [`epoch_ms`], the wall clock in the units the logs use.
 //! - [`cli`]: [`Cli`], where the `tractatus` binary is and how to run it.
@@ -47,7 +47,7 @@ pub use clock::{epoch_ms, now_ns};
 pub use couser::{SharedCheckout, Who, as_attacker};
 pub use fixtures::{CRITICAL, HISTORY, fixture, instruction_history, instruction_history_varied};
 pub use process::{
-    Guard, KillPid, RUN_LIMIT, Ran, alive, run, run_timed, run_to, signal, wait_until,
+    Guard, KillPid, RUN_LIMIT, Ran, alive, run, run_timed, run_to, signal, stderr_of, wait_until,
 };
 pub use procfs::{child_named, parent_and_state};
 pub use redis_cluster::RedisCluster;

@@ -15,7 +15,7 @@ pub use session_repo::{SessionRepo, log_in};
 pub use tractatus_testkit::{
     CRITICAL, Guard, HISTORY, KillPid, Ran, alive, answers_ping, as_attacker, child_named,
     epoch_ms, fixture, free_port, instruction_history, now_ns, parent_and_state, run, run_timed,
-    run_to, signal, tree, wait_until,
+    run_to, signal, stderr_of, tree, wait_until,
 };
 
 /// The kit's [`tractatus_testkit::RedisServer`], marked as brand-new when started (what an
@@ -155,4 +155,9 @@ pub fn master_and_replica() -> (RedisServer, tractatus_testkit::RedisServer) {
         },
     );
     (master, replica)
+}
+
+/// The `tractatus` binary cargo built for this test binary.
+pub fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_tractatus"))
 }

@@ -13,6 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use tractatus_testkit::{Ran, SharedCheckout, Who, as_attacker, run_timed};
 
+use crate::support::bin;
+
 mod lock_files;
 mod sessions;
 
@@ -21,10 +23,6 @@ const LIMIT: Duration = Duration::from_secs(20);
 
 /// How soon a refusal must come: well inside the `--wait` the calls are given.
 const PROMPT: Duration = Duration::from_secs(5);
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_tractatus"))
-}
 
 /// `tractatus args...` as `who` in the checkout, under a 4 GB address-space limit (so that a
 /// read without a cap ends in an allocation failure, not in the machine's memory), timed.

@@ -4,11 +4,11 @@
 // aborted signal rejects before anything is tried. With real redis-servers and local locks,
 // the holder in another process.
 
-const { describe, it, before, after } = require('node:test')
+const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
 const { spawn, spawnSync } = require('node:child_process')
 const fs = require('node:fs')
-const { PKG, startRedis, tempRepo, childEnv, cliPath, run } = require('./helpers')
+const { PKG, childEnv, withBackend, initServer } = require('./helpers')
 
 // A holder in another process: takes `file`'s lease, prints "in fn", and keeps it until a line
 // arrives on its stdin.
@@ -83,16 +83,11 @@ for (const backend of ['redis', 'local']) {
     let redis = null
     let repo
     let opts
-    before(async () => {
-      if (backend === 'redis') redis = await startRedis()
-      repo = tempRepo()
+    withBackend(backend, (r, p) => {
+      redis = r
+      repo = p
       opts = { cwd: repo.root, redis: redis ? [redis.url] : undefined, wait: '20s', quiet: true }
-      // A brand-new server: marked, so that its first grants skip the restart quarantine.
-      if (redis) assert.equal(run(cliPath(), ['lock', 'init'], { cwd: repo.root, env: childEnv(redis.url) }).status, 0)
-    })
-    after(async () => {
-      repo.cleanup()
-      if (redis) await redis.stop()
+      if (redis) initServer(redis, repo)
     })
 
     it('an aborted wait rejects with ABORTED promptly, and once the holder lets go the lock is free at once', async () => {

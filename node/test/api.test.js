@@ -1,25 +1,21 @@
 'use strict'
 // The promise API in this process, on each backend: layout, errors, retries, locks.
 
-const { describe, it, before, after } = require('node:test')
+const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const t = require('..')
-const { startRedis, tempRepo, childEnv, cliPath, run } = require('./helpers')
+const { childEnv, cliPath, run, withBackend } = require('./helpers')
 
 for (const backend of ['redis', 'local']) {
   describe(`api (${backend})`, () => {
     let redis
     let repo
     let opts
-    before(async () => {
-      if (backend === 'redis') redis = await startRedis()
-      repo = tempRepo()
+    withBackend(backend, (r, p) => {
+      redis = r
+      repo = p
       opts = { cwd: repo.root, quiet: true, ...(redis ? { redis: redis.url } : {}) }
-    })
-    after(async () => {
-      repo.cleanup()
-      if (redis) await redis.stop()
     })
     const cli = (...args) => run(cliPath(), args, { cwd: repo.root, env: childEnv(redis?.url) })
 

@@ -2,10 +2,10 @@
 // Many processes on one file: guarded updates lose nothing, an unguarded control does, and CLI
 // and Node writers take turns. Real node processes, real redis-server, and local locks.
 
-const { describe, it, before, after } = require('node:test')
+const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
-const { PKG, startRedis, tempRepo, childEnv, cliPath, runTogether, BARRIER } = require('./helpers')
+const { PKG, childEnv, cliPath, runTogether, BARRIER, withBackend } = require('./helpers')
 
 const PROCS = 8
 const EACH = 100
@@ -39,14 +39,7 @@ for (const backend of ['redis', 'local']) {
   describe(`concurrency (${backend})`, () => {
     let redis
     let repo
-    before(async () => {
-      if (backend === 'redis') redis = await startRedis()
-      repo = tempRepo()
-    })
-    after(async () => {
-      repo.cleanup()
-      if (redis) await redis.stop()
-    })
+    withBackend(backend, (r, p) => { redis = r; repo = p })
 
     it(`${PROCS} processes x ${EACH} updateJson increments: all ${PROCS * EACH} land; unguarded loses some`, async (t) => {
       const started = Date.now()

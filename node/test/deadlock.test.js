@@ -4,11 +4,11 @@
 // its message, and the other's update landed. Real node processes, real redis-server, and
 // local locks.
 
-const { describe, it, before, after } = require('node:test')
+const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const path = require('node:path')
-const { PKG, startRedis, tempRepo, childEnv, runTogether, BARRIER } = require('./helpers')
+const { PKG, childEnv, runTogether, BARRIER, withBackend } = require('./helpers')
 
 // Process i holds files[i] and updates files[1 - i] once both hold theirs.
 const crossing = `${BARRIER}
@@ -41,14 +41,7 @@ for (const backend of ['redis', 'local']) {
   describe(`deadlock (${backend})`, () => {
     let redis
     let repo
-    before(async () => {
-      if (backend === 'redis') redis = await startRedis()
-      repo = tempRepo()
-    })
-    after(async () => {
-      repo.cleanup()
-      if (redis) await redis.stop()
-    })
+    withBackend(backend, (r, p) => { redis = r; repo = p })
 
     for (const how of ['update', 'nested']) {
       it(`two withLock scopes in two processes crossing their files (${how === 'nested' ? 'a nested withLock' : 'updateJson'} waits): one DEADLOCK at once, the other lands`, async (t) => {

@@ -2,41 +2,16 @@
 // When things go wrong: a holder paused past its TTL, Redis down or silent, and a hook that
 // must exit as soon as its work is done.
 
-const { describe, it, before, after } = require('node:test')
+const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
-const { spawn } = require('node:child_process')
 const fs = require('node:fs')
 const net = require('node:net')
-const { PKG, freePort, startRedis, tempRepo, childEnv } = require('./helpers')
-
-function startChild(script, { cwd, env, args = [] }) {
-  const child = spawn(process.execPath, ['-e', script, ...args], { cwd, env, stdio: ['pipe', 'pipe', 'pipe'] })
-  const rec = { child, stdout: '', stderr: '' }
-  child.stdout.on('data', (d) => { rec.stdout += d })
-  child.stderr.on('data', (d) => { rec.stderr += d })
-  rec.exit = new Promise((resolve) => child.once('close', (code, signal) => resolve({ code, signal, at: Date.now() })))
-  rec.line = (text) => new Promise((resolve, reject) => {
-    const check = () => {
-      if (rec.stdout.includes(text)) { child.stdout.off('data', check); resolve() }
-    }
-    child.stdout.on('data', check)
-    rec.exit.then(() => reject(new Error(`child exited before printing ${text}: ${rec.stderr}`)))
-    check()
-  })
-  return rec
-}
+const { PKG, freePort, childEnv, startChild, withBackend } = require('./helpers')
 
 describe('failures (redis)', () => {
   let redis
   let repo
-  before(async () => {
-    redis = await startRedis()
-    repo = tempRepo()
-  })
-  after(async () => {
-    repo.cleanup()
-    await redis.stop()
-  })
+  withBackend('redis', (r, p) => { redis = r; repo = p })
 
   it('a process paused past its TTL rejects with LEASE_LOST and the other writer\'s work stays', async () => {
     const f = repo.file('.claude/paused.json')
@@ -124,14 +99,7 @@ for (const backend of ['redis', 'local']) {
   describe(`hook exit (${backend})`, () => {
     let redis
     let repo
-    before(async () => {
-      if (backend === 'redis') redis = await startRedis()
-      repo = tempRepo()
-    })
-    after(async () => {
-      repo.cleanup()
-      if (redis) await redis.stop()
-    })
+    withBackend(backend, (r, p) => { redis = r; repo = p })
 
     it('a hook process exits promptly after its last call settles', async (t) => {
       const f = repo.file('.claude/hook.json')

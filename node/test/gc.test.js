@@ -5,12 +5,12 @@
 // more by itself, as the CLI's `state` does: the copy is seeded afresh from the shared file (as
 // after any cleanup) and the write lands in it. appendJson, setJson and updateJson alike.
 
-const { describe, it, before, after } = require('node:test')
+const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const { spawn, spawnSync } = require('node:child_process')
 const t = require('..')
-const { startRedis, tempRepo, childEnv, cliPath, run } = require('./helpers')
+const { childEnv, cliPath, run, withBackend, initServer } = require('./helpers')
 
 const STATE = '.claude/session-state.json'
 const COPY = '.claude/sessions/s1/session-state.json'
@@ -29,19 +29,14 @@ describe('a write whose session copy gc collected while it waited (redis)', () =
   let redis
   let repo
   let opts
-  before(async () => {
-    redis = await startRedis()
-    repo = tempRepo()
+  withBackend('redis', (r, p) => {
+    redis = r
+    repo = p
     fs.writeFileSync(repo.file('.claude/tractatus-lock.toml'),
       `namespace = "${NAMESPACE}"\nper_session = ["${STATE}"]\n`)
     fs.writeFileSync(repo.file(STATE), '{"log": []}\n')
     opts = { cwd: repo.root, redis: [redis.url], wait: '20s', quiet: true, session: 's1' }
-    // A brand-new server: marked, so that its first grants skip the restart quarantine.
-    assert.equal(run(cliPath(), ['lock', 'init'], { cwd: repo.root, env: childEnv(redis.url) }).status, 0)
-  })
-  after(async () => {
-    repo.cleanup()
-    if (redis) await redis.stop()
+    initServer(redis, repo)
   })
 
   const waiters = () => {

@@ -1,8 +1,10 @@
 'use strict'
 // Shared by the tests: real redis-servers on free loopback ports, temporary repositories,
-// child node processes started together behind a barrier, and the CLI binary.
+// child node processes started together behind a barrier or one at a time, and the CLI binary.
 
 const { spawn, spawnSync } = require('node:child_process')
+const assert = require('node:assert/strict')
+const { before, after } = require('node:test')
 const fs = require('node:fs')
 const net = require('node:net')
 const os = require('node:os')
@@ -75,6 +77,30 @@ function tempRepo() {
   }
 }
 
+/**
+ * The setup most suites share, as their `before`/`after` hooks: before, a redis-server of its
+ * own when `backend` is 'redis' (none for 'local') and a fresh repository, handed to
+ * `use(redis, repo)` (redis undefined on local locks), which may set up more; after, both gone.
+ */
+function withBackend(backend, use) {
+  let redis
+  let repo
+  before(async () => {
+    if (backend === 'redis') redis = await startRedis()
+    repo = tempRepo()
+    await use(redis, repo)
+  })
+  after(async () => {
+    if (repo) repo.cleanup()
+    if (redis) await redis.stop()
+  })
+}
+
+/** `tractatus lock init` in `repo` on a brand-new `redis`, so its first grants skip the restart quarantine. */
+function initServer(redis, repo) {
+  assert.equal(run(cliPath(), ['lock', 'init'], { cwd: repo.root, env: childEnv(redis.url) }).status, 0)
+}
+
 /** The environment for a child: the backend chosen by `redisUrl` (none: local locks). */
 function childEnv(redisUrl, extra = {}) {
   const env = { ...process.env, ...extra }
@@ -134,6 +160,29 @@ async function runTogether(n, script, { cwd, env, args = [], timeoutMs = 60_000 
   return results
 }
 
+/**
+ * Start `script` (JavaScript source) in a node process of its own, with node `flags` before it
+ * and `args` after it. Returns { child, stdout, stderr, exit, line }: `exit` resolves with
+ * { code, signal, at } once it closes; `line(text)` resolves once its stdout holds `text`, and
+ * rejects if it exits first.
+ */
+function startChild(script, { cwd, env, args = [], flags = [] }) {
+  const child = spawn(process.execPath, [...flags, '-e', script, ...args], { cwd, env, stdio: ['pipe', 'pipe', 'pipe'] })
+  const rec = { child, stdout: '', stderr: '' }
+  child.stdout.on('data', (d) => { rec.stdout += d })
+  child.stderr.on('data', (d) => { rec.stderr += d })
+  rec.exit = new Promise((resolve) => child.once('close', (code, signal) => resolve({ code, signal, at: Date.now() })))
+  rec.line = (text) => new Promise((resolve, reject) => {
+    const check = () => {
+      if (rec.stdout.includes(text)) { child.stdout.off('data', check); resolve() }
+    }
+    child.stdout.on('data', check)
+    rec.exit.then(() => reject(new Error(`child exited before printing ${text}: ${rec.stderr}`)))
+    check()
+  })
+  return rec
+}
+
 /** Child-side preamble: announce readiness and wait for "go" on stdin. */
 const BARRIER = `
 const waitGo = () => new Promise((resolve) => {
@@ -147,4 +196,6 @@ function run(cmd, args, opts) {
   return spawnSync(cmd, args, { encoding: 'utf8', ...opts })
 }
 
-module.exports = { PKG, freePort, startRedis, tempRepo, childEnv, cliPath, runTogether, BARRIER, run }
+module.exports = {
+  PKG, freePort, startRedis, tempRepo, withBackend, initServer, childEnv, cliPath, runTogether, startChild, BARRIER, run,
+}

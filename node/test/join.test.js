@@ -2,9 +2,9 @@
 // Joiners of one lease take turns: two withLock calls of one Node process started under
 // `tractatus lock run` both join the run's lease, one after the other, never at once.
 
-const { describe, it, before, after } = require('node:test')
+const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
-const { PKG, startRedis, tempRepo, childEnv, cliPath, run } = require('./helpers')
+const { PKG, childEnv, cliPath, run, withBackend } = require('./helpers')
 
 // Each withLock logs when it went in and out, 50 ms apart; the parent counts overlaps.
 const script = `
@@ -31,14 +31,7 @@ for (const backend of ['redis', 'local']) {
   describe(`joins under lock run (${backend})`, () => {
     let redis
     let repo
-    before(async () => {
-      if (backend === 'redis') redis = await startRedis()
-      repo = tempRepo()
-    })
-    after(async () => {
-      repo.cleanup()
-      if (redis) await redis.stop()
-    })
+    withBackend(backend, (r, p) => { redis = r; repo = p })
 
     it('concurrent withLock calls that join one lease take turns', () => {
       const r = run(cliPath(), ['lock', 'run', '--name', 'jobs/turns', '--', process.execPath, '-e', script, PKG], {

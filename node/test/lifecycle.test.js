@@ -6,32 +6,14 @@
 
 const { describe, it, before, after } = require('node:test')
 const assert = require('node:assert/strict')
-const { spawn } = require('node:child_process')
 const fs = require('node:fs')
 const path = require('node:path')
-const { PKG, startRedis, tempRepo, childEnv, cliPath, run } = require('./helpers')
+const { PKG, tempRepo, childEnv, run, startChild, withBackend, initServer } = require('./helpers')
 
 // The addon itself, for its handles (index.js keeps them inside updateJson).
 function native() {
   const file = fs.readdirSync(PKG).find((f) => /^tractatus-lock\..*\.node$/.test(f))
   return require(path.join(PKG, file))
-}
-
-function startChild(script, { cwd, env, args = [], flags = [] }) {
-  const child = spawn(process.execPath, [...flags, '-e', script, ...args], { cwd, env, stdio: ['pipe', 'pipe', 'pipe'] })
-  const rec = { child, stdout: '', stderr: '' }
-  child.stdout.on('data', (d) => { rec.stdout += d })
-  child.stderr.on('data', (d) => { rec.stderr += d })
-  rec.exit = new Promise((resolve) => child.once('close', (code, signal) => resolve({ code, signal, at: Date.now() })))
-  rec.line = (text) => new Promise((resolve, reject) => {
-    const check = () => {
-      if (rec.stdout.includes(text)) { child.stdout.off('data', check); resolve() }
-    }
-    child.stdout.on('data', check)
-    rec.exit.then(() => reject(new Error(`child exited before printing ${text}: ${rec.stderr}`)))
-    check()
-  })
-  return rec
 }
 
 // Another process takes `file`'s lease with no wait at all (`wait: 0`), and says how it went.
@@ -49,15 +31,10 @@ async function takeAtOnce(file, { cwd, env, wait = 0 }) {
 describe('lease lifecycle (redis)', () => {
   let redis
   let repo
-  before(async () => {
-    redis = await startRedis()
-    repo = tempRepo()
-    // A brand-new server: marked, so that its first grants skip the restart quarantine.
-    assert.equal(run(cliPath(), ['lock', 'init'], { cwd: repo.root, env: childEnv(redis.url) }).status, 0)
-  })
-  after(async () => {
-    repo.cleanup()
-    await redis.stop()
+  withBackend('redis', (r, p) => {
+    redis = r
+    repo = p
+    initServer(redis, repo)
   })
 
   it('release() during a commit in flight waits for the commit and releases: another process takes the lock with no wait', async () => {

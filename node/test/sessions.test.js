@@ -3,12 +3,12 @@
 // session's own copy of a per-session file (the shared file stays as it was), statePath says
 // where it is, sessionStart registers a session from a hook payload, and the CLI sees it all.
 
-const { describe, it, before, after } = require('node:test')
+const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const path = require('node:path')
 const t = require('..')
-const { startRedis, tempRepo, childEnv, cliPath, runTogether, BARRIER, run, PKG } = require('./helpers')
+const { childEnv, cliPath, runTogether, BARRIER, run, PKG, withBackend } = require('./helpers')
 
 const STATE = '.claude/session-state.json'
 
@@ -18,9 +18,9 @@ for (const backend of ['redis', 'local']) {
     let repo
     let opts
     let shared
-    before(async () => {
-      if (backend === 'redis') redis = await startRedis()
-      repo = tempRepo()
+    withBackend(backend, (r, p) => {
+      redis = r
+      repo = p
       fs.writeFileSync(repo.file('.claude/tractatus-lock.toml'),
         `namespace = "node-sessions"\nper_session = ["${STATE}"]\n`)
       shared = JSON.stringify({ message_count: 0, token_estimate: 1000, note: 'shared ✓' }, null, 2)
@@ -28,10 +28,6 @@ for (const backend of ['redis', 'local']) {
       opts = { cwd: repo.root, quiet: true, ...(redis ? { redis: redis.url } : {}) }
       // A brand-new server: marked, so that its first grants skip the restart quarantine.
       if (redis) assert.equal(cli(['lock', 'init']).status, 0)
-    })
-    after(async () => {
-      repo.cleanup()
-      if (redis) await redis.stop()
     })
     const cli = (args, env = {}) => run(cliPath(), args, { cwd: repo.root, env: childEnv(redis?.url, { TRACTATUS_QUIET: '1', ...env }) })
 

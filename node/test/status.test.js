@@ -2,10 +2,10 @@
 // lockStatus() (issue 21): what `tractatus lock status --json` prints, on each backend, while
 // a withLock of this process holds a lock and after it let go.
 
-const { describe, it, before, after } = require('node:test')
+const { describe, it } = require('node:test')
 const assert = require('node:assert/strict')
 const t = require('..')
-const { startRedis, tempRepo, childEnv, cliPath, run } = require('./helpers')
+const { childEnv, cliPath, run, withBackend } = require('./helpers')
 
 // The fields that move with time: compared as numbers, not as values.
 const timeless = (report) => ({
@@ -22,15 +22,11 @@ for (const backend of ['redis', 'local']) {
     let redis
     let repo
     let opts
-    before(async () => {
-      if (backend === 'redis') redis = await startRedis()
-      repo = tempRepo()
+    withBackend(backend, (r, p) => {
+      redis = r
+      repo = p
       opts = { cwd: repo.root, quiet: true, ...(redis ? { redis: redis.url } : {}) }
       if (redis) assert.equal(cli(['lock', 'init']).status, 0)
-    })
-    after(async () => {
-      repo.cleanup()
-      if (redis) await redis.stop()
     })
     const cli = (args) => run(cliPath(), args, { cwd: repo.root, env: childEnv(redis?.url, { TRACTATUS_QUIET: '1' }) })
     const cliStatus = () => {

@@ -11,6 +11,9 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{PermissionsExt, chown};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
+
+use crate::process::run_timed;
 
 /// The victim's uid.
 pub const VICTIM_UID: u32 = 42_001;
@@ -199,6 +202,22 @@ impl SharedCheckout {
         }
         cmd
     }
+}
+
+/// How long [`as_attacker`] lets the attacker's command (an `ln`, a `mkfifo`, a write) run.
+pub const ATTACKER_LIMIT: Duration = Duration::from_secs(30);
+
+/// Run `program args...` as the attacker in `shared` and assert it succeeded: how the tests
+/// plant links, FIFOs and files the way a co-user would.
+pub fn as_attacker(shared: &SharedCheckout, program: &str, args: &[&str]) {
+    let mut cmd = shared.command(Who::Attacker, Path::new(program));
+    cmd.args(args);
+    let ran = run_timed(&mut cmd, ATTACKER_LIMIT);
+    assert!(
+        ran.ok(),
+        "{program} {args:?} as the attacker: {}",
+        ran.describe()
+    );
 }
 
 /// `program` as the other users can run it: itself when every directory above it lets anyone

@@ -15,36 +15,44 @@
 //! # Layout
 //! - [`redis_server`]: [`RedisServer`], [`cluster`], [`free_port`], [`answers_ping`].
 //! - [`redis_cluster`]: [`RedisCluster`], a real Redis Cluster (masters, replicas, slot moves).
-//! - [`repo`]: [`Repo`], a temp directory with `.git/` and `.claude/`.
+//! - [`repo`]: [`Repo`], a temp directory with `.git/` and `.claude/`; [`tree`], the files
+//!   under a directory.
 //! - [`sentinel`]: [`SentinelGroup`], a master, its replica and three sentinels.
-//! - [`process`]: [`run_timed`] and [`Ran`], [`Guard`], [`KillPid`], [`alive`], [`signal`],
-//!   [`wait_until`].
+//! - [`process`]: [`run_timed`] and [`Ran`], [`Guard`] and [`stderr_of`], [`KillPid`],
+//!   [`alive`], [`signal`], [`wait_until`].
+//! - [`procfs`]: [`parent_and_state`] and [`child_named`], other processes as `/proc` shows them.
+//! - [`clock`]: [`now_ns`] and [`epoch_ms`], the wall clock in the units the logs use.
 //! - [`cli`]: [`Cli`], where the `tractatus` binary is and how to run it.
 //! - [`couser`]: [`SharedCheckout`], a victim and an attacker (two uids, one group) in one
-//!   setgid, group-writable checkout, run through `setpriv`.
+//!   setgid, group-writable checkout, run through `setpriv`; [`as_attacker`] plants as the
+//!   co-user.
 //! - [`fixtures`]: [`instruction_history`], [`instruction_history_varied`], [`fixture`],
 //!   [`CRITICAL`], [`HISTORY`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod clock;
 pub mod couser;
 pub mod fixtures;
 pub mod process;
+pub mod procfs;
 pub mod redis_cluster;
 pub mod redis_server;
 pub mod repo;
 pub mod sentinel;
 
 pub use cli::Cli;
-pub use couser::{SharedCheckout, Who};
+pub use clock::{epoch_ms, now_ns};
+pub use couser::{SharedCheckout, Who, as_attacker};
 pub use fixtures::{CRITICAL, HISTORY, fixture, instruction_history, instruction_history_varied};
 pub use process::{
-    Guard, KillPid, RUN_LIMIT, Ran, alive, run, run_timed, run_to, signal, wait_until,
+    Guard, KillPid, RUN_LIMIT, Ran, alive, run, run_timed, run_to, signal, stderr_of, wait_until,
 };
+pub use procfs::{child_named, parent_and_state};
 pub use redis_cluster::RedisCluster;
 pub use redis_server::{RedisServer, answers_ping, cluster, free_port};
-pub use repo::Repo;
+pub use repo::{Repo, tree};
 pub use sentinel::SentinelGroup;
 
 /// Re-exported so that users of [`signal`] need no `nix` dependency of their own.

@@ -192,6 +192,16 @@ impl Drop for Guard {
     }
 }
 
+/// Everything `guard`'s child wrote to stderr (a piped one), read to its end; empty when it
+/// was not piped or was read already.
+pub fn stderr_of(guard: &mut Guard) -> String {
+    let mut s = String::new();
+    if let Some(e) = guard.0.stderr.as_mut() {
+        let _ = e.read_to_string(&mut s);
+    }
+    s
+}
+
 impl Guard {
     /// Wait (at most `limit`, else the test fails) for the process to exit; its exit code, or
     /// `None` when a signal ended it.

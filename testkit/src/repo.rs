@@ -1,6 +1,6 @@
 //! Throwaway repositories: a temp directory that `tractatus` takes for a repository root.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// A temp directory holding `.git/` and `.claude/`, removed when dropped.
 pub struct Repo {
@@ -56,4 +56,22 @@ impl Repo {
             .expect("namespace is a string")
             .to_owned()
     }
+}
+
+/// Every file and directory under `dir`, relative to it, sorted; panics on an unreadable
+/// directory.
+pub fn tree(dir: &Path) -> Vec<PathBuf> {
+    let mut all = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p.clone());
+            }
+            all.push(p.strip_prefix(dir).expect("below dir").to_path_buf());
+        }
+    }
+    all.sort();
+    all
 }

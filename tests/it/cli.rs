@@ -3,27 +3,10 @@
 //! no-Redis notice can be silenced, and a stdout that cannot be written is an exit code, not a
 //! panic (and never undoes a commit).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 
-use crate::support::{RedisServer, Repo, run, run_to, tractatus};
-
-/// Every file and directory under `dir`, relative, sorted.
-fn tree(dir: &Path) -> Vec<PathBuf> {
-    let mut all = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                todo.push(p.clone());
-            }
-            all.push(p.strip_prefix(dir).unwrap().to_path_buf());
-        }
-    }
-    all.sort();
-    all
-}
+use crate::support::{RedisServer, Repo, run, run_to, tractatus, tree};
 
 #[test]
 fn status_log_and_get_in_a_fresh_repository_create_no_file() {

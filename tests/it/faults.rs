@@ -1,12 +1,11 @@
 //! Faults of the coordinator while locks are held and awaited: a Redis that dies and comes
 //! back must cost a waiter time, not its turn.
 
-use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Guard, RedisServer, Repo, tractatus, wait_until};
+use crate::support::{Guard, RedisServer, Repo, stderr_of, tractatus, wait_until};
 
 /// `lock run --name W` under `url`, with the given global flags before `lock`.
 fn lock_run(repo: &Path, url: &str, flags: &[&str], cmd: &[&str]) -> Command {
@@ -20,14 +19,6 @@ fn lock_run(repo: &Path, url: &str, flags: &[&str], cmd: &[&str]) -> Command {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     c
-}
-
-fn stderr_of(g: &mut Guard) -> String {
-    let mut s = String::new();
-    if let Some(e) = g.0.stderr.as_mut() {
-        let _ = e.read_to_string(&mut s);
-    }
-    s
 }
 
 /// Kill Redis with SIGKILL, keep it down for `down`, start it again on the same port and data

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
-use crate::support::{Guard, RedisServer, Repo, run_timed, tractatus, wait_until};
+use crate::support::{Guard, SessionRepo, log_in, run_timed, wait_until};
 
 const STATE: &str = ".claude/session-state.json";
 const COPY: &str = ".claude/sessions/s1/session-state.json";
@@ -21,41 +21,21 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 /// A repository whose `session-state.json` is per-session (its template: an empty log), and how
 /// to call `tractatus` in it on one backend.
-struct Setup {
-    repo: Repo,
-    redis: Option<RedisServer>,
+struct Setup(SessionRepo);
+
+impl std::ops::Deref for Setup {
+    type Target = SessionRepo;
+
+    fn deref(&self) -> &SessionRepo {
+        &self.0
+    }
 }
 
 impl Setup {
     fn new(on_redis: bool) -> Setup {
-        let repo = Repo::new();
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        repo.write(
-            ".claude/tractatus-lock.toml",
-            &format!(
-                "namespace = \"gc-race-{}-{n}\"\nper_session = [\"{STATE}\"]\n",
-                std::process::id()
-            ),
-        );
-        repo.write(STATE, "{\"log\": []}\n");
-        Setup {
-            repo,
-            redis: on_redis.then(RedisServer::start),
-        }
-    }
-
-    /// `tractatus` in the repository, on this backend, in `session` (if any), no notices.
-    fn cli(&self, session: Option<&str>) -> Command {
-        let mut c = tractatus(&self.repo.path());
-        c.env("TRACTATUS_QUIET", "1");
-        if let Some(r) = &self.redis {
-            c.env("TRACTATUS_REDIS", r.url());
-        }
-        if let Some(s) = session {
-            c.env("TRACTATUS_SESSION_ID", s);
-        }
-        c
+        let s = SessionRepo::new(on_redis, "gc-race", &[STATE]);
+        s.repo.write(STATE, "{\"log\": []}\n");
+        Setup(s)
     }
 
     /// `session gc --older-than 0 --json`, ready to run.
@@ -67,16 +47,7 @@ impl Setup {
 
     /// The log of session `s1`'s copy; `None` when it has none.
     fn log(&self) -> Option<Vec<u64>> {
-        let text = std::fs::read_to_string(self.repo.file(COPY)).ok()?;
-        let v: Value = serde_json::from_str(&text).unwrap();
-        Some(
-            v["log"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap())
-                .collect(),
-        )
+        log_in(&self.repo.file(COPY))
     }
 
     /// Session `s1` silent as gc sees it: it was never registered (a write registers

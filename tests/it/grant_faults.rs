@@ -6,9 +6,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tractatus_testkit::sentinel::replication_field;
-
-use crate::support::{Guard, RedisServer, Repo, run, tractatus, wait_until};
+use crate::support::{Guard, RedisServer, Repo, master_and_replica, run, tractatus, wait_until};
 
 /// `lock run --name q --ttl 1s --wait 30s` on `url` with the given quarantine.
 fn lock_run(repo: &Repo, url: &str, quarantine: &str) -> Command {
@@ -63,17 +61,6 @@ fn waiters_refused_for_a_restart_quarantine_are_granted_in_the_order_they_asked(
         ["1", "2", "3", "4", "5", "6"],
         "not granted in the order they asked"
     );
-}
-
-/// A master with one replica, its link up; the master marked initialized.
-fn master_and_replica() -> (RedisServer, tractatus_testkit::RedisServer) {
-    let master = RedisServer::start();
-    let port = master.port.to_string();
-    let replica = tractatus_testkit::RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
-    wait_until(Duration::from_secs(10), "the replica's link is up", || {
-        replication_field(replica.port, "master_link_status").as_deref() == Some("up")
-    });
-    (master, replica)
 }
 
 #[test]

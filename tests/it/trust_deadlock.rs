@@ -4,33 +4,18 @@
 //! waits; it must neither follow the link, nor block on the FIFO, nor give up for a deadlock,
 //! and its files outside the checkout stay byte-identical.
 
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use tractatus_testkit::couser::runnable;
-use tractatus_testkit::{SharedCheckout, Who, run_timed, wait_until};
+use tractatus_testkit::{SharedCheckout, Who, as_attacker, run_timed, wait_until};
+
+use crate::support::bin;
 
 /// Every run here must end well within this (a hang is a failure, not a slow test).
 const LIMIT: Duration = Duration::from_secs(30);
 
 const LOCKS: &str = ".claude/.tractatus/locks";
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_tractatus"))
-}
-
-/// `program args...` as the attacker, which must succeed.
-fn as_attacker(shared: &SharedCheckout, program: &str, args: &[&str]) {
-    let mut cmd = shared.command(Who::Attacker, Path::new(program));
-    cmd.args(args);
-    let ran = run_timed(&mut cmd, LIMIT);
-    assert!(
-        ran.ok(),
-        "{program} {args:?} as the attacker: {}",
-        ran.describe()
-    );
-}
 
 #[test]
 fn planted_edge_files_neither_are_followed_nor_block_nor_make_a_nested_waiter_give_up() {

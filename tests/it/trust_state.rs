@@ -17,11 +17,7 @@ use std::time::{Duration, Instant};
 use tractatus_testkit::couser::{ATTACKER_UID, TEAM_GID, VICTIM_UID};
 use tractatus_testkit::{SharedCheckout, Who};
 
-use crate::support::{Guard, Repo, run, tractatus, wait_until};
-
-fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_tractatus"))
-}
+use crate::support::{Guard, Repo, bin, run, stderr_of, tractatus, wait_until};
 
 /// A shell script run as `who` in the checkout's root; panics unless it exits 0.
 fn shell(co: &SharedCheckout, who: Who, script: &str) {
@@ -69,14 +65,6 @@ fn assert_trap_untouched(trap: &Path, files: &[(&str, &str)]) {
             "{name} in the attacker's directory was written"
         );
     }
-}
-
-fn stderr_of(child: &mut Guard) -> String {
-    let mut s = String::new();
-    if let Some(mut e) = child.0.stderr.take() {
-        std::io::Read::read_to_string(&mut e, &mut s).unwrap();
-    }
-    s
 }
 
 #[test]

@@ -8,9 +8,14 @@
 use std::path::Path;
 use std::process::Command;
 
+mod session_repo;
+
+pub use session_repo::{SessionRepo, log_in};
+
 pub use tractatus_testkit::{
-    CRITICAL, Guard, HISTORY, KillPid, Ran, alive, answers_ping, fixture, free_port,
-    instruction_history, run, run_timed, run_to, signal, wait_until,
+    CRITICAL, Guard, HISTORY, KillPid, Ran, alive, answers_ping, as_attacker, child_named,
+    epoch_ms, fixture, free_port, instruction_history, now_ns, parent_and_state, run, run_timed,
+    run_to, signal, stderr_of, tree, wait_until,
 };
 
 /// The kit's [`tractatus_testkit::RedisServer`], marked as brand-new when started (what an
@@ -118,4 +123,41 @@ pub fn try_lock(dir: &Path, url: &str, lock: [&str; 2]) -> Ran {
         .args(["--redis", url, "--wait", "0", "lock", "run"])
         .args(lock)
         .args(["--", "true"]))
+}
+
+/// Each session's state in `session list --json`, sorted by id.
+pub fn session_states(list: &serde_json::Value) -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> = list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let text = |k: &str| s[k].as_str().unwrap().to_owned();
+            (text("id"), text("state"))
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+/// A master with one replica, both on loopback, its link up; the master marked initialized.
+pub fn master_and_replica() -> (RedisServer, tractatus_testkit::RedisServer) {
+    let master = RedisServer::start();
+    let port = master.port.to_string();
+    let replica = tractatus_testkit::RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "the replica's link is up",
+        || {
+            tractatus_testkit::sentinel::replication_field(replica.port, "master_link_status")
+                .as_deref()
+                == Some("up")
+        },
+    );
+    (master, replica)
+}
+
+/// The `tractatus` binary cargo built for this test binary.
+pub fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_tractatus"))
 }

@@ -10,19 +10,26 @@
 //! CI runs each mode for a few seconds; `TRACTATUS_NEMESIS_SECS=300` runs each mode longer,
 //! and `TRACTATUS_NEMESIS_SEED` replays a seed (the faults' choices and pauses, not the
 //! scheduler: a replay is the same storm, not the same interleaving). The seed is printed.
+//!
+//! Split (issue 22): the workers, the nemesis and its faults stay here; `run` (one run and the
+//! three backends), `check` (the log's checker).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::support::{Guard, RedisServer, Repo, run_timed, signal, tractatus};
+use crate::support::{
+    Guard, RedisServer, Repo, child_named, now_ns, parent_and_state, run_timed, signal, tractatus,
+};
 
 mod check;
+mod run;
+
 use check::check;
 
 /// The holder's command: six lines of its token, ~60 ms apart (long enough that a fault often
@@ -82,13 +89,6 @@ impl Rng {
     }
 }
 
-fn now_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
-
 fn env_u64(name: &str) -> Option<u64> {
     let v = std::env::var(name).ok()?;
     Some(
@@ -98,32 +98,11 @@ fn env_u64(name: &str) -> Option<u64> {
     )
 }
 
-/// The parent pid and state of `pid`, from /proc (the command name in parentheses may hold
-/// anything, so the fields are read after its last ')').
-fn ppid_state(pid: u32) -> Option<(u32, char)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut rest = s.rsplit_once(')')?.1.split_whitespace();
-    let state = rest.next()?.chars().next()?;
-    Some((rest.next()?.parse().ok()?, state))
-}
-
-/// The `sh` children of `parent`: its command, when it holds the lock.
-fn command_of(parent: u32) -> Option<u32> {
-    std::fs::read_dir("/proc")
-        .ok()?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .find(|&pid| {
-            ppid_state(pid).is_some_and(|(pp, st)| pp == parent && st != 'Z')
-                && std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                    .is_ok_and(|c| c.trim() == "sh")
-        })
-}
-
 /// Signal `pid` only while it is still `parent`'s child: the table's lock keeps `parent`
 /// unreaped, so `parent`'s pid is ours; a child that exits between the check and the signal is
 /// a zombie until `parent` reaps it, which leaves only a window of microseconds for a reuse.
 fn signal_child(parent: u32, pid: u32, sig: Signal) -> bool {
-    if ppid_state(pid).is_some_and(|(pp, _)| pp == parent) {
+    if parent_and_state(pid).is_some_and(|(pp, _)| pp == parent) {
         signal(pid, sig);
         true
     } else {
@@ -289,7 +268,7 @@ impl Nemesis {
         let live: Vec<u32> = t.iter().flatten().copied().collect();
         let mut picks: Vec<(u32, Option<u32>)> = live
             .into_iter()
-            .map(|p| (p, command_of(p)))
+            .map(|p| (p, child_named(p, "sh")))
             .filter(|(_, c)| c.is_some() == want_holder)
             .collect();
         if picks.is_empty() {
@@ -423,124 +402,4 @@ impl Nemesis {
             _ => {}
         }
     }
-}
-
-/// Run the workers and the nemesis for the mode's time on fresh servers, check the log, print
-/// the counts, and fail with the evidence on any violation.
-fn nemesis(mode: Mode) {
-    let secs = env_u64("TRACTATUS_NEMESIS_SECS").unwrap_or(8);
-    let base = env_u64("TRACTATUS_NEMESIS_SEED").unwrap_or_else(|| now_ns() as u64);
-    let seed = base ^ (mode as u64).wrapping_mul(0x9e37_79b9);
-    println!("nemesis {mode:?}: seed {base} (replay: TRACTATUS_NEMESIS_SEED={base}), {secs} s");
-    let servers: Vec<RedisServer> = match mode {
-        Mode::OneRedis => vec![RedisServer::start()],
-        Mode::Redlock => (0..3).map(|_| RedisServer::start()).collect(),
-        Mode::Local => Vec::new(),
-    };
-    let urls = (!servers.is_empty()).then(|| {
-        servers
-            .iter()
-            .map(|s| s.url())
-            .collect::<Vec<_>>()
-            .join(",")
-    });
-    let servers = Arc::new(Mutex::new(servers));
-    let repo = Repo::new();
-    let log = repo.file("N.log");
-    let stop = Arc::new(AtomicBool::new(false));
-    let _stop_on_panic = StopOnDrop(stop.clone());
-    let table: Table = Arc::new(Mutex::new(vec![None; HOSTS.len()]));
-    let tally = Arc::new(Mutex::new(Tally::default()));
-    let workers: Vec<_> = HOSTS
-        .iter()
-        .enumerate()
-        .map(|(slot, host)| {
-            let (root, urls, log) = (repo.path(), urls.clone(), log.clone());
-            let (table, stop, tally) = (table.clone(), stop.clone(), tally.clone());
-            std::thread::spawn(move || {
-                worker(
-                    slot,
-                    || worker_command(&root, urls.as_deref(), host, &log),
-                    table,
-                    stop,
-                    tally,
-                )
-            })
-        })
-        .collect();
-    let began = Instant::now();
-    let mut nem = Nemesis {
-        mode,
-        rng: Rng(seed),
-        table: table.clone(),
-        servers: servers.clone(),
-        repo: repo.path(),
-        tally: tally.clone(),
-        began,
-    };
-    // Let the first holders in before the first fault.
-    std::thread::sleep(Duration::from_millis(500));
-    let until = began + Duration::from_secs(secs);
-    for _ in 0..1_000_000 {
-        if Instant::now() >= until {
-            break;
-        }
-        nem.step();
-        std::thread::sleep(nem.rng.millis(50, 500));
-    }
-    stop.store(true, Ordering::SeqCst);
-    for w in workers {
-        w.join().expect("worker");
-    }
-    let c = check(&log);
-    let t = tally.lock().unwrap();
-    let tokens: Vec<u64> = c.intervals.iter().map(|i| i.token).collect();
-    let bit = c
-        .intervals
-        .iter()
-        .filter(|i| t.stops.iter().any(|&(a, b)| a < i.first && i.first < b))
-        .count();
-    println!(
-        "nemesis {mode:?}: {:?} run, {} holders ({bit} granted while a holder's tractatus was \
-         stopped), {} writes ({} malformed), faults {:?}, exits {:?}",
-        began.elapsed(),
-        c.intervals.len(),
-        c.writes,
-        c.malformed,
-        t.faults,
-        t.exits
-    );
-    if !t.odd.is_empty() {
-        println!("nemesis {mode:?}: odd exits: {:#?}", t.odd);
-    }
-    if !c.violations.is_empty() {
-        panic!(
-            "nemesis {mode:?} seed {base}: {} violations:\n{}\nfaults:\n{}\ntokens {tokens:?}",
-            c.violations.len(),
-            c.violations.join("\n"),
-            t.events.join("\n")
-        );
-    }
-    assert!(
-        c.intervals.len() >= 3,
-        "nemesis {mode:?} seed {base}: only {} holders ran; exits {:?}, odd {:?}",
-        c.intervals.len(),
-        t.exits,
-        t.odd
-    );
-}
-
-#[test]
-fn nemesis_on_one_redis_never_lets_two_holders_overlap_nor_tokens_go_back() {
-    nemesis(Mode::OneRedis);
-}
-
-#[test]
-fn nemesis_on_three_redlock_masters_never_lets_two_holders_overlap_nor_tokens_go_back() {
-    nemesis(Mode::Redlock);
-}
-
-#[test]
-fn nemesis_on_local_locks_never_lets_two_holders_overlap_nor_tokens_go_back() {
-    nemesis(Mode::Local);
 }

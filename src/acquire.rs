@@ -318,7 +318,7 @@ impl Coordinator {
                     continue;
                 }
             }
-            let until = deadline.min(now + pause);
+            let mut until = deadline.min(now + pause);
             // Calls to try, one per node that released: we try once a majority of the nodes
             // we listen to called us (one release, one attempt), or at the timer.
             let mut calls = 0;
@@ -349,6 +349,12 @@ impl Coordinator {
                                     floor = floor.max(token);
                                 }
                                 calls += 1;
+                                // The others' calls come within a round trip of the first. One
+                                // that never comes (that node's line differs for a moment, its
+                                // copy of the lease is an orphan, or another waiter's undo
+                                // there called someone else) must not leave us asleep until
+                                // the heartbeat while the lock is free: try after a grace.
+                                until = until.min(Instant::now() + CALL_GRACE);
                                 calls < quorum.needed().min(wake.live)
                             }
                             // A subscription that ended (its connection dropped) is made
@@ -550,6 +556,10 @@ pub(crate) fn epoch_micros() -> u64 {
         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
+
+/// How long a waiter called by fewer nodes than a majority waits for the other calls before it
+/// tries anyway.
+const CALL_GRACE: Duration = Duration::from_millis(5);
 
 /// Longest pause after a split vote. It was the node timeout (250 ms by default), and the
 /// back-off grew over a whole wait: a waiter that split a few times slept hundreds of

@@ -91,12 +91,7 @@ impl Coordinator {
         let mut note: Option<String> = None;
         // Set while the last attempt found no quorum: what to report if the wait runs out so.
         let mut unreachable: Option<Error> = None;
-        let mut jitter = backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(2))
-            .with_max_delay(cfg.node_timeout.max(Duration::from_millis(20)))
-            .with_jitter()
-            .without_max_times()
-            .build();
+        let mut jitter = split_backoff();
         let mut reconnect = reconnect_backoff();
         // A caller that will wait joins the queue with its first attempt, at the time it first
         // asked (see `lua/grant.lua`); one that will not wait never queues (a place it left
@@ -162,6 +157,13 @@ impl Coordinator {
             if !matches!(attempt, Attempt::Held { .. }) {
                 ours = None;
             }
+            if !matches!(
+                attempt,
+                Attempt::Split { .. } | Attempt::Held { undone: true, .. }
+            ) {
+                // The back-off after a split grows only over splits in a row.
+                jitter = split_backoff();
+            }
             if !matches!(attempt, Attempt::Unavailable { .. }) {
                 unreachable = None;
                 reconnect = reconnect_backoff();
@@ -206,6 +208,7 @@ impl Coordinator {
                     pttl,
                     holder,
                     head: first,
+                    undone,
                 } => {
                     head = first;
                     if let Some(w) = &head
@@ -260,6 +263,15 @@ impl Coordinator {
                     if wake.registered {
                         pause = pause.min(HEARTBEAT);
                     }
+                    if undone {
+                        // A node had granted us (free there, and we first in line) before the
+                        // others refused; undoing it took us out of its line, and its undo
+                        // called the next waiter there, who cannot go on one call. Waiting for
+                        // calls here left every waiter asleep until the heartbeat, 200 ms
+                        // and more with 8 tasks on 3 masters (2026-12-05): try again soon,
+                        // which puts us back in line there too.
+                        pause = pause.min(jitter.next().unwrap_or(SPLIT_MAX));
+                    }
                     (pause, true)
                 }
                 Attempt::Split { holder } => {
@@ -306,7 +318,7 @@ impl Coordinator {
                     continue;
                 }
             }
-            let until = deadline.min(now + pause);
+            let mut until = deadline.min(now + pause);
             // Calls to try, one per node that released: we try once a majority of the nodes
             // we listen to called us (one release, one attempt), or at the timer.
             let mut calls = 0;
@@ -337,6 +349,12 @@ impl Coordinator {
                                     floor = floor.max(token);
                                 }
                                 calls += 1;
+                                // The others' calls come within a round trip of the first. One
+                                // that never comes (that node's line differs for a moment, its
+                                // copy of the lease is an orphan, or another waiter's undo
+                                // there called someone else) must not leave us asleep until
+                                // the heartbeat while the lock is free: try after a grace.
+                                until = until.min(Instant::now() + CALL_GRACE);
                                 calls < quorum.needed().min(wake.live)
                             }
                             // A subscription that ended (its connection dropped) is made
@@ -537,6 +555,26 @@ pub(crate) fn epoch_micros() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// How long a waiter called by fewer nodes than a majority waits for the other calls before it
+/// tries anyway.
+const CALL_GRACE: Duration = Duration::from_millis(5);
+
+/// Longest pause after a split vote. It was the node timeout (250 ms by default), and the
+/// back-off grew over a whole wait: a waiter that split a few times slept hundreds of
+/// milliseconds, deaf to releases, while the queue (which every node orders alike) already
+/// says who goes next. A few milliseconds of spread is what contenders need.
+const SPLIT_MAX: Duration = Duration::from_millis(10);
+
+/// Pauses after split votes in a row: 2 ms, then growing up to [`SPLIT_MAX`], with jitter.
+fn split_backoff() -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(2))
+        .with_max_delay(SPLIT_MAX)
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 /// Longest pause between attempts while the coordinator is unreachable.

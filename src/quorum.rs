@@ -103,6 +103,9 @@ pub(crate) enum Attempt {
         holder: Option<HolderInfo>,
         /// The waiter first in line, when a node named one other than us.
         head: Option<Box<HolderInfo>>,
+        /// Some node granted this attempt before the majority refused (its vote was undone):
+        /// the lease is free there and we were first in line, so the next attempt is due soon.
+        undone: bool,
     },
     /// Too many nodes are in their restart quarantine for a majority; our votes were
     /// released. Retry once the first of them is out.
@@ -146,13 +149,84 @@ pub(crate) enum Renewal {
 
 /// A set of independent nodes acting as one coordinator.
 pub(crate) struct Quorum<N: ?Sized = dyn Node> {
+    /// Owners whose grant may still land on a node after their attempt returned.
+    late: Arc<LateGrants>,
     nodes: Vec<Arc<N>>,
+}
+
+/// The owners of attempts with grants still in flight (see [`Quorum::settle`]), each with
+/// whether it was ended (released or undone) meanwhile: a grant of an ended owner that lands
+/// afterwards is undone on its node. Without that, such a grant stood as an orphan on one
+/// master for a whole TTL, refused every other contender there, and left every wait needing
+/// all the other masters to agree: with 8 tasks on 3 masters it was the slow mode of the
+/// benchmark (0.21-0.37x of one master in the runs that had one, 2026-12-05; the late grant
+/// answered 11 ms after its lease's release).
+#[derive(Default)]
+struct LateGrants(std::sync::Mutex<std::collections::HashMap<String, (usize, bool)>>);
+
+impl LateGrants {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut std::collections::HashMap<String, (usize, bool)>) -> T,
+    ) -> T {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut map)
+    }
+
+    /// One more task settling grants of `owner`; `ended` when its attempt already failed.
+    fn start(&self, owner: &str, ended: bool) {
+        self.with(|m| {
+            let e = m.entry(owner.to_owned()).or_insert((0, false));
+            e.0 += 1;
+            e.1 |= ended;
+        });
+    }
+
+    /// `owner` is being ended on every node: a grant of it that lands later must be undone.
+    fn end(&self, owner: &str) {
+        self.with(|m| {
+            if let Some(e) = m.get_mut(owner) {
+                e.1 = true;
+            }
+        });
+    }
+
+    /// A new attempt under `owner` (a queued waiter keeps its owner id while refused): a grant
+    /// of an earlier one that lands now counts as this one's.
+    fn revive(&self, owner: &str) {
+        self.with(|m| {
+            if let Some(e) = m.get_mut(owner) {
+                e.1 = false;
+            }
+        });
+    }
+
+    fn ended(&self, owner: &str) -> bool {
+        self.with(|m| m.get(owner).is_some_and(|e| e.1))
+    }
+
+    fn finish(&self, owner: &str) {
+        self.with(|m| {
+            if let Some(e) = m.get_mut(owner) {
+                e.0 = e.0.saturating_sub(1);
+                if e.0 == 0 {
+                    m.remove(owner);
+                }
+            }
+        });
+    }
 }
 
 impl<N: Node + ?Sized> Quorum<N> {
     /// A quorum over `nodes` (at least one).
     pub(crate) fn new(nodes: Vec<Arc<N>>) -> Self {
-        Quorum { nodes }
+        Quorum {
+            late: Arc::default(),
+            nodes,
+        }
     }
 
     /// The nodes.
@@ -176,8 +250,9 @@ impl<N: Node + ?Sized> Quorum<N> {
             };
         }
         let start = Stamp::now();
+        self.late.revive(&req.owner);
         // Each call owns what it needs, so the ones still running when a majority has answered
-        // can finish in the background (see `settle_late`).
+        // can finish in the background (see `settle`).
         let mut pending: FuturesUnordered<_> = self
             .nodes
             .iter()
@@ -218,7 +293,7 @@ impl<N: Node + ?Sized> Quorum<N> {
         let no_votes = granted.is_empty() && pending.is_empty() && causes.is_empty();
         if granted.len() >= need {
             let token = granted.iter().map(|g| g.1).max().unwrap_or(0);
-            self.settle_late(&req.keys, token, pending);
+            self.settle(req, Some(token), pending);
             // Every node of the granting majority must hold `token` before it is handed out
             // (the module doc's argument); a raise that fails makes this attempt fail, and the
             // node counts as one that did not answer.
@@ -233,8 +308,12 @@ impl<N: Node + ?Sized> Quorum<N> {
                 };
             }
             causes.extend(failed);
+            // Not ours after all: a grant still in flight is undone where it lands.
+            self.late.end(&req.owner);
         } else {
-            drop(pending);
+            // Calls already sent still run on their nodes: one that grants after the undo
+            // below is undone where it lands.
+            self.settle(req, None, pending);
         }
 
         // Not ours: undo every vote we may have, on every node, before saying why.
@@ -252,7 +331,12 @@ impl<N: Node + ?Sized> Quorum<N> {
             }
         } else if refused.len() >= need {
             let pttl = refused.iter().map(|r| r.0).min().unwrap_or_default();
-            Attempt::Held { pttl, holder, head }
+            Attempt::Held {
+                pttl,
+                holder,
+                head,
+                undone: !granted.is_empty(),
+            }
         } else if quarantined.len() > n.saturating_sub(need) {
             // The quarantined masters alone leave no majority: nothing to do until one is out.
             Attempt::Quarantined {
@@ -271,7 +355,12 @@ impl<N: Node + ?Sized> Quorum<N> {
                 .chain(quarantined.iter().copied())
                 .min()
                 .unwrap_or_default();
-            Attempt::Held { pttl, holder, head }
+            Attempt::Held {
+                pttl,
+                holder,
+                head,
+                undone: !granted.is_empty(),
+            }
         } else {
             Attempt::Split { holder }
         }
@@ -305,23 +394,35 @@ impl<N: Node + ?Sized> Quorum<N> {
         (holding, failed)
     }
 
-    /// The nodes that had not answered when a majority granted: let their calls finish in the
-    /// background and raise the ones that did not report a counter of at least `token`, so
-    /// that with every node up all of them remember it. Nothing waits for this.
-    fn settle_late<F>(&self, keys: &LockKeys, token: u64, mut pending: FuturesUnordered<F>)
+    /// The nodes that had not answered when the attempt was decided: let their calls finish in
+    /// the background. With the attempt granted (`token`), raise the ones that did not report a
+    /// counter of at least `token`, so that with every node up all of them remember it. A grant
+    /// that lands once the attempt failed, or once its lease was released, is undone on its node
+    /// (a release that ran before it there found nothing to end). Nothing waits for this.
+    fn settle<F>(&self, req: &GrantRequest, token: Option<u64>, mut pending: FuturesUnordered<F>)
     where
         F: std::future::Future<Output = (usize, Result<GrantReply, NodeError>)> + Send + 'static,
     {
         if pending.is_empty() {
             return;
         }
-        let (nodes, keys) = (self.nodes.clone(), keys.clone());
+        let (nodes, keys, late) = (self.nodes.clone(), req.keys.clone(), Arc::clone(&self.late));
+        let (owner, log_cap) = (req.owner.clone(), req.log_cap);
+        late.start(&owner, token.is_none());
         tokio::spawn(async move {
             while let Some((i, reply)) = pending.next().await {
-                if !matches!(reply, Ok(GrantReply::Granted { token: t }) if t >= token) {
+                let landed = matches!(reply, Ok(GrantReply::Granted { .. }));
+                if landed && late.ended(&owner) {
+                    let _ = nodes[i].undo(&keys, &owner, log_cap).await;
+                    continue;
+                }
+                if let Some(token) = token
+                    && !matches!(reply, Ok(GrantReply::Granted { token: t }) if t >= token)
+                {
                     let _ = nodes[i].raise(&keys, token).await;
                 }
             }
+            late.finish(&owner);
         });
     }
 
@@ -416,6 +517,7 @@ impl<N: Node + ?Sized> Quorum<N> {
     ) -> (usize, usize) {
         let start = Instant::now();
         let need = self.needed();
+        self.late.end(owner);
         let mut pending: FuturesUnordered<_> = self
             .nodes
             .iter()
@@ -886,6 +988,56 @@ mod tests {
         assert!(
             backwards_by_seeding[1] > 0,
             "the test did not catch counters that restart from 0"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_grant_that_lands_after_its_lease_was_released_is_undone_where_it_landed() {
+        // A majority granted at once; the third master's grant is still on its way when the
+        // holder releases, and the release reaches that master first (found nothing there).
+        let (q, nodes) = fakes(3);
+        nodes[2].set(Mode::Late(Duration::from_millis(30)));
+        let req = request("a", Duration::from_secs(10));
+        assert!(matches!(q.grant(&req).await, Attempt::Granted { .. }));
+        nodes[2].set(Mode::Honest);
+        q.release(&req.keys, "a", 10).await;
+        assert!(nodes.iter().all(|n| n.lease.lock().unwrap().is_none()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            *nodes[2].lease.lock().unwrap(),
+            None,
+            "the late grant stood as an orphan lease for its whole TTL"
+        );
+        assert!(
+            q.late.0.lock().unwrap().is_empty(),
+            "bookkeeping left behind"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_grant_of_a_refused_owner_that_tries_again_counts_as_its_new_attempts() {
+        // A queued waiter keeps its owner id while refused: the late grant of its first attempt
+        // must not undo the lease its second attempt won.
+        let (q, nodes) = fakes(3);
+        for n in &nodes[..2] {
+            *n.lease.lock().unwrap() = Some("other".into());
+        }
+        nodes[2].set(Mode::Late(Duration::from_millis(30)));
+        let req = request("a", Duration::from_secs(10));
+        assert!(matches!(q.grant(&req).await, Attempt::Held { .. }));
+        for n in &nodes[..2] {
+            *n.lease.lock().unwrap() = None;
+        }
+        nodes[2].set(Mode::Honest);
+        assert!(matches!(q.grant(&req).await, Attempt::Granted { .. }));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let held = nodes
+            .iter()
+            .filter(|n| n.lease.lock().unwrap().as_deref() == Some("a"))
+            .count();
+        assert!(
+            held >= 2,
+            "the second attempt's lease was undone: {held} of 3"
         );
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Run `cargo build --release` once (the CLI sections need `target/release/tractatus`), then
 //! `cargo run --release --example bench`. `BENCH_SCALE` (a float, default 1.0) scales the
-//! iteration counts: 0.2 for a quick look, 3 for steadier tails.
+//! iteration counts: 0.2 for a quick look, 3 for steadier tails. `BENCH_ONLY` (section
+//! numbers, such as `4` or `2,4`) runs only those sections after the floors (section 1).
 //!
 //! It starts what it needs itself: `redis-server` processes on free loopback ports (killed by
 //! pid when the report ends, also on panic) and throwaway repositories in temp dirs. It measures
@@ -112,20 +113,49 @@ fn main() -> Res<()> {
     let cli = Cli::locate();
 
     let floors = section_floors(&rt, &urls[0], scale)?;
-    section_lease_engine(&rt, &urls[0], &floors, scale, cli.as_ref())?;
-    match &cli {
-        Some(cli) => section_state_files(cli, &urls[0], &floors, scale)?,
-        None => println!("\n3. State files (CLI): skipped, see above"),
+    let only = Only::from_env();
+    if only.runs(2) {
+        section_lease_engine(&rt, &urls[0], &floors, scale, cli.as_ref())?;
     }
-    section_redlock(&rt, &urls, &floors, scale)?;
-    crate::cluster::section_cluster(&rt, &floors, scale, cli.as_ref())?;
-    crate::deadlock::section_deadlock(&rt, &urls[0], &floors, scale)?;
+    if only.runs(3) {
+        match &cli {
+            Some(cli) => section_state_files(cli, &urls[0], &floors, scale)?,
+            None => println!("\n3. State files (CLI): skipped, see above"),
+        }
+    }
+    if only.runs(4) {
+        section_redlock(&rt, &urls, &floors, scale)?;
+    }
+    if only.runs(5) {
+        crate::cluster::section_cluster(&rt, &floors, scale, cli.as_ref())?;
+    }
+    if only.runs(6) {
+        crate::deadlock::section_deadlock(&rt, &urls[0], &floors, scale)?;
+    }
 
     targets::finish(&machine, &load_before)?;
     println!("\ntotal run time {:.1} s", started.elapsed().as_secs_f64());
     drop(rt);
     drop(servers);
     Ok(())
+}
+
+/// The sections `BENCH_ONLY` names (`4`, `2,4`); every section when unset or empty.
+struct Only(Option<Vec<u32>>);
+
+impl Only {
+    fn from_env() -> Self {
+        let listed = std::env::var("BENCH_ONLY").ok().map(|v| {
+            v.split(',')
+                .filter_map(|n| n.trim().parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        });
+        Only(listed.filter(|l| !l.is_empty()))
+    }
+
+    fn runs(&self, section: u32) -> bool {
+        self.0.as_ref().is_none_or(|l| l.contains(&section))
+    }
 }
 
 pub(crate) async fn connect(urls: &[String], ttl: Option<Duration>) -> Res<Coordinator> {

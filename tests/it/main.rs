@@ -29,6 +29,7 @@ mod restart;
 mod restart_data;
 mod sessions;
 mod slots;
+mod stall;
 mod state;
 mod trust_config;
 mod trust_deadlock;

@@ -999,12 +999,12 @@ mod tests {
         nodes[2].set(Mode::Late(Duration::from_millis(30)));
         let req = request("a", Duration::from_secs(10));
         assert!(matches!(q.grant(&req).await, Attempt::Granted { .. }));
-        nodes[2].set(Mode::Honest);
+        nodes[2].set(Mode::Up);
         q.release(&req.keys, "a", 10).await;
-        assert!(nodes.iter().all(|n| n.lease.lock().unwrap().is_none()));
+        assert!(nodes.iter().all(|n| n.owner().is_none()));
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(
-            *nodes[2].lease.lock().unwrap(),
+            nodes[2].owner(),
             None,
             "the late grant stood as an orphan lease for its whole TTL"
         );
@@ -1020,20 +1020,20 @@ mod tests {
         // must not undo the lease its second attempt won.
         let (q, nodes) = fakes(3);
         for n in &nodes[..2] {
-            *n.lease.lock().unwrap() = Some("other".into());
+            n.hold("other", HELD, HolderInfo::default());
         }
         nodes[2].set(Mode::Late(Duration::from_millis(30)));
         let req = request("a", Duration::from_secs(10));
         assert!(matches!(q.grant(&req).await, Attempt::Held { .. }));
         for n in &nodes[..2] {
-            *n.lease.lock().unwrap() = None;
+            assert!(n.release_now("other"));
         }
-        nodes[2].set(Mode::Honest);
+        nodes[2].set(Mode::Up);
         assert!(matches!(q.grant(&req).await, Attempt::Granted { .. }));
         tokio::time::sleep(Duration::from_millis(100)).await;
         let held = nodes
             .iter()
-            .filter(|n| n.lease.lock().unwrap().as_deref() == Some("a"))
+            .filter(|n| n.owner().as_deref() == Some("a"))
             .count();
         assert!(
             held >= 2,

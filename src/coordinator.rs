@@ -14,6 +14,7 @@ use crate::deadlock::redis::RedisWatch;
 use crate::error::Result;
 use crate::holder::Identity;
 use crate::join::Capability;
+use crate::keys::LockKeys;
 use crate::lease::{FencingToken, Lease};
 use crate::local::LocalBackend;
 use crate::ops::{AuditEvent, BreakOutcome, LockStatus};
@@ -114,6 +115,45 @@ impl Coordinator {
                 urls.join(",")
             }
         }
+    }
+
+    /// Take lock `name` without waiting: fails with [`Error::Timeout`](crate::Error::Timeout) when it is held.
+    pub async fn try_acquire(&self, name: &str) -> Result<Lease> {
+        crate::acquire::try_acquire(self, name).await
+    }
+
+    /// Take lock `name`, waiting up to `opts.wait` for its holder to release it.
+    ///
+    /// Waiting is driven by release events (Redis pub/sub, or the kernel for local locks); the
+    /// only timer is the holder's remaining TTL, so a crashed holder is taken over as soon as
+    /// its lease expires, and at once when it ran on this host and its process is gone.
+    ///
+    /// A coordinator that stops answering while we wait (a restart, a failover) is retried
+    /// a few times a second, with the subscriptions made again, until the wait runs out; only
+    /// then is it [`Error::Unavailable`](crate::Error::Unavailable). Without a wait, it is reported at once.
+    ///
+    /// With local locks the wait is a `flock(2)` on a blocking thread; when the wait times out
+    /// that thread stays parked until the holder lets go, then drops the lock at once (it never
+    /// holds it for anyone). Many timed-out waits on a long-held lock park as many threads.
+    ///
+    /// A process started under a lease of `name` (its capability inherited in
+    /// `crate::join::ENV_VAR`) joins that lease instead of waiting for its own ancestor, once
+    /// the coordinator confirms it still stands; see `crate::join`.
+    pub async fn acquire(&self, name: &str, opts: &AcquireOptions) -> Result<Lease> {
+        crate::acquire::acquire(self, name, opts).await
+    }
+
+    /// Remove a lease whatever its owner (`expected_owner` empty) or only if it is
+    /// `expected_owner`'s, on every node; recorded in the lock's audit log as `event`.
+    /// Returns how many nodes removed it.
+    pub(crate) async fn evict(
+        &self,
+        quorum: &Quorum,
+        keys: &LockKeys,
+        expected_owner: &str,
+        event: &'static str,
+    ) -> usize {
+        crate::acquire::evict(self, quorum, keys, expected_owner, event).await
     }
 
     /// Acquire every name, sorted and deduplicated, within `wait` in total. Each lease is

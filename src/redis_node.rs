@@ -428,8 +428,8 @@ impl RedisNode {
                 .arg(owner)
                 .arg(&keys.channel)
                 .arg(log_cap)
-                .arg(crate::acquire::WAITER_TTL.as_millis() as u64)
-                .arg(crate::acquire::PROBATION.as_millis() as u64)
+                .arg(crate::backend::WAITER_TTL.as_millis() as u64)
+                .arg(crate::handoff::PROBATION.as_millis() as u64)
                 .arg(u8::from(hand_off))
                 .invoke_async::<i64>(&mut c)
                 .await

@@ -1,0 +1,811 @@
+//! The acquire/wait loop: try the quorum, and while the lock is held wait in line (a queue every
+//! node orders alike, kept with a heartbeat; see `lua/grant.lua`) for a release that names us
+//! (pub/sub), the holder's TTL, or a short jitter after a split vote; take over a holder on
+//! this host whose process is gone, and take a waiter ahead of us on this host whose process is
+//! gone out of the line; end a late grant of one of our own failed attempts; wait out a restart
+//! quarantine (keeping our place in line); ride out a coordinator that
+//! stops answering (reconnect, resubscribe) until the wait runs out; leave the waiter set when
+//! giving up.
+//!
+//! Beside it: `give_up.rs` (a wait dropped midway leaves nothing behind) and `wake.rs` (the
+//! release subscriptions and the pauses between attempts).
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::time::Instant;
+
+use crate::backend::{Eviction, GrantRequest, WAITER_TTL, WAKE_ALL};
+use crate::clock::{Stamp, far_deadline};
+use crate::config::check_lock_name;
+use crate::coordinator::{Backend, Coordinator};
+use crate::error::{Error, Result};
+use crate::handoff::{Call, handed_validity};
+use crate::holder::HolderInfo;
+use crate::keys::LockKeys;
+use crate::lease::Lease;
+use crate::options::AcquireOptions;
+use crate::quorum::{Attempt, Quorum, Renewal};
+
+mod give_up;
+mod wake;
+
+use give_up::GiveUp;
+use wake::{RECONNECT_MAX, SPLIT_MAX, Wake, reconnect_backoff, split_backoff};
+
+/// The work of [`Coordinator::try_acquire`].
+pub(crate) async fn try_acquire(coordinator: &Coordinator, name: &str) -> Result<Lease> {
+    coordinator.acquire(name, &AcquireOptions::default()).await
+}
+
+/// The work of [`Coordinator::acquire`].
+pub(crate) async fn acquire(
+    coordinator: &Coordinator,
+    name: &str,
+    opts: &AcquireOptions,
+) -> Result<Lease> {
+    check_lock_name(name)?;
+    let inherited = crate::join::Capability::inherited();
+    if !inherited.is_empty()
+        && let Some(joined) = coordinator.join_within(name, inherited, opts.wait).await?
+    {
+        return Ok(joined);
+    }
+    let deadline = far_deadline(Instant::now(), opts.wait);
+    let got = match &coordinator.inner.backend {
+        Backend::Local(local) => local
+            .acquire(name, &coordinator.inner.identity, opts, deadline)
+            .await
+            .map(|guard| Lease::local(coordinator.clone(), name, guard)),
+        Backend::Redis(quorum) => acquire_redis(coordinator, quorum, name, opts, deadline).await,
+    };
+    if let (Ok(_), Some(p)) = (&got, &opts.progress) {
+        // Nobody is in the way any more: feedback about a holder would be stale.
+        p.send_replace(None);
+    }
+    got
+}
+
+async fn acquire_redis(
+    coordinator: &Coordinator,
+    quorum: &Quorum,
+    name: &str,
+    opts: &AcquireOptions,
+    deadline: Instant,
+) -> Result<Lease> {
+    let cfg = &coordinator.inner.config;
+    let started = Instant::now();
+    let keys = LockKeys::new(&cfg.namespace, name);
+    let waiter_id = uuid::Uuid::new_v4().simple().to_string();
+    let mut wake = Wake::default();
+    let mut last_holder: Option<HolderInfo> = None;
+    let mut note: Option<String> = None;
+    // Set while the last attempt found no quorum: what to report if the wait runs out so.
+    let mut unreachable: Option<Error> = None;
+    let mut jitter = split_backoff();
+    let mut reconnect = reconnect_backoff();
+    // A caller that will wait joins the queue with its first attempt, at the time it first
+    // asked (see `lua/grant.lua`); one that will not wait never queues (a place it left
+    // behind would hold the line up until it lapsed).
+    let queue_me = !opts.wait.is_zero();
+    let place = epoch_micros();
+    let mut give_up = GiveUp::new(coordinator, &keys, &waiter_id);
+    // Issue 24 hook: deadlock detection (src/deadlock). `None` unless the caller holds leases.
+    let mut deadlock = coordinator.deadlock_watch(name, &waiter_id, place, opts);
+    // The waiter first in line as the last refusal named it, and the ones we took out of
+    // the line because their process is gone (each once: a node that cannot be told must
+    // not make us spin).
+    let mut head: Option<Box<HolderInfo>> = None;
+    let mut removed: Vec<String> = Vec::new();
+    // The owner id (and lease secret) of our attempts, kept while the attempts are refused:
+    // it is also the one registered with our place in line, under which a release hands us
+    // the lease (see `crate::handoff`). A new one after an attempt whose votes were undone.
+    let mut ours: Option<(String, String)> = None;
+    // The highest token the nodes that handed `ours` the lease named since the last attempt.
+    let mut floor = 0;
+    loop {
+        let (owner, secret) = ours
+            .get_or_insert_with(|| {
+                (
+                    uuid::Uuid::new_v4().simple().to_string(),
+                    crate::join::new_secret(),
+                )
+            })
+            .clone();
+        let req = GrantRequest {
+            keys: keys.clone(),
+            owner,
+            join_hash: crate::join::secret_hash(&secret),
+            ttl: cfg.ttl,
+            identity: coordinator.inner.identity.clone(),
+            waiter: (queue_me || wake.registered).then(|| waiter_id.clone()),
+            waiter_ttl: WAITER_TTL,
+            place,
+            log_cap: cfg.log_cap,
+            // One Redis forgets as a Redlock master does: the same quarantine for both.
+            quarantine: cfg.quarantine,
+            // Only what a hand-off named. A client's own proposal (its clock plus a lead,
+            // so that several masters mint one token and skip the raise) saved 5 masters
+            // uncontended about 1.4x, but 8 tasks on 3 masters ran at 0.34x of one master
+            // in all three runs with it (once proposed on first attempts only), against
+            // 0.31-0.76x, median 0.72x, in five runs without (the same benchmark, quiet
+            // machine, 2026-12-05; the runs without are bimodal): contention comes first.
+            floor: std::mem::take(&mut floor),
+        };
+        // How long to wait before the next attempt, and whether a release event may cut it
+        // short (not after a split vote: the other contenders' releases would wake everyone
+        // at once and split the vote again).
+        // Calls that came in meanwhile are answered by this attempt: left in the stream,
+        // they would count towards the next wait and make us try before a majority released.
+        wake.drain();
+        give_up.attempting(&req);
+        let sent = Stamp::now();
+        let attempt = quorum.grant(&req).await;
+        give_up.answered(matches!(
+            attempt,
+            Attempt::Unavailable { .. } | Attempt::Split { .. } | Attempt::Quarantined { .. }
+        ));
+        if !matches!(attempt, Attempt::Held { .. }) {
+            ours = None;
+        }
+        if !matches!(
+            attempt,
+            Attempt::Split { .. } | Attempt::Held { undone: true, .. }
+        ) {
+            // The back-off after a split grows only over splits in a row.
+            jitter = split_backoff();
+        }
+        if !matches!(attempt, Attempt::Unavailable { .. }) {
+            unreachable = None;
+            reconnect = reconnect_backoff();
+        }
+        let (pause, wake_early) = match attempt {
+            Attempt::Granted { token, valid_until } => {
+                if req.waiter.is_some() && quorum.nodes().len() > 1 {
+                    // A node that refused (it had not seen the release yet) still has us
+                    // first in line and would grant nobody else until our place lapsed.
+                    let (c, id) = (coordinator.clone(), waiter_id.clone());
+                    let keys = keys.clone();
+                    tokio::spawn(async move {
+                        if let Backend::Redis(q) = &c.inner.backend {
+                            q.leave(&keys, &id).await;
+                        }
+                    });
+                }
+                give_up.disarm();
+                return Ok(Lease::redis(
+                    coordinator.clone(),
+                    name,
+                    keys,
+                    req.owner,
+                    secret,
+                    token,
+                    valid_until,
+                ));
+            }
+            Attempt::Unavailable { reachable, causes } => {
+                // A blip (a restart, a failover) is ridden out until the wait runs out; the
+                // subscriptions died with the connections, so they are made again.
+                unreachable = Some(Error::Unavailable {
+                    reachable,
+                    total: quorum.nodes().len(),
+                    needed: quorum.needed(),
+                    causes,
+                });
+                wake.lost_all();
+                (reconnect.next().unwrap_or(RECONNECT_MAX), false)
+            }
+            Attempt::Held {
+                pttl,
+                holder,
+                head: first,
+                undone,
+            } => {
+                head = first;
+                if let Some(w) = &head
+                    && w.owner != waiter_id
+                    && !removed.contains(&w.owner)
+                    && w.is_gone_from(&coordinator.inner.identity)
+                {
+                    // A waiter on this host killed while queued: out of the line now, not
+                    // when its registration lapses. While the lease is held, that is all;
+                    // when it is free, we may be next.
+                    removed.push(w.owner.clone());
+                    quorum.leave(&keys, &w.owner).await;
+                    if holder.as_ref().is_none_or(|h| h.owner.is_empty()) {
+                        continue;
+                    }
+                }
+                if let Some(h) = &holder
+                    && give_up.abandoned(&h.owner)
+                {
+                    // A grant of an attempt of ours that was given up (a node answered too
+                    // late) landed after its release: end it, rather than wait out our own
+                    // orphan's TTL.
+                    quorum.release(&keys, &h.owner, cfg.log_cap).await;
+                    continue;
+                }
+                if let Some(h) = &holder
+                    && h.is_gone_from(&coordinator.inner.identity)
+                    && coordinator.evict(quorum, &keys, &h.owner, "takeover").await > 0
+                {
+                    continue;
+                }
+                // Issue 24 hook: a confirmed cycle of waiters through us, us its victim.
+                if let Some(w) = deadlock.as_mut()
+                    && let Some(e) = w.check(coordinator, quorum).await
+                {
+                    give_up.disarm();
+                    quorum.leave(&keys, &waiter_id).await;
+                    return Err(e);
+                }
+                // Its process gone but its command's group still running: look again
+                // soon, as the group may end well before the lease.
+                let soon = holder
+                    .as_ref()
+                    .is_some_and(|h| h.is_winding_down(&coordinator.inner.identity));
+                last_holder = holder.or(last_holder);
+                // Wake a little after the holder's lease runs out, in case it never releases;
+                // while queued, sooner: each attempt keeps our place in line alive.
+                let mut pause = pttl + Duration::from_millis(1);
+                if soon {
+                    pause = pause.min(Duration::from_millis(50));
+                }
+                if wake.registered {
+                    pause = pause.min(HEARTBEAT);
+                }
+                if undone {
+                    // A node had granted us (free there, and we first in line) before the
+                    // others refused; undoing it took us out of its line, and its undo
+                    // called the next waiter there, who cannot go on one call. Waiting for
+                    // calls here left every waiter asleep until the heartbeat, 200 ms
+                    // and more with 8 tasks on 3 masters (2026-12-05): try again soon,
+                    // which puts us back in line there too.
+                    pause = pause.min(jitter.next().unwrap_or(SPLIT_MAX));
+                }
+                (pause, true)
+            }
+            Attempt::Split { holder } => {
+                last_holder = holder.or(last_holder);
+                (jitter.next().unwrap_or(Duration::from_millis(5)), false)
+            }
+            Attempt::Quarantined { left, nodes } => {
+                // Retrying sooner would only burn tokens and audit entries on the others.
+                note = Some(quarantine_note(quorum.nodes().len(), nodes, left));
+                (left + Duration::from_millis(1), false)
+            }
+        };
+        if let Some(p) = &opts.progress {
+            p.send_replace(last_holder.clone());
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            give_up.disarm();
+            if queue_me || wake.registered {
+                // We queued: leave, so nobody waits behind us and `lock status` stops
+                // counting us; then end what a release may have handed us meanwhile.
+                quorum.leave(&keys, &waiter_id).await;
+                if ours.is_some() {
+                    quorum.release(&keys, &req.owner, cfg.log_cap).await;
+                }
+            }
+            if let Some(e) = unreachable {
+                return Err(e);
+            }
+            return Err(Error::Timeout {
+                name: name.to_owned(),
+                waited_ms: now.duration_since(started).as_millis(),
+                holder: last_holder.map(Box::new),
+                note,
+            });
+        }
+        if wake.live < quorum.needed() && unreachable.is_none() {
+            // Subscribe before the next attempt, so a release between the two is not
+            // missed. Attempt at once after a full subscription, or the first one (as
+            // before this waiter subscribed, it may be free by now).
+            let first = !wake.registered;
+            wake.subscribe(quorum, &keys).await;
+            if first || wake.live >= quorum.needed() {
+                continue;
+            }
+        }
+        let mut until = deadline.min(now + pause);
+        // Calls to try, one per node that released: we try once a majority of the nodes
+        // we listen to called us (one release, one attempt), or at the timer.
+        let mut calls = 0;
+        let mut handed: Option<u64> = None;
+        loop {
+            let sleep_on = tokio::select! {
+                got = wake.streams.next(), if wake_early && !wake.streams.is_empty() => {
+                    let call = got.map(|m| m.map(|m| Call::parse(&m)));
+                    match call {
+                        // Another waiter is first in line: it tries, we sleep on, unless it
+                        // is one on this host whose process is gone: then we try at once
+                        // (and take it out of the line).
+                        Some(Some(c)) if c.who != WAKE_ALL && c.who != waiter_id => {
+                            !head.as_ref().is_some_and(|w| {
+                                w.owner == c.who && w.is_gone_from(&coordinator.inner.identity)
+                            })
+                        }
+                        // Handed the lease by the one node: it is ours without asking.
+                        Some(Some(c))
+                            if quorum.nodes().len() == 1
+                                && c.handed_to(&waiter_id, &req.owner).is_some() =>
+                        {
+                            handed = c.handed_to(&waiter_id, &req.owner);
+                            false
+                        }
+                        Some(Some(c)) => {
+                            if let Some(token) = c.handed_to(&waiter_id, &req.owner) {
+                                floor = floor.max(token);
+                            }
+                            calls += 1;
+                            // The others' calls come within a round trip of the first. One
+                            // that never comes (that node's line differs for a moment, its
+                            // copy of the lease is an orphan, or another waiter's undo
+                            // there called someone else) must not leave us asleep until
+                            // the heartbeat while the lock is free: try after a grace.
+                            until = until.min(Instant::now() + CALL_GRACE);
+                            calls < quorum.needed().min(wake.live)
+                        }
+                        // A subscription that ended (its connection dropped) is made
+                        // again before the next attempt.
+                        _ => {
+                            wake.live = wake.live.saturating_sub(1);
+                            false
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(until) => false,
+            };
+            if !sleep_on {
+                break;
+            }
+        }
+        // Handed the lease: off probation with one renewal (no grant, no queue, no raise),
+        // so that whoever uses its validity (a guard's deadline) sees a whole TTL. Anything
+        // but a renewal: the next attempt finds out (it confirms a hand-off too).
+        if let Some(token) = handed
+            && handed_validity(sent, cfg.ttl).is_some()
+            && let Renewal::Renewed { valid_until } = quorum.renew(&keys, &req.owner, cfg.ttl).await
+        {
+            give_up.disarm();
+            return Ok(Lease::redis(
+                coordinator.clone(),
+                name,
+                keys,
+                req.owner,
+                secret,
+                token,
+                valid_until,
+            ));
+        }
+    }
+}
+
+/// The work of [`Coordinator::evict`].
+pub(crate) async fn evict(
+    coordinator: &Coordinator,
+    quorum: &Quorum,
+    keys: &LockKeys,
+    expected_owner: &str,
+    event: &'static str,
+) -> usize {
+    quorum
+        .evict(&Eviction {
+            keys: keys.clone(),
+            expected_owner: expected_owner.to_owned(),
+            event,
+            by: coordinator.inner.identity.clone(),
+            log_cap: coordinator.inner.config.log_cap,
+        })
+        .await
+}
+
+/// Why a wait ran out while Redis servers were in their restart quarantine.
+pub(crate) fn quarantine_note(total: usize, quarantined: usize, left: Duration) -> String {
+    let hint = "`tractatus lock init` marks brand-new servers so they need none";
+    if total == 1 {
+        format!(
+            "Redis started (new, or restarted with or without its data) or took over in a \
+             failover, and is in its restart quarantine (it grants again in {} ms; {hint})",
+            left.as_millis()
+        )
+    } else {
+        format!(
+            "{quarantined} of {total} Redis masters started (new or restarted) or took over in a \
+             failover, and are in their restart quarantine (the first grants again in {} ms; \
+             {hint})",
+            left.as_millis()
+        )
+    }
+}
+
+/// How often a queued waiter asks again (its heartbeat), well inside [`WAITER_TTL`](crate::backend::WAITER_TTL) so a slow
+/// round trip or two does not cost it its place.
+const HEARTBEAT: Duration = Duration::from_millis(200);
+
+/// Microseconds since the epoch: a waiter's place in line. Waiters on one host are ordered by
+/// when they first asked; across hosts, up to the clocks' difference.
+pub(crate) fn epoch_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// How long a waiter called by fewer nodes than a majority waits for the other calls before it
+/// tries anyway.
+const CALL_GRACE: Duration = Duration::from_millis(5);
+
+#[cfg(test)]
+mod tests {
+    //! The wait loop on fake nodes and tokio's paused clock: a wait of seconds costs nothing,
+    //! and "at once" means no timer had to ring.
+
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use crate::fake_node::{Mode, coordinator};
+    use crate::holder::HolderInfo;
+    use crate::{AcquireOptions, Error};
+
+    const TTL: Duration = Duration::from_secs(10);
+
+    fn stranger() -> HolderInfo {
+        HolderInfo {
+            session: "s".into(),
+            host: "elsewhere".into(),
+            pid: 1,
+            ..HolderInfo::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_woken_by_a_release_acquires_without_a_polling_delay() {
+        let (c, fakes) = coordinator(1, TTL);
+        fakes[0].hold("other", Duration::from_secs(60), stranger());
+        let start = Instant::now();
+        let waiter = tokio::spawn({
+            let c = c.clone();
+            async move {
+                let lease = c
+                    .acquire("L", &AcquireOptions::wait(Duration::from_secs(120)))
+                    .await;
+                (lease, Instant::now())
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            fakes[0].state().waiters.len() == 1,
+            "the waiter did not register"
+        );
+        let grants_before = fakes[0].state().grants;
+        assert!(fakes[0].release_now("other"));
+        let (lease, at) = waiter.await.unwrap();
+        let lease = lease.unwrap();
+        assert_eq!(
+            at - start,
+            Duration::from_secs(1),
+            "the waiter did not take the lock the moment it was released"
+        );
+        assert_eq!(fakes[0].state().grants, grants_before + 1, "it polled");
+        assert!(fakes[0].state().waiters.is_empty());
+        lease.release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiters_are_served_in_line_and_a_release_wakes_only_the_head() {
+        let (c, fakes) = coordinator(1, TTL);
+        fakes[0].hold("other", Duration::from_secs(60), stranger());
+        let wait = |c: crate::Coordinator| {
+            tokio::spawn(async move {
+                c.acquire("L", &AcquireOptions::wait(Duration::from_secs(120)))
+                    .await
+            })
+        };
+        let first = wait(c.clone());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let second = wait(c.clone());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(fakes[0].state().waiters.len(), 2);
+        let grants = fakes[0].state().grants;
+        assert!(fakes[0].release_now("other"));
+        let lease = first.await.unwrap().unwrap();
+        assert_eq!(
+            fakes[0].state().grants,
+            grants + 1,
+            "not only the head tried"
+        );
+        assert!(!second.is_finished(), "the second jumped the line");
+        lease.release().await.unwrap();
+        second.await.unwrap().unwrap().release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_head_of_the_line_holds_the_next_up_for_its_registration_only() {
+        let (c, fakes) = coordinator(1, TTL);
+        fakes[0].hold("other", Duration::from_secs(60), stranger());
+        // A waiter first in line that stopped asking (its process died).
+        fakes[0]
+            .state()
+            .waiters
+            .insert("dead".into(), (0, Instant::now() + super::WAITER_TTL));
+        let start = Instant::now();
+        let waiter = tokio::spawn({
+            let c = c.clone();
+            async move {
+                c.acquire("L", &AcquireOptions::wait(Duration::from_secs(120)))
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(fakes[0].release_now("other"));
+        let lease = waiter.await.unwrap().unwrap();
+        let waited = start.elapsed();
+        assert!(
+            waited >= super::WAITER_TTL && waited <= super::WAITER_TTL + super::HEARTBEAT,
+            "{waited:?}"
+        );
+        lease.release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_granted_by_a_majority_leaves_the_line_of_the_node_that_refused() {
+        let (c, fakes) = coordinator(3, TTL);
+        // A stale copy on one master: it refuses, and queues us there.
+        fakes[2].hold("other", Duration::from_secs(60), stranger());
+        let lease = c
+            .acquire("L", &AcquireOptions::wait(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(
+            fakes[2].state().waiters.is_empty(),
+            "still first in line where it was refused: nobody else would be granted there"
+        );
+        lease.release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gone_holder_on_this_host_is_taken_over_at_once() {
+        let (c, fakes) = coordinator(1, TTL);
+        let me = c.identity().clone();
+        // Our own pid, started at another time: a process that is gone, its pid reused.
+        let gone = HolderInfo {
+            session: "crashed".into(),
+            host: me.host.clone(),
+            pid: me.pid,
+            pid_start: Some(me.pid_start.unwrap_or(0) + 1),
+            pid_ns: me.pid_ns.clone(),
+            ..HolderInfo::default()
+        };
+        fakes[0].hold("crashed", Duration::from_secs(60), gone);
+        let start = Instant::now();
+        let lease = c
+            .acquire("L", &AcquireOptions::wait(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        assert_eq!(start.elapsed(), Duration::ZERO, "waited for the TTL");
+        assert_eq!(fakes[0].state().evictions, ["takeover"]);
+        assert_ne!(fakes[0].owner().as_deref(), Some("crashed"));
+        lease.release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_live_holder_elsewhere_is_not_taken_over() {
+        let (c, fakes) = coordinator(1, TTL);
+        fakes[0].hold("other", Duration::from_secs(60), stranger());
+        let err = c.try_acquire("L").await.err().unwrap();
+        assert!(err.is_held(), "{err}");
+        assert!(fakes[0].state().evictions.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_that_runs_out_times_out_and_leaves_the_waiter_set() {
+        let (c, fakes) = coordinator(1, TTL);
+        fakes[0].hold("other", Duration::from_secs(60), stranger());
+        let start = Instant::now();
+        let err = c
+            .acquire("L", &AcquireOptions::wait(Duration::from_secs(5)))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+        assert_eq!(err.exit_code(), 75, "{err}");
+        let Error::Timeout { holder, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(holder.as_ref().map(|h| h.owner.as_str()), Some("other"));
+        let s = fakes[0].state();
+        assert!(s.registrations > 0, "it never registered as a waiter");
+        assert!(
+            s.waiters.is_empty(),
+            "still in the waiter set: {:?}",
+            s.waiters
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_dropped_midway_leaves_the_waiter_set_at_once() {
+        let (c, fakes) = coordinator(1, TTL);
+        fakes[0].hold("other", Duration::from_secs(60), stranger());
+        let opts = AcquireOptions::wait(Duration::from_secs(5));
+        let wait = c.acquire("L", &opts);
+        // Given up after a while, as an aborted Node call drops it.
+        let given_up = tokio::time::timeout(Duration::from_millis(300), wait).await;
+        assert!(given_up.is_err(), "the lock was granted");
+        assert!(fakes[0].state().registrations > 0, "it never queued");
+        // The leave is a task of its own: let it run, well inside the waiter TTL.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let s = fakes[0].state();
+        assert!(
+            s.waiters.is_empty(),
+            "still in the waiter set: {:?}",
+            s.waiters
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_holder_that_never_releases_is_taken_over_when_its_ttl_ends() {
+        let (c, fakes) = coordinator(1, TTL);
+        fakes[0].hold("other", Duration::from_secs(3), stranger());
+        let start = Instant::now();
+        let lease = c
+            .acquire("L", &AcquireOptions::wait(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_secs(3) && waited < Duration::from_millis(3010),
+            "{waited:?}"
+        );
+        lease.release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_split_vote_is_released_everywhere_and_retried() {
+        let (c, fakes) = coordinator(3, TTL);
+        // One master held by someone else, one dropping our first request, one free: our one
+        // vote is no majority.
+        fakes[0].hold("other", Duration::from_secs(60), stranger());
+        fakes[1].state().fail_grants = 1;
+        let start = Instant::now();
+        let lease = c
+            .acquire("L", &AcquireOptions::wait(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "the retry waited for the holder: {:?}",
+            start.elapsed()
+        );
+        let first_owner = fakes[2].state().releases.first().cloned().unwrap();
+        for (i, f) in fakes.iter().enumerate() {
+            assert!(
+                f.state().releases.contains(&first_owner),
+                "the split attempt was not released on master {i}"
+            );
+        }
+        assert_ne!(fakes[2].owner(), Some(first_owner));
+        assert!(fakes[1].owner().is_some() && fakes[1].owner() == fakes[2].owner());
+        assert_eq!(fakes[0].owner().as_deref(), Some("other"));
+        lease.release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quarantine_is_waited_out_without_retrying_meanwhile() {
+        let (c, fakes) = coordinator(3, TTL);
+        let until = Instant::now() + Duration::from_secs(2);
+        fakes[1].set(Mode::QuarantinedUntil(until));
+        fakes[2].set(Mode::QuarantinedUntil(until));
+        let start = Instant::now();
+        let lease = c
+            .acquire("L", &AcquireOptions::wait(Duration::from_secs(10)))
+            .await
+            .unwrap();
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_secs(2) && waited < Duration::from_millis(2010),
+            "{waited:?}"
+        );
+        assert!(
+            fakes[0].state().grants <= 3,
+            "retried during the quarantine: {} grants",
+            fakes[0].state().grants
+        );
+        lease.release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quarantine_longer_than_the_wait_times_out_saying_why() {
+        let (c, fakes) = coordinator(3, TTL);
+        let until = Instant::now() + Duration::from_secs(20);
+        fakes[1].set(Mode::QuarantinedUntil(until));
+        fakes[2].set(Mode::QuarantinedUntil(until));
+        let err = c
+            .acquire("L", &AcquireOptions::wait(Duration::from_secs(1)))
+            .await
+            .err()
+            .unwrap();
+        let Error::Timeout { note, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert!(
+            note.as_deref().unwrap_or("").contains("quarantine"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_redis_in_its_quarantine_is_waited_out_and_named_with_the_way_out() {
+        let (c, fakes) = coordinator(1, TTL);
+        let until = Instant::now() + Duration::from_secs(3);
+        fakes[0].set(Mode::QuarantinedUntil(until));
+        let err = c.try_acquire("L").await.err().unwrap();
+        let Error::Timeout { note, .. } = &err else {
+            panic!("{err:?}")
+        };
+        let note = note.as_deref().unwrap_or("");
+        assert!(note.contains("Redis started (new, or restarted"), "{note}");
+        assert!(note.contains("lock init"), "{note}");
+        let lease = c
+            .acquire("L", &AcquireOptions::wait(Duration::from_secs(10)))
+            .await
+            .unwrap();
+        assert_eq!(Instant::now(), until + Duration::from_millis(1));
+        lease.release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_rides_out_an_outage_and_is_woken_on_its_new_subscription() {
+        let (c, fakes) = coordinator(1, TTL);
+        fakes[0].hold("other", Duration::from_secs(60), stranger());
+        let start = Instant::now();
+        let waiter = tokio::spawn({
+            let c = c.clone();
+            async move {
+                let lease = c
+                    .acquire("L", &AcquireOptions::wait(Duration::from_secs(120)))
+                    .await;
+                (lease, Instant::now())
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        fakes[0].set(Mode::Down);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            !waiter.is_finished(),
+            "the waiter gave up during the outage"
+        );
+        fakes[0].set(Mode::Up);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(fakes[0].release_now("other"));
+        let (lease, at) = waiter.await.unwrap();
+        lease.unwrap().release().await.unwrap();
+        assert_eq!(
+            at - start,
+            Duration::from_secs(4),
+            "not woken by the release after the outage"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_longer_than_the_wait_is_unavailable_when_the_wait_ends() {
+        let (c, fakes) = coordinator(1, TTL);
+        fakes[0].hold("other", Duration::from_secs(60), stranger());
+        fakes[0].set(Mode::Down);
+        let start = Instant::now();
+        let err = c
+            .acquire("L", &AcquireOptions::wait(Duration::from_secs(3)))
+            .await
+            .err()
+            .unwrap();
+        assert!(err.is_unavailable(), "{err}");
+        assert_eq!(err.exit_code(), 69);
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+        let err = c.try_acquire("L").await.err().unwrap();
+        assert!(err.is_unavailable(), "{err}");
+    }
+}

@@ -6,11 +6,8 @@
 //! holder's lease stands and refreshes its turn among the joiners, and its release gives that
 //! turn back.
 //!
-//! A little over 500 lines: one type's whole lifecycle (validity, renewal, loss, release, drop),
-//! which reads best in one place; a joined lease's making and keep-alive are in `joined.rs`.
-//!
-//! Over 500 lines: issues 18 and 19 added the runtime handle and the local max-hold keeper here;
-//! issue 22 (one home per type) is where the renewal loop moves out to a file of its own.
+//! Beside it: `renewal.rs` (renewing once, and the keeper that renews in the background) and
+//! `joined.rs` (a joined lease's making and keep-alive).
 
 use std::time::Duration;
 
@@ -21,20 +18,18 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::backend::JoinRequest;
-use crate::clock::{Deadline, far_deadline};
+use crate::clock::Deadline;
 use crate::config::Config;
 use crate::coordinator::Backend;
 use crate::error::{Error, Result};
 use crate::join::{Grant, Origin, leave_turn_on, owner_tag};
 use crate::keys::LockKeys;
 use crate::local::{Joinable, LocalGuard};
-use crate::quorum::Renewal;
 
 use crate::coordinator::Coordinator;
 
 mod joined;
-
-use joined::{confirm_once, keep_joined};
+mod renewal;
 
 /// Why a lease whose deadline passed is lost.
 const VALIDITY_RAN_OUT: &str = "its validity ran out without a successful renewal";
@@ -391,92 +386,6 @@ impl Lease {
         self.check_valid()
     }
 
-    /// Extend the lease once. Errors with [`Error::LeaseLost`] when it is no longer ours.
-    pub async fn renew(&self) -> Result<()> {
-        if let Some(Hold::JoinedRedis(req)) = &self.hold {
-            self.check_valid()?;
-            confirm_once(&self.coordinator, req, &self.state).await;
-            return self.check_valid();
-        }
-        let Some(Hold::Redis { keys, owner }) = &self.hold else {
-            return self.check_valid();
-        };
-        self.check_valid()?;
-        renew_once(&self.coordinator, keys, owner, self.ttl, &self.state).await;
-        self.check_valid()
-    }
-
-    /// Renew in the background at a third of the TTL until released, lost, or held for
-    /// `max_hold`. Loss is reported through [`Lease::lost`] and [`Lease::state`]. A local lock
-    /// needs no renewal, but is lost all the same once held for `max_hold`: a hung command must
-    /// not keep it for good there either.
-    pub fn keep_alive(&mut self, max_hold: Duration) {
-        if let Some(Hold::JoinedRedis(req)) = &self.hold {
-            self.keeper = Some(tokio::spawn(keep_joined(
-                self.coordinator.clone(),
-                req.clone(),
-                self.state.clone(),
-            )));
-            return;
-        }
-        let stop_at = far_deadline(self.acquired, max_hold);
-        let state = self.state.clone();
-        let (coordinator, keys, owner) = match &self.hold {
-            Some(Hold::Redis { keys, owner }) => {
-                (self.coordinator.clone(), keys.clone(), owner.clone())
-            }
-            Some(Hold::Local(_)) => {
-                self.keeper = Some(tokio::spawn(async move {
-                    tokio::time::sleep_until(stop_at).await;
-                    state.send_if_modified(|s| {
-                        let held = matches!(s, Standing::Held);
-                        if held {
-                            *s = Standing::Lost(max_hold_reached(max_hold));
-                        }
-                        held
-                    });
-                }));
-                return;
-            }
-            _ => return,
-        };
-        let ttl = self.ttl;
-        // A third of the TTL in, or sooner when less is left (a lease handed over on probation,
-        // see `crate::handoff`, that its confirmation has not extended yet).
-        let left = match &*self.state.borrow() {
-            Standing::Valid(d) => d.remaining(),
-            _ => ttl,
-        };
-        self.keeper = Some(tokio::spawn(async move {
-            let mut next = Instant::now() + (ttl / 3).min(left / 2);
-            loop {
-                tokio::time::sleep_until(next).await;
-                let now = Instant::now();
-                let valid_until = match &*state.borrow() {
-                    Standing::Valid(d) => *d,
-                    _ => return,
-                };
-                if valid_until.has_passed() {
-                    state.send_replace(Standing::Lost(VALIDITY_RAN_OUT.into()));
-                    return;
-                }
-                if now >= stop_at {
-                    state.send_replace(Standing::Lost(max_hold_reached(max_hold)));
-                    return;
-                }
-                // Counted from the attempt's start, like the validity it buys: a slow renewal
-                // must not push the next one later and later.
-                let attempt = Instant::now();
-                next = if renew_once(&coordinator, &keys, &owner, ttl, &state).await {
-                    attempt + ttl / 3
-                } else {
-                    // Retry soon, but never past the end of validity.
-                    (Instant::now() + ttl / 10).min(valid_until.instant())
-                };
-            }
-        }));
-    }
-
     /// End the lease (on every node) and wake the waiters. Errors with [`Error::LeaseLost`]
     /// when it was no longer ours: lost on our side, or a majority of nodes says so.
     pub async fn release(mut self) -> Result<()> {
@@ -532,47 +441,6 @@ impl Lease {
             Some(Hold::Local(guard)) => guard.release(),
             Some(Hold::JoinedRedis(_) | Hold::JoinedLocal { .. }) | None => Ok(()),
         }
-    }
-}
-
-fn max_hold_reached(max_hold: Duration) -> String {
-    format!(
-        "held for the maximum of {} s (--max-hold); renewal stopped",
-        max_hold.as_secs()
-    )
-}
-
-/// One renewal on the quorum, recorded in `state`. True when it succeeded.
-async fn renew_once(
-    coordinator: &Coordinator,
-    keys: &LockKeys,
-    owner: &str,
-    ttl: Duration,
-    state: &watch::Sender<Standing>,
-) -> bool {
-    let Backend::Redis(q) = &coordinator.inner.backend else {
-        return true;
-    };
-    match q.renew(keys, owner, ttl).await {
-        Renewal::Renewed { valid_until } => {
-            // A validity that already ran out (say, across a suspend) stays lost: work may have
-            // stopped on it, and a late renewal must not bring the lease back.
-            state.send_if_modified(|s| match s {
-                Standing::Valid(d) if !d.has_passed() => {
-                    *s = Standing::Valid(valid_until);
-                    true
-                }
-                _ => false,
-            });
-            true
-        }
-        Renewal::Lost => {
-            state.send_replace(Standing::Lost(
-                "the coordinator says the lease is no longer ours (it expired or was taken)".into(),
-            ));
-            false
-        }
-        Renewal::Undecided { .. } => false,
     }
 }
 

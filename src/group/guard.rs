@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 
-use super::{ACTIVE, GUARD_ARG, GUARD_NAME, IDLE, IDLE_NAME, POLL, group_pid, live_members};
+use super::{ACTIVE, GUARD_ARG, GUARD_NAME, IDLE, IDLE_NAME, POLL, group_pid};
+use crate::sys::live_members;
 
 /// What the guard writes on its stdout when a deadline passed with no renewal: it stopped the
 /// group itself.

@@ -39,10 +39,25 @@ pub fn guard_main() -> Option<u8> {
         .parse()
         .map(Duration::from_millis)
         .unwrap_or(Duration::from_secs(1));
-    Some(guard(grace, idle))
+    // The host, then the locks: namespace and name.
+    let locks: Vec<std::ffi::OsString> = args.skip(1).collect();
+    Some(guard(grace, idle, &locks))
 }
 
-fn guard(grace: Duration, mut idle: bool) -> u8 {
+/// Announce the locks in `args` (pairs of namespace and name) as guarded here, until this
+/// guard ends (see [`super::earlier`]).
+fn announce(args: &[std::ffi::OsString]) -> Option<Vec<std::os::unix::net::UnixDatagram>> {
+    let locks: Vec<(&std::ffi::OsStr, &std::ffi::OsStr)> = args
+        .chunks_exact(2)
+        .map(|l| (l[0].as_os_str(), l[1].as_os_str()))
+        .collect();
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    super::earlier::announce(&locks, nonce)
+}
+
+fn guard(grace: Duration, mut idle: bool, locks: &[std::ffi::OsString]) -> u8 {
     use nix::sys::signal::SigSet;
     // Blocked, never handled: the signals stay with the command they were meant for, and stay
     // pending here for good (the guard starts nothing that would inherit the mask).
@@ -63,6 +78,12 @@ fn guard(grace: Duration, mut idle: bool) -> u8 {
     if idle && nix::sys::prctl::set_name(IDLE_NAME).is_err() {
         return 70;
     }
+    // Held until the guard ends; a guard announces itself before its command may start.
+    let mut _announced = Vec::new();
+    if !idle {
+        let Some(a) = announce(locks) else { return 70 };
+        _announced = a;
+    }
     let mut out = std::io::stdout();
     if out.write_all(b"r").and_then(|()| out.flush()).is_err() {
         return 70;
@@ -76,7 +97,10 @@ fn guard(grace: Duration, mut idle: bool) -> u8 {
         };
         heard.listen(stdin.as_fd(), wait);
         if heard.active && idle {
-            // Named as a guard before `tractatus` may start the command (it waits for this).
+            // Named and announced as a guard before `tractatus` may start the command (it
+            // waits for this).
+            let Some(a) = announce(locks) else { return 70 };
+            _announced = a;
             if nix::sys::prctl::set_name(GUARD_NAME).is_err()
                 || out.write_all(&[ACTIVE]).and_then(|()| out.flush()).is_err()
             {

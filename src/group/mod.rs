@@ -35,7 +35,9 @@
 //! `lock run` starts the guard while it acquires its locks, idle: named `tractatus-idle`, not
 //! `exe`, so that the next holder's look for an earlier holder's guard (which reads names
 //! first) passes over a waiter's guard. Once the leases are granted the guard takes the name
-//! `exe` and says so, before the command starts. The guard's start (an exec of this program)
+//! `exe`, announces its locks (see `earlier`: the next holder looks at every process only when
+//! a guard of its locks is announced) and says so, before the command starts. A guard started
+//! for a held lease announces its locks at once. The guard's start (an exec of this program)
 //! is then over before the lease begins.
 //!
 //! Layout: this file is `tractatus`'s side (start the guard, tell it deadlines, signal the

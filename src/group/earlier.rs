@@ -88,7 +88,8 @@ const LIST_CAP: u64 = 16 << 20;
 /// Whether a guard other than `except` announces one of `prefixes` (see [`announce`]); `None`
 /// when that cannot be told (no list, or a longer one than [`LIST_CAP`]).
 fn announced(prefixes: &[String], except: u32) -> Option<bool> {
-    let mut list = Vec::new();
+    // Room for a few hundred sockets at once: the kernel hands over what fits in one read.
+    let mut list = Vec::with_capacity(64 << 10);
     std::fs::File::open("/proc/net/unix")
         .ok()?
         .take(LIST_CAP + 1)

@@ -116,8 +116,9 @@ impl Group {
     }
 
     /// True while a process that is not our descendant is still in the group (it joined it on
-    /// its own, with `setpgid`). Known for sure only once the guard is gone, when the group
-    /// should have no member at all; until then every process is looked at.
+    /// its own, with `setpgid`). Known for sure only once the guard has left the group (or is
+    /// gone), when the group should have no member at all; until then every process is looked
+    /// at.
     pub(crate) fn strangers_remain(&self) -> bool {
         let guard_gone = self.dismissed.is_some();
         if guard_gone && kill(group_pid(self.pgid), None) == Err(nix::errno::Errno::ESRCH) {

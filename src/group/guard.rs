@@ -16,6 +16,9 @@ use crate::sys::live_members;
 /// group itself.
 pub(super) const STOPPED: u8 = b'x';
 
+/// What the guard writes on its stdout once dismissed, when it has left the group.
+pub(super) const LEFT: u8 = b'L';
+
 /// How long the guard sleeps at most before it reads the boot clock again: `poll(2)` times out
 /// on a clock that stops during suspend, so after a resume it would wake late by the suspend.
 const LOOK_AGAIN: Duration = Duration::from_millis(250);
@@ -109,7 +112,16 @@ fn guard(grace: Duration, mut idle: bool, locks: &[std::ffi::OsString]) -> u8 {
             idle = false;
         }
         if heard.done {
-            // `tractatus` is done and the group is empty.
+            // `tractatus` is done and the group is empty. Leave the group for `tractatus`'s
+            // own and say so: then the group has a member left only if a stranger joined it,
+            // and `tractatus` can tell at once, without waiting for this process to end.
+            use nix::unistd::{Pid, getpgid, getppid, setpgid};
+            if getpgid(Some(getppid()))
+                .and_then(|theirs| setpgid(Pid::from_raw(0), theirs))
+                .is_ok()
+            {
+                let _ = out.write_all(&[LEFT]).and_then(|()| out.flush());
+            }
             return 0;
         }
         if heard.gone {

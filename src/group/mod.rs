@@ -25,8 +25,9 @@
 //! So "nothing of the command runs" is "no child of ours but the guard" (our children are
 //! listed in `/proc/self/task/*/children`, a few short files), looked at again on each SIGCHLD.
 //! A process can also join the group without being ours (`setpgid` from elsewhere in the
-//! session); that one is found once the guard is gone, when the group must have no member left
-//! (`kill(-pgid, 0)`), and only then is every process looked at. When the command exits and
+//! session); that one is found once the guard has left the group (dismissed, it moves to our
+//! group and says so, then ends, reaped after the release), when the group must have no member
+//! left (`kill(-pgid, 0)`), and only then is every process looked at. When the command exits and
 //! nothing else of it runs, the guard is dismissed and the leases released at once.
 //!
 //! A program that calls [`crate::run::supervise`] must call [`guard_main`] first thing in its
@@ -61,8 +62,8 @@ mod earlier;
 mod empty;
 mod guard;
 pub(crate) use earlier::{guards_of, kill_group};
-use guard::STOPPED;
 pub use guard::guard_main;
+use guard::{LEFT, STOPPED};
 
 /// The hidden first argument that makes `tractatus` a guard.
 pub const GUARD_ARG: &str = "__group-guard";
@@ -326,8 +327,9 @@ impl Group {
         said
     }
 
-    /// Let the guard go (once our descendants are gone) and wait for it to end; what
-    /// [`Group::finish`] returns. Once it is gone, a member left in the group is a stranger.
+    /// Let the guard go (once our descendants are gone) and wait until it has left the group
+    /// (or ended); what [`Group::finish`] returns. Then a member left in the group is a
+    /// stranger.
     pub(crate) async fn dismiss_guard(&mut self) -> Option<Duration> {
         if let Some(said) = self.dismissed {
             return said;
@@ -341,21 +343,34 @@ impl Group {
         if let Some(w) = self.to_guard.take() {
             let _ = nix::unistd::write(&w, b"d\n");
         }
-        if tokio::time::timeout(Duration::from_secs(2), self.guard.wait())
-            .await
-            .is_err()
+        // What it says, until it has left the group (it then ends on its own, and is reaped
+        // after the leases are released) or its stdout ends (it is gone).
+        let mut said = Vec::new();
+        let mut left = false;
+        if let Some(out) = self.from_guard.as_mut() {
+            let read = async {
+                let mut buf = [0u8; 64];
+                // Bounded: each read adds a byte at least, up to 256, or ends the loop.
+                while said.len() < 256 {
+                    match out.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => said.extend_from_slice(buf.get(..n).unwrap_or_default()),
+                    }
+                    if said.contains(&LEFT) {
+                        left = true;
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
+        }
+        if !left
+            && tokio::time::timeout(Duration::from_secs(2), self.guard.wait())
+                .await
+                .is_err()
         {
             let _ = self.guard.start_kill();
             let _ = tokio::time::timeout(Duration::from_secs(1), self.guard.wait()).await;
-        }
-        // The guard is gone, so its stdout ends: what it said is all there.
-        let mut said = Vec::new();
-        if let Some(mut out) = self.from_guard.take() {
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                (&mut out).take(256).read_to_end(&mut said),
-            )
-            .await;
         }
         let text = String::from_utf8_lossy(&said);
         let at = text.split_once(STOPPED as char)?.1;

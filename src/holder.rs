@@ -122,7 +122,7 @@ impl HolderInfo {
             (Some(now), Some(then)) => now != then,
             _ => false,
         };
-        !reused && crate::group::group_alive(self.group)
+        !reused && crate::sys::group_alive(self.group)
     }
 }
 

@@ -21,9 +21,9 @@
 //! with no later one is its cue. The run then ends with the lease lost (76), saying that the
 //! guard stopped the command.
 //!
-//! Over 500 lines: `lock run`'s supervision (start, signal forwarding, renewal, the end) plus the
-//! early-started guard of issue 20; issue 22 moves the started-group handshake to a file of its
-//! own.
+//! Layout: this file supervises (start, signal forwarding, renewal, the end); `start` is what
+//! comes before the command (the group started early, the wait for an earlier holder's group,
+//! the group's record); `validity` is the leases' validity and the guard's deadline.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -38,6 +38,12 @@ use tokio::time::Instant;
 use crate::error::{Error, Result};
 use crate::group::Group;
 use crate::lease::{Lease, LeaseState};
+
+mod start;
+mod validity;
+pub use start::{StartedGroup, start_group};
+use start::{guard_grace, prepare};
+use validity::Validity;
 
 /// How a supervised command ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,44 +97,6 @@ pub async fn supervise_with_env(
     supervise_in(None, leases, session_id, argv, kill_grace, env).await
 }
 
-/// The command's group, started while its leases are still to be acquired (see
-/// [`start_group`]): the guard's start is then over before the lease is, instead of inside it.
-pub struct StartedGroup {
-    group: Group,
-    grace: Duration,
-    locks: Vec<(String, String)>,
-}
-
-impl StartedGroup {
-    /// The leases were not granted: let the guard go.
-    pub async fn abandon(self) {
-        self.group.finish().await;
-    }
-}
-
-/// Start the group a `lock run` of `names` on `coordinator` will run its command in, before
-/// acquiring them; hand it to [`supervise_started`]. Its guard is idle until then: the next
-/// holder of these locks does not take it for an earlier holder's.
-pub async fn start_group(
-    coordinator: &crate::Coordinator,
-    names: &[String],
-    kill_grace: Duration,
-) -> Result<StartedGroup> {
-    let grace = guard_grace(Some(coordinator.config().ttl), kill_grace);
-    let scope = coordinator.guard_scope();
-    let locks: Vec<(String, String)> = names.iter().map(|n| (scope.clone(), n.clone())).collect();
-    let borrowed: Vec<(&str, &str)> = locks
-        .iter()
-        .map(|(s, n)| (s.as_str(), n.as_str()))
-        .collect();
-    let group = Group::start(grace, &crate::holder::this_host(), &borrowed, true).await?;
-    Ok(StartedGroup {
-        group,
-        grace,
-        locks,
-    })
-}
-
 /// [`supervise`] in a group from [`start_group`] (a fresh one when the leases turned out to
 /// need another: another TTL, other locks).
 pub async fn supervise_started(
@@ -139,12 +107,6 @@ pub async fn supervise_started(
     kill_grace: Duration,
 ) -> Result<RunOutcome> {
     supervise_in(Some(group), leases, session_id, argv, kill_grace, &[]).await
-}
-
-/// Should we die, the guard ends the group within a third of the TTL: well before a lease
-/// renewed a third of a TTL ago runs out.
-fn guard_grace(ttl: Option<Duration>, kill_grace: Duration) -> Duration {
-    ttl.map_or(kill_grace, |t| (t / 3).min(kill_grace))
 }
 
 async fn supervise_in(
@@ -424,126 +386,6 @@ fn check_start<'a>(leases: &[Lease], argv: &'a [String]) -> Result<(&'a String, 
     Ok(split)
 }
 
-/// Before the command starts: an earlier holder's group on this host is waited for (its lease
-/// expired while it ran: the grant went over it), and the group is recorded with the leases.
-async fn prepare(
-    leases: &[Lease],
-    group: &Group,
-    host: &str,
-    locks: &[(&str, &str)],
-    kill_grace: Duration,
-) -> Result<()> {
-    // Recorded while we look: the record only names our group for a same-host takeover, as
-    // true now as after the look, and its round trip to the coordinator no longer waits for
-    // the look (polled first, so the requests are out before the look begins).
-    let record = futures_util::future::try_join_all(
-        leases
-            .iter()
-            .filter(|l| !l.is_joined())
-            .map(|l| l.record_group(group.pgid(), group.start_ticks())),
-    );
-    let earlier_gone = async {
-        let started = Instant::now();
-        loop {
-            let earlier = crate::group::guards_of(host, locks, group.pgid());
-            if earlier.is_empty() {
-                return Ok(());
-            }
-            for l in leases {
-                l.check_valid()?;
-            }
-            // Its lease is over: after the grace it gets no more time.
-            if started.elapsed() >= kill_grace {
-                for pgid in &earlier {
-                    crate::group::kill_group(*pgid);
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    futures_util::future::try_join(record, earlier_gone)
-        .await
-        .map(|_| ())
-}
-
-/// The leases' validity as last seen while valid: a lease marked lost (say, at --max-hold)
-/// may still be valid at the coordinator, and others can take it only once that runs out.
-struct Validity {
-    known: Vec<Option<Instant>>,
-    /// Kept clear of the validity's end: SIGKILL and the kernel's cleanup take a moment.
-    safety: Duration,
-    /// How often it is read again (a stale reading is earlier, never later, than the truth).
-    period: Duration,
-}
-
-impl Validity {
-    fn new(leases: &[Lease]) -> Self {
-        let ttl = leases
-            .iter()
-            .map(Lease::ttl)
-            .min()
-            .unwrap_or(Duration::from_secs(1));
-        let mut v = Validity {
-            known: vec![None; leases.len()],
-            safety: (ttl / 10).min(Duration::from_millis(200)),
-            period: (ttl / 10).clamp(Duration::from_millis(10), Duration::from_millis(250)),
-        };
-        v.refresh(leases);
-        v
-    }
-
-    fn refresh(&mut self, leases: &[Lease]) {
-        for (k, l) in self.known.iter_mut().zip(leases) {
-            match l.state() {
-                LeaseState::Valid { valid_until } => *k = Some(valid_until),
-                LeaseState::Held => *k = None,
-                LeaseState::Lost(_) => {}
-            }
-        }
-    }
-
-    /// The guard's deadline: (SIGTERM, SIGKILL), or `None` while no lease has a validity.
-    ///
-    /// The arithmetic, with `V` the first validity's end as last seen: `V` already lies
-    /// `drift` (1% of the TTL + 2 ms) before the lease's TTL runs out at the coordinator, counted
-    /// from before the renewal was sent. SIGKILL at `V - safety` (`safety` = min(TTL/10, 200 ms):
-    /// delivery, the kernel's cleanup, the guard's wake-up), as we would send it. SIGTERM one
-    /// look (`period`) after ours would come at `V - margin` (`margin` = min(TTL/4,
-    /// --kill-grace)), so while we run we always act first, and a renewal we saw in time has
-    /// reached the guard by then; never later than the SIGKILL. The command's grace under the
-    /// guard, `margin - period - safety` (at least zero), and the SIGKILL lie inside the
-    /// validity, and the drift stays between the group's end and the lease's.
-    fn for_guard(&self, margin: Duration) -> Option<(Instant, Instant)> {
-        let end = *self.known.iter().flatten().min()?;
-        let kill = end.checked_sub(self.safety).unwrap_or(end);
-        let term = end
-            .checked_sub(margin)
-            .map_or(kill, |t| t + self.period)
-            .min(kill);
-        Some((term, kill))
-    }
-
-    /// Tell the guard the deadline as it now stands.
-    fn tell(&self, group: &mut Group, margin: Duration) {
-        if let Some((term, kill)) = self.for_guard(margin) {
-            group.tell_deadline(term, kill);
-        }
-    }
-
-    /// The last moment the command may still run: a little before the first validity ends.
-    fn last_moment(&self) -> Instant {
-        self.known
-            .iter()
-            .flatten()
-            .min()
-            .map_or_else(far_future, |v| v.checked_sub(self.safety).unwrap_or(*v))
-    }
-}
-
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86_400 * 365)
-}
-
 async fn sleep_until_some(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -567,38 +409,4 @@ where
         Box::pin(async move { (name, fut.await) })
     });
     select_all(all).await.0
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn validity(ttl: Duration, end: Instant) -> Validity {
-        Validity {
-            known: vec![Some(end), None],
-            safety: (ttl / 10).min(Duration::from_millis(200)),
-            period: (ttl / 10).clamp(Duration::from_millis(10), Duration::from_millis(250)),
-        }
-    }
-
-    #[test]
-    fn the_guard_acts_after_us_and_is_done_inside_the_validity() {
-        let end = Instant::now() + Duration::from_secs(60);
-        let ms = Duration::from_millis;
-        // TTL 1 s, grace 5 s: we send SIGTERM 250 ms before the end; the guard one look
-        // (100 ms) later, SIGKILL 100 ms before the end.
-        let v = validity(Duration::from_secs(1), end);
-        assert_eq!(v.for_guard(ms(250)), Some((end - ms(150), end - ms(100))));
-        // TTL 30 s, grace 5 s: SIGTERM 4.75 s before the end, SIGKILL 200 ms before it.
-        let v = validity(Duration::from_secs(30), end);
-        assert_eq!(v.for_guard(ms(5000)), Some((end - ms(4750), end - ms(200))));
-        // A grace shorter than a look: SIGTERM no later than SIGKILL.
-        assert_eq!(v.for_guard(ms(100)), Some((end - ms(200), end - ms(200))));
-        // No validity (local locks): no deadline.
-        let none = Validity {
-            known: vec![None],
-            ..validity(Duration::from_secs(1), end)
-        };
-        assert_eq!(none.for_guard(ms(250)), None);
-    }
 }

@@ -99,6 +99,19 @@ pub(crate) fn all_processes() -> Vec<(u32, ProcStat)> {
         .collect()
 }
 
+/// Live processes of group `pgid` other than `except` (zombies do not count).
+pub(crate) fn live_members(pgid: u32, except: u32) -> usize {
+    all_processes()
+        .iter()
+        .filter(|(p, s)| s.pgrp == pgid && *p != except && s.runs())
+        .count()
+}
+
+/// True while some process of group `pgid` still runs (zombies do not count).
+pub(crate) fn group_alive(pgid: u32) -> bool {
+    pgid != 0 && live_members(pgid, 0) > 0
+}
+
 /// The processes whose name (`/proc/<pid>/comm`, at most 15 bytes: the base name of the file
 /// they were started from) is `name`. Far cheaper than [`all_processes`]: the kernel writes a
 /// name without working out the rest of a `stat` line, so a look for one kind of process

@@ -9,11 +9,15 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 
-use super::{ACTIVE, GUARD_ARG, GUARD_NAME, IDLE, IDLE_NAME, POLL, group_pid, live_members};
+use super::{ACTIVE, GUARD_ARG, GUARD_NAME, IDLE, IDLE_NAME, POLL, group_pid};
+use crate::sys::live_members;
 
 /// What the guard writes on its stdout when a deadline passed with no renewal: it stopped the
 /// group itself.
 pub(super) const STOPPED: u8 = b'x';
+
+/// What the guard writes on its stdout once dismissed, when it has left the group.
+pub(super) const LEFT: u8 = b'L';
 
 /// How long the guard sleeps at most before it reads the boot clock again: `poll(2)` times out
 /// on a clock that stops during suspend, so after a resume it would wake late by the suspend.
@@ -38,10 +42,25 @@ pub fn guard_main() -> Option<u8> {
         .parse()
         .map(Duration::from_millis)
         .unwrap_or(Duration::from_secs(1));
-    Some(guard(grace, idle))
+    // The host, then the locks: namespace and name.
+    let locks: Vec<std::ffi::OsString> = args.skip(1).collect();
+    Some(guard(grace, idle, &locks))
 }
 
-fn guard(grace: Duration, mut idle: bool) -> u8 {
+/// Announce the locks in `args` (pairs of namespace and name) as guarded here, until this
+/// guard ends (see [`super::earlier`]).
+fn announce(args: &[std::ffi::OsString]) -> Option<Vec<std::os::unix::net::UnixDatagram>> {
+    let locks: Vec<(&std::ffi::OsStr, &std::ffi::OsStr)> = args
+        .chunks_exact(2)
+        .map(|l| (l[0].as_os_str(), l[1].as_os_str()))
+        .collect();
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    super::earlier::announce(&locks, nonce)
+}
+
+fn guard(grace: Duration, mut idle: bool, locks: &[std::ffi::OsString]) -> u8 {
     use nix::sys::signal::SigSet;
     // Blocked, never handled: the signals stay with the command they were meant for, and stay
     // pending here for good (the guard starts nothing that would inherit the mask).
@@ -62,6 +81,12 @@ fn guard(grace: Duration, mut idle: bool) -> u8 {
     if idle && nix::sys::prctl::set_name(IDLE_NAME).is_err() {
         return 70;
     }
+    // Held until the guard ends; a guard announces itself before its command may start.
+    let mut _announced = Vec::new();
+    if !idle {
+        let Some(a) = announce(locks) else { return 70 };
+        _announced = a;
+    }
     let mut out = std::io::stdout();
     if out.write_all(b"r").and_then(|()| out.flush()).is_err() {
         return 70;
@@ -75,7 +100,10 @@ fn guard(grace: Duration, mut idle: bool) -> u8 {
         };
         heard.listen(stdin.as_fd(), wait);
         if heard.active && idle {
-            // Named as a guard before `tractatus` may start the command (it waits for this).
+            // Named and announced as a guard before `tractatus` may start the command (it
+            // waits for this).
+            let Some(a) = announce(locks) else { return 70 };
+            _announced = a;
             if nix::sys::prctl::set_name(GUARD_NAME).is_err()
                 || out.write_all(&[ACTIVE]).and_then(|()| out.flush()).is_err()
             {
@@ -84,7 +112,16 @@ fn guard(grace: Duration, mut idle: bool) -> u8 {
             idle = false;
         }
         if heard.done {
-            // `tractatus` is done and the group is empty.
+            // `tractatus` is done and the group is empty. Leave the group for `tractatus`'s
+            // own and say so: then the group has a member left only if a stranger joined it,
+            // and `tractatus` can tell at once, without waiting for this process to end.
+            use nix::unistd::{Pid, getpgid, getppid, setpgid};
+            if getpgid(Some(getppid()))
+                .and_then(|theirs| setpgid(Pid::from_raw(0), theirs))
+                .is_ok()
+            {
+                let _ = out.write_all(&[LEFT]).and_then(|()| out.flush());
+            }
             return 0;
         }
         if heard.gone {

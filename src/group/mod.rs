@@ -25,8 +25,9 @@
 //! So "nothing of the command runs" is "no child of ours but the guard" (our children are
 //! listed in `/proc/self/task/*/children`, a few short files), looked at again on each SIGCHLD.
 //! A process can also join the group without being ours (`setpgid` from elsewhere in the
-//! session); that one is found once the guard is gone, when the group must have no member left
-//! (`kill(-pgid, 0)`), and only then is every process looked at. When the command exits and
+//! session); that one is found once the guard has left the group (dismissed, it moves to our
+//! group and says so, then ends, reaped after the release), when the group must have no member
+//! left (`kill(-pgid, 0)`), and only then is every process looked at. When the command exits and
 //! nothing else of it runs, the guard is dismissed and the leases released at once.
 //!
 //! A program that calls [`crate::run::supervise`] must call [`guard_main`] first thing in its
@@ -35,15 +36,14 @@
 //! `lock run` starts the guard while it acquires its locks, idle: named `tractatus-idle`, not
 //! `exe`, so that the next holder's look for an earlier holder's guard (which reads names
 //! first) passes over a waiter's guard. Once the leases are granted the guard takes the name
-//! `exe` and says so, before the command starts. The guard's start (an exec of this program)
+//! `exe`, announces its locks (see `earlier`: the next holder looks at every process only when
+//! a guard of its locks is announced) and says so, before the command starts. A guard started
+//! for a held lease announces its locks at once. The guard's start (an exec of this program)
 //! is then over before the lease begins.
 //!
-//! Layout: this file is `tractatus`'s side (start the guard, tell it deadlines, learn when the
-//! group is empty, signal it, dismiss the guard); `guard` is the guard process's own side.
-//!
-//! Over 500 lines: our side of the group in one place (start, record, emptiness from SIGCHLD, the
-//! end); the guard's side is `guard.rs`; issue 22 moves the emptiness tracking to a file of its
-//! own.
+//! Layout: this file is `tractatus`'s side (start the guard, tell it deadlines, signal the
+//! group, dismiss the guard); `empty` learns when the group is empty; `earlier` finds an earlier
+//! holder's guard on this host; `guard` is the guard process's own side.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::process::Stdio;
@@ -57,11 +57,13 @@ use tokio::signal::unix::{Signal as SignalStream, SignalKind, signal as signal_s
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::sys::{ProcStat, all_processes};
 
+mod earlier;
+mod empty;
 mod guard;
-use guard::STOPPED;
+pub(crate) use earlier::{guards_of, kill_group};
 pub use guard::guard_main;
+use guard::{LEFT, STOPPED};
 
 /// The hidden first argument that makes `tractatus` a guard.
 pub const GUARD_ARG: &str = "__group-guard";
@@ -86,10 +88,6 @@ const ACTIVE: u8 = b'A';
 /// our children (a kernel without `/proc/<pid>/task/<tid>/children`, or a member that is not
 /// our descendant): the kernel tells nobody but a parent when a process ends.
 const POLL: Duration = Duration::from_millis(10);
-
-/// How long a wait for SIGCHLD lasts at most before the children are looked at again anyway:
-/// a child started with no exit signal (`clone` with exit_signal 0) ends without one.
-const LOOK_AT_CHILDREN: Duration = Duration::from_millis(100);
 
 /// The command's process group, led by its guard.
 pub(crate) struct Group {
@@ -280,130 +278,6 @@ impl Group {
         }
     }
 
-    /// The group's live members other than the guard, and our descendants that left the group;
-    /// our zombie children among them are reaped on the way.
-    fn scan(&self) -> Vec<(u32, ProcStat)> {
-        let me = std::process::id();
-        let all = all_processes();
-        let mut ours: Vec<u32> = vec![me];
-        let mut i = 0;
-        while i < ours.len() {
-            let parent = ours[i];
-            ours.extend(
-                all.iter()
-                    .filter(|(p, s)| s.ppid == parent && *p != self.pgid)
-                    .map(|(p, _)| *p),
-            );
-            i += 1;
-        }
-        let mut live = Vec::new();
-        for (p, s) in all {
-            if p == self.pgid || p == me || (s.pgrp != self.pgid && !ours.contains(&p)) {
-                continue;
-            }
-            if s.runs() {
-                live.push((p, s));
-            } else if s.ppid == me && Some(p) != self.cmd {
-                let _ = nix::sys::wait::waitpid(pid(p), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
-            }
-        }
-        live
-    }
-
-    /// True when no descendant of ours runs any more, the guard aside; our zombie children are
-    /// reaped on the way. Call once the command was reaped. A member that is not our
-    /// descendant is not seen here: see [`Group::strangers_remain`].
-    pub(crate) fn is_empty(&self) -> bool {
-        match self.children_gone() {
-            Some(gone) => gone,
-            None => self.scan().is_empty(),
-        }
-    }
-
-    /// Whether our children, the guard aside, are all gone; `None` when they cannot be listed.
-    ///
-    /// Every live descendant has a live ancestor among our children (a process whose parent
-    /// ends is handed to us before that parent becomes a zombie). So a list with nothing but
-    /// zombies in it is read again after they are reaped: the orphans they left are in the new
-    /// list. Only we reap the children that are not tokio's, and only between two reads.
-    fn children_gone(&self) -> Option<bool> {
-        // The children seen ended (zombies, or reaped since): their orphans are ours by the
-        // next read. The command's zombie stays until tokio reaps it; it is read again once.
-        let mut ended: Vec<u32> = Vec::new();
-        // Bounded: each round finds another child ended, or decides.
-        for _ in 0..64 {
-            let children = crate::sys::own_children()?;
-            let mut newly_ended = false;
-            for p in children.into_iter().filter(|p| *p != self.pgid) {
-                match crate::sys::proc_stat(p) {
-                    Some(s) if s.runs() => return Some(false),
-                    _ if ended.contains(&p) => {}
-                    stat => {
-                        if stat.is_some() && Some(p) != self.cmd {
-                            let _ = nix::sys::wait::waitpid(
-                                pid(p),
-                                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-                            );
-                        }
-                        ended.push(p);
-                        newly_ended = true;
-                    }
-                }
-            }
-            if !newly_ended {
-                return Some(true);
-            }
-        }
-        Some(false)
-    }
-
-    /// Wait until nothing of the command runs, or `until`; true when it emptied. Looked at
-    /// again on each SIGCHLD (see [`Group::is_empty`]).
-    pub(crate) async fn emptied_by(&mut self, until: Instant) -> bool {
-        // Bounded by `until`; each round waits for a SIGCHLD, LOOK_AT_CHILDREN or POLL.
-        loop {
-            if self.is_empty() {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= until {
-                return false;
-            }
-            let look = if self.children_listed {
-                LOOK_AT_CHILDREN
-            } else {
-                POLL
-            };
-            let _ = tokio::time::timeout(look.min(until - now), self.child_ended.recv()).await;
-        }
-    }
-
-    /// True while a process that is not our descendant is still in the group (it joined it on
-    /// its own, with `setpgid`). Known for sure only once the guard is gone, when the group
-    /// should have no member at all; until then every process is looked at.
-    pub(crate) fn strangers_remain(&self) -> bool {
-        let guard_gone = self.dismissed.is_some();
-        if guard_gone && kill(group_pid(self.pgid), None) == Err(nix::errno::Errno::ESRCH) {
-            return false;
-        }
-        live_members(self.pgid, self.pgid) > 0
-    }
-
-    /// Wait until no stranger is left in the group (see [`Group::strangers_remain`]), or
-    /// `until`; true when none is. Polled: the kernel tells us nothing of them.
-    pub(crate) async fn strangers_gone_by(&self, until: Instant) -> bool {
-        loop {
-            if !self.strangers_remain() {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= until {
-                return false;
-            }
-            tokio::time::sleep(POLL.min(until - now)).await;
-        }
-    }
-
     /// Tell the guard its deadline: SIGTERM to the group at `term`, SIGKILL at `kill`, unless a
     /// later deadline comes first. Told again only when it moved; a guard that cannot take it
     /// now (its pipe is full while it is stopped) gets the next one.
@@ -453,8 +327,9 @@ impl Group {
         said
     }
 
-    /// Let the guard go (once our descendants are gone) and wait for it to end; what
-    /// [`Group::finish`] returns. Once it is gone, a member left in the group is a stranger.
+    /// Let the guard go (once our descendants are gone) and wait until it has left the group
+    /// (or ended); what [`Group::finish`] returns. Then a member left in the group is a
+    /// stranger.
     pub(crate) async fn dismiss_guard(&mut self) -> Option<Duration> {
         if let Some(said) = self.dismissed {
             return said;
@@ -468,21 +343,34 @@ impl Group {
         if let Some(w) = self.to_guard.take() {
             let _ = nix::unistd::write(&w, b"d\n");
         }
-        if tokio::time::timeout(Duration::from_secs(2), self.guard.wait())
-            .await
-            .is_err()
+        // What it says, until it has left the group (it then ends on its own, and is reaped
+        // after the leases are released) or its stdout ends (it is gone).
+        let mut said = Vec::new();
+        let mut left = false;
+        if let Some(out) = self.from_guard.as_mut() {
+            let read = async {
+                let mut buf = [0u8; 64];
+                // Bounded: each read adds a byte at least, up to 256, or ends the loop.
+                while said.len() < 256 {
+                    match out.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => said.extend_from_slice(buf.get(..n).unwrap_or_default()),
+                    }
+                    if said.contains(&LEFT) {
+                        left = true;
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
+        }
+        if !left
+            && tokio::time::timeout(Duration::from_secs(2), self.guard.wait())
+                .await
+                .is_err()
         {
             let _ = self.guard.start_kill();
             let _ = tokio::time::timeout(Duration::from_secs(1), self.guard.wait()).await;
-        }
-        // The guard is gone, so its stdout ends: what it said is all there.
-        let mut said = Vec::new();
-        if let Some(mut out) = self.from_guard.take() {
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                (&mut out).take(256).read_to_end(&mut said),
-            )
-            .await;
         }
         let text = String::from_utf8_lossy(&said);
         let at = text.split_once(STOPPED as char)?.1;
@@ -519,47 +407,4 @@ fn group_pid(pgid: u32) -> Pid {
 
 fn pid(p: u32) -> Pid {
     Pid::from_raw(i32::try_from(p).unwrap_or(i32::MAX))
-}
-
-/// Live processes of group `pgid` other than `except`.
-fn live_members(pgid: u32, except: u32) -> usize {
-    all_processes()
-        .iter()
-        .filter(|(p, s)| s.pgrp == pgid && *p != except && s.runs())
-        .count()
-}
-
-/// SIGKILL to a whole group (an expired holder's, whose time is over).
-pub(crate) fn kill_group(pgid: u32) {
-    let _ = kill(group_pid(pgid), Signal::SIGKILL);
-}
-
-/// True while some process of group `pgid` still runs (zombies do not count).
-pub(crate) fn group_alive(pgid: u32) -> bool {
-    pgid != 0 && live_members(pgid, 0) > 0
-}
-
-/// Guards on this host, other than `except`, of an earlier holder of one of `locks`: their
-/// group ids. A guard outlives its group only by moments, so a guard found means a group that
-/// may still run.
-pub(crate) fn guards_of(host: &str, locks: &[(&str, &str)], except: u32) -> Vec<u32> {
-    // Started as /proc/self/exe, a guard is named "exe" (only a thread of its own can rename
-    // it): the names are read first, and only those processes' stat and arguments.
-    crate::sys::processes_named(&GUARD_NAME.to_string_lossy())
-        .into_iter()
-        .filter(|p| *p != except)
-        .filter_map(|p| Some((p, crate::sys::proc_stat(p)?)))
-        .filter(|(p, s)| s.pgrp == *p && s.runs())
-        .filter(|(p, _)| {
-            let args = crate::sys::cmdline(*p);
-            args.get(1).map(String::as_str) == Some(GUARD_ARG)
-                && args.get(3).map(String::as_str) == Some(host)
-                && args
-                    .get(4..)
-                    .unwrap_or_default()
-                    .chunks(2)
-                    .any(|l| locks.iter().any(|(ns, n)| l == [*ns, *n]))
-        })
-        .map(|(p, _)| p)
-        .collect()
 }

@@ -281,3 +281,70 @@ fn a_waiters_guard_started_before_its_grant_is_no_earlier_holders_group_to_wait_
     let order: Vec<String> = lines(&log).into_iter().map(|(w, _)| w).collect();
     assert_eq!(order, ["holder", "next", "next"]);
 }
+
+/// The guard `lock run` process `pid` started: its child started as `tractatus __group-guard`.
+fn guard_of(pid: u32) -> Option<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .find(|c| {
+            std::fs::read(format!("/proc/{c}/cmdline"))
+                .unwrap_or_default()
+                .split(|b| *b == 0)
+                .any(|a| a == b"__group-guard")
+        })
+}
+
+/// Whether the guard `guard` announces a lock: an abstract Unix socket of its pid in
+/// `/proc/net/unix` (`@tractatus-guard/<lock>/<pid>.<nonce>`).
+fn announced_by(guard: u32) -> bool {
+    let mark = format!("/{guard}.");
+    std::fs::read_to_string("/proc/net/unix")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.rsplit(' ').next()?.strip_prefix("@tractatus-guard/"))
+        .any(|name| name.contains(&mark))
+}
+
+#[test]
+fn a_holders_guard_announces_its_lock_while_the_command_runs_and_a_waiters_guard_does_not() {
+    // The next holder looks at every process for an earlier holder's guard only when one is
+    // announced: a holder's guard must be, before its command runs; a waiter's must not be,
+    // or every grant under contention would pay for the full look.
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    let log = repo.file("log");
+    let mut holder = Guard(lock_run(&repo, &redis.url(), HOLDS, &log).spawn().unwrap());
+    wait_until(Duration::from_secs(10), "the holder runs", || {
+        has(&log, "holder")
+    });
+    let holders_guard = guard_of(holder.0.id()).expect("the holder's guard runs");
+    assert!(
+        announced_by(holders_guard),
+        "the holder's guard is announced"
+    );
+    let mut next = queue_next(&repo, &redis.url(), &log);
+    let mut waiters_guard = None;
+    wait_until(Duration::from_secs(10), "the waiter's guard runs", || {
+        waiters_guard = guard_of(next.0.id());
+        waiters_guard.is_some()
+    });
+    let waiters_guard = waiters_guard.unwrap_or_default();
+    assert!(
+        !announced_by(waiters_guard),
+        "a waiter's guard is not announced"
+    );
+    std::fs::write(format!("{}.go.holder", log.display()), "").unwrap();
+    assert_eq!(holder.wait_code(Duration::from_secs(10)), Some(0));
+    assert_eq!(next.wait_code(Duration::from_secs(20)), Some(0));
+    assert!(
+        !announced_by(holders_guard),
+        "a guard gone is no longer announced"
+    );
+}

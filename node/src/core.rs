@@ -21,7 +21,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tractatus_lock::session::{Sessions, check_session_id};
 use tractatus_lock::settings::Flags;
-use tractatus_lock::state::{Edit, PendingWrite, StateFile, WriteOutcome, parse_pointer};
+use tractatus_lock::state::{Edit, PendingWrite, StateFile, WriteOutcome, parse_pointer, push};
 use tractatus_lock::workspace::Workspace;
 use tractatus_lock::{AcquireOptions, Coordinator, Error, Identity, Lease};
 
@@ -442,8 +442,8 @@ pub fn read(s: &Settings, file: &str, pointer: Option<&str>) -> Out<Option<Strin
     Ok(state.read(pointer.as_ref())?.as_ref().map(to_text))
 }
 
-fn to_edit(edit: EditSpec<'_>) -> Out<Edit> {
-    Ok(match edit {
+fn to_edit(spec: &EditSpec) -> Out<Edit> {
+    Ok(match spec {
         EditSpec::Set { pointer, json } => Edit::set(pointer, json)?,
         EditSpec::Merge { json } => {
             if !matches!(parse_value(json, "the given patch")?, Value::Object(_)) {
@@ -453,11 +453,55 @@ fn to_edit(edit: EditSpec<'_>) -> Out<Edit> {
             }
             Edit::merge(json)?
         }
+        EditSpec::Append { .. } => {
+            return Err(Failure::usage("internal: append is not a one-step edit"));
+        }
     })
 }
 
+/// A write as JavaScript asks for it, its JSON still text.
+pub enum EditSpec {
+    Set { pointer: String, json: String },
+    Merge { json: String },
+    /// Push onto the array at `pointer`, keeping its last `keep` entries (a ring).
+    Append {
+        pointer: String,
+        json: String,
+        keep: Option<u32>,
+    },
+}
+
+/// `set`, `merge` or `append`: take `file`'s lease, edit, commit, release.
+pub async fn write(s: &Settings, file: &str, spec: EditSpec) -> Out<(Outcome, Option<String>)> {
+    match spec {
+        EditSpec::Append {
+            pointer,
+            json,
+            keep,
+        } => append(s, file, &pointer, &json, keep).await,
+        spec => edit(s, file, &spec).await,
+    }
+}
+
+/// [`write`] under `file`'s lease among `leases`; `None` when its lock is not among them.
+pub async fn write_under(
+    s: &Settings,
+    leases: &Leases,
+    file: &str,
+    spec: EditSpec,
+) -> Out<Option<Outcome>> {
+    match spec {
+        EditSpec::Append {
+            pointer,
+            json,
+            keep,
+        } => append_under(s, leases, file, &pointer, &json, keep).await,
+        spec => edit_under(s, leases, file, &spec).await,
+    }
+}
+
 /// `set` or `merge`, the CLI's own code path (redone once on a conflict).
-pub async fn edit(s: &Settings, file: &str, edit: EditSpec<'_>) -> Out<(Outcome, Option<String>)> {
+async fn edit(s: &Settings, file: &str, edit: &EditSpec) -> Out<(Outcome, Option<String>)> {
     let edit = to_edit(edit)?;
     let o = open(s).await?;
     let (c, a) = (&o.coordinator, &o.acquire);
@@ -470,11 +514,11 @@ pub async fn edit(s: &Settings, file: &str, edit: EditSpec<'_>) -> Out<(Outcome,
 }
 
 /// [`edit`] under `file`'s lease among `leases`; `None` when its lock is not among them.
-pub async fn edit_under(
+async fn edit_under(
     s: &Settings,
     leases: &Leases,
     file: &str,
-    edit: EditSpec<'_>,
+    edit: &EditSpec,
 ) -> Out<Option<Outcome>> {
     let edit = to_edit(edit)?;
     let state = discover(s)?.state_file(Path::new(file))?;
@@ -485,14 +529,8 @@ pub async fn edit_under(
     Ok(Some(outcome(state.write_under(lease, edit).await?)?))
 }
 
-/// An edit given as JSON text.
-pub enum EditSpec<'a> {
-    Set { pointer: &'a str, json: &'a str },
-    Merge { json: &'a str },
-}
-
 /// Push `json` onto the array at `pointer`, keeping its last `keep` entries (a ring).
-pub async fn append(
+async fn append(
     s: &Settings,
     file: &str,
     pointer: &str,
@@ -507,8 +545,8 @@ pub async fn append(
     ))
 }
 
-/// [`append`] under `file`'s lease among `leases`; `None` when its lock is not among them.
-pub async fn append_under(
+/// `append` under `file`'s lease among `leases`; `None` when its lock is not among them.
+async fn append_under(
     s: &Settings,
     leases: &Leases,
     file: &str,
@@ -562,13 +600,15 @@ async fn append_under_lease(
     value: Value,
     keep: Option<u32>,
 ) -> Out<Outcome> {
+    let pointer = parse_pointer(pointer)?;
     let mut conflicts = 0;
     loop {
         let mut doc = write
             .document()
             .cloned()
             .unwrap_or_else(|| Value::Object(Default::default()));
-        crate::edit::push(&mut doc, pointer, value.clone(), keep).map_err(Failure::bad_data)?;
+        let name = write.file().name().to_owned();
+        push(&mut doc, &pointer, value.clone(), keep.map(|k| k as usize), &name)?;
         match write.commit(&doc).await {
             Err(Error::Conflict { .. }) if conflicts == 0 => {
                 conflicts += 1;

@@ -9,7 +9,6 @@
 //! issue 22 folds the four `HeldLocks` twins into one, which brings it under 500.
 
 mod core;
-mod edit;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -329,6 +328,26 @@ pub async fn read(
     blocking(move || core::read(&s, &file, pointer.as_deref()).map_err(to_js)).await
 }
 
+/// A write call (`set`, `merge`, `append`): take `file`'s lease, edit, commit, release;
+/// `cancel` gives the wait up.
+fn write<'env>(
+    env: &'env Env,
+    file: String,
+    spec: EditSpec,
+    options: Option<NativeOptions>,
+    cancel: Option<&Canceller>,
+) -> Result<PromiseRaw<'env, WriteResult>> {
+    let s = settings(options)?;
+    let cancel = receiver(cancel);
+    env.spawn_future(async move {
+        let (o, notice) = abortable(cancel, async {
+            core::write(&s, &file, spec).await.map_err(to_js)
+        })
+        .await?;
+        Ok(write_result(o, notice))
+    })
+}
+
 #[napi(ts_return_type = "Promise<WriteResult>")]
 pub fn set<'env>(
     env: &'env Env,
@@ -338,19 +357,7 @@ pub fn set<'env>(
     options: Option<NativeOptions>,
     cancel: Option<&Canceller>,
 ) -> Result<PromiseRaw<'env, WriteResult>> {
-    let s = settings(options)?;
-    let cancel = receiver(cancel);
-    env.spawn_future(async move {
-        let spec = EditSpec::Set {
-            pointer: &pointer,
-            json: &json,
-        };
-        let (o, notice) = abortable(cancel, async {
-            core::edit(&s, &file, spec).await.map_err(to_js)
-        })
-        .await?;
-        Ok(write_result(o, notice))
-    })
+    write(env, file, EditSpec::Set { pointer, json }, options, cancel)
 }
 
 #[napi(ts_return_type = "Promise<WriteResult>")]
@@ -361,17 +368,7 @@ pub fn merge<'env>(
     options: Option<NativeOptions>,
     cancel: Option<&Canceller>,
 ) -> Result<PromiseRaw<'env, WriteResult>> {
-    let s = settings(options)?;
-    let cancel = receiver(cancel);
-    env.spawn_future(async move {
-        let (o, notice) = abortable(cancel, async {
-            core::edit(&s, &file, EditSpec::Merge { json: &json })
-                .await
-                .map_err(to_js)
-        })
-        .await?;
-        Ok(write_result(o, notice))
-    })
+    write(env, file, EditSpec::Merge { json }, options, cancel)
 }
 
 #[napi(ts_return_type = "Promise<WriteResult>")]
@@ -384,17 +381,12 @@ pub fn append<'env>(
     options: Option<NativeOptions>,
     cancel: Option<&Canceller>,
 ) -> Result<PromiseRaw<'env, WriteResult>> {
-    let s = settings(options)?;
-    let cancel = receiver(cancel);
-    env.spawn_future(async move {
-        let (o, notice) = abortable(cancel, async {
-            core::append(&s, &file, &pointer, &json, keep)
-                .await
-                .map_err(to_js)
-        })
-        .await?;
-        Ok(write_result(o, notice))
-    })
+    let spec = EditSpec::Append {
+        pointer,
+        json,
+        keep,
+    };
+    write(env, file, spec, options, cancel)
 }
 
 /// One lease of a `withLock`.
@@ -501,16 +493,7 @@ impl HeldLocks {
         json: String,
         options: Option<NativeOptions>,
     ) -> Result<PromiseRaw<'env, Option<WriteResult>>> {
-        let s = settings(options)?;
-        let leases = self.leases.clone();
-        env.spawn_future(async move {
-            let spec = EditSpec::Set {
-                pointer: &pointer,
-                json: &json,
-            };
-            let done = core::edit_under(&s, &leases, &file, spec).await;
-            Ok(done.map_err(to_js)?.map(|o| write_result(o, None)))
-        })
+        self.write(env, file, EditSpec::Set { pointer, json }, options)
     }
 
     /// `merge` joining this lock's lease on `file`; `null` when `file`'s lock is not held here.
@@ -522,13 +505,7 @@ impl HeldLocks {
         json: String,
         options: Option<NativeOptions>,
     ) -> Result<PromiseRaw<'env, Option<WriteResult>>> {
-        let s = settings(options)?;
-        let leases = self.leases.clone();
-        env.spawn_future(async move {
-            let spec = EditSpec::Merge { json: &json };
-            let done = core::edit_under(&s, &leases, &file, spec).await;
-            Ok(done.map_err(to_js)?.map(|o| write_result(o, None)))
-        })
+        self.write(env, file, EditSpec::Merge { json }, options)
     }
 
     /// `append` joining this lock's lease on `file`; `null` when `file`'s lock is not held here.
@@ -542,12 +519,12 @@ impl HeldLocks {
         keep: Option<u32>,
         options: Option<NativeOptions>,
     ) -> Result<PromiseRaw<'env, Option<WriteResult>>> {
-        let s = settings(options)?;
-        let leases = self.leases.clone();
-        env.spawn_future(async move {
-            let done = core::append_under(&s, &leases, &file, &pointer, &json, keep).await;
-            Ok(done.map_err(to_js)?.map(|o| write_result(o, None)))
-        })
+        let spec = EditSpec::Append {
+            pointer,
+            json,
+            keep,
+        };
+        self.write(env, file, spec, options)
     }
 
     /// Release every lease; rejects with `LEASE_LOST` when any was no longer ours.
@@ -559,6 +536,24 @@ impl HeldLocks {
                 Some(h) => h.release().await.map_err(to_js),
                 None => Ok(()),
             }
+        })
+    }
+}
+
+impl HeldLocks {
+    /// A write call joining this lock's lease on `file`; `None` when its lock is not held here.
+    fn write<'env>(
+        &self,
+        env: &'env Env,
+        file: String,
+        spec: EditSpec,
+        options: Option<NativeOptions>,
+    ) -> Result<PromiseRaw<'env, Option<WriteResult>>> {
+        let s = settings(options)?;
+        let leases = self.leases.clone();
+        env.spawn_future(async move {
+            let done = core::write_under(&s, &leases, &file, spec).await;
+            Ok(done.map_err(to_js)?.map(|o| write_result(o, None)))
         })
     }
 }

@@ -121,6 +121,36 @@ pub(super) fn array_index(token: &str, _len: usize) -> Option<usize> {
     }
 }
 
+/// Push `value` onto the array at `p`, then keep only its last `keep` entries (a ring; all of
+/// them when `None`): `state append`, and the addon's `appendJson`. `name` names the file in
+/// error messages; a missing or non-array target is bad data (65).
+pub fn push(
+    doc: &mut Value,
+    p: &Pointer,
+    value: Value,
+    keep: Option<usize>,
+    name: &str,
+) -> Result<()> {
+    match resolve_pointer_mut(doc, &p.tokens) {
+        Some(Value::Array(a)) => {
+            a.push(value);
+            if let Some(keep) = keep {
+                let excess = a.len().saturating_sub(keep);
+                a.drain(..excess);
+            }
+            Ok(())
+        }
+        Some(other) => Err(Error::bad_data(format!(
+            "{name}: the value at {p} is {}, not an array; nothing written",
+            kind(other)
+        ))),
+        None => Err(Error::bad_data(format!(
+            "{name}: no array at {p} to append to; nothing written (create it once with \
+             `tractatus state set {name} {p} '[]'`)"
+        ))),
+    }
+}
+
 /// Apply one edit in memory. Bad targets are bad data (65).
 fn apply(doc: &mut Value, edit: Edit, name: &str) -> Result<()> {
     match edit {
@@ -128,20 +158,7 @@ fn apply(doc: &mut Value, edit: Edit, name: &str) -> Result<()> {
             json_patch::merge(doc, &patch);
             Ok(())
         }
-        Edit::Append(p, value) => match resolve_pointer_mut(doc, &p.tokens) {
-            Some(Value::Array(a)) => {
-                a.push(value);
-                Ok(())
-            }
-            Some(other) => Err(Error::bad_data(format!(
-                "{name}: the value at {p} is {}, not an array; nothing written",
-                kind(other)
-            ))),
-            None => Err(Error::bad_data(format!(
-                "{name}: no array at {p} to append to; nothing written (create it once with \
-                 `tractatus state set {name} {p} '[]'`)"
-            ))),
-        },
+        Edit::Append(p, value) => push(doc, &p, value, None, name),
         Edit::Set(p, value) => {
             let Some((last, parent)) = p.tokens.split_last() else {
                 *doc = value;
@@ -204,6 +221,21 @@ mod tests {
         );
         for bad in ["a", "/a~2", "/~"] {
             assert_eq!(parse_pointer(bad).unwrap_err().exit_code(), 64, "{bad}");
+        }
+    }
+
+    #[test]
+    fn push_keeps_the_last_entries() {
+        let mut doc: Value = serde_json::from_str(r#"{"a/b":{"ring":[1,2,3]}}"#).unwrap();
+        let ring = parse_pointer("/a~1b/ring").unwrap();
+        push(&mut doc, &ring, Value::from(4), Some(3), "f").unwrap();
+        assert_eq!(doc.to_string(), r#"{"a/b":{"ring":[2,3,4]}}"#);
+        push(&mut doc, &ring, Value::from(5), None, "f").unwrap();
+        assert_eq!(doc.to_string(), r#"{"a/b":{"ring":[2,3,4,5]}}"#);
+        for bad in ["/a~1b", "/missing"] {
+            let p = parse_pointer(bad).unwrap();
+            let e = push(&mut doc, &p, Value::from(1), None, "f").unwrap_err();
+            assert_eq!(e.exit_code(), 65, "{bad}");
         }
     }
 

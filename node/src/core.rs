@@ -363,9 +363,10 @@ where
     F: FnMut(StateFile) -> Fut,
     Fut: Future<Output = Result<T, Error>>,
 {
+    let at = workspace.resolve(Path::new(file))?;
     let mut again = true;
     loop {
-        let state = workspace.state_file(Path::new(file))?;
+        let state = workspace.state_file_at(&at)?;
         match write(state).await {
             Err(e) if again && e.is_directory_gone() => again = false,
             done => return done,

@@ -25,18 +25,15 @@ use tractatus_lock::state::{Edit, PendingWrite, StateFile, WriteOutcome, parse_p
 use tractatus_lock::workspace::Workspace;
 use tractatus_lock::{AcquireOptions, Coordinator, Error, Identity, Lease};
 
-/// Where and how one call runs: the JavaScript options, still as text.
+/// Where and how one call runs: the library's own [`Flags`] (what the CLI's flags and the
+/// config file also fill), and what only the addon has.
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
+    /// The directory the call runs from (the repository is found above it).
     pub cwd: PathBuf,
-    pub redis: Vec<String>,
-    pub namespace: Option<String>,
-    pub ttl: Option<String>,
-    pub wait: Option<String>,
-    pub max_hold: Option<String>,
-    pub node_timeout: Option<String>,
-    pub connect_timeout: Option<String>,
-    pub session: Option<String>,
+    /// The settings, as the CLI's flags give them.
+    pub flags: Flags,
+    /// The CLI's `--allow-network-fs`.
     pub allow_network_fs: bool,
     /// What the enclosing `withLock` scopes hold: a wait records it as its wait-for edge.
     pub holding: Vec<tractatus_lock::Holding>,
@@ -110,23 +107,7 @@ fn outcome(o: WriteOutcome) -> Out<Outcome> {
 }
 
 fn discover(s: &Settings) -> Out<Workspace> {
-    let flags = Flags {
-        redis: s.redis.clone(),
-        namespace: s.namespace.clone(),
-        ttl: s.ttl.clone(),
-        wait: s.wait.clone(),
-        max_hold: s.max_hold.clone(),
-        node_timeout: s.node_timeout.clone(),
-        connect_timeout: s.connect_timeout.clone(),
-        kill_grace: None,
-        session: s
-            .session
-            .as_deref()
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned),
-    };
-    Ok(Workspace::discover(&s.cwd, &flags, &|k| {
+    Ok(Workspace::discover(&s.cwd, &s.flags, &|k| {
         std::env::var(k).ok()
     })?)
 }
@@ -175,13 +156,8 @@ async fn open(s: &Settings) -> Out<Opened> {
     // one session, so its first id is kept for every later call.
     static PROCESS_SESSION: OnceLock<String> = OnceLock::new();
     let from_env = std::env::var("TRACTATUS_SESSION_ID").is_ok_and(|v| !v.trim().is_empty());
-    if let Some(session) = s
-        .session
-        .as_deref()
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-    {
-        identity.session = session.to_owned();
+    if let Some(session) = &s.flags.session {
+        identity.session = session.clone();
     } else if !from_env {
         identity.session = PROCESS_SESSION
             .get_or_init(|| identity.session.clone())
@@ -190,7 +166,7 @@ async fn open(s: &Settings) -> Out<Opened> {
     let key = format!(
         "{:?}|{:?}|{:?}|{}|{}",
         (
-            &s.redis,
+            &s.flags.redis,
             [
                 "TRACTATUS_REDIS_USERNAME",
                 "TRACTATUS_REDIS_PASSWORD",

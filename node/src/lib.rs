@@ -19,6 +19,8 @@ use napi_derive::napi;
 use tokio::runtime::Handle;
 use tokio::sync::{OwnedMutexGuard, watch};
 
+use tractatus_lock::settings::Flags;
+
 use crate::core::{EditSpec, Failure, Outcome, Settings};
 
 fn to_js(f: Failure) -> Error {
@@ -111,7 +113,8 @@ fn receiver(cancel: Option<&Canceller>) -> Option<watch::Receiver<bool>> {
     cancel.map(|c| c.tx.subscribe())
 }
 
-/// Options as `index.js` passes them: durations already in the CLI's text form.
+/// Options as `index.js` passes them (its allowlist refuses others): durations already in the
+/// CLI's text form. [`settings`] turns them into the library's.
 #[napi(object)]
 #[derive(Default)]
 pub struct NativeOptions {
@@ -139,6 +142,8 @@ pub struct LockHolding {
     pub token: String,
 }
 
+/// The one conversion of the JavaScript options into the library's settings ([`Flags`]): an
+/// empty or blank `session` is none (the environment's then counts).
 fn settings(o: Option<NativeOptions>) -> Result<Settings> {
     let o = o.unwrap_or_default();
     let cwd = match o.cwd {
@@ -146,8 +151,7 @@ fn settings(o: Option<NativeOptions>) -> Result<Settings> {
         None => std::env::current_dir()
             .map_err(|e| to_js(Failure::usage(format!("no current directory: {e}"))))?,
     };
-    Ok(Settings {
-        cwd,
+    let flags = Flags {
         redis: o.redis.unwrap_or_default(),
         namespace: o.namespace,
         ttl: o.ttl,
@@ -155,20 +159,26 @@ fn settings(o: Option<NativeOptions>) -> Result<Settings> {
         max_hold: o.max_hold,
         node_timeout: o.node_timeout,
         connect_timeout: o.connect_timeout,
-        session: o.session,
+        kill_grace: None,
+        session: o
+            .session
+            .as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned),
+    };
+    let holding = o.holding.unwrap_or_default().into_iter().filter_map(|h| {
+        Some(tractatus_lock::Holding {
+            token: h.token.parse().ok()?,
+            name: h.name,
+            owner: h.owner,
+        })
+    });
+    Ok(Settings {
+        cwd,
+        flags,
         allow_network_fs: o.allow_network_fs.unwrap_or(false),
-        holding: o
-            .holding
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|h| {
-                Some(tractatus_lock::Holding {
-                    token: h.token.parse().ok()?,
-                    name: h.name,
-                    owner: h.owner,
-                })
-            })
-            .collect(),
+        holding: holding.collect(),
     })
 }
 

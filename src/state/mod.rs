@@ -140,7 +140,12 @@ impl StateFile {
     /// from it (see [`crate::workspace::ResolvedPath`]): the path is not resolved again, but
     /// every directory is still opened here, from the root's handle, refusing a symlink.
     /// `given` is the path as the caller named it, for messages.
-    pub(crate) fn open_resolved(root: &Path, rel: &Path, name: String, given: &Path) -> Result<Self> {
+    pub(crate) fn open_resolved(
+        root: &Path,
+        rel: &Path,
+        name: String,
+        given: &Path,
+    ) -> Result<Self> {
         let path = given;
         if rel.starts_with(repo::WORK_DIR) {
             return Err(Error::usage(format!(

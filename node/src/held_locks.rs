@@ -7,11 +7,11 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use tokio::runtime::Handle;
 
-use crate::core::{self, EditSpec, Failure};
+use crate::core::{self, EditSpec, Failure, Settings};
 use crate::pending_update::{PendingUpdate, pending_update};
 use crate::{
-    Canceller, LockHolding, NativeOptions, WriteResult, abortable, gone, receiver, runtime,
-    settings, to_js, write_result,
+    Canceller, LockHolding, NativeOptions, WriteResult, cancellable, gone, runtime, settings,
+    to_js, write_result,
 };
 
 /// One lease of a `withLock`.
@@ -193,13 +193,8 @@ pub fn acquire<'env>(
     options: Option<NativeOptions>,
     cancel: Option<&Canceller>,
 ) -> Result<PromiseRaw<'env, HeldLocks>> {
-    let s = settings(options)?;
-    let cancel = receiver(cancel);
-    env.spawn_future(async move {
-        let (held, notice) = abortable(cancel, async {
-            core::acquire(&s, names, files).await.map_err(to_js)
-        })
-        .await?;
+    let call = move |s: Settings| async move { core::acquire(&s, names, files).await };
+    cancellable(env, options, cancel, call, |held, notice| {
         Ok(HeldLocks {
             holdings: held.holdings(),
             tokens: held.tokens(),

@@ -203,6 +203,28 @@ fn write_result(o: Outcome, notice: Option<String>) -> WriteResult {
     }
 }
 
+/// A call that may wait for a lease: `call` runs on the settings of `options` and is given up
+/// when `cancel` fires (a lease it took is dropped with it, which releases it); `done` makes
+/// what it returns, with its notice, into JavaScript's value, on the runtime.
+fn cancellable<'env, T, R, F>(
+    env: &'env Env,
+    options: Option<NativeOptions>,
+    cancel: Option<&Canceller>,
+    call: impl FnOnce(Settings) -> F,
+    done: impl FnOnce(T, Option<String>) -> Result<R> + Send + 'static,
+) -> Result<PromiseRaw<'env, R>>
+where
+    F: Future<Output = core::Out<(T, Option<String>)>> + Send + 'static,
+    R: ToNapiValue + Send + 'static,
+{
+    let work = call(settings(options)?);
+    let cancel = receiver(cancel);
+    env.spawn_future(async move {
+        let (value, notice) = abortable(cancel, async { work.await.map_err(to_js) }).await?;
+        done(value, notice)
+    })
+}
+
 /// Take `file`'s lease and read it; `cancel` gives the wait up.
 #[napi(ts_return_type = "Promise<PendingUpdate>")]
 pub fn begin<'env>(
@@ -211,15 +233,8 @@ pub fn begin<'env>(
     options: Option<NativeOptions>,
     cancel: Option<&Canceller>,
 ) -> Result<PromiseRaw<'env, PendingUpdate>> {
-    let s = settings(options)?;
-    let cancel = receiver(cancel);
-    env.spawn_future(async move {
-        let (pending, notice) = abortable(cancel, async {
-            core::begin(&s, &file, false).await.map_err(to_js)
-        })
-        .await?;
-        pending_update(pending, notice)
-    })
+    let call = move |s: Settings| async move { core::begin(&s, &file, false).await };
+    cancellable(env, options, cancel, call, pending_update)
 }
 
 /// Read with no lease, off the JavaScript thread: JSON text, or `null` when the file (or the
@@ -243,13 +258,8 @@ fn write<'env>(
     options: Option<NativeOptions>,
     cancel: Option<&Canceller>,
 ) -> Result<PromiseRaw<'env, WriteResult>> {
-    let s = settings(options)?;
-    let cancel = receiver(cancel);
-    env.spawn_future(async move {
-        let (o, notice) = abortable(cancel, async {
-            core::write(&s, &file, spec).await.map_err(to_js)
-        })
-        .await?;
+    let call = move |s: Settings| async move { core::write(&s, &file, spec).await };
+    cancellable(env, options, cancel, call, |o, notice| {
         Ok(write_result(o, notice))
     })
 }

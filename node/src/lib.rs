@@ -23,7 +23,11 @@ use tokio::sync::watch;
 use tractatus_lock::settings::Flags;
 
 use crate::core::{EditSpec, Failure, Outcome, Settings};
-use crate::pending_update::{PendingUpdate, pending_update};
+use crate::pending_update::pending_update;
+
+// The handles' JavaScript surface, exported from the crate root as napi-rs registers it.
+pub use held_locks::{HeldLocks, LockToken, acquire};
+pub use pending_update::PendingUpdate;
 
 fn to_js(f: Failure) -> Error {
     Error::new(

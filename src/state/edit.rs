@@ -121,16 +121,24 @@ pub(super) fn array_index(token: &str, _len: usize) -> Option<usize> {
     }
 }
 
+/// Why [`push`] found no array to push onto, for its caller to word (the CLI and the addon
+/// suggest different ways to create one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoArray {
+    /// Nothing is at the pointer.
+    Missing,
+    /// Something else is there: what it is (`"an object"`, `"a number"`, ...).
+    Found(&'static str),
+}
+
 /// Push `value` onto the array at `p`, then keep only its last `keep` entries (a ring; all of
-/// them when `None`): `state append`, and the addon's `appendJson`. `name` names the file in
-/// error messages; a missing or non-array target is bad data (65).
+/// them when `None`): `state append`, and the addon's `appendJson`.
 pub fn push(
     doc: &mut Value,
     p: &Pointer,
     value: Value,
     keep: Option<usize>,
-    name: &str,
-) -> Result<()> {
+) -> std::result::Result<(), NoArray> {
     match resolve_pointer_mut(doc, &p.tokens) {
         Some(Value::Array(a)) => {
             a.push(value);
@@ -140,14 +148,8 @@ pub fn push(
             }
             Ok(())
         }
-        Some(other) => Err(Error::bad_data(format!(
-            "{name}: the value at {p} is {}, not an array; nothing written",
-            kind(other)
-        ))),
-        None => Err(Error::bad_data(format!(
-            "{name}: no array at {p} to append to; nothing written (create it once with \
-             `tractatus state set {name} {p} '[]'`)"
-        ))),
+        Some(other) => Err(NoArray::Found(kind(other))),
+        None => Err(NoArray::Missing),
     }
 }
 
@@ -158,7 +160,15 @@ fn apply(doc: &mut Value, edit: Edit, name: &str) -> Result<()> {
             json_patch::merge(doc, &patch);
             Ok(())
         }
-        Edit::Append(p, value) => push(doc, &p, value, None, name),
+        Edit::Append(p, value) => push(doc, &p, value, None).map_err(|e| match e {
+            NoArray::Found(kind) => Error::bad_data(format!(
+                "{name}: the value at {p} is {kind}, not an array; nothing written"
+            )),
+            NoArray::Missing => Error::bad_data(format!(
+                "{name}: no array at {p} to append to; nothing written (create it once with \
+                 `tractatus state set {name} {p} '[]'`)"
+            )),
+        }),
         Edit::Set(p, value) => {
             let Some((last, parent)) = p.tokens.split_last() else {
                 *doc = value;
@@ -228,15 +238,15 @@ mod tests {
     fn push_keeps_the_last_entries() {
         let mut doc: Value = serde_json::from_str(r#"{"a/b":{"ring":[1,2,3]}}"#).unwrap();
         let ring = parse_pointer("/a~1b/ring").unwrap();
-        push(&mut doc, &ring, Value::from(4), Some(3), "f").unwrap();
+        push(&mut doc, &ring, Value::from(4), Some(3)).unwrap();
         assert_eq!(doc.to_string(), r#"{"a/b":{"ring":[2,3,4]}}"#);
-        push(&mut doc, &ring, Value::from(5), None, "f").unwrap();
+        push(&mut doc, &ring, Value::from(5), None).unwrap();
         assert_eq!(doc.to_string(), r#"{"a/b":{"ring":[2,3,4,5]}}"#);
-        for bad in ["/a~1b", "/missing"] {
-            let p = parse_pointer(bad).unwrap();
-            let e = push(&mut doc, &p, Value::from(1), None, "f").unwrap_err();
-            assert_eq!(e.exit_code(), 65, "{bad}");
-        }
+        let at = |p: &str| parse_pointer(p).unwrap();
+        let found = push(&mut doc, &at("/a~1b"), Value::from(1), None);
+        assert_eq!(found, Err(NoArray::Found("an object")));
+        let missing = push(&mut doc, &at("/missing"), Value::from(1), None);
+        assert_eq!(missing, Err(NoArray::Missing));
     }
 
     #[test]

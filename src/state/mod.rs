@@ -59,7 +59,7 @@ use crate::dir_handle::{DirHandle, is_refused_link};
 use crate::repo;
 use crate::{AcquireOptions, Coordinator, Error, FencingToken, Lease, Result};
 
-pub use edit::{Edit, Pointer, parse_pointer, push};
+pub use edit::{Edit, NoArray, Pointer, parse_pointer, push};
 pub use node_json::to_node_json;
 pub use pending::{MAX_DEPTH, PendingWrite};
 

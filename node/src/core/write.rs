@@ -7,7 +7,7 @@ use std::future::Future;
 use std::path::Path;
 
 use serde_json::Value;
-use tractatus_lock::state::{Edit, PendingWrite, StateFile, parse_pointer, push};
+use tractatus_lock::state::{Edit, NoArray, PendingWrite, StateFile, parse_pointer, push};
 use tractatus_lock::workspace::Workspace;
 use tractatus_lock::{Error, Lease};
 
@@ -302,21 +302,23 @@ async fn append_under_lease(
     value: Value,
     keep: Option<u32>,
 ) -> Out<Outcome> {
-    let pointer = parse_pointer(pointer)?;
+    let parsed = parse_pointer(pointer)?;
     let mut conflicts = 0;
     loop {
         let mut doc = write
             .document()
             .cloned()
             .unwrap_or_else(|| Value::Object(Default::default()));
-        let name = write.file().name().to_owned();
-        push(
-            &mut doc,
-            &pointer,
-            value.clone(),
-            keep.map(|k| k as usize),
-            &name,
-        )?;
+        let keep = keep.map(|k| k as usize);
+        push(&mut doc, &parsed, value.clone(), keep).map_err(|e| match e {
+            NoArray::Found(kind) => Failure::bad_data(format!(
+                "the value at {pointer} is {kind}, not an array; nothing written"
+            )),
+            NoArray::Missing => Failure::bad_data(format!(
+                "no array at {pointer} to append to; nothing written (create it once with \
+                 setJson(file, '{pointer}', []))"
+            )),
+        })?;
         match write.commit(&doc).await {
             Err(Error::Conflict { .. }) if conflicts == 0 => {
                 conflicts += 1;

@@ -111,57 +111,71 @@ impl Workspace {
         self.coordinator(identity, allow_network_fs).await.map(Some)
     }
 
+    /// `path` (absolute or relative to cwd) resolved once for this call: its place in the
+    /// repository, its lock name and, for a session, its own copy. Lexical: nothing below the
+    /// root is looked at here; the file is opened (through handles, refusing a symlink) by
+    /// [`Workspace::state_file_at`] and the others, each time they are called.
+    pub fn resolve(&self, path: &Path) -> Result<ResolvedPath> {
+        let root = self.repo_root(path)?;
+        let rel = repo::below_root(root, &self.cwd, path)?;
+        let shared_name = repo::lock_name_for(root, root, &rel)?;
+        let copy = if self.session().is_none() || self.resolved.per_session.is_empty() {
+            None
+        } else {
+            session_copy(&self.resolved.per_session, self.session(), &shared_name)?
+        };
+        Ok(ResolvedPath {
+            root: root.to_path_buf(),
+            given: path.to_path_buf(),
+            rel,
+            shared_name,
+            copy,
+        })
+    }
+
     /// The state file at `path` (absolute or relative to cwd), ready to be written: for a
     /// session, a file listed in `per_session` is the session's own copy, whose directory is
     /// made here and which starts as a copy of the shared file when it does not exist yet.
     pub fn state_file(&self, path: &Path) -> Result<StateFile> {
-        let root = self.repo_root(path)?;
-        match self.session_copy(path)? {
-            Some(copy) => {
-                let file = StateFile::open(root, root, Path::new(&copy))?;
-                let shared = repo::resolve(root, &self.cwd, path)?;
-                seed_from_shared(root, &shared, file.path())?;
+        self.state_file_at(&self.resolve(path)?)
+    }
+
+    /// [`Workspace::state_file`] of a path already resolved (opened afresh at each call).
+    pub fn state_file_at(&self, at: &ResolvedPath) -> Result<StateFile> {
+        match at.copy_file()? {
+            Some(file) => {
+                seed_from_shared(&at.root, &at.shared_path(), file.path())?;
                 Ok(file)
             }
-            None => StateFile::open(root, &self.cwd, path),
+            None => at.shared_file(),
         }
     }
 
     /// The state file a read of `path` sees: the session's own copy once it exists, else the
     /// file it would start from (the shared one). Writes nothing.
     pub fn state_file_to_read(&self, path: &Path) -> Result<StateFile> {
-        let root = self.repo_root(path)?;
-        if let Some(copy) = self.session_copy(path)? {
-            let file = StateFile::open(root, root, Path::new(&copy))?;
-            if file.path().exists() {
-                return Ok(file);
-            }
+        self.state_file_to_read_at(&self.resolve(path)?)
+    }
+
+    /// [`Workspace::state_file_to_read`] of a path already resolved.
+    pub fn state_file_to_read_at(&self, at: &ResolvedPath) -> Result<StateFile> {
+        if let Some(file) = at.copy_file()?
+            && file.path().exists()
+        {
+            return Ok(file);
         }
-        StateFile::open(root, &self.cwd, path)
+        at.shared_file()
     }
 
     /// Where `path` lives for this call's session (`tractatus state path`): the session's copy
     /// of a per-session file (whether it exists yet or not), else the file itself. Absolute.
     pub fn state_path(&self, path: &Path) -> Result<PathBuf> {
-        let root = self.repo_root(path)?;
-        match self.session_copy(path)? {
-            Some(copy) => Ok(root.join(copy)),
-            None => repo::resolve(root, &self.cwd, path),
-        }
+        Ok(self.resolve(path)?.path())
     }
 
     /// The session this call carries (`--session`, else `TRACTATUS_SESSION_ID`), unchecked.
     pub fn session(&self) -> Option<&str> {
         self.resolved.session.as_deref().filter(|s| !s.is_empty())
-    }
-
-    /// The session's copy of `path`, relative to the root, when it has one.
-    fn session_copy(&self, path: &Path) -> Result<Option<String>> {
-        if self.session().is_none() || self.resolved.per_session.is_empty() {
-            return Ok(None);
-        }
-        let name = self.shared_name(path)?;
-        session_copy(&self.resolved.per_session, self.session(), &name)
     }
 
     /// The session registry of this repository (Redis when configured, else files under
@@ -229,10 +243,7 @@ impl Workspace {
     /// whose writes join it). `lock run --file` takes [`Workspace::shared_name`] instead: its
     /// command is opaque and may write the shared path itself.
     pub fn lock_name(&self, path: &Path) -> Result<String> {
-        match self.session_copy(path)? {
-            Some(copy) => Ok(copy),
-            None => self.shared_name(path),
-        }
+        Ok(self.resolve(path)?.lock_name().to_owned())
     }
 
     /// The lock name of a file as it is shared by every session (path relative to the root).
@@ -284,6 +295,68 @@ impl Workspace {
                 crate::settings::DEFAULT_NAMESPACE
             )
         })
+    }
+}
+
+/// A state file's path, resolved once per call by [`Workspace::resolve`] and passed down: the
+/// repository root, the file's place below it, its lock name, and the session's copy when it
+/// has one. Only names: opening the file (through directory handles, refusing a symlink) is
+/// done afresh wherever the file is opened.
+#[derive(Debug, Clone)]
+pub struct ResolvedPath {
+    /// The canonical repository root.
+    root: PathBuf,
+    /// The path as the caller gave it, for messages.
+    given: PathBuf,
+    /// The shared file, relative to the root (plain names, folded lexically).
+    rel: PathBuf,
+    /// The shared file's lock name.
+    shared_name: String,
+    /// The session's own copy, relative to the root, when the file is per-session.
+    copy: Option<String>,
+}
+
+impl ResolvedPath {
+    /// The lock a write takes: the session's copy's when it has one, else the shared file's.
+    pub fn lock_name(&self) -> &str {
+        self.copy.as_deref().unwrap_or(&self.shared_name)
+    }
+
+    /// The lock name of the file as every session shares it.
+    pub fn shared_name(&self) -> &str {
+        &self.shared_name
+    }
+
+    /// The session's copy (relative to the root), when the file is per-session.
+    pub fn session_copy(&self) -> Option<&str> {
+        self.copy.as_deref()
+    }
+
+    /// Where the file lives for this call's session (absolute): its copy, or the shared file.
+    pub fn path(&self) -> PathBuf {
+        match &self.copy {
+            Some(copy) => self.root.join(copy),
+            None => self.shared_path(),
+        }
+    }
+
+    /// The shared file (absolute).
+    pub fn shared_path(&self) -> PathBuf {
+        self.root.join(&self.rel)
+    }
+
+    fn shared_file(&self) -> Result<StateFile> {
+        StateFile::open_resolved(&self.root, &self.rel, self.shared_name.clone(), &self.given)
+    }
+
+    fn copy_file(&self) -> Result<Option<StateFile>> {
+        let Some(copy) = &self.copy else {
+            return Ok(None);
+        };
+        // Built from a checked id and a checked name, but it may be too long for a lock name.
+        crate::config::check_lock_name(copy)?;
+        let name = Path::new(copy);
+        StateFile::open_resolved(&self.root, name, copy.clone(), name).map(Some)
     }
 }
 

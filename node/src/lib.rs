@@ -5,22 +5,29 @@
 //! Errors cross as a message `TL:<CODE>:<exit code>:<one line>`, which `index.js` turns into
 //! its `TractatusLockError`.
 //!
-//! Over 500 lines: one thin function per exported JavaScript function, and the held-lock handles;
-//! issue 22 folds the four `HeldLocks` twins into one, which brings it under 500.
+//! This file holds the functions and the options; the handles are `pending_update`
+//! (`updateJson`'s) and `held_locks` (`withLock`'s).
 
 mod core;
-mod edit;
+mod held_locks;
+mod pending_update;
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use tokio::runtime::Handle;
-use tokio::sync::{OwnedMutexGuard, watch};
+use tokio::sync::watch;
+
+use tractatus_lock::settings::Flags;
 
 use crate::core::{EditSpec, Failure, Outcome, Settings};
+use crate::pending_update::pending_update;
+
+// The handles' JavaScript surface, exported from the crate root as napi-rs registers it.
+pub use held_locks::{HeldLocks, LockToken, acquire};
+pub use pending_update::PendingUpdate;
 
 fn to_js(f: Failure) -> Error {
     Error::new(
@@ -112,7 +119,8 @@ fn receiver(cancel: Option<&Canceller>) -> Option<watch::Receiver<bool>> {
     cancel.map(|c| c.tx.subscribe())
 }
 
-/// Options as `index.js` passes them: durations already in the CLI's text form.
+/// Options as `index.js` passes them (its allowlist refuses others): durations already in the
+/// CLI's text form. [`settings`] turns them into the library's.
 #[napi(object)]
 #[derive(Default)]
 pub struct NativeOptions {
@@ -140,6 +148,8 @@ pub struct LockHolding {
     pub token: String,
 }
 
+/// The one conversion of the JavaScript options into the library's settings ([`Flags`]): an
+/// empty or blank `session` is none (the environment's then counts).
 fn settings(o: Option<NativeOptions>) -> Result<Settings> {
     let o = o.unwrap_or_default();
     let cwd = match o.cwd {
@@ -147,8 +157,7 @@ fn settings(o: Option<NativeOptions>) -> Result<Settings> {
         None => std::env::current_dir()
             .map_err(|e| to_js(Failure::usage(format!("no current directory: {e}"))))?,
     };
-    Ok(Settings {
-        cwd,
+    let flags = Flags {
         redis: o.redis.unwrap_or_default(),
         namespace: o.namespace,
         ttl: o.ttl,
@@ -156,20 +165,26 @@ fn settings(o: Option<NativeOptions>) -> Result<Settings> {
         max_hold: o.max_hold,
         node_timeout: o.node_timeout,
         connect_timeout: o.connect_timeout,
-        session: o.session,
+        kill_grace: None,
+        session: o
+            .session
+            .as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned),
+    };
+    let holding = o.holding.unwrap_or_default().into_iter().filter_map(|h| {
+        Some(tractatus_lock::Holding {
+            token: h.token.parse().ok()?,
+            name: h.name,
+            owner: h.owner,
+        })
+    });
+    Ok(Settings {
+        cwd,
+        flags,
         allow_network_fs: o.allow_network_fs.unwrap_or(false),
-        holding: o
-            .holding
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|h| {
-                Some(tractatus_lock::Holding {
-                    token: h.token.parse().ok()?,
-                    name: h.name,
-                    owner: h.owner,
-                })
-            })
-            .collect(),
+        holding: holding.collect(),
     })
 }
 
@@ -192,109 +207,25 @@ fn write_result(o: Outcome, notice: Option<String>) -> WriteResult {
     }
 }
 
-/// A state file read under its lease.
-#[napi]
-pub struct PendingUpdate {
-    /// An async mutex: a commit holds it while it awaits, so that a release waits for it.
-    inner: Arc<tokio::sync::Mutex<Option<core::Pending>>>,
-    token: i64,
-    notice: Option<String>,
-    rt: Handle,
-}
-
-/// The update for a commit or a reload, taken now (on JavaScript's thread, in call order):
-/// a `release()` called after it waits for it to end.
-fn take_turn(inner: &Arc<tokio::sync::Mutex<Option<core::Pending>>>) -> Result<PendingGuard> {
-    let guard = inner.clone().try_lock_owned().map_err(|_| busy())?;
-    if guard.is_none() {
-        return Err(gone());
-    }
-    Ok(guard)
-}
-
-type PendingGuard = OwnedMutexGuard<Option<core::Pending>>;
-
-impl Drop for PendingUpdate {
-    /// Dropped by the garbage collector without a `release()`: release the lease on the
-    /// runtime kept from its creation (a commit in flight holds the update; its task drops it
-    /// on the runtime when it ends, which releases it too).
-    fn drop(&mut self) {
-        if let Ok(mut slot) = self.inner.try_lock()
-            && let Some(pending) = slot.take()
-        {
-            self.rt.spawn(async move {
-                let _ = pending.release().await;
-            });
-        }
-    }
-}
-
-#[napi]
-impl PendingUpdate {
-    /// The file's own text, `null` when the file does not exist yet.
-    #[napi]
-    pub fn document(&self) -> Result<Option<String>> {
-        let guard = self.inner.try_lock().map_err(|_| busy())?;
-        let pending = guard.as_ref().ok_or_else(gone)?;
-        Ok(pending.document().map(str::to_owned))
-    }
-
-    #[napi(getter)]
-    pub fn token(&self) -> i64 {
-        self.token
-    }
-
-    #[napi(getter)]
-    pub fn notice(&self) -> Option<String> {
-        self.notice.clone()
-    }
-
-    /// Re-read under the same lease (after a conflict), off the JavaScript thread.
-    #[napi(ts_return_type = "Promise<void>")]
-    pub fn reload<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
-        let mut guard = take_turn(&self.inner)?;
-        env.spawn_future(blocking(move || match guard.as_mut() {
-            Some(p) => p.reload().map_err(to_js),
-            None => Err(gone()),
-        }))
-    }
-
-    /// Commit the new document's text as it is, off the JavaScript thread (it fsyncs).
-    #[napi(ts_return_type = "Promise<WriteResult>")]
-    pub fn commit<'env>(
-        &self,
-        env: &'env Env,
-        json: String,
-    ) -> Result<PromiseRaw<'env, WriteResult>> {
-        let mut guard = take_turn(&self.inner)?;
-        env.spawn_future(async move {
-            let pending = guard.as_mut().ok_or_else(gone)?;
-            let done = pending.commit(&json).await;
-            done.map(|o| write_result(o, None)).map_err(to_js)
-        })
-    }
-
-    /// End the lease, once a commit or reload in flight has ended.
-    #[napi(ts_return_type = "Promise<void>")]
-    pub fn release<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
-        let inner = self.inner.clone();
-        env.spawn_future(async move {
-            let taken = inner.lock().await.take();
-            match taken {
-                Some(p) => p.release().await.map_err(to_js),
-                None => Ok(()),
-            }
-        })
-    }
-}
-
-/// Made on the runtime (where `begin` resolves), whose handle it keeps for its drop.
-fn pending_update(pending: core::Pending, notice: Option<String>) -> Result<PendingUpdate> {
-    Ok(PendingUpdate {
-        token: pending.token() as i64,
-        inner: Arc::new(tokio::sync::Mutex::new(Some(pending))),
-        notice,
-        rt: runtime()?,
+/// A call that may wait for a lease: `call` runs on the settings of `options` and is given up
+/// when `cancel` fires (a lease it took is dropped with it, which releases it); `done` makes
+/// what it returns, with its notice, into JavaScript's value, on the runtime.
+fn cancellable<'env, T, R, F>(
+    env: &'env Env,
+    options: Option<NativeOptions>,
+    cancel: Option<&Canceller>,
+    call: impl FnOnce(Settings) -> F,
+    done: impl FnOnce(T, Option<String>) -> Result<R> + Send + 'static,
+) -> Result<PromiseRaw<'env, R>>
+where
+    F: Future<Output = core::Out<(T, Option<String>)>> + Send + 'static,
+    R: ToNapiValue + Send + 'static,
+{
+    let work = call(settings(options)?);
+    let cancel = receiver(cancel);
+    env.spawn_future(async move {
+        let (value, notice) = abortable(cancel, async { work.await.map_err(to_js) }).await?;
+        done(value, notice)
     })
 }
 
@@ -306,15 +237,8 @@ pub fn begin<'env>(
     options: Option<NativeOptions>,
     cancel: Option<&Canceller>,
 ) -> Result<PromiseRaw<'env, PendingUpdate>> {
-    let s = settings(options)?;
-    let cancel = receiver(cancel);
-    env.spawn_future(async move {
-        let (pending, notice) = abortable(cancel, async {
-            core::begin(&s, &file, false).await.map_err(to_js)
-        })
-        .await?;
-        pending_update(pending, notice)
-    })
+    let call = move |s: Settings| async move { core::begin(&s, &file, false).await };
+    cancellable(env, options, cancel, call, pending_update)
 }
 
 /// Read with no lease, off the JavaScript thread: JSON text, or `null` when the file (or the
@@ -329,6 +253,21 @@ pub async fn read(
     blocking(move || core::read(&s, &file, pointer.as_deref()).map_err(to_js)).await
 }
 
+/// A write call (`set`, `merge`, `append`): take `file`'s lease, edit, commit, release;
+/// `cancel` gives the wait up.
+fn write<'env>(
+    env: &'env Env,
+    file: String,
+    spec: EditSpec,
+    options: Option<NativeOptions>,
+    cancel: Option<&Canceller>,
+) -> Result<PromiseRaw<'env, WriteResult>> {
+    let call = move |s: Settings| async move { core::write(&s, &file, spec).await };
+    cancellable(env, options, cancel, call, |o, notice| {
+        Ok(write_result(o, notice))
+    })
+}
+
 #[napi(ts_return_type = "Promise<WriteResult>")]
 pub fn set<'env>(
     env: &'env Env,
@@ -338,19 +277,7 @@ pub fn set<'env>(
     options: Option<NativeOptions>,
     cancel: Option<&Canceller>,
 ) -> Result<PromiseRaw<'env, WriteResult>> {
-    let s = settings(options)?;
-    let cancel = receiver(cancel);
-    env.spawn_future(async move {
-        let spec = EditSpec::Set {
-            pointer: &pointer,
-            json: &json,
-        };
-        let (o, notice) = abortable(cancel, async {
-            core::edit(&s, &file, spec).await.map_err(to_js)
-        })
-        .await?;
-        Ok(write_result(o, notice))
-    })
+    write(env, file, EditSpec::Set { pointer, json }, options, cancel)
 }
 
 #[napi(ts_return_type = "Promise<WriteResult>")]
@@ -361,17 +288,7 @@ pub fn merge<'env>(
     options: Option<NativeOptions>,
     cancel: Option<&Canceller>,
 ) -> Result<PromiseRaw<'env, WriteResult>> {
-    let s = settings(options)?;
-    let cancel = receiver(cancel);
-    env.spawn_future(async move {
-        let (o, notice) = abortable(cancel, async {
-            core::edit(&s, &file, EditSpec::Merge { json: &json })
-                .await
-                .map_err(to_js)
-        })
-        .await?;
-        Ok(write_result(o, notice))
-    })
+    write(env, file, EditSpec::Merge { json }, options, cancel)
 }
 
 #[napi(ts_return_type = "Promise<WriteResult>")]
@@ -384,183 +301,12 @@ pub fn append<'env>(
     options: Option<NativeOptions>,
     cancel: Option<&Canceller>,
 ) -> Result<PromiseRaw<'env, WriteResult>> {
-    let s = settings(options)?;
-    let cancel = receiver(cancel);
-    env.spawn_future(async move {
-        let (o, notice) = abortable(cancel, async {
-            core::append(&s, &file, &pointer, &json, keep)
-                .await
-                .map_err(to_js)
-        })
-        .await?;
-        Ok(write_result(o, notice))
-    })
-}
-
-/// One lease of a `withLock`.
-#[napi(object)]
-pub struct LockToken {
-    pub name: String,
-    pub token: i64,
-}
-
-/// Leases held for `withLock`.
-#[napi]
-pub struct HeldLocks {
-    inner: Arc<Mutex<Option<core::Held>>>,
-    holdings: Vec<tractatus_lock::Holding>,
-    /// Kept apart from `inner`, which the release takes: a late join must find them released.
-    leases: core::Leases,
-    tokens: Vec<(String, u64)>,
-    notice: Option<String>,
-    rt: Handle,
-}
-
-impl Drop for HeldLocks {
-    /// Dropped by the garbage collector without a `release()` (`withLock` always releases):
-    /// release on the runtime kept from its creation.
-    fn drop(&mut self) {
-        if let Some(held) = self.inner.lock().ok().and_then(|mut g| g.take()) {
-            self.rt.spawn(async move {
-                let _ = held.release().await;
-            });
-        }
-    }
-}
-
-#[napi]
-impl HeldLocks {
-    #[napi(getter)]
-    pub fn tokens(&self) -> Vec<LockToken> {
-        self.tokens
-            .iter()
-            .map(|(name, token)| LockToken {
-                name: name.clone(),
-                token: *token as i64,
-            })
-            .collect()
-    }
-
-    #[napi(getter)]
-    pub fn notice(&self) -> Option<String> {
-        self.notice.clone()
-    }
-
-    /// What these leases hold, for the wait-for edges of calls made under them.
-    #[napi(getter)]
-    pub fn holdings(&self) -> Vec<LockHolding> {
-        self.holdings
-            .iter()
-            .map(|h| LockHolding {
-                name: h.name.clone(),
-                owner: h.owner.clone(),
-                token: h.token.to_string(),
-            })
-            .collect()
-    }
-
-    /// Resolves with the first loss's reason, or `null` once released.
-    #[napi(ts_return_type = "Promise<string | null>")]
-    pub fn lost<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, Option<String>>> {
-        let fut = {
-            let guard = self
-                .inner
-                .lock()
-                .map_err(|_| to_js(Failure::usage("handle poisoned")))?;
-            guard.as_ref().map(|h| h.lost()).ok_or_else(gone)?
-        };
-        env.spawn_future(async move { Ok(fut.await) })
-    }
-
-    /// `begin` joining this lock's lease on `file`; `null` when `file`'s lock is not held here.
-    #[napi(ts_return_type = "Promise<PendingUpdate | null>")]
-    pub fn begin<'env>(
-        &self,
-        env: &'env Env,
-        file: String,
-        options: Option<NativeOptions>,
-    ) -> Result<PromiseRaw<'env, Option<PendingUpdate>>> {
-        let s = settings(options)?;
-        let leases = self.leases.clone();
-        env.spawn_future(async move {
-            let joined = core::begin_under(&s, &leases, &file, false).await;
-            joined
-                .map_err(to_js)?
-                .map(|p| pending_update(p, None))
-                .transpose()
-        })
-    }
-
-    /// `set` joining this lock's lease on `file`; `null` when `file`'s lock is not held here.
-    #[napi(ts_return_type = "Promise<WriteResult | null>")]
-    pub fn set<'env>(
-        &self,
-        env: &'env Env,
-        file: String,
-        pointer: String,
-        json: String,
-        options: Option<NativeOptions>,
-    ) -> Result<PromiseRaw<'env, Option<WriteResult>>> {
-        let s = settings(options)?;
-        let leases = self.leases.clone();
-        env.spawn_future(async move {
-            let spec = EditSpec::Set {
-                pointer: &pointer,
-                json: &json,
-            };
-            let done = core::edit_under(&s, &leases, &file, spec).await;
-            Ok(done.map_err(to_js)?.map(|o| write_result(o, None)))
-        })
-    }
-
-    /// `merge` joining this lock's lease on `file`; `null` when `file`'s lock is not held here.
-    #[napi(ts_return_type = "Promise<WriteResult | null>")]
-    pub fn merge<'env>(
-        &self,
-        env: &'env Env,
-        file: String,
-        json: String,
-        options: Option<NativeOptions>,
-    ) -> Result<PromiseRaw<'env, Option<WriteResult>>> {
-        let s = settings(options)?;
-        let leases = self.leases.clone();
-        env.spawn_future(async move {
-            let spec = EditSpec::Merge { json: &json };
-            let done = core::edit_under(&s, &leases, &file, spec).await;
-            Ok(done.map_err(to_js)?.map(|o| write_result(o, None)))
-        })
-    }
-
-    /// `append` joining this lock's lease on `file`; `null` when `file`'s lock is not held here.
-    #[napi(ts_return_type = "Promise<WriteResult | null>")]
-    pub fn append<'env>(
-        &self,
-        env: &'env Env,
-        file: String,
-        pointer: String,
-        json: String,
-        keep: Option<u32>,
-        options: Option<NativeOptions>,
-    ) -> Result<PromiseRaw<'env, Option<WriteResult>>> {
-        let s = settings(options)?;
-        let leases = self.leases.clone();
-        env.spawn_future(async move {
-            let done = core::append_under(&s, &leases, &file, &pointer, &json, keep).await;
-            Ok(done.map_err(to_js)?.map(|o| write_result(o, None)))
-        })
-    }
-
-    /// Release every lease; rejects with `LEASE_LOST` when any was no longer ours.
-    #[napi(ts_return_type = "Promise<void>")]
-    pub fn release<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, ()>> {
-        let taken = self.inner.lock().ok().and_then(|mut g| g.take());
-        env.spawn_future(async move {
-            match taken {
-                Some(h) => h.release().await.map_err(to_js),
-                None => Ok(()),
-            }
-        })
-    }
+    let spec = EditSpec::Append {
+        pointer,
+        json,
+        keep,
+    };
+    write(env, file, spec, options, cancel)
 }
 
 /// Where `file` lives for the session of `options` (its own copy when it is per-session),
@@ -583,32 +329,4 @@ pub async fn session_start(id: Option<String>, options: Option<NativeOptions>) -
 pub async fn lock_status(options: Option<NativeOptions>) -> Result<String> {
     let s = settings(options)?;
     core::lock_status(&s).await.map_err(to_js)
-}
-
-/// Take the named locks and those of `files`, in sorted order; `cancel` gives the wait up
-/// (the leases already taken are released).
-#[napi(ts_return_type = "Promise<HeldLocks>")]
-pub fn acquire<'env>(
-    env: &'env Env,
-    names: Vec<String>,
-    files: Vec<String>,
-    options: Option<NativeOptions>,
-    cancel: Option<&Canceller>,
-) -> Result<PromiseRaw<'env, HeldLocks>> {
-    let s = settings(options)?;
-    let cancel = receiver(cancel);
-    env.spawn_future(async move {
-        let (held, notice) = abortable(cancel, async {
-            core::acquire(&s, names, files).await.map_err(to_js)
-        })
-        .await?;
-        Ok(HeldLocks {
-            holdings: held.holdings(),
-            tokens: held.tokens(),
-            leases: held.leases(),
-            inner: Arc::new(Mutex::new(Some(held))),
-            notice,
-            rt: runtime()?,
-        })
-    })
 }

@@ -121,6 +121,38 @@ pub(super) fn array_index(token: &str, _len: usize) -> Option<usize> {
     }
 }
 
+/// Why [`push`] found no array to push onto, for its caller to word (the CLI and the addon
+/// suggest different ways to create one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoArray {
+    /// Nothing is at the pointer.
+    Missing,
+    /// Something else is there: what it is (`"an object"`, `"a number"`, ...).
+    Found(&'static str),
+}
+
+/// Push `value` onto the array at `p`, then keep only its last `keep` entries (a ring; all of
+/// them when `None`): `state append`, and the addon's `appendJson`.
+pub fn push(
+    doc: &mut Value,
+    p: &Pointer,
+    value: Value,
+    keep: Option<usize>,
+) -> std::result::Result<(), NoArray> {
+    match resolve_pointer_mut(doc, &p.tokens) {
+        Some(Value::Array(a)) => {
+            a.push(value);
+            if let Some(keep) = keep {
+                let excess = a.len().saturating_sub(keep);
+                a.drain(..excess);
+            }
+            Ok(())
+        }
+        Some(other) => Err(NoArray::Found(kind(other))),
+        None => Err(NoArray::Missing),
+    }
+}
+
 /// Apply one edit in memory. Bad targets are bad data (65).
 fn apply(doc: &mut Value, edit: Edit, name: &str) -> Result<()> {
     match edit {
@@ -128,20 +160,15 @@ fn apply(doc: &mut Value, edit: Edit, name: &str) -> Result<()> {
             json_patch::merge(doc, &patch);
             Ok(())
         }
-        Edit::Append(p, value) => match resolve_pointer_mut(doc, &p.tokens) {
-            Some(Value::Array(a)) => {
-                a.push(value);
-                Ok(())
-            }
-            Some(other) => Err(Error::bad_data(format!(
-                "{name}: the value at {p} is {}, not an array; nothing written",
-                kind(other)
-            ))),
-            None => Err(Error::bad_data(format!(
+        Edit::Append(p, value) => push(doc, &p, value, None).map_err(|e| match e {
+            NoArray::Found(kind) => Error::bad_data(format!(
+                "{name}: the value at {p} is {kind}, not an array; nothing written"
+            )),
+            NoArray::Missing => Error::bad_data(format!(
                 "{name}: no array at {p} to append to; nothing written (create it once with \
                  `tractatus state set {name} {p} '[]'`)"
-            ))),
-        },
+            )),
+        }),
         Edit::Set(p, value) => {
             let Some((last, parent)) = p.tokens.split_last() else {
                 *doc = value;
@@ -205,6 +232,21 @@ mod tests {
         for bad in ["a", "/a~2", "/~"] {
             assert_eq!(parse_pointer(bad).unwrap_err().exit_code(), 64, "{bad}");
         }
+    }
+
+    #[test]
+    fn push_keeps_the_last_entries() {
+        let mut doc: Value = serde_json::from_str(r#"{"a/b":{"ring":[1,2,3]}}"#).unwrap();
+        let ring = parse_pointer("/a~1b/ring").unwrap();
+        push(&mut doc, &ring, Value::from(4), Some(3)).unwrap();
+        assert_eq!(doc.to_string(), r#"{"a/b":{"ring":[2,3,4]}}"#);
+        push(&mut doc, &ring, Value::from(5), None).unwrap();
+        assert_eq!(doc.to_string(), r#"{"a/b":{"ring":[2,3,4,5]}}"#);
+        let at = |p: &str| parse_pointer(p).unwrap();
+        let found = push(&mut doc, &at("/a~1b"), Value::from(1), None);
+        assert_eq!(found, Err(NoArray::Found("an object")));
+        let missing = push(&mut doc, &at("/missing"), Value::from(1), None);
+        assert_eq!(missing, Err(NoArray::Missing));
     }
 
     #[test]

@@ -59,7 +59,7 @@ use crate::dir_handle::{DirHandle, is_refused_link};
 use crate::repo;
 use crate::{AcquireOptions, Coordinator, Error, FencingToken, Lease, Result};
 
-pub use edit::{Edit, Pointer, parse_pointer};
+pub use edit::{Edit, NoArray, Pointer, parse_pointer, push};
 pub use node_json::to_node_json;
 pub use pending::{MAX_DEPTH, PendingWrite};
 
@@ -133,6 +133,20 @@ impl StateFile {
             .map_err(|e| Error::usage(format!("repository root {}: {e}", root.display())))?;
         let rel = repo::below_root(&root, cwd, path)?;
         let name = repo::lock_name_for(&root, &root, &rel)?;
+        Self::open_resolved(&root, &rel, name, path)
+    }
+
+    /// The state file `rel` below the canonical `root`, whose lock name `name` was worked out
+    /// from it (see [`crate::workspace::ResolvedPath`]): the path is not resolved again, but
+    /// every directory is still opened here, from the root's handle, refusing a symlink.
+    /// `given` is the path as the caller named it, for messages.
+    pub(crate) fn open_resolved(
+        root: &Path,
+        rel: &Path,
+        name: String,
+        given: &Path,
+    ) -> Result<Self> {
+        let path = given;
         if rel.starts_with(repo::WORK_DIR) {
             return Err(Error::usage(format!(
                 "{} is tractatus' own working file, not a state file",
@@ -144,9 +158,9 @@ impl StateFile {
             .ok_or_else(|| Error::usage(format!("{} does not name a file", path.display())))?
             .to_owned();
         let rel_dir = rel.parent().unwrap_or(Path::new("")).to_path_buf();
-        let handle = repo::open_root(&root)?;
+        let handle = repo::open_root(root)?;
         let mut file = StateFile {
-            path: root.join(&rel),
+            path: root.join(rel),
             name,
             root: Arc::new(handle),
             rel_dir,

@@ -54,7 +54,8 @@ pub async fn run(ctx: &Context, cmd: StateCommand) -> Result<i32> {
             }
         });
     };
-    let mut file = ctx.ws.state_file(path)?;
+    let at = ctx.ws.resolve(path)?;
+    let mut file = ctx.ws.state_file_at(&at)?;
     // Once more when the file's directory was collected after it was opened (`session gc` and
     // a session's copy): nothing was written, and the copy is found again (gc put it back) or
     // seeded afresh (gc removed it).
@@ -76,7 +77,7 @@ pub async fn run(ctx: &Context, cmd: StateCommand) -> Result<i32> {
         match crate::session::with_activity(ctx, write).await {
             Err(e) if again && e.is_directory_gone() => {
                 again = false;
-                file = ctx.ws.state_file(path)?;
+                file = ctx.ws.state_file_at(&at)?;
             }
             outcome => return Ok(written(ctx, outcome?)),
         }

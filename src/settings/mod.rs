@@ -9,6 +9,7 @@
 //! fresh repository stays [`Namespace::Unset`] until something locks ([`ensure_namespace`]).
 
 mod credentials;
+mod entered;
 mod file;
 mod namespace;
 mod per_session;
@@ -17,6 +18,7 @@ mod trust;
 use std::path::Path;
 use std::time::Duration;
 
+pub use entered::{MAX_HOST_NAME, check_entered, check_host_name};
 pub(crate) use file::is_refusal;
 pub use file::{CONFIG_FILE, FileSettings, read_settings};
 pub use namespace::{DEFAULT_NAMESPACE, Namespace, ensure_namespace};
@@ -300,7 +302,7 @@ pub fn resolve(
     let kill_grace =
         duration(&KILL_GRACE, &flags.kill_grace, env, &None)?.unwrap_or(DEFAULT_KILL_GRACE);
     let session = pick(&SESSION, &flags.session, env, &None);
-    crate::holder::check_entered(env, session.as_ref().map(|p| (&*p.origin, &*p.value)))?;
+    check_entered(env, session.as_ref().map(|p| (&*p.origin, &*p.value)))?;
     let session = session.map(|p| p.value.trim().to_owned());
     let session_idle =
         duration(&SESSION_IDLE, &None, env, &file.session_idle)?.unwrap_or(DEFAULT_SESSION_IDLE);

@@ -209,7 +209,7 @@ impl Error {
     /// opened file, starts from what is there then.
     pub fn is_directory_gone(&self) -> bool {
         matches!(self, Error::CannotWrite { source, .. }
-            if source.get_ref().is_some_and(|e| e.is::<crate::state::DirectoryGone>()))
+            if source.get_ref().is_some_and(|e| e.is::<DirectoryGone>()))
     }
 
     /// The exit code the `tractatus` binary uses for this error (the table "exit | meaning"
@@ -316,6 +316,20 @@ fn elide_middle(text: &str, max: usize, head: usize, tail: usize) -> String {
     let last: String = text.chars().skip(n - tail).collect();
     format!("{first}…({} characters)…{last}", n - head - tail)
 }
+
+/// Why a write through a handle on a directory that was moved or removed since (see
+/// `StateFile::check_in_place`) wrote nothing; typed so that [`Error::is_directory_gone`]
+/// knows it from the OS's errors.
+#[derive(Debug)]
+pub(crate) struct DirectoryGone(pub(crate) String);
+
+impl std::fmt::Display for DirectoryGone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DirectoryGone {}
 
 #[cfg(test)]
 mod tests {

@@ -56,6 +56,7 @@ use rustix::fs::FileType;
 use serde_json::{Map, Value};
 
 use crate::dir_handle::{DirHandle, is_refused_link};
+use crate::error::DirectoryGone;
 use crate::repo;
 use crate::{AcquireOptions, Coordinator, Error, FencingToken, Lease, Result};
 
@@ -90,20 +91,6 @@ pub enum WriteOutcome {
         code: i32,
     },
 }
-
-/// Why a write through a handle on a directory that was moved or removed since (see
-/// [`StateFile::check_in_place`]) wrote nothing; typed so that [`Error::is_directory_gone`]
-/// knows it from the OS's errors.
-#[derive(Debug)]
-pub(crate) struct DirectoryGone(String);
-
-impl std::fmt::Display for DirectoryGone {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for DirectoryGone {}
 
 /// A state file inside a repository, and its lock.
 ///

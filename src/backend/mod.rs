@@ -7,14 +7,18 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-/// How long a waiter keeps its place in line without asking again: a waiter that dies holds
-/// the line up for at most this long (the grant script's `waiter_ttl`).
-pub(crate) const WAITER_TTL: std::time::Duration = std::time::Duration::from_millis(800);
-
 use futures_util::Stream;
 
 use crate::holder::{HolderInfo, Identity};
 use crate::keys::LockKeys;
+
+mod sessions;
+
+pub use sessions::{SessionEntry, SessionStore};
+
+/// How long a waiter keeps its place in line without asking again: a waiter that dies holds
+/// the line up for at most this long (the grant script's `waiter_ttl`).
+pub(crate) const WAITER_TTL: Duration = Duration::from_millis(800);
 
 /// What a grant asks of one node.
 #[derive(Debug, Clone)]

@@ -1,10 +1,35 @@
-//! The seam between the registry ([`super::Sessions`]) and one backend: a Redis node
-//! (`redis_node/sessions.rs`) or the local files (`local.rs`). Every call is bounded by the
-//! caller's deadline; nothing above this trait talks to a backend.
+//! The seam between the session registry (`crate::session::Sessions`) and one backend: a Redis
+//! node (`redis_node/sessions.rs`) or the local files (`session/local.rs`), and the entry they
+//! keep. Every call is bounded by the caller's deadline; nothing above this trait talks to a
+//! backend.
 
-use crate::backend::NodeFuture;
+use serde::{Deserialize, Serialize};
 
-use super::SessionEntry;
+use super::NodeFuture;
+
+/// One session as the registry knows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionEntry {
+    /// The session id.
+    pub id: String,
+    /// The host it registered from.
+    pub host: String,
+    /// The process that registered it (the parent of `tractatus session start`: the hook's
+    /// shell, the agent, the CI job), 0 when unknown.
+    pub pid: u32,
+    /// The repository root on that host.
+    pub repository: String,
+    /// What registered it, for display.
+    #[serde(default)]
+    pub command: String,
+    /// When it started, ms since the Unix epoch.
+    pub started_ms: u64,
+    /// Its last activity, ms since the Unix epoch.
+    pub last_active_ms: u64,
+    /// When it ended (`session end`), ms since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_ms: Option<u64>,
+}
 
 /// The registry operations one backend serves, for the namespace `ns`.
 pub trait SessionStore: Send + Sync {

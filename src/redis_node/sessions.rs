@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 
 use super::*;
+use crate::backend::{SessionEntry, SessionStore};
 use crate::keys::SessionKeys;
-use crate::session::{SessionEntry, SessionStore};
 
 /// Ends a registered session (an earlier end stays); an unknown id changes nothing. Both keys
 /// share the namespace's hash tag.

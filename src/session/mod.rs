@@ -26,7 +26,6 @@ mod gc;
 mod gc_guard;
 mod local;
 mod stats;
-mod store;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,11 +36,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+pub use crate::backend::{SessionEntry, SessionStore};
 pub(crate) use files::{seed_from_shared, session_copy};
 pub use gc::{Busy, Collected, Removed};
 pub(crate) use local::LocalSessions;
 pub use stats::{FieldTotals, Stats};
-pub use store::SessionStore;
 
 /// Longest session id: 64 characters.
 pub const MAX_SESSION_ID: usize = 64;
@@ -88,30 +87,6 @@ pub fn session_id_from_hook(payload: &[u8]) -> Result<String> {
             "the hook payload on stdin has no string \"session_id\"",
         )),
     }
-}
-
-/// One session as the registry knows it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionEntry {
-    /// The session id.
-    pub id: String,
-    /// The host it registered from.
-    pub host: String,
-    /// The process that registered it (the parent of `tractatus session start`: the hook's
-    /// shell, the agent, the CI job), 0 when unknown.
-    pub pid: u32,
-    /// The repository root on that host.
-    pub repository: String,
-    /// What registered it, for display.
-    #[serde(default)]
-    pub command: String,
-    /// When it started, ms since the Unix epoch.
-    pub started_ms: u64,
-    /// Its last activity, ms since the Unix epoch.
-    pub last_active_ms: u64,
-    /// When it ended (`session end`), ms since the Unix epoch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ended_ms: Option<u64>,
 }
 
 /// Where a session stands.

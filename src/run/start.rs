@@ -27,7 +27,7 @@ impl StartedGroup {
 }
 
 /// Start the group a `lock run` of `names` on `coordinator` will run its command in, before
-/// acquiring them; hand it to [`supervise_started`]. Its guard is idle until then: the next
+/// acquiring them; hand it to [`supervise_started`](super::supervise_started). Its guard is idle until then: the next
 /// holder of these locks does not take it for an earlier holder's.
 pub async fn start_group(
     coordinator: &crate::Coordinator,

@@ -132,7 +132,7 @@ pub(crate) fn read_tls_ca(config: &Config) -> Result<Option<Vec<u8>>> {
         return Ok(None);
     };
     let pem = read_ca_file(path, config.repo_root.as_deref()).map_err(|e| {
-        if crate::settings::is_refusal(&e) {
+        if crate::dir_handle::is_refusal_by_kind(&e) {
             Error::bad_data(format!("refusing the TLS CA file: {e}")).with_source(e)
         } else {
             Error::usage(format!("cannot read TLS CA file {}: {e}", path.display())).with_source(e)

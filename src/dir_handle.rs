@@ -56,6 +56,13 @@ pub(crate) fn is_refusal(e: &io::Error) -> bool {
     is_refused_link(e) || e.get_ref().is_some_and(|inner| inner.is::<Refused>())
 }
 
+/// True for the refusals of this module as they reach a reader by path (a link, not a regular
+/// file, over a cap): `ErrorKind::Other` errors carrying the path, as against an error of the
+/// OS. The config file, the password files and the CA file are judged so.
+pub(crate) fn is_refusal_by_kind(e: &io::Error) -> bool {
+    is_refused_link(e) || e.kind() == io::ErrorKind::Other
+}
+
 /// The message of a refusal, typed so that [`is_refusal`] knows it from the OS's errors.
 #[derive(Debug)]
 struct Refused(String);

@@ -329,6 +329,18 @@ pub(crate) fn event_from(name: &str, fields: &[(String, String)]) -> AuditEvent 
     }
 }
 
+/// What `lock status --json` prints.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StatusReport {
+    /// The namespace the locks live in; null when a repository on Redis has locked nothing yet
+    /// (its namespace is written by the first lock).
+    pub namespace: Option<String>,
+    /// `redis` or `local`.
+    pub backend: &'static str,
+    /// Every held lock.
+    pub locks: Vec<LockStatus>,
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

@@ -96,11 +96,7 @@ pub(crate) fn unreadable(path: &Path, e: std::io::Error) -> Error {
     }
 }
 
-/// True for the refusals of [`crate::dir_handle`] (a link, not a regular file, over a cap),
-/// which are `ErrorKind::Other` errors carrying the path, as against an error of the OS.
-pub(crate) fn is_refusal(e: &std::io::Error) -> bool {
-    crate::dir_handle::is_refused_link(e) || e.kind() == std::io::ErrorKind::Other
-}
+pub(crate) use crate::dir_handle::is_refusal_by_kind as is_refusal;
 
 fn one_line(e: &impl std::fmt::Display) -> String {
     e.to_string()

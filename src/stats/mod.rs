@@ -15,7 +15,6 @@
 
 pub(crate) mod audit;
 pub(crate) mod nodes;
-mod report;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -23,8 +22,8 @@ use serde::Serialize;
 
 use crate::ops::AuditEvent;
 
+pub use crate::ops::StatusReport;
 pub use nodes::NodeHealth;
-pub use report::StatusReport;
 
 /// A grant whose wait reached this many ms had to wait (the lock was held or queued when it
 /// first asked); below it, the wait is the round trip of a free lock.

@@ -1,25 +1,11 @@
-//! The one shape of "who holds what, now" (`lock status --json`, Node's `lockStatus()`): built
-//! here so that both front ends print the same thing.
+//! "Who holds what, now" in this workspace (`lock status --json`, Node's `lockStatus()`), in the
+//! one shape of [`StatusReport`]: built here so that both front ends print the same thing.
 
-use serde::Serialize;
-
+use super::Workspace;
 use crate::Identity;
 use crate::error::Result;
-use crate::ops::LockStatus;
+use crate::ops::StatusReport;
 use crate::settings::DEFAULT_NAMESPACE;
-use crate::workspace::Workspace;
-
-/// What `lock status --json` prints.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct StatusReport {
-    /// The namespace the locks live in; null when a repository on Redis has locked nothing yet
-    /// (its namespace is written by the first lock).
-    pub namespace: Option<String>,
-    /// `redis` or `local`.
-    pub backend: &'static str,
-    /// Every held lock.
-    pub locks: Vec<LockStatus>,
-}
 
 impl Workspace {
     /// Who holds what in this workspace now, and the notice connecting gave (if any). Looks

@@ -20,6 +20,8 @@ use crate::settings::{Flags, Namespace, Resolved, ensure_namespace, read_setting
 use crate::state::StateFile;
 use crate::{Coordinator, Identity};
 
+mod status;
+
 /// Told to the user when locks are local: they do not reach other machines.
 pub const NO_REDIS_NOTICE: &str =
     "no Redis configured; using local file locks (protects this machine only)";

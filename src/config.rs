@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-pub use crate::redact::{has_password, redact, redact_text};
+pub(crate) use crate::redact::has_password;
+pub use crate::redact::{redact, redact_text};
 pub use crate::url::NodeUrl;
 
 /// Lease time-to-live when none is given: 10 s.
@@ -64,7 +65,7 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
 /// `TRACTATUS_REDIS=a,b,c`), trimmed, empty ones dropped. A piece without a scheme (`://`)
 /// belongs to the URL before it: a Sentinel URL lists its sentinels with commas
 /// (`redis+sentinel://h1:26379,h2:26380/mymaster`).
-pub fn split_urls<S: AsRef<str>>(urls: &[S]) -> impl Iterator<Item = &str> {
+pub(crate) fn split_urls<S: AsRef<str>>(urls: &[S]) -> impl Iterator<Item = &str> {
     urls.iter()
         .flat_map(|u| split_one(u.as_ref()))
         .map(str::trim)
@@ -129,7 +130,7 @@ pub fn check_lock_name(name: &str) -> Result<()> {
 }
 
 /// Check a namespace: 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
-pub fn check_namespace(ns: &str) -> Result<()> {
+pub(crate) fn check_namespace(ns: &str) -> Result<()> {
     let ok = !ns.is_empty()
         && ns.len() <= 64
         && ns

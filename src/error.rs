@@ -278,7 +278,7 @@ impl Error {
     }
 
     /// The one coordinator (`what`: a node's label, or "local locks") did not serve us.
-    pub fn unavailable_one(what: impl Into<String>, cause: impl Into<String>) -> Self {
+    pub(crate) fn unavailable_one(what: impl Into<String>, cause: impl Into<String>) -> Self {
         Error::unavailable(0, 1, 1, vec![(what.into(), cause.into())])
     }
 }

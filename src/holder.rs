@@ -213,7 +213,7 @@ pub fn pid_namespace() -> Option<String> {
 }
 
 /// Start time of a process in clock ticks after boot (field 22 of `/proc/<pid>/stat`).
-pub fn process_start_ticks(pid: u32) -> Option<u64> {
+pub(crate) fn process_start_ticks(pid: u32) -> Option<u64> {
     crate::sys::process_start_ticks(pid)
 }
 

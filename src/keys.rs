@@ -101,7 +101,7 @@ impl LockKeys {
 impl LockKeys {
     /// The turn among the joiners at nesting `depth` (1: joiners of the holder; 2: joiners of
     /// a joiner, under its turn; ...): [`LockKeys::turn`], then `turn:<depth>`.
-    pub fn turn_at(&self, depth: usize) -> String {
+    pub(crate) fn turn_at(&self, depth: usize) -> String {
         if depth <= 1 {
             self.turn.clone()
         } else {
@@ -111,14 +111,14 @@ impl LockKeys {
 
     /// The line for the turn at `depth`: sorted sets of the waiting joiners' places
     /// (`<turn>:queue`) and registration expiries (`<turn>:waiting`), in the lock's slot.
-    pub fn turn_line_at(&self, depth: usize) -> [String; 2] {
+    pub(crate) fn turn_line_at(&self, depth: usize) -> [String; 2] {
         let turn = self.turn_at(depth);
         [format!("{turn}:queue"), format!("{turn}:waiting")]
     }
 }
 
 /// What separates a slot set's name from the slot's index in the slot's lock name.
-pub const SLOT_MARK: char = '#';
+pub(crate) const SLOT_MARK: char = '#';
 
 /// The lock name of slot `index` of slot set `name`: `name#index`.
 pub fn slot_lock_name(name: &str, index: u32) -> String {
@@ -127,7 +127,7 @@ pub fn slot_lock_name(name: &str, index: u32) -> String {
 
 /// The slot set and index of a slot's lock name (`name#index`, the index in plain decimal);
 /// `None` for any other name.
-pub fn parse_slot_lock_name(lock: &str) -> Option<(&str, u32)> {
+pub(crate) fn parse_slot_lock_name(lock: &str) -> Option<(&str, u32)> {
     let (name, index) = lock.rsplit_once(SLOT_MARK)?;
     let plain = !index.is_empty()
         && index.bytes().all(|b| b.is_ascii_digit())
@@ -152,7 +152,7 @@ pub fn epoch_key(slot: u16) -> String {
 }
 
 /// Every slot's marker, in slot order: what `lock init` writes on each node.
-pub fn init_keys() -> Vec<String> {
+pub(crate) fn init_keys() -> Vec<String> {
     fill_all_tags();
     (0..SLOTS).map(init_key).collect()
 }
@@ -163,7 +163,7 @@ pub fn slot_of_tag(tag: &[u8]) -> u16 {
 }
 
 /// CRC16/XMODEM (polynomial 0x1021, initial 0), the checksum Redis Cluster slots keys by.
-pub fn crc16(bytes: &[u8]) -> u16 {
+pub(crate) fn crc16(bytes: &[u8]) -> u16 {
     bytes.iter().fold(0, |crc, &b| crc16_step(crc, b))
 }
 
@@ -266,17 +266,17 @@ impl SessionKeys {
 }
 
 /// SCAN pattern matching the lease keys of every lock in `namespace`.
-pub fn lease_pattern(namespace: &str) -> String {
+pub(crate) fn lease_pattern(namespace: &str) -> String {
     format!("{PREFIX}{namespace}:*}}:lease")
 }
 
 /// SCAN pattern matching the audit logs of every lock in `namespace`.
-pub fn log_pattern(namespace: &str) -> String {
+pub(crate) fn log_pattern(namespace: &str) -> String {
     format!("{PREFIX}{namespace}:*}}:log")
 }
 
 /// The lock name inside a key found by one of the patterns above, if it is of `namespace`.
-pub fn name_from_key<'k>(namespace: &str, key: &'k str, suffix: &str) -> Option<&'k str> {
+pub(crate) fn name_from_key<'k>(namespace: &str, key: &'k str, suffix: &str) -> Option<&'k str> {
     key.strip_prefix(PREFIX)?
         .strip_prefix(namespace)?
         .strip_prefix(':')?

@@ -104,7 +104,7 @@ fn redact_params(url: &str) -> String {
 
 /// True when `url` carries a password (`user:password@` or `:password@`, a `password=` in its
 /// query, or a Sentinel URL's `sentinel_password=`); a user name alone is not one.
-pub fn has_password(url: &str) -> bool {
+pub(crate) fn has_password(url: &str) -> bool {
     if secret_params(url).iter().any(|r| !r.is_empty()) {
         return true;
     }

@@ -13,11 +13,11 @@ use crate::error::{Error, Result};
 
 pub use crate::settings::CONFIG_FILE;
 /// Private working directory (git-ignored), relative to the repository root.
-pub const WORK_DIR: &str = ".claude/.tractatus";
+pub(crate) const WORK_DIR: &str = ".claude/.tractatus";
 
 /// The repository root above `start`: the nearest ancestor holding `.git`, else the nearest
 /// holding a `.claude` directory. `None` when neither exists.
-pub fn find_root(start: &Path) -> Option<PathBuf> {
+pub(crate) fn find_root(start: &Path) -> Option<PathBuf> {
     let start = start.canonicalize().ok()?;
     start
         .ancestors()
@@ -29,7 +29,7 @@ pub fn find_root(start: &Path) -> Option<PathBuf> {
 /// The lock name of `path` (absolute, or relative to `cwd`): its path relative to `root`,
 /// with `/` separators. Lexical (see [`below_root`]): nothing below the root is looked at, so
 /// the file and its directory need not exist.
-pub fn lock_name_for(root: &Path, cwd: &Path, path: &Path) -> Result<String> {
+pub(crate) fn lock_name_for(root: &Path, cwd: &Path, path: &Path) -> Result<String> {
     let rel = below_root(root, cwd, path)?;
     let parts: Vec<&str> = rel
         .components()

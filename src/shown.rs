@@ -35,7 +35,7 @@ pub fn field(text: &str) -> String {
 }
 
 /// [`field`] with a limit of `max` characters (at least 32), the mark of the cut included.
-pub fn field_max(text: &str, max: usize) -> String {
+pub(crate) fn field_max(text: &str, max: usize) -> String {
     let max = max.max(32);
     let whole = escape(text);
     if whole.chars().count() <= max {

@@ -66,7 +66,7 @@ pub use guard::guard_main;
 use guard::{LEFT, STOPPED};
 
 /// The hidden first argument that makes `tractatus` a guard.
-pub const GUARD_ARG: &str = "__group-guard";
+pub(crate) const GUARD_ARG: &str = "__group-guard";
 
 /// Where the guard is started from: this very program, even if its file was replaced or
 /// deleted since it started.

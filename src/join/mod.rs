@@ -183,7 +183,7 @@ impl Capability {
     }
 
     /// What this process inherited in [`ENV_VAR`] (read once).
-    pub fn inherited() -> &'static Capability {
+    pub(crate) fn inherited() -> &'static Capability {
         static INHERITED: OnceLock<Capability> = OnceLock::new();
         INHERITED.get_or_init(|| {
             std::env::var(ENV_VAR)
@@ -226,7 +226,7 @@ impl Capability {
     }
 
     /// The text for [`ENV_VAR`].
-    pub fn to_env(&self) -> String {
+    pub(crate) fn to_env(&self) -> String {
         serde_json::to_string(&self.grants).unwrap_or_else(|_| "[]".to_owned())
     }
 

@@ -43,7 +43,7 @@ pub(crate) use local::LocalSessions;
 pub use stats::{FieldTotals, Stats};
 
 /// Longest session id: 64 characters.
-pub const MAX_SESSION_ID: usize = 64;
+pub(crate) const MAX_SESSION_ID: usize = 64;
 
 /// Check a session id before it names a directory or a registry entry: 1 to 64 characters of
 /// `A-Z a-z 0-9 . _ -`, starting with a letter or digit (so never `.` or `..`). A usage error
@@ -126,7 +126,7 @@ impl SessionEntry {
 
     /// When the session stopped counting as live (its end, or its last activity plus the
     /// idle time); `None` while live.
-    pub fn inactive_since(&self, now_ms: u64, idle: Duration) -> Option<u64> {
+    pub(crate) fn inactive_since(&self, now_ms: u64, idle: Duration) -> Option<u64> {
         match self.state(now_ms, idle) {
             SessionState::Live => None,
             SessionState::Ended => self.ended_ms,

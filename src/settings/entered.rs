@@ -5,13 +5,13 @@
 use crate::error::{Error, Result};
 
 /// Longest host name accepted in `TRACTATUS_HOST`: 253 characters, a DNS name's limit.
-pub const MAX_HOST_NAME: usize = 253;
+pub(crate) const MAX_HOST_NAME: usize = 253;
 
 /// Check a host name given in `TRACTATUS_HOST` (it is recorded with every lease and shown to
 /// every operator): 1 to [`MAX_HOST_NAME`] characters of `A-Z a-z 0-9 . _ -`, starting with a
 /// letter or digit, the rule of session ids (see [`crate::session::check_session_id`]) with a
 /// DNS name's length. A usage error (64) otherwise.
-pub fn check_host_name(host: &str) -> Result<()> {
+pub(crate) fn check_host_name(host: &str) -> Result<()> {
     let ok = !host.is_empty()
         && host.len() <= MAX_HOST_NAME
         && host.starts_with(|c: char| c.is_ascii_alphanumeric())
@@ -33,7 +33,7 @@ pub fn check_host_name(host: &str) -> Result<()> {
 /// the session as picked from `--session` or `TRACTATUS_SESSION_ID` (`origin`, value), each
 /// trimmed and checked when set. A usage error (64) naming the variable or flag otherwise: a
 /// value another operator's terminal shows must not carry escapes or line breaks.
-pub fn check_entered(
+pub(crate) fn check_entered(
     env: &dyn Fn(&str) -> Option<String>,
     session: Option<(&str, &str)>,
 ) -> Result<()> {

@@ -18,9 +18,10 @@ mod trust;
 use std::path::Path;
 use std::time::Duration;
 
-pub use entered::{MAX_HOST_NAME, check_entered, check_host_name};
+pub(crate) use entered::check_entered;
 pub use file::{CONFIG_FILE, FileSettings, read_settings};
-pub use namespace::{DEFAULT_NAMESPACE, Namespace, ensure_namespace};
+pub(crate) use namespace::DEFAULT_NAMESPACE;
+pub use namespace::{Namespace, ensure_namespace};
 pub use per_session::{DEFAULT_SESSION_IDLE, SESSIONS_DIR};
 
 use crate::config::{

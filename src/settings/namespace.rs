@@ -27,7 +27,7 @@ pub enum Namespace {
 }
 
 /// The namespace used outside any repository.
-pub const DEFAULT_NAMESPACE: &str = "default";
+pub(crate) const DEFAULT_NAMESPACE: &str = "default";
 
 impl Namespace {
     /// The namespace's name; `None` while [`Namespace::Unset`].

@@ -23,7 +23,7 @@ use crate::{Coordinator, Identity};
 mod status;
 
 /// Told to the user when locks are local: they do not reach other machines.
-pub const NO_REDIS_NOTICE: &str =
+pub(crate) const NO_REDIS_NOTICE: &str =
     "no Redis configured; using local file locks (protects this machine only)";
 
 /// A repository (or none) seen from a working directory, with its settings resolved.

@@ -17,6 +17,7 @@ mod group;
 mod group_events;
 mod guard_deadline;
 mod handoff;
+mod layers;
 mod lock_run;
 mod nemesis;
 mod nested;

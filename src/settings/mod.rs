@@ -31,26 +31,41 @@ use crate::config::{
 use crate::error::{Error, Result};
 use credentials::{credential_sources, secret, with_credentials, with_sentinel_credentials};
 
-/// Settings given on the command line (each `None` when absent).
-#[derive(Debug, Clone, Default)]
+/// The settings a caller gives: the CLI's flags (this type is their definition, so the help
+/// text below is `tractatus --help`'s), the Node addon's options, or a program's own. Each one
+/// overrides its environment variable and its key in `.claude/tractatus-lock.toml`; `None` (or
+/// empty) when absent.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct Flags {
-    /// `--redis`, repeatable.
+    /// Redis URL (repeat for Redlock over 3+ masters). Env: TRACTATUS_REDIS (comma-separated).
+    #[arg(long = "redis", value_name = "URL", global = true)]
     pub redis: Vec<String>,
-    /// `--namespace`.
+    /// Namespace of the locks (default: from .claude/tractatus-lock.toml). Env: TRACTATUS_NAMESPACE.
+    #[arg(long, value_name = "NS", global = true)]
     pub namespace: Option<String>,
-    /// `--ttl`.
+    /// Lease TTL, like 10s (default 10s). Env: TRACTATUS_TTL.
+    #[arg(long, value_name = "DUR", global = true)]
     pub ttl: Option<String>,
-    /// `--wait`.
+    /// Longest wait for a held lock, like 30s; 0 tries once (default 30s). Env: TRACTATUS_WAIT.
+    #[arg(long, value_name = "DUR", global = true)]
     pub wait: Option<String>,
-    /// `--max-hold`.
+    /// Longest one holder may keep renewing a lease (default 1h). Env: TRACTATUS_MAX_HOLD.
+    #[arg(long, value_name = "DUR", global = true)]
     pub max_hold: Option<String>,
-    /// `--node-timeout`.
+    /// Deadline of one operation on one Redis node (default 250ms or ttl/10, the lower; at most
+    /// ttl/3). Env: TRACTATUS_NODE_TIMEOUT.
+    #[arg(long, value_name = "DUR", global = true)]
     pub node_timeout: Option<String>,
-    /// `--connect-timeout`.
+    /// Deadline to connect to Redis (default 1s). Env: TRACTATUS_CONNECT_TIMEOUT.
+    #[arg(long, value_name = "DUR", global = true)]
     pub connect_timeout: Option<String>,
-    /// `--kill-grace`.
+    /// Time between SIGTERM and SIGKILL when a lease is lost under `lock run` (default 5s).
+    /// Env: TRACTATUS_KILL_GRACE.
+    #[arg(long, value_name = "DUR", global = true)]
     pub kill_grace: Option<String>,
-    /// `--session`: the session this call belongs to (else `TRACTATUS_SESSION_ID`).
+    /// The session this call belongs to: shown with its locks, kept alive in the session
+    /// registry, and the owner of its per-session state files. Env: TRACTATUS_SESSION_ID.
+    #[arg(long, value_name = "ID", global = true)]
     pub session: Option<String>,
 }
 

@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Args, Debug)]
 pub struct GlobalArgs {
     #[command(flatten)]
-    pub settings: SettingArgs,
+    pub settings: Flags,
     /// Print one JSON document on stdout.
     #[arg(long, global = true)]
     pub json: bool,
@@ -33,69 +33,6 @@ pub struct GlobalArgs {
     /// Use local file locks even on a network filesystem (they do not protect other machines).
     #[arg(long, global = true)]
     pub allow_network_fs: bool,
-}
-
-/// The flags that are settings: each one overrides its environment variable and its key in
-/// `.claude/tractatus-lock.toml`.
-#[derive(Args, Debug)]
-pub struct SettingArgs {
-    /// Redis URL (repeat for Redlock over 3+ masters). Env: TRACTATUS_REDIS (comma-separated).
-    #[arg(long = "redis", value_name = "URL", global = true)]
-    pub redis: Vec<String>,
-    /// Namespace of the locks (default: from .claude/tractatus-lock.toml). Env: TRACTATUS_NAMESPACE.
-    #[arg(long, value_name = "NS", global = true)]
-    pub namespace: Option<String>,
-    /// Lease TTL, like 10s (default 10s). Env: TRACTATUS_TTL.
-    #[arg(long, value_name = "DUR", global = true)]
-    pub ttl: Option<String>,
-    /// Longest wait for a held lock, like 30s; 0 tries once (default 30s). Env: TRACTATUS_WAIT.
-    #[arg(long, value_name = "DUR", global = true)]
-    pub wait: Option<String>,
-    /// Longest one holder may keep renewing a lease (default 1h). Env: TRACTATUS_MAX_HOLD.
-    #[arg(long, value_name = "DUR", global = true)]
-    pub max_hold: Option<String>,
-    /// Deadline of one operation on one Redis node (default 250ms or ttl/10, the lower; at most
-    /// ttl/3). Env: TRACTATUS_NODE_TIMEOUT.
-    #[arg(long, value_name = "DUR", global = true)]
-    pub node_timeout: Option<String>,
-    /// Deadline to connect to Redis (default 1s). Env: TRACTATUS_CONNECT_TIMEOUT.
-    #[arg(long, value_name = "DUR", global = true)]
-    pub connect_timeout: Option<String>,
-    /// Time between SIGTERM and SIGKILL when a lease is lost under `lock run` (default 5s).
-    /// Env: TRACTATUS_KILL_GRACE.
-    #[arg(long, value_name = "DUR", global = true)]
-    pub kill_grace: Option<String>,
-    /// The session this call belongs to: shown with its locks, kept alive in the session
-    /// registry, and the owner of its per-session state files. Env: TRACTATUS_SESSION_ID.
-    #[arg(long, value_name = "ID", global = true)]
-    pub session: Option<String>,
-}
-
-impl From<SettingArgs> for Flags {
-    fn from(a: SettingArgs) -> Flags {
-        let SettingArgs {
-            redis,
-            namespace,
-            ttl,
-            wait,
-            max_hold,
-            node_timeout,
-            connect_timeout,
-            kill_grace,
-            session,
-        } = a;
-        Flags {
-            redis,
-            namespace,
-            ttl,
-            wait,
-            max_hold,
-            node_timeout,
-            connect_timeout,
-            kill_grace,
-            session,
-        }
-    }
 }
 
 #[derive(Subcommand, Debug)]

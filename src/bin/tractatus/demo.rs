@@ -57,7 +57,7 @@ pub async fn run(args: &DemoArgs, global: GlobalArgs) -> Result<i32> {
         })?;
     }
     // The sessions see the demo's own Redis flags through the environment.
-    let flags: Flags = global.settings.into();
+    let flags: Flags = global.settings;
     let redis = (!flags.redis.is_empty()).then(|| flags.redis.join(","));
     let env = |k: &str| match (k, &redis) {
         ("TRACTATUS_REDIS", Some(r)) => Some(r.clone()),

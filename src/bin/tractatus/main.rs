@@ -92,7 +92,7 @@ impl Context {
         let env = |k: &str| std::env::var(k).ok();
         let quiet = global.quiet || env("TRACTATUS_QUIET").is_some_and(|v| is_truthy(&v));
         Ok(Context {
-            ws: Workspace::discover(&cwd, &global.settings.into(), &env)?,
+            ws: Workspace::discover(&cwd, &global.settings, &env)?,
             json: global.json,
             quiet,
             allow_network_fs: global.allow_network_fs,

@@ -102,9 +102,18 @@ impl LocalBackend {
     }
 }
 
+/// How many times [`flock_holder`] reads `/proc/locks` before it believes a lock is unlisted.
+const TABLE_READS: usize = 4;
+
 /// The process holding the exclusive `flock` on `file`, as the kernel's lock table
 /// (`/proc/locks`) says: a record in the lock file can be rewritten by any co-user, this
 /// cannot. `None` when no such lock is listed (or the table cannot be read).
+///
+/// The kernel makes the table a page of records per `read`, walking its list afresh by
+/// position each time, so a lock released meanwhile that was listed before the holder's
+/// shifts the holder's to a position already read: it goes missing from that reading. Small
+/// reads (what a plain `read_to_string` starts with) make every record a seam; big ones leave
+/// a seam per page, and a miss is read again. Every caller asks about a lock it saw held.
 pub(super) fn flock_holder(file: &File) -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
     let meta = file.metadata().ok()?;
@@ -113,7 +122,13 @@ pub(super) fn flock_holder(file: &File) -> Option<u32> {
     let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
     let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
     let wanted = format!("{major:02x}:{minor:02x}:{}", meta.ino());
-    let mut table = String::new();
+    (0..TABLE_READS).find_map(|_| holder_listed(&wanted))
+}
+
+/// One reading of `/proc/locks`: the pid of the exclusive `flock` on the file `wanted` names
+/// (`major:minor:inode`, as the table writes it).
+fn holder_listed(wanted: &str) -> Option<u32> {
+    let mut table = String::with_capacity(64 << 10);
     File::open("/proc/locks")
         .ok()?
         .take(16 << 20)
@@ -123,10 +138,57 @@ pub(super) fn flock_holder(file: &File) -> Option<u32> {
     // processes blocked on it, not holders.
     table.lines().find_map(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();
-        (f.get(1) == Some(&"FLOCK")
-            && f.get(3) == Some(&"WRITE")
-            && f.get(5) == Some(&wanted.as_str()))
-        .then(|| f.get(4)?.parse().ok())
-        .flatten()
+        (f.get(1) == Some(&"FLOCK") && f.get(3) == Some(&"WRITE") && f.get(5) == Some(&wanted))
+            .then(|| f.get(4)?.parse().ok())
+            .flatten()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// `/proc/locks` is produced a few records per `read`, and the kernel walks its list
+    /// afresh by position at each one: a lock released between two reads, listed before ours,
+    /// shifts ours to a position already read. Locks taken later are listed first, so locks
+    /// coming and going in other threads (here) or processes (other joiners) do that.
+    #[test]
+    fn the_holder_of_a_lock_is_found_while_other_locks_come_and_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = File::create(dir.path().join("held")).unwrap();
+        held.lock().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let churn: Vec<_> = (0..4)
+            .map(|i| {
+                let files: Vec<File> = (0..8)
+                    .map(|j| File::create(dir.path().join(format!("churn{i}-{j}"))).unwrap())
+                    .collect();
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        files.iter().for_each(|f| f.lock().unwrap());
+                        files.iter().for_each(|f| f.unlock().unwrap());
+                    }
+                })
+            })
+            .collect();
+        let started = Instant::now();
+        let (mut reads, mut misses) = (0, 0);
+        while reads < 3000 && started.elapsed() < Duration::from_secs(5) {
+            reads += 1;
+            if flock_holder(&held) != Some(std::process::id()) {
+                misses += 1;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        churn.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(
+            misses, 0,
+            "the holder was missed in {misses} of {reads} reads"
+        );
+    }
 }

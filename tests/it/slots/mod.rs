@@ -93,6 +93,29 @@ fn ms(ns: u128) -> f64 {
     ns as f64 / 1e6
 }
 
+/// The TTL of the leases in the six-runs tests. A waiter that missed a release (no event
+/// heard, no holder seen gone) tries again only when the lease it last saw would have run
+/// out: about this long after it looked, many seconds after the runs of one second end.
+pub(crate) const SIX_RUNS_TTL: &str = "30s";
+
+/// How soon after its slot was let go a waiter must start to have been woken by that release
+/// rather than by the lease's TTL ([`SIX_RUNS_TTL`]): a sixth of it, so that neither a loaded
+/// machine (a start takes up to a few hundred ms there) nor a missed release can pass for the
+/// other.
+pub(crate) const WOKEN_BY_RELEASE_MS: f64 = 5000.0;
+
+/// Asserts that each of `gaps` (ms from a slot's release to its next run's start) was a wake-up
+/// by the release (see [`WOKEN_BY_RELEASE_MS`]).
+pub(crate) fn assert_woken_by_release(what: &str, gaps: &[f64]) {
+    for g in gaps {
+        assert!(
+            *g < WOKEN_BY_RELEASE_MS,
+            "{what}: a waiter started {g:.1} ms after its slot was freed: not woken by the \
+             release, but by the lease's TTL ({SIX_RUNS_TTL})"
+        );
+    }
+}
+
 /// The checks of six runs on four slots: never more than four at once (and four reached), no
 /// two runs on one slot at once, each slot's tokens rising from holder to holder, and the
 /// fifth and sixth to start each waited for a slot: how long after it was let go they started

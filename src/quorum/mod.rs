@@ -370,7 +370,9 @@ impl<N: Node + ?Sized> Quorum<N> {
             while let Some((i, reply)) = pending.next().await {
                 let landed = matches!(reply, Ok(GrantReply::Granted { .. }));
                 if landed && late.ended(&owner) {
-                    let _ = nodes[i].undo(&keys, &owner, log_cap).await;
+                    if late.must_undo(&owner, i).await {
+                        let _ = nodes[i].undo(&keys, &owner, log_cap).await;
+                    }
                     continue;
                 }
                 if let Some(token) = token

@@ -104,3 +104,103 @@ async fn an_uncontended_acquire_and_release_on_five_masters_asks_each_master_twi
          release on each)"
     );
 }
+
+/// The pub/sub connections a server serves now.
+fn pubsub_clients(server: &RedisServer) -> usize {
+    server
+        .cmd(&["CLIENT", "LIST", "TYPE", "pubsub"])
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count()
+}
+
+/// Three waits on one master, on two locks, listen over one pub/sub connection (each opened
+/// its own before); each is still woken and takes its lock once it is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_on_one_master_share_one_pub_sub_connection() {
+    let servers = cluster(1);
+    let (holder, waiter) = (coordinator(&servers).await, coordinator(&servers).await);
+    let held = [
+        holder.try_acquire("A").await.unwrap(),
+        holder.try_acquire("B").await.unwrap(),
+    ];
+    let opts = tractatus_lock::AcquireOptions::wait(Duration::from_secs(20));
+    let waits: Vec<_> = ["A", "A", "B"]
+        .into_iter()
+        .map(|name| {
+            let (c, opts) = (waiter.clone(), opts.clone());
+            tokio::spawn(async move {
+                let lease = c.acquire(name, &opts).await?;
+                lease.release().await
+            })
+        })
+        .collect();
+    let keys = [LockKeys::new(NS, "A"), LockKeys::new(NS, "B")];
+    crate::support::wait_until(Duration::from_secs(10), "all three waits queued", || {
+        keys.iter()
+            .map(|k| servers[0].cmd(&["ZCARD", &k.queue]).parse().unwrap_or(0))
+            .sum::<usize>()
+            == 3
+    });
+    // A wait subscribes after its first refusal, before its next attempt, which renews its
+    // registration: once every registration was renewed, every wait has subscribed.
+    let latest: Vec<String> = keys
+        .iter()
+        .map(|k| {
+            let script = "return redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2]";
+            servers[0].cmd(&["EVAL", script, "1", &k.waiters])
+        })
+        .collect();
+    crate::support::wait_until(Duration::from_secs(10), "every wait asked again", || {
+        keys.iter()
+            .zip(&latest)
+            .all(|(k, max)| servers[0].cmd(&["ZCOUNT", &k.waiters, "-inf", max]) == "0")
+    });
+    assert_eq!(
+        pubsub_clients(&servers[0]),
+        1,
+        "each wait opened a pub/sub connection of its own"
+    );
+    for lease in held {
+        lease.release().await.unwrap();
+    }
+    for w in waits {
+        tokio::time::timeout(Duration::from_secs(10), w)
+            .await
+            .expect("a wait was not woken")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// The shared connection dropped under a wait (the server killed it): the wait notices it lost
+/// its subscription, subscribes again on a new connection, and is woken by the release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_whose_shared_pub_sub_connection_is_killed_subscribes_again_and_is_woken() {
+    let servers = cluster(1);
+    let (holder, waiter) = (coordinator(&servers).await, coordinator(&servers).await);
+    let lease = holder.try_acquire(LOCK).await.unwrap();
+    let opts = tractatus_lock::AcquireOptions::wait(Duration::from_secs(20));
+    let wait = tokio::spawn({
+        let (c, opts) = (waiter.clone(), opts.clone());
+        async move { c.acquire(LOCK, &opts).await.map(|l| l.token()) }
+    });
+    crate::support::wait_until(Duration::from_secs(10), "the wait subscribed", || {
+        pubsub_clients(&servers[0]) == 1
+    });
+    let first = servers[0].cmd(&["CLIENT", "LIST", "TYPE", "pubsub"]);
+    servers[0].cmd(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    crate::support::wait_until(Duration::from_secs(10), "the wait subscribed again", || {
+        let now = servers[0].cmd(&["CLIENT", "LIST", "TYPE", "pubsub"]);
+        !now.trim().is_empty() && now != first
+    });
+    let released = std::time::Instant::now();
+    lease.release().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .expect("the wait was not woken")
+        .unwrap()
+        .unwrap();
+    // Woken by the release, not by its lease's end (the TTL is seconds).
+    assert!(released.elapsed() < Duration::from_secs(2));
+}

@@ -22,12 +22,17 @@ pub(super) struct Shared {
     listeners: Listeners,
     /// Cleared by the reader when the connection ends.
     live: Arc<std::sync::atomic::AtomicBool>,
+    /// Dropped with the last holder (the node, a wait subscribing): the reader then stops and
+    /// the connection closes (dropping the sink alone leaves the stream's task running).
+    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Shared {
     /// Open one pub/sub connection on `client` and start its reader.
     pub(super) async fn open(client: &redis::Client) -> redis::RedisResult<Self> {
-        let (sink, mut stream) = client.get_async_pubsub().await?.split();
+        let (sink, stream) = client.get_async_pubsub().await?.split();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut stream = stream.take_until(stopped);
         let listeners: Listeners = Arc::default();
         let live = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let (l, alive) = (Arc::clone(&listeners), Arc::clone(&live));
@@ -42,8 +47,8 @@ impl Shared {
                     waits.retain(|w| w.send(payload.clone()).is_ok());
                 }
             }
-            // The connection ended: every wait's stream ends (its sender dropped here), so it
-            // subscribes again.
+            // The connection ended (or the node was dropped): every wait's stream ends (its
+            // sender dropped here), so it subscribes again.
             alive.store(false, std::sync::atomic::Ordering::SeqCst);
             l.lock().unwrap_or_else(PoisonError::into_inner).clear();
         });
@@ -51,6 +56,7 @@ impl Shared {
             sink,
             listeners,
             live,
+            _stop: stop,
         })
     }
 

@@ -115,7 +115,8 @@ fn pubsub_clients(server: &RedisServer) -> usize {
 }
 
 /// Three waits on one master, on two locks, listen over one pub/sub connection (each opened
-/// its own before); each is still woken and takes its lock once it is free.
+/// its own before); each is still woken and takes its lock once it is free; the connection
+/// closes with its coordinator.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waits_on_one_master_share_one_pub_sub_connection() {
     let servers = cluster(1);
@@ -171,6 +172,11 @@ async fn waits_on_one_master_share_one_pub_sub_connection() {
             .unwrap()
             .unwrap();
     }
+    // The connection lives as long as its coordinator, not longer.
+    drop((holder, waiter));
+    crate::support::wait_until(Duration::from_secs(10), "the connection closed", || {
+        pubsub_clients(&servers[0]) == 0
+    });
 }
 
 /// The shared connection dropped under a wait (the server killed it): the wait notices it lost

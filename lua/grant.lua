@@ -36,7 +36,7 @@
 --          hand-off it confirms) lifts its counter and the lease's token to it: the highest
 --          token the handing nodes named. A fresh grant mints at least it: on several masters
 --          the client proposes its clock plus a small lead, so the masters of one attempt mint
---          the same token and none needs a raise (src/quorum.rs, "Fencing tokens")
+--          the same token and none needs a raise (src/quorum/mod.rs, "Fencing tokens")
 -- Reply: granted     {1, token}
 --        refused     {0, pttl_ms, holder field, value, field, value, ...}
 --                    or, free but another waiter is first in line, {0, ms its place lasts};

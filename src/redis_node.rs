@@ -91,6 +91,7 @@ mod replicas;
 mod replies;
 pub mod sentinel;
 mod sessions;
+mod subscriber;
 mod wait_for;
 
 use sentinel::Endpoint;
@@ -105,6 +106,8 @@ pub struct RedisNode {
     endpoint: Endpoint,
     cluster: ClusterSide,
     conn: Mutex<Option<Conn>>,
+    /// The one pub/sub connection every wait on this node shares (not on a Redis Cluster).
+    subscriber: subscriber::Subscriber,
     connect_timeout: Duration,
     op_timeout: Duration,
     /// Replicas each grant waits for, and how long (see `replicas`).

@@ -124,13 +124,13 @@ async fn acquire_redis(
             log_cap: cfg.log_cap,
             // One Redis forgets as a Redlock master does: the same quarantine for both.
             quarantine: cfg.quarantine,
-            // Only what a hand-off named. A client's own proposal (its clock plus a lead,
-            // so that several masters mint one token and skip the raise) saved 5 masters
-            // uncontended about 1.4x, but 8 tasks on 3 masters ran at 0.34x of one master
-            // in all three runs with it (once proposed on first attempts only), against
-            // 0.31-0.76x, median 0.72x, in five runs without (the same benchmark, quiet
-            // machine, 2026-12-05; the runs without are bimodal): contention comes first.
-            floor: std::mem::take(&mut floor),
+            // At least what a hand-off named, and over several masters the client's own
+            // proposal (`crate::quorum::token_proposal`): its masters then mint one token and
+            // the grant needs no raise round trip. (Taken out once for costing 3 masters under
+            // contention; with the 3-master stall fixed it no longer does: 0.65-0.90x with it
+            // against 0.63-0.75x without, alternating in one run, 2026-12-05.)
+            floor: std::mem::take(&mut floor)
+                .max(crate::quorum::token_proposal(quorum.nodes().len())),
         };
         // How long to wait before the next attempt, and whether a release event may cut it
         // short (not after a split vote: the other contenders' releases would wake everyone

@@ -66,12 +66,16 @@ impl<N: Node + ?Sized> Quorum<N> {
         let mut pending: FuturesUnordered<_> = self
             .nodes
             .iter()
-            .map(|node| {
-                if hand_off && self.nodes.len() == 1 {
-                    node.release(keys, owner, log_cap)
+            .enumerate()
+            .map(|(i, node)| async move {
+                let r = if hand_off && self.nodes.len() == 1 {
+                    node.release(keys, owner, log_cap).await
                 } else {
-                    node.undo(keys, owner, log_cap)
-                }
+                    node.undo(keys, owner, log_cap).await
+                };
+                // A grant of ours still in flight to this node waits for this answer.
+                self.late.answered(owner, i, matches!(r, Ok(true)));
+                r
             })
             .collect();
         let (mut answered, mut confirmed, mut denied) = (0, 0, 0);
@@ -86,7 +90,10 @@ impl<N: Node + ?Sized> Quorum<N> {
                     answered += 1;
                     count(&r);
                 }
-                None => return (confirmed, denied),
+                None => {
+                    self.late.ended_all(owner);
+                    return (confirmed, denied);
+                }
             }
         }
         let grace = start
@@ -99,6 +106,7 @@ impl<N: Node + ?Sized> Quorum<N> {
             }
         };
         let _ = tokio::time::timeout(grace, rest).await;
+        self.late.ended_all(owner);
         (confirmed, denied)
     }
 

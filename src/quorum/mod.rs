@@ -16,10 +16,13 @@
 //! that had not answered when the majority was reached finish in the background, and any of
 //! them that did not report a counter of at least `t` is raised too, without waiting.
 //!
-//! A node mints at least the floor an attempt carries (`GrantRequest::floor`): the highest token
-//! the nodes that handed this waiter the lease named (`crate::handoff`), or 0. A client does not
-//! propose its own clock as a floor: that saved the raise on uncontended grants over several
-//! masters, but cost contended throughput on 3 masters more than half (see `crate::acquire`).
+//! A node mints at least the floor an attempt carries (`GrantRequest::floor`): on several
+//! masters the client's clock in microseconds plus [`TOKEN_LEAD`] ([`token_proposal`]), or the
+//! highest token the nodes that handed this waiter the lease named (`crate::handoff`), whichever
+//! is higher. When no node's counter or clock is past the proposal, every node of the attempt
+//! mints the same token and no raise is needed, which saves a round trip on every Redlock grant.
+//! A node past it mints its own value, and the raise above makes up the difference, as before.
+//! The floor only lifts what a node mints; the argument below does not depend on it.
 //!
 //! Why tokens strictly increase while no node forgets: let A hold token `t` with granting set
 //! `M_A`. Every node of `M_A` has counter >= `t` before A's lease there ends (the raise is
@@ -36,8 +39,9 @@
 //! - **Counters never restart lower.** Each grant mints max(counter + 1, the node's clock in
 //!   microseconds) (`lua/grant.lua`; a missing counter counts as 0), so a counter stays at or
 //!   about the clock while fewer than one token per microsecond is minted on average; a raise
-//!   copies a value that was at or below another node's clock. So every token handed out by time
-//!   `T` is at most the highest clock among the nodes at `T`. A node that comes back empty seeds
+//!   copies a value that was at or below another node's clock, or a client's clock plus
+//!   [`TOKEN_LEAD`] (a proposal). So every token handed out by time `T` is at most the highest
+//!   clock among the nodes and clients at `T`, plus that lead (milliseconds). A node that comes back empty seeds
 //!   at its own clock once its quarantine is over, above every earlier token as long as no clock went back and the
 //!   clocks agree to within the quarantine. (A clock further off could let a token go back; the
 //!   state file's fence record then refuses the lower token, exit 76, rather than let a stale
@@ -70,6 +74,22 @@ mod ending;
 mod late;
 
 use late::LateGrants;
+
+/// How far ahead of its clock a client proposes the token of an attempt on several masters:
+/// past the time the attempt takes to reach them, so that their clocks are still behind it
+/// when they mint (on one host; across hosts, as long as the clocks agree this closely).
+/// Small beside any restart or failover, which the "When nodes forget" argument needs.
+pub(crate) const TOKEN_LEAD: Duration = Duration::from_millis(20);
+
+/// The token floor a client proposes for an attempt on `nodes` masters (0 for one: a single
+/// node needs no agreement).
+pub(crate) fn token_proposal(nodes: usize) -> u64 {
+    if nodes < 2 {
+        return 0;
+    }
+    let lead = u64::try_from(TOKEN_LEAD.as_micros()).unwrap_or(0);
+    crate::acquire::epoch_micros().saturating_add(lead)
+}
 
 /// Nodes needed for a majority of `n`.
 pub(crate) fn majority(n: usize) -> usize {
@@ -350,7 +370,9 @@ impl<N: Node + ?Sized> Quorum<N> {
             while let Some((i, reply)) = pending.next().await {
                 let landed = matches!(reply, Ok(GrantReply::Granted { .. }));
                 if landed && late.ended(&owner) {
-                    let _ = nodes[i].undo(&keys, &owner, log_cap).await;
+                    if late.must_undo(&owner, i).await {
+                        let _ = nodes[i].undo(&keys, &owner, log_cap).await;
+                    }
                     continue;
                 }
                 if let Some(token) = token

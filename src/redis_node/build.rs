@@ -66,6 +66,7 @@ fn with_endpoint(
         endpoint,
         cluster,
         conn: Mutex::new(None),
+        subscriber: Default::default(),
         connect_timeout,
         op_timeout,
         wait: None,

@@ -328,11 +328,16 @@ impl RedisNode {
         key: &str,
     ) -> Result<super::WakeStream, NodeError> {
         if !self.cluster.is_on() {
-            let client =
-                tokio::time::timeout(self.connect_timeout, self.endpoint.client(&self.url))
-                    .await
-                    .map_err(|_| NodeError::timeout(self.connect_timeout))??;
-            return self.subscribe_at(&client, channel).await;
+            // The node's one shared pub/sub connection (`subscriber`), opened when there is
+            // none live; connecting and subscribing within the connect timeout.
+            let work = self.subscriber.listen(
+                || async { self.endpoint.client(&self.url).await },
+                channel,
+                |e| describe(e, &self.url),
+            );
+            return tokio::time::timeout(self.connect_timeout, work)
+                .await
+                .unwrap_or_else(|_| Err(NodeError::timeout(self.connect_timeout)));
         }
         let mut candidates: Vec<Addr> = Vec::new();
         let mut last = match self.cluster_slots().await {

@@ -10,6 +10,7 @@ mod deadlock;
 mod docs_commands;
 mod failover;
 mod fair;
+mod fanout;
 mod faults;
 mod gc_race;
 mod grant_faults;

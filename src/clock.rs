@@ -89,6 +89,15 @@ pub(crate) fn far_deadline(start: Instant, wait: Duration) -> Instant {
         .unwrap_or(start)
 }
 
+/// Microseconds since the epoch: a waiter's place in line (waiters on one host are ordered by
+/// when they first asked; across hosts, up to the clocks' difference) and a token floor's clock.
+pub(crate) fn epoch_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

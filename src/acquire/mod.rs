@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use crate::backend::{Eviction, GrantRequest, WAITER_TTL, WAKE_ALL};
-use crate::clock::{Stamp, far_deadline};
+use crate::clock::{Stamp, epoch_micros, far_deadline};
 use crate::config::check_lock_name;
 use crate::coordinator::{Backend, Coordinator};
 use crate::error::{Error, Result};
@@ -424,15 +424,6 @@ pub(crate) fn quarantine_note(total: usize, quarantined: usize, left: Duration) 
 /// How often a queued waiter asks again (its heartbeat), well inside [`WAITER_TTL`](crate::backend::WAITER_TTL) so a slow
 /// round trip or two does not cost it its place.
 const HEARTBEAT: Duration = Duration::from_millis(200);
-
-/// Microseconds since the epoch: a waiter's place in line. Waiters on one host are ordered by
-/// when they first asked; across hosts, up to the clocks' difference.
-pub(crate) fn epoch_micros() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
 
 /// How long a waiter called by fewer nodes than a majority waits for the other calls before it
 /// tries anyway.

@@ -39,7 +39,7 @@ impl<'b> Watch<'b> {
             return Ok(None);
         }
         let waiter = uuid::Uuid::new_v4().simple().to_string();
-        let place = crate::acquire::epoch_micros();
+        let place = crate::clock::epoch_micros();
         let edge = edge_of(identity, &waiter, place, name, holding);
         let record = backend.record_wait(&edge)?;
         Ok(Some(Watch {

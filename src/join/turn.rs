@@ -187,7 +187,7 @@ pub(crate) async fn join_within(
                 parent,
                 turn_ttl: coordinator.inner.config.ttl,
                 take_from: String::new(),
-                place: crate::acquire::epoch_micros(),
+                place: crate::clock::epoch_micros(),
                 by: coordinator.inner.identity.clone(),
                 log_cap: coordinator.inner.config.log_cap,
             };

@@ -88,7 +88,7 @@ pub(crate) fn token_proposal(nodes: usize) -> u64 {
         return 0;
     }
     let lead = u64::try_from(TOKEN_LEAD.as_micros()).unwrap_or(0);
-    crate::acquire::epoch_micros().saturating_add(lead)
+    crate::clock::epoch_micros().saturating_add(lead)
 }
 
 /// Nodes needed for a majority of `n`.

@@ -131,12 +131,7 @@ pub fn check_lock_name(name: &str) -> Result<()> {
 
 /// Check a namespace: 1 to 64 characters of `A-Z a-z 0-9 . _ -`.
 pub(crate) fn check_namespace(ns: &str) -> Result<()> {
-    let ok = !ns.is_empty()
-        && ns.len() <= 64
-        && ns
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
+    if crate::shown::is_plain_name(ns, 64, false) {
         Ok(())
     } else {
         Err(Error::usage(format!(

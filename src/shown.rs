@@ -87,6 +87,18 @@ fn push_char(out: &mut String, c: char) {
     }
 }
 
+/// True when `name` is 1 to `max` characters of `A-Z a-z 0-9 . _ -` (starting with a letter or
+/// digit when `alnum_first`): the rule of every name we take from a user and show others as it
+/// is (session ids, host names, namespaces), so that none needs escaping and none is `.` or `..`.
+pub(crate) fn is_plain_name(name: &str, max: usize, alnum_first: bool) -> bool {
+    !name.is_empty()
+        && name.len() <= max
+        && (!alnum_first || name.starts_with(|c: char| c.is_ascii_alphanumeric()))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,13 +49,7 @@ pub(crate) const MAX_SESSION_ID: usize = 64;
 /// `A-Z a-z 0-9 . _ -`, starting with a letter or digit (so never `.` or `..`). A usage error
 /// (64) otherwise.
 pub fn check_session_id(id: &str) -> Result<()> {
-    let ok = !id.is_empty()
-        && id.len() <= MAX_SESSION_ID
-        && id.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
+    if crate::shown::is_plain_name(id, MAX_SESSION_ID, true) {
         Ok(())
     } else {
         Err(Error::usage(format!(

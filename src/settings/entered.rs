@@ -12,13 +12,7 @@ pub(crate) const MAX_HOST_NAME: usize = 253;
 /// letter or digit, the rule of session ids (see [`crate::session::check_session_id`]) with a
 /// DNS name's length. A usage error (64) otherwise.
 pub(crate) fn check_host_name(host: &str) -> Result<()> {
-    let ok = !host.is_empty()
-        && host.len() <= MAX_HOST_NAME
-        && host.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
+    if crate::shown::is_plain_name(host, MAX_HOST_NAME, true) {
         Ok(())
     } else {
         Err(Error::usage(format!(

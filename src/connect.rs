@@ -27,22 +27,10 @@ pub(crate) async fn connect(config: Config, identity: Identity) -> Result<Coordi
             "no Redis configured: use Coordinator::local for OS file locks",
         ));
     }
-    let tls_ca = read_tls_ca(&config)?;
-    let nodes = config
-        .nodes
-        .iter()
-        .map(|u| {
-            RedisNode::with_tls_ca(
-                u,
-                config.connect_timeout,
-                config.node_timeout,
-                tls_ca.as_deref(),
-            )
-            .map(|n| n.with_replica_wait(config.wait_replicas, config.wait_timeout))
-            .map(Arc::new)
-            .map_err(|e| Error::usage(format!("{u}: {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let nodes = redis_nodes(&config)?
+        .into_iter()
+        .map(|n| Arc::new(n.with_replica_wait(config.wait_replicas, config.wait_timeout)))
+        .collect::<Vec<_>>();
     let (n, need) = (nodes.len(), crate::quorum::majority(nodes.len()));
     let mut pending: FuturesUnordered<_> = nodes
         .iter()
@@ -118,6 +106,25 @@ pub(crate) fn local_in(
             identity,
         }),
     }
+}
+
+/// A node for each Redis URL of `config`, not yet connected, with its TLS certificate authority
+/// (read and checked once for all of them); a URL that cannot make one is a usage error naming it.
+pub(crate) fn redis_nodes(config: &Config) -> Result<Vec<RedisNode>> {
+    let tls_ca = read_tls_ca(config)?;
+    config
+        .nodes
+        .iter()
+        .map(|u| {
+            RedisNode::with_tls_ca(
+                u,
+                config.connect_timeout,
+                config.node_timeout,
+                tls_ca.as_deref(),
+            )
+            .map_err(|e| Error::usage(format!("{u}: {e}")))
+        })
+        .collect()
 }
 
 /// The most a CA file may hold: 1 MiB (a bundle of every public CA is about 200 KB).

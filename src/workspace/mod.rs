@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::redis_node::RedisNode;
 use crate::repo;
 use crate::session::{LocalSessions, SessionStore, Sessions, seed_from_shared, session_copy};
 use crate::settings::{Flags, Namespace, Resolved, ensure_namespace, read_settings, resolve};
@@ -212,21 +211,10 @@ impl Workspace {
         let stores: Vec<Arc<dyn SessionStore>> = if config.nodes.is_empty() {
             vec![Arc::new(LocalSessions::open(root)?)]
         } else {
-            let ca = crate::connect::read_tls_ca(config)?;
-            config
-                .nodes
-                .iter()
-                .map(|u| {
-                    RedisNode::with_tls_ca(
-                        u,
-                        config.connect_timeout,
-                        config.node_timeout,
-                        ca.as_deref(),
-                    )
-                    .map(|n| Arc::new(n) as Arc<dyn SessionStore>)
-                    .map_err(|e| Error::usage(format!("{u}: {e}")))
-                })
-                .collect::<Result<_>>()?
+            crate::connect::redis_nodes(config)?
+                .into_iter()
+                .map(|n| Arc::new(n) as Arc<dyn SessionStore>)
+                .collect()
         };
         // One answer is enough (the registry is advisory), but connecting may take the whole
         // connect deadline.

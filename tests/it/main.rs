@@ -35,6 +35,7 @@ mod stall;
 mod state;
 mod trust_config;
 mod trust_deadlock;
+mod trust_guard;
 mod trust_lease;
 mod trust_local;
 mod trust_output;

@@ -25,7 +25,7 @@ use crate::holder::HolderInfo;
 use crate::keys::LockKeys;
 use crate::lease::Lease;
 use crate::options::AcquireOptions;
-use crate::quorum::{Attempt, Quorum, Renewal};
+use crate::quorum::{Attempt, Quorum};
 
 mod give_up;
 mod wake;
@@ -362,15 +362,17 @@ async fn acquire_redis(
                 break;
             }
         }
-        // Handed the lease: off probation with one renewal (no grant, no queue, no raise),
-        // so that whoever uses its validity (a guard's deadline) sees a whole TTL. Anything
-        // but a renewal: the next attempt finds out (it confirms a hand-off too).
+        // Handed the lease: ours from the message, valid for the probation counted from
+        // before our last attempt (the release granted after that attempt ran). One renewal,
+        // in the background, takes it off probation (no grant, no queue, no raise); whoever
+        // needs a whole TTL's validity (a guard's deadline) waits for it
+        // (`Lease::off_probation`). Too little of the probation left: the next attempt finds
+        // out (it confirms a hand-off too).
         if let Some(token) = handed
-            && handed_validity(sent, cfg.ttl).is_some()
-            && let Renewal::Renewed { valid_until } = quorum.renew(&keys, &req.owner, cfg.ttl).await
+            && let Some(valid_until) = handed_validity(sent, cfg.ttl)
         {
             give_up.disarm();
-            return Ok(Lease::redis(
+            let mut lease = Lease::redis(
                 coordinator.clone(),
                 name,
                 keys,
@@ -378,7 +380,9 @@ async fn acquire_redis(
                 secret,
                 token,
                 valid_until,
-            ));
+            );
+            lease.confirm_handed();
+            return Ok(lease);
         }
     }
 }

@@ -124,6 +124,9 @@ pub struct Lease {
     state: watch::Sender<Standing>,
     acquired: Instant,
     keeper: Option<JoinHandle<()>>,
+    /// A lease handed over by a release (see `crate::handoff`): true once its confirmation
+    /// (one renewal, in the background) has taken it off probation, or given up.
+    probation: Option<watch::Receiver<bool>>,
     /// What a renewal extends it by: the granting holder's TTL (a joined lease has its
     /// holder's, as the coordinator reports it, and renews nothing).
     ttl: Duration,
@@ -166,6 +169,7 @@ impl Lease {
             state: watch::channel(Standing::Valid(valid_until)).0,
             acquired: Instant::now(),
             keeper: None,
+            probation: None,
             ttl,
             owner,
             secret,
@@ -189,6 +193,7 @@ impl Lease {
             state: watch::channel(Standing::Held).0,
             acquired: Instant::now(),
             keeper: None,
+            probation: None,
             ttl,
             owner: uuid::Uuid::new_v4().simple().to_string(),
             origin,

@@ -276,3 +276,53 @@ fn a_release_during_a_failover_quarantine_hands_nothing_over() {
         until.saturating_sub(granted_ms)
     );
 }
+
+/// A waiter takes a handed lease from the release message, before the lease is off its 1 s
+/// probation (the confirmation runs in the background): a `lock run` handed the lock must still
+/// tell its guard a whole TTL's deadline, so a command that runs past the probation is not
+/// stopped (it was, when the guard was told the probation's end).
+#[test]
+fn a_lock_run_handed_the_lock_runs_its_command_past_the_probation() {
+    let servers = cluster(1);
+    let urls = urls(&servers);
+    let repo = Repo::new();
+    let held = holder(&repo, &urls, "10s");
+    let messages = listen(&servers[0], repo.keys(LOCK).channel);
+    let mut next = Guard(
+        lock_run(&repo, &urls, "10s")
+            .args([
+                "sh",
+                "-c",
+                "sleep 1.6; echo \"$TRACTATUS_FENCING_TOKEN\" > \"$1\"",
+                "sh",
+            ])
+            .arg(repo.file("ran"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(Duration::from_secs(10), "the waiter is queued", || {
+        queued_everywhere(&repo, &servers, 1)
+    });
+    release(held);
+    let out = next.0.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(next.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(
+        out.success(),
+        "the handed command was stopped: {out}: {err}"
+    );
+    let messages = messages.recv_timeout(Duration::from_secs(40)).unwrap();
+    let handed: Vec<_> = messages
+        .iter()
+        .filter(|m| m.split(' ').count() == 3)
+        .collect();
+    assert_eq!(
+        handed.len(),
+        1,
+        "the release handed the lock over: {messages:?}"
+    );
+    let token = repo.read("ran");
+    assert_eq!(Some(token.trim()), handed[0].rsplit(' ').next());
+}

@@ -264,7 +264,13 @@ if quarantine > 0 and redis.call('EXISTS', KEYS[1]) == 0 then
   end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
-register(lasts)
+-- A free lease with nobody in line is granted below without registering first (issue 20: the
+-- registration and its removal were 17 of the uncontended grant's calls, about a quarter of
+-- the time of a grant and its release in Redis): the same outcome, as a waiter alone in line
+-- is its head.
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[7]) == 1 then
+  register(lasts)
+end
 -- The head of the queue among live waiters: lapsed ones ahead of it are dropped.
 local head, head_until
 while true do

@@ -90,28 +90,44 @@ async fn lease_engine_library(url: &str, floors: &Floors, scale: Scale) -> Res<(
         &woken.release,
         &[floors.ping, idle_ping],
     );
-    let notify = pubsub_floor(url, rounds).await?;
+    let notify = pubsub_floor(url, rounds, Duration::ZERO).await?;
     print_latency(
         "  reference: raw PUBLISH -> subscriber",
         &notify,
         &[floors.ping],
     );
     print_latency("  reference: PING after 20 ms idle", &cold, &[floors.ping]);
+    // The least any hand-off can cost from the same idle: one command whose effect reaches
+    // another connection (a release that publishes, and nothing else).
+    let idle_notify = pubsub_floor(url, rounds, Duration::from_millis(20)).await?;
+    print_latency(
+        "  reference: raw PUBLISH -> subscriber after 20 ms idle",
+        &idle_notify,
+        &[floors.ping, idle_ping],
+    );
     let per = |f: Floor| handoff.stats.p50().as_secs_f64() / f.p50.as_secs_f64().max(1e-9);
+    let idle_publish = Floor {
+        name: "idle PUBLISH",
+        p50: idle_notify.p50(),
+    };
     println!(
         "    hand-off p50 = {:.1} back-to-back PING round trips, {:.1} round trips of a PING \
-         after the same idle (target: 1.5).\n    The waiter is woken by the release event, \
-         not by polling; for comparison, polling Redlock clients average 50-130 ms.",
+         after the same idle (target: 1.5), {:.1}x a bare PUBLISH reaching a subscriber after \
+         the same idle.\n    The waiter is woken by the release event, not by polling; for \
+         comparison, polling Redlock clients average 50-130 ms.",
         per(floors.ping),
-        per(idle_ping)
+        per(idle_ping),
+        per(idle_publish)
     );
     crate::targets::at_most(
         "hand-off p50 (release to the next holder's grant) in PING round trips, 1 Redis",
         format!(
-            "hand-off {} / PING {}; {:.1} PINGs after the same 20 ms idle",
+            "hand-off {} / PING {}; {:.1} PINGs after the same 20 ms idle; {:.1}x a bare \
+             PUBLISH reaching a subscriber after that idle",
             crate::stats::shown(handoff.stats.p50()),
             crate::stats::shown(floors.ping.p50),
-            per(idle_ping)
+            per(idle_ping),
+            per(idle_publish)
         ),
         per(floors.ping),
         1.5,
@@ -132,8 +148,9 @@ async fn lease_engine_library(url: &str, floors: &Floors, scale: Scale) -> Res<(
 }
 
 /// Raw Redis pub/sub, the mechanism that wakes a waiter: from sending a PUBLISH to the moment
-/// the subscriber's stream yields the message (same crate, same kind of connections).
-async fn pubsub_floor(url: &str, n: usize) -> Res<Stats> {
+/// the subscriber's stream yields the message (same crate, same kind of connections), each
+/// after `idle` (as a hand-off round idles before its release).
+async fn pubsub_floor(url: &str, n: usize, idle: Duration) -> Res<Stats> {
     const CHANNEL: &str = "bench:pubsub-floor";
     let client = redis::Client::open(url)?;
     let mut publisher = client.get_multiplexed_async_connection().await?;
@@ -142,6 +159,9 @@ async fn pubsub_floor(url: &str, n: usize) -> Res<Stats> {
     let mut messages = pubsub.into_on_message();
     let mut samples = Vec::with_capacity(n);
     for i in 0..n + 20 {
+        if !idle.is_zero() {
+            tokio::time::sleep(idle).await;
+        }
         let t0 = Instant::now();
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(CHANNEL).arg("released");

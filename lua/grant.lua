@@ -264,11 +264,13 @@ if quarantine > 0 and redis.call('EXISTS', KEYS[1]) == 0 then
   end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
--- A free lease with nobody in line is granted below without registering first (issue 20: the
--- registration and its removal were 17 of the uncontended grant's calls, about a quarter of
--- the time of a grant and its release in Redis): the same outcome, as a waiter alone in line
--- is its head.
-if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[7]) == 1 then
+-- A free lease that goes to us below is granted without registering us first (issue 20: the
+-- registration and its removal were 17 of an uncontended grant's calls, about a quarter of the
+-- time of a grant and its release in Redis): nobody is in line, or we are its live head (a
+-- woken head's own grant, a hand-off). The same outcome: a registration would only be undone.
+local first = redis.call('ZRANGE', KEYS[7], 0, 0)[1]
+if redis.call('EXISTS', KEYS[1]) == 1
+  or (first and not (first == me and redis.call('ZSCORE', KEYS[4], me))) then
   register(lasts)
 end
 -- The head of the queue among live waiters: lapsed ones ahead of it are dropped.

@@ -128,6 +128,12 @@ impl Coordinator {
     /// only timer is the holder's remaining TTL, so a crashed holder is taken over as soon as
     /// its lease expires, and at once when it ran on this host and its process is gone.
     ///
+    /// On one Redis, a release that finds us first in line grants us the lease in its own
+    /// script and says so in its message: we have it from the message, at first valid for the
+    /// hand-off's 1 s probation ([`Lease::state`] shows it), and one renewal sent at once in the
+    /// background extends it to the TTL within a round trip (a `lock run` waits for that before
+    /// its command starts).
+    ///
     /// A coordinator that stops answering while we wait (a restart, a failover) is retried
     /// a few times a second, with the subscriptions made again, until the wait runs out; only
     /// then is it [`Error::Unavailable`](crate::Error::Unavailable). Without a wait, it is reported at once.

@@ -25,7 +25,7 @@ use crate::holder::HolderInfo;
 use crate::keys::LockKeys;
 use crate::lease::Lease;
 use crate::options::AcquireOptions;
-use crate::quorum::{Attempt, Quorum, Renewal};
+use crate::quorum::{Attempt, Quorum, Renewal, trace};
 
 mod give_up;
 mod wake;
@@ -141,6 +141,17 @@ async fn acquire_redis(
         give_up.attempting(&req);
         let sent = Stamp::now();
         let attempt = quorum.grant(&req).await;
+        // Set when the trace is on: the attempt's outcome, completed with the pause below.
+        let traced = trace::on().then(|| {
+            format!(
+                "wait {} at {}ms: attempt {} took {}ms: {}",
+                trace::short(&waiter_id),
+                started.elapsed().as_millis(),
+                trace::short(&req.owner),
+                sent.elapsed().as_millis(),
+                trace::outcome(&attempt)
+            )
+        });
         give_up.answered(matches!(
             attempt,
             Attempt::Unavailable { .. } | Attempt::Split { .. } | Attempt::Quarantined { .. }
@@ -212,6 +223,9 @@ async fn acquire_redis(
                     // when it is free, we may be next.
                     removed.push(w.owner.clone());
                     quorum.leave(&keys, &w.owner).await;
+                    if let Some(t) = &traced {
+                        trace::line(format_args!("{t}; took gone head out of line"));
+                    }
                     if holder.as_ref().is_none_or(|h| h.owner.is_empty()) {
                         continue;
                     }
@@ -223,12 +237,18 @@ async fn acquire_redis(
                     // late) landed after its release: end it, rather than wait out our own
                     // orphan's TTL.
                     quorum.release(&keys, &h.owner, cfg.log_cap).await;
+                    if let Some(t) = &traced {
+                        trace::line(format_args!("{t}; ended our abandoned grant"));
+                    }
                     continue;
                 }
                 if let Some(h) = &holder
                     && h.is_gone_from(&coordinator.inner.identity)
                     && coordinator.evict(quorum, &keys, &h.owner, "takeover").await > 0
                 {
+                    if let Some(t) = &traced {
+                        trace::line(format_args!("{t}; took over a gone holder"));
+                    }
                     continue;
                 }
                 // Issue 24 hook: a confirmed cycle of waiters through us, us its victim.
@@ -275,6 +295,17 @@ async fn acquire_redis(
                 (left + Duration::from_millis(1), false)
             }
         };
+        if let Some(t) = traced {
+            trace::line(format_args!(
+                "{t}; pause {}ms{}",
+                pause.as_millis(),
+                if wake_early {
+                    " (a call may cut it)"
+                } else {
+                    ""
+                }
+            ));
+        }
         if let Some(p) = &opts.progress {
             p.send_replace(last_holder.clone());
         }
@@ -288,6 +319,14 @@ async fn acquire_redis(
                 if ours.is_some() {
                     quorum.release(&keys, &req.owner, cfg.log_cap).await;
                 }
+            }
+            if trace::on() {
+                trace::line(format_args!(
+                    "wait {} gave up at {}ms (left the line by {}ms)",
+                    trace::short(&waiter_id),
+                    now.duration_since(started).as_millis(),
+                    started.elapsed().as_millis()
+                ));
             }
             if let Some(e) = unreachable {
                 return Err(e);
@@ -304,7 +343,17 @@ async fn acquire_redis(
             // missed. Attempt at once after a full subscription, or the first one (as
             // before this waiter subscribed, it may be free by now).
             let first = !wake.registered;
+            let subscribing = Instant::now();
             wake.subscribe(quorum, &keys).await;
+            if trace::on() {
+                trace::line(format_args!(
+                    "wait {}: subscribed on {} of {} in {}ms",
+                    trace::short(&waiter_id),
+                    wake.live,
+                    quorum.nodes().len(),
+                    subscribing.elapsed().as_millis()
+                ));
+            }
             if first || wake.live >= quorum.needed() {
                 continue;
             }

@@ -72,6 +72,7 @@ use crate::keys::LockKeys;
 
 mod ending;
 mod late;
+pub(crate) mod trace;
 
 use late::LateGrants;
 
@@ -225,7 +226,12 @@ impl<N: Node + ?Sized> Quorum<N> {
         let mut head: Option<Box<HolderInfo>> = None;
         let mut causes: Vec<(String, String)> = Vec::new();
         let mut quarantined: Vec<Duration> = Vec::new();
+        // Each node's answer as it came, for the debug trace only (see `trace`).
+        let mut answers: Vec<(usize, String)> = Vec::new();
         while let Some((i, reply)) = pending.next().await {
+            if trace::on() {
+                answers.push((i, trace::answer(&reply, start.elapsed())));
+            }
             match reply {
                 Ok(GrantReply::Granted { token }) => granted.push((i, token)),
                 Ok(GrantReply::Refused {
@@ -245,6 +251,18 @@ impl<N: Node + ?Sized> Quorum<N> {
             }
         }
 
+        if trace::on() {
+            let mut all = answers.clone();
+            all.sort();
+            let said: Vec<String> = all.iter().map(|(i, a)| format!("m{i} {a}")).collect();
+            trace::line(format_args!(
+                "grant {} decided in {}ms: {}; {} not awaited",
+                trace::short(&req.owner),
+                start.elapsed().as_millis(),
+                said.join(", "),
+                pending.len()
+            ));
+        }
         // Every node answered and none granted: there is no vote of ours to undo (a node that
         // failed or timed out may have granted before its answer was lost).
         let no_votes = granted.is_empty() && pending.is_empty() && causes.is_empty();

@@ -171,6 +171,52 @@ pub(crate) enum Renewal {
     },
 }
 
+/// The answers to one grant attempt so far.
+#[derive(Default)]
+struct Tally {
+    /// Nodes that granted, and the counter each minted.
+    granted: Vec<(usize, u64)>,
+    /// Time left on the lease, and its holder, on each node that refused.
+    refused: Vec<(Duration, HolderInfo)>,
+    /// The waiter first in line, as the first refusal that named one said.
+    head: Option<Box<HolderInfo>>,
+    /// Each node that failed, and why.
+    causes: Vec<(String, String)>,
+    /// Time left on the quarantine of each node in one.
+    quarantined: Vec<Duration>,
+    /// Each node's answer as it came, for the debug trace only (see `trace`).
+    answers: Vec<(usize, String)>,
+}
+
+impl Tally {
+    /// Count node `i`'s reply, which came `took` after the attempt started.
+    fn take(
+        &mut self,
+        i: usize,
+        reply: Result<GrantReply, NodeError>,
+        label: impl FnOnce() -> String,
+        took: Duration,
+    ) {
+        if trace::on() {
+            self.answers.push((i, trace::answer(&reply, took)));
+        }
+        match reply {
+            Ok(GrantReply::Granted { token }) => self.granted.push((i, token)),
+            Ok(GrantReply::Refused { pttl, holder, head }) => {
+                self.head = self.head.take().or(head);
+                self.refused.push((pttl, holder));
+            }
+            Ok(GrantReply::Quarantined { left }) => self.quarantined.push(left),
+            Err(e) => self.causes.push((label(), e.cause)),
+        }
+    }
+
+    /// Nodes that will not grant this attempt.
+    fn against(&self) -> usize {
+        self.refused.len() + self.causes.len() + self.quarantined.len()
+    }
+}
+
 /// A set of independent nodes acting as one coordinator.
 pub(crate) struct Quorum<N: ?Sized = dyn Node> {
     /// Owners whose grant may still land on a node after their attempt returned.
@@ -221,38 +267,42 @@ impl<N: Node + ?Sized> Quorum<N> {
             })
             .collect();
 
-        let mut granted: Vec<(usize, u64)> = Vec::new();
-        let mut refused: Vec<(Duration, HolderInfo)> = Vec::new();
-        let mut head: Option<Box<HolderInfo>> = None;
-        let mut causes: Vec<(String, String)> = Vec::new();
-        let mut quarantined: Vec<Duration> = Vec::new();
-        // Each node's answer as it came, for the debug trace only (see `trace`).
-        let mut answers: Vec<(usize, String)> = Vec::new();
+        let mut t = Tally::default();
         while let Some((i, reply)) = pending.next().await {
-            if trace::on() {
-                answers.push((i, trace::answer(&reply, start.elapsed())));
-            }
-            match reply {
-                Ok(GrantReply::Granted { token }) => granted.push((i, token)),
-                Ok(GrantReply::Refused {
-                    pttl,
-                    holder,
-                    head: h,
-                }) => {
-                    head = head.or(h);
-                    refused.push((pttl, holder));
-                }
-                Ok(GrantReply::Quarantined { left }) => quarantined.push(left),
-                Err(e) => causes.push((self.nodes[i].label(), e.cause)),
-            }
-            let against = refused.len() + causes.len() + quarantined.len();
-            if granted.len() >= need || against > n.saturating_sub(need) {
+            t.take(i, reply, || self.nodes[i].label(), start.elapsed());
+            if t.granted.len() >= need || t.against() > n.saturating_sub(need) {
                 break;
             }
         }
+        if t.granted.is_empty() && !t.refused.is_empty() && !pending.is_empty() {
+            // Refused wherever a node answered, and the majority lost to nodes that failed:
+            // held, or a split if a node still on its way grants. Those that answer within as
+            // long again as the attempt took (at least 2 ms) tell; a silent one (paused, its
+            // host gone) does not. Without this, with 2 of 5 masters down every attempt on a
+            // held lock was a split vote: the waiter retried every few milliseconds, deaf to
+            // the release, and left a call to the silent master behind each time.
+            let grace = start.elapsed().max(Duration::from_millis(2));
+            let more = async {
+                while let Some((i, reply)) = pending.next().await {
+                    t.take(i, reply, || self.nodes[i].label(), start.elapsed());
+                    if !t.granted.is_empty() {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(grace, more).await;
+        }
+        let Tally {
+            granted,
+            refused,
+            head,
+            mut causes,
+            quarantined,
+            answers,
+        } = t;
 
         if trace::on() {
-            let mut all = answers.clone();
+            let mut all = answers;
             all.sort();
             let said: Vec<String> = all.iter().map(|(i, a)| format!("m{i} {a}")).collect();
             trace::line(format_args!(
@@ -335,6 +385,15 @@ impl<N: Node + ?Sized> Quorum<N> {
                 holder,
                 head,
                 undone: !granted.is_empty(),
+            }
+        } else if granted.is_empty() && !refused.is_empty() {
+            // No vote was ours and every node that answered refused (see the grace above):
+            // held, or another waiter is first in line, however many nodes are silent.
+            Attempt::Held {
+                pttl: refused.iter().map(|r| r.0).min().unwrap_or_default(),
+                holder,
+                head,
+                undone: false,
             }
         } else {
             Attempt::Split { holder }
@@ -560,6 +619,52 @@ mod tests {
         assert!(matches!(got, Attempt::Split { .. }), "{got:?}");
         assert_eq!(nodes[0].owner(), None, "our one vote was not released");
         assert_eq!(nodes[1].owner().as_deref(), Some("other"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lock_held_on_every_master_that_answers_is_held_with_two_of_five_down() {
+        let (q, nodes) = fakes(5);
+        nodes[0].set(Mode::Down);
+        nodes[1].set(Mode::Silent(NODE_TIMEOUT));
+        let other = HolderInfo {
+            owner: "other".into(),
+            ..HolderInfo::default()
+        };
+        for n in &nodes[2..] {
+            n.hold("other", HELD, other.clone());
+        }
+        // Slow to answer: two refusals and the dead master decide the attempt.
+        nodes[4].set(Mode::Late(Duration::from_millis(30)));
+        let start = Instant::now();
+        let got = q.grant(&request("a", Duration::from_secs(10))).await;
+        let Attempt::Held { holder, undone, .. } = got else {
+            panic!("taken for a split vote: {got:?}")
+        };
+        assert_eq!(holder.map(|h| h.owner).as_deref(), Some("other"));
+        assert!(!undone);
+        assert!(
+            start.elapsed() < Duration::from_millis(30),
+            "waited for the slow or the silent master: {:?}",
+            start.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_master_that_grants_within_the_grace_makes_it_a_split_vote() {
+        let (q, nodes) = fakes(5);
+        nodes[0].set(Mode::Down);
+        nodes[1].set(Mode::Down);
+        nodes[2].hold("other", HELD, HolderInfo::default());
+        // Free there, answering a moment after the refusal decided the attempt.
+        nodes[3].set(Mode::Late(Duration::from_millis(1)));
+        nodes[4].set(Mode::Late(Duration::from_millis(1)));
+        let got = q.grant(&request("a", Duration::from_secs(10))).await;
+        assert!(matches!(got, Attempt::Split { .. }), "{got:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            nodes.iter().all(|n| n.owner().as_deref() != Some("a")),
+            "a vote was left behind"
+        );
     }
 
     #[tokio::test(start_paused = true)]

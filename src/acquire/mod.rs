@@ -314,11 +314,16 @@ async fn acquire_redis(
             give_up.disarm();
             if queue_me || wake.registered {
                 // We queued: leave, so nobody waits behind us and `lock status` stops
-                // counting us; then end what a release may have handed us meanwhile.
-                quorum.leave(&keys, &waiter_id).await;
-                if ours.is_some() {
-                    quorum.release(&keys, &req.owner, cfg.log_cap).await;
-                }
+                // counting us; then end what a release may have handed us meanwhile. Within
+                // one node timeout: a silent node would otherwise keep the wait past its end
+                // (our place there lapses by itself, and its lease's probation ends).
+                let leaving = async {
+                    quorum.leave(&keys, &waiter_id).await;
+                    if ours.is_some() {
+                        quorum.release(&keys, &req.owner, cfg.log_cap).await;
+                    }
+                };
+                let _ = tokio::time::timeout(cfg.node_timeout, leaving).await;
             }
             if trace::on() {
                 trace::line(format_args!(

@@ -222,7 +222,10 @@ async fn acquire_redis(
                     // when its registration lapses. While the lease is held, that is all;
                     // when it is free, we may be next.
                     removed.push(w.owner.clone());
-                    quorum.leave(&keys, &w.owner).await;
+                    // Within one node timeout: a silent node must not hold the wait up (the
+                    // place lapses there by itself).
+                    let _ =
+                        tokio::time::timeout(cfg.node_timeout, quorum.leave(&keys, &w.owner)).await;
                     if let Some(t) = &traced {
                         trace::line(format_args!("{t}; took gone head out of line"));
                     }

@@ -60,6 +60,7 @@
 //! which no rule here can tell from a lock that was never granted.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -222,6 +223,10 @@ pub(crate) struct Quorum<N: ?Sized = dyn Node> {
     /// Owners whose grant may still land on a node after their attempt returned.
     late: Arc<LateGrants>,
     nodes: Vec<Arc<N>>,
+    /// Per node: its last grant call timed out (it is paused, or its host is gone without a
+    /// reset), until one answers. An attempt waits for such a node only a grace after the
+    /// others answered, as its answer would come at the connect timeout, not the node's.
+    silent: Arc<[AtomicBool]>,
 }
 
 impl<N: Node + ?Sized> Quorum<N> {
@@ -229,6 +234,7 @@ impl<N: Node + ?Sized> Quorum<N> {
     pub(crate) fn new(nodes: Vec<Arc<N>>) -> Self {
         Quorum {
             late: Arc::default(),
+            silent: nodes.iter().map(|_| AtomicBool::new(false)).collect(),
             nodes,
         }
     }
@@ -268,9 +274,33 @@ impl<N: Node + ?Sized> Quorum<N> {
             .collect();
 
         let mut t = Tally::default();
+        let mut answered = vec![false; n];
+        let decided = |t: &Tally| t.granted.len() >= need || t.against() > n.saturating_sub(need);
         while let Some((i, reply)) = pending.next().await {
+            answered[i] = true;
+            self.heard(i, &reply);
             t.take(i, reply, || self.nodes[i].label(), start.elapsed());
-            if t.granted.len() >= need || t.against() > n.saturating_sub(need) {
+            if decided(&t) {
+                break;
+            }
+            let loud_left = (0..n).any(|j| !answered[j] && !self.silent[j].load(Ordering::Relaxed));
+            if !loud_left && !pending.is_empty() {
+                // Only nodes silent at their last call are left: as long again as the attempt
+                // took (at least 2 ms) for them, then decide without them (a paused master
+                // answered each attempt that needed it at the connect timeout, a second).
+                // Their calls finish in the background (see `settle`), and one that answers
+                // is waited for again.
+                let grace = start.elapsed().max(Duration::from_millis(2));
+                let rest = async {
+                    while let Some((i, reply)) = pending.next().await {
+                        self.heard(i, &reply);
+                        t.take(i, reply, || self.nodes[i].label(), start.elapsed());
+                        if decided(&t) {
+                            break;
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(grace, rest).await;
                 break;
             }
         }
@@ -400,6 +430,12 @@ impl<N: Node + ?Sized> Quorum<N> {
         }
     }
 
+    /// Keep whether node `i`'s grant call timed out (see `silent`).
+    fn heard(&self, i: usize, reply: &Result<GrantReply, NodeError>) {
+        let timed_out = matches!(reply, Err(e) if e.timed_out);
+        self.silent[i].store(timed_out, Ordering::Relaxed);
+    }
+
     /// Lift the granting nodes whose counter is below `token` to it, awaited. Returns how many
     /// granting nodes hold at least `token` afterwards, and the nodes whose raise failed.
     async fn raise(
@@ -441,10 +477,12 @@ impl<N: Node + ?Sized> Quorum<N> {
             return;
         }
         let (nodes, keys, late) = (self.nodes.clone(), req.keys.clone(), Arc::clone(&self.late));
+        let silent = Arc::clone(&self.silent);
         let (owner, log_cap) = (req.owner.clone(), req.log_cap);
         late.start(&owner, token.is_none());
         tokio::spawn(async move {
             while let Some((i, reply)) = pending.next().await {
+                silent[i].store(matches!(&reply, Err(e) if e.timed_out), Ordering::Relaxed);
                 let landed = matches!(reply, Ok(GrantReply::Granted { .. }));
                 if landed && late.ended(&owner) {
                     if late.must_undo(&owner, i).await {
@@ -665,6 +703,41 @@ mod tests {
             nodes.iter().all(|n| n.owner().as_deref() != Some("a")),
             "a vote was left behind"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_master_silent_at_its_last_call_is_waited_for_a_grace_only_until_it_answers() {
+        let (q, nodes) = fakes(5);
+        // Dead, paused (a call to it ends at the connect timeout), free, free, held: every
+        // attempt needs the paused master's vote.
+        const CONNECT: Duration = Duration::from_secs(1);
+        nodes[0].set(Mode::Down);
+        nodes[1].set(Mode::Silent(CONNECT));
+        nodes[4].hold("other", Duration::from_secs(60), HolderInfo::default());
+        let timed = |owner: &'static str| {
+            let q = &q;
+            async move {
+                let start = Instant::now();
+                let got = q.grant(&request(owner, Duration::from_secs(10))).await;
+                (got, start.elapsed())
+            }
+        };
+        let (got, took) = timed("a").await;
+        assert!(matches!(got, Attempt::Split { .. }), "{got:?}");
+        assert!(
+            took >= CONNECT,
+            "the first call to it is waited for: {took:?}"
+        );
+        let (got, took) = timed("b").await;
+        assert!(matches!(got, Attempt::Split { .. }), "{got:?}");
+        assert!(
+            took < Duration::from_millis(10),
+            "waited {took:?} again for the master silent at its last call"
+        );
+        // It answers again, within the grace: its vote counts.
+        nodes[1].set(Mode::Up);
+        let (got, _) = timed("c").await;
+        assert!(matches!(got, Attempt::Granted { .. }), "{got:?}");
     }
 
     #[tokio::test(start_paused = true)]

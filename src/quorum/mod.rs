@@ -293,6 +293,7 @@ impl<N: Node + ?Sized> Quorum<N> {
                 let grace = start.elapsed().max(Duration::from_millis(2));
                 let rest = async {
                     while let Some((i, reply)) = pending.next().await {
+                        answered[i] = true;
                         self.heard(i, &reply);
                         t.take(i, reply, || self.nodes[i].label(), start.elapsed());
                         if decided(&t) {
@@ -301,6 +302,16 @@ impl<N: Node + ?Sized> Quorum<N> {
                     }
                 };
                 let _ = tokio::time::timeout(grace, rest).await;
+                if !decided(&t) {
+                    // Still silent: a failed node for this attempt, as its call's timeout
+                    // would have said (so that too few reachable is Unavailable, as before).
+                    for j in (0..n).filter(|&j| !answered[j]) {
+                        t.causes.push((
+                            self.nodes[j].label(),
+                            "no answer (it did not answer its last call in time either)".into(),
+                        ));
+                    }
+                }
                 break;
             }
         }
@@ -738,6 +749,21 @@ mod tests {
         nodes[1].set(Mode::Up);
         let (got, _) = timed("c").await;
         assert!(matches!(got, Attempt::Granted { .. }), "{got:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_master_silent_at_its_last_call_and_still_silent_counts_as_unreachable() {
+        let (q, nodes) = fakes(5);
+        nodes[0].set(Mode::Down);
+        nodes[1].set(Mode::Down);
+        nodes[2].set(Mode::Silent(Duration::from_secs(1)));
+        for owner in ["a", "b"] {
+            let got = q.grant(&request(owner, Duration::from_secs(10))).await;
+            assert!(
+                matches!(got, Attempt::Unavailable { reachable: 2, .. }),
+                "{owner}: {got:?}"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]

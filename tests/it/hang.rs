@@ -209,10 +209,10 @@ fn a_waiter_refused_by_one_live_master_is_granted_soon_after_that_master_frees_u
     let trace = std::fs::read_to_string(&log).unwrap_or_default();
     println!("granted {took:?} after the release, the stray's place lasting {STRAY:?}");
     assert!(status.unwrap().success(), "{}", tail(&trace));
-    // The stray's 2 s, then an attempt or two: each costs at most the paused master's
-    // connect timeout (1 s) and node timeout.
+    // The stray's 2 s, then an attempt or two (a master silent at its last call is waited
+    // for a grace only, see `Quorum::grant`).
     assert!(
-        took < STRAY + Duration::from_secs(3),
+        took < STRAY + Duration::from_millis(1500),
         "a free lock waited {took:?} for a live waiter: {}",
         tail(&trace)
     );

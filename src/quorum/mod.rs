@@ -5,7 +5,10 @@
 //! `elapsed` on `clock` (which counts system suspend) and `drift = ttl/100 + 2 ms`.
 //! We stop listening as soon as a majority granted or a majority became impossible; on failure
 //! we release on every node, including the ones that failed or timed out (their grant may still
-//! have landed).
+//! have landed). A node whose last grant call timed out (paused, or its host gone without a
+//! reset) is waited for only a grace once the others answered, until it answers again: its
+//! calls would end at the connect timeout, not the node timeout, each time an attempt needs its
+//! vote. When every node that answered refused, the attempt is `Held` however many are silent.
 //!
 //! # Fencing tokens across masters
 //! Each node mints max(counter + 1, its clock `TIME` in microseconds) inside its grant script
@@ -73,9 +76,11 @@ use crate::keys::LockKeys;
 
 mod ending;
 mod late;
+mod tally;
 pub(crate) mod trace;
 
 use late::LateGrants;
+use tally::Tally;
 
 /// How far ahead of its clock a client proposes the token of an attempt on several masters:
 /// past the time the attempt takes to reach them, so that their clocks are still behind it
@@ -170,52 +175,6 @@ pub(crate) enum Renewal {
         /// Each failed node and its cause.
         causes: Vec<(String, String)>,
     },
-}
-
-/// The answers to one grant attempt so far.
-#[derive(Default)]
-struct Tally {
-    /// Nodes that granted, and the counter each minted.
-    granted: Vec<(usize, u64)>,
-    /// Time left on the lease, and its holder, on each node that refused.
-    refused: Vec<(Duration, HolderInfo)>,
-    /// The waiter first in line, as the first refusal that named one said.
-    head: Option<Box<HolderInfo>>,
-    /// Each node that failed, and why.
-    causes: Vec<(String, String)>,
-    /// Time left on the quarantine of each node in one.
-    quarantined: Vec<Duration>,
-    /// Each node's answer as it came, for the debug trace only (see `trace`).
-    answers: Vec<(usize, String)>,
-}
-
-impl Tally {
-    /// Count node `i`'s reply, which came `took` after the attempt started.
-    fn take(
-        &mut self,
-        i: usize,
-        reply: Result<GrantReply, NodeError>,
-        label: impl FnOnce() -> String,
-        took: Duration,
-    ) {
-        if trace::on() {
-            self.answers.push((i, trace::answer(&reply, took)));
-        }
-        match reply {
-            Ok(GrantReply::Granted { token }) => self.granted.push((i, token)),
-            Ok(GrantReply::Refused { pttl, holder, head }) => {
-                self.head = self.head.take().or(head);
-                self.refused.push((pttl, holder));
-            }
-            Ok(GrantReply::Quarantined { left }) => self.quarantined.push(left),
-            Err(e) => self.causes.push((label(), e.cause)),
-        }
-    }
-
-    /// Nodes that will not grant this attempt.
-    fn against(&self) -> usize {
-        self.refused.len() + self.causes.len() + self.quarantined.len()
-    }
 }
 
 /// A set of independent nodes acting as one coordinator.
@@ -325,6 +284,7 @@ impl<N: Node + ?Sized> Quorum<N> {
             let grace = start.elapsed().max(Duration::from_millis(2));
             let more = async {
                 while let Some((i, reply)) = pending.next().await {
+                    self.heard(i, &reply);
                     t.take(i, reply, || self.nodes[i].label(), start.elapsed());
                     if !t.granted.is_empty() {
                         break;

@@ -727,6 +727,21 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn subscribing_does_not_wait_for_a_silent_master_once_a_majority_listens() {
+        let (q, nodes) = fakes(5);
+        nodes[0].set(Mode::Down);
+        nodes[1].set(Mode::Silent(Duration::from_secs(1)));
+        let start = Instant::now();
+        let (streams, _) = q.subscribe(&LockKeys::new("ns", "lock")).await;
+        assert_eq!(streams.len(), 3);
+        assert!(
+            start.elapsed() < Duration::from_millis(10),
+            "waited {:?} for the silent master",
+            start.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_release_waits_for_a_slower_master_within_its_deadline() {
         let (q, nodes) = fakes(3);
         let req = request("a", Duration::from_secs(10));

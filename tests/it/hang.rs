@@ -218,3 +218,40 @@ fn a_waiter_refused_by_one_live_master_is_granted_soon_after_that_master_frees_u
     );
     drop(servers);
 }
+
+#[tokio::test]
+async fn calls_to_a_paused_redis_each_end_within_the_connect_and_node_timeouts() {
+    use tractatus_lock::backend::Node;
+    use tractatus_lock::redis_node::RedisNode;
+    const CONNECT: Duration = Duration::from_millis(500);
+    const NODE: Duration = Duration::from_millis(100);
+    let server = RedisServer::start();
+    server.pause();
+    let url = tractatus_lock::config::NodeUrl::parse(&server.url()).unwrap();
+    let node = Arc::new(RedisNode::new(&url, CONNECT, NODE).unwrap());
+    let keys = tractatus_lock::keys::LockKeys::new("paused", "L");
+    // Eight calls at once, as the background calls of eight attempts: each opened (and timed
+    // out) a connection in turn, the last one after eight connect timeouts.
+    let calls: Vec<_> = (0..8)
+        .map(|i| {
+            let (node, keys) = (Arc::clone(&node), keys.clone());
+            tokio::spawn(async move {
+                let start = tokio::time::Instant::now();
+                let got = node.leave(&keys, &format!("w{i}")).await;
+                (got.is_err(), start.elapsed())
+            })
+        })
+        .collect();
+    let mut worst = Duration::ZERO;
+    for c in calls {
+        let (failed, took) = c.await.unwrap();
+        assert!(failed, "a paused server answered");
+        worst = worst.max(took);
+    }
+    server.resume();
+    println!("8 calls to a paused Redis: slowest ended after {worst:?}");
+    assert!(
+        worst < CONNECT + NODE + Duration::from_millis(300),
+        "a call to a paused Redis took {worst:?}"
+    );
+}

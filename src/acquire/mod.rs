@@ -25,7 +25,7 @@ use crate::holder::HolderInfo;
 use crate::keys::LockKeys;
 use crate::lease::Lease;
 use crate::options::AcquireOptions;
-use crate::quorum::{Attempt, Quorum};
+use crate::quorum::{Attempt, Quorum, trace};
 
 mod give_up;
 mod wake;
@@ -141,6 +141,17 @@ async fn acquire_redis(
         give_up.attempting(&req);
         let sent = Stamp::now();
         let attempt = quorum.grant(&req).await;
+        // Set when the trace is on: the attempt's outcome, completed with the pause below.
+        let traced = trace::on().then(|| {
+            format!(
+                "wait {} at {}ms: attempt {} took {}ms: {}",
+                trace::short(&waiter_id),
+                started.elapsed().as_millis(),
+                trace::short(&req.owner),
+                sent.elapsed().as_millis(),
+                trace::outcome(&attempt)
+            )
+        });
         give_up.answered(matches!(
             attempt,
             Attempt::Unavailable { .. } | Attempt::Split { .. } | Attempt::Quarantined { .. }
@@ -211,7 +222,13 @@ async fn acquire_redis(
                     // when its registration lapses. While the lease is held, that is all;
                     // when it is free, we may be next.
                     removed.push(w.owner.clone());
-                    quorum.leave(&keys, &w.owner).await;
+                    // Within one node timeout: a silent node must not hold the wait up (the
+                    // place lapses there by itself).
+                    let _ =
+                        tokio::time::timeout(cfg.node_timeout, quorum.leave(&keys, &w.owner)).await;
+                    if let Some(t) = &traced {
+                        trace::line(format_args!("{t}; took gone head out of line"));
+                    }
                     if holder.as_ref().is_none_or(|h| h.owner.is_empty()) {
                         continue;
                     }
@@ -223,12 +240,18 @@ async fn acquire_redis(
                     // late) landed after its release: end it, rather than wait out our own
                     // orphan's TTL.
                     quorum.release(&keys, &h.owner, cfg.log_cap).await;
+                    if let Some(t) = &traced {
+                        trace::line(format_args!("{t}; ended our abandoned grant"));
+                    }
                     continue;
                 }
                 if let Some(h) = &holder
                     && h.is_gone_from(&coordinator.inner.identity)
                     && coordinator.evict(quorum, &keys, &h.owner, "takeover").await > 0
                 {
+                    if let Some(t) = &traced {
+                        trace::line(format_args!("{t}; took over a gone holder"));
+                    }
                     continue;
                 }
                 // Issue 24 hook: a confirmed cycle of waiters through us, us its victim.
@@ -275,6 +298,17 @@ async fn acquire_redis(
                 (left + Duration::from_millis(1), false)
             }
         };
+        if let Some(t) = traced {
+            trace::line(format_args!(
+                "{t}; pause {}ms{}",
+                pause.as_millis(),
+                if wake_early {
+                    " (a call may cut it)"
+                } else {
+                    ""
+                }
+            ));
+        }
         if let Some(p) = &opts.progress {
             p.send_replace(last_holder.clone());
         }
@@ -283,11 +317,24 @@ async fn acquire_redis(
             give_up.disarm();
             if queue_me || wake.registered {
                 // We queued: leave, so nobody waits behind us and `lock status` stops
-                // counting us; then end what a release may have handed us meanwhile.
-                quorum.leave(&keys, &waiter_id).await;
-                if ours.is_some() {
-                    quorum.release(&keys, &req.owner, cfg.log_cap).await;
-                }
+                // counting us; then end what a release may have handed us meanwhile. Within
+                // one node timeout: a silent node would otherwise keep the wait past its end
+                // (our place there lapses by itself, and its lease's probation ends).
+                let leaving = async {
+                    quorum.leave(&keys, &waiter_id).await;
+                    if ours.is_some() {
+                        quorum.release(&keys, &req.owner, cfg.log_cap).await;
+                    }
+                };
+                let _ = tokio::time::timeout(cfg.node_timeout, leaving).await;
+            }
+            if trace::on() {
+                trace::line(format_args!(
+                    "wait {} gave up at {}ms (left the line by {}ms)",
+                    trace::short(&waiter_id),
+                    now.duration_since(started).as_millis(),
+                    started.elapsed().as_millis()
+                ));
             }
             if let Some(e) = unreachable {
                 return Err(e);
@@ -304,7 +351,17 @@ async fn acquire_redis(
             // missed. Attempt at once after a full subscription, or the first one (as
             // before this waiter subscribed, it may be free by now).
             let first = !wake.registered;
+            let subscribing = Instant::now();
             wake.subscribe(quorum, &keys).await;
+            if trace::on() {
+                trace::line(format_args!(
+                    "wait {}: subscribed on {} of {} in {}ms",
+                    trace::short(&waiter_id),
+                    wake.live,
+                    quorum.nodes().len(),
+                    subscribing.elapsed().as_millis()
+                ));
+            }
             if first || wake.live >= quorum.needed() {
                 continue;
             }

@@ -124,17 +124,38 @@ impl<N: Node + ?Sized> Quorum<N> {
         all.collect::<Vec<_>>().await;
     }
 
-    /// Listen for releases of one lock on every node that answers.
+    /// Listen for releases of one lock on every node that answers: once a majority listens,
+    /// the others get as long again as that took (at least 2 ms), as a release does. A silent
+    /// node (paused, or its host gone without a reset) answered at the connect timeout, and
+    /// every wait stood deaf that long (a second by default) before its next attempt.
     pub(crate) async fn subscribe(&self, keys: &LockKeys) -> (Vec<WakeStream>, Vec<NodeError>) {
-        let all: FuturesUnordered<_> = self.nodes.iter().map(|n| n.subscribe(keys)).collect();
-        let results: Vec<_> = all.collect().await;
+        let start = Instant::now();
+        let need = self.needed();
+        let mut all: FuturesUnordered<_> = self.nodes.iter().map(|n| n.subscribe(keys)).collect();
         let mut streams = Vec::new();
         let mut errors = Vec::new();
-        for r in results {
-            match r {
-                Ok(s) => streams.push(s),
-                Err(e) => errors.push(e),
+        let mut take = |r: Result<WakeStream, NodeError>| match r {
+            Ok(s) => streams.push(s),
+            Err(e) => errors.push(e),
+        };
+        let mut listening = 0;
+        while listening < need {
+            match all.next().await {
+                Some(r) => {
+                    listening += usize::from(r.is_ok());
+                    take(r);
+                }
+                None => break,
             }
+        }
+        if !all.is_empty() {
+            let grace = start.elapsed().max(Duration::from_millis(2));
+            let rest = async {
+                while let Some(r) = all.next().await {
+                    take(r);
+                }
+            };
+            let _ = tokio::time::timeout(grace, rest).await;
         }
         (streams, errors)
     }

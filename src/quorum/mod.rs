@@ -5,7 +5,10 @@
 //! `elapsed` on `clock` (which counts system suspend) and `drift = ttl/100 + 2 ms`.
 //! We stop listening as soon as a majority granted or a majority became impossible; on failure
 //! we release on every node, including the ones that failed or timed out (their grant may still
-//! have landed).
+//! have landed). A node whose last grant call timed out (paused, or its host gone without a
+//! reset) is waited for only a grace once the others answered, until it answers again: its
+//! calls would end at the connect timeout, not the node timeout, each time an attempt needs its
+//! vote. When every node that answered refused, the attempt is `Held` however many are silent.
 //!
 //! # Fencing tokens across masters
 //! Each node mints max(counter + 1, its clock `TIME` in microseconds) inside its grant script
@@ -60,6 +63,7 @@
 //! which no rule here can tell from a lock that was never granted.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -72,8 +76,11 @@ use crate::keys::LockKeys;
 
 mod ending;
 mod late;
+mod tally;
+pub(crate) mod trace;
 
 use late::LateGrants;
+use tally::Tally;
 
 /// How far ahead of its clock a client proposes the token of an attempt on several masters:
 /// past the time the attempt takes to reach them, so that their clocks are still behind it
@@ -175,6 +182,10 @@ pub(crate) struct Quorum<N: ?Sized = dyn Node> {
     /// Owners whose grant may still land on a node after their attempt returned.
     late: Arc<LateGrants>,
     nodes: Vec<Arc<N>>,
+    /// Per node: its last grant call timed out (it is paused, or its host is gone without a
+    /// reset), until one answers. An attempt waits for such a node only a grace after the
+    /// others answered, as its answer would come at the connect timeout, not the node's.
+    silent: Arc<[AtomicBool]>,
 }
 
 impl<N: Node + ?Sized> Quorum<N> {
@@ -182,6 +193,7 @@ impl<N: Node + ?Sized> Quorum<N> {
     pub(crate) fn new(nodes: Vec<Arc<N>>) -> Self {
         Quorum {
             late: Arc::default(),
+            silent: nodes.iter().map(|_| AtomicBool::new(false)).collect(),
             nodes,
         }
     }
@@ -220,31 +232,88 @@ impl<N: Node + ?Sized> Quorum<N> {
             })
             .collect();
 
-        let mut granted: Vec<(usize, u64)> = Vec::new();
-        let mut refused: Vec<(Duration, HolderInfo)> = Vec::new();
-        let mut head: Option<Box<HolderInfo>> = None;
-        let mut causes: Vec<(String, String)> = Vec::new();
-        let mut quarantined: Vec<Duration> = Vec::new();
+        let mut t = Tally::default();
+        let mut answered = vec![false; n];
+        let decided = |t: &Tally| t.granted.len() >= need || t.against() > n.saturating_sub(need);
         while let Some((i, reply)) = pending.next().await {
-            match reply {
-                Ok(GrantReply::Granted { token }) => granted.push((i, token)),
-                Ok(GrantReply::Refused {
-                    pttl,
-                    holder,
-                    head: h,
-                }) => {
-                    head = head.or(h);
-                    refused.push((pttl, holder));
-                }
-                Ok(GrantReply::Quarantined { left }) => quarantined.push(left),
-                Err(e) => causes.push((self.nodes[i].label(), e.cause)),
+            answered[i] = true;
+            self.heard(i, &reply);
+            t.take(i, reply, || self.nodes[i].label(), start.elapsed());
+            if decided(&t) {
+                break;
             }
-            let against = refused.len() + causes.len() + quarantined.len();
-            if granted.len() >= need || against > n.saturating_sub(need) {
+            let loud_left = (0..n).any(|j| !answered[j] && !self.silent[j].load(Ordering::Relaxed));
+            if !loud_left && !pending.is_empty() {
+                // Only nodes silent at their last call are left: as long again as the attempt
+                // took (at least 2 ms) for them, then decide without them (a paused master
+                // answered each attempt that needed it at the connect timeout, a second).
+                // Their calls finish in the background (see `settle`), and one that answers
+                // is waited for again.
+                let grace = start.elapsed().max(Duration::from_millis(2));
+                let rest = async {
+                    while let Some((i, reply)) = pending.next().await {
+                        answered[i] = true;
+                        self.heard(i, &reply);
+                        t.take(i, reply, || self.nodes[i].label(), start.elapsed());
+                        if decided(&t) {
+                            break;
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(grace, rest).await;
+                if !decided(&t) {
+                    // Still silent: a failed node for this attempt, as its call's timeout
+                    // would have said (so that too few reachable is Unavailable, as before).
+                    for j in (0..n).filter(|&j| !answered[j]) {
+                        t.causes.push((
+                            self.nodes[j].label(),
+                            "no answer (it did not answer its last call in time either)".into(),
+                        ));
+                    }
+                }
                 break;
             }
         }
+        if t.granted.is_empty() && !t.refused.is_empty() && !pending.is_empty() {
+            // Refused wherever a node answered, and the majority lost to nodes that failed:
+            // held, or a split if a node still on its way grants. Those that answer within as
+            // long again as the attempt took (at least 2 ms) tell; a silent one (paused, its
+            // host gone) does not. Without this, with 2 of 5 masters down every attempt on a
+            // held lock was a split vote: the waiter retried every few milliseconds, deaf to
+            // the release, and left a call to the silent master behind each time.
+            let grace = start.elapsed().max(Duration::from_millis(2));
+            let more = async {
+                while let Some((i, reply)) = pending.next().await {
+                    self.heard(i, &reply);
+                    t.take(i, reply, || self.nodes[i].label(), start.elapsed());
+                    if !t.granted.is_empty() {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(grace, more).await;
+        }
+        let Tally {
+            granted,
+            refused,
+            head,
+            mut causes,
+            quarantined,
+            answers,
+        } = t;
 
+        if trace::on() {
+            let mut all = answers;
+            all.sort();
+            let said: Vec<String> = all.iter().map(|(i, a)| format!("m{i} {a}")).collect();
+            trace::line(format_args!(
+                "grant {} decided in {}ms: {}; {} not awaited",
+                trace::short(&req.owner),
+                start.elapsed().as_millis(),
+                said.join(", "),
+                pending.len()
+            ));
+        }
         // Every node answered and none granted: there is no vote of ours to undo (a node that
         // failed or timed out may have granted before its answer was lost).
         let no_votes = granted.is_empty() && pending.is_empty() && causes.is_empty();
@@ -318,9 +387,24 @@ impl<N: Node + ?Sized> Quorum<N> {
                 head,
                 undone: !granted.is_empty(),
             }
+        } else if granted.is_empty() && !refused.is_empty() {
+            // No vote was ours and every node that answered refused (see the grace above):
+            // held, or another waiter is first in line, however many nodes are silent.
+            Attempt::Held {
+                pttl: refused.iter().map(|r| r.0).min().unwrap_or_default(),
+                holder,
+                head,
+                undone: false,
+            }
         } else {
             Attempt::Split { holder }
         }
+    }
+
+    /// Keep whether node `i`'s grant call timed out (see `silent`).
+    fn heard(&self, i: usize, reply: &Result<GrantReply, NodeError>) {
+        let timed_out = matches!(reply, Err(e) if e.timed_out);
+        self.silent[i].store(timed_out, Ordering::Relaxed);
     }
 
     /// Lift the granting nodes whose counter is below `token` to it, awaited. Returns how many
@@ -364,10 +448,12 @@ impl<N: Node + ?Sized> Quorum<N> {
             return;
         }
         let (nodes, keys, late) = (self.nodes.clone(), req.keys.clone(), Arc::clone(&self.late));
+        let silent = Arc::clone(&self.silent);
         let (owner, log_cap) = (req.owner.clone(), req.log_cap);
         late.start(&owner, token.is_none());
         tokio::spawn(async move {
             while let Some((i, reply)) = pending.next().await {
+                silent[i].store(matches!(&reply, Err(e) if e.timed_out), Ordering::Relaxed);
                 let landed = matches!(reply, Ok(GrantReply::Granted { .. }));
                 if landed && late.ended(&owner) {
                     if late.must_undo(&owner, i).await {
@@ -542,6 +628,117 @@ mod tests {
         assert!(matches!(got, Attempt::Split { .. }), "{got:?}");
         assert_eq!(nodes[0].owner(), None, "our one vote was not released");
         assert_eq!(nodes[1].owner().as_deref(), Some("other"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lock_held_on_every_master_that_answers_is_held_with_two_of_five_down() {
+        let (q, nodes) = fakes(5);
+        nodes[0].set(Mode::Down);
+        nodes[1].set(Mode::Silent(NODE_TIMEOUT));
+        let other = HolderInfo {
+            owner: "other".into(),
+            ..HolderInfo::default()
+        };
+        for n in &nodes[2..] {
+            n.hold("other", HELD, other.clone());
+        }
+        // Slow to answer: two refusals and the dead master decide the attempt.
+        nodes[4].set(Mode::Late(Duration::from_millis(30)));
+        let start = Instant::now();
+        let got = q.grant(&request("a", Duration::from_secs(10))).await;
+        let Attempt::Held { holder, undone, .. } = got else {
+            panic!("taken for a split vote: {got:?}")
+        };
+        assert_eq!(holder.map(|h| h.owner).as_deref(), Some("other"));
+        assert!(!undone);
+        assert!(
+            start.elapsed() < Duration::from_millis(30),
+            "waited for the slow or the silent master: {:?}",
+            start.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_master_that_grants_within_the_grace_makes_it_a_split_vote() {
+        let (q, nodes) = fakes(5);
+        nodes[0].set(Mode::Down);
+        nodes[1].set(Mode::Down);
+        nodes[2].hold("other", HELD, HolderInfo::default());
+        // Free there, answering a moment after the refusal decided the attempt.
+        nodes[3].set(Mode::Late(Duration::from_millis(1)));
+        nodes[4].set(Mode::Late(Duration::from_millis(1)));
+        let got = q.grant(&request("a", Duration::from_secs(10))).await;
+        assert!(matches!(got, Attempt::Split { .. }), "{got:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            nodes.iter().all(|n| n.owner().as_deref() != Some("a")),
+            "a vote was left behind"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_master_silent_at_its_last_call_is_waited_for_a_grace_only_until_it_answers() {
+        let (q, nodes) = fakes(5);
+        // Dead, paused (a call to it ends at the connect timeout), free, free, held: every
+        // attempt needs the paused master's vote.
+        const CONNECT: Duration = Duration::from_secs(1);
+        nodes[0].set(Mode::Down);
+        nodes[1].set(Mode::Silent(CONNECT));
+        nodes[4].hold("other", Duration::from_secs(60), HolderInfo::default());
+        let timed = |owner: &'static str| {
+            let q = &q;
+            async move {
+                let start = Instant::now();
+                let got = q.grant(&request(owner, Duration::from_secs(10))).await;
+                (got, start.elapsed())
+            }
+        };
+        let (got, took) = timed("a").await;
+        assert!(matches!(got, Attempt::Split { .. }), "{got:?}");
+        assert!(
+            took >= CONNECT,
+            "the first call to it is waited for: {took:?}"
+        );
+        let (got, took) = timed("b").await;
+        assert!(matches!(got, Attempt::Split { .. }), "{got:?}");
+        assert!(
+            took < Duration::from_millis(10),
+            "waited {took:?} again for the master silent at its last call"
+        );
+        // It answers again, within the grace: its vote counts.
+        nodes[1].set(Mode::Up);
+        let (got, _) = timed("c").await;
+        assert!(matches!(got, Attempt::Granted { .. }), "{got:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_master_silent_at_its_last_call_and_still_silent_counts_as_unreachable() {
+        let (q, nodes) = fakes(5);
+        nodes[0].set(Mode::Down);
+        nodes[1].set(Mode::Down);
+        nodes[2].set(Mode::Silent(Duration::from_secs(1)));
+        for owner in ["a", "b"] {
+            let got = q.grant(&request(owner, Duration::from_secs(10))).await;
+            assert!(
+                matches!(got, Attempt::Unavailable { reachable: 2, .. }),
+                "{owner}: {got:?}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn subscribing_does_not_wait_for_a_silent_master_once_a_majority_listens() {
+        let (q, nodes) = fakes(5);
+        nodes[0].set(Mode::Down);
+        nodes[1].set(Mode::Silent(Duration::from_secs(1)));
+        let start = Instant::now();
+        let (streams, _) = q.subscribe(&LockKeys::new("ns", "lock")).await;
+        assert_eq!(streams.len(), 3);
+        assert!(
+            start.elapsed() < Duration::from_millis(10),
+            "waited {:?} for the silent master",
+            start.elapsed()
+        );
     }
 
     #[tokio::test(start_paused = true)]

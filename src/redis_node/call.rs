@@ -40,8 +40,12 @@ impl RedisNode {
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         // Connecting has its own deadline (the connect timeout, which a TLS handshake or a
-        // distant node may need), outside the operation's.
-        let conn = self.connection().await?;
+        // distant node may need), outside the operation's. It counts the wait for another
+        // call's connect too: calls to a silent node queue on the connection slot, each opening
+        // (and timing out) in turn, and without it the last of a hundred waited minutes.
+        let conn = tokio::time::timeout(self.connect_timeout, self.connection())
+            .await
+            .map_err(|_| NodeError::timeout(self.connect_timeout))??;
         match self.attempt(deadline, &f, conn).await {
             Err(NotRun::Redirected) => {
                 // The URL's node is part of a Redis Cluster that serves this lock's slot

@@ -18,6 +18,7 @@ mod group;
 mod group_events;
 mod guard_deadline;
 mod handoff;
+mod hang;
 mod layers;
 mod lock_run;
 mod nemesis;

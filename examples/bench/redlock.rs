@@ -109,11 +109,19 @@ async fn five_versus_one(urls: &[String], floors: &Floors, scale: Scale) -> Res<
         1.5,
     );
     let k = scale.count(100, 10);
-    let c1 = script_calls_per_round(&one, &urls[..1], ONE, k).await?;
-    let c5 = script_calls_per_round(&five, urls, FIVE, k).await?;
+    let (c1, us1) = script_calls_per_round(&one, &urls[..1], ONE, k).await?;
+    let (c5, us5) = script_calls_per_round(&five, urls, FIVE, k).await?;
     println!(
         "    script calls (EVALSHA) per acquire+release, summed over the masters: 1 master \
          {c1:.1}, 5 masters {c5:.1} (2 per master would be grant + release)"
+    );
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "    time Redis spent in those scripts per acquire+release, summed over the masters: 1 \
+         master {us1:.0} µs, 5 masters {us5:.0} µs; the 5 share {cores} cores with the client \
+         here, so that alone is at least {:.0} µs of the 5-master p50 (masters on machines of \
+         their own run it side by side)",
+        us5 / cores as f64
     );
     println!(
         "    fencing counter of that lock on each of the 5 masters (raised to the token handed \
@@ -126,27 +134,34 @@ async fn five_versus_one(urls: &[String], floors: &Floors, scale: Scale) -> Res<
 }
 
 /// Script calls (each one a request and its reply) the masters served per uncontended
-/// acquire+release of `c`, from `INFO commandstats`. Background work such as fire-and-forget
-/// calls gets 50 ms to land before the second reading.
+/// acquire+release of `c`, and the microseconds Redis spent in them, from `INFO commandstats`.
+/// Background work such as fire-and-forget calls gets 50 ms to land before the second reading.
 async fn script_calls_per_round(
     c: &Coordinator,
     urls: &[String],
     name: &str,
     k: usize,
-) -> Res<f64> {
-    let before = script_calls(urls).await?;
+) -> Res<(f64, f64)> {
+    let before = script_stats(urls).await?;
     for _ in 0..k {
         acquire_release(c, name).await?;
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let after = script_calls(urls).await?;
-    Ok(after.saturating_sub(before) as f64 / k as f64)
+    let after = script_stats(urls).await?;
+    let per = |a: u64, b: u64| a.saturating_sub(b) as f64 / k as f64;
+    Ok((per(after.0, before.0), per(after.1, before.1)))
 }
 
 /// EVAL and EVALSHA calls served so far, summed over the masters. (`total_commands_processed`
 /// would also count every `redis.call` made inside the scripts.)
 pub(crate) async fn script_calls(urls: &[String]) -> Res<u64> {
-    let mut total = 0;
+    Ok(script_stats(urls).await?.0)
+}
+
+/// EVAL and EVALSHA calls served so far and the microseconds Redis spent in them (`INFO
+/// commandstats`), summed over the masters.
+async fn script_stats(urls: &[String]) -> Res<(u64, u64)> {
+    let mut total = (0, 0);
     for url in urls {
         let mut conn = redis::Client::open(url.as_str())?
             .get_multiplexed_async_connection()
@@ -155,18 +170,22 @@ pub(crate) async fn script_calls(urls: &[String]) -> Res<u64> {
             .arg("commandstats")
             .query_async(&mut conn)
             .await?;
-        total += info
+        let field = |line: &str, name: &str| -> u64 {
+            line.split(',')
+                .find_map(|kv| {
+                    kv.split_once(name)
+                        .filter(|(k, _)| k.ends_with(':') || k.is_empty())
+                })
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0)
+        };
+        for l in info
             .lines()
             .filter(|l| l.starts_with("cmdstat_eval:") || l.starts_with("cmdstat_evalsha:"))
-            .filter_map(|l| {
-                l.split_once("calls=")?
-                    .1
-                    .split(',')
-                    .next()?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .sum::<u64>();
+        {
+            total.0 += field(l, "calls=");
+            total.1 += field(l, "usec=");
+        }
     }
     Ok(total)
 }

@@ -129,10 +129,9 @@ impl Coordinator {
     /// its lease expires, and at once when it ran on this host and its process is gone.
     ///
     /// On one Redis, a release that finds us first in line grants us the lease in its own
-    /// script and says so in its message: we have it from the message, at first valid for the
-    /// hand-off's 1 s probation ([`Lease::state`] shows it), and one renewal sent at once in the
-    /// background extends it to the TTL within a round trip (a `lock run` waits for that before
-    /// its command starts).
+    /// script (on a 1 s probation) and says so in its message; one renewal, whose answer makes
+    /// it ours and extends it to the TTL, stands in for our own grant. The message alone is
+    /// never trusted: whoever may publish on the lock's channel could forge it.
     ///
     /// A coordinator that stops answering while we wait (a restart, a failover) is retried
     /// a few times a second, with the subscriptions made again, until the wait runs out; only

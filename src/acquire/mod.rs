@@ -25,7 +25,7 @@ use crate::holder::HolderInfo;
 use crate::keys::LockKeys;
 use crate::lease::Lease;
 use crate::options::AcquireOptions;
-use crate::quorum::{Attempt, Quorum, trace};
+use crate::quorum::{Attempt, Quorum, Renewal, trace};
 
 mod give_up;
 mod wake;
@@ -419,17 +419,19 @@ async fn acquire_redis(
                 break;
             }
         }
-        // Handed the lease: ours from the message, valid for the probation counted from
-        // before our last attempt (the release granted after that attempt ran). One renewal,
-        // in the background, takes it off probation (no grant, no queue, no raise); whoever
-        // needs a whole TTL's validity (a guard's deadline) waits for it
-        // (`Lease::off_probation`). Too little of the probation left: the next attempt finds
-        // out (it confirms a hand-off too).
+        // Handed the lease, the message says: the server's answer to one renewal makes it ours
+        // (no grant script, no queue, no raise), and takes it off probation before anyone uses
+        // its validity. The message alone is never trusted: any client that may PUBLISH on the
+        // lock's channel (a read-only ACL user with `@pubsub`, say) can name our waiter and
+        // owner ids, which every reader of Redis can see, with a token of its choosing
+        // (`handoff::a_forged_hand_off_message_does_not_hand_the_lock_over`). Anything but a
+        // renewal: the next attempt finds out (it confirms a hand-off too).
         if let Some(token) = handed
-            && let Some(valid_until) = handed_validity(sent, cfg.ttl)
+            && handed_validity(sent, cfg.ttl).is_some()
+            && let Renewal::Renewed { valid_until } = quorum.renew(&keys, &req.owner, cfg.ttl).await
         {
             give_up.disarm();
-            let mut lease = Lease::redis(
+            return Ok(Lease::redis(
                 coordinator.clone(),
                 name,
                 keys,
@@ -437,9 +439,7 @@ async fn acquire_redis(
                 secret,
                 token,
                 valid_until,
-            );
-            lease.confirm_handed();
-            return Ok(lease);
+            ));
         }
     }
 }

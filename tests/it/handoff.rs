@@ -326,3 +326,71 @@ fn a_lock_run_handed_the_lock_runs_its_command_past_the_probation() {
     let token = repo.read("ran");
     assert_eq!(Some(token.trim()), handed[0].rsplit(' ').next());
 }
+
+/// The release message is a hint, never trusted: a client that may publish on the lock's
+/// channel (and read Redis, where the waiter and owner ids are) names the waiter first in line,
+/// its owner id and a token of its choosing. The waiter keeps waiting while the holder holds,
+/// then runs under the token a real release minted.
+#[test]
+fn a_forged_hand_off_message_does_not_hand_the_lock_over() {
+    let servers = cluster(1);
+    let urls = urls(&servers);
+    let repo = Repo::new();
+    let held = holder(&repo, &urls, "10s");
+    let mut next = Guard(waiter(&repo, &urls, "10s", "next"));
+    wait_until(Duration::from_secs(10), "the waiter is queued", || {
+        queued_everywhere(&repo, &servers, 1)
+    });
+    let keys = repo.keys(LOCK);
+    let mut con = redis::Client::open(servers[0].url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let queue: Vec<String> = redis::cmd("ZRANGE")
+        .arg(&keys.queue)
+        .arg(0)
+        .arg(0)
+        .query(&mut con)
+        .unwrap();
+    let entry: String = redis::cmd("HGET")
+        .arg(&keys.handoff)
+        .arg(&queue[0])
+        .query(&mut con)
+        .unwrap();
+    let owner = entry.split('\t').next().unwrap();
+    wait_until(Duration::from_secs(10), "the waiter listens", || {
+        let subs: (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(&keys.channel)
+            .query(&mut con)
+            .unwrap();
+        subs.1 >= 1
+    });
+    let forged = 9_007_199_254_740_000_u64;
+    let heard: i64 = redis::cmd("PUBLISH")
+        .arg(&keys.channel)
+        .arg(format!("{} {owner} {forged}", queue[0]))
+        .query(&mut con)
+        .unwrap();
+    assert!(heard >= 1, "nobody listened to the forged message");
+    // A negative: for a second the waiter must neither run its command nor give up.
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(1) {
+        assert!(
+            !repo.file("order").exists(),
+            "the waiter ran on a forged hand-off: {}",
+            repo.read("order")
+        );
+        assert!(
+            next.0.try_wait().unwrap().is_none(),
+            "the waiter ended on a forged hand-off"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    release(held);
+    let out = next.0.wait().unwrap();
+    assert!(out.success(), "the waiter: {out}");
+    let got = order(&repo);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_ne!(got[0].1, forged, "it ran under the forged token");
+}

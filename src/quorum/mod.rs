@@ -232,17 +232,20 @@ impl<N: Node + ?Sized> Quorum<N> {
             })
             .collect();
 
-        let mut t = Tally::default();
-        let mut answered = vec![false; n];
+        let mut t = Tally::new(n);
         let decided = |t: &Tally| t.granted.len() >= need || t.against() > n.saturating_sub(need);
-        while let Some((i, reply)) = pending.next().await {
-            answered[i] = true;
-            self.heard(i, &reply);
+        // Each reply: whether its node is silent (see `silent`), then counted.
+        let count = |t: &mut Tally, (i, reply): (usize, Result<GrantReply, NodeError>)| {
+            heard(&self.silent, i, &reply);
             t.take(i, reply, || self.nodes[i].label(), start.elapsed());
+        };
+        while let Some(answer) = pending.next().await {
+            count(&mut t, answer);
             if decided(&t) {
                 break;
             }
-            let loud_left = (0..n).any(|j| !answered[j] && !self.silent[j].load(Ordering::Relaxed));
+            let loud_left =
+                (0..n).any(|j| !t.answered[j] && !self.silent[j].load(Ordering::Relaxed));
             if !loud_left && !pending.is_empty() {
                 // Only nodes silent at their last call are left: as long again as the attempt
                 // took (at least 2 ms) for them, then decide without them (a paused master
@@ -251,10 +254,8 @@ impl<N: Node + ?Sized> Quorum<N> {
                 // is waited for again.
                 let grace = start.elapsed().max(Duration::from_millis(2));
                 let rest = async {
-                    while let Some((i, reply)) = pending.next().await {
-                        answered[i] = true;
-                        self.heard(i, &reply);
-                        t.take(i, reply, || self.nodes[i].label(), start.elapsed());
+                    while let Some(answer) = pending.next().await {
+                        count(&mut t, answer);
                         if decided(&t) {
                             break;
                         }
@@ -264,7 +265,7 @@ impl<N: Node + ?Sized> Quorum<N> {
                 if !decided(&t) {
                     // Still silent: a failed node for this attempt, as its call's timeout
                     // would have said (so that too few reachable is Unavailable, as before).
-                    for j in (0..n).filter(|&j| !answered[j]) {
+                    for j in (0..n).filter(|&j| !t.answered[j]) {
                         t.causes.push((
                             self.nodes[j].label(),
                             "no answer (it did not answer its last call in time either)".into(),
@@ -283,9 +284,8 @@ impl<N: Node + ?Sized> Quorum<N> {
             // the release, and left a call to the silent master behind each time.
             let grace = start.elapsed().max(Duration::from_millis(2));
             let more = async {
-                while let Some((i, reply)) = pending.next().await {
-                    self.heard(i, &reply);
-                    t.take(i, reply, || self.nodes[i].label(), start.elapsed());
+                while let Some(answer) = pending.next().await {
+                    count(&mut t, answer);
                     if !t.granted.is_empty() {
                         break;
                     }
@@ -300,6 +300,7 @@ impl<N: Node + ?Sized> Quorum<N> {
             mut causes,
             quarantined,
             answers,
+            ..
         } = t;
 
         if trace::on() {
@@ -401,12 +402,6 @@ impl<N: Node + ?Sized> Quorum<N> {
         }
     }
 
-    /// Keep whether node `i`'s grant call timed out (see `silent`).
-    fn heard(&self, i: usize, reply: &Result<GrantReply, NodeError>) {
-        let timed_out = matches!(reply, Err(e) if e.timed_out);
-        self.silent[i].store(timed_out, Ordering::Relaxed);
-    }
-
     /// Lift the granting nodes whose counter is below `token` to it, awaited. Returns how many
     /// granting nodes hold at least `token` afterwards, and the nodes whose raise failed.
     async fn raise(
@@ -453,7 +448,7 @@ impl<N: Node + ?Sized> Quorum<N> {
         late.start(&owner, token.is_none());
         tokio::spawn(async move {
             while let Some((i, reply)) = pending.next().await {
-                silent[i].store(matches!(&reply, Err(e) if e.timed_out), Ordering::Relaxed);
+                heard(&silent, i, &reply);
                 let landed = matches!(reply, Ok(GrantReply::Granted { .. }));
                 if landed && late.ended(&owner) {
                     if late.must_undo(&owner, i).await {
@@ -511,6 +506,11 @@ impl<N: Node + ?Sized> Quorum<N> {
             Renewal::Undecided { causes }
         }
     }
+}
+
+/// Keep whether node `i`'s grant call timed out (see `Quorum::silent`).
+fn heard(silent: &[AtomicBool], i: usize, reply: &Result<GrantReply, NodeError>) {
+    silent[i].store(matches!(reply, Err(e) if e.timed_out), Ordering::Relaxed);
 }
 
 #[cfg(test)]

@@ -7,8 +7,9 @@ use crate::backend::{GrantReply, NodeError};
 use crate::holder::HolderInfo;
 
 /// The answers to one grant attempt so far.
-#[derive(Default)]
 pub(super) struct Tally {
+    /// Per node: whether it answered yet.
+    pub(super) answered: Vec<bool>,
     /// Nodes that granted, and the counter each minted.
     pub(super) granted: Vec<(usize, u64)>,
     /// Time left on the lease, and its holder, on each node that refused.
@@ -24,6 +25,19 @@ pub(super) struct Tally {
 }
 
 impl Tally {
+    /// No answer yet from any of `n` nodes.
+    pub(super) fn new(n: usize) -> Self {
+        Tally {
+            answered: vec![false; n],
+            granted: Vec::new(),
+            refused: Vec::new(),
+            head: None,
+            causes: Vec::new(),
+            quarantined: Vec::new(),
+            answers: Vec::new(),
+        }
+    }
+
     /// Count node `i`'s reply, which came `took` after the attempt started.
     pub(super) fn take(
         &mut self,
@@ -32,6 +46,7 @@ impl Tally {
         label: impl FnOnce() -> String,
         took: Duration,
     ) {
+        self.answered[i] = true;
         if trace::on() {
             self.answers.push((i, trace::answer(&reply, took)));
         }

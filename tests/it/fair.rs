@@ -5,7 +5,9 @@ use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{Guard, RedisServer, Repo, cluster, signal, tractatus, wait_until};
+use crate::support::{
+    Guard, RedisServer, Repo, cluster, hold_until_let_go, let_go, signal, tractatus, wait_until,
+};
 
 const LOCK: &str = "q";
 
@@ -27,20 +29,11 @@ fn lock_run(repo: &Repo, urls: &str) -> Command {
 
 /// A holder whose command runs until its stdin is closed; returned once it holds the lock.
 fn holder(repo: &Repo, urls: &str) -> Guard {
-    let marker = repo.file("held");
-    let child = lock_run(repo, urls)
-        .args(["sh", "-c", "touch \"$1\"; read x || true", "sh"])
-        .arg(&marker)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let guard = Guard(child);
-    wait_until(Duration::from_secs(10), "the holder holds the lock", || {
-        marker.exists()
-    });
-    guard
+    hold_until_let_go(
+        lock_run(repo, urls),
+        &repo.file("held"),
+        Duration::from_secs(10),
+    )
 }
 
 /// Waiters registered on every master.
@@ -62,12 +55,6 @@ fn waiter(repo: &Repo, urls: &str, label: &str) -> Child {
         .unwrap()
 }
 
-fn release(mut holder: Guard) {
-    drop(holder.0.stdin.take());
-    let status = holder.0.wait().unwrap();
-    assert!(status.success(), "holder: {status}");
-}
-
 fn granted_in_arrival_order(masters: usize) {
     let servers = cluster(masters);
     let urls = urls(&servers);
@@ -80,7 +67,7 @@ fn granted_in_arrival_order(masters: usize) {
             queued_everywhere(&repo, &servers, i)
         });
     }
-    release(held);
+    let_go(held);
     for w in &mut waiters {
         let out = w.0.wait().unwrap();
         assert!(out.success(), "waiter: {out}");
@@ -125,7 +112,7 @@ fn a_waiter_killed_while_queued_does_not_hold_up_the_next_one() {
     let mut first = first;
     first.wait().unwrap();
     let released = Instant::now();
-    release(held);
+    let_go(held);
     let out = second.0.wait().unwrap();
     let took = released.elapsed();
     let mut err = String::new();
@@ -210,7 +197,7 @@ fn the_next_waiter_is_granted_before_the_registration_of_the_killed_one_ahead_of
     signal(first.0.id(), nix::sys::signal::Signal::SIGKILL);
     first.0.wait().unwrap();
     let released = epoch_nanos();
-    release(held);
+    let_go(held);
     let out = second.0.wait().unwrap();
     assert!(out.success(), "next waiter: {out}");
     let at: u128 = repo.read("granted").trim().parse().unwrap();
@@ -267,5 +254,5 @@ fn lock_status_lists_the_queue_in_order() {
         "{}",
         r.stdout
     );
-    release(held);
+    let_go(held);
 }

@@ -8,7 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::support::{Guard, RedisServer, Repo, cluster, signal, tractatus, wait_until};
+use crate::support::{
+    Guard, RedisServer, Repo, cluster, hold_until_let_go, let_go, signal, tractatus, wait_until,
+};
 
 const LOCK: &str = "h";
 
@@ -29,26 +31,11 @@ fn lock_run(repo: &Repo, urls: &str, ttl: &str) -> Command {
 
 /// A holder whose command runs until its stdin is closed; returned once it holds the lock.
 fn holder(repo: &Repo, urls: &str, ttl: &str) -> Guard {
-    let marker = repo.file("held");
-    let child = lock_run(repo, urls, ttl)
-        .args(["sh", "-c", "touch \"$1\"; read x || true", "sh"])
-        .arg(&marker)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let guard = Guard(child);
-    wait_until(Duration::from_secs(10), "the holder holds the lock", || {
-        marker.exists()
-    });
-    guard
-}
-
-fn release(mut holder: Guard) {
-    drop(holder.0.stdin.take());
-    let status = holder.0.wait().unwrap();
-    assert!(status.success(), "holder: {status}");
+    hold_until_let_go(
+        lock_run(repo, urls, ttl),
+        &repo.file("held"),
+        Duration::from_secs(10),
+    )
 }
 
 /// A waiter that appends `label`, its token and the time (ns) to `order` once it holds the lock.
@@ -138,7 +125,7 @@ fn five_waiters_are_handed_the_lock_in_line(masters: usize) {
     // master but not a majority gives it back, which wakes the head again: a loaded machine
     // (a node answering after the node timeout) adds such messages, so they are not counted.
     let messages = listen(&servers[0], repo.keys(LOCK).channel);
-    release(held);
+    let_go(held);
     for w in &mut waiters {
         let out = w.0.wait().unwrap();
         assert!(out.success(), "waiter: {out}");
@@ -212,7 +199,7 @@ fn a_waiter_killed_while_queued_is_not_left_holding_the_lock(masters: usize) {
     // Released at once: the killed waiter's registration (800 ms) still stands, so a release
     // may hand it the lease; its probation (1 s) or the next one's takeover ends that.
     let released = Instant::now();
-    release(held);
+    let_go(held);
     let out = next.0.wait().unwrap();
     let took = released.elapsed();
     assert!(out.success(), "next waiter: {out}");
@@ -260,7 +247,7 @@ fn a_release_during_a_failover_quarantine_hands_nothing_over() {
     let until = redis_ms(&servers[0]) + 1500;
     let until_s = until.to_string();
     servers[0].cmd(&["HSET", &keys.epoch, "until", &until_s]);
-    release(held);
+    let_go(held);
     assert_eq!(
         servers[0].cmd(&["EXISTS", &keys.lease]),
         "0",
@@ -305,7 +292,7 @@ fn a_lock_run_handed_the_lock_runs_its_command_past_the_probation() {
     wait_until(Duration::from_secs(10), "the waiter is queued", || {
         queued_everywhere(&repo, &servers, 1)
     });
-    release(held);
+    let_go(held);
     let out = next.0.wait().unwrap();
     let mut err = String::new();
     std::io::Read::read_to_string(next.0.stderr.as_mut().unwrap(), &mut err).unwrap();
@@ -387,7 +374,7 @@ fn a_forged_hand_off_message_does_not_hand_the_lock_over() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    release(held);
+    let_go(held);
     let out = next.0.wait().unwrap();
     assert!(out.success(), "the waiter: {out}");
     let got = order(&repo);

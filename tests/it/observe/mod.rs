@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{Guard, RedisServer, Repo, epoch_ms, run, tractatus, wait_until};
+use crate::support::{
+    Guard, RedisServer, Repo, epoch_ms, hold_until_let_go, let_go, run, tractatus, wait_until,
+};
 
 mod metrics;
 mod stats;
@@ -39,26 +41,11 @@ fn lock_run(repo: &Repo, url: &str) -> std::process::Command {
 
 /// A holder whose command runs until its stdin is closed; returned once it holds the lock.
 fn gate(repo: &Repo, url: &str) -> Guard {
-    let marker = repo.file("held");
-    let child = lock_run(repo, url)
-        .args(["sh", "-c", "touch \"$1\"; read x || true", "sh"])
-        .arg(&marker)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let guard = Guard(child);
-    wait_until(Duration::from_secs(20), "the gate holds the lock", || {
-        marker.exists()
-    });
-    guard
-}
-
-fn open(mut gate: Guard) {
-    drop(gate.0.stdin.take());
-    let status = gate.0.wait().unwrap();
-    assert!(status.success(), "gate: {status}");
+    hold_until_let_go(
+        lock_run(repo, url),
+        &repo.file("held"),
+        Duration::from_secs(20),
+    )
 }
 
 /// A worker that, once granted, appends "<index> <epoch ms>" to `starts` and holds

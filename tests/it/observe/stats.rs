@@ -20,7 +20,7 @@ fn lock_stats_counts_a_known_run_exactly_and_its_percentiles_match_the_test_cloc
     wait_until(Duration::from_secs(30), "the 4 workers are queued", || {
         waiters(&server, &repo) == 4
     });
-    open(held);
+    let_go(held);
     let deadline = Instant::now() + Duration::from_secs(30);
     for w in &mut workers {
         loop {

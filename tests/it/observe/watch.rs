@@ -66,7 +66,7 @@ fn watch_in_a_terminal_shows_a_holder_come_and_go_and_q_restores_the_terminal() 
         },
     );
     let seen = frames(&screen_text(&out)).len();
-    open(held);
+    let_go(held);
     wait_until(
         Duration::from_secs(20),
         "a later frame without the holder",

@@ -8,8 +8,10 @@
 use std::path::Path;
 use std::process::Command;
 
+mod held;
 mod session_repo;
 
+pub use held::{hold_until_let_go, let_go};
 pub use session_repo::{SessionRepo, log_in};
 
 pub use tractatus_testkit::{

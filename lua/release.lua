@@ -6,6 +6,8 @@
 -- KEYS[1..10] as lua/grant.lua: lease, fence, holder, waiters, log, init, queue, waiting,
 --          epoch, handoff
 -- KEYS[11] ended   string: the owner id of the last lease released here, kept for a minute
+-- KEYS[12] handed  prefix of the waiters' hand-off boxes: the box of waiter w is
+--          KEYS[12] .. ':' .. w, in the lock's slot (the hash tag leads the prefix)
 -- ARGV[1] owner id
 -- ARGV[2] pub/sub channel the waiters listen on
 -- ARGV[3] audit log length cap
@@ -25,9 +27,14 @@
 -- nothing off and wakes the head as before), FIFO. The lease runs on ARGV[5] (at most the
 -- head's TTL) until the head confirms it (its next grant, with the same owner id, extends it):
 -- a head that died after its last heartbeat holds the lock up for the probation, not a TTL.
--- The message names the head, its owner id and the token ("<head> <owner> <token>"); a head
--- that cannot be granted is named alone, and only it tries at once. With nobody queued the
--- message says 'released', which wakes every listener.
+-- The head's box (KEYS[12] .. ':' .. head, a list that lives as long as the probation) gets
+-- "<owner> <token>": the head waits on it with BLPOP on a connection of its own, and takes the
+-- lease from it with no round trip of its own. Only a client that may write can push there
+-- (a writer can forge a lease outright anyway); the message cannot be trusted so, as anyone
+-- who may PUBLISH can send one. The message names the head, its owner id and the token
+-- ("<head> <owner> <token>"): a head without a box (one whose box connection broke) confirms
+-- with a renewal instead. A head that cannot be granted is named alone, and only it tries at
+-- once. With nobody queued the message says 'released', which wakes every listener.
 --
 -- A request sent again (a cluster connection resends after a dropped reply or a response
 -- timeout; `call_twice` after a broken connection) finds the lease already gone. `ended` names
@@ -106,7 +113,12 @@ if entry and who then
     if r[1] == 1 then
       -- The TTL the holder renews by (a joiner reads it), not the probation.
       redis.call('HSET', KEYS[3], 'ttl_ms', ttl)
-      redis.call('PUBLISH', ARGV[2], head .. ' ' .. e[1] .. ' ' .. string.format('%d', r[2]))
+      local token = string.format('%d', r[2])
+      local box = KEYS[12] .. ':' .. head
+      redis.call('DEL', box)
+      redis.call('RPUSH', box, e[1] .. ' ' .. token)
+      redis.call('PEXPIRE', box, probation)
+      redis.call('PUBLISH', ARGV[2], head .. ' ' .. e[1] .. ' ' .. token)
       return 1
     end
   end

@@ -129,9 +129,13 @@ impl Coordinator {
     /// its lease expires, and at once when it ran on this host and its process is gone.
     ///
     /// On one Redis, a release that finds us first in line grants us the lease in its own
-    /// script (on a 1 s probation) and says so in its message; one renewal, whose answer makes
-    /// it ours and extends it to the TTL, stands in for our own grant. The message alone is
-    /// never trusted: whoever may publish on the lock's channel could forge it.
+    /// script (on a 1 s probation) and pushes it into our hand-off box, which we wait on with
+    /// `BLPOP` on a connection of our own: we have it from there, at first valid for the
+    /// probation ([`Lease::state`] shows it), and one renewal sent at once in the background
+    /// extends it to the TTL within a round trip (a `lock run` waits for that before its
+    /// command starts). The release message says so too, but is never trusted alone: whoever
+    /// may publish on the lock's channel could forge it; without a box, a renewal whose answer
+    /// makes the lease ours stands in for our own grant.
     ///
     /// A coordinator that stops answering while we wait (a restart, a failover) is retried
     /// a few times a second, with the subscriptions made again, until the wait runs out; only

@@ -1,15 +1,19 @@
 //! The waiter's side of a server-side hand-off (see `lua/release.lua`): what a release message
-//! says, and when a waiter may take a lease handed to it without asking again.
+//! and a hand-off box say, and when a waiter may take a lease handed to it without asking again.
 //!
 //! A queued waiter registers, with its place in line, the owner id and secret hash of its next
 //! lease. A release that finds it first in line grants it the lease at once, on a short
-//! probation TTL ([`PROBATION`]), and names it, that owner id and the token in its message. On
-//! one node the waiter takes the lease from the message with one renewal (no grant script, no
-//! queue, no raise), which takes it off probation before anyone uses its validity (a `lock run`
-//! guard's deadline must not be the probation's); on several, the attempt it makes once a
-//! majority called it confirms the hand-offs (each node's grant finds the lease already that
-//! owner's and extends it to the TTL) and lifts the tokens to the highest one named. (Releases
-//! over several masters hand nothing over for now: see `Quorum::end`.)
+//! probation TTL ([`PROBATION`]), pushes the owner id and token into the waiter's box (a list
+//! only a client that may write can push to; the waiter reads it with `BLPOP` on a connection
+//! of its own) and names the waiter, owner id and token in its message. The box is proof: the
+//! waiter takes the lease from it with no round trip of its own, and one renewal in the
+//! background takes it off probation before anyone uses a whole TTL's validity (a `lock run`
+//! guard's deadline must not be the probation's). The message is only a hint: anyone who may
+//! PUBLISH can send one, so a waiter without a box confirms with a renewal first. On several
+//! masters the attempt a waiter makes once a majority called it confirms the hand-offs (each
+//! node's grant finds the lease already that owner's and extends it to the TTL) and lifts the
+//! tokens to the highest one named. (Releases over several masters hand nothing over for now:
+//! see `Quorum::end`.)
 
 use std::time::Duration;
 
@@ -56,6 +60,14 @@ impl Call {
     }
 }
 
+/// The token in a value of our box (`<owner> <token>`), if it hands the lease to `owner`.
+pub(crate) fn boxed_token(value: &str, owner: &str) -> Option<u64> {
+    let (o, token) = value.split_once(' ')?;
+    (o == owner && !o.is_empty())
+        .then(|| token.parse::<u64>().ok())
+        .flatten()
+}
+
 /// Validity of a lease handed to us on one node, or `None` if too little is left to take it
 /// with a renewal. `refused_at`: when we sent the attempt the node last refused; the
 /// node granted after it ran that attempt, so the probation started after this moment.
@@ -84,6 +96,16 @@ mod tests {
             "a token that is no number"
         );
         assert_eq!(Call::parse("w1 o1 1 extra").handed, None);
+    }
+
+    #[test]
+    fn a_box_value_hands_over_only_to_its_owner_and_with_a_number() {
+        assert_eq!(boxed_token("o1 42", "o1"), Some(42));
+        assert_eq!(boxed_token("o1 42", "o2"), None);
+        assert_eq!(boxed_token("o1 x", "o1"), None);
+        assert_eq!(boxed_token("o1 42 7", "o1"), None);
+        assert_eq!(boxed_token(" 42", ""), None);
+        assert_eq!(boxed_token("o1", "o1"), None);
     }
 
     #[tokio::test(start_paused = true)]

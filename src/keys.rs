@@ -49,6 +49,10 @@ pub struct LockKeys {
     /// Hash: what a release needs to hand the lease to each queued waiter (owner id, TTL,
     /// quarantine, secret hash, command, tab-separated; see `lua/release.lua`).
     pub handoff: String,
+    /// String prefix of the waiters' hand-off boxes: the box of waiter `w` is `<handed>:<w>`
+    /// ([`LockKeys::handed_box`]), a list to which a release that hands `w` the lease pushes
+    /// the owner id and token (see `lua/release.lua`), read by `w` alone with `BLPOP`.
+    pub handed: String,
     /// Stream: the lock's audit trail.
     pub log: String,
     /// Pub/sub channel announcing a release.
@@ -88,6 +92,7 @@ impl LockKeys {
             waiting: format!("{base}:waiting"),
             waitfor: format!("{base}:waitfor"),
             handoff: format!("{base}:handoff"),
+            handed: format!("{base}:handed"),
             log: format!("{base}:log"),
             channel: format!("{base}:released"),
             ended: format!("{base}:ended"),
@@ -107,6 +112,12 @@ impl LockKeys {
         } else {
             format!("{}:{depth}", self.turn)
         }
+    }
+
+    /// The hand-off box of waiter `waiter`: in the lock's slot (the hash tag comes first), as
+    /// `lua/release.lua` builds it from [`LockKeys::handed`].
+    pub(crate) fn handed_box(&self, waiter: &str) -> String {
+        format!("{}:{waiter}", self.handed)
     }
 
     /// The line for the turn at `depth`: sorted sets of the waiting joiners' places
@@ -368,6 +379,8 @@ mod tests {
                 &k.waiting,
                 &k.waitfor,
                 &k.handoff,
+                &k.handed_box("0123456789abcdef0123456789abcdef"),
+                &k.handed_box("{other}"),
                 &k.log,
                 &k.init,
                 &k.epoch,

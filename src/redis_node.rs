@@ -45,7 +45,7 @@
 //! Here: the node's public face (one `impl`), the scripts and the lease operations of [`Node`].
 //! Beside it: `build` (a node from its URL), `call` (how a request reaches the server),
 //! `replies` (reading the scripts' answers), `cluster`, `sentinel`, `replicas`, `admin`,
-//! `sessions` and `wait_for`.
+//! `sessions`, `wait_for` and `handed` (a waiter's hand-off box).
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -87,6 +87,7 @@ mod admin;
 mod build;
 mod call;
 mod cluster;
+mod handed;
 mod replicas;
 mod replies;
 pub mod sentinel;
@@ -262,6 +263,10 @@ impl Node for RedisNode {
         Box::pin(self.subscribe_anywhere(&keys.channel, &keys.lease))
     }
 
+    fn handed(&self, key: String) -> NodeFuture<'_, WakeStream> {
+        Box::pin(self.open_box(key))
+    }
+
     fn evict<'a>(&'a self, ev: &'a Eviction) -> NodeFuture<'a, bool> {
         Box::pin(async move {
             let (keys, by) = (&ev.keys, &ev.by);
@@ -428,6 +433,7 @@ impl RedisNode {
                 .key(&keys.epoch)
                 .key(&keys.handoff)
                 .key(&keys.ended)
+                .key(&keys.handed)
                 .arg(owner)
                 .arg(&keys.channel)
                 .arg(log_cap)

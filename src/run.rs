@@ -180,6 +180,17 @@ async fn supervise_in(
         group.finish().await;
         return Err(e);
     }
+    // A lease a release handed us runs on probation until its confirmation lands (in the
+    // background since the grant, usually done by now): the guard must be told a whole TTL's
+    // deadline, not the probation's.
+    for lease in leases.iter() {
+        lease.off_probation().await;
+    }
+    // Lost before the command started (its confirmation found it gone): nothing to stop.
+    if let Some(e) = leases.iter().find_map(|l| l.check_valid().err()) {
+        group.finish().await;
+        return Err(e);
+    }
     // A quarter of the TTL: renewals run every third and retry every tenth, so by then at least
     // four attempts in a row have failed. A short stall must not cost the command its run.
     let margin = ttl.map(|t| t / 4).unwrap_or_default().min(kill_grace);

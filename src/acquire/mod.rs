@@ -259,7 +259,10 @@ async fn acquire_redis(
                     && let Some(e) = w.check(coordinator, quorum).await
                 {
                     give_up.disarm();
-                    quorum.leave(&keys, &waiter_id).await;
+                    // Within one node timeout, as every end of a wait (our place lapses by
+                    // itself on a silent node).
+                    let _ = tokio::time::timeout(cfg.node_timeout, quorum.leave(&keys, &waiter_id))
+                        .await;
                     return Err(e);
                 }
                 // Its process gone but its command's group still running: look again
@@ -352,14 +355,19 @@ async fn acquire_redis(
             // before this waiter subscribed, it may be free by now).
             let first = !wake.registered;
             let subscribing = Instant::now();
-            wake.subscribe(quorum, &keys).await;
+            wake.subscribe(quorum, &keys, &waiter_id).await;
             if trace::on() {
                 trace::line(format_args!(
-                    "wait {}: subscribed on {} of {} in {}ms",
+                    "wait {}: subscribed on {} of {} in {}ms{}",
                     trace::short(&waiter_id),
                     wake.live,
                     quorum.nodes().len(),
-                    subscribing.elapsed().as_millis()
+                    subscribing.elapsed().as_millis(),
+                    if wake.boxed.is_live() {
+                        ", hand-off box open"
+                    } else {
+                        ""
+                    }
                 ));
             }
             if first || wake.live >= quorum.needed() {
@@ -370,9 +378,25 @@ async fn acquire_redis(
         // Calls to try, one per node that released: we try once a majority of the nodes
         // we listen to called us (one release, one attempt), or at the timer.
         let mut calls = 0;
+        // Handed the lease, as the release message says (a hint: anyone who may publish can
+        // send one), or as our box says (a proof: only a writer can push there).
+        let mut hinted: Option<u64> = None;
         let mut handed: Option<u64> = None;
         loop {
             let sleep_on = tokio::select! {
+                got = wake.boxed.next(), if wake.boxed.is_live() => match got {
+                    Some(v) => match crate::handoff::boxed_token(&v, &req.owner) {
+                        Some(token) => {
+                            handed = Some(token);
+                            false
+                        }
+                        // Another owner's of ours (an earlier wait's id cannot reach this
+                        // box) or garbage: not ours to take.
+                        None => true,
+                    },
+                    // Its connection failed: a hint now confirms with a renewal.
+                    None => hinted.is_none(),
+                },
                 got = wake.streams.next(), if wake_early && !wake.streams.is_empty() => {
                     let call = got.map(|m| m.map(|m| Call::parse(&m)));
                     match call {
@@ -384,13 +408,16 @@ async fn acquire_redis(
                                 w.owner == c.who && w.is_gone_from(&coordinator.inner.identity)
                             })
                         }
-                        // Handed the lease by the one node: it is ours without asking.
+                        // Handed the lease by the one node, the message says. The box says
+                        // so too, within a round trip, if it is open: wait for it there (at
+                        // most a node timeout). Without a box, a renewal confirms it.
                         Some(Some(c))
                             if quorum.nodes().len() == 1
                                 && c.handed_to(&waiter_id, &req.owner).is_some() =>
                         {
-                            handed = c.handed_to(&waiter_id, &req.owner);
-                            false
+                            hinted = c.handed_to(&waiter_id, &req.owner);
+                            until = until.min(Instant::now() + cfg.node_timeout);
+                            wake.boxed.is_live()
                         }
                         Some(Some(c)) => {
                             if let Some(token) = c.handed_to(&waiter_id, &req.owner) {
@@ -419,17 +446,53 @@ async fn acquire_redis(
                 break;
             }
         }
-        // Handed the lease, the message says: the server's answer to one renewal makes it ours
-        // (no grant script, no queue, no raise), and takes it off probation before anyone uses
-        // its validity. The message alone is never trusted: any client that may PUBLISH on the
-        // lock's channel (a read-only ACL user with `@pubsub`, say) can name our waiter and
-        // owner ids, which every reader of Redis can see, with a token of its choosing
-        // (`handoff::a_forged_hand_off_message_does_not_hand_the_lock_over`). Anything but a
-        // renewal: the next attempt finds out (it confirms a hand-off too).
+        // Handed the lease, our box says: ours at once, valid for the probation counted from
+        // before our last attempt (the release granted after that attempt ran). One renewal,
+        // in the background, takes it off probation (no grant, no queue, no raise); whoever
+        // needs a whole TTL's validity (a `lock run` guard's deadline) waits for it
+        // (`Lease::off_probation`). Too little of the probation left: the next attempt finds
+        // out (it confirms a hand-off too).
         if let Some(token) = handed
+            && let Some(valid_until) = handed_validity(sent, cfg.ttl)
+        {
+            if trace::on() {
+                trace::line(format_args!(
+                    "wait {} at {}ms: handed the lease (its box)",
+                    trace::short(&waiter_id),
+                    started.elapsed().as_millis(),
+                ));
+            }
+            give_up.disarm();
+            let mut lease = Lease::redis(
+                coordinator.clone(),
+                name,
+                keys,
+                req.owner,
+                secret,
+                token,
+                valid_until,
+            );
+            lease.confirm_handed();
+            return Ok(lease);
+        }
+        // Handed the lease, the message says, and no box said so: the server's answer to one
+        // renewal makes it ours (no grant script, no queue, no raise), and takes it off
+        // probation before anyone uses its validity. The message alone is never trusted: any
+        // client that may PUBLISH on the lock's channel (a read-only ACL user with `@pubsub`,
+        // say) can name our waiter and owner ids, which every reader of Redis can see, with a
+        // token of its choosing (`handoff::a_forged_hand_off_message_does_not_hand_the_lock_over`).
+        // Anything but a renewal: the next attempt finds out (it confirms a hand-off too).
+        if let Some(token) = hinted
             && handed_validity(sent, cfg.ttl).is_some()
             && let Renewal::Renewed { valid_until } = quorum.renew(&keys, &req.owner, cfg.ttl).await
         {
+            if trace::on() {
+                trace::line(format_args!(
+                    "wait {} at {}ms: handed the lease (the message, confirmed by a renewal)",
+                    trace::short(&waiter_id),
+                    started.elapsed().as_millis(),
+                ));
+            }
             give_up.disarm();
             return Ok(Lease::redis(
                 coordinator.clone(),

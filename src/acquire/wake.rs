@@ -1,5 +1,6 @@
-//! How a waiter hears that it may try again: its release subscriptions, one per node, and the
-//! pauses between attempts after a split vote and while no quorum answers.
+//! How a waiter hears that it may try again: its release subscriptions, one per node, its
+//! hand-off box on one node, and the pauses between attempts after a split vote and while no
+//! quorum answers.
 
 use std::time::Duration;
 
@@ -7,6 +8,7 @@ use backon::BackoffBuilder;
 use futures_util::stream::{BoxStream, SelectAll};
 use futures_util::{FutureExt, StreamExt};
 
+use crate::backend::WakeStream;
 use crate::keys::LockKeys;
 use crate::quorum::Quorum;
 
@@ -41,9 +43,11 @@ pub(super) fn reconnect_backoff() -> impl Iterator<Item = Duration> {
         .build()
 }
 
-/// A waiter's release subscriptions, one per node that answered.
+/// A waiter's release subscriptions, one per node that answered, and its hand-off box.
 #[derive(Default)]
 pub(super) struct Wake {
+    /// On one node, where a release hands the lease to the head of the line.
+    pub(super) boxed: HandedBox,
     /// Every subscription's events (who should try now), and one `None` from each as it ends.
     pub(super) streams: SelectAll<BoxStream<'static, Option<String>>>,
     /// Subscriptions still open.
@@ -53,9 +57,15 @@ pub(super) struct Wake {
 }
 
 impl Wake {
-    /// (Re)subscribe on every node, replacing the subscriptions we had.
-    pub(super) async fn subscribe(&mut self, quorum: &Quorum, keys: &LockKeys) {
-        let (streams, _) = quorum.subscribe(keys).await;
+    /// (Re)subscribe on every node, replacing the subscriptions we had, and open waiter
+    /// `waiter`'s hand-off box if it is not open, both at once. (A value pushed before the
+    /// box is read stays there for the probation, but the next attempt waits for the box all
+    /// the same: a release right after it would wait for the box's connection.)
+    pub(super) async fn subscribe(&mut self, quorum: &Quorum, keys: &LockKeys, waiter: &str) {
+        let ((streams, _), ()) = tokio::join!(
+            quorum.subscribe(keys),
+            self.boxed.open(quorum, keys, waiter)
+        );
         self.live = streams.len();
         self.streams = SelectAll::new();
         for s in streams {
@@ -81,5 +91,36 @@ impl Wake {
     pub(super) fn lost_all(&mut self) {
         self.live = 0;
         self.streams = SelectAll::new();
+    }
+}
+
+/// A waiter's hand-off box (see [`crate::backend::Node::handed`]): open, or not.
+#[derive(Default)]
+pub(super) struct HandedBox(Option<WakeStream>);
+
+impl HandedBox {
+    /// Open the box, unless it is open (or the quorum has several nodes), within the node's
+    /// connect timeout; a box that cannot be opened stays closed.
+    async fn open(&mut self, quorum: &Quorum, keys: &LockKeys, waiter: &str) {
+        if self.0.is_none()
+            && let Some(opening) = quorum.handed(keys, waiter)
+        {
+            self.0 = opening.await.ok();
+        }
+    }
+
+    /// Whether a value may still come out of the box.
+    pub(super) fn is_live(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// The next value in the box; `None` once it closed (its connection failed). Cancel-safe:
+    /// the `BLPOP` in flight lives in the stream between polls.
+    pub(super) async fn next(&mut self) -> Option<String> {
+        let value = self.0.as_mut()?.next().await;
+        if value.is_none() {
+            self.0 = None;
+        }
+        value
     }
 }

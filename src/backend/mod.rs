@@ -272,6 +272,16 @@ pub trait Node: Send + Sync + 'static {
     /// Listen for releases of one lock.
     fn subscribe<'a>(&'a self, keys: &'a LockKeys) -> NodeFuture<'a, WakeStream>;
 
+    /// Open the hand-off box `key` of one waiter ([`LockKeys::handed_box`]; see
+    /// `lua/release.lua`): a stream of the `<owner> <token>` values a release pushed there,
+    /// read on a connection of the box's own, ending with that connection. Only a client that
+    /// may write can push there, unlike a message anyone who may publish can send. A node
+    /// without boxes says so as an error; its waiters confirm a hand-off with a renewal.
+    fn handed(&self, key: String) -> NodeFuture<'_, WakeStream> {
+        let _ = key;
+        Box::pin(async { Err(NodeError::new("this node keeps no hand-off boxes")) })
+    }
+
     /// Remove the lease as `ev` says and wake the waiters; `Ok(false)` when there was nothing
     /// to remove (see `lua/evict.lua`).
     fn evict<'a>(&'a self, ev: &'a Eviction) -> NodeFuture<'a, bool>;

@@ -69,6 +69,7 @@ impl Lease {
             state: watch::channel(standing).0,
             acquired: Instant::now(),
             keeper: None,
+            probation: None,
             ttl,
             owner: grant.owner.clone(),
             secret: grant.secret.clone(),

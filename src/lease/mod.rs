@@ -124,6 +124,9 @@ pub struct Lease {
     state: watch::Sender<Standing>,
     acquired: Instant,
     keeper: Option<JoinHandle<()>>,
+    /// A lease handed over by a release (see `crate::handoff`): true once its confirmation
+    /// (one renewal, in the background) has taken it off probation, or given up.
+    probation: Option<watch::Receiver<bool>>,
     /// What a renewal extends it by: the granting holder's TTL (a joined lease has its
     /// holder's, as the coordinator reports it, and renews nothing).
     ttl: Duration,
@@ -166,6 +169,7 @@ impl Lease {
             state: watch::channel(Standing::Valid(valid_until)).0,
             acquired: Instant::now(),
             keeper: None,
+            probation: None,
             ttl,
             owner,
             secret,
@@ -189,6 +193,7 @@ impl Lease {
             state: watch::channel(Standing::Held).0,
             acquired: Instant::now(),
             keeper: None,
+            probation: None,
             ttl,
             owner: uuid::Uuid::new_v4().simple().to_string(),
             origin,
@@ -529,6 +534,62 @@ mod tests {
         assert!(reason.contains("no longer ours"), "{reason}");
         assert_eq!(start.elapsed(), TTL / 3, "not noticed at the first renewal");
         assert!(lease.release().await.unwrap_err().is_lease_lost());
+    }
+
+    /// A lease as a release hands it over on one node (see `crate::handoff`): ours there on
+    /// the probation, taken from the message with the probation's validity.
+    fn handed(c: &Coordinator, fake: &crate::fake_node::FakeNode) -> Lease {
+        let keys = LockKeys::new(&c.inner.config.namespace, "L");
+        let probation = crate::handoff::PROBATION;
+        fake.hold_at(&keys, "o", probation, crate::holder::HolderInfo::default());
+        let valid = Deadline::new(crate::clock::Stamp::now(), probation);
+        Lease::redis(c.clone(), "L", keys, "o".into(), "s".into(), 7, valid)
+    }
+
+    fn left(lease: &Lease) -> Duration {
+        match lease.state() {
+            LeaseState::Valid { valid_until } => valid_until - Instant::now(),
+            other => panic!("not valid: {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handed_lease_is_confirmed_to_a_whole_ttl_in_the_background() {
+        let (c, fakes) = coordinator(1, TTL);
+        let mut lease = handed(&c, &fakes[0]);
+        assert!(left(&lease) <= crate::handoff::PROBATION);
+        lease.confirm_handed();
+        let start = Instant::now();
+        lease.off_probation().await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "a timer had to ring");
+        assert!(
+            left(&lease) > TTL - Duration::from_millis(100),
+            "{:?}",
+            left(&lease)
+        );
+        lease.release().await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handed_lease_that_cannot_be_confirmed_stops_waiting_by_its_probation_end() {
+        for mode in [Mode::RenewalsFail, Mode::Silent(Duration::from_millis(250))] {
+            let (c, fakes) = coordinator(1, TTL);
+            fakes[0].set(mode);
+            let mut lease = handed(&c, &fakes[0]);
+            let start = Instant::now();
+            lease.confirm_handed();
+            lease.off_probation().await;
+            // Bounded: the probation, plus one node deadline for a renewal sent just before
+            // its end.
+            let took = start.elapsed();
+            assert!(
+                took <= crate::handoff::PROBATION + Duration::from_millis(250),
+                "{mode:?}: waited {took:?}"
+            );
+            // Never extended: what is left is the probation's, or nothing.
+            assert!(!matches!(lease.state(), LeaseState::Valid { valid_until }
+                if valid_until - Instant::now() > crate::handoff::PROBATION));
+        }
     }
 
     /// A finalizer (the Node addon's garbage collector) drops a lease on a thread of its own.

@@ -103,6 +103,52 @@ impl Lease {
     }
 }
 
+impl Lease {
+    /// Take a lease a release handed us (see `crate::handoff`) off its probation: one renewal
+    /// in the background, tried again a few times while the probation's validity lasts (a
+    /// renewal that finds it gone marks it lost, as any renewal does). The caller has the lease
+    /// at once; [`Lease::off_probation`] waits for the confirmation.
+    pub(crate) fn confirm_handed(&mut self) {
+        let Some(Hold::Redis { keys, owner }) = &self.hold else {
+            return;
+        };
+        let (done, probation) = watch::channel(false);
+        self.probation = Some(probation);
+        let (coordinator, keys, owner) = (self.coordinator.clone(), keys.clone(), owner.clone());
+        let (ttl, state) = (self.ttl, self.state.clone());
+        tokio::spawn(async move {
+            // Bounded: each renewal by the node timeout, the retries by the validity.
+            for _ in 0..PROBATION_TRIES {
+                let valid_until = match &*state.borrow() {
+                    Standing::Valid(d) if !d.has_passed() => *d,
+                    _ => break,
+                };
+                if renew_once(&coordinator, &keys, &owner, ttl, &state).await {
+                    break;
+                }
+                tokio::time::sleep_until((Instant::now() + ttl / 10).min(valid_until.instant()))
+                    .await;
+            }
+            done.send_replace(true);
+        });
+    }
+
+    /// Resolves once a lease handed over by a release is off probation (confirmed with a whole
+    /// TTL, or found lost, or its confirmation gave up); at once for every other lease. A
+    /// `lock run` waits here before it tells its guard a deadline: a probation's would stop
+    /// the command within a second.
+    pub(crate) async fn off_probation(&self) {
+        if let Some(p) = &self.probation {
+            let mut p = p.clone();
+            let _ = p.wait_for(|done| *done).await;
+        }
+    }
+}
+
+/// How many renewals confirm a handed lease at most before it is left to the keeper (or to
+/// its probation's end).
+const PROBATION_TRIES: usize = 4;
+
 fn max_hold_reached(max_hold: Duration) -> String {
     format!(
         "held for the maximum of {} s (--max-hold); renewal stopped",

@@ -1,5 +1,5 @@
-//! Ending a lease on the quorum (a release, an undone attempt, an eviction), leaving a line, and
-//! subscribing to the release events of a lock.
+//! Ending a lease on the quorum (a release, an undone attempt, an eviction), leaving a line,
+//! subscribing to the release events of a lock, and a waiter's hand-off box.
 
 use std::time::Duration;
 
@@ -158,5 +158,19 @@ impl<N: Node + ?Sized> Quorum<N> {
             let _ = tokio::time::timeout(grace, rest).await;
         }
         (streams, errors)
+    }
+
+    /// The hand-off box of waiter `waiter`, opened on the one node when there is one (see
+    /// [`Node::handed`]); `None` over several masters, where a release hands nothing over (see
+    /// [`Self::end`]).
+    pub(crate) fn handed(
+        &self,
+        keys: &LockKeys,
+        waiter: &str,
+    ) -> Option<crate::backend::NodeFuture<'_, WakeStream>> {
+        match self.nodes.as_slice() {
+            [node] => Some(node.handed(keys.handed_box(waiter))),
+            _ => None,
+        }
     }
 }

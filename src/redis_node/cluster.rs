@@ -231,7 +231,10 @@ impl RedisNode {
         .map_err(|e| NodeError::new(describe(&e, &self.url)))
     }
 
-    async fn open_plain(&self, client: &redis::Client) -> Result<MultiplexedConnection, NodeError> {
+    pub(super) async fn open_plain(
+        &self,
+        client: &redis::Client,
+    ) -> Result<MultiplexedConnection, NodeError> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(None);
@@ -315,6 +318,28 @@ impl RedisNode {
             return Ok(true);
         }
         Ok(false)
+    }
+
+    /// A client for the server that holds `key`: the node's own (behind Sentinel, its master
+    /// now), or on a cluster the master of `key`'s slot as the cluster sees it now. Within
+    /// the connect timeout.
+    pub(super) async fn client_for_key(&self, key: &str) -> Result<redis::Client, NodeError> {
+        let work = async {
+            if !self.cluster.is_on() {
+                return self.endpoint.client(&self.url).await;
+            }
+            let slot = slot_of_key(key);
+            let ranges = self.cluster_slots().await?;
+            let master = ranges
+                .iter()
+                .find(|r| r.slots.contains(&slot))
+                .map(|r| r.master.clone())
+                .ok_or_else(|| NodeError::new("CLUSTER SLOTS names no master for the slot"))?;
+            self.client_at(&master)
+        };
+        tokio::time::timeout(self.connect_timeout, work)
+            .await
+            .unwrap_or_else(|_| Err(NodeError::timeout(self.connect_timeout)))
     }
 
     /// Subscribe to `channel`: on one server, there; on a cluster, on the master of `key`'s

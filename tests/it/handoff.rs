@@ -1,8 +1,9 @@
 //! Server-side hand-off (issue 20): a release grants the lease to the first live waiter in
-//! line in the same script, and the waiter takes it from the release message (on one Redis;
-//! over several masters a release only wakes the head: see `Quorum::end`). Tokens rise in
-//! grant order, FIFO holds, a waiter killed while queued holds nobody up, and a node in its
-//! quarantine hands nothing off (the hand-off is grant.lua's own grant).
+//! line in the same script, and the waiter takes it from its hand-off box (on one Redis; over
+//! several masters a release only wakes the head: see `Quorum::end`), never from the release
+//! message alone. Tokens rise in grant order, FIFO holds, a waiter killed while queued holds
+//! nobody up, and a node in its quarantine hands nothing off (the hand-off is grant.lua's own
+//! grant).
 
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -380,4 +381,179 @@ fn a_forged_hand_off_message_does_not_hand_the_lock_over() {
     let got = order(&repo);
     assert_eq!(got.len(), 1, "{got:?}");
     assert_ne!(got[0].1, forged, "it ran under the forged token");
+}
+
+/// The clients of `server` blocked in `BLPOP` (a waiter's hand-off box), by client id.
+fn boxes(server: &RedisServer) -> Vec<String> {
+    server
+        .cmd(&["CLIENT", "LIST"])
+        .lines()
+        .filter(|l| l.split(' ').any(|f| f == "cmd=blpop"))
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A waiter traced (`TRACTATUS_DEBUG_ACQUIRE=1`), queued behind `held`, with its box open;
+/// returns once both hold.
+fn traced_waiter(repo: &Repo, servers: &[RedisServer], urls: &str) -> Guard {
+    let mut c = lock_run(repo, urls, "10s");
+    c.env("TRACTATUS_DEBUG_ACQUIRE", "1")
+        .args([
+            "sh",
+            "-c",
+            "echo \"$TRACTATUS_FENCING_TOKEN\" > \"$1\"",
+            "sh",
+        ])
+        .arg(repo.file("ran"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let next = Guard(c.spawn().unwrap());
+    wait_until(Duration::from_secs(10), "the waiter is queued", || {
+        queued_everywhere(repo, servers, 1)
+    });
+    wait_until(Duration::from_secs(10), "the waiter's box is open", || {
+        boxes(&servers[0]).len() == 1
+    });
+    next
+}
+
+/// Its exit status and everything it wrote to stderr.
+fn finish(mut g: Guard) -> (std::process::ExitStatus, String) {
+    let mut err = String::new();
+    std::io::Read::read_to_string(g.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    (g.0.wait().unwrap(), err)
+}
+
+/// On one Redis the release pushes the hand-off into the waiter's box, and the waiter takes the
+/// lease from there (no round trip of its own before its command starts its confirmation), under
+/// the token the release minted.
+#[test]
+fn a_handed_waiter_takes_the_lease_from_its_box() {
+    let servers = cluster(1);
+    let urls = urls(&servers);
+    let repo = Repo::new();
+    let held = holder(&repo, &urls, "10s");
+    let messages = listen(&servers[0], repo.keys(LOCK).channel);
+    let next = traced_waiter(&repo, &servers, &urls);
+    let_go(held);
+    let (out, err) = finish(next);
+    assert!(out.success(), "the waiter: {out}: {err}");
+    assert!(
+        err.contains("handed the lease (its box)"),
+        "not taken from the box: {err}"
+    );
+    let messages = messages.recv_timeout(Duration::from_secs(40)).unwrap();
+    let handed: Vec<_> = messages
+        .iter()
+        .filter(|m| m.split(' ').count() == 3)
+        .collect();
+    assert_eq!(handed.len(), 1, "one hand-off: {messages:?}");
+    assert_eq!(
+        Some(repo.read("ran").trim()),
+        handed[0].rsplit(' ').next(),
+        "the command ran under another token than the release's"
+    );
+}
+
+/// A waiter whose box connection broke (killed here) still takes a hand-off: the message names
+/// it, and a renewal, whose answer is proof, confirms the lease.
+#[test]
+fn a_waiter_whose_box_broke_confirms_a_hand_off_with_a_renewal() {
+    let servers = cluster(1);
+    let urls = urls(&servers);
+    let repo = Repo::new();
+    let held = holder(&repo, &urls, "10s");
+    let next = traced_waiter(&repo, &servers, &urls);
+    let id = boxes(&servers[0]).remove(0);
+    assert_eq!(servers[0].cmd(&["CLIENT", "KILL", "ID", &id]), "1");
+    wait_until(Duration::from_secs(10), "the box is closed", || {
+        boxes(&servers[0]).is_empty()
+    });
+    let_go(held);
+    let (out, err) = finish(next);
+    assert!(out.success(), "the waiter: {out}: {err}");
+    assert!(
+        err.contains("handed the lease (the message, confirmed by a renewal)"),
+        "not confirmed by a renewal: {err}"
+    );
+    assert!(!err.contains("(its box)"), "a killed box handed it: {err}");
+}
+
+/// Who may only read and publish (an ACL user with `@read` and `@pubsub`) can neither put a
+/// hand-off into a waiter's box nor make the waiter take one from a forged message.
+#[test]
+fn a_reader_that_may_publish_cannot_fill_a_waiters_box() {
+    let servers = cluster(1);
+    let urls = urls(&servers);
+    let repo = Repo::new();
+    let held = holder(&repo, &urls, "10s");
+    let next = traced_waiter(&repo, &servers, &urls);
+    assert_eq!(
+        servers[0].cmd(&[
+            "ACL", "SETUSER", "reader", "on", ">pw", "~*", "&*", "+@read", "+@pubsub",
+        ]),
+        "OK"
+    );
+    let keys = repo.keys(LOCK);
+    let mut admin = redis::Client::open(servers[0].url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let waiter: Vec<String> = redis::cmd("ZRANGE")
+        .arg(&keys.queue)
+        .arg(0)
+        .arg(0)
+        .query(&mut admin)
+        .unwrap();
+    let reader_url = servers[0]
+        .url()
+        .replacen("redis://", "redis://reader:pw@", 1);
+    let mut reader = redis::Client::open(reader_url)
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    // What the reader sees: the waiter's owner id, in the hand-off record.
+    let entry: String = redis::cmd("HGET")
+        .arg(&keys.handoff)
+        .arg(&waiter[0])
+        .query(&mut reader)
+        .unwrap();
+    let owner = entry.split('\t').next().unwrap().to_owned();
+    let forged = format!("{owner} 9007199254740000");
+    let pushed: redis::RedisResult<i64> = redis::cmd("RPUSH")
+        .arg(format!("{}:{}", keys.handed, waiter[0]))
+        .arg(&forged)
+        .query(&mut reader);
+    let refused = pushed.expect_err("a reader pushed into a waiter's box");
+    assert!(
+        refused.to_string().to_ascii_uppercase().contains("NOPERM"),
+        "not refused for want of permission: {refused}"
+    );
+    let heard: i64 = redis::cmd("PUBLISH")
+        .arg(&keys.channel)
+        .arg(format!("{} {forged}", waiter[0]))
+        .query(&mut reader)
+        .unwrap();
+    assert!(heard >= 1, "nobody listened to the forged message");
+    // The waiter hears the message, looks in its box for a node timeout (250 ms), finds nothing,
+    // and its renewal is refused: it waits on. Its trace says when it gave the message up.
+    let mut next = next;
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(1) {
+        assert!(
+            next.0.try_wait().unwrap().is_none(),
+            "the waiter ended on a forged hand-off"
+        );
+        assert!(
+            !repo.file("ran").exists(),
+            "the waiter ran on a forged hand-off"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let_go(held);
+    let (out, err) = finish(next);
+    assert!(out.success(), "the waiter: {out}: {err}");
+    assert!(err.contains("handed the lease (its box)"), "{err}");
+    assert_ne!(repo.read("ran").trim(), "9007199254740000");
 }

@@ -1,0 +1,44 @@
+//! A waiter's hand-off box (see `lua/release.lua` and `crate::handoff`): a connection of the
+//! wait's own, blocked in `BLPOP` on the box, so a release that hands the waiter the lease
+//! reaches it with no round trip of the waiter's. What comes out of the box was put there by a
+//! client that may write (`RPUSH`), which a read-only user, allowed to PUBLISH, is not: the
+//! release message alone is no proof.
+//!
+//! The connection has no response timeout (a `BLPOP` blocks for as long as it was told);
+//! every wait on it is bounded by its caller, which drops the stream, and the connection with
+//! it, when its wait ends. The server then unblocks it as the socket closes.
+
+use futures_util::stream;
+
+use super::RedisNode;
+use crate::backend::{NodeError, WakeStream};
+
+/// How long one `BLPOP` blocks before it is sent again (its `timeout`, in seconds): only what a
+/// server whose client went away without a close would keep; the wait drops it long before.
+const BLOCK_SECS: u64 = 60;
+
+impl RedisNode {
+    /// The box `key`: a connection to the server that holds it, within the connect timeout,
+    /// then every value popped from it, until the connection fails.
+    pub(super) async fn open_box(&self, key: String) -> Result<WakeStream, NodeError> {
+        let client = self.client_for_key(&key).await?;
+        let conn = self.open_plain(&client).await?;
+        Ok(Box::pin(stream::unfold(
+            (conn, key),
+            |(mut conn, key)| async move {
+                loop {
+                    let popped: redis::RedisResult<Option<(String, String)>> = redis::cmd("BLPOP")
+                        .arg(&key)
+                        .arg(BLOCK_SECS)
+                        .query_async(&mut conn)
+                        .await;
+                    match popped {
+                        Ok(Some((_, value))) => return Some((value, (conn, key))),
+                        Ok(None) => continue,
+                        Err(_) => return None,
+                    }
+                }
+            },
+        )))
+    }
+}

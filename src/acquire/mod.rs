@@ -12,15 +12,14 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use tokio::time::Instant;
 
-use crate::backend::{Eviction, GrantRequest, WAITER_TTL, WAKE_ALL};
+use crate::backend::{Eviction, GrantRequest, WAITER_TTL};
 use crate::clock::{Stamp, epoch_micros, far_deadline};
 use crate::config::check_lock_name;
 use crate::coordinator::{Backend, Coordinator};
 use crate::error::{Error, Result};
-use crate::handoff::{Call, handed_validity};
+use crate::handoff::handed_validity;
 use crate::holder::HolderInfo;
 use crate::keys::LockKeys;
 use crate::lease::Lease;
@@ -31,7 +30,7 @@ mod give_up;
 mod wake;
 
 use give_up::GiveUp;
-use wake::{RECONNECT_MAX, SPLIT_MAX, Wake, reconnect_backoff, split_backoff};
+use wake::{Heard, Listening, RECONNECT_MAX, SPLIT_MAX, Wake, reconnect_backoff, split_backoff};
 
 /// The work of [`Coordinator::try_acquire`].
 pub(crate) async fn try_acquire(coordinator: &Coordinator, name: &str) -> Result<Lease> {
@@ -374,78 +373,27 @@ async fn acquire_redis(
                 continue;
             }
         }
-        let mut until = deadline.min(now + pause);
-        // Calls to try, one per node that released: we try once a majority of the nodes
-        // we listen to called us (one release, one attempt), or at the timer.
-        let mut calls = 0;
-        // Handed the lease, as the release message says (a hint: anyone who may publish can
-        // send one), or as our box says (a proof: only a writer can push there).
-        let mut hinted: Option<u64> = None;
-        let mut handed: Option<u64> = None;
-        loop {
-            let sleep_on = tokio::select! {
-                got = wake.boxed.next(), if wake.boxed.is_live() => match got {
-                    Some(v) => match crate::handoff::boxed_token(&v, &req.owner) {
-                        Some(token) => {
-                            handed = Some(token);
-                            false
-                        }
-                        // Another owner's of ours (an earlier wait's id cannot reach this
-                        // box) or garbage: not ours to take.
-                        None => true,
-                    },
-                    // Its connection failed: a hint now confirms with a renewal.
-                    None => hinted.is_none(),
+        let heard = wake
+            .listen(
+                deadline.min(now + pause),
+                wake_early,
+                &Listening {
+                    waiter: &waiter_id,
+                    owner: &req.owner,
+                    head: head.as_deref(),
+                    identity: &coordinator.inner.identity,
+                    nodes: quorum.nodes().len(),
+                    needed: quorum.needed(),
+                    node_timeout: cfg.node_timeout,
                 },
-                got = wake.streams.next(), if wake_early && !wake.streams.is_empty() => {
-                    let call = got.map(|m| m.map(|m| Call::parse(&m)));
-                    match call {
-                        // Another waiter is first in line: it tries, we sleep on, unless it
-                        // is one on this host whose process is gone: then we try at once
-                        // (and take it out of the line).
-                        Some(Some(c)) if c.who != WAKE_ALL && c.who != waiter_id => {
-                            !head.as_ref().is_some_and(|w| {
-                                w.owner == c.who && w.is_gone_from(&coordinator.inner.identity)
-                            })
-                        }
-                        // Handed the lease by the one node, the message says. The box says
-                        // so too, within a round trip, if it is open: wait for it there (at
-                        // most a node timeout). Without a box, a renewal confirms it.
-                        Some(Some(c))
-                            if quorum.nodes().len() == 1
-                                && c.handed_to(&waiter_id, &req.owner).is_some() =>
-                        {
-                            hinted = c.handed_to(&waiter_id, &req.owner);
-                            until = until.min(Instant::now() + cfg.node_timeout);
-                            wake.boxed.is_live()
-                        }
-                        Some(Some(c)) => {
-                            if let Some(token) = c.handed_to(&waiter_id, &req.owner) {
-                                floor = floor.max(token);
-                            }
-                            calls += 1;
-                            // The others' calls come within a round trip of the first. One
-                            // that never comes (that node's line differs for a moment, its
-                            // copy of the lease is an orphan, or another waiter's undo
-                            // there called someone else) must not leave us asleep until
-                            // the heartbeat while the lock is free: try after a grace.
-                            until = until.min(Instant::now() + CALL_GRACE);
-                            calls < quorum.needed().min(wake.live)
-                        }
-                        // A subscription that ended (its connection dropped) is made
-                        // again before the next attempt.
-                        _ => {
-                            wake.live = wake.live.saturating_sub(1);
-                            false
-                        }
-                    }
-                }
-                _ = tokio::time::sleep_until(until) => false,
-            };
-            if !sleep_on {
-                break;
-            }
-        }
+                &mut floor,
+            )
+            .await;
+        let (handed, hinted) = match heard {
+            Heard::Try => (None, None),
+            Heard::Handed(token) => (Some(token), None),
+            Heard::Hinted(token) => (None, Some(token)),
+        };
         // Handed the lease, our box says: ours at once, valid for the probation counted from
         // before our last attempt (the release granted after that attempt ran). One renewal,
         // in the background, takes it off probation (no grant, no queue, no raise); whoever
@@ -548,10 +496,6 @@ pub(crate) fn quarantine_note(total: usize, quarantined: usize, left: Duration) 
 /// How often a queued waiter asks again (its heartbeat), well inside [`WAITER_TTL`](crate::backend::WAITER_TTL) so a slow
 /// round trip or two does not cost it its place.
 const HEARTBEAT: Duration = Duration::from_millis(200);
-
-/// How long a waiter called by fewer nodes than a majority waits for the other calls before it
-/// tries anyway.
-const CALL_GRACE: Duration = Duration::from_millis(5);
 
 #[cfg(test)]
 mod tests {

@@ -4,11 +4,15 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use backon::BackoffBuilder;
 use futures_util::stream::{BoxStream, SelectAll};
 use futures_util::{FutureExt, StreamExt};
 
-use crate::backend::WakeStream;
+use crate::backend::{WAKE_ALL, WakeStream};
+use crate::handoff::{Call, boxed_token};
+use crate::holder::{HolderInfo, Identity};
 use crate::keys::LockKeys;
 use crate::quorum::Quorum;
 
@@ -27,6 +31,10 @@ pub(super) fn split_backoff() -> impl Iterator<Item = Duration> {
         .without_max_times()
         .build()
 }
+
+/// How long a waiter called by fewer nodes than a majority waits for the other calls before it
+/// tries anyway.
+const CALL_GRACE: Duration = Duration::from_millis(5);
 
 /// Longest pause between attempts while the coordinator is unreachable.
 pub(super) const RECONNECT_MAX: Duration = Duration::from_millis(250);
@@ -78,6 +86,83 @@ impl Wake {
         self.registered = true;
     }
 
+    /// Wait until `until` for what says to act before it: a majority of the nodes we listen to
+    /// calling us (one release, one attempt), our box handing us the lease, or a message saying
+    /// it was handed to us. Release messages count only when `wake_early` (not after a split
+    /// vote: the other contenders' releases would wake everyone at once and split the vote
+    /// again); the box always does. `floor`: lifted to the highest token a call handed us.
+    pub(super) async fn listen(
+        &mut self,
+        mut until: Instant,
+        wake_early: bool,
+        l: &Listening<'_>,
+        floor: &mut u64,
+    ) -> Heard {
+        let mut calls = 0;
+        // Handed the lease, as the release message says (a hint: anyone who may publish can
+        // send one), or as our box says (a proof: only a writer can push there).
+        let mut hinted: Option<u64> = None;
+        loop {
+            let sleep_on = tokio::select! {
+                got = self.boxed.next(), if self.boxed.is_live() => match got {
+                    Some(v) => match boxed_token(&v, l.owner) {
+                        Some(token) => return Heard::Handed(token),
+                        // Another owner's of ours (an earlier wait's id cannot reach this
+                        // box) or garbage: not ours to take.
+                        None => true,
+                    },
+                    // Its connection failed: a hint now confirms with a renewal.
+                    None => hinted.is_none(),
+                },
+                got = self.streams.next(), if wake_early && !self.streams.is_empty() => {
+                    match got.map(|m| m.map(|m| Call::parse(&m))) {
+                        // Another waiter is first in line: it tries, we sleep on, unless it
+                        // is one on this host whose process is gone: then we try at once
+                        // (and take it out of the line).
+                        Some(Some(c)) if c.who != WAKE_ALL && c.who != l.waiter => {
+                            !l.head.is_some_and(|w| {
+                                w.owner == c.who && w.is_gone_from(l.identity)
+                            })
+                        }
+                        // Handed the lease by the one node, the message says. The box says
+                        // so too, within a round trip, if it is open: wait for it there (at
+                        // most a node timeout). Without a box, a renewal confirms it.
+                        Some(Some(c))
+                            if l.nodes == 1 && c.handed_to(l.waiter, l.owner).is_some() =>
+                        {
+                            hinted = c.handed_to(l.waiter, l.owner);
+                            until = until.min(Instant::now() + l.node_timeout);
+                            self.boxed.is_live()
+                        }
+                        Some(Some(c)) => {
+                            if let Some(token) = c.handed_to(l.waiter, l.owner) {
+                                *floor = (*floor).max(token);
+                            }
+                            calls += 1;
+                            // The others' calls come within a round trip of the first. One
+                            // that never comes (that node's line differs for a moment, its
+                            // copy of the lease is an orphan, or another waiter's undo
+                            // there called someone else) must not leave us asleep until
+                            // the heartbeat while the lock is free: try after a grace.
+                            until = until.min(Instant::now() + CALL_GRACE);
+                            calls < l.needed.min(self.live)
+                        }
+                        // A subscription that ended (its connection dropped) is made
+                        // again before the next attempt.
+                        _ => {
+                            self.live = self.live.saturating_sub(1);
+                            false
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(until) => false,
+            };
+            if !sleep_on {
+                return hinted.map_or(Heard::Try, Heard::Hinted);
+            }
+        }
+    }
+
     /// Take every event already waiting; a subscription found ended is counted as lost.
     pub(super) fn drain(&mut self) {
         while let Some(Some(item)) = self.streams.next().now_or_never() {
@@ -92,6 +177,35 @@ impl Wake {
         self.live = 0;
         self.streams = SelectAll::new();
     }
+}
+
+/// Who is listening, for [`Wake::listen`].
+pub(super) struct Listening<'a> {
+    /// Our waiter id.
+    pub(super) waiter: &'a str,
+    /// The owner id our attempts ask under, which a hand-off names.
+    pub(super) owner: &'a str,
+    /// The waiter first in line, as the last refusal named it, and who we are (to tell
+    /// whether it ran on this host and its process is gone).
+    pub(super) head: Option<&'a HolderInfo>,
+    pub(super) identity: &'a Identity,
+    /// The quorum's nodes, and how many make a majority.
+    pub(super) nodes: usize,
+    pub(super) needed: usize,
+    /// The node timeout: how long a hint waits for the box.
+    pub(super) node_timeout: Duration,
+}
+
+/// What [`Wake::listen`] heard.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Heard {
+    /// Try again (called, or the time is up).
+    Try,
+    /// Our box handed us the lease with this token: ours.
+    Handed(u64),
+    /// The message says a release handed us the lease with this token, and no box confirmed
+    /// it: a renewal must.
+    Hinted(u64),
 }
 
 /// A waiter's hand-off box (see [`crate::backend::Node::handed`]): open, or not.

@@ -32,8 +32,9 @@
 -- lease from it with no round trip of its own. Only a client that may write can push there
 -- (a writer can forge a lease outright anyway); the message cannot be trusted so, as anyone
 -- who may PUBLISH can send one. The message names the head, its owner id and the token
--- ("<head> <owner> <token>"): a head without a box (one whose box connection broke) confirms
--- with a renewal instead. A head that cannot be granted is named alone, and only it tries at
+-- ("<head> <owner> <token>"): a head without a box (one whose box connection broke) tries at
+-- once, and its grant finds the lease its own (and says the token; the message's is never
+-- taken). A head that cannot be granted is named alone, and only it tries at
 -- once. With nobody queued the message says 'released', which wakes every listener.
 --
 -- A request sent again (a cluster connection resends after a dropped reply or a response
@@ -114,10 +115,12 @@ if entry and who then
       -- The TTL the holder renews by (a joiner reads it), not the probation.
       redis.call('HSET', KEYS[3], 'ttl_ms', ttl)
       local token = string.format('%d', r[2])
+      -- pcall: a user whose ACL lacks these commands (or the key) still hands over and
+      -- publishes; the head, boxless, finds the lease its own with its next attempt.
       local box = KEYS[12] .. ':' .. head
-      redis.call('DEL', box)
-      redis.call('RPUSH', box, e[1] .. ' ' .. token)
-      redis.call('PEXPIRE', box, probation)
+      redis.pcall('DEL', box)
+      redis.pcall('RPUSH', box, e[1] .. ' ' .. token)
+      redis.pcall('PEXPIRE', box, probation)
       redis.call('PUBLISH', ARGV[2], head .. ' ' .. e[1] .. ' ' .. token)
       return 1
     end

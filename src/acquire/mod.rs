@@ -24,7 +24,7 @@ use crate::holder::HolderInfo;
 use crate::keys::LockKeys;
 use crate::lease::Lease;
 use crate::options::AcquireOptions;
-use crate::quorum::{Attempt, Quorum, Renewal, trace};
+use crate::quorum::{Attempt, Quorum, trace};
 
 mod give_up;
 mod wake;
@@ -158,6 +158,12 @@ async fn acquire_redis(
         if !matches!(attempt, Attempt::Held { .. }) {
             ours = None;
         }
+        // A refusal: the token of the lease it named (0 if none), which a hand-off to us since
+        // must exceed (see `Listening::box_above`).
+        let refused_below = match &attempt {
+            Attempt::Held { holder, .. } => Some(holder.as_ref().map_or(0, |h| h.token)),
+            _ => None,
+        };
         if !matches!(
             attempt,
             Attempt::Split { .. } | Attempt::Held { undone: true, .. }
@@ -258,10 +264,14 @@ async fn acquire_redis(
                     && let Some(e) = w.check(coordinator, quorum).await
                 {
                     give_up.disarm();
-                    // Within one node timeout, as every end of a wait (our place lapses by
-                    // itself on a silent node).
-                    let _ = tokio::time::timeout(cfg.node_timeout, quorum.leave(&keys, &waiter_id))
-                        .await;
+                    // Leave the line, and end what a release may have handed us meanwhile
+                    // (it would hold the lock up for its probation): within one node timeout,
+                    // as every end of a wait (our place lapses by itself on a silent node).
+                    let leaving = async {
+                        quorum.leave(&keys, &waiter_id).await;
+                        quorum.release(&keys, &req.owner, cfg.log_cap).await;
+                    };
+                    let _ = tokio::time::timeout(cfg.node_timeout, leaving).await;
                     return Err(e);
                 }
                 // Its process gone but its command's group still running: look again
@@ -380,6 +390,10 @@ async fn acquire_redis(
                 &Listening {
                     waiter: &waiter_id,
                     owner: &req.owner,
+                    box_above: ours
+                        .as_ref()
+                        .filter(|(o, _)| *o == req.owner)
+                        .and(refused_below),
                     head: head.as_deref(),
                     identity: &coordinator.inner.identity,
                     nodes: quorum.nodes().len(),
@@ -389,18 +403,17 @@ async fn acquire_redis(
                 &mut floor,
             )
             .await;
-        let (handed, hinted) = match heard {
-            Heard::Try => (None, None),
-            Heard::Handed(token) => (Some(token), None),
-            Heard::Hinted(token) => (None, Some(token)),
-        };
         // Handed the lease, our box says: ours at once, valid for the probation counted from
         // before our last attempt (the release granted after that attempt ran). One renewal,
         // in the background, takes it off probation (no grant, no queue, no raise); whoever
         // needs a whole TTL's validity (a `lock run` guard's deadline) waits for it
         // (`Lease::off_probation`). Too little of the probation left: the next attempt finds
-        // out (it confirms a hand-off too).
-        if let Some(token) = handed
+        // out (it confirms a hand-off too). The release message alone is never trusted: any
+        // client that may PUBLISH on the lock's channel (a read-only ACL user with `@pubsub`,
+        // say) can name our waiter and owner ids, which every reader of Redis can see, with a
+        // token of its choosing (`handoff::a_forged_hand_off_message_does_not_hand_the_lock_over`);
+        // without a box, the next attempt's grant finds the lease ours and names its token.
+        if let Heard::Handed(token) = heard
             && let Some(valid_until) = handed_validity(sent, cfg.ttl)
         {
             if trace::on() {
@@ -422,35 +435,6 @@ async fn acquire_redis(
             );
             lease.confirm_handed();
             return Ok(lease);
-        }
-        // Handed the lease, the message says, and no box said so: the server's answer to one
-        // renewal makes it ours (no grant script, no queue, no raise), and takes it off
-        // probation before anyone uses its validity. The message alone is never trusted: any
-        // client that may PUBLISH on the lock's channel (a read-only ACL user with `@pubsub`,
-        // say) can name our waiter and owner ids, which every reader of Redis can see, with a
-        // token of its choosing (`handoff::a_forged_hand_off_message_does_not_hand_the_lock_over`).
-        // Anything but a renewal: the next attempt finds out (it confirms a hand-off too).
-        if let Some(token) = hinted
-            && handed_validity(sent, cfg.ttl).is_some()
-            && let Renewal::Renewed { valid_until } = quorum.renew(&keys, &req.owner, cfg.ttl).await
-        {
-            if trace::on() {
-                trace::line(format_args!(
-                    "wait {} at {}ms: handed the lease (the message, confirmed by a renewal)",
-                    trace::short(&waiter_id),
-                    started.elapsed().as_millis(),
-                ));
-            }
-            give_up.disarm();
-            return Ok(Lease::redis(
-                coordinator.clone(),
-                name,
-                keys,
-                req.owner,
-                secret,
-                token,
-                valid_until,
-            ));
         }
     }
 }
@@ -519,6 +503,137 @@ mod tests {
             pid: 1,
             ..HolderInfo::default()
         }
+    }
+
+    /// The box of an attempt that failed (a node silent for its timeout: `Attempt::Unavailable`)
+    /// hands nothing over: the attempt's undo (`Quorum::grant`) and the wait's `GiveUp` (dropped
+    /// as the wait returns) release that very owner. A release that handed that owner the lease
+    /// meanwhile fills the box; taken from there (as it was, found in review), the wait returned
+    /// a lease that was gone on the server (found lost by the confirmation). Now it waits on and
+    /// returns a lease the server holds for it.
+    #[tokio::test(start_paused = true)]
+    async fn a_box_value_for_a_failed_attempt_is_not_taken_its_undo_ends_it() {
+        let (c, fakes) = coordinator(1, TTL);
+        fakes[0].hold("other", Duration::from_secs(60), stranger());
+        let waiter = tokio::spawn({
+            let c = c.clone();
+            async move {
+                c.acquire("L", &AcquireOptions::wait(Duration::from_secs(120)))
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            fakes[0].boxes.lock().unwrap().len(),
+            1,
+            "the box is not open"
+        );
+        let owner = fakes[0].state().last_owner.clone().unwrap();
+        // The node stalls for one node timeout: the next heartbeat attempt (within 200 ms, same
+        // owner id while refused) fails as Unavailable.
+        fakes[0].set(Mode::Silent(c.inner.config.node_timeout));
+        tokio::time::sleep(Duration::from_millis(201)).await;
+        // Meanwhile the holder's release ran on the server: it handed the lease to the head's
+        // registered owner (ours) and pushed it into the box.
+        fakes[0].state().lease = None;
+        fakes[0].hold(&owner, crate::handoff::PROBATION, HolderInfo::default());
+        assert_eq!(fakes[0].push_boxes(&format!("{owner} 77")), 1);
+        fakes[0].set(Mode::Up);
+        let lease = waiter.await.unwrap().unwrap();
+        // Whatever the wait returned must be ours on the server, and stay valid.
+        lease.off_probation().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            matches!(lease.state(), crate::LeaseState::Valid { .. }) && fakes[0].owner().is_some(),
+            "the wait returned a lease (token {}) it does not hold: server owner {:?}, lease \
+             state {:?}, releases asked {:?} (the box's owner: {owner})",
+            lease.token(),
+            fakes[0].owner(),
+            lease.state(),
+            fakes[0].state().releases
+        );
+    }
+
+    /// The same, with the release landing after the failed attempt's undo (the server
+    /// stalled past the node timeout, then served the grant and its undo, then the holder's
+    /// release): only the `GiveUp`'s release ends it. Here it lands before the background
+    /// confirmation, which then finds the lease lost; in the other order the confirmation
+    /// extends it to a whole TTL first, and the caller holds a lease valid for a TTL that the
+    /// server has ended (and handed to the next waiter).
+    #[tokio::test(start_paused = true)]
+    async fn a_box_value_for_a_failed_attempt_is_not_taken_even_after_its_undo() {
+        let (c, fakes) = coordinator(1, TTL);
+        fakes[0].hold("other", Duration::from_secs(60), stranger());
+        let waiter = tokio::spawn({
+            let c = c.clone();
+            async move {
+                c.acquire("L", &AcquireOptions::wait(Duration::from_secs(120)))
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let owner = fakes[0].state().last_owner.clone().unwrap();
+        let nt = c.inner.config.node_timeout;
+        fakes[0].set(Mode::Silent(nt));
+        // The heartbeat attempt goes out within 200 ms, times out, and its undo times out too:
+        // Unavailable comes two node timeouts after it was sent. Just before that, the release.
+        let t0 = Instant::now();
+        tokio::time::sleep(Duration::from_millis(200) + nt + Duration::from_millis(1)).await;
+        assert!(Instant::now() - t0 < Duration::from_millis(200) + 2 * nt);
+        fakes[0].set(Mode::Up);
+        fakes[0].state().lease = None;
+        fakes[0].hold(&owner, crate::handoff::PROBATION, HolderInfo::default());
+        assert_eq!(fakes[0].push_boxes(&format!("{owner} 77")), 1);
+        let lease = waiter.await.unwrap().unwrap();
+        lease.off_probation().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            matches!(lease.state(), crate::LeaseState::Valid { .. }) && fakes[0].owner().is_some(),
+            "the wait returned a lease (token {}) it does not hold: server owner {:?}, lease \
+             state {:?}, releases asked {:?} (the box's owner: {owner})",
+            lease.token(),
+            fakes[0].owner(),
+            lease.state(),
+            fakes[0].state().releases
+        );
+    }
+
+    /// A box value no newer than the lease the last refusal named is stale (handed to us,
+    /// ended early and given on since, while the value waited in the box's connection): not
+    /// taken. A newer one is.
+    #[tokio::test(start_paused = true)]
+    async fn a_box_value_older_than_the_refusing_lease_is_not_taken() {
+        let (c, fakes) = coordinator(1, TTL);
+        let holding = HolderInfo {
+            token: 50,
+            ..stranger()
+        };
+        fakes[0].hold("other", Duration::from_secs(60), holding);
+        let waiter = tokio::spawn({
+            let c = c.clone();
+            async move {
+                c.acquire("L", &AcquireOptions::wait(Duration::from_secs(120)))
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let owner = fakes[0].state().last_owner.clone().unwrap();
+        assert_eq!(fakes[0].push_boxes(&format!("{owner} 50")), 1);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !waiter.is_finished(),
+            "a stale box value handed the lease over"
+        );
+        fakes[0].state().lease = None;
+        let handed = HolderInfo {
+            token: 51,
+            ..HolderInfo::default()
+        };
+        fakes[0].hold(&owner, crate::handoff::PROBATION, handed);
+        assert_eq!(fakes[0].push_boxes(&format!("{owner} 51")), 1);
+        let lease = waiter.await.unwrap().unwrap();
+        assert_eq!(lease.token(), 51);
+        lease.release().await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

@@ -66,9 +66,10 @@ pub(super) struct Wake {
 
 impl Wake {
     /// (Re)subscribe on every node, replacing the subscriptions we had, and open waiter
-    /// `waiter`'s hand-off box if it is not open, both at once. (A value pushed before the
-    /// box is read stays there for the probation, but the next attempt waits for the box all
-    /// the same: a release right after it would wait for the box's connection.)
+    /// `waiter`'s hand-off box anew, both at once: a subscription is made again when one
+    /// ended, and the box's connection went the same way or may have. (A value pushed before
+    /// the box is read stays there for the probation, but the next attempt waits for the box
+    /// all the same: a release right after it would wait for the box's connection.)
     pub(super) async fn subscribe(&mut self, quorum: &Quorum, keys: &LockKeys, waiter: &str) {
         let ((streams, _), ()) = tokio::join!(
             quorum.subscribe(keys),
@@ -87,10 +88,10 @@ impl Wake {
     }
 
     /// Wait until `until` for what says to act before it: a majority of the nodes we listen to
-    /// calling us (one release, one attempt), our box handing us the lease, or a message saying
-    /// it was handed to us. Release messages count only when `wake_early` (not after a split
-    /// vote: the other contenders' releases would wake everyone at once and split the vote
-    /// again); the box always does. `floor`: lifted to the highest token a call handed us.
+    /// calling us (one release, one attempt), or our box handing us the lease. Release messages
+    /// count only when `wake_early` (not after a split vote: the other contenders' releases
+    /// would wake everyone at once and split the vote again); the box always does, when
+    /// `l.box_above` allows it. `floor`: lifted to the highest token a call handed us.
     pub(super) async fn listen(
         &mut self,
         mut until: Instant,
@@ -99,20 +100,25 @@ impl Wake {
         floor: &mut u64,
     ) -> Heard {
         let mut calls = 0;
-        // Handed the lease, as the release message says (a hint: anyone who may publish can
-        // send one), or as our box says (a proof: only a writer can push there).
-        let mut hinted: Option<u64> = None;
+        // A message said a release handed us the lease: our box says so too, within a round
+        // trip, unless it broke meanwhile.
+        let mut hinted = false;
         loop {
             let sleep_on = tokio::select! {
                 got = self.boxed.next(), if self.boxed.is_live() => match got {
                     Some(v) => match boxed_token(&v, l.owner) {
-                        Some(token) => return Heard::Handed(token),
-                        // Another owner's of ours (an earlier wait's id cannot reach this
-                        // box) or garbage: not ours to take.
-                        None => true,
+                        Some(token) if l.box_above.is_some_and(|above| token > above) => {
+                            return Heard::Handed(token);
+                        }
+                        // Another owner's (an earlier wait's id cannot reach this box, but a
+                        // failed attempt's owner can: its undo ends what was handed to it),
+                        // one no newer than the lease our last refusal named (ended early and
+                        // given on since), or garbage: not ours to take. The next attempt
+                        // finds out whatever is ours.
+                        _ => true,
                     },
-                    // Its connection failed: a hint now confirms with a renewal.
-                    None => hinted.is_none(),
+                    // Its connection failed: after a hint, the next attempt finds the lease ours.
+                    None => !hinted,
                 },
                 got = self.streams.next(), if wake_early && !self.streams.is_empty() => {
                     match got.map(|m| m.map(|m| Call::parse(&m))) {
@@ -124,13 +130,15 @@ impl Wake {
                                 w.owner == c.who && w.is_gone_from(l.identity)
                             })
                         }
-                        // Handed the lease by the one node, the message says. The box says
-                        // so too, within a round trip, if it is open: wait for it there (at
-                        // most a node timeout). Without a box, a renewal confirms it.
+                        // Handed the lease by the one node, the message says: a hint only
+                        // (anyone who may publish can send it). Our box says so too if it is
+                        // open: wait for it there, a node timeout at most. Without a box, the
+                        // next attempt finds the lease already ours (its grant confirms it,
+                        // with the server's token, never the message's).
                         Some(Some(c))
                             if l.nodes == 1 && c.handed_to(l.waiter, l.owner).is_some() =>
                         {
-                            hinted = c.handed_to(l.waiter, l.owner);
+                            hinted = true;
                             until = until.min(Instant::now() + l.node_timeout);
                             self.boxed.is_live()
                         }
@@ -158,7 +166,7 @@ impl Wake {
                 _ = tokio::time::sleep_until(until) => false,
             };
             if !sleep_on {
-                return hinted.map_or(Heard::Try, Heard::Hinted);
+                return Heard::Try;
             }
         }
     }
@@ -172,10 +180,12 @@ impl Wake {
         }
     }
 
-    /// The connections are gone: subscribe again once a quorum answers.
+    /// The connections are gone: subscribe again once a quorum answers (and open the box
+    /// again: one to a server that went silent would never say so).
     pub(super) fn lost_all(&mut self) {
         self.live = 0;
         self.streams = SelectAll::new();
+        self.boxed = HandedBox::default();
     }
 }
 
@@ -185,6 +195,11 @@ pub(super) struct Listening<'a> {
     pub(super) waiter: &'a str,
     /// The owner id our attempts ask under, which a hand-off names.
     pub(super) owner: &'a str,
+    /// Whether our box may hand us the lease, and above which token: only when our last
+    /// attempt was refused and we kept its owner id (a failed attempt's owner is undone and
+    /// given up), and only a token above that of the lease the refusal named (0 when none):
+    /// a value the box held from before a lease that ended early was handed on is older.
+    pub(super) box_above: Option<u64>,
     /// The waiter first in line, as the last refusal named it, and who we are (to tell
     /// whether it ran on this host and its process is gone).
     pub(super) head: Option<&'a HolderInfo>,
@@ -203,9 +218,6 @@ pub(super) enum Heard {
     Try,
     /// Our box handed us the lease with this token: ours.
     Handed(u64),
-    /// The message says a release handed us the lease with this token, and no box confirmed
-    /// it: a renewal must.
-    Hinted(u64),
 }
 
 /// A waiter's hand-off box (see [`crate::backend::Node::handed`]): open, or not.
@@ -213,12 +225,11 @@ pub(super) enum Heard {
 pub(super) struct HandedBox(Option<WakeStream>);
 
 impl HandedBox {
-    /// Open the box, unless it is open (or the quorum has several nodes), within the node's
-    /// connect timeout; a box that cannot be opened stays closed.
+    /// Open the box anew (not over several nodes), within the node's connect timeout (the
+    /// node bounds it); a box that cannot be opened stays closed.
     async fn open(&mut self, quorum: &Quorum, keys: &LockKeys, waiter: &str) {
-        if self.0.is_none()
-            && let Some(opening) = quorum.handed(keys, waiter)
-        {
+        self.0 = None;
+        if let Some(opening) = quorum.handed(keys, waiter) {
             self.0 = opening.await.ok();
         }
     }

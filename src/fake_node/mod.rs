@@ -68,6 +68,8 @@ pub(crate) struct State {
     pub(crate) evicts_asked: Vec<String>,
     /// Grant requests that fail (connection reset) before the node answers again.
     pub(crate) fail_grants: usize,
+    /// The owner id of the last grant request answered.
+    pub(crate) last_owner: Option<String>,
 }
 
 impl State {
@@ -83,6 +85,7 @@ impl State {
             evictions: Vec::new(),
             evicts_asked: Vec::new(),
             fail_grants: 0,
+            last_owner: None,
         }
     }
 }
@@ -124,6 +127,7 @@ impl Builder {
             locks: Mutex::new(HashMap::from([(FIRST.to_owned(), State::new())])),
             channels: Mutex::new(HashMap::new()),
             clock_skew: Mutex::new(None),
+            boxes: Mutex::new(Vec::new()),
             many_locks: self.many_locks,
             admin: self.admin,
             shift: self.shift,
@@ -140,6 +144,8 @@ pub(crate) struct FakeNode {
     /// When set, a missing counter is seeded from this node's clock, which is this many
     /// microseconds off the true time (as `lua/grant.lua` does); else it starts from 0.
     pub(crate) clock_skew: Mutex<Option<i64>>,
+    /// Open hand-off boxes: key, and the sender feeding the box's stream.
+    pub(crate) boxes: Mutex<Vec<(String, tokio::sync::mpsc::UnboundedSender<String>)>>,
     many_locks: bool,
     admin: bool,
     shift: Option<Option<String>>,
@@ -190,6 +196,15 @@ impl FakeNode {
             s.lease = None;
             s.counter = 0;
         }
+    }
+
+    /// Push `value` into every open hand-off box, as `lua/release.lua` would.
+    pub(crate) fn push_boxes(&self, value: &str) -> usize {
+        let boxes = self.boxes.lock().unwrap();
+        boxes
+            .iter()
+            .filter(|(_, tx)| tx.send(value.to_owned()).is_ok())
+            .count()
     }
 
     /// The first lock's fencing counter (0: missing).

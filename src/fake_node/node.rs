@@ -41,6 +41,7 @@ impl Node for FakeNode {
                     return Err(NodeError::new("connection reset"));
                 }
                 s.grants += 1;
+                s.last_owner = Some(req.owner.clone());
                 let now = Instant::now();
                 if let Mode::QuarantinedUntil(until) = mode
                     && until > now
@@ -146,6 +147,18 @@ impl Node for FakeNode {
                     Err(broadcast::error::RecvError::Lagged(_)) => Some((WAKE_ALL.to_owned(), rx)),
                     Err(broadcast::error::RecvError::Closed) => None,
                 }
+            });
+            Ok(Box::pin(stream) as WakeStream)
+        })
+    }
+
+    fn handed(&self, key: String) -> NodeFuture<'_, WakeStream> {
+        Box::pin(async move {
+            self.gate().await?;
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            self.boxes.lock().unwrap().push((key, tx));
+            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|v| (v, rx))
             });
             Ok(Box::pin(stream) as WakeStream)
         })

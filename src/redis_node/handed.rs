@@ -19,10 +19,18 @@ const BLOCK_SECS: u64 = 60;
 
 impl RedisNode {
     /// The box `key`: a connection to the server that holds it, within the connect timeout,
-    /// then every value popped from it, until the connection fails.
+    /// then every value popped from it, until the connection fails. (A writer could push a
+    /// huge value; a writer can break any lock anyway, so it is not capped.)
     pub(super) async fn open_box(&self, key: String) -> Result<WakeStream, NodeError> {
-        let client = self.client_for_key(&key).await?;
-        let conn = self.open_plain(&client).await?;
+        // One deadline for the whole: finding the server (behind Sentinel, or a cluster's slot
+        // master) and connecting to it.
+        let opening = async {
+            let client = self.client_for_key(&key).await?;
+            self.open_plain(&client).await
+        };
+        let conn = tokio::time::timeout(self.connect_timeout, opening)
+            .await
+            .unwrap_or_else(|_| Err(NodeError::timeout(self.connect_timeout)))?;
         Ok(Box::pin(stream::unfold(
             (conn, key),
             |(mut conn, key)| async move {

@@ -134,8 +134,8 @@ impl Coordinator {
     /// probation ([`Lease::state`] shows it), and one renewal sent at once in the background
     /// extends it to the TTL within a round trip (a `lock run` waits for that before its
     /// command starts). The release message says so too, but is never trusted alone: whoever
-    /// may publish on the lock's channel could forge it; without a box, a renewal whose answer
-    /// makes the lease ours stands in for our own grant.
+    /// may publish on the lock's channel could forge it; without a box, our next attempt (at
+    /// once) finds the lease ours, and its answer names the token.
     ///
     /// A coordinator that stops answering while we wait (a restart, a failover) is retried
     /// a few times a second, with the subscriptions made again, until the wait runs out; only

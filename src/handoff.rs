@@ -9,7 +9,8 @@
 //! waiter takes the lease from it with no round trip of its own, and one renewal in the
 //! background takes it off probation before anyone uses a whole TTL's validity (a `lock run`
 //! guard's deadline must not be the probation's). The message is only a hint: anyone who may
-//! PUBLISH can send one, so a waiter without a box confirms with a renewal first. On several
+//! PUBLISH can send one, so a waiter without a box tries at once, and its grant finds the
+//! lease its own and names the token. On several
 //! masters the attempt a waiter makes once a majority called it confirms the hand-offs (each
 //! node's grant finds the lease already that owner's and extends it to the TTL) and lifts the
 //! tokens to the highest one named. (Releases over several masters hand nothing over for now:
@@ -69,7 +70,7 @@ pub(crate) fn boxed_token(value: &str, owner: &str) -> Option<u64> {
 }
 
 /// Validity of a lease handed to us on one node, or `None` if too little is left to take it
-/// with a renewal. `refused_at`: when we sent the attempt the node last refused; the
+/// from the box (the next attempt then finds out). `refused_at`: when we sent the attempt the node last refused; the
 /// node granted after it ran that attempt, so the probation started after this moment.
 pub(crate) fn handed_validity(refused_at: Stamp, ttl: Duration) -> Option<Deadline> {
     let probation = PROBATION.min(ttl);

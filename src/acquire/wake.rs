@@ -66,10 +66,9 @@ pub(super) struct Wake {
 
 impl Wake {
     /// (Re)subscribe on every node, replacing the subscriptions we had, and open waiter
-    /// `waiter`'s hand-off box anew, both at once: a subscription is made again when one
-    /// ended, and the box's connection went the same way or may have. (A value pushed before
-    /// the box is read stays there for the probation, but the next attempt waits for the box
-    /// all the same: a release right after it would wait for the box's connection.)
+    /// `waiter`'s hand-off box if it is closed, both at once. (A value pushed before the box
+    /// is read stays there for the probation, but the next attempt waits for the box all the
+    /// same: a release right after it would wait for the box's connection.)
     pub(super) async fn subscribe(&mut self, quorum: &Quorum, keys: &LockKeys, waiter: &str) {
         let ((streams, _), ()) = tokio::join!(
             quorum.subscribe(keys),
@@ -225,11 +224,13 @@ pub(super) enum Heard {
 pub(super) struct HandedBox(Option<WakeStream>);
 
 impl HandedBox {
-    /// Open the box anew (not over several nodes), within the node's connect timeout (the
-    /// node bounds it); a box that cannot be opened stays closed.
+    /// Open the box unless it is open (not over several nodes), within the node's connect
+    /// timeout (the node bounds it); a box that cannot be opened stays closed. (One to a
+    /// server gone silent is dropped by [`Wake::lost_all`].)
     async fn open(&mut self, quorum: &Quorum, keys: &LockKeys, waiter: &str) {
-        self.0 = None;
-        if let Some(opening) = quorum.handed(keys, waiter) {
+        if self.0.is_none()
+            && let Some(opening) = quorum.handed(keys, waiter)
+        {
             self.0 = opening.await.ok();
         }
     }

@@ -276,7 +276,7 @@ pub trait Node: Send + Sync + 'static {
     /// `lua/release.lua`): a stream of the `<owner> <token>` values a release pushed there,
     /// read on a connection of the box's own, ending with that connection. Only a client that
     /// may write can push there, unlike a message anyone who may publish can send. A node
-    /// without boxes says so as an error; its waiters confirm a hand-off with a renewal.
+    /// without boxes says so as an error; its waiters take a hand-off with their next attempt.
     fn handed(&self, key: String) -> NodeFuture<'_, WakeStream> {
         let _ = key;
         Box::pin(async { Err(NodeError::new("this node keeps no hand-off boxes")) })

@@ -613,3 +613,94 @@ async fn an_ended_wait_leaves_no_blpop_behind() {
     });
     held.release().await.unwrap();
 }
+
+/// The ACL the threat model documents for the user `tractatus` connects as.
+const LOCK_USER_ACL: &[&str] = &[
+    "~tractatus:*",
+    "&tractatus:*",
+    "+@string",
+    "+@hash",
+    "+@sortedset",
+    "+@list",
+    "+@stream",
+    "+@keyspace",
+    "+@scripting",
+    "+@transaction",
+    "+time",
+    "+info",
+    "+ping",
+    "+publish",
+    "+subscribe",
+    "+unsubscribe",
+];
+
+/// A holder and a traced waiter connecting as ACL user `locker` with `acl`; returns the
+/// waiter's exit status and stderr, and the release message's token.
+fn hand_off_as(acl: &[&str]) -> (std::process::ExitStatus, String, String, Repo) {
+    let servers = cluster(1);
+    let mut setuser = vec!["ACL", "SETUSER", "locker", "reset", "on", ">pw"];
+    setuser.extend_from_slice(acl);
+    assert_eq!(servers[0].cmd(&setuser), "OK");
+    let urls = urls(&servers);
+    let repo = Repo::new();
+    let as_locker = |mut c: Command| {
+        c.env("TRACTATUS_REDIS_USERNAME", "locker")
+            .env("TRACTATUS_REDIS_PASSWORD", "pw");
+        c
+    };
+    let held = hold_until_let_go(
+        as_locker(lock_run(&repo, &urls, "10s")),
+        &repo.file("held"),
+        Duration::from_secs(10),
+    );
+    let messages = listen(&servers[0], repo.keys(LOCK).channel);
+    let mut c = as_locker(lock_run(&repo, &urls, "10s"));
+    c.env("TRACTATUS_DEBUG_ACQUIRE", "1")
+        .args([
+            "sh",
+            "-c",
+            "echo \"$TRACTATUS_FENCING_TOKEN\" > \"$1\"",
+            "sh",
+        ])
+        .arg(repo.file("ran"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let next = Guard(c.spawn().unwrap());
+    wait_until(Duration::from_secs(10), "the waiter is queued", || {
+        queued_everywhere(&repo, &servers, 1)
+    });
+    let_go(held);
+    let (out, err) = finish(next);
+    let messages = messages.recv_timeout(Duration::from_secs(40)).unwrap();
+    let handed: Vec<_> = messages
+        .iter()
+        .filter(|m| m.split(' ').count() == 3)
+        .collect();
+    assert_eq!(handed.len(), 1, "one hand-off: {messages:?}");
+    let token = handed[0].rsplit(' ').next().unwrap().to_owned();
+    (out, err, token, repo)
+}
+
+/// The documented ACL is enough: the waiter is handed the lock from its box.
+#[test]
+fn a_lock_user_with_the_documented_acl_is_handed_the_lock_from_its_box() {
+    let (out, err, token, repo) = hand_off_as(LOCK_USER_ACL);
+    assert!(out.success(), "the waiter: {out}: {err}");
+    assert!(err.contains("handed the lease (its box)"), "{err}");
+    assert_eq!(repo.read("ran").trim(), token);
+}
+
+/// Without the list commands (no `BLPOP` for the box, no `RPUSH` into it) the release still
+/// hands over, and the waiter takes the lease with its next attempt, under the release's token.
+#[test]
+fn a_lock_user_without_list_commands_takes_a_hand_off_with_its_next_attempt() {
+    let acl: Vec<&str> = LOCK_USER_ACL
+        .iter()
+        .copied()
+        .filter(|a| *a != "+@list")
+        .collect();
+    let (out, err, token, repo) = hand_off_as(&acl);
+    assert!(out.success(), "the waiter: {out}: {err}");
+    assert!(!err.contains("(its box)"), "{err}");
+    assert_eq!(repo.read("ran").trim(), token);
+}

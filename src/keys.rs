@@ -116,7 +116,7 @@ impl LockKeys {
 
     /// The hand-off box of waiter `waiter`: in the lock's slot (the hash tag comes first), as
     /// `lua/release.lua` builds it from [`LockKeys::handed`].
-    pub(crate) fn handed_box(&self, waiter: &str) -> String {
+    pub fn handed_box(&self, waiter: &str) -> String {
         format!("{}:{waiter}", self.handed)
     }
 

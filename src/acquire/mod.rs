@@ -505,6 +505,49 @@ mod tests {
         }
     }
 
+    /// A wait of two minutes for lock "L", in a task of its own.
+    fn queued_waiter(
+        c: &crate::Coordinator,
+    ) -> tokio::task::JoinHandle<crate::Result<crate::Lease>> {
+        let c = c.clone();
+        tokio::spawn(async move {
+            c.acquire("L", &AcquireOptions::wait(Duration::from_secs(120)))
+                .await
+        })
+    }
+
+    /// What a release that hands `owner` the lease does on `fake`: the lease is `owner`'s on
+    /// probation, with `token`, and the box says so.
+    fn hand_over(fake: &crate::fake_node::FakeNode, owner: &str, token: u64) {
+        fake.state().lease = None;
+        let handed = HolderInfo {
+            token,
+            ..HolderInfo::default()
+        };
+        fake.hold(owner, crate::handoff::PROBATION, handed);
+        assert_eq!(fake.push_boxes(&format!("{owner} {token}")), 1);
+    }
+
+    /// Whatever a wait returned must be ours on the server, and stay valid past its
+    /// confirmation.
+    async fn held_on_the_server(
+        lease: &crate::Lease,
+        fake: &crate::fake_node::FakeNode,
+        owner: &str,
+    ) {
+        lease.off_probation().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            matches!(lease.state(), crate::LeaseState::Valid { .. }) && fake.owner().is_some(),
+            "the wait returned a lease (token {}) it does not hold: server owner {:?}, lease \
+             state {:?}, releases asked {:?} (the box's owner: {owner})",
+            lease.token(),
+            fake.owner(),
+            lease.state(),
+            fake.state().releases
+        );
+    }
+
     /// The box of an attempt that failed (a node silent for its timeout: `Attempt::Unavailable`)
     /// hands nothing over: the attempt's undo (`Quorum::grant`) and the wait's `GiveUp` (dropped
     /// as the wait returns) release that very owner. A release that handed that owner the lease
@@ -515,13 +558,7 @@ mod tests {
     async fn a_box_value_for_a_failed_attempt_is_not_taken_its_undo_ends_it() {
         let (c, fakes) = coordinator(1, TTL);
         fakes[0].hold("other", Duration::from_secs(60), stranger());
-        let waiter = tokio::spawn({
-            let c = c.clone();
-            async move {
-                c.acquire("L", &AcquireOptions::wait(Duration::from_secs(120)))
-                    .await
-            }
-        });
+        let waiter = queued_waiter(&c);
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(
             fakes[0].boxes.lock().unwrap().len(),
@@ -535,23 +572,11 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(201)).await;
         // Meanwhile the holder's release ran on the server: it handed the lease to the head's
         // registered owner (ours) and pushed it into the box.
-        fakes[0].state().lease = None;
-        fakes[0].hold(&owner, crate::handoff::PROBATION, HolderInfo::default());
-        assert_eq!(fakes[0].push_boxes(&format!("{owner} 77")), 1);
+        hand_over(&fakes[0], &owner, 77);
         fakes[0].set(Mode::Up);
         let lease = waiter.await.unwrap().unwrap();
         // Whatever the wait returned must be ours on the server, and stay valid.
-        lease.off_probation().await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(
-            matches!(lease.state(), crate::LeaseState::Valid { .. }) && fakes[0].owner().is_some(),
-            "the wait returned a lease (token {}) it does not hold: server owner {:?}, lease \
-             state {:?}, releases asked {:?} (the box's owner: {owner})",
-            lease.token(),
-            fakes[0].owner(),
-            lease.state(),
-            fakes[0].state().releases
-        );
+        held_on_the_server(&lease, &fakes[0], &owner).await;
     }
 
     /// The same, with the release landing after the failed attempt's undo (the server
@@ -564,13 +589,7 @@ mod tests {
     async fn a_box_value_for_a_failed_attempt_is_not_taken_even_after_its_undo() {
         let (c, fakes) = coordinator(1, TTL);
         fakes[0].hold("other", Duration::from_secs(60), stranger());
-        let waiter = tokio::spawn({
-            let c = c.clone();
-            async move {
-                c.acquire("L", &AcquireOptions::wait(Duration::from_secs(120)))
-                    .await
-            }
-        });
+        let waiter = queued_waiter(&c);
         tokio::time::sleep(Duration::from_secs(1)).await;
         let owner = fakes[0].state().last_owner.clone().unwrap();
         let nt = c.inner.config.node_timeout;
@@ -581,21 +600,9 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200) + nt + Duration::from_millis(1)).await;
         assert!(Instant::now() - t0 < Duration::from_millis(200) + 2 * nt);
         fakes[0].set(Mode::Up);
-        fakes[0].state().lease = None;
-        fakes[0].hold(&owner, crate::handoff::PROBATION, HolderInfo::default());
-        assert_eq!(fakes[0].push_boxes(&format!("{owner} 77")), 1);
+        hand_over(&fakes[0], &owner, 77);
         let lease = waiter.await.unwrap().unwrap();
-        lease.off_probation().await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(
-            matches!(lease.state(), crate::LeaseState::Valid { .. }) && fakes[0].owner().is_some(),
-            "the wait returned a lease (token {}) it does not hold: server owner {:?}, lease \
-             state {:?}, releases asked {:?} (the box's owner: {owner})",
-            lease.token(),
-            fakes[0].owner(),
-            lease.state(),
-            fakes[0].state().releases
-        );
+        held_on_the_server(&lease, &fakes[0], &owner).await;
     }
 
     /// A box value no newer than the lease the last refusal named is stale (handed to us,
@@ -609,13 +616,7 @@ mod tests {
             ..stranger()
         };
         fakes[0].hold("other", Duration::from_secs(60), holding);
-        let waiter = tokio::spawn({
-            let c = c.clone();
-            async move {
-                c.acquire("L", &AcquireOptions::wait(Duration::from_secs(120)))
-                    .await
-            }
-        });
+        let waiter = queued_waiter(&c);
         tokio::time::sleep(Duration::from_secs(1)).await;
         let owner = fakes[0].state().last_owner.clone().unwrap();
         assert_eq!(fakes[0].push_boxes(&format!("{owner} 50")), 1);
@@ -624,13 +625,7 @@ mod tests {
             !waiter.is_finished(),
             "a stale box value handed the lease over"
         );
-        fakes[0].state().lease = None;
-        let handed = HolderInfo {
-            token: 51,
-            ..HolderInfo::default()
-        };
-        fakes[0].hold(&owner, crate::handoff::PROBATION, handed);
-        assert_eq!(fakes[0].push_boxes(&format!("{owner} 51")), 1);
+        hand_over(&fakes[0], &owner, 51);
         let lease = waiter.await.unwrap().unwrap();
         assert_eq!(lease.token(), 51);
         lease.release().await.unwrap();

@@ -94,6 +94,17 @@ fn listen(server: &RedisServer, channel: String) -> mpsc::Receiver<Vec<String>> 
     rx
 }
 
+/// The token the one hand-off among `messages` (see [`listen`]) named.
+fn the_hand_off_token(messages: mpsc::Receiver<Vec<String>>) -> String {
+    let messages = messages.recv_timeout(Duration::from_secs(40)).unwrap();
+    let handed: Vec<_> = messages
+        .iter()
+        .filter(|m| m.split(' ').count() == 3)
+        .collect();
+    assert_eq!(handed.len(), 1, "one hand-off: {messages:?}");
+    handed[0].rsplit(' ').next().unwrap().to_owned()
+}
+
 /// Each line of `order`: label, token, time (ns).
 fn order(repo: &Repo) -> Vec<(String, u64, u128)> {
     repo.read("order")
@@ -276,7 +287,7 @@ fn a_lock_run_handed_the_lock_runs_its_command_past_the_probation() {
     let repo = Repo::new();
     let held = holder(&repo, &urls, "10s");
     let messages = listen(&servers[0], repo.keys(LOCK).channel);
-    let mut next = Guard(
+    let next = Guard(
         lock_run(&repo, &urls, "10s")
             .args([
                 "sh",
@@ -294,25 +305,12 @@ fn a_lock_run_handed_the_lock_runs_its_command_past_the_probation() {
         queued_everywhere(&repo, &servers, 1)
     });
     let_go(held);
-    let out = next.0.wait().unwrap();
-    let mut err = String::new();
-    std::io::Read::read_to_string(next.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let (out, err) = finish(next);
     assert!(
         out.success(),
         "the handed command was stopped: {out}: {err}"
     );
-    let messages = messages.recv_timeout(Duration::from_secs(40)).unwrap();
-    let handed: Vec<_> = messages
-        .iter()
-        .filter(|m| m.split(' ').count() == 3)
-        .collect();
-    assert_eq!(
-        handed.len(),
-        1,
-        "the release handed the lock over: {messages:?}"
-    );
-    let token = repo.read("ran");
-    assert_eq!(Some(token.trim()), handed[0].rsplit(' ').next());
+    assert_eq!(repo.read("ran").trim(), the_hand_off_token(messages));
 }
 
 /// The release message is a hint, never trusted: a client that may publish on the lock's
@@ -394,10 +392,9 @@ fn boxes(server: &RedisServer) -> Vec<String> {
         .collect()
 }
 
-/// A waiter traced (`TRACTATUS_DEBUG_ACQUIRE=1`), queued behind `held`, with its box open;
-/// returns once both hold.
-fn traced_waiter(repo: &Repo, servers: &[RedisServer], urls: &str) -> Guard {
-    let mut c = lock_run(repo, urls, "10s");
+/// `c` (a `lock run`) traced (`TRACTATUS_DEBUG_ACQUIRE=1`, stderr piped), its command writing
+/// its fencing token to `ran`.
+fn traced(mut c: Command, repo: &Repo) -> Command {
     c.env("TRACTATUS_DEBUG_ACQUIRE", "1")
         .args([
             "sh",
@@ -408,7 +405,13 @@ fn traced_waiter(repo: &Repo, servers: &[RedisServer], urls: &str) -> Guard {
         .arg(repo.file("ran"))
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let next = Guard(c.spawn().unwrap());
+    c
+}
+
+/// A waiter traced (`TRACTATUS_DEBUG_ACQUIRE=1`), queued behind `held`, with its box open;
+/// returns once both hold.
+fn traced_waiter(repo: &Repo, servers: &[RedisServer], urls: &str) -> Guard {
+    let next = Guard(traced(lock_run(repo, urls, "10s"), repo).spawn().unwrap());
     wait_until(Duration::from_secs(10), "the waiter is queued", || {
         queued_everywhere(repo, servers, 1)
     });
@@ -416,6 +419,32 @@ fn traced_waiter(repo: &Repo, servers: &[RedisServer], urls: &str) -> Guard {
         boxes(&servers[0]).len() == 1
     });
     next
+}
+
+/// One Redis, a holder, the release messages heard from now on, and a traced waiter queued
+/// behind the holder with its box open.
+struct Handing {
+    servers: Vec<RedisServer>,
+    repo: Repo,
+    held: Guard,
+    messages: mpsc::Receiver<Vec<String>>,
+    next: Guard,
+}
+
+fn handing() -> Handing {
+    let servers = cluster(1);
+    let urls = urls(&servers);
+    let repo = Repo::new();
+    let held = holder(&repo, &urls, "10s");
+    let messages = listen(&servers[0], repo.keys(LOCK).channel);
+    let next = traced_waiter(&repo, &servers, &urls);
+    Handing {
+        servers,
+        repo,
+        held,
+        messages,
+        next,
+    }
 }
 
 /// Its exit status and everything it wrote to stderr.
@@ -430,12 +459,13 @@ fn finish(mut g: Guard) -> (std::process::ExitStatus, String) {
 /// the token the release minted.
 #[test]
 fn a_handed_waiter_takes_the_lease_from_its_box() {
-    let servers = cluster(1);
-    let urls = urls(&servers);
-    let repo = Repo::new();
-    let held = holder(&repo, &urls, "10s");
-    let messages = listen(&servers[0], repo.keys(LOCK).channel);
-    let next = traced_waiter(&repo, &servers, &urls);
+    let Handing {
+        servers: _servers,
+        repo,
+        held,
+        messages,
+        next,
+    } = handing();
     let_go(held);
     let (out, err) = finish(next);
     assert!(out.success(), "the waiter: {out}: {err}");
@@ -443,15 +473,9 @@ fn a_handed_waiter_takes_the_lease_from_its_box() {
         err.contains("handed the lease (its box)"),
         "not taken from the box: {err}"
     );
-    let messages = messages.recv_timeout(Duration::from_secs(40)).unwrap();
-    let handed: Vec<_> = messages
-        .iter()
-        .filter(|m| m.split(' ').count() == 3)
-        .collect();
-    assert_eq!(handed.len(), 1, "one hand-off: {messages:?}");
     assert_eq!(
-        Some(repo.read("ran").trim()),
-        handed[0].rsplit(' ').next(),
+        repo.read("ran").trim(),
+        the_hand_off_token(messages),
         "the command ran under another token than the release's"
     );
 }
@@ -461,12 +485,13 @@ fn a_handed_waiter_takes_the_lease_from_its_box() {
 /// minted (the server's answer, never the message's).
 #[test]
 fn a_waiter_whose_box_broke_takes_a_hand_off_with_its_next_attempt() {
-    let servers = cluster(1);
-    let urls = urls(&servers);
-    let repo = Repo::new();
-    let held = holder(&repo, &urls, "10s");
-    let messages = listen(&servers[0], repo.keys(LOCK).channel);
-    let next = traced_waiter(&repo, &servers, &urls);
+    let Handing {
+        servers,
+        repo,
+        held,
+        messages,
+        next,
+    } = handing();
     let id = boxes(&servers[0]).remove(0);
     assert_eq!(servers[0].cmd(&["CLIENT", "KILL", "ID", &id]), "1");
     wait_until(Duration::from_secs(10), "the box is closed", || {
@@ -476,15 +501,9 @@ fn a_waiter_whose_box_broke_takes_a_hand_off_with_its_next_attempt() {
     let (out, err) = finish(next);
     assert!(out.success(), "the waiter: {out}: {err}");
     assert!(!err.contains("(its box)"), "a killed box handed it: {err}");
-    let messages = messages.recv_timeout(Duration::from_secs(40)).unwrap();
-    let handed: Vec<_> = messages
-        .iter()
-        .filter(|m| m.split(' ').count() == 3)
-        .collect();
-    assert_eq!(handed.len(), 1, "one hand-off: {messages:?}");
     assert_eq!(
-        Some(repo.read("ran").trim()),
-        handed[0].rsplit(' ').next(),
+        repo.read("ran").trim(),
+        the_hand_off_token(messages),
         "the command ran under another token than the one the release minted"
     );
 }
@@ -654,31 +673,17 @@ fn hand_off_as(acl: &[&str]) -> (std::process::ExitStatus, String, String, Repo)
         Duration::from_secs(10),
     );
     let messages = listen(&servers[0], repo.keys(LOCK).channel);
-    let mut c = as_locker(lock_run(&repo, &urls, "10s"));
-    c.env("TRACTATUS_DEBUG_ACQUIRE", "1")
-        .args([
-            "sh",
-            "-c",
-            "echo \"$TRACTATUS_FENCING_TOKEN\" > \"$1\"",
-            "sh",
-        ])
-        .arg(repo.file("ran"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let next = Guard(c.spawn().unwrap());
+    let next = Guard(
+        traced(as_locker(lock_run(&repo, &urls, "10s")), &repo)
+            .spawn()
+            .unwrap(),
+    );
     wait_until(Duration::from_secs(10), "the waiter is queued", || {
         queued_everywhere(&repo, &servers, 1)
     });
     let_go(held);
     let (out, err) = finish(next);
-    let messages = messages.recv_timeout(Duration::from_secs(40)).unwrap();
-    let handed: Vec<_> = messages
-        .iter()
-        .filter(|m| m.split(' ').count() == 3)
-        .collect();
-    assert_eq!(handed.len(), 1, "one hand-off: {messages:?}");
-    let token = handed[0].rsplit(' ').next().unwrap().to_owned();
-    (out, err, token, repo)
+    (out, err, the_hand_off_token(messages), repo)
 }
 
 /// The documented ACL is enough: the waiter is handed the lock from its box.

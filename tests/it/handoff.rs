@@ -105,6 +105,27 @@ fn the_hand_off_token(messages: mpsc::Receiver<Vec<String>>) -> String {
     handed[0].rsplit(' ').next().unwrap().to_owned()
 }
 
+/// The waiter first in line, and the owner id it registered for its hand-off, as any reader
+/// of Redis sees them.
+fn first_in_line(
+    con: &mut redis::Connection,
+    keys: &tractatus_lock::keys::LockKeys,
+) -> (String, String) {
+    let queue: Vec<String> = redis::cmd("ZRANGE")
+        .arg(&keys.queue)
+        .arg(0)
+        .arg(0)
+        .query(con)
+        .unwrap();
+    let entry: String = redis::cmd("HGET")
+        .arg(&keys.handoff)
+        .arg(&queue[0])
+        .query(con)
+        .unwrap();
+    let owner = entry.split('\t').next().unwrap().to_owned();
+    (queue[0].clone(), owner)
+}
+
 /// Each line of `order`: label, token, time (ns).
 fn order(repo: &Repo) -> Vec<(String, u64, u128)> {
     repo.read("order")
@@ -332,18 +353,7 @@ fn a_forged_hand_off_message_does_not_hand_the_lock_over() {
         .unwrap()
         .get_connection()
         .unwrap();
-    let queue: Vec<String> = redis::cmd("ZRANGE")
-        .arg(&keys.queue)
-        .arg(0)
-        .arg(0)
-        .query(&mut con)
-        .unwrap();
-    let entry: String = redis::cmd("HGET")
-        .arg(&keys.handoff)
-        .arg(&queue[0])
-        .query(&mut con)
-        .unwrap();
-    let owner = entry.split('\t').next().unwrap();
+    let (first, owner) = first_in_line(&mut con, &keys);
     wait_until(Duration::from_secs(10), "the waiter listens", || {
         let subs: (String, i64) = redis::cmd("PUBSUB")
             .arg("NUMSUB")
@@ -355,7 +365,7 @@ fn a_forged_hand_off_message_does_not_hand_the_lock_over() {
     let forged = 9_007_199_254_740_000_u64;
     let heard: i64 = redis::cmd("PUBLISH")
         .arg(&keys.channel)
-        .arg(format!("{} {owner} {forged}", queue[0]))
+        .arg(format!("{first} {owner} {forged}"))
         .query(&mut con)
         .unwrap();
     assert!(heard >= 1, "nobody listened to the forged message");
@@ -524,16 +534,6 @@ fn a_reader_that_may_publish_cannot_fill_a_waiters_box() {
         "OK"
     );
     let keys = repo.keys(LOCK);
-    let mut admin = redis::Client::open(servers[0].url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let waiter: Vec<String> = redis::cmd("ZRANGE")
-        .arg(&keys.queue)
-        .arg(0)
-        .arg(0)
-        .query(&mut admin)
-        .unwrap();
     let reader_url = servers[0]
         .url()
         .replacen("redis://", "redis://reader:pw@", 1);
@@ -541,16 +541,11 @@ fn a_reader_that_may_publish_cannot_fill_a_waiters_box() {
         .unwrap()
         .get_connection()
         .unwrap();
-    // What the reader sees: the waiter's owner id, in the hand-off record.
-    let entry: String = redis::cmd("HGET")
-        .arg(&keys.handoff)
-        .arg(&waiter[0])
-        .query(&mut reader)
-        .unwrap();
-    let owner = entry.split('\t').next().unwrap().to_owned();
+    // What the reader sees: the waiter's id, and its owner id in the hand-off record.
+    let (waiter, owner) = first_in_line(&mut reader, &keys);
     let forged = format!("{owner} 9007199254740000");
     let pushed: redis::RedisResult<i64> = redis::cmd("RPUSH")
-        .arg(format!("{}:{}", keys.handed, waiter[0]))
+        .arg(keys.handed_box(&waiter))
         .arg(&forged)
         .query(&mut reader);
     let refused = pushed.expect_err("a reader pushed into a waiter's box");
@@ -560,7 +555,7 @@ fn a_reader_that_may_publish_cannot_fill_a_waiters_box() {
     );
     let heard: i64 = redis::cmd("PUBLISH")
         .arg(&keys.channel)
-        .arg(format!("{} {forged}", waiter[0]))
+        .arg(format!("{waiter} {forged}"))
         .query(&mut reader)
         .unwrap();
     assert!(heard >= 1, "nobody listened to the forged message");

@@ -10,7 +10,9 @@
 
 use futures_util::stream;
 
-use super::RedisNode;
+use redis::AsyncConnectionConfig;
+
+use super::{RedisNode, describe};
 use crate::backend::{NodeError, WakeStream};
 
 /// How long one `BLPOP` blocks before it is sent again (its `timeout`, in seconds): only what a
@@ -26,7 +28,20 @@ impl RedisNode {
         // master) and connecting to it.
         let opening = async {
             let client = self.client_for_key(&key).await?;
-            self.open_plain(&client).await
+            // A lighter connect than the node's own (one per queued wait, so it shows under
+            // contention): no `CLIENT SETINFO`, and no `PING` to check the password first (a
+            // refused one fails the first `BLPOP`, and the box closes).
+            let info = client.get_connection_info().clone();
+            let settings = info.redis_settings().clone().set_skip_set_lib_name();
+            let client = redis::Client::open(info.set_redis_settings(settings))
+                .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(self.connect_timeout))
+                .set_response_timeout(None);
+            client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await
+                .map_err(|e| NodeError::new(describe(&e, &self.url)))
         };
         let conn = tokio::time::timeout(self.connect_timeout, opening)
             .await

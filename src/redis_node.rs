@@ -109,6 +109,8 @@ pub struct RedisNode {
     conn: Mutex<Option<Conn>>,
     /// The one pub/sub connection every wait on this node shares (not on a Redis Cluster).
     subscriber: subscriber::Subscriber,
+    /// Hand-off box connections kept between waits (see `handed`).
+    boxes: handed::Pool,
     connect_timeout: Duration,
     op_timeout: Duration,
     /// Replicas each grant waits for, and how long (see `replicas`).

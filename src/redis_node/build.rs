@@ -67,6 +67,7 @@ fn with_endpoint(
         cluster,
         conn: Mutex::new(None),
         subscriber: Default::default(),
+        boxes: Default::default(),
         connect_timeout,
         op_timeout,
         wait: None,

@@ -393,10 +393,18 @@ fn a_forged_hand_off_message_does_not_hand_the_lock_over() {
 
 /// The clients of `server` blocked in `BLPOP` (a waiter's hand-off box), by client id.
 fn boxes(server: &RedisServer) -> Vec<String> {
-    server
-        .cmd(&["CLIENT", "LIST"])
+    blocked_in_blpop(&server.cmd(&["CLIENT", "LIST"]))
+}
+
+/// The ids of the clients a `CLIENT LIST` reply shows blocked (flag `b`) in `BLPOP`.
+fn blocked_in_blpop(clients: &str) -> Vec<String> {
+    clients
         .lines()
-        .filter(|l| l.split(' ').any(|f| f == "cmd=blpop"))
+        .filter(|l| {
+            let mut fields = l.split(' ');
+            fields.clone().any(|f| f == "cmd=blpop")
+                && fields.any(|f| f.strip_prefix("flags=").is_some_and(|v| v.contains('b')))
+        })
         .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
         .map(str::to_owned)
         .collect()
@@ -703,4 +711,60 @@ fn a_lock_user_without_list_commands_takes_a_hand_off_with_its_next_attempt() {
     assert!(out.success(), "the waiter: {out}: {err}");
     assert!(!err.contains("(its box)"), "{err}");
     assert_eq!(repo.read("ran").trim(), token);
+}
+
+/// Box connections are kept between waits: ten waits in a row, each queued with its box open
+/// and handed the lock, open one or two connections in all, not ten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_in_a_row_reuse_their_box_connections() {
+    use tractatus_lock::{AcquireOptions, Config, Coordinator, Identity, config::parse_nodes};
+    let redis = crate::support::RedisServer::start();
+    let mut config = Config::new(parse_nodes(&[redis.url()]).unwrap());
+    config.namespace = "pool".into();
+    let c = Coordinator::connect(config, Identity::current("t"))
+        .await
+        .unwrap();
+    let mut watch = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut received = || -> u64 {
+        let info: String = redis::cmd("INFO").arg("stats").query(&mut watch).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let mut clients = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut waiting_in_box = move || -> usize {
+        let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut clients).unwrap();
+        blocked_in_blpop(&list).len()
+    };
+    let before = received();
+    for _ in 0..10 {
+        let held = c.try_acquire("P").await.unwrap();
+        let c2 = c.clone();
+        let waiter = tokio::spawn(async move {
+            c2.acquire("P", &AcquireOptions::wait(Duration::from_secs(10)))
+                .await
+        });
+        tokio::task::block_in_place(|| {
+            wait_until(Duration::from_secs(10), "the waiter's box is open", || {
+                waiting_in_box() == 1
+            })
+        });
+        held.release().await.unwrap();
+        let lease = waiter.await.unwrap().unwrap();
+        lease.release().await.unwrap();
+    }
+    let opened = received() - before;
+    assert!(
+        opened <= 2,
+        "{opened} connections opened for 10 waits in a row (one each, unless kept)"
+    );
 }

@@ -82,7 +82,8 @@ impl Drop for Boxed {
             end.rpush(&key, ENDED).ignore().pexpire(&key, 1000).ignore();
             let ended = end.query_async::<()>(&mut node);
             // Bounded like any request: a silent server loses the connection, not the task.
-            if let Ok(Ok(())) = tokio::time::timeout(std::time::Duration::from_secs(1), ended).await {
+            if let Ok(Ok(())) = tokio::time::timeout(std::time::Duration::from_secs(1), ended).await
+            {
                 pool.put(conn);
             }
         });

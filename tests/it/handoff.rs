@@ -589,17 +589,23 @@ fn a_reader_that_may_publish_cannot_fill_a_waiters_box() {
     assert_ne!(repo.read("ran").trim(), "9007199254740000");
 }
 
+/// The library on `redis` alone.
+async fn library_on(redis: &RedisServer) -> tractatus_lock::Coordinator {
+    use tractatus_lock::{Config, Coordinator, Identity, config::parse_nodes};
+    let config = Config::new(parse_nodes(&[redis.url()]).unwrap());
+    Coordinator::connect(config, Identity::current("t"))
+        .await
+        .unwrap()
+}
+
 /// A wait that ended (ran out while queued, or dropped midway) leaves no `BLPOP` of its box
-/// blocked on the server: the box's connection closes with the wait. (Found in review to hold.)
+/// blocked on the server: its end unblocks it (and its connection is kept for the next wait).
+/// (Found in review to hold when the connection was closed with the wait.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ended_wait_leaves_no_blpop_behind() {
-    use tractatus_lock::{AcquireOptions, Config, Coordinator, Identity, config::parse_nodes};
+    use tractatus_lock::AcquireOptions;
     let redis = crate::support::RedisServer::start();
-    let mut config = Config::new(parse_nodes(&[redis.url()]).unwrap());
-    config.namespace = "boxes".into();
-    let c = Coordinator::connect(config, Identity::current("t"))
-        .await
-        .unwrap();
+    let c = library_on(&redis).await;
     let held = c.try_acquire("B").await.unwrap();
     // Three waits that run out while queued, one after another, in one process.
     for _ in 0..3 {
@@ -717,13 +723,9 @@ fn a_lock_user_without_list_commands_takes_a_hand_off_with_its_next_attempt() {
 /// and handed the lock, open one or two connections in all, not ten.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waits_in_a_row_reuse_their_box_connections() {
-    use tractatus_lock::{AcquireOptions, Config, Coordinator, Identity, config::parse_nodes};
+    use tractatus_lock::AcquireOptions;
     let redis = crate::support::RedisServer::start();
-    let mut config = Config::new(parse_nodes(&[redis.url()]).unwrap());
-    config.namespace = "pool".into();
-    let c = Coordinator::connect(config, Identity::current("t"))
-        .await
-        .unwrap();
+    let c = library_on(&redis).await;
     let mut watch = redis::Client::open(redis.url())
         .unwrap()
         .get_connection()
@@ -742,7 +744,10 @@ async fn waits_in_a_row_reuse_their_box_connections() {
         .get_connection()
         .unwrap();
     let mut waiting_in_box = move || -> usize {
-        let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut clients).unwrap();
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query(&mut clients)
+            .unwrap();
         blocked_in_blpop(&list).len()
     };
     let before = received();

@@ -4,7 +4,9 @@
 //! crate sends is here, behind [`Node`] and [`NodeAdmin`].
 //!
 //! Why no pool (deadpool-redis): a multiplexed connection is already shared by all tasks, and a
-//! pool's recycle check (UNWATCH + PING) would add a round trip to every lock operation.
+//! pool's recycle check (UNWATCH + PING) would add a round trip to every lock operation. (The
+//! one exception is off that path: waiters' hand-off box connections, blocked in `BLPOP`, are
+//! kept between waits, see `handed`.)
 //!
 //! # Failover: why tokens never repeat and holders stay apart
 //! Behind Sentinel (`sentinel`), or in a cluster with replicas, a replica promoted to master

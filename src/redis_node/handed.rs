@@ -10,10 +10,10 @@
 //! Connections are kept between waits (one server, not a cluster): a wait that ended with its
 //! `BLPOP` still blocked pushes a value of no owner into its own box over the node's
 //! connection, which unblocks it (one round trip, after the wait, off its path), and its
-//! connection goes back to the node's [`Pool`] for the next wait; one that took the lease from
-//! its box has nothing blocked and goes back at once. A connect per queued wait cost 8 tasks contending on one master
-//! 4% of their throughput. A box whose `BLPOP` failed, or whose end could not be pushed, is
-//! closed instead.
+//! connection goes back to the node's [`Pool`] for the next wait once it answers a `PING`
+//! itself; one that took the lease from its box has nothing blocked and goes back at once. A
+//! connect per queued wait cost 8 tasks contending on one master 4% of their throughput. A box
+//! whose `BLPOP` failed, or whose end could not be pushed or answered, is closed instead.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -76,13 +76,24 @@ impl Drop for Boxed {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (conn, key) = (self.conn.clone(), std::mem::take(&mut self.key));
+        let (mut conn, key) = (self.conn.clone(), std::mem::take(&mut self.key));
         runtime.spawn(async move {
+            // Both or neither (a user whose ACL lacks `PEXPIRE` leaves no list without expiry).
             let mut end = redis::pipe();
-            end.rpush(&key, ENDED).ignore().pexpire(&key, 1000).ignore();
-            let ended = end.query_async::<()>(&mut node);
+            end.atomic()
+                .rpush(&key, ENDED)
+                .ignore()
+                .pexpire(&key, 1000)
+                .ignore();
+            let unblocked = async {
+                end.query_async::<()>(&mut node).await?;
+                // Kept only once it answers itself: unblocked, alive, and (behind Sentinel,
+                // which resolves each connection on its own) still a server that answers.
+                redis::cmd("PING").query_async::<String>(&mut conn).await
+            };
             // Bounded like any request: a silent server loses the connection, not the task.
-            if let Ok(Ok(())) = tokio::time::timeout(std::time::Duration::from_secs(1), ended).await
+            if let Ok(Ok(_)) =
+                tokio::time::timeout(std::time::Duration::from_secs(1), unblocked).await
             {
                 pool.put(conn);
             }
@@ -95,20 +106,26 @@ impl RedisNode {
     /// then every value popped from it, until the connection fails. (A writer could push a
     /// huge value; a writer can break any lock anyway, so it is not capped.)
     pub(super) async fn open_box(&self, key: String) -> Result<WakeStream, NodeError> {
-        // A kept connection, on one server (a cluster's boxes live on their slots' masters).
-        let kept = if self.cluster.is_on() {
-            None
-        } else {
-            match self.connection().await {
-                Ok(Conn::Plain(node)) => Some((self.boxes.clone(), node)),
-                _ => None,
-            }
+        let opening = async {
+            // A kept connection, on one server (a cluster's boxes live on their slots' masters).
+            let kept = if self.cluster.is_on() {
+                None
+            } else {
+                match self.connection().await {
+                    Ok(Conn::Plain(node)) => Some((self.boxes.clone(), node)),
+                    _ => None,
+                }
+            };
+            let conn = match kept.as_ref().and_then(|(pool, _)| pool.take()) {
+                Some(conn) => conn,
+                None => self.connect_box(&key).await?,
+            };
+            Ok::<_, NodeError>((kept, conn))
         };
-        let pooled = kept.as_ref().and_then(|(pool, _)| pool.take());
-        let conn = match pooled {
-            Some(conn) => conn,
-            None => self.connect_box(&key).await?,
-        };
+        // One connect timeout in all, the node's own connection included.
+        let (kept, conn) = tokio::time::timeout(self.connect_timeout, opening)
+            .await
+            .unwrap_or_else(|_| Err(NodeError::timeout(self.connect_timeout)))?;
         let boxed = Boxed {
             conn,
             key,
@@ -125,7 +142,15 @@ impl RedisNode {
                     .await;
                 b.blocked = false;
                 match popped {
-                    Ok(Some((_, value))) => return Some((value, b)),
+                    Ok(Some((popped_from, value))) if popped_from == b.key => {
+                        return Some((value, b));
+                    }
+                    // Another key's reply cannot come on this connection; were it to, the
+                    // connection is not trusted further.
+                    Ok(Some(_)) => {
+                        b.keep.take();
+                        return None;
+                    }
                     Ok(None) => continue,
                     Err(_) => {
                         // Broken (or refused): closed, not kept.

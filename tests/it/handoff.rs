@@ -773,3 +773,74 @@ async fn waits_in_a_row_reuse_their_box_connections() {
         "{opened} connections opened for 10 waits in a row (one each, unless kept)"
     );
 }
+
+/// A wait that ended with its box still blocked (it ran out while queued) unblocks it with a
+/// push into its own box, and its connection, once it answers a `PING`, serves the next wait:
+/// five such waits in a row open at most one connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_that_run_out_give_their_box_connection_back() {
+    use tractatus_lock::AcquireOptions;
+    let redis = crate::support::RedisServer::start();
+    let c = library_on(&redis).await;
+    let held = c.try_acquire("E").await.unwrap();
+    let mut watch = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut info = |what: &str| -> String {
+        let mut words = what.split(' ');
+        let mut cmd = redis::cmd(words.next().unwrap());
+        for w in words {
+            cmd.arg(w);
+        }
+        cmd.query(&mut watch).unwrap()
+    };
+    // A kept box connection: idle, its last command the PING that let it back.
+    let mut kept = || {
+        info("CLIENT LIST").lines().any(|l| {
+            let f: Vec<_> = l.split(' ').collect();
+            f.contains(&"cmd=ping") && f.contains(&"flags=N")
+        })
+    };
+    let wait_out = || async {
+        let Err(err) = c
+            .acquire("E", &AcquireOptions::wait(Duration::from_millis(300)))
+            .await
+        else {
+            panic!("a wait took a held lock");
+        };
+        assert!(
+            matches!(err, tractatus_lock::Error::Timeout { .. }),
+            "{err}"
+        );
+    };
+    wait_out().await;
+    tokio::task::block_in_place(|| {
+        wait_until(
+            Duration::from_secs(10),
+            "the box connection is kept",
+            &mut kept,
+        )
+    });
+    let received = |info: &mut dyn FnMut(&str) -> String| -> u64 {
+        let stats: String = info("INFO stats");
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    drop(kept);
+    let before = received(&mut info);
+    for _ in 0..5 {
+        wait_out().await;
+    }
+    let opened = received(&mut info) - before;
+    held.release().await.unwrap();
+    assert!(
+        opened <= 1,
+        "{opened} connections opened for 5 waits that ran out (one each, unless given back)"
+    );
+}

@@ -832,7 +832,6 @@ async fn waits_that_run_out_give_their_box_connection_back() {
             .parse()
             .unwrap()
     };
-    drop(kept);
     let before = received(&mut info);
     for _ in 0..5 {
         wait_out().await;

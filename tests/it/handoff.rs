@@ -664,7 +664,9 @@ const LOCK_USER_ACL: &[&str] = &[
 
 /// A holder and a traced waiter connecting as ACL user `locker` with `acl`; returns the
 /// waiter's exit status and stderr, and the release message's token.
-fn hand_off_as(acl: &[&str]) -> (std::process::ExitStatus, String, String, Repo) {
+/// With `boxed`, the holder lets go once the waiter's box is open (else the hand-off may land
+/// while the waiter subscribes, and its next attempt takes the lease first).
+fn hand_off_as(acl: &[&str], boxed: bool) -> (std::process::ExitStatus, String, String, Repo) {
     let servers = cluster(1);
     let mut setuser = vec!["ACL", "SETUSER", "locker", "reset", "on", ">pw"];
     setuser.extend_from_slice(acl);
@@ -690,6 +692,11 @@ fn hand_off_as(acl: &[&str]) -> (std::process::ExitStatus, String, String, Repo)
     wait_until(Duration::from_secs(10), "the waiter is queued", || {
         queued_everywhere(&repo, &servers, 1)
     });
+    if boxed {
+        wait_until(Duration::from_secs(10), "the waiter's box is open", || {
+            boxes(&servers[0]).len() == 1
+        });
+    }
     let_go(held);
     let (out, err) = finish(next);
     (out, err, the_hand_off_token(messages), repo)
@@ -698,7 +705,7 @@ fn hand_off_as(acl: &[&str]) -> (std::process::ExitStatus, String, String, Repo)
 /// The documented ACL is enough: the waiter is handed the lock from its box.
 #[test]
 fn a_lock_user_with_the_documented_acl_is_handed_the_lock_from_its_box() {
-    let (out, err, token, repo) = hand_off_as(LOCK_USER_ACL);
+    let (out, err, token, repo) = hand_off_as(LOCK_USER_ACL, true);
     assert!(out.success(), "the waiter: {out}: {err}");
     assert!(err.contains("handed the lease (its box)"), "{err}");
     assert_eq!(repo.read("ran").trim(), token);
@@ -713,7 +720,7 @@ fn a_lock_user_without_list_commands_takes_a_hand_off_with_its_next_attempt() {
         .copied()
         .filter(|a| *a != "+@list")
         .collect();
-    let (out, err, token, repo) = hand_off_as(&acl);
+    let (out, err, token, repo) = hand_off_as(&acl, false);
     assert!(out.success(), "the waiter: {out}: {err}");
     assert!(!err.contains("(its box)"), "{err}");
     assert_eq!(repo.read("ran").trim(), token);

@@ -411,7 +411,7 @@ async fn acquire_redis(
         // out (it confirms a hand-off too). The release message alone is never trusted: any
         // client that may PUBLISH on the lock's channel (a read-only ACL user with `@pubsub`,
         // say) can name our waiter and owner ids, which every reader of Redis can see, with a
-        // token of its choosing (`handoff::a_forged_hand_off_message_does_not_hand_the_lock_over`);
+        // token of its choosing (`handoff::forged::a_forged_hand_off_message_does_not_hand_the_lock_over`);
         // without a box, the next attempt's grant finds the lease ours and names its token.
         if let Heard::Handed(token) = heard
             && let Some(valid_until) = handed_validity(sent, cfg.ttl)

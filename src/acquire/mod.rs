@@ -411,8 +411,9 @@ async fn acquire_redis(
         // out (it confirms a hand-off too). The release message alone is never trusted: any
         // client that may PUBLISH on the lock's channel (a read-only ACL user with `@pubsub`,
         // say) can name our waiter and owner ids, which every reader of Redis can see, with a
-        // token of its choosing (`handoff::forged::a_forged_hand_off_message_does_not_hand_the_lock_over`);
-        // without a box, the next attempt's grant finds the lease ours and names its token.
+        // token of its choosing (test:
+        // `handoff::forged::a_forged_hand_off_message_does_not_hand_the_lock_over`); without a
+        // box, the next attempt's grant finds the lease ours and names its token.
         if let Heard::Handed(token) = heard
             && let Some(valid_until) = handed_validity(sent, cfg.ttl)
         {
@@ -477,8 +478,9 @@ pub(crate) fn quarantine_note(total: usize, quarantined: usize, left: Duration) 
     }
 }
 
-/// How often a queued waiter asks again (its heartbeat), well inside [`WAITER_TTL`](crate::backend::WAITER_TTL) so a slow
-/// round trip or two does not cost it its place.
+/// How often a queued waiter asks again (its heartbeat), well inside
+/// [`WAITER_TTL`](crate::backend::WAITER_TTL) so a slow round trip or two does not cost it its
+/// place.
 const HEARTBEAT: Duration = Duration::from_millis(200);
 
 #[cfg(test)]

@@ -231,10 +231,7 @@ impl RedisNode {
         .map_err(|e| NodeError::new(describe(&e, &self.url)))
     }
 
-    pub(super) async fn open_plain(
-        &self,
-        client: &redis::Client,
-    ) -> Result<MultiplexedConnection, NodeError> {
+    async fn open_plain(&self, client: &redis::Client) -> Result<MultiplexedConnection, NodeError> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(None);
@@ -321,25 +318,20 @@ impl RedisNode {
     }
 
     /// A client for the server that holds `key`: the node's own (behind Sentinel, its master
-    /// now), or on a cluster the master of `key`'s slot as the cluster sees it now. Within
-    /// the connect timeout.
+    /// now), or on a cluster the master of `key`'s slot as the cluster sees it now. Unbounded
+    /// here: its one caller (`handed`) bounds the whole box open.
     pub(super) async fn client_for_key(&self, key: &str) -> Result<redis::Client, NodeError> {
-        let work = async {
-            if !self.cluster.is_on() {
-                return self.endpoint.client(&self.url).await;
-            }
-            let slot = slot_of_key(key);
-            let ranges = self.cluster_slots().await?;
-            let master = ranges
-                .iter()
-                .find(|r| r.slots.contains(&slot))
-                .map(|r| r.master.clone())
-                .ok_or_else(|| NodeError::new("CLUSTER SLOTS names no master for the slot"))?;
-            self.client_at(&master)
-        };
-        tokio::time::timeout(self.connect_timeout, work)
-            .await
-            .unwrap_or_else(|_| Err(NodeError::timeout(self.connect_timeout)))
+        if !self.cluster.is_on() {
+            return self.endpoint.client(&self.url).await;
+        }
+        let slot = slot_of_key(key);
+        let ranges = self.cluster_slots().await?;
+        let master = ranges
+            .iter()
+            .find(|r| r.slots.contains(&slot))
+            .map(|r| r.master.clone())
+            .ok_or_else(|| NodeError::new("CLUSTER SLOTS names no master for the slot"))?;
+        self.client_at(&master)
     }
 
     /// Subscribe to `channel`: on one server, there; on a cluster, on the master of `key`'s

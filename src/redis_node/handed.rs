@@ -145,15 +145,11 @@ impl RedisNode {
                     Ok(Some((popped_from, value))) if popped_from == b.key => {
                         return Some((value, b));
                     }
-                    // Another key's reply cannot come on this connection; were it to, the
-                    // connection is not trusted further.
-                    Ok(Some(_)) => {
-                        b.keep.take();
-                        return None;
-                    }
                     Ok(None) => continue,
-                    Err(_) => {
-                        // Broken (or refused): closed, not kept.
+                    // Broken or refused, or another key's reply (it cannot come on this
+                    // connection; were it to, the connection is not trusted further): closed,
+                    // not kept.
+                    Ok(Some(_)) | Err(_) => {
                         b.keep.take();
                         return None;
                     }
@@ -162,28 +158,22 @@ impl RedisNode {
         })))
     }
 
-    /// A new connection for a box, within the connect timeout in all: finding the server
-    /// (behind Sentinel, or a cluster's slot master) and connecting to it.
+    /// A new connection for a box: finding the server (behind Sentinel, or a cluster's slot
+    /// master) and connecting to it. Bounded by [`Self::open_box`]'s one connect timeout.
     async fn connect_box(&self, key: &str) -> Result<MultiplexedConnection, NodeError> {
-        let opening = async {
-            let client = self.client_for_key(key).await?;
-            // A lighter connect than the node's own: no `CLIENT SETINFO`, and no `PING` to
-            // check the password first (a refused one fails the first `BLPOP`, and the box
-            // closes).
-            let info = client.get_connection_info().clone();
-            let settings = info.redis_settings().clone().set_skip_set_lib_name();
-            let client = redis::Client::open(info.set_redis_settings(settings))
-                .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(self.connect_timeout))
-                .set_response_timeout(None);
-            client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
-                .map_err(|e| NodeError::new(describe(&e, &self.url)))
-        };
-        tokio::time::timeout(self.connect_timeout, opening)
+        let client = self.client_for_key(key).await?;
+        // A lighter connect than the node's own: no `CLIENT SETINFO`, and no `PING` to check
+        // the password first (a refused one fails the first `BLPOP`, and the box closes).
+        let info = client.get_connection_info().clone();
+        let settings = info.redis_settings().clone().set_skip_set_lib_name();
+        let client = redis::Client::open(info.set_redis_settings(settings))
+            .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(None);
+        client
+            .get_multiplexed_async_connection_with_config(&config)
             .await
-            .unwrap_or_else(|_| Err(NodeError::timeout(self.connect_timeout)))
+            .map_err(|e| NodeError::new(describe(&e, &self.url)))
     }
 }

@@ -96,6 +96,50 @@ async fn library_on(redis: &RedisServer) -> tractatus_lock::Coordinator {
         .unwrap()
 }
 
+/// A wait for `lock`, held by another, that runs out after `wait`.
+async fn runs_out(c: &tractatus_lock::Coordinator, lock: &str, wait: Duration) {
+    let Err(err) = c
+        .acquire(lock, &tractatus_lock::AcquireOptions::wait(wait))
+        .await
+    else {
+        panic!("a wait took a held lock");
+    };
+    assert!(
+        matches!(err, tractatus_lock::Error::Timeout { .. }),
+        "{err}"
+    );
+}
+
+/// A connection of the test's own, to watch a server's clients.
+struct Watch(redis::Connection);
+
+impl Watch {
+    fn on(redis: &RedisServer) -> Watch {
+        Watch(
+            redis::Client::open(redis.url())
+                .unwrap()
+                .get_connection()
+                .unwrap(),
+        )
+    }
+
+    /// `CLIENT LIST`.
+    fn clients(&mut self) -> String {
+        redis::cmd("CLIENT").arg("LIST").query(&mut self.0).unwrap()
+    }
+
+    /// How many connections the server has accepted so far.
+    fn received(&mut self) -> u64 {
+        let info: String = redis::cmd("INFO").arg("stats").query(&mut self.0).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_connections_received:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
 /// A wait that ended (ran out while queued, or dropped midway) leaves no `BLPOP` of its box
 /// blocked on the server: its end unblocks it (and its connection is kept for the next wait).
 /// (Found in review to hold when the connection was closed with the wait.)
@@ -107,16 +151,7 @@ async fn an_ended_wait_leaves_no_blpop_behind() {
     let held = c.try_acquire("B").await.unwrap();
     // Three waits that run out while queued, one after another, in one process.
     for _ in 0..3 {
-        let Err(err) = c
-            .acquire("B", &AcquireOptions::wait(Duration::from_millis(500)))
-            .await
-        else {
-            panic!("a wait took a held lock");
-        };
-        assert!(
-            matches!(err, tractatus_lock::Error::Timeout { .. }),
-            "{err}"
-        );
+        runs_out(&c, "B", Duration::from_millis(500)).await;
     }
     // A wait in a task, dropped midway (its future aborted) once its box is open.
     let c2 = c.clone();
@@ -147,31 +182,10 @@ async fn waits_in_a_row_reuse_their_box_connections() {
     use tractatus_lock::AcquireOptions;
     let redis = crate::support::RedisServer::start();
     let c = library_on(&redis).await;
-    let mut watch = redis::Client::open(redis.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let mut received = || -> u64 {
-        let info: String = redis::cmd("INFO").arg("stats").query(&mut watch).unwrap();
-        info.lines()
-            .find_map(|l| l.strip_prefix("total_connections_received:"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    let mut clients = redis::Client::open(redis.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let mut waiting_in_box = move || -> usize {
-        let list: String = redis::cmd("CLIENT")
-            .arg("LIST")
-            .query(&mut clients)
-            .unwrap();
-        blocked_in_blpop(&list).len()
-    };
-    let before = received();
+    let mut watch = Watch::on(&redis);
+    let mut clients = Watch::on(&redis);
+    let mut waiting_in_box = move || blocked_in_blpop(&clients.clients()).len();
+    let before = watch.received();
     for _ in 0..10 {
         let held = c.try_acquire("P").await.unwrap();
         let c2 = c.clone();
@@ -188,7 +202,7 @@ async fn waits_in_a_row_reuse_their_box_connections() {
         let lease = waiter.await.unwrap().unwrap();
         lease.release().await.unwrap();
     }
-    let opened = received() - before;
+    let opened = watch.received() - before;
     assert!(
         opened <= 2,
         "{opened} connections opened for 10 waits in a row (one each, unless kept)"
@@ -200,41 +214,18 @@ async fn waits_in_a_row_reuse_their_box_connections() {
 /// five such waits in a row open at most one connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waits_that_run_out_give_their_box_connection_back() {
-    use tractatus_lock::AcquireOptions;
     let redis = crate::support::RedisServer::start();
     let c = library_on(&redis).await;
     let held = c.try_acquire("E").await.unwrap();
-    let mut watch = redis::Client::open(redis.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    let mut info = |what: &str| -> String {
-        let mut words = what.split(' ');
-        let mut cmd = redis::cmd(words.next().unwrap());
-        for w in words {
-            cmd.arg(w);
-        }
-        cmd.query(&mut watch).unwrap()
-    };
+    let mut watch = Watch::on(&redis);
     // A kept box connection: idle, its last command the PING that let it back.
     let mut kept = || {
-        info("CLIENT LIST").lines().any(|l| {
+        watch.clients().lines().any(|l| {
             let f: Vec<_> = l.split(' ').collect();
             f.contains(&"cmd=ping") && f.contains(&"flags=N")
         })
     };
-    let wait_out = || async {
-        let Err(err) = c
-            .acquire("E", &AcquireOptions::wait(Duration::from_millis(300)))
-            .await
-        else {
-            panic!("a wait took a held lock");
-        };
-        assert!(
-            matches!(err, tractatus_lock::Error::Timeout { .. }),
-            "{err}"
-        );
-    };
+    let wait_out = || runs_out(&c, "E", Duration::from_millis(300));
     wait_out().await;
     tokio::task::block_in_place(|| {
         wait_until(
@@ -243,21 +234,11 @@ async fn waits_that_run_out_give_their_box_connection_back() {
             &mut kept,
         )
     });
-    let received = |info: &mut dyn FnMut(&str) -> String| -> u64 {
-        let stats: String = info("INFO stats");
-        stats
-            .lines()
-            .find_map(|l| l.strip_prefix("total_connections_received:"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    let before = received(&mut info);
+    let before = watch.received();
     for _ in 0..5 {
         wait_out().await;
     }
-    let opened = received(&mut info) - before;
+    let opened = watch.received() - before;
     held.release().await.unwrap();
     assert!(
         opened <= 1,

@@ -14,7 +14,7 @@ struct Handing {
     repo: Repo,
     held: Guard,
     messages: mpsc::Receiver<Vec<String>>,
-    next: Guard,
+    next: Traced,
 }
 
 fn handing() -> Handing {
@@ -43,10 +43,10 @@ fn a_handed_waiter_takes_the_lease_from_its_box() {
         repo,
         held,
         messages,
-        next,
+        mut next,
     } = handing();
-    let_go(held);
-    let (out, err) = finish(next);
+    next.let_go_after_an_attempt(held);
+    let (out, err) = next.finish();
     assert!(out.success(), "the waiter: {out}: {err}");
     assert!(
         err.contains("handed the lease (its box)"),
@@ -77,7 +77,7 @@ fn a_waiter_whose_box_broke_takes_a_hand_off_with_its_next_attempt() {
         boxes(&servers[0]).is_empty()
     });
     let_go(held);
-    let (out, err) = finish(next);
+    let (out, err) = next.finish();
     assert!(out.success(), "the waiter: {out}: {err}");
     assert!(!err.contains("(its box)"), "a killed box handed it: {err}");
     assert_eq!(

@@ -112,7 +112,7 @@ fn a_reader_that_may_publish_cannot_fill_a_waiters_box() {
     let watch = Instant::now();
     while watch.elapsed() < Duration::from_secs(1) {
         assert!(
-            next.0.try_wait().unwrap().is_none(),
+            next.child.0.try_wait().unwrap().is_none(),
             "the waiter ended on a forged hand-off"
         );
         assert!(
@@ -121,8 +121,8 @@ fn a_reader_that_may_publish_cannot_fill_a_waiters_box() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let_go(held);
-    let (out, err) = finish(next);
+    next.let_go_after_an_attempt(held);
+    let (out, err) = next.finish();
     assert!(out.success(), "the waiter: {out}: {err}");
     assert!(err.contains("handed the lease (its box)"), "{err}");
     assert_ne!(repo.read("ran").trim(), "9007199254740000");
@@ -151,7 +151,8 @@ const LOCK_USER_ACL: &[&str] = &[
 /// A holder and a traced waiter connecting as ACL user `locker` with `acl`; returns the
 /// waiter's exit status and stderr, and the release message's token.
 /// With `boxed`, the holder lets go once the waiter's box is open (else the hand-off may land
-/// while the waiter subscribes, and its next attempt takes the lease first).
+/// while the waiter subscribes, and its next attempt takes the lease first), between two of
+/// its attempts.
 fn hand_off_as(acl: &[&str], boxed: bool) -> (std::process::ExitStatus, String, String, Repo) {
     let servers = cluster(1);
     let mut setuser = vec!["ACL", "SETUSER", "locker", "reset", "on", ">pw"];
@@ -170,11 +171,11 @@ fn hand_off_as(acl: &[&str], boxed: bool) -> (std::process::ExitStatus, String, 
         Duration::from_secs(10),
     );
     let messages = listen(&servers[0], repo.keys(LOCK).channel);
-    let next = Guard(
+    let mut next = Traced::new(Guard(
         traced(as_locker(lock_run(&repo, &urls, "10s")), &repo)
             .spawn()
             .unwrap(),
-    );
+    ));
     wait_until(Duration::from_secs(10), "the waiter is queued", || {
         queued_everywhere(&repo, &servers, 1)
     });
@@ -182,9 +183,11 @@ fn hand_off_as(acl: &[&str], boxed: bool) -> (std::process::ExitStatus, String, 
         wait_until(Duration::from_secs(10), "the waiter's box is open", || {
             boxes(&servers[0]).len() == 1
         });
+        next.let_go_after_an_attempt(held);
+    } else {
+        let_go(held);
     }
-    let_go(held);
-    let (out, err) = finish(next);
+    let (out, err) = next.finish();
     (out, err, the_hand_off_token(messages), repo)
 }
 

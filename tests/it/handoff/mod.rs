@@ -379,8 +379,10 @@ fn traced(mut c: Command, repo: &Repo) -> Command {
 
 /// A waiter traced (`TRACTATUS_DEBUG_ACQUIRE=1`), queued behind `held`, with its box open;
 /// returns once both hold.
-fn traced_waiter(repo: &Repo, servers: &[RedisServer], urls: &str) -> Guard {
-    let next = Guard(traced(lock_run(repo, urls, "10s"), repo).spawn().unwrap());
+fn traced_waiter(repo: &Repo, servers: &[RedisServer], urls: &str) -> Traced {
+    let next = Traced::new(Guard(
+        traced(lock_run(repo, urls, "10s"), repo).spawn().unwrap(),
+    ));
     wait_until(Duration::from_secs(10), "the waiter is queued", || {
         queued_everywhere(repo, servers, 1)
     });
@@ -388,6 +390,63 @@ fn traced_waiter(repo: &Repo, servers: &[RedisServer], urls: &str) -> Guard {
         boxes(&servers[0]).len() == 1
     });
     next
+}
+
+/// A traced waiter, its stderr read line by line as it comes.
+struct Traced {
+    child: Guard,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Traced {
+    fn new(mut child: Guard) -> Self {
+        let stderr = child.0.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Traced {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Let `held` go right after the waiter's next attempt was refused: its following one is a
+    /// heartbeat (200 ms) away, so the release lands while the waiter listens. (Landing while
+    /// an attempt runs, it makes that attempt find the lease its own: a right outcome, not
+    /// the box's; it failed the box tests in CI.)
+    fn let_go_after_an_attempt(&mut self, held: Guard) {
+        self.seen.extend(self.lines.try_iter());
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the waiter traced no attempt within 10 s");
+            let refused = line.contains(": attempt ") && line.contains(" Held ");
+            self.seen.push(line);
+            if refused {
+                break;
+            }
+        }
+        let_go(held);
+    }
+
+    /// Its exit status and everything it wrote to stderr.
+    fn finish(mut self) -> (std::process::ExitStatus, String) {
+        // The reader ends at the end of stderr: when the waiter and all it started are gone.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(60)) {
+            self.seen.push(line);
+        }
+        let status = self.child.0.wait().unwrap();
+        (status, self.seen.join("\n"))
+    }
 }
 
 /// Its exit status and everything it wrote to stderr.

@@ -9,8 +9,8 @@
 //! - Front door: [`Workspace`] (repository, settings, backend choice) built from [`Flags`] (the
 //!   one settings type of the CLI, the Node addon and the config file), and [`Identity`].
 //! - Leases: [`Coordinator`] (its whole surface in one `impl`), [`Config`] with [`parse_nodes`]
-//!   and [`parse_duration`], [`AcquireOptions`], [`WaitProgress`], [`Holding`], [`Lease`],
-//!   [`LeaseState`], [`FencingToken`].
+//!   and [`parse_duration`], [`AcquireOptions`], [`WaitProgress`], [`InTheWay`], [`Holding`],
+//!   [`Lease`], [`LeaseState`], [`FencingToken`].
 //! - Guarded JSON state: [`StateFile`], [`Edit`], [`Pointer`], [`PendingWrite`],
 //!   [`WriteOutcome`].
 //! - The operator's records: [`LockStatus`] (with its wait-for [`Edge`]s), [`AuditEvent`],
@@ -155,7 +155,7 @@ pub use error::{Error, Result};
 pub use holder::{HolderInfo, Identity};
 pub use lease::{FencingToken, Lease, LeaseState};
 pub use ops::{AuditEvent, BreakOutcome, LockStatus};
-pub use options::{AcquireOptions, Holding, WaitProgress};
+pub use options::{AcquireOptions, Holding, InTheWay, WaitProgress};
 pub use settings::Flags;
 pub use state::{Edit, PendingWrite, Pointer, StateFile, WriteOutcome};
 pub use stats::NodeHealth;

@@ -7,15 +7,25 @@ use tokio::sync::watch;
 
 use crate::holder::HolderInfo;
 
-/// What a waiter learns while it waits: who holds the lock (updated on every refusal).
-pub type WaitProgress = watch::Sender<Option<HolderInfo>>;
+/// What a waiter learns while it waits: who is in its way (updated on every refusal).
+pub type WaitProgress = watch::Sender<Option<InTheWay>>;
+
+/// Who is in a waiter's way, as its last refusal named them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InTheWay {
+    /// The lease's holder.
+    Holder(HolderInfo),
+    /// Nobody holds the lease, but this other waiter is first in line: it goes next (one
+    /// that died holds the line up until its registration lapses, under a second).
+    FirstInLine(HolderInfo),
+}
 
 /// How to acquire.
 #[derive(Debug, Clone, Default)]
 pub struct AcquireOptions {
     /// Longest total wait; zero means try once. Default: zero.
     pub wait: Duration,
-    /// Receives the current holder while we wait, for feedback. Default: none.
+    /// Receives who is in the way while we wait, for feedback. Default: none.
     pub progress: Option<WaitProgress>,
     /// Leases the caller holds while it waits, besides those its process inherited (a Node
     /// caller's enclosing `withLock` scopes): a wait records them as its wait-for edge and

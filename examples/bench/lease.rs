@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio::runtime::Runtime;
-use tractatus_lock::{AcquireOptions, Config, Coordinator, HolderInfo, Identity};
+use tractatus_lock::{AcquireOptions, Config, Coordinator, Identity, InTheWay};
 
 use crate::cli::{Cli, lock_run_cli};
 use crate::stats::{Budget, Failures, Floor, Floors, Scale, Stats, note_truncated, print_latency};
@@ -282,7 +282,7 @@ async fn handoff(
             }
         };
         // The progress channel tells us each time the waiter was refused and saw the holder.
-        let (progress, mut seen) = tokio::sync::watch::channel::<Option<HolderInfo>>(None);
+        let (progress, mut seen) = tokio::sync::watch::channel::<Option<InTheWay>>(None);
         let w = waiter.clone();
         let task = tokio::spawn(async move {
             let opts = AcquireOptions {

@@ -23,7 +23,7 @@ use crate::handoff::handed_validity;
 use crate::holder::HolderInfo;
 use crate::keys::LockKeys;
 use crate::lease::Lease;
-use crate::options::AcquireOptions;
+use crate::options::{AcquireOptions, InTheWay};
 use crate::quorum::{Attempt, Quorum, trace};
 
 mod give_up;
@@ -158,6 +158,8 @@ async fn acquire_redis(
         if !matches!(attempt, Attempt::Held { .. }) {
             ours = None;
         }
+        // The lease was free and another waiter first in line (`head`), the attempt said.
+        let mut behind = false;
         // A refusal: the token of the lease it named (0 if none), which a hand-off to us since
         // must exceed (see `Listening::box_above`).
         let refused_below = match &attempt {
@@ -218,6 +220,7 @@ async fn acquire_redis(
                 undone,
             } => {
                 head = first;
+                behind = holder.is_none() && head.is_some();
                 if let Some(w) = &head
                     && w.owner != waiter_id
                     && !removed.contains(&w.owner)
@@ -321,8 +324,12 @@ async fn acquire_redis(
                 }
             ));
         }
+        let first_in_line = head.as_deref().filter(|_| behind);
         if let Some(p) = &opts.progress {
-            p.send_replace(last_holder.clone());
+            p.send_replace(match first_in_line {
+                Some(w) => Some(InTheWay::FirstInLine(w.clone())),
+                None => last_holder.clone().map(InTheWay::Holder),
+            });
         }
         let now = Instant::now();
         if now >= deadline {
@@ -354,8 +361,8 @@ async fn acquire_redis(
             return Err(Error::Timeout {
                 name: name.to_owned(),
                 waited_ms: now.duration_since(started).as_millis(),
-                holder: last_holder.map(Box::new),
-                note,
+                holder: last_holder.filter(|_| !behind).map(Box::new),
+                note: note.or_else(|| first_in_line.map(first_in_line_note)),
             });
         }
         if wake.live < quorum.needed() && unreachable.is_none() {
@@ -460,6 +467,16 @@ pub(crate) async fn evict(
 }
 
 /// Why a wait ran out while Redis servers were in their restart quarantine.
+/// Why a wait that ran out named no holder: the lock was free, and `w` first in line.
+fn first_in_line_note(w: &HolderInfo) -> String {
+    format!(
+        "the lock was free but another waiter was first in line (session {} on {} pid {})",
+        crate::shown::field(&w.session),
+        crate::shown::field(&w.host),
+        w.pid
+    )
+}
+
 pub(crate) fn quarantine_note(total: usize, quarantined: usize, left: Duration) -> String {
     let hint = "`tractatus lock init` marks brand-new servers so they need none";
     if total == 1 {

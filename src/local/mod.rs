@@ -148,7 +148,7 @@ impl LocalBackend {
             Err(TryLockError::WouldBlock) => {
                 let holder = self.read_holder(name);
                 if let Some(p) = &opts.progress {
-                    p.send_replace(holder.clone());
+                    p.send_replace(holder.clone().map(crate::options::InTheWay::Holder));
                 }
                 let timeout = || Error::Timeout {
                     name: name.to_owned(),
@@ -229,7 +229,7 @@ impl LocalBackend {
             }
         }
         if let Some(p) = &opts.progress {
-            p.send_replace(holder.clone());
+            p.send_replace(holder.clone().map(crate::options::InTheWay::Holder));
         }
         let timeout = || Error::Timeout {
             name: display.to_owned(),

@@ -62,7 +62,7 @@ pub(super) async fn acquire_slot_redis(
             }
         }
         if let Some(p) = &opts.progress {
-            p.send_replace(seen.holder.clone());
+            p.send_replace(seen.holder.clone().map(crate::options::InTheWay::Holder));
         }
         let now = Instant::now();
         if now >= deadline {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tractatus_lock::WaitProgress;
 use tractatus_lock::shown::{escape, field};
-use tractatus_lock::{Error, HolderInfo, Result};
+use tractatus_lock::{Error, InTheWay, Result};
 
 /// Write `text` and a newline to stdout, flushed; a failure (closed pipe, full disk) is
 /// [`Error::CannotWrite`] (73) naming stdout.
@@ -119,10 +119,11 @@ pub fn format_time(ms: u64) -> String {
     )
 }
 
-/// While waiting on a terminal, one stderr line updated in place names the holder. On Redis, a
-/// wait that has named no holder after [`SILENT_WAIT`] (a server in its restart quarantine, or
-/// one that does not answer yet) is said once on stderr, terminal or not: a hook's stderr
-/// reaches its log, and a stall of up to the quarantine (10 s) should not be silent there.
+/// While waiting on a terminal, one stderr line updated in place names the holder (or the
+/// waiter first in line on a free lock). On Redis, a wait that has named nobody after
+/// [`SILENT_WAIT`] (a server in its restart quarantine, or one that does not answer yet) is
+/// said once on stderr, terminal or not: a hook's stderr reaches its log, and a stall of up to
+/// the quarantine (10 s) should not be silent there.
 pub struct WaitFeedback {
     progress: WaitProgress,
     /// The task showing the wait, and whether stderr is a terminal.
@@ -136,15 +137,16 @@ impl WaitFeedback {
     /// Start showing the wait for `what` (like `lock 'x'`): the holder if stderr is a
     /// terminal, and on Redis (`redis`) a stall with no holder to name, once.
     pub fn start(what: &str, redis: bool) -> Self {
-        let (tx, mut rx) = watch::channel::<Option<HolderInfo>>(None);
+        let (tx, mut rx) = watch::channel::<Option<InTheWay>>(None);
         let terminal = std::io::stderr().is_terminal();
         let task = (terminal || redis).then(|| {
             let what = field(what);
             tokio::spawn(async move {
                 let started = Instant::now();
                 let mut shown = false;
-                // Said only while no holder was ever named: after a holder let go, the
-                // acquire reports "nobody" too, and that is no stall.
+                // Said only while nobody was ever named (a holder, or a waiter first in line
+                // on a free lock): after a holder let go, the acquire reports "nobody" too, and
+                // that is no stall.
                 let mut noted = false;
                 loop {
                     let changed =
@@ -153,7 +155,10 @@ impl WaitFeedback {
                     let closed = matches!(changed, Ok(Err(_)));
                     let mut err = std::io::stderr();
                     noted |= rx.borrow().is_some();
-                    if redis && !noted && !closed && rx.borrow().is_none()
+                    if redis
+                        && !noted
+                        && !closed
+                        && rx.borrow().is_none()
                         && started.elapsed() >= SILENT_WAIT
                     {
                         noted = true;
@@ -173,15 +178,23 @@ impl WaitFeedback {
                         }
                         continue;
                     }
-                    let line = rx.borrow().as_ref().map(|h| {
-                        format!(
-                            "\rtractatus: waiting {:.1}s for {what}: held by session {} on {} pid {} for {:.1}s\x1b[K",
-                            started.elapsed().as_secs_f64(),
+                    let waited = started.elapsed().as_secs_f64();
+                    let line = rx.borrow().as_ref().map(|in_the_way| match in_the_way {
+                        InTheWay::Holder(h) => format!(
+                            "\rtractatus: waiting {waited:.1}s for {what}: held by session {} on \
+                             {} pid {} for {:.1}s\x1b[K",
                             field(&h.session),
                             field(&h.host),
                             h.pid,
                             h.held_for().as_secs_f64()
-                        )
+                        ),
+                        InTheWay::FirstInLine(w) => format!(
+                            "\rtractatus: waiting {waited:.1}s for {what}: free, but session {} \
+                             on {} pid {} is first in line\x1b[K",
+                            field(&w.session),
+                            field(&w.host),
+                            w.pid
+                        ),
                     });
                     match line {
                         Some(line) if !closed => {

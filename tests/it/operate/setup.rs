@@ -1,5 +1,6 @@
 //! Day-to-day setup: session ids, one checkout through two paths, local locks, feedback while
-//! waiting, shared token counters, the first use by many processes, a symlinked state file.
+//! waiting (the holder, or the waiter first in line), shared token counters, the first use by
+//! many processes, a symlinked state file.
 
 use super::*;
 
@@ -149,6 +150,56 @@ fn waiting_on_a_terminal_shows_the_holder_and_nothing_otherwise() {
         "{:?}",
         r.stderr
     );
+}
+
+/// The lock is free but another waiter is first in line (one a co-user wrote in, here, which
+/// never takes its turn): the wait says so on a terminal and when it runs out, and never
+/// blames a restart quarantine (it did: a wait that named no holder for a second said that).
+#[test]
+fn a_wait_behind_a_waiter_first_in_line_on_a_free_lock_names_that_waiter() {
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    let url = redis.url();
+    let once =
+        run(tractatus(&repo.path())
+            .args(["--redis", &url, "lock", "run", "--name", "L", "--", "true"]));
+    assert_eq!(once.code, 0, "{}", once.stderr);
+    let keys = repo.keys("L");
+    // First in line, registered for a minute, on another host.
+    let until = (crate::support::epoch_ms() + 60_000).to_string();
+    assert_eq!(redis.cmd(&["ZADD", &keys.queue, "1", "ahead"]), "1");
+    assert_eq!(redis.cmd(&["ZADD", &keys.waiters, &until, "ahead"]), "1");
+    let who = "s-ahead\tfar-host\t4242\t0\t\t";
+    assert_eq!(redis.cmd(&["HSET", &keys.waiting, "ahead", who]), "1");
+    let cmd = format!(
+        "{} --redis {url} --wait 1500ms lock run --name L -- true",
+        env!("CARGO_BIN_EXE_tractatus")
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .current_dir(repo.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("free, but session s-ahead on far-host pid 4242 is first in line"),
+        "{text:?}"
+    );
+    assert!(!text.contains("quarantine"), "{text:?}");
+    let r = run(tractatus(&repo.path()).args([
+        "--redis", &url, "--wait", "1500ms", "lock", "run", "--name", "L", "--", "true",
+    ]));
+    assert_eq!(r.code, 75, "{}", r.stderr);
+    assert!(!r.stderr.contains("quarantine"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "the lock was free but another waiter was first in line (session s-ahead on \
+             far-host pid 4242)"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
 }
 
 #[test]

@@ -12,6 +12,8 @@
 //! connection, which unblocks it (one round trip, after the wait, off its path), and its
 //! connection goes back to the node's [`Pool`] for the next wait once it answers a `PING`
 //! itself; one that took the lease from its box has nothing blocked and goes back at once. A
+//! kept connection answers a `PING` again when a wait takes it (a server may have restarted
+//! meanwhile). A
 //! connect per queued wait cost 8 tasks contending on one master 4% of their throughput. A box
 //! whose `BLPOP` failed, or whose end could not be pushed or answered, is closed instead.
 
@@ -116,11 +118,19 @@ impl RedisNode {
                     _ => None,
                 }
             };
-            let conn = match kept.as_ref().and_then(|(pool, _)| pool.take()) {
-                Some(conn) => conn,
-                None => self.connect_box(&key).await?,
-            };
-            Ok::<_, NodeError>((kept, conn))
+            // A kept connection answers a `PING` first (alongside the wait's `SUBSCRIBE`): one
+            // to a server that restarted since would fail the wait's first `BLPOP`, and the
+            // wait would go without a box. One that does not answer is dropped.
+            while let Some(mut conn) = kept.as_ref().and_then(|(pool, _)| pool.take()) {
+                if redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .is_ok()
+                {
+                    return Ok((kept, conn));
+                }
+            }
+            Ok::<_, NodeError>((kept, self.connect_box(&key).await?))
         };
         // One connect timeout in all, the node's own connection included.
         let (kept, conn) = tokio::time::timeout(self.connect_timeout, opening)

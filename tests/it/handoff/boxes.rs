@@ -1,6 +1,6 @@
 //! The hand-off box on one Redis: the waiter takes the lease from it, a waiter whose box broke
 //! takes the hand-off with its next attempt, an ended wait leaves no `BLPOP` blocked, and box
-//! connections are kept between waits.
+//! connections are kept between waits (and replaced when their server restarted).
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -244,4 +244,49 @@ async fn waits_that_run_out_give_their_box_connection_back() {
         opened <= 1,
         "{opened} connections opened for 5 waits that ran out (one each, unless given back)"
     );
+}
+
+/// A kept box connection whose server restarted since does not fail the next wait's box: that
+/// wait opens a new connection (its `BLPOP` blocks on the server) and is handed the lock from
+/// it. (Taken from the pool unchecked, the dead connection failed the first `BLPOP` and the
+/// wait went without a box.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_box_connection_to_a_restarted_server_is_replaced() {
+    use tractatus_lock::AcquireOptions;
+    let mut redis = crate::support::RedisServer::start();
+    let c = library_on(&redis).await;
+    let held = c.try_acquire("R").await.unwrap();
+    runs_out(&c, "R", Duration::from_millis(300)).await;
+    let mut watch = Watch::on(&redis);
+    tokio::task::block_in_place(|| {
+        wait_until(
+            Duration::from_secs(10),
+            "the box connection is kept",
+            || {
+                watch.clients().lines().any(|l| {
+                    let f: Vec<_> = l.split(' ').collect();
+                    f.contains(&"cmd=ping") && f.contains(&"flags=N")
+                })
+            },
+        )
+    });
+    held.release().await.unwrap();
+    redis.restart_empty();
+    assert_eq!(crate::support::mark_initialized(&redis.url()), 1);
+    let other = library_on(&redis).await;
+    let held = other.try_acquire("R").await.unwrap();
+    let c2 = c.clone();
+    let waiter = tokio::spawn(async move {
+        c2.acquire("R", &AcquireOptions::wait(Duration::from_secs(10)))
+            .await
+    });
+    let r = &redis;
+    tokio::task::block_in_place(|| {
+        wait_until(Duration::from_secs(10), "the waiter's box is open", || {
+            boxes(r).len() == 1
+        })
+    });
+    held.release().await.unwrap();
+    let lease = waiter.await.unwrap().unwrap();
+    lease.release().await.unwrap();
 }

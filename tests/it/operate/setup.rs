@@ -116,15 +116,11 @@ fn local_locks_exclude_without_redis_and_say_so() {
     );
 }
 
-#[test]
-fn waiting_on_a_terminal_shows_the_holder_and_nothing_otherwise() {
-    let redis = RedisServer::start();
-    let repo = Repo::new();
-    let url = redis.url();
-    let _holder = hold(&repo.path(), Some(&url), "L", &repo.file("p"));
-    // `script` gives the command a pseudo-terminal.
+/// What `lock run --name L -- true` waiting at most `wait` shows on a terminal (`script` gives
+/// it a pseudo-terminal).
+fn wait_on_a_terminal(repo: &Repo, url: &str, wait: &str) -> String {
     let cmd = format!(
-        "{} --redis {url} --wait 700ms lock run --name L -- true",
+        "{} --redis {url} --wait {wait} lock run --name L -- true",
         env!("CARGO_BIN_EXE_tractatus")
     );
     let out = std::process::Command::new("script")
@@ -132,7 +128,16 @@ fn waiting_on_a_terminal_shows_the_holder_and_nothing_otherwise() {
         .current_dir(repo.path())
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn waiting_on_a_terminal_shows_the_holder_and_nothing_otherwise() {
+    let redis = RedisServer::start();
+    let repo = Repo::new();
+    let url = redis.url();
+    let _holder = hold(&repo.path(), Some(&url), "L", &repo.file("p"));
+    let text = wait_on_a_terminal(&repo, &url, "700ms");
     assert!(
         text.contains("waiting") && text.contains("held by session"),
         "{text}"
@@ -171,16 +176,7 @@ fn a_wait_behind_a_waiter_first_in_line_on_a_free_lock_names_that_waiter() {
     assert_eq!(redis.cmd(&["ZADD", &keys.waiters, &until, "ahead"]), "1");
     let who = "s-ahead\tfar-host\t4242\t0\t\t";
     assert_eq!(redis.cmd(&["HSET", &keys.waiting, "ahead", who]), "1");
-    let cmd = format!(
-        "{} --redis {url} --wait 1500ms lock run --name L -- true",
-        env!("CARGO_BIN_EXE_tractatus")
-    );
-    let out = std::process::Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .current_dir(repo.path())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = wait_on_a_terminal(&repo, &url, "1500ms");
     assert!(
         text.contains("free, but session s-ahead on far-host pid 4242 is first in line"),
         "{text:?}"

@@ -12,8 +12,8 @@
 //! connection, which unblocks it (one round trip, after the wait, off its path), and its
 //! connection goes back to the node's [`Pool`] for the next wait once it answers a `PING`
 //! itself; one that took the lease from its box has nothing blocked and goes back at once. A
-//! kept connection answers a `PING` again when a wait takes it (a server may have restarted
-//! meanwhile). A
+//! kept connection whose first `BLPOP` fails (its server restarted meanwhile) is replaced by
+//! a new one, once, on one server always the same (not behind Sentinel). A
 //! connect per queued wait cost 8 tasks contending on one master 4% of their throughput. A box
 //! whose `BLPOP` failed, or whose end could not be pushed or answered, is closed instead.
 
@@ -23,8 +23,10 @@ use futures_util::stream;
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 
+use super::sentinel::Endpoint;
 use super::{Conn, RedisNode, describe};
 use crate::backend::{NodeError, WakeStream};
+use crate::url::NodeUrl;
 
 /// How long one `BLPOP` blocks before it is sent again (its `timeout`, in seconds): only what a
 /// server whose client went away without a close would keep; the wait drops it long before.
@@ -62,6 +64,10 @@ struct Boxed {
     keep: Option<(Pool, MultiplexedConnection)>,
     /// A `BLPOP` was sent and has not answered (it is dropped while the server still blocks).
     blocked: bool,
+    /// Taken from the pool, not yet used: how to connect anew, once, should its first `BLPOP`
+    /// fail (its server restarted since it was kept; checking each kept connection with a
+    /// `PING` when a wait takes it cost 8 tasks on one master 2% of their throughput).
+    anew: Option<(redis::Client, std::time::Duration, NodeUrl)>,
 }
 
 impl Drop for Boxed {
@@ -118,22 +124,22 @@ impl RedisNode {
                     _ => None,
                 }
             };
-            // A kept connection answers a `PING` first (alongside the wait's `SUBSCRIBE`): one
-            // to a server that restarted since would fail the wait's first `BLPOP`, and the
-            // wait would go without a box. One that does not answer is dropped.
-            while let Some(mut conn) = kept.as_ref().and_then(|(pool, _)| pool.take()) {
-                if redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .is_ok()
-                {
-                    return Ok((kept, conn));
-                }
+            // A kept connection, on one server always the same, may connect anew once (see
+            // `Boxed::anew`); behind Sentinel, finding the master would cost the sentinels a
+            // question on every wait.
+            if let Some(conn) = kept.as_ref().and_then(|(pool, _)| pool.take()) {
+                let anew = match &self.endpoint {
+                    Endpoint::Direct(client) => {
+                        Some((client.clone(), self.connect_timeout, self.url.clone()))
+                    }
+                    Endpoint::Sentinel(_) => None,
+                };
+                return Ok((kept, conn, anew));
             }
-            Ok::<_, NodeError>((kept, self.connect_box(&key).await?))
+            Ok::<_, NodeError>((kept, self.connect_box(&key).await?, None))
         };
         // One connect timeout in all, the node's own connection included.
-        let (kept, conn) = tokio::time::timeout(self.connect_timeout, opening)
+        let (kept, conn, anew) = tokio::time::timeout(self.connect_timeout, opening)
             .await
             .unwrap_or_else(|_| Err(NodeError::timeout(self.connect_timeout)))?;
         let boxed = Boxed {
@@ -141,6 +147,7 @@ impl RedisNode {
             key,
             keep: kept,
             blocked: false,
+            anew,
         };
         Ok(Box::pin(stream::unfold(boxed, |mut b| async move {
             loop {
@@ -151,15 +158,27 @@ impl RedisNode {
                     .query_async(&mut b.conn)
                     .await;
                 b.blocked = false;
-                match popped {
-                    Ok(Some((popped_from, value))) if popped_from == b.key => {
+                match (popped, b.anew.take()) {
+                    (Ok(Some((popped_from, value))), _) if popped_from == b.key => {
                         return Some((value, b));
                     }
-                    Ok(None) => continue,
+                    (Ok(None), _) => continue,
+                    // A kept connection whose first `BLPOP` failed: its server restarted since
+                    // it was kept. One new connection, at once (the wait listens meanwhile).
+                    // (Not kept while it connects: a wait that ends meanwhile must not give
+                    // the dead connection back.)
+                    (Err(_), Some((client, timeout, url))) => {
+                        let keep = b.keep.take();
+                        let connecting = connect_light(&client, timeout, &url);
+                        let Ok(Ok(conn)) = tokio::time::timeout(timeout, connecting).await else {
+                            return None;
+                        };
+                        (b.conn, b.keep) = (conn, keep);
+                    }
                     // Broken or refused, or another key's reply (it cannot come on this
                     // connection; were it to, the connection is not trusted further): closed,
                     // not kept.
-                    Ok(Some(_)) | Err(_) => {
+                    _ => {
                         b.keep.take();
                         return None;
                     }
@@ -172,18 +191,27 @@ impl RedisNode {
     /// master) and connecting to it. Bounded by [`Self::open_box`]'s one connect timeout.
     async fn connect_box(&self, key: &str) -> Result<MultiplexedConnection, NodeError> {
         let client = self.client_for_key(key).await?;
-        // A lighter connect than the node's own: no `CLIENT SETINFO`, and no `PING` to check
-        // the password first (a refused one fails the first `BLPOP`, and the box closes).
-        let info = client.get_connection_info().clone();
-        let settings = info.redis_settings().clone().set_skip_set_lib_name();
-        let client = redis::Client::open(info.set_redis_settings(settings))
-            .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(None);
-        client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| NodeError::new(describe(&e, &self.url)))
+        connect_light(&client, self.connect_timeout, &self.url).await
     }
+}
+
+/// A connection to `client`'s server, lighter than the node's own: no `CLIENT SETINFO`, and
+/// no `PING` to check the password first (a refused one fails the first `BLPOP`, and the box
+/// closes); no response timeout (see the module's header).
+async fn connect_light(
+    client: &redis::Client,
+    timeout: std::time::Duration,
+    url: &NodeUrl,
+) -> Result<MultiplexedConnection, NodeError> {
+    let info = client.get_connection_info().clone();
+    let settings = info.redis_settings().clone().set_skip_set_lib_name();
+    let client = redis::Client::open(info.set_redis_settings(settings))
+        .map_err(|e| NodeError::new(describe(&e, url)))?;
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(None);
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(|e| NodeError::new(describe(&e, url)))
 }

@@ -178,7 +178,10 @@ end
 -- same answer again, rather than a refusal naming ourselves as the holder.
 -- (hand-off, issue 20) It is also how a waiter confirms a lease a release handed it: such a
 -- lease runs on a short probation TTL until its holder asks, so it is extended to ARGV[2] here.
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+-- The lease's owner, or false when free: read once (nothing below changes it before the grant,
+-- and a script sees no key expire while it runs).
+local lease = redis.call('GET', KEYS[1])
+if lease == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
   redis.call('HSET', KEYS[3], 'ttl_ms', ARGV[2])
   local token = redis.call('HGET', KEYS[3], 'token')
@@ -237,7 +240,7 @@ if not known and quarantine > 0 then
     end
   end
 end
-if quarantine > 0 and redis.call('EXISTS', KEYS[1]) == 0 then
+if quarantine > 0 and not lease then
   local stamp = redis.call('HMGET', KEYS[9], 'replid', 'until', 'quarantine')
   if quarantine > (tonumber(stamp[3] or '0') or 0) then
     redis.call('HSET', KEYS[9], 'quarantine', quarantine)
@@ -269,8 +272,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
 -- time of a grant and its release in Redis): nobody is in line, or we are its live head (a
 -- woken head's own grant, a hand-off). The same outcome: a registration would only be undone.
 local first = redis.call('ZRANGE', KEYS[7], 0, 0)[1]
-if redis.call('EXISTS', KEYS[1]) == 1
-  or (first and not (first == me and redis.call('ZSCORE', KEYS[4], me))) then
+if lease or (first and not (first == me and redis.call('ZSCORE', KEYS[4], me))) then
   register(lasts)
 end
 -- The head of the queue among live waiters: lapsed ones ahead of it are dropped.
@@ -304,7 +306,7 @@ local function with_head(reply)
   return reply
 end
 
-if redis.call('EXISTS', KEYS[1]) == 1 then
+if lease then
   local reply = {0, redis.call('PTTL', KEYS[1])}
   local fields = redis.call('HGETALL', KEYS[3])
   for i = 1, #fields do reply[#reply + 1] = fields[i] end

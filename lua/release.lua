@@ -43,25 +43,17 @@
 -- as it did (1), rather than "not ours", which would turn a clean run into a lost lease (76).
 -- A lease that expired, or was broken or taken, leaves no such record of its owner: still 0.
 
--- A waiter whose registered owner id is the one ending here had its turn: a majority of masters
--- granted it while this one still had it in line (its leave may still be on the way). Out of
--- the line, so that no later release here hands it a lease it no longer wants (which would
--- hold this master up for a probation).
-local function had_its_turn(entry)
-  return entry and string.sub(entry, 1, #ARGV[1] + 1) == ARGV[1] .. '\t'
-end
+-- Only one node hands over (src/quorum/ending.rs: several masters only wake the head), and its
+-- grant takes the waiter it grants out of the line in the same script: no waiter is still in
+-- line under the owner ending here. (Over several masters one could be, granted by a majority
+-- while this master still had it queued; a release that hands over there must first drop it,
+-- as commit 4c586ac did, or it hands a lease nobody wants and holds the master up for a
+-- probation. That scan cost every one-node hand-off an HGETALL of the whole line.)
 local function drop(w)
   redis.call('ZREM', KEYS[7], w)
   redis.call('ZREM', KEYS[4], w)
   redis.call('HDEL', KEYS[8], w)
   redis.call('HDEL', KEYS[10], w)
-end
--- (Not on an undo: the owner of a losing attempt still waits, registered under it.)
-if ARGV[6] ~= '0' then
-  local entries = redis.call('HGETALL', KEYS[10])
-  for i = 1, #entries, 2 do
-    if had_its_turn(entries[i + 1]) then drop(entries[i]) end
-  end
 end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   if redis.call('GET', KEYS[11]) == ARGV[1] then return 1 end

@@ -170,7 +170,11 @@ impl Wake {
                 }
                 _ = tokio::time::sleep_until(until) => false,
             };
-            if !sleep_on {
+            // Never past `until`, however many calls come: with the calls polled before the
+            // clock, a flood of messages naming others (anyone who may PUBLISH can send them)
+            // kept the clock from ever ringing, past the wait's deadline (found in review,
+            // test: `a_flood_of_calls_does_not_hold_the_wait_past_its_time`).
+            if !sleep_on || Instant::now() >= until {
                 return Heard::Try;
             }
         }
@@ -261,20 +265,43 @@ impl HandedBox {
 mod tests {
     use super::*;
 
-    /// A box that already holds the hand-off wins over a time already up, every time.
-    #[tokio::test]
-    async fn a_filled_box_wins_over_a_time_that_is_up() {
-        let identity = Identity::current("test");
-        let l = Listening {
+    fn listening(identity: &Identity) -> Listening<'_> {
+        Listening {
             waiter: "w",
             owner: "o",
             box_above: Some(0),
             head: None,
-            identity: &identity,
+            identity,
             nodes: 1,
             needed: 1,
             node_timeout: Duration::from_millis(250),
-        };
+        }
+    }
+
+    /// Calls that name other waiters, always ready, do not keep the wait past its time: it
+    /// returns after the first.
+    #[tokio::test]
+    async fn a_flood_of_calls_does_not_hold_the_wait_past_its_time() {
+        let identity = Identity::current("test");
+        let flood = futures_util::stream::iter((0..10_000).map(|_| Some("other".to_owned())));
+        let mut wake = Wake::default();
+        wake.streams.push(flood.boxed());
+        wake.live = 1;
+        let past = Instant::now() - Duration::from_millis(50);
+        let heard = wake.listen(past, true, &listening(&identity), &mut 0).await;
+        assert_eq!(heard, Heard::Try);
+        let mut left = 0;
+        while let Some(Some(_)) = wake.streams.next().now_or_never() {
+            left += 1;
+        }
+        assert!(left >= 9_999, "the wait took {} calls", 10_000 - left);
+    }
+
+    /// A box that already holds the hand-off wins over a time already up, every time.
+    #[tokio::test]
+    async fn a_filled_box_wins_over_a_time_that_is_up() {
+        let identity = Identity::current("test");
+        let l = listening(&identity);
         for _ in 0..64 {
             let filled = futures_util::stream::iter(["o 7".to_owned()])
                 .chain(futures_util::stream::pending());

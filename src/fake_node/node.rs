@@ -66,13 +66,19 @@ impl Node for FakeNode {
                     .iter()
                     .min_by_key(|(id, w)| (w.0, id.as_str()))
                     .map(|(id, w)| (id.clone(), w.1));
+                // Free, another waiter first in line: named, as Redis names it.
                 if let Some((head, until)) = head
                     && req.waiter.as_ref() != Some(&head)
                 {
                     return Ok(GrantReply::Refused {
                         pttl: until - now,
                         holder: HolderInfo::default(),
-                        head: None,
+                        head: Some(Box::new(HolderInfo {
+                            owner: head,
+                            session: "s-ahead".into(),
+                            host: "elsewhere".into(),
+                            ..HolderInfo::default()
+                        })),
                     });
                 }
                 if let (0, Some(skew)) = (s.counter, skew) {

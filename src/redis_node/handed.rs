@@ -12,10 +12,11 @@
 //! connection, which unblocks it (one round trip, after the wait, off its path), and its
 //! connection goes back to the node's [`Pool`] for the next wait once it answers a `PING`
 //! itself; one that took the lease from its box has nothing blocked and goes back at once. A
-//! kept connection whose first `BLPOP` fails (its server restarted meanwhile) is replaced by
-//! a new one, once, on one server always the same (not behind Sentinel). A
 //! connect per queued wait cost 8 tasks contending on one master 4% of their throughput. A box
-//! whose `BLPOP` failed, or whose end could not be pushed or answered, is closed instead.
+//! whose `BLPOP` failed, or whose end could not be pushed or answered, is closed instead; but a
+//! kept connection found gone at its first `BLPOP` (its server restarted meanwhile) is replaced
+//! by a new one, once, on one server always the same (not behind Sentinel), and the other kept
+//! ones are dropped.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -45,6 +46,14 @@ pub(super) struct Pool(Arc<Mutex<Vec<MultiplexedConnection>>>);
 impl Pool {
     fn take(&self) -> Option<MultiplexedConnection> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).pop()
+    }
+
+    /// Drop every kept connection (their server restarted).
+    fn clear(&self) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     fn put(&self, conn: MultiplexedConnection) {
@@ -163,12 +172,18 @@ impl RedisNode {
                         return Some((value, b));
                     }
                     (Ok(None), _) => continue,
-                    // A kept connection whose first `BLPOP` failed: its server restarted since
-                    // it was kept. One new connection, at once (the wait listens meanwhile).
-                    // (Not kept while it connects: a wait that ends meanwhile must not give
-                    // the dead connection back.)
-                    (Err(_), Some((client, timeout, url))) => {
+                    // A kept connection that turned out gone at its first `BLPOP`: its server
+                    // restarted since it was kept. One new connection, at once (the wait
+                    // listens meanwhile), and the other kept ones, as old, are dropped. (Not
+                    // kept while it connects: a wait that ends meanwhile must not give the dead
+                    // connection back.) A refusal from a live server closes the box.
+                    (Err(e), Some((client, timeout, url)))
+                        if e.is_unrecoverable_error() || e.is_connection_dropped() =>
+                    {
                         let keep = b.keep.take();
+                        if let Some((pool, _)) = &keep {
+                            pool.clear();
+                        }
                         let connecting = connect_light(&client, timeout, &url);
                         let Ok(Ok(conn)) = tokio::time::timeout(timeout, connecting).await else {
                             return None;

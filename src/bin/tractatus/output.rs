@@ -134,8 +134,9 @@ pub struct WaitFeedback {
 const SILENT_WAIT: Duration = Duration::from_secs(1);
 
 impl WaitFeedback {
-    /// Start showing the wait for `what` (like `lock 'x'`): the holder if stderr is a
-    /// terminal, and on Redis (`redis`) a stall with no holder to name, once.
+    /// Start showing the wait for `what` (like `lock 'x'`): the holder (or the waiter first in
+    /// line on a free lock) if stderr is a terminal, and on Redis (`redis`) a stall with nobody
+    /// to name, once.
     pub fn start(what: &str, redis: bool) -> Self {
         let (tx, mut rx) = watch::channel::<Option<InTheWay>>(None);
         let terminal = std::io::stderr().is_terminal();

@@ -438,15 +438,42 @@ impl Traced {
         let_go(held);
     }
 
-    /// Its exit status and everything it wrote to stderr.
+    /// Its exit status and everything it wrote to stderr; a waiter silent for 60 s is killed
+    /// (by the guard) and fails the test.
     fn finish(mut self) -> (std::process::ExitStatus, String) {
         // The reader ends at the end of stderr: when the waiter and all it started are gone.
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(60)) {
-            self.seen.push(line);
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => self.seen.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("the waiter hung; its trace:\n{}", self.seen.join("\n"))
+                }
+            }
         }
         let status = self.child.0.wait().unwrap();
         (status, self.seen.join("\n"))
     }
+}
+
+/// Run `scenario` (which asserts all but the way its waiter took the lease, and returns the
+/// waiter's trace) until the waiter took the lease from its box, 3 times at most. The release
+/// must land while the waiter listens: one that lands as its heartbeat attempt runs (200 ms
+/// apart, after a stall of a loaded machine) lets that attempt find the lease its own, a right
+/// outcome but not the one under test. A box that never hands over fails all 3.
+fn by_its_box(mut scenario: impl FnMut() -> String) {
+    let mut missed = Vec::new();
+    for _ in 0..3 {
+        let trace = scenario();
+        if trace.contains("handed the lease (its box)") {
+            return;
+        }
+        missed.push(trace);
+    }
+    panic!(
+        "never handed the lease from its box in 3 runs:\n{}",
+        missed.join("\n---\n")
+    );
 }
 
 /// Its exit status and everything it wrote to stderr.

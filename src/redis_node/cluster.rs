@@ -402,10 +402,11 @@ impl RedisNode {
                 .subscribe(channel)
                 .await
                 .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
-            let stream: super::WakeStream = Box::pin(pubsub.into_on_message().map(|m| {
-                m.get_payload::<String>()
-                    .unwrap_or_else(|_| crate::backend::WAKE_ALL.to_owned())
-            }));
+            let stream: super::WakeStream = Box::pin(
+                pubsub
+                    .into_on_message()
+                    .map(|m| super::subscriber::wake_of(m.get_payload::<String>().ok())),
+            );
             Ok(stream)
         };
         tokio::time::timeout(self.connect_timeout, work)

@@ -4,17 +4,47 @@
 //! ends (the server restarted, the network broke), every wait's stream ends with it, as a
 //! connection of its own would have, so the wait loop counts one live subscription less and
 //! subscribes again (on a new connection).
+//!
+//! Anyone who may PUBLISH on a lock's channel can send its waiters messages (hints only: see
+//! `crate::handoff`), so what a wait keeps of them is bounded: at most [`QUEUED_MAX`] unread,
+//! each at most [`MESSAGE_MAX`] bytes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_util::StreamExt;
-use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
+use tokio::sync::mpsc::{self, Sender, error::TrySendError};
 
 use crate::backend::{NodeError, WAKE_ALL, WakeStream};
 
 /// The waits listening on each channel of one connection.
-type Listeners = Arc<Mutex<HashMap<String, Vec<UnboundedSender<String>>>>>;
+type Listeners = Arc<Mutex<HashMap<String, Vec<Sender<String>>>>>;
+
+/// Messages a wait has not read yet, at most. A release sends one per lock, so a wait falls
+/// this far behind only under a flood; the excess is dropped (a hint: the wait's heartbeat
+/// attempt and its box do without it). Unbounded, a flood grew each wait's queue for as long
+/// as it lasted.
+const QUEUED_MAX: usize = 1024;
+
+/// The longest message a release sends is a waiter id, an owner id and a token (86 bytes). A
+/// longer one is nobody's: it reaches the waits as a wake for all, not kept whole for each.
+const MESSAGE_MAX: usize = 256;
+
+/// What the waits are handed for a message's payload (`None`: not text).
+pub(super) fn wake_of(payload: Option<String>) -> String {
+    payload
+        .filter(|p| p.len() <= MESSAGE_MAX)
+        .unwrap_or_else(|| WAKE_ALL.to_owned())
+}
+
+/// Hand `message` to each wait listening, but to none [`QUEUED_MAX`] messages behind; forget
+/// those that ended (dropped their receiver).
+fn deliver(waits: &mut Vec<Sender<String>>, message: &str) {
+    waits.retain(|w| match w.try_send(message.to_owned()) {
+        Ok(()) | Err(TrySendError::Full(_)) => true,
+        Err(TrySendError::Closed(_)) => false,
+    });
+}
 
 /// The shared connection of one node, once opened and while its reader runs.
 pub(super) struct Shared {
@@ -38,13 +68,10 @@ impl Shared {
         let (l, alive) = (Arc::clone(&listeners), Arc::clone(&live));
         tokio::spawn(async move {
             while let Some(m) = stream.next().await {
-                let payload = m
-                    .get_payload::<String>()
-                    .unwrap_or_else(|_| WAKE_ALL.to_owned());
+                let message = wake_of(m.get_payload::<String>().ok());
                 let mut map = l.lock().unwrap_or_else(PoisonError::into_inner);
                 if let Some(waits) = map.get_mut(m.get_channel_name()) {
-                    // A wait that ended dropped its receiver: forget it here.
-                    waits.retain(|w| w.send(payload.clone()).is_ok());
+                    deliver(waits, &message);
                 }
             }
             // The connection ended (or the node was dropped): every wait's stream ends (its
@@ -69,7 +96,7 @@ impl Shared {
     /// subscription (sent again for every wait: the confirmation is what says the server
     /// listens now, and a repeated SUBSCRIBE changes nothing there).
     pub(super) async fn listen(&self, channel: &str) -> Result<WakeStream, redis::RedisError> {
-        let (tx, rx) = unbounded_channel();
+        let (tx, rx) = mpsc::channel(QUEUED_MAX);
         self.listeners
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -136,5 +163,37 @@ impl Subscriber {
                 Err(NodeError::new(describe(&e)))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_longer_than_any_release_sends_wakes_all_and_is_not_kept() {
+        let longest = format!("{} {} {}", "w".repeat(32), "o".repeat(32), u64::MAX);
+        assert_eq!(wake_of(Some(longest.clone())), longest);
+        assert_eq!(wake_of(Some("x".repeat(MESSAGE_MAX + 1))), WAKE_ALL);
+        assert_eq!(wake_of(None), WAKE_ALL);
+    }
+
+    #[test]
+    fn a_wait_that_does_not_read_keeps_at_most_its_bound_and_an_ended_one_is_forgotten() {
+        let (reading, mut unread) = mpsc::channel(QUEUED_MAX);
+        let (ended, gone) = mpsc::channel(QUEUED_MAX);
+        drop(gone);
+        let mut waits = vec![reading, ended];
+        for _ in 0..QUEUED_MAX * 3 {
+            deliver(&mut waits, "w");
+        }
+        assert_eq!(waits.len(), 1, "the ended wait is still listed");
+        let mut kept = 0;
+        while unread.try_recv().is_ok() {
+            kept += 1;
+        }
+        assert_eq!(kept, QUEUED_MAX);
+        deliver(&mut waits, "after");
+        assert_eq!(unread.try_recv().as_deref(), Ok("after"));
     }
 }

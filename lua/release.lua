@@ -13,8 +13,9 @@
 -- ARGV[3] audit log length cap
 -- ARGV[4] how long a waiter registration lasts, ms (grant.lua's ARGV[9])
 -- ARGV[5] probation, ms: the TTL of a lease handed to a waiter until it confirms it
--- ARGV[6] '0': hand nothing over, only wake the head (the undo of a losing Redlock attempt's
---         vote: the head here may not be first in line elsewhere; see src/node.rs `undo`)
+-- ARGV[6] '0': hand nothing over, only wake the head: every end of a lease over several masters
+--         (a release, or the undo of a losing attempt's vote: the head here may not be first
+--         in line elsewhere; see `Node::undo` in src/backend/mod.rs and `Quorum::end`)
 -- Reply: 1 released (now, or by this very request before: see below), 0 not ours: nothing
 --        changed, -1 not ours and this node knows nothing of the lock (no counter: it
 --        restarted empty since): it cannot say whose the lease was

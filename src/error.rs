@@ -57,8 +57,8 @@ pub enum Error {
         name: String,
         /// How long we waited.
         waited_ms: u128,
-        /// Who held it when we gave up, when known (none when the last attempt found it free
-        /// behind another waiter first in line).
+        /// The last holder a refusal named, when any did (none when the last attempt found the
+        /// lock free behind another waiter first in line).
         holder: Option<Box<HolderInfo>>,
         /// What else stood in the way at the last attempt, when anything did: the waiter first
         /// in line on a free lock, or masters in their restart quarantine.

@@ -392,7 +392,6 @@ impl RedisNode {
         client: &redis::Client,
         channel: &str,
     ) -> Result<super::WakeStream, NodeError> {
-        use futures_util::StreamExt;
         let work = async {
             let mut pubsub = client
                 .get_async_pubsub()
@@ -402,12 +401,7 @@ impl RedisNode {
                 .subscribe(channel)
                 .await
                 .map_err(|e| NodeError::new(describe(&e, &self.url)))?;
-            let stream: super::WakeStream = Box::pin(
-                pubsub
-                    .into_on_message()
-                    .map(|m| super::subscriber::wake_of(m.get_payload::<String>().ok())),
-            );
-            Ok(stream)
+            Ok(super::subscriber::bounded(pubsub.into_on_message()))
         };
         tokio::time::timeout(self.connect_timeout, work)
             .await

@@ -176,7 +176,10 @@ impl RedisNode {
                     // restarted since it was kept. One new connection, at once (the wait
                     // listens meanwhile), and the other kept ones, as old, are dropped. (Not
                     // kept while it connects: a wait that ends meanwhile must not give the dead
-                    // connection back.) A refusal from a live server closes the box.
+                    // connection back; its end, pushed over the node connection it was opened
+                    // with, dead too, then fails, and it is closed rather than kept: one
+                    // connect per restart.) A refusal from a live server closes the box (an
+                    // authentication refused reconnects once first).
                     (Err(e), Some((client, timeout, url)))
                         if e.is_unrecoverable_error() || e.is_connection_dropped() =>
                     {

@@ -17,11 +17,7 @@ fn a_forged_hand_off_message_does_not_hand_the_lock_over() {
     let servers = cluster(1);
     let urls = urls(&servers);
     let repo = Repo::new();
-    let held = holder(&repo, &urls, "10s");
-    let mut next = Guard(waiter(&repo, &urls, "10s", "next"));
-    wait_until(Duration::from_secs(10), "the waiter is queued", || {
-        queued_everywhere(&repo, &servers, 1)
-    });
+    let (held, mut next) = holder_and_next(&repo, &servers, &urls, "10s");
     let keys = repo.keys(LOCK);
     let mut con = redis::Client::open(servers[0].url())
         .unwrap()
@@ -37,32 +33,46 @@ fn a_forged_hand_off_message_does_not_hand_the_lock_over() {
         subs.1 >= 1
     });
     let forged = 9_007_199_254_740_000_u64;
-    let heard: i64 = redis::cmd("PUBLISH")
-        .arg(&keys.channel)
-        .arg(format!("{first} {owner} {forged}"))
-        .query(&mut con)
-        .unwrap();
-    assert!(heard >= 1, "nobody listened to the forged message");
-    // A negative: for a second the waiter must neither run its command nor give up.
-    let watch = Instant::now();
-    while watch.elapsed() < Duration::from_secs(1) {
-        assert!(
-            !repo.file("order").exists(),
-            "the waiter ran on a forged hand-off: {}",
-            repo.read("order")
-        );
-        assert!(
-            next.0.try_wait().unwrap().is_none(),
-            "the waiter ended on a forged hand-off"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    publish_forged(
+        &mut con,
+        &keys.channel,
+        &format!("{first} {owner} {forged}"),
+    );
+    neither_runs_nor_ends(&mut next.0, &repo.file("order"));
     let_go(held);
     let out = next.0.wait().unwrap();
     assert!(out.success(), "the waiter: {out}");
     let got = order(&repo);
     assert_eq!(got.len(), 1, "{got:?}");
     assert_ne!(got[0].1, forged, "it ran under the forged token");
+}
+
+/// Publish the forged `message` on `channel`; somebody (the waiter) must hear it.
+fn publish_forged(con: &mut redis::Connection, channel: &str, message: &str) {
+    let heard: i64 = redis::cmd("PUBLISH")
+        .arg(channel)
+        .arg(message)
+        .query(con)
+        .unwrap();
+    assert!(heard >= 1, "nobody listened to the forged message");
+}
+
+/// A negative: for a second the waiter must neither run its command (which writes `ran`) nor
+/// end.
+fn neither_runs_nor_ends(waiter: &mut std::process::Child, ran: &std::path::Path) {
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(1) {
+        assert!(
+            !ran.exists(),
+            "the waiter ran on a forged hand-off: {}",
+            std::fs::read_to_string(ran).unwrap_or_default()
+        );
+        assert!(
+            waiter.try_wait().unwrap().is_none(),
+            "the waiter ended on a forged hand-off"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Who may only read and publish (an ACL user with `@read` and `@pubsub`) can neither put a
@@ -101,27 +111,11 @@ fn a_reader_that_may_publish_cannot_fill_a_waiters_box() {
             refused.to_string().to_ascii_uppercase().contains("NOPERM"),
             "not refused for want of permission: {refused}"
         );
-        let heard: i64 = redis::cmd("PUBLISH")
-            .arg(&keys.channel)
-            .arg(format!("{waiter} {forged}"))
-            .query(&mut reader)
-            .unwrap();
-        assert!(heard >= 1, "nobody listened to the forged message");
+        publish_forged(&mut reader, &keys.channel, &format!("{waiter} {forged}"));
         // The waiter hears the message, looks in its box for a node timeout (250 ms), finds
         // nothing, and its renewal is refused: it waits on.
         let mut next = next;
-        let watch = Instant::now();
-        while watch.elapsed() < Duration::from_secs(1) {
-            assert!(
-                next.child.0.try_wait().unwrap().is_none(),
-                "the waiter ended on a forged hand-off"
-            );
-            assert!(
-                !repo.file("ran").exists(),
-                "the waiter ran on a forged hand-off"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        neither_runs_nor_ends(&mut next.child.0, &repo.file("ran"));
         next.let_go_after_an_attempt(held);
         let (out, err) = next.finish();
         assert!(out.success(), "the waiter: {out}: {err}");

@@ -47,6 +47,16 @@ fn holder(repo: &Repo, urls: &str, ttl: &str) -> Guard {
     )
 }
 
+/// A holder with `ttl`, and a waiter `next` queued behind it (see [`waiter`]).
+fn holder_and_next(repo: &Repo, servers: &[RedisServer], urls: &str, ttl: &str) -> (Guard, Guard) {
+    let held = holder(repo, urls, ttl);
+    let next = Guard(waiter(repo, urls, ttl, "next"));
+    wait_until(Duration::from_secs(10), "the waiter is queued", || {
+        queued_everywhere(repo, servers, 1)
+    });
+    (held, next)
+}
+
 /// A waiter that appends `label`, its token and the time (ns) to `order` once it holds the lock.
 fn waiter(repo: &Repo, urls: &str, ttl: &str, label: &str) -> Child {
     lock_run(repo, urls, ttl)
@@ -277,11 +287,7 @@ fn a_release_during_a_failover_quarantine_hands_nothing_over() {
     let servers = cluster(1);
     let urls = urls(&servers);
     let repo = Repo::new();
-    let held = holder(&repo, &urls, "2s");
-    let mut next = Guard(waiter(&repo, &urls, "2s", "next"));
-    wait_until(Duration::from_secs(10), "the waiter is queued", || {
-        queued_everywhere(&repo, &servers, 1)
-    });
+    let (held, mut next) = holder_and_next(&repo, &servers, &urls, "2s");
     // The slot's stamp says a failover quarantine runs for 1.5 s more (what a promoted
     // replica writes at its first grant attempt; see lua/grant.lua).
     let keys = repo.keys(LOCK);
